@@ -1,0 +1,36 @@
+# logcatch — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run test deps build lint fmt check-config clean
+
+## Run the agent on config/local.yaml (example logs + a live writer → stdout). Ctrl-C stops it.
+run: build
+	scripts/run-local.sh
+
+build:
+	$(CARGO) build
+
+## Install the test tools (protoc, etcd, tansu), then format check, clippy and every test.
+test: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	TANSU_BIN=$$(scripts/deps.sh --print-tansu) $(CARGO) test --all-targets
+
+## Install what the tests need (idempotent; tansu is built once into ~/.cache/logcatch).
+deps:
+	scripts/deps.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+check-config: build
+	target/debug/logcatch check --config config/local.yaml
+
+clean:
+	$(CARGO) clean
+	rm -rf data

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the tests need, idempotently: protoc and etcd (Debian packages) and the
+# tansu Kafka-protocol broker (built from crates.io into a cache keyed by version,
+# features and rustc version, because the build takes ~11 minutes on 2 cores).
+# Prints nothing but progress; `scripts/deps.sh --print-tansu` prints the tansu path.
+set -euo pipefail
+
+TANSU_VERSION=0.6.0
+TANSU_FEATURES=dynostore,libsql
+cache=${LOGCATCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/logcatch}
+rustc_version=$(rustc --version | awk '{print $2}')
+tansu_root="$cache/tansu-$TANSU_VERSION-${TANSU_FEATURES//,/-}-rustc$rustc_version"
+tansu_bin="$tansu_root/bin/tansu"
+
+if [[ ${1:-} == --print-tansu ]]; then
+  echo "$tansu_bin"
+  exit 0
+fi
+
+apt_packages=()
+command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
+command -v etcd >/dev/null || apt_packages+=(etcd-server)
+command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
+if ((${#apt_packages[@]})); then
+  echo "deps: installing ${apt_packages[*]} (apt-get)"
+  sudo_cmd=()
+  [[ $(id -u) == 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+if [[ ! -x $tansu_bin ]]; then
+  echo "deps: building tansu $TANSU_VERSION ($TANSU_FEATURES) into $tansu_root (about 11 minutes, once)"
+  mkdir -p "$cache"
+  # Build in a scratch target dir so a half-finished build never looks installed.
+  cargo install --locked --quiet tansu --version "$TANSU_VERSION" --features "$TANSU_FEATURES" \
+    --root "$tansu_root.partial" --target-dir "$cache/tansu-target"
+  rm -rf "$tansu_root"
+  mv "$tansu_root.partial" "$tansu_root"
+  rm -rf "$cache/tansu-target"
+fi
+echo "deps: etcd $(etcd --version | awk '/etcd Version/{print $3}'), protoc $(protoc --version | awk '{print $2}'), tansu $tansu_bin"

@@ -1,0 +1,380 @@
+//! The YAML config: types, defaults, `${ENV}` templating, the legacy seed format, validation.
+
+mod env;
+mod legacy;
+pub mod units;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// A config error: always names the file, and the field path where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {file}: {message}")]
+    Document { file: String, message: String },
+    #[error("config {file}: {field}: {message}")]
+    Field {
+        file: String,
+        field: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Node name; empty means the hostname.
+    pub node: String,
+    pub state_dir: PathBuf,
+    pub logs: Vec<LogEntry>,
+    pub sink: SinkConfig,
+    pub tail: TailConfig,
+    pub reconcile: ReconcileConfig,
+    pub http: HttpConfig,
+    #[serde(deserialize_with = "units::duration")]
+    pub shutdown_timeout: Duration,
+}
+
+/// One `(topic, path)` declaration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntry {
+    pub path: String,
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Stdout,
+    File,
+    Null,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+    pub file: FileSinkConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSinkConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailConfig {
+    pub start_at: StartAt,
+    #[serde(deserialize_with = "units::size")]
+    pub max_line_bytes: u64,
+    #[serde(deserialize_with = "units::duration")]
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    #[serde(deserialize_with = "units::duration")]
+    pub resync_interval: Duration,
+    pub backoff: BackoffConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffConfig {
+    #[serde(deserialize_with = "units::duration")]
+    pub initial: Duration,
+    #[serde(deserialize_with = "units::duration")]
+    pub max: Duration,
+    #[serde(deserialize_with = "units::duration")]
+    pub reset_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `""` disables the HTTP server.
+    pub listen: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: String::new(),
+            state_dir: PathBuf::from("./data/state"),
+            logs: Vec::new(),
+            sink: SinkConfig::default(),
+            tail: TailConfig::default(),
+            reconcile: ReconcileConfig::default(),
+            http: HttpConfig::default(),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            kind: SinkKind::Stdout,
+            file: FileSinkConfig::default(),
+        }
+    }
+}
+
+impl Default for FileSinkConfig {
+    fn default() -> Self {
+        FileSinkConfig {
+            path: PathBuf::from("./data/out.jsonl"),
+        }
+    }
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        TailConfig {
+            start_at: StartAt::Beginning,
+            max_line_bytes: 1024 * 1024,
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            resync_interval: Duration::from_secs(30),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9733".into(),
+        }
+    }
+}
+
+/// A loaded config and the warnings its loading produced (legacy keys).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads, templates, parses and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Loaded> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses config text; `file` names it in errors, `lookup` resolves `${VAR}`.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Loaded> {
+        let document = |message: String| ConfigError::Document {
+            file: file.to_string(),
+            message,
+        };
+        let field = |field: String, message: String| ConfigError::Field {
+            file: file.to_string(),
+            field,
+            message,
+        };
+        if text.trim().is_empty() {
+            return Err(document("the file is empty".into()));
+        }
+        let value: Value =
+            serde_yaml::from_str(text).map_err(|e| document(format!("invalid YAML: {e}")))?;
+        let Value::Mapping(mut root) = value else {
+            return Err(document(
+                "expected a mapping of settings at the top level".into(),
+            ));
+        };
+        let warnings = legacy::rewrite(&mut root).map_err(|(f, m)| field(f, m))?;
+        let mut value = Value::Mapping(root);
+        expand_strings(&mut value, &mut String::new(), lookup).map_err(|(f, m)| field(f, m))?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "(top level)".to_string()
+            } else {
+                path
+            };
+            field(path, e.into_inner().to_string())
+        })?;
+        config.validate().map_err(|(f, m)| field(f, m))?;
+        Ok(Loaded { config, warnings })
+    }
+
+    /// The node name: `node`, or the hostname when empty.
+    pub fn node_name(&self) -> String {
+        if self.node.is_empty() {
+            gethostname::gethostname().to_string_lossy().into_owned()
+        } else {
+            self.node.clone()
+        }
+    }
+
+    /// The HTTP listen address, `None` when disabled.
+    pub fn http_listen(&self) -> Option<SocketAddr> {
+        // Validated in `validate`, so a parse failure cannot happen here.
+        self.http.listen.parse().ok()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (index, log) in self.logs.iter().enumerate() {
+            if log.path.trim().is_empty() {
+                return Err((format!("logs[{index}].path"), "must not be empty".into()));
+            }
+            if log.path.contains('\0') {
+                return Err((
+                    format!("logs[{index}].path"),
+                    "must not contain NUL bytes".into(),
+                ));
+            }
+            if let Err(e) = globset::Glob::new(&log.path) {
+                return Err((format!("logs[{index}].path"), format!("invalid glob: {e}")));
+            }
+            validate_topic(&log.topic).map_err(|m| (format!("logs[{index}].topic"), m))?;
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(("state_dir".into(), "must not be empty".into()));
+        }
+        if self.sink.kind == SinkKind::File && self.sink.file.path.as_os_str().is_empty() {
+            return Err((
+                "sink.file.path".into(),
+                "must be set when sink.kind is file".into(),
+            ));
+        }
+        if self.tail.max_line_bytes == 0 {
+            return Err(("tail.max_line_bytes".into(), "must be at least 1".into()));
+        }
+        let positive = [
+            ("tail.poll_interval", self.tail.poll_interval),
+            ("reconcile.resync_interval", self.reconcile.resync_interval),
+            ("reconcile.backoff.initial", self.reconcile.backoff.initial),
+            ("reconcile.backoff.max", self.reconcile.backoff.max),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return Err((name.to_string(), "must be greater than 0".into()));
+        }
+        if self.reconcile.backoff.max < self.reconcile.backoff.initial {
+            return Err((
+                "reconcile.backoff.max".into(),
+                "must not be below reconcile.backoff.initial".into(),
+            ));
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
+            return Err((
+                "http.listen".into(),
+                format!(
+                    "{:?} is not an address like \"127.0.0.1:9733\" (\"\" disables HTTP)",
+                    self.http.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Validates a Kafka topic name: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("topic must not be empty".into());
+    }
+    if topic.len() > 249 {
+        return Err(format!(
+            "topic is {} characters long; Kafka allows at most 249",
+            topic.len()
+        ));
+    }
+    if topic == "." || topic == ".." {
+        return Err(format!("topic {topic:?} is not allowed by Kafka"));
+    }
+    if let Some(bad) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic {topic:?} contains {bad:?}; Kafka topics use only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Expands `${VAR}` in every string value, tracking the field path for errors.
+fn expand_strings(
+    value: &mut Value,
+    path: &mut String,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
+    match value {
+        Value::String(text) => {
+            *text = env::expand(text, lookup).map_err(|m| (path.clone(), m))?;
+        }
+        Value::Sequence(items) => {
+            for (index, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{index}]"));
+                expand_strings(item, path, lookup)?;
+                path.truncate(len);
+            }
+        }
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key.as_str().unwrap_or("?"));
+                expand_strings(item, path, lookup)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

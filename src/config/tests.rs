@@ -1,0 +1,181 @@
+use super::*;
+
+const FULL: &str = r#"
+node: "${NODE_NAME:-}"
+state_dir: ./data/state
+logs:
+  - path: /var/log/app/*.log
+    topic: app
+sink:
+  kind: stdout
+  file: { path: ./data/out.jsonl }
+tail:
+  start_at: beginning
+  max_line_bytes: 1048576
+  poll_interval: 250ms
+reconcile:
+  resync_interval: 30s
+  backoff: { initial: 1s, max: 60s, reset_after: 60s }
+http:
+  listen: "127.0.0.1:9733"
+shutdown_timeout: 10s
+"#;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(text: &str) -> Result<Loaded> {
+    Config::parse(text, "test.yaml", &no_env)
+}
+
+fn field_error(text: &str) -> (String, String) {
+    match parse(text) {
+        Err(ConfigError::Field { field, message, .. }) => (field, message),
+        other => panic!("expected a field error, got {other:?}"),
+    }
+}
+
+#[test]
+fn parse_should_accept_the_documented_example_and_match_the_defaults() {
+    let loaded = parse(FULL).unwrap();
+    assert!(loaded.warnings.is_empty());
+    let mut expected = Config::default();
+    expected.logs.push(LogEntry {
+        path: "/var/log/app/*.log".into(),
+        topic: "app".into(),
+    });
+    assert_eq!(loaded.config, expected);
+}
+
+#[test]
+fn parse_should_fill_defaults_for_a_minimal_config() {
+    let config = parse("logs: []\n").unwrap().config;
+    assert_eq!(config.tail.poll_interval, Duration::from_millis(250));
+    assert_eq!(config.sink.kind, SinkKind::Stdout);
+    assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn parse_should_read_sizes_given_as_strings() {
+    let config = parse("tail: { max_line_bytes: 1MiB }\n").unwrap().config;
+    assert_eq!(config.tail.max_line_bytes, 1 << 20);
+}
+
+#[test]
+fn parse_should_name_the_field_of_an_invalid_topic() {
+    let text = "logs:\n  - {path: /a, topic: a}\n  - {path: /b, topic: b}\n  - {path: /c, topic: 'no spaces'}\n";
+    let (field, message) = field_error(text);
+    assert_eq!(field, "logs[2].topic");
+    assert!(message.contains("\"no spaces\""), "{message}");
+}
+
+#[test]
+fn parse_should_reject_empty_and_overlong_topics() {
+    assert_eq!(
+        field_error("logs: [{path: /a, topic: ''}]\n").0,
+        "logs[0].topic"
+    );
+    let long = "t".repeat(250);
+    let (field, message) = field_error(&format!("logs: [{{path: /a, topic: {long}}}]\n"));
+    assert_eq!(field, "logs[0].topic");
+    assert!(message.contains("249"));
+}
+
+#[test]
+fn parse_should_reject_unknown_keys_with_their_path() {
+    let (field, message) = field_error("tail: { poll_intervall: 1s }\n");
+    assert_eq!(field, "tail.poll_intervall");
+    assert!(message.contains("unknown field"), "{message}");
+    let (field, _) = field_error("logs: [{path: /a, topic: a, tpoic: b}]\n");
+    assert_eq!(field, "logs[0].tpoic");
+}
+
+#[test]
+fn parse_should_reject_a_bad_duration_with_its_path() {
+    let (field, message) = field_error("reconcile: { backoff: { initial: soon } }\n");
+    assert_eq!(field, "reconcile.backoff.initial");
+    assert!(message.contains("invalid duration"), "{message}");
+}
+
+#[test]
+fn parse_should_reject_an_unknown_sink_kind() {
+    let (field, message) = field_error("sink: { kind: carrier-pigeon }\n");
+    assert_eq!(field, "sink.kind");
+    assert!(message.contains("stdout"), "{message}");
+}
+
+#[test]
+fn parse_should_reject_bad_listen_address_and_zero_intervals() {
+    assert_eq!(
+        field_error("http: { listen: 'localhost' }\n").0,
+        "http.listen"
+    );
+    assert_eq!(
+        field_error("tail: { poll_interval: 0s }\n").0,
+        "tail.poll_interval"
+    );
+    assert_eq!(
+        field_error("tail: { max_line_bytes: 0 }\n").0,
+        "tail.max_line_bytes"
+    );
+    assert!(parse("http: { listen: '' }\n")
+        .unwrap()
+        .config
+        .http_listen()
+        .is_none());
+}
+
+#[test]
+fn parse_should_expand_environment_variables_in_every_string() {
+    let env = |name: &str| (name == "NODE_NAME").then(|| "node-7".to_string());
+    let text = "node: '${NODE_NAME:-}'\nlogs: [{path: '/var/log/${NODE_NAME}/*.log', topic: '${TOPIC:-app}'}]\n";
+    let config = Config::parse(text, "t.yaml", &env).unwrap().config;
+    assert_eq!(config.node, "node-7");
+    assert_eq!(config.logs[0].path, "/var/log/node-7/*.log");
+    assert_eq!(config.logs[0].topic, "app");
+}
+
+#[test]
+fn parse_should_name_the_field_of_an_unset_variable() {
+    let (field, message) = field_error("logs: [{path: '/x/${NOPE}', topic: a}]\n");
+    assert_eq!(field, "logs[0].path");
+    assert!(message.contains("NOPE is not set"), "{message}");
+}
+
+#[test]
+fn parse_should_accept_the_legacy_seed_format_with_a_warning() {
+    let loaded = parse("collectlogs:\n  - logpath: /var/log/a.log\n    logtopic: a\n").unwrap();
+    assert_eq!(
+        loaded.config.logs,
+        vec![LogEntry {
+            path: "/var/log/a.log".into(),
+            topic: "a".into()
+        }]
+    );
+    assert_eq!(loaded.warnings.len(), 1);
+}
+
+#[test]
+fn parse_should_refuse_empty_files_and_non_mappings_naming_the_file() {
+    let err = parse("  \n").unwrap_err().to_string();
+    assert_eq!(err, "config test.yaml: the file is empty");
+    let err = parse("- a\n- b\n").unwrap_err().to_string();
+    assert!(
+        err.starts_with("config test.yaml: expected a mapping"),
+        "{err}"
+    );
+    let err = parse("logs: [\n").unwrap_err().to_string();
+    assert!(err.starts_with("config test.yaml: invalid YAML"), "{err}");
+}
+
+#[test]
+fn load_should_name_the_file_it_cannot_read() {
+    let err = Config::load(Path::new("/nonexistent/logcatch.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config /nonexistent/logcatch.yaml: cannot read"),
+        "{err}"
+    );
+}

@@ -1,0 +1,115 @@
+//! The `logcatch` command line: parses arguments and calls into the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use logcatch::config::Config;
+use logcatch::source::config_file::specs;
+use logcatch::spec::{self, SourceId, TailerSettings};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "logcatch",
+    version,
+    about = "Tails declared log files into Kafka"
+)]
+struct Cli {
+    /// Log output format (the level comes from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run {
+        #[arg(long, short, env = "LOGCATCH_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config and print the desired tailers after glob expansion.
+    Check {
+        #[arg(long, short, env = "LOGCATCH_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { config } => check(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout belongs to the stdout sink.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(config: PathBuf) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(logcatch::agent::run(&config))?;
+    Ok(())
+}
+
+fn check(config_path: PathBuf) -> anyhow::Result<()> {
+    let loaded = Config::load(&config_path)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: config {}: {warning}", config_path.display());
+    }
+    let config = loaded.config;
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let source: SourceId = logcatch::source::CONFIG_SOURCE.into();
+    let declared = specs(&config.logs);
+    let settings = TailerSettings::from_config(&config.tail);
+    let (desired, errors) = spec::expand([(&source, &declared[..])], &settings, &cwd);
+    println!(
+        "config {}: ok ({} declared logs)",
+        config_path.display(),
+        config.logs.len()
+    );
+    for e in &errors {
+        println!("warning: {}: {}", e.path, e.message);
+    }
+    let width = desired
+        .keys()
+        .map(|id| id.topic.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!("{:<width$}  {:<8}  PATH", "TOPIC", "FILE");
+    for id in desired.keys() {
+        let state = if id.path.exists() {
+            "exists"
+        } else {
+            "waiting"
+        };
+        println!("{:<width$}  {:<8}  {}", id.topic, state, id.path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! The reconcile loop: wakes on a source change, a config change, a tailer exit, an
+//! expired backoff or the periodic resync (which also re-expands globs), computes
+//! `plan`, and applies it. One task per tailer, never two.
+
+pub mod plan;
+
+use crate::config::{BackoffConfig, Config};
+use crate::source::Sources;
+use crate::spec::{self, ExpandError, SourceId, TailerId, TailerSettings};
+use crate::tail::{TailError, Tailer, TailerContext};
+use crate::telemetry::status::TailerEntry;
+use crate::telemetry::{Events, StatusBoard, TailerProgress, TailerState};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use plan::{next_retry, plan, Action, Phase, RunningSet, RunningTailer};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Per tailer: how to stop its task, its backoff state and its restart count.
+struct Control {
+    stop: Option<CancellationToken>,
+    backoff: ExponentialBackoff,
+    restarts: u32,
+    progress: Arc<TailerProgress>,
+}
+
+fn new_backoff(config: &BackoffConfig) -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(config.initial)
+        .with_max_delay(config.max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Why the loop woke up.
+enum Wake {
+    Shutdown,
+    Requested,
+    Exited(Result<(tokio::task::Id, Result<(), TailError>), JoinError>),
+}
+
+pub struct Reconciler {
+    sources: Arc<Sources>,
+    config: watch::Receiver<Arc<Config>>,
+    ctx: Arc<TailerContext>,
+    board: Arc<StatusBoard>,
+    events: Arc<dyn Events>,
+    cwd: PathBuf,
+    running: RunningSet,
+    control: HashMap<TailerId, Control>,
+    owners: BTreeMap<TailerId, BTreeSet<SourceId>>,
+    tasks: JoinSet<Result<(), TailError>>,
+    task_ids: HashMap<tokio::task::Id, TailerId>,
+    last_errors: Vec<ExpandError>,
+}
+
+impl Reconciler {
+    pub fn new(
+        sources: Arc<Sources>,
+        config: watch::Receiver<Arc<Config>>,
+        ctx: Arc<TailerContext>,
+        board: Arc<StatusBoard>,
+        cwd: PathBuf,
+    ) -> Self {
+        let events = ctx.events.clone();
+        Reconciler {
+            sources,
+            config,
+            ctx,
+            board,
+            events,
+            cwd,
+            running: RunningSet::new(),
+            control: HashMap::new(),
+            owners: BTreeMap::new(),
+            tasks: JoinSet::new(),
+            task_ids: HashMap::new(),
+            last_errors: Vec::new(),
+        }
+    }
+
+    /// Reconciles until `shutdown`, then stops every tailer and waits for them (their
+    /// in-flight data acknowledged and checkpointed).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            self.pass();
+            match self.wait(&shutdown).await {
+                Wake::Shutdown => break,
+                Wake::Requested => {}
+                Wake::Exited(done) => self.on_exit(done),
+            }
+        }
+        self.stop_all().await;
+    }
+
+    async fn wait(&mut self, shutdown: &CancellationToken) -> Wake {
+        let resync = self.config.borrow().reconcile.resync_interval;
+        let mut wake = Instant::now() + resync;
+        if let Some(retry) = next_retry(&self.running) {
+            wake = wake.min(retry);
+        }
+        let trigger = self.sources.trigger().clone();
+        tokio::select! {
+            _ = shutdown.cancelled() => Wake::Shutdown,
+            _ = trigger.requested() => Wake::Requested,
+            Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => Wake::Exited(done),
+            _ = tokio::time::sleep_until(wake) => Wake::Requested,
+        }
+    }
+
+    fn pass(&mut self) {
+        let started = std::time::Instant::now();
+        let config = self.config.borrow().clone();
+        let settings = TailerSettings::from_config(&config.tail);
+        let snapshots = self.sources.snapshot();
+        let (desired, errors) = spec::expand(
+            snapshots.iter().map(|(k, v)| (k, &v[..])),
+            &settings,
+            &self.cwd,
+        );
+        if errors != self.last_errors {
+            for e in &errors {
+                tracing::warn!(source = %e.source, path = %e.path, "cannot expand declaration: {}", e.message);
+            }
+            self.last_errors = errors;
+        }
+        let now = Instant::now();
+        for action in plan(&desired, &self.running, now) {
+            self.apply(action, now, &config.reconcile.backoff);
+        }
+        self.owners = desired.into_iter().map(|(id, d)| (id, d.owners)).collect();
+        self.publish_status();
+        self.events
+            .reconciled(true, started.elapsed().as_secs_f64());
+    }
+
+    fn apply(&mut self, action: Action, now: Instant, backoff: &BackoffConfig) {
+        match action {
+            Action::Start { id, settings } => {
+                let control = self.control.entry(id.clone()).or_insert_with(|| Control {
+                    stop: None,
+                    backoff: new_backoff(backoff),
+                    restarts: 0,
+                    progress: Arc::default(),
+                });
+                let stop = CancellationToken::new();
+                control.stop = Some(stop.clone());
+                control.progress.set_state(TailerState::Starting, None);
+                let tailer = Tailer::new(
+                    id.clone(),
+                    settings.clone(),
+                    self.ctx.clone(),
+                    control.progress.clone(),
+                );
+                let handle = self.tasks.spawn(tailer.run(stop));
+                self.task_ids.insert(handle.id(), id.clone());
+                tracing::debug!(tailer = %id, "tailer started");
+                self.running.insert(
+                    id,
+                    RunningTailer {
+                        settings,
+                        phase: Phase::Running { since: now },
+                    },
+                );
+            }
+            Action::Stop { id } => self.stop(&id),
+            Action::Restart { id, reason } => {
+                tracing::info!(tailer = %id, reason, "restarting tailer");
+                if let Some(control) = self.control.get_mut(&id) {
+                    control.restarts += 1;
+                }
+                self.events.tailer_restarted(&id.topic);
+                self.stop(&id);
+            }
+            Action::Forget { id } => {
+                self.running.remove(&id);
+                self.control.remove(&id);
+            }
+        }
+    }
+
+    fn stop(&mut self, id: &TailerId) {
+        if let Some(stop) = self.control.get(id).and_then(|c| c.stop.as_ref()) {
+            stop.cancel();
+        }
+        if let Some(tailer) = self.running.get_mut(id) {
+            tailer.phase = Phase::Stopping;
+        }
+    }
+
+    fn on_exit(&mut self, done: Result<(tokio::task::Id, Result<(), TailError>), JoinError>) {
+        let (task, outcome) = match done {
+            Ok((task, result)) => (task, result.map_err(|e| e.to_string())),
+            Err(e) => (e.id(), Err(format!("tailer task failed: {e}"))),
+        };
+        let Some(id) = self.task_ids.remove(&task) else {
+            return;
+        };
+        let Some(tailer) = self.running.get_mut(&id) else {
+            return;
+        };
+        let since = match tailer.phase {
+            Phase::Stopping => {
+                if let Err(reason) = outcome {
+                    tracing::warn!(tailer = %id, "tailer stopped with an error: {reason}");
+                }
+                self.running.remove(&id);
+                if !self.owners.contains_key(&id) {
+                    self.control.remove(&id);
+                }
+                return;
+            }
+            Phase::Running { since } => since,
+            Phase::Backoff { .. } => return,
+        };
+        let reason = outcome
+            .err()
+            .unwrap_or_else(|| "tailer ended unexpectedly".into());
+        let config = self.config.borrow().clone();
+        let Some(control) = self.control.get_mut(&id) else {
+            return;
+        };
+        if since.elapsed() >= config.reconcile.backoff.reset_after {
+            control.backoff = new_backoff(&config.reconcile.backoff);
+        }
+        let delay = control
+            .backoff
+            .next()
+            .unwrap_or(config.reconcile.backoff.max);
+        control.restarts += 1;
+        control.stop = None;
+        self.events.tailer_restarted(&id.topic);
+        tracing::warn!(tailer = %id, retry_in = ?delay, "tailer failed: {reason}");
+        tailer.phase = Phase::Backoff {
+            retry_at: Instant::now() + delay,
+            reason,
+        };
+        self.publish_status();
+    }
+
+    async fn stop_all(&mut self) {
+        let ids: Vec<TailerId> = self.running.keys().cloned().collect();
+        for id in &ids {
+            self.stop(id);
+        }
+        self.publish_status();
+        while let Some(done) = self.tasks.join_next_with_id().await {
+            self.on_exit(done);
+        }
+        self.publish_status();
+    }
+
+    fn publish_status(&self) {
+        let mut table = BTreeMap::new();
+        for (id, tailer) in &self.running {
+            let Some(control) = self.control.get(id) else {
+                continue;
+            };
+            let phase = match &tailer.phase {
+                Phase::Running { .. } => None,
+                Phase::Backoff { reason, .. } => Some((TailerState::Backoff, Some(reason.clone()))),
+                Phase::Stopping => Some((TailerState::Stopping, None)),
+            };
+            let owners = self
+                .owners
+                .get(id)
+                .map(|o| o.iter().cloned().collect())
+                .unwrap_or_default();
+            table.insert(
+                id.clone(),
+                TailerEntry {
+                    owners,
+                    phase,
+                    restarts: control.restarts,
+                    progress: control.progress.clone(),
+                },
+            );
+        }
+        self.board.replace(table);
+    }
+}

@@ -1,0 +1,160 @@
+//! stdout and file sinks: one JSON object per line,
+//! `{"topic", "path", "offset", "line", "node"}`, invalid UTF-8 shown lossily.
+//!
+//! A dedicated thread owns the writer, so blocking writes never stall the runtime; the
+//! bounded channel to it is the backpressure. A batch is acknowledged after it was
+//! written and flushed to the OS (it survives the agent's crash).
+
+use super::{Ack, Batch, Sink, SinkError};
+use futures::future::{BoxFuture, FutureExt};
+use serde::Serialize;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Batches queued to the writer thread before `submit` waits.
+const QUEUE: usize = 16;
+
+type Job = (Batch, oneshot::Sender<Result<(), SinkError>>);
+
+pub struct JsonLinesSink {
+    name: &'static str,
+    jobs: mpsc::Sender<Job>,
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    topic: &'a str,
+    path: &'a Path,
+    offset: u64,
+    line: &'a str,
+    node: &'a str,
+}
+
+impl JsonLinesSink {
+    pub fn stdout(node: Arc<str>) -> Self {
+        Self::spawn("stdout", node, Box::new(std::io::stdout()))
+    }
+
+    /// Appends to `path`, creating it and its directory.
+    pub fn file(path: &Path, node: Arc<str>) -> Result<Self, SinkError> {
+        let io = |e: std::io::Error| SinkError::Io {
+            sink: "file",
+            message: format!("cannot open {}: {e}", path.display()),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(Self::spawn("file", node, Box::new(file)))
+    }
+
+    fn spawn(name: &'static str, node: Arc<str>, out: Box<dyn Write + Send>) -> Self {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name(format!("sink-{name}"))
+            .spawn(move || write_loop(name, &node, out, rx))
+            .expect("spawning the sink writer thread");
+        JsonLinesSink { name, jobs }
+    }
+}
+
+fn write_loop(
+    name: &'static str,
+    node: &str,
+    out: Box<dyn Write + Send>,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    let mut out = BufWriter::with_capacity(256 * 1024, out);
+    let mut done = Vec::new();
+    while let Some(job) = rx.blocking_recv() {
+        done.push(job);
+        // Take whatever else is queued, so one flush covers many batches.
+        while done.len() < QUEUE {
+            match rx.try_recv() {
+                Ok(job) => done.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = done
+            .iter()
+            .try_for_each(|(batch, _)| write_batch(&mut out, batch, node))
+            .and_then(|()| out.flush())
+            .map_err(|e| SinkError::Io {
+                sink: name,
+                message: format!("write failed: {e}"),
+            });
+        for (_, ack) in done.drain(..) {
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+fn write_batch(out: &mut impl Write, batch: &Batch, node: &str) -> std::io::Result<()> {
+    for (offset, line) in batch.lines() {
+        let line = String::from_utf8_lossy(line);
+        let record = Record {
+            topic: &batch.topic,
+            path: &batch.path,
+            offset,
+            line: &line,
+            node,
+        };
+        serde_json::to_writer(&mut *out, &record)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+impl Sink for JsonLinesSink {
+    fn submit(&self, batch: Batch) -> BoxFuture<'_, Result<Ack, SinkError>> {
+        async move {
+            let (tx, rx) = oneshot::channel();
+            let closed = SinkError::Closed { sink: self.name };
+            self.jobs
+                .send((batch, tx))
+                .await
+                .map_err(|_| closed.clone())?;
+            let ack: Ack = async move { rx.await.unwrap_or(Err(closed)) }.boxed();
+            Ok(ack)
+        }
+        .boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        // Every acknowledged batch is already flushed; nothing is buffered past an ack.
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_sink_should_write_one_json_object_per_line_and_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/records.jsonl");
+        let sink = JsonLinesSink::file(&path, "node-1".into()).unwrap();
+        let mut batch = Batch::new("app".into(), Path::new("/var/log/a.log").into());
+        batch.push(0, b"hello");
+        batch.push(6, b"\xffbad \"utf8\"");
+        sink.submit(batch).await.unwrap().await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            records[0],
+            serde_json::json!({"topic": "app", "path": "/var/log/a.log", "offset": 0, "line": "hello", "node": "node-1"})
+        );
+        assert_eq!(records[1]["line"], "\u{fffd}bad \"utf8\"");
+        assert_eq!(records[1]["offset"], 6);
+    }
+}

@@ -1,0 +1,274 @@
+//! What is desired: `(source, topic, path)` declarations, expanded into tailers keyed by
+//! `(topic, file path)` with the set of sources that own each.
+
+use globset::{GlobBuilder, GlobMatcher};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// A source of declarations: `config` for the config file, `etcd:<key>` for an etcd key.
+pub type SourceId = Arc<str>;
+
+/// One declaration as a source publishes it: a path (maybe a glob) and a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogSpec {
+    pub path: String,
+    pub topic: String,
+}
+
+/// A tailer's identity: one file on one topic. The same file on two topics is two tailers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TailerId {
+    pub topic: Arc<str>,
+    pub path: Arc<Path>,
+}
+
+impl TailerId {
+    pub fn new(topic: &str, path: &Path) -> Self {
+        TailerId {
+            topic: topic.into(),
+            path: path.into(),
+        }
+    }
+}
+
+impl fmt::Display for TailerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.topic, self.path.display())
+    }
+}
+
+/// Settings a running tailer was started with; a change restarts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailerSettings {
+    pub max_line_bytes: u64,
+    pub poll_interval: std::time::Duration,
+    pub start_at: crate::config::StartAt,
+}
+
+impl TailerSettings {
+    pub fn from_config(tail: &crate::config::TailConfig) -> Self {
+        TailerSettings {
+            max_line_bytes: tail.max_line_bytes,
+            poll_interval: tail.poll_interval,
+            start_at: tail.start_at,
+        }
+    }
+}
+
+/// One desired tailer with the sources that declare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredTailer {
+    pub owners: BTreeSet<SourceId>,
+    pub settings: TailerSettings,
+}
+
+pub type DesiredSet = BTreeMap<TailerId, DesiredTailer>;
+
+/// A declaration that could not be expanded (e.g. an unreadable directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandError {
+    pub source: SourceId,
+    pub path: String,
+    pub message: String,
+}
+
+/// Expands every source's declarations into the desired set. Globs match regular files
+/// that exist now (the periodic resync picks up later ones); a plain path is desired
+/// whether or not it exists yet (its tailer waits for it). Relative paths are taken
+/// relative to `cwd`.
+pub fn expand<'a>(
+    snapshots: impl IntoIterator<Item = (&'a SourceId, &'a [LogSpec])>,
+    settings: &TailerSettings,
+    cwd: &Path,
+) -> (DesiredSet, Vec<ExpandError>) {
+    let mut desired = DesiredSet::new();
+    let mut errors = Vec::new();
+    for (source, specs) in snapshots {
+        for spec in specs {
+            let pattern = absolute(cwd, Path::new(&spec.path));
+            let files = if is_glob(&spec.path) {
+                match glob_files(&pattern) {
+                    Ok(files) => files,
+                    Err(message) => {
+                        errors.push(ExpandError {
+                            source: source.clone(),
+                            path: spec.path.clone(),
+                            message,
+                        });
+                        continue;
+                    }
+                }
+            } else {
+                vec![pattern]
+            };
+            for file in files {
+                desired
+                    .entry(TailerId::new(&spec.topic, &file))
+                    .or_insert_with(|| DesiredTailer {
+                        owners: BTreeSet::new(),
+                        settings: settings.clone(),
+                    })
+                    .owners
+                    .insert(source.clone());
+            }
+        }
+    }
+    (desired, errors)
+}
+
+pub fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '[', '{'])
+}
+
+/// `path` made absolute against `cwd`, with `.` and `..` resolved lexically.
+pub fn absolute(cwd: &Path, path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in cwd.join(path).components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Regular files (symlinks followed) matching an absolute glob, sorted.
+fn glob_files(pattern: &Path) -> Result<Vec<PathBuf>, String> {
+    let text = pattern.to_string_lossy();
+    let matcher = GlobBuilder::new(&text)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("invalid glob: {e}"))?
+        .compile_matcher();
+    // Walk from the deepest directory without glob characters.
+    let mut base = PathBuf::new();
+    let mut rest = Vec::new();
+    for component in pattern.components() {
+        let part = component.as_os_str().to_string_lossy();
+        if rest.is_empty() && !is_glob(&part) {
+            base.push(component);
+        } else {
+            rest.push(part.into_owned());
+        }
+    }
+    let max_depth = if rest.iter().any(|part| part.contains("**")) {
+        MAX_RECURSIVE_DEPTH
+    } else {
+        rest.len()
+    };
+    let mut files = Vec::new();
+    walk(&base, &matcher, max_depth, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+/// How deep `**` descends; bounds the walk against symlink loops.
+const MAX_RECURSIVE_DEPTH: usize = 16;
+
+fn walk(
+    dir: &Path,
+    matcher: &GlobMatcher,
+    depth: usize,
+    files: &mut Vec<PathBuf>,
+) -> Result<(), String> {
+    if depth == 0 {
+        return Ok(());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue; // dangling symlink or vanished meanwhile
+        };
+        if meta.is_dir() {
+            // A directory we cannot list below the base is skipped, not fatal.
+            let _ = walk(&path, matcher, depth - 1, files);
+        } else if meta.is_file() && matcher.is_match(&path) {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings() -> TailerSettings {
+        TailerSettings {
+            max_line_bytes: 1024,
+            poll_interval: Duration::from_millis(10),
+            start_at: crate::config::StartAt::Beginning,
+        }
+    }
+
+    fn spec(path: &str, topic: &str) -> LogSpec {
+        LogSpec {
+            path: path.into(),
+            topic: topic.into(),
+        }
+    }
+
+    #[test]
+    fn expand_should_merge_owners_of_the_same_topic_and_path() {
+        let (a, b): (SourceId, SourceId) = ("config".into(), "etcd:/k".into());
+        let specs_a = [spec("/var/log/x.log", "t")];
+        let specs_b = [spec("/var/log/x.log", "t"), spec("/var/log/x.log", "other")];
+        let (desired, errors) = expand(
+            [(&a, &specs_a[..]), (&b, &specs_b[..])],
+            &settings(),
+            Path::new("/"),
+        );
+        assert!(errors.is_empty());
+        assert_eq!(desired.len(), 2, "same path on two topics is two tailers");
+        let owners = &desired[&TailerId::new("t", Path::new("/var/log/x.log"))].owners;
+        assert_eq!(
+            owners.iter().map(|s| &**s).collect::<Vec<_>>(),
+            ["config", "etcd:/k"]
+        );
+    }
+
+    #[test]
+    fn expand_should_match_globs_against_regular_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.log", "b.log", "c.txt"] {
+            std::fs::write(dir.path().join(name), "x\n").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("d.log")).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/e.log"), "x\n").unwrap();
+        let source: SourceId = "config".into();
+        let specs = [spec("*.log", "t")];
+        let (desired, _) = expand([(&source, &specs[..])], &settings(), dir.path());
+        let names: Vec<_> = desired
+            .keys()
+            .map(|id| id.path.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["a.log", "b.log"]);
+
+        let specs = [spec("**/*.log", "t")];
+        let (desired, _) = expand([(&source, &specs[..])], &settings(), dir.path());
+        assert_eq!(desired.len(), 3, "** descends into subdirectories");
+    }
+
+    #[test]
+    fn expand_should_keep_plain_paths_that_do_not_exist_yet() {
+        let source: SourceId = "config".into();
+        let specs = [spec("logs/../later.log", "t")];
+        let (desired, _) = expand([(&source, &specs[..])], &settings(), Path::new("/srv"));
+        assert_eq!(
+            desired.keys().next().unwrap(),
+            &TailerId::new("t", Path::new("/srv/later.log"))
+        );
+    }
+}

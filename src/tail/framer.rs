@@ -1,0 +1,280 @@
+//! Splits a byte stream into lines: memchr on a reusable buffer, `\n` / `\r\n` stripped,
+//! a partial last line held until its newline, lines over the limit cut (never buffered
+//! whole), bytes passed through unchanged (no UTF-8 assumption).
+
+use memchr::memchr;
+
+/// A line as the framer emits it: its start offset in the file, its bytes, and whether
+/// it was cut to the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line<'a> {
+    pub offset: u64,
+    pub bytes: &'a [u8],
+    pub truncated: bool,
+}
+
+#[derive(Debug)]
+pub struct Framer {
+    max_line: usize,
+    /// Start offset of the line being assembled; also the offset every earlier line ends at.
+    line_start: u64,
+    /// Offset of the next byte to be pushed.
+    position: u64,
+    /// Bytes of the current line that arrived in earlier pushes, at most `max_line + 2`:
+    /// enough to tell "longer than the limit" from "exactly the limit plus `\r`".
+    partial: Vec<u8>,
+    /// The current line was already emitted cut; drop its bytes until the newline.
+    skipping: bool,
+}
+
+impl Framer {
+    pub fn new(offset: u64, max_line: usize) -> Self {
+        Framer {
+            max_line: max_line.max(1),
+            line_start: offset,
+            position: offset,
+            partial: Vec::new(),
+            skipping: false,
+        }
+    }
+
+    /// The offset just after the last complete line: where a restart must resume.
+    pub fn committed(&self) -> u64 {
+        self.line_start
+    }
+
+    /// The offset of the next byte to push.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Whether a partial line is being held.
+    pub fn has_partial(&self) -> bool {
+        self.position > self.line_start
+    }
+
+    /// Forgets everything and continues at `offset` (after truncation or a file switch).
+    pub fn reset(&mut self, offset: u64) {
+        self.line_start = offset;
+        self.position = offset;
+        self.partial.clear();
+        self.skipping = false;
+    }
+
+    /// Feeds the bytes found at `position()`, emitting every line they complete.
+    pub fn push(&mut self, mut chunk: &[u8], emit: &mut impl FnMut(Line<'_>)) {
+        while let Some(newline) = memchr(b'\n', chunk) {
+            self.end_line(&chunk[..newline], emit);
+            self.position += newline as u64 + 1;
+            self.line_start = self.position;
+            chunk = &chunk[newline + 1..];
+        }
+        if !chunk.is_empty() {
+            self.extend_partial(chunk, emit);
+            self.position += chunk.len() as u64;
+        }
+    }
+
+    /// Emits the held partial line as a complete one: the file it came from has ended.
+    pub fn finish(&mut self, emit: &mut impl FnMut(Line<'_>)) {
+        if !self.skipping && self.has_partial() {
+            let cut = self.partial.len() > self.max_line;
+            let bytes = &self.partial[..self.partial.len().min(self.max_line)];
+            emit(Line {
+                offset: self.line_start,
+                bytes,
+                truncated: cut,
+            });
+        }
+        self.partial.clear();
+        self.skipping = false;
+        self.line_start = self.position;
+    }
+
+    fn end_line(&mut self, tail: &[u8], emit: &mut impl FnMut(Line<'_>)) {
+        let offset = self.line_start;
+        if self.skipping {
+            self.skipping = false;
+        } else if self.partial.is_empty() {
+            let line = strip_cr(tail);
+            let truncated = line.len() > self.max_line;
+            let bytes = if truncated {
+                &line[..self.max_line]
+            } else {
+                line
+            };
+            emit(Line {
+                offset,
+                bytes,
+                truncated,
+            });
+        } else {
+            let room = (self.max_line + 2).saturating_sub(self.partial.len());
+            self.partial
+                .extend_from_slice(&tail[..tail.len().min(room)]);
+            let line = strip_cr(&self.partial);
+            let truncated = tail.len() > room || line.len() > self.max_line;
+            let bytes = if truncated {
+                &self.partial[..self.max_line]
+            } else {
+                line
+            };
+            emit(Line {
+                offset,
+                bytes,
+                truncated,
+            });
+        }
+        self.partial.clear();
+    }
+
+    fn extend_partial(&mut self, bytes: &[u8], emit: &mut impl FnMut(Line<'_>)) {
+        if self.skipping {
+            return;
+        }
+        let room = (self.max_line + 2).saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if self.partial.len() >= self.max_line + 2 {
+            // Longer than the limit whatever follows: emit the cut line now, so that
+            // memory stays flat however long the line grows.
+            emit(Line {
+                offset: self.line_start,
+                bytes: &self.partial[..self.max_line],
+                truncated: true,
+            });
+            self.partial.clear();
+            self.skipping = true;
+        }
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Owned = (u64, Vec<u8>, bool);
+
+    fn frame(chunks: &[&[u8]], max: usize) -> (Vec<Owned>, Framer) {
+        let mut framer = Framer::new(0, max);
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            framer.push(chunk, &mut |l| {
+                lines.push((l.offset, l.bytes.to_vec(), l.truncated))
+            });
+        }
+        (lines, framer)
+    }
+
+    /// The reference: what every complete line of `input` should come out as.
+    fn model(input: &[u8], max: usize) -> Vec<Owned> {
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        let mut rest = input;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let line = strip_cr(&rest[..i]);
+            let cut = line.len() > max;
+            out.push((offset, line[..line.len().min(max)].to_vec(), cut));
+            offset += i as u64 + 1;
+            rest = &rest[i + 1..];
+        }
+        // A partial line that already exceeds the limit whatever follows is emitted cut.
+        if rest.len() >= max + 2 {
+            out.push((offset, rest[..max].to_vec(), true));
+        }
+        out
+    }
+
+    #[test]
+    fn push_should_strip_newlines_and_carriage_returns() {
+        let (lines, framer) = frame(&[b"a\nbb\r\nccc"], 100);
+        assert_eq!(
+            lines,
+            vec![(0, b"a".to_vec(), false), (2, b"bb".to_vec(), false)]
+        );
+        assert_eq!(framer.committed(), 6);
+        assert_eq!(framer.position(), 9);
+    }
+
+    #[test]
+    fn push_should_hold_a_partial_line_until_its_newline() {
+        let (lines, framer) = frame(&[b"hel", b"lo", b"\nx"], 100);
+        assert_eq!(lines, vec![(0, b"hello".to_vec(), false)]);
+        assert!(framer.has_partial());
+    }
+
+    #[test]
+    fn push_should_cut_long_lines_and_keep_memory_flat() {
+        let mut framer = Framer::new(0, 4);
+        let mut lines = Vec::new();
+        let big = vec![b'x'; 1 << 20];
+        for _ in 0..8 {
+            framer.push(&big, &mut |l| {
+                lines.push((l.offset, l.bytes.to_vec(), l.truncated))
+            });
+            assert!(
+                framer.partial.capacity() < 64,
+                "partial buffer grew with the line"
+            );
+        }
+        framer.push(b"\nok\n", &mut |l| {
+            lines.push((l.offset, l.bytes.to_vec(), l.truncated))
+        });
+        assert_eq!(
+            lines,
+            vec![
+                (0, b"xxxx".to_vec(), true),
+                (8 << 20 | 1, b"ok".to_vec(), false)
+            ]
+        );
+        assert_eq!(framer.committed(), (8 << 20) + 4);
+    }
+
+    #[test]
+    fn finish_should_emit_the_partial_line_once() {
+        let mut framer = Framer::new(10, 100);
+        let mut lines = Vec::new();
+        framer.push(b"tail without newline", &mut |l| {
+            lines.push(l.bytes.to_vec())
+        });
+        framer.finish(&mut |l| lines.push(l.bytes.to_vec()));
+        framer.finish(&mut |l| lines.push(l.bytes.to_vec()));
+        assert_eq!(lines, vec![b"tail without newline".to_vec()]);
+        assert_eq!(framer.committed(), 30);
+    }
+
+    #[test]
+    fn push_should_pass_invalid_utf8_through() {
+        let (lines, _) = frame(&[b"\xff\xfe\x00bin\n"], 100);
+        assert_eq!(lines[0].1, b"\xff\xfe\x00bin".to_vec());
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_the_input_yields_the_same_lines(
+            input in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..12),
+            max in 1usize..12,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+            cuts.sort();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for cut in cuts {
+                chunks.push(&input[last..cut]);
+                last = cut;
+            }
+            chunks.push(&input[last..]);
+            let (lines, framer) = frame(&chunks, max);
+            prop_assert_eq!(lines, model(&input, max));
+            let committed = input.iter().rposition(|&b| b == b'\n').map_or(0, |i| i as u64 + 1);
+            prop_assert_eq!(framer.committed(), committed);
+            prop_assert_eq!(framer.position(), input.len() as u64);
+        }
+    }
+}

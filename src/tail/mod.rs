@@ -1,0 +1,10 @@
+//! Tailers: one task per (topic, file path) that identifies the file, resumes from its
+//! checkpoint, frames lines, follows rotation and truncation, and hands batches to the sink.
+
+pub mod checkpoint;
+pub mod fingerprint;
+pub mod framer;
+mod tailer;
+
+pub use checkpoint::Checkpoints;
+pub use tailer::{TailError, Tailer, TailerContext};

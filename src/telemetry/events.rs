@@ -1,0 +1,20 @@
+//! What the tailers, reconciler and sources report, as a small trait, so that the logic
+//! stays free of metric plumbing and tests pass [`NoEvents`].
+
+pub trait Events: Send + Sync {
+    fn lines_read(&self, _topic: &str, _lines: u64, _bytes: u64) {}
+    fn line_truncated(&self, _topic: &str) {}
+    fn file_truncated(&self, _topic: &str) {}
+    fn file_rotated(&self, _topic: &str) {}
+    fn records_sent(&self, _topic: &str, _records: u64) {}
+    fn send_error(&self, _topic: &str, _kind: &str) {}
+    fn tailer_restarted(&self, _topic: &str) {}
+    fn checkpoint_written(&self, _ok: bool) {}
+    fn config_reloaded(&self, _ok: bool) {}
+    fn reconciled(&self, _ok: bool, _seconds: f64) {}
+}
+
+/// Reports nothing.
+pub struct NoEvents;
+
+impl Events for NoEvents {}

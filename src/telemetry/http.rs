@@ -1,0 +1,79 @@
+//! The HTTP server: `/healthz` (the reconcile loop is alive) and `/status` (JSON).
+
+use super::status::{StatusBoard, TailerStatus};
+use crate::sink::Sink;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub board: Arc<StatusBoard>,
+    pub sink: Arc<dyn Sink>,
+    /// The loop is alive while it published within this long.
+    pub liveness_window: Duration,
+    pub node: Arc<str>,
+}
+
+#[derive(Serialize)]
+struct StatusBody {
+    node: String,
+    version: &'static str,
+    tailers: Vec<TailerStatus>,
+    sink: SinkStatus,
+}
+
+#[derive(Serialize)]
+struct SinkStatus {
+    connected: bool,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn healthz(State(state): State<HttpState>) -> (StatusCode, String) {
+    match state.board.last_update() {
+        Some(at) if at.elapsed() <= state.liveness_window => (StatusCode::OK, "ok\n".into()),
+        Some(at) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("reconcile loop last ran {:.0?} ago\n", at.elapsed()),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reconcile loop has not run yet\n".into(),
+        ),
+    }
+}
+
+async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
+    let body = StatusBody {
+        node: state.node.to_string(),
+        version: env!("CARGO_PKG_VERSION"),
+        tailers: state.board.tailers(),
+        sink: SinkStatus {
+            connected: state.sink.connected(),
+        },
+    };
+    Json(serde_json::to_value(body).unwrap_or_default())
+}

@@ -1,0 +1,169 @@
+//! The status model: what every tailer is doing, shared between the tailer tasks (live
+//! progress, lock-free), the reconcile loop (phase, owners, restarts) and HTTP `/status`.
+
+use crate::spec::{SourceId, TailerId};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TailerState {
+    Starting,
+    /// The file does not exist (yet); the tailer polls for it.
+    Waiting,
+    Running,
+    /// Failed; restarts when its backoff expires.
+    Backoff,
+    Failed,
+    Stopping,
+}
+
+impl TailerState {
+    const ALL: [TailerState; 6] = [
+        TailerState::Starting,
+        TailerState::Waiting,
+        TailerState::Running,
+        TailerState::Backoff,
+        TailerState::Failed,
+        TailerState::Stopping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TailerState::Starting => "starting",
+            TailerState::Waiting => "waiting",
+            TailerState::Running => "running",
+            TailerState::Backoff => "backoff",
+            TailerState::Failed => "failed",
+            TailerState::Stopping => "stopping",
+        }
+    }
+}
+
+/// Live progress of one tailer task, written by the task without locks.
+#[derive(Debug, Default)]
+pub struct TailerProgress {
+    state: AtomicU8,
+    /// Every line before this offset of the current file is acknowledged.
+    acked_offset: AtomicU64,
+    file_size: AtomicU64,
+    last_line_unix_ms: AtomicU64,
+    reason: Mutex<Option<String>>,
+}
+
+impl TailerProgress {
+    pub fn set_state(&self, state: TailerState, reason: Option<String>) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    pub fn state(&self) -> TailerState {
+        TailerState::ALL[self.state.load(Ordering::Relaxed) as usize]
+    }
+
+    pub fn set_acked(&self, offset: u64) {
+        self.acked_offset.store(offset, Ordering::Relaxed);
+    }
+
+    pub fn set_file_size(&self, size: u64) {
+        self.file_size.store(size, Ordering::Relaxed);
+    }
+
+    pub fn line_seen(&self) {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_line_unix_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked_offset.load(Ordering::Relaxed)
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.file_size.load(Ordering::Relaxed)
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// One row of `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TailerStatus {
+    pub topic: String,
+    pub path: String,
+    pub owners: Vec<String>,
+    pub state: TailerState,
+    pub reason: Option<String>,
+    pub restarts: u32,
+    pub offset: u64,
+    pub file_size: u64,
+    pub lag_bytes: u64,
+    /// Milliseconds since the epoch of the last line read.
+    pub last_line_at_ms: Option<u64>,
+}
+
+/// What the reconcile loop knows of a tailer beyond its live progress.
+#[derive(Debug, Clone)]
+pub struct TailerEntry {
+    pub owners: Vec<SourceId>,
+    /// `Some` overrides the task's own state (backoff, stopping).
+    pub phase: Option<(TailerState, Option<String>)>,
+    pub restarts: u32,
+    pub progress: Arc<TailerProgress>,
+}
+
+/// The table behind `/status`, kept by the reconcile loop.
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    tailers: Mutex<BTreeMap<TailerId, TailerEntry>>,
+    last_update: Mutex<Option<Instant>>,
+}
+
+impl StatusBoard {
+    /// Replaces the table; called by the reconcile loop on every pass.
+    pub fn replace(&self, tailers: BTreeMap<TailerId, TailerEntry>) {
+        *self.tailers.lock().unwrap_or_else(|e| e.into_inner()) = tailers;
+        *self.last_update.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// When the reconcile loop last published (for liveness).
+    pub fn last_update(&self) -> Option<Instant> {
+        *self.last_update.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn tailers(&self) -> Vec<TailerStatus> {
+        let tailers = self.tailers.lock().unwrap_or_else(|e| e.into_inner());
+        tailers
+            .iter()
+            .map(|(id, entry)| {
+                let progress = &entry.progress;
+                let (state, reason) = entry
+                    .phase
+                    .clone()
+                    .unwrap_or_else(|| (progress.state(), progress.reason()));
+                let last = progress.last_line_unix_ms.load(Ordering::Relaxed);
+                TailerStatus {
+                    topic: id.topic.to_string(),
+                    path: id.path.display().to_string(),
+                    owners: entry.owners.iter().map(|o| o.to_string()).collect(),
+                    state,
+                    reason,
+                    restarts: entry.restarts,
+                    offset: progress.acked(),
+                    file_size: progress.file_size(),
+                    lag_bytes: progress.file_size().saturating_sub(progress.acked()),
+                    last_line_at_ms: (last > 0).then_some(last),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,348 @@
+//! End-to-end tests of the core agent: the real binary, real files, the file sink.
+
+mod common;
+
+use common::{append_lines, count_lines, wait_for, Workspace};
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn lines(prefix: &str, range: std::ops::Range<usize>) -> impl Iterator<Item = String> + '_ {
+    range.map(move |i| format!("{prefix} line {i:06} {}", "x".repeat(i % 50)))
+}
+
+fn log_entry(path: &std::path::Path, topic: &str) -> String {
+    format!("  - {{ path: {}, topic: {topic} }}", path.display())
+}
+
+#[test]
+fn ships_100k_lines_exactly_once_and_in_order() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    append_lines(&log, lines("a", 0..60_000));
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = ws.start();
+    append_lines(&log, lines("a", 60_000..100_000));
+    ws.wait_records(100_000, LONG);
+    std::thread::sleep(Duration::from_millis(300));
+    let records = ws.records();
+    assert_eq!(
+        records.len(),
+        100_000,
+        "no record more than the lines written"
+    );
+    let expected: Vec<String> = lines("a", 0..100_000).collect();
+    let got: Vec<&str> = records.iter().map(|r| r.line.as_str()).collect();
+    assert_eq!(got, expected, "every line once, in file order");
+    let mut offset = 0;
+    for record in &records {
+        assert_eq!(record.offset, offset, "offset of {:?}", record.line);
+        assert_eq!(
+            (record.topic.as_str(), record.node.as_str()),
+            ("app", "test-node")
+        );
+        offset += record.line.len() as u64 + 1;
+    }
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn sigterm_then_restart_ships_only_the_new_lines() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    append_lines(&log, lines("first", 0..2_000));
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = ws.start();
+    ws.wait_records(2_000, LONG);
+    let status = agent.terminate();
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+
+    append_lines(&log, lines("second", 0..500));
+    let agent = ws.start();
+    ws.wait_records(2_500, LONG);
+    std::thread::sleep(Duration::from_millis(500));
+    let records = ws.records();
+    assert_eq!(
+        records.len(),
+        2_500,
+        "nothing re-sent after a clean restart"
+    );
+    let counts = count_lines(&records);
+    assert!(counts.values().all(|&n| n == 1));
+    assert!(lines("second", 0..500).all(|l| counts.contains_key(l.as_str())));
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn kill9_during_a_write_stream_loses_no_line() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    std::fs::write(&log, "").unwrap();
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let total = 40_000;
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            for (i, line) in lines("k", 0..total).enumerate() {
+                writeln!(file, "{line}").unwrap();
+                if i % 200 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    let agent = ws.start();
+    wait_for("some lines shipped", LONG, || {
+        (ws.records().len() > 5_000).then_some(())
+    });
+    agent.kill9();
+    let shipped_before_kill = ws.records();
+    let checkpoint = checkpointed_offset(&ws);
+    let agent = ws.start();
+    writer.join().unwrap();
+    wait_for("every line shipped", LONG, || {
+        let counts = count_lines(&ws.records()).len();
+        (counts == total).then_some(())
+    });
+    assert_eq!(agent.terminate().code(), Some(0));
+
+    let records = ws.records();
+    let counts = count_lines(&records);
+    let expected: Vec<String> = lines("k", 0..total).collect();
+    assert!(
+        expected.iter().all(|l| counts.contains_key(l.as_str())),
+        "a line was lost"
+    );
+    assert!(
+        counts.values().all(|&n| n <= 2),
+        "a line arrived more than twice"
+    );
+    // Exactly the lines shipped before the kill at or after the last written checkpoint
+    // repeat: acknowledged but not yet checkpointed (checkpoints are written once a second).
+    let duplicated: HashSet<&str> = counts
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(l, _)| *l)
+        .collect();
+    let since_checkpoint: HashSet<&str> = shipped_before_kill
+        .iter()
+        .filter(|r| r.offset >= checkpoint)
+        .map(|r| r.line.as_str())
+        .collect();
+    assert_eq!(duplicated, since_checkpoint);
+    println!(
+        "written {total}, delivered {}, duplicates {}, lost 0",
+        records.len(),
+        duplicated.len()
+    );
+}
+
+/// The offset in the agent's checkpoint file (the workspace tails a single file).
+fn checkpointed_offset(ws: &Workspace) -> u64 {
+    let text = std::fs::read_to_string(ws.path("state/checkpoints.json")).unwrap_or_default();
+    let document: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    document["checkpoints"][0]["offset"].as_u64().unwrap_or(0)
+}
+
+/// The Kubernetes ConfigMap layout: `logcatch.yaml -> ..data/logcatch.yaml`,
+/// `..data -> ..<timestamp>`, swapped by renaming a new `..data` symlink into place.
+struct ConfigMapDir {
+    dir: std::path::PathBuf,
+    generation: usize,
+}
+
+impl ConfigMapDir {
+    fn new(dir: &std::path::Path, text: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        std::os::unix::fs::symlink("..data/logcatch.yaml", dir.join("logcatch.yaml")).unwrap();
+        let mut configmap = ConfigMapDir {
+            dir: dir.to_path_buf(),
+            generation: 0,
+        };
+        configmap.update(text);
+        configmap
+    }
+
+    fn update(&mut self, text: &str) {
+        self.generation += 1;
+        let version = format!("..v{}", self.generation);
+        std::fs::create_dir(self.dir.join(&version)).unwrap();
+        std::fs::write(self.dir.join(&version).join("logcatch.yaml"), text).unwrap();
+        std::os::unix::fs::symlink(&version, self.dir.join("..data_tmp")).unwrap();
+        std::fs::rename(self.dir.join("..data_tmp"), self.dir.join("..data")).unwrap();
+    }
+
+    fn config(&self) -> std::path::PathBuf {
+        self.dir.join("logcatch.yaml")
+    }
+}
+
+#[test]
+fn hot_reload_adds_and_removes_logs_through_a_configmap_swap() {
+    let ws = Workspace::new();
+    let (a, b) = (ws.path("a.log"), ws.path("b.log"));
+    append_lines(&a, lines("a", 0..10));
+    append_lines(&b, lines("b", 0..10));
+    let mut configmap = ConfigMapDir::new(&ws.path("configmap"), &ws.config(&log_entry(&a, "app")));
+    let agent = common::Agent::start(&configmap.config(), ws.dir.path(), ws.http_port);
+    ws.wait_records(10, LONG);
+
+    // Add b.
+    configmap.update(&ws.config(&format!(
+        "{}\n{}",
+        log_entry(&a, "app"),
+        log_entry(&b, "app")
+    )));
+    let records = ws.wait_records(20, LONG);
+    assert_eq!(count_lines(&records).len(), 20);
+
+    // Remove a: its tailer stops; later lines of a are not shipped, b's still are.
+    configmap.update(&ws.config(&log_entry(&b, "app")));
+    let a_path = a.display().to_string();
+    wait_for("a's tailer to stop", LONG, || {
+        agent
+            .tailer_states()
+            .iter()
+            .all(|(path, _)| *path != a_path)
+            .then_some(())
+    });
+    append_lines(&a, lines("a-after-removal", 0..5));
+    append_lines(&b, lines("b-marker", 0..1));
+    wait_for("b's marker", LONG, || {
+        ws.records()
+            .iter()
+            .any(|r| r.line.starts_with("b-marker"))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !ws.records()
+            .iter()
+            .any(|r| r.line.starts_with("a-after-removal")),
+        "a removed log was still shipped"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn an_invalid_reload_keeps_the_running_tailers() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    append_lines(&log, lines("before", 0..10));
+    let good = ws.config(&log_entry(&log, "app"));
+    ws.write_config(&good);
+    let agent = ws.start();
+    ws.wait_records(10, LONG);
+
+    for bad in [
+        good.replace("topic: app", "topic: 'not a topic'"),
+        "logs: [\n".to_string(),
+        String::new(),
+    ] {
+        ws.write_config(&bad);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::fs::remove_file(ws.config_path()).unwrap();
+    append_lines(&log, lines("after", 0..10));
+    let records = ws.wait_records(20, LONG);
+    assert_eq!(count_lines(&records).len(), 20, "the tailer kept running");
+    assert_eq!(
+        agent.tailer_states(),
+        vec![(log.display().to_string(), "running".to_string())]
+    );
+    let log_text = agent.log();
+    assert!(
+        log_text.contains("logs[0].topic"),
+        "the refused reload names the field:\n{log_text}"
+    );
+    assert!(log_text.contains("the file is empty"), "{log_text}");
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_glob_picks_up_a_file_created_later() {
+    let ws = Workspace::new();
+    let dir = ws.path("logs");
+    std::fs::create_dir(&dir).unwrap();
+    append_lines(&dir.join("one.log"), lines("one", 0..5));
+    ws.write_config(&ws.config(&format!(
+        "  - {{ path: '{}/*.log', topic: app }}",
+        dir.display()
+    )));
+    let agent = ws.start();
+    ws.wait_records(5, LONG);
+    append_lines(&dir.join("two.log"), lines("two", 0..5));
+    append_lines(&dir.join("ignored.txt"), lines("txt", 0..5));
+    let records = ws.wait_records(10, LONG);
+    std::thread::sleep(Duration::from_millis(500));
+    let paths: HashSet<String> = ws.records().into_iter().map(|r| r.path).collect();
+    assert_eq!(records.len(), 10);
+    assert!(paths.contains(&dir.join("two.log").display().to_string()));
+    assert!(!paths.contains(&dir.join("ignored.txt").display().to_string()));
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_file_that_does_not_exist_yet_is_waiting_then_followed() {
+    let ws = Workspace::new();
+    let log = ws.path("later.log");
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = ws.start();
+    wait_for("waiting state", LONG, || {
+        (agent.tailer_states() == vec![(log.display().to_string(), "waiting".to_string())])
+            .then_some(())
+    });
+    append_lines(&log, lines("late", 0..3));
+    ws.wait_records(3, LONG);
+    assert_eq!(agent.tailer_states()[0].1, "running");
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn the_same_file_on_two_topics_runs_two_tailers() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    append_lines(&log, lines("x", 0..100));
+    ws.write_config(&ws.config(&format!(
+        "{}\n{}",
+        log_entry(&log, "one"),
+        log_entry(&log, "two")
+    )));
+    let agent = ws.start();
+    let records = ws.wait_records(200, LONG);
+    let one = records.iter().filter(|r| r.topic == "one").count();
+    assert_eq!((one, records.len() - one), (100, 100));
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn rename_rotation_finishes_the_old_file_first() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    append_lines(&log, lines("old", 0..1_000));
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = ws.start();
+    ws.wait_records(1_000, LONG);
+    // A burst just before the rename, and a partial last line.
+    append_lines(&log, lines("old", 1_000..3_000));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(b"partial-last")
+        .unwrap();
+    std::fs::rename(&log, ws.path("app.log.1")).unwrap();
+    append_lines(&log, lines("new", 0..1_000));
+    let records = ws.wait_records(4_001, LONG);
+    std::thread::sleep(Duration::from_millis(300));
+    let got: Vec<&str> = records.iter().map(|r| r.line.as_str()).collect();
+    let mut expected: Vec<String> = lines("old", 0..3_000).collect();
+    expected.push("partial-last".into());
+    expected.extend(lines("new", 0..1_000));
+    assert_eq!(got, expected);
+    assert_eq!(ws.records().len(), 4_001);
+    assert_eq!(agent.terminate().code(), Some(0));
+}

@@ -1,0 +1,287 @@
+//! The integration-test harness: runs the real `logcatch` binary, and real etcd and
+//! Kafka-protocol (tansu) servers on free loopback ports, stopped on drop. A missing
+//! tool is a failure that says how to install it, never a skip.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod servers;
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes (then panics with `what`).
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// One record as the file sink writes it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub path: String,
+    pub offset: u64,
+    pub line: String,
+    pub node: String,
+}
+
+/// Every complete record in a JSON-lines sink file (a torn last line is ignored).
+pub fn read_records(path: &Path) -> Vec<Record> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(_) => return Vec::new(),
+    };
+    text.lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Counts how often each line occurs.
+pub fn count_lines(records: &[Record]) -> HashMap<&str, usize> {
+    let mut counts = HashMap::new();
+    for record in records {
+        *counts.entry(record.line.as_str()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A scratch directory with a config, a log dir and a sink file for one agent.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+            http_port: free_port(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.path("out.jsonl")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("logcatch.yaml")
+    }
+
+    /// A config with the file sink into `out()`, fast polling and the given `logs:` YAML.
+    pub fn config(&self, logs_yaml: &str) -> String {
+        format!(
+            "node: test-node\nstate_dir: {state}\nlogs:\n{logs_yaml}\nsink:\n  kind: file\n  file: {{ path: {out} }}\n\
+             tail: {{ poll_interval: 20ms }}\nreconcile: {{ resync_interval: 200ms, backoff: {{ initial: 100ms, max: 1s, reset_after: 5s }} }}\n\
+             http: {{ listen: \"127.0.0.1:{port}\" }}\nshutdown_timeout: 10s\n",
+            state = self.path("state").display(),
+            out = self.out().display(),
+            port = self.http_port,
+        )
+    }
+
+    /// Writes the config atomically (temp + rename), as editors and ConfigMaps do.
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.path("logcatch.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.config_path()).unwrap();
+    }
+
+    pub fn start(&self) -> Agent {
+        Agent::start(&self.config_path(), self.dir.path(), self.http_port)
+    }
+
+    /// Records in the sink file.
+    pub fn records(&self) -> Vec<Record> {
+        read_records(&self.out())
+    }
+
+    /// Waits until the sink file holds at least `n` records.
+    pub fn wait_records(&self, n: usize, timeout: Duration) -> Vec<Record> {
+        wait_for(&format!("{n} records"), timeout, || {
+            let records = self.records();
+            (records.len() >= n).then_some(records)
+        })
+    }
+}
+
+/// A running `logcatch run`, killed on drop.
+pub struct Agent {
+    child: Option<Child>,
+    pub http_port: u16,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(config: &Path, cwd: &Path, http_port: u16) -> Agent {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let log = cwd.join(format!(
+            "agent-{}.log",
+            STARTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_logcatch"))
+            .args(["run", "--config"])
+            .arg(config)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting logcatch");
+        let agent = Agent {
+            child: Some(child),
+            http_port,
+            log,
+        };
+        agent.wait_healthy();
+        agent
+    }
+
+    fn wait_healthy(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if http_get(self.http_port, "/healthz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("logcatch did not become healthy; its log:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// The agent's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `/status` as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = http_get(self.http_port, "/status").expect("GET /status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Paths of the tailers in `/status` with their state.
+    pub fn tailer_states(&self) -> Vec<(String, String)> {
+        let status = self.status();
+        status["tailers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["path"].as_str().unwrap().to_string(),
+                    t["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// `kill -9`.
+    pub fn kill9(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait_exit(Duration::from_secs(5));
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        wait_for("the agent to exit", timeout, || child.try_wait().unwrap())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET on 127.0.0.1 (no client crate needed): `(status, body)`.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((code, decode_chunked(&body).unwrap_or(body)))
+}
+
+/// Decodes a chunked body, `None` when it is not chunked.
+fn decode_chunked(body: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..size)?);
+        rest = after.get(size + 2..)?;
+    }
+}
+
+/// Appends `lines` to `path` (one `write` per call, like a logging app flushing).
+pub fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut buf = String::new();
+    for line in lines {
+        buf.push_str(&line);
+        buf.push('\n');
+    }
+    file.write_all(buf.as_bytes()).unwrap();
+}

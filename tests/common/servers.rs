@@ -1,0 +1,173 @@
+//! Real etcd and Kafka-protocol (tansu) servers for tests, on free loopback ports.
+
+use super::{free_port, wait_for};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const INSTALL_HINT: &str = "install the test tools with `make deps` (see README)";
+
+/// Finds a tool: `$ENV_VAR`, then PATH. Panics with the install hint when missing.
+pub fn tool(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{env_var}={} does not exist; {INSTALL_HINT}",
+            path.display()
+        );
+        return path;
+    }
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    found.unwrap_or_else(|| {
+        panic!("`{name}` not found (set {env_var} or put it on PATH); {INSTALL_HINT}")
+    })
+}
+
+/// A throwaway etcd server.
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let etcd = tool("etcd", "ETCD_BIN");
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new(etcd)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &endpoint,
+                "--advertise-client-urls",
+                &endpoint,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
+            .spawn()
+            .expect("starting etcd");
+        let server = Etcd {
+            child,
+            endpoint,
+            _dir: dir,
+        };
+        wait_for("etcd to answer", Duration::from_secs(20), || {
+            server.etcdctl(&["endpoint", "health"]).ok()
+        });
+        server
+    }
+
+    /// Runs `etcdctl` against this server; `Err(stderr)` on failure.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(tool("etcdctl", "ETCDCTL_BIN"))
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint])
+            .args(args)
+            .output()
+            .expect("running etcdctl");
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A throwaway tansu broker (in-memory storage, or sqlite to survive restarts).
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start_memory() -> Broker {
+        Self::start("memory://tansu/")
+    }
+
+    /// Durable storage in the broker's scratch dir (tansu takes it relative to its cwd).
+    pub fn start_sqlite() -> Broker {
+        Self::start("sqlite://tansu.db")
+    }
+
+    fn start(storage: &str) -> Broker {
+        let tansu = tool("tansu", "TANSU_BIN");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        // tansu reads a `.env` in its working directory: run it in an empty one.
+        let child = Command::new(tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", storage])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("tansu.log")).unwrap())
+            .spawn()
+            .expect("starting tansu");
+        wait_for("tansu to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Broker { child, port, dir }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a topic with the tansu CLI.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<(), String> {
+        let output = Command::new(tool("tansu", "TANSU_BIN"))
+            .args([
+                "topic",
+                "create",
+                name,
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
+            .args(["--partitions", &partitions.to_string()])
+            .current_dir(self.dir.path())
+            .output()
+            .expect("running tansu topic create");
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
