@@ -29,6 +29,13 @@ if ((${#apt_packages[@]})); then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
 fi
 
+# librdkafka (inside PyPI's confluent-kafka wheel): the independent Kafka client of the
+# tests. Debian's librdkafka is too old to talk to tansu.
+if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+  echo "deps: installing confluent-kafka (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'confluent-kafka>=2.10'
+fi
+
 if [[ ! -x $tansu_bin ]]; then
   echo "deps: building tansu $TANSU_VERSION ($TANSU_FEATURES) into $tansu_root (about 11 minutes, once)"
   mkdir -p "$cache"

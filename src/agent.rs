@@ -56,8 +56,8 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     if let Some((aside, reason)) = recovered.moved_aside {
         tracing::error!(moved_to = %aside.display(), "checkpoints {}: {reason}; moved aside, starting without checkpoints", checkpoints.path().display());
     }
-    let sink = sink::build(&config)?;
     let events: Arc<dyn Events> = Arc::new(NoEvents);
+    let sink = sink::build(&config, events.clone())?;
     let board = Arc::new(StatusBoard::default());
     let sources = Arc::new(Sources::default());
     sources.publish(CONFIG_SOURCE, specs(&config.logs));

@@ -60,7 +60,8 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rskafka logs every connection attempt at info: keep its warnings only.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rskafka=warn"));
     // Logs go to stderr: stdout belongs to the stdout sink.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

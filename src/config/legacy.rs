@@ -11,7 +11,7 @@ const LEGACY_KEYS: &[(&str, &str, bool)] = &[
     (
         "kafkaconfig",
         "sink: {kind: kafka, kafka: {brokers}}",
-        false,
+        true,
     ),
 ];
 
@@ -31,13 +31,26 @@ pub fn rewrite(root: &mut Mapping) -> Result<Vec<String>, (String, String)> {
                 ),
             ));
         }
-        if root.contains_key("logs") {
-            return Err((
-                old.to_string(),
-                "give either `collectlogs` or `logs`, not both".into(),
-            ));
+        match old {
+            "collectlogs" => {
+                if root.contains_key("logs") {
+                    return Err((
+                        old.to_string(),
+                        "give either `collectlogs` or `logs`, not both".into(),
+                    ));
+                }
+                root.insert("logs".into(), collectlogs_to_logs(value)?);
+            }
+            _ => {
+                if root.contains_key("sink") {
+                    return Err((
+                        old.to_string(),
+                        "give either `kafkaconfig` or `sink`, not both".into(),
+                    ));
+                }
+                root.insert("sink".into(), kafkaconfig_to_sink(value)?);
+            }
         }
-        root.insert("logs".into(), collectlogs_to_logs(value)?);
         warnings.push(format!(
             "legacy key `{old}` is deprecated: write `{new}` instead"
         ));
@@ -74,6 +87,43 @@ fn collectlogs_to_logs(value: Value) -> Result<Value, (String, String)> {
     Ok(Value::Sequence(logs))
 }
 
+/// `kafkaconfig: {kafkaaddr: "host:port"}` (or a list of addresses) → a Kafka sink.
+fn kafkaconfig_to_sink(value: Value) -> Result<Value, (String, String)> {
+    let Value::Mapping(mut old) = value else {
+        return Err((
+            "kafkaconfig".into(),
+            "expected a mapping {kafkaaddr}".into(),
+        ));
+    };
+    let brokers = match old.remove("kafkaaddr") {
+        Some(Value::String(addr)) => addr
+            .split(',')
+            .map(|a| Value::String(a.trim().to_string()))
+            .collect(),
+        Some(Value::Sequence(list)) => list,
+        Some(_) => {
+            return Err((
+                "kafkaconfig.kafkaaddr".into(),
+                "expected an address or a list".into(),
+            ))
+        }
+        None => return Err(("kafkaconfig.kafkaaddr".into(), "missing field".into())),
+    };
+    if let Some((key, _)) = old.into_iter().next() {
+        let key = serde_yaml::to_string(&key).unwrap_or_default();
+        return Err((
+            format!("kafkaconfig.{}", key.trim()),
+            "unknown field".into(),
+        ));
+    }
+    let mut kafka = Mapping::new();
+    kafka.insert("brokers".into(), Value::Sequence(brokers));
+    let mut sink = Mapping::new();
+    sink.insert("kind".into(), "kafka".into());
+    sink.insert("kafka".into(), Value::Mapping(kafka));
+    Ok(Value::Mapping(sink))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +150,17 @@ mod tests {
         let (field, message) = rewrite(&mut root).unwrap_err();
         assert_eq!(field, "collectlogs[0].logtopic");
         assert_eq!(message, "missing field");
+    }
+
+    #[test]
+    fn rewrite_should_turn_kafkaconfig_into_a_kafka_sink() {
+        let mut root = mapping("kafkaconfig: {kafkaaddr: '127.0.0.1:9092'}\n");
+        let warnings = rewrite(&mut root).unwrap();
+        assert_eq!(
+            root,
+            mapping("sink: {kind: kafka, kafka: {brokers: ['127.0.0.1:9092']}}\n")
+        );
+        assert!(warnings[0].contains("`kafkaconfig`"));
     }
 
     #[test]

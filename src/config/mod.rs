@@ -1,8 +1,11 @@
 //! The YAML config: types, defaults, `${ENV}` templating, the legacy seed format, validation.
 
 mod env;
+pub mod kafka;
 mod legacy;
 pub mod units;
+
+pub use kafka::KafkaConfig;
 
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -60,6 +63,7 @@ pub enum SinkKind {
     Stdout,
     File,
     Null,
+    Kafka,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -67,6 +71,7 @@ pub enum SinkKind {
 pub struct SinkConfig {
     pub kind: SinkKind,
     pub file: FileSinkConfig,
+    pub kafka: KafkaConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -138,6 +143,7 @@ impl Default for SinkConfig {
         SinkConfig {
             kind: SinkKind::Stdout,
             file: FileSinkConfig::default(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -285,6 +291,12 @@ impl Config {
                 "sink.file.path".into(),
                 "must be set when sink.kind is file".into(),
             ));
+        }
+        if self.sink.kind == SinkKind::Kafka {
+            self.sink
+                .kafka
+                .validate()
+                .map_err(|(f, m)| (format!("sink.kafka.{f}"), m))?;
         }
         if self.tail.max_line_bytes == 0 {
             return Err(("tail.max_line_bytes".into(), "must be at least 1".into()));

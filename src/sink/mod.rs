@@ -2,12 +2,15 @@
 //! acknowledged lines advance checkpoints. One trait: stdout, file (JSON lines), null.
 
 mod json_lines;
+pub mod kafka;
 mod null;
 
 pub use json_lines::JsonLinesSink;
+pub use kafka::KafkaSink;
 pub use null::NullSink;
 
 use crate::config::{Config, SinkKind};
+use crate::telemetry::Events;
 use futures::future::BoxFuture;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +21,9 @@ pub enum SinkError {
     Io { sink: &'static str, message: String },
     #[error("sink {sink} is closed")]
     Closed { sink: &'static str },
+    /// Refused for good (unknown topic, record too large, not authorized).
+    #[error("sink {sink}: {message}")]
+    Rejected { sink: &'static str, message: String },
 }
 
 /// Where a line sits in its batch's buffer, and where it started in its file.
@@ -71,6 +77,27 @@ impl Batch {
         self.data.len()
     }
 
+    /// Splits into batches of at most `max_bytes` of line content (at least one line each).
+    pub fn split(self, max_bytes: usize) -> Vec<Batch> {
+        if self.data.len() <= max_bytes {
+            return vec![self];
+        }
+        let mut parts = Vec::new();
+        let mut part = Batch::new(self.topic.clone(), self.path.clone());
+        for (offset, line) in self.lines() {
+            if !part.is_empty() && part.bytes() + line.len() > max_bytes {
+                let full =
+                    std::mem::replace(&mut part, Batch::new(self.topic.clone(), self.path.clone()));
+                parts.push(full);
+            }
+            part.push(offset, line);
+        }
+        if !part.is_empty() {
+            parts.push(part);
+        }
+        parts
+    }
+
     /// `(file offset of the line start, line bytes)` for every line, in file order.
     pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
         self.lines
@@ -94,14 +121,21 @@ pub trait Sink: Send + Sync {
     fn connected(&self) -> bool {
         true
     }
+
+    /// Bytes handed over but not yet acknowledged.
+    fn in_flight_bytes(&self) -> u64 {
+        0
+    }
 }
 
-/// Builds the sink the config names.
-pub fn build(config: &Config) -> Result<Arc<dyn Sink>, SinkError> {
+/// Builds the sink the config names (inside a tokio runtime: Kafka connects in the
+/// background).
+pub fn build(config: &Config, events: Arc<dyn Events>) -> Result<Arc<dyn Sink>, SinkError> {
     let node: Arc<str> = config.node_name().into();
     Ok(match config.sink.kind {
         SinkKind::Stdout => Arc::new(JsonLinesSink::stdout(node)),
         SinkKind::File => Arc::new(JsonLinesSink::file(&config.sink.file.path, node)?),
         SinkKind::Null => Arc::new(NullSink::default()),
+        SinkKind::Kafka => Arc::new(KafkaSink::new(config.sink.kafka.clone(), node, events)),
     })
 }

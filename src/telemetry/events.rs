@@ -12,6 +12,7 @@ pub trait Events: Send + Sync {
     fn checkpoint_written(&self, _ok: bool) {}
     fn config_reloaded(&self, _ok: bool) {}
     fn reconciled(&self, _ok: bool, _seconds: f64) {}
+    fn produce_latency(&self, _seconds: f64) {}
 }
 
 /// Reports nothing.

@@ -151,6 +151,9 @@ impl StatusBoard {
                     .clone()
                     .unwrap_or_else(|| (progress.state(), progress.reason()));
                 let last = progress.last_line_unix_ms.load(Ordering::Relaxed);
+                // Stat the path now: a tailer held back by the sink does not look at its file.
+                let file_size =
+                    std::fs::metadata(&*id.path).map_or(progress.file_size(), |m| m.len());
                 TailerStatus {
                     topic: id.topic.to_string(),
                     path: id.path.display().to_string(),
@@ -159,8 +162,8 @@ impl StatusBoard {
                     reason,
                     restarts: entry.restarts,
                     offset: progress.acked(),
-                    file_size: progress.file_size(),
-                    lag_bytes: progress.file_size().saturating_sub(progress.acked()),
+                    file_size,
+                    lag_bytes: file_size.saturating_sub(progress.acked()),
                     last_line_at_ms: (last > 0).then_some(last),
                 }
             })

@@ -3,6 +3,7 @@
 //! tool is a failure that says how to install it, never a skip.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod kafka;
 pub mod servers;
 
 use serde::Deserialize;
@@ -96,12 +97,17 @@ impl Workspace {
 
     /// A config with the file sink into `out()`, fast polling and the given `logs:` YAML.
     pub fn config(&self, logs_yaml: &str) -> String {
+        let sink = format!("  kind: file\n  file: {{ path: {} }}", self.out().display());
+        self.config_with_sink(logs_yaml, &sink)
+    }
+
+    /// A config with the given `sink:` body (indented YAML).
+    pub fn config_with_sink(&self, logs_yaml: &str, sink_yaml: &str) -> String {
         format!(
-            "node: test-node\nstate_dir: {state}\nlogs:\n{logs_yaml}\nsink:\n  kind: file\n  file: {{ path: {out} }}\n\
+            "node: test-node\nstate_dir: {state}\nlogs:\n{logs_yaml}\nsink:\n{sink_yaml}\n\
              tail: {{ poll_interval: 20ms }}\nreconcile: {{ resync_interval: 200ms, backoff: {{ initial: 100ms, max: 1s, reset_after: 5s }} }}\n\
              http: {{ listen: \"127.0.0.1:{port}\" }}\nshutdown_timeout: 10s\n",
             state = self.path("state").display(),
-            out = self.out().display(),
             port = self.http_port,
         )
     }
@@ -150,7 +156,7 @@ impl Agent {
             .args(["run", "--config"])
             .arg(config)
             .current_dir(cwd)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,rskafka=warn")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

@@ -98,8 +98,9 @@ impl Drop for Etcd {
 
 /// A throwaway tansu broker (in-memory storage, or sqlite to survive restarts).
 pub struct Broker {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
+    storage: String,
     dir: tempfile::TempDir,
 }
 
@@ -114,10 +115,33 @@ impl Broker {
     }
 
     fn start(storage: &str) -> Broker {
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            storage: storage.to_string(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        broker.restart();
+        broker
+    }
+
+    /// Stops the broker (SIGKILL); `restart` brings it back on the same port and storage.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
         let tansu = tool("tansu", "TANSU_BIN");
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .unwrap();
         // tansu reads a `.env` in its working directory: run it in an empty one.
         let child = Command::new(tansu)
             .args([
@@ -127,16 +151,22 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", storage])
-            .current_dir(dir.path())
+            .args(["--storage-engine", &self.storage])
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("tansu.log")).unwrap())
+            .stderr(log)
             .spawn()
             .expect("starting tansu");
+        self.child = Some(child);
+        let port = self.port;
         wait_for("tansu to listen", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
-        Broker { child, port, dir }
+    }
+
+    /// The broker's own log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
     }
 
     pub fn address(&self) -> String {
@@ -167,7 +197,6 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -1,0 +1,307 @@
+//! The Kafka sink (rskafka): batches are split to `max_batch_bytes`, charged against the
+//! `max_in_flight_bytes` budget (reading pauses when it is spent), routed to a partition
+//! and queued to that partition's producer task; each batch is acknowledged when Kafka
+//! acknowledged it. The client connects in the background and reconnects as needed.
+
+mod connect;
+mod partitioner;
+mod producer;
+
+use super::{Ack, Batch, Sink, SinkError};
+use crate::config::kafka::{KafkaConfig, RecordKey};
+use crate::telemetry::Events;
+use chrono::Utc;
+use futures::future::{BoxFuture, FutureExt};
+use partitioner::Partitioner;
+use producer::Job;
+use rskafka::client::Client;
+use rskafka::record::Record;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+
+/// How long a topic's partition count is trusted before metadata is asked again.
+const METADATA_TTL: Duration = Duration::from_secs(60);
+
+/// The queue of one (topic, partition) producer task.
+type ProducerQueue = mpsc::UnboundedSender<Job>;
+
+pub struct KafkaSink {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    config: KafkaConfig,
+    node: Arc<str>,
+    /// The connected client; `None` until connected or after `reset_client`.
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    connected: AtomicBool,
+    budget: Arc<Semaphore>,
+    partitioner: Partitioner,
+    partitions: Mutex<HashMap<Arc<str>, (i32, Instant)>>,
+    producers: Mutex<HashMap<(Arc<str>, i32), ProducerQueue>>,
+    events: Arc<dyn Events>,
+}
+
+impl KafkaSink {
+    /// Starts connecting in the background; `submit` waits for the connection.
+    pub fn new(config: KafkaConfig, node: Arc<str>, events: Arc<dyn Events>) -> Self {
+        let shared = Arc::new(Shared {
+            budget: Arc::new(Semaphore::new(config.max_in_flight_bytes as usize)),
+            partitioner: Partitioner::new(config.partitioning),
+            config,
+            node,
+            client: tokio::sync::Mutex::new(None),
+            connected: AtomicBool::new(false),
+            partitions: Mutex::new(HashMap::new()),
+            producers: Mutex::new(HashMap::new()),
+            events,
+        });
+        let connecting = shared.clone();
+        tokio::spawn(async move {
+            connecting.client().await;
+        });
+        KafkaSink { shared }
+    }
+}
+
+impl Shared {
+    /// The client, connecting (with retries, forever) when there is none.
+    async fn client(&self) -> Arc<Client> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return client.clone();
+        }
+        let mut delay = Duration::from_millis(200);
+        let client = loop {
+            match connect::connect(&self.config).await {
+                Ok(client) => break Arc::new(client),
+                Err(e) => {
+                    tracing::warn!(retry_in = ?delay, "kafka: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        tracing::info!(brokers = %self.config.brokers.join(","), "connected to kafka");
+        self.connected.store(true, Ordering::Relaxed);
+        *slot = Some(client.clone());
+        client
+    }
+
+    /// Drops `stale` so that the next `client()` connects afresh: a request interrupted
+    /// by our timeout can leave rskafka's cached broker connections unusable.
+    async fn reset_client(&self, stale: &Arc<Client>) {
+        let mut slot = self.client.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, stale))
+        {
+            *slot = None;
+        }
+    }
+
+    /// The partition count of `topic`, from cached metadata; creates the topic when
+    /// allowed. Retries connection trouble; a missing topic is a permanent error.
+    async fn partitions(&self, topic: &Arc<str>) -> Result<i32, SinkError> {
+        if let Some((count, at)) = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+        {
+            if at.elapsed() < METADATA_TTL {
+                return Ok(*count);
+            }
+        }
+        let mut delay = Duration::from_millis(100);
+        let count = loop {
+            match self.fetch_partitions(topic).await {
+                Ok(count) => break count,
+                Err(Fetch::Permanent(message)) => {
+                    return Err(SinkError::Rejected {
+                        sink: "kafka",
+                        message,
+                    })
+                }
+                Err(Fetch::Retry(message)) => {
+                    self.connected.store(false, Ordering::Relaxed);
+                    tracing::warn!(topic = %topic, retry_in = ?delay, "kafka metadata: {message}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.clone(), (count, Instant::now()));
+        Ok(count)
+    }
+
+    async fn fetch_partitions(&self, topic: &str) -> Result<i32, Fetch> {
+        let client = self.client().await;
+        let topics = client
+            .list_topics()
+            .await
+            .map_err(|e| Fetch::Retry(e.to_string()))?;
+        if let Some(found) = topics.iter().find(|t| t.name == topic) {
+            return Ok(found.partitions.len().max(1) as i32);
+        }
+        if !self.config.create_topics {
+            return Err(Fetch::Permanent(format!(
+                "topic {topic} does not exist (sink.kafka.create_topics is false)"
+            )));
+        }
+        let controller = client
+            .controller_client()
+            .map_err(|e| Fetch::Retry(e.to_string()))?;
+        let timeout_ms = self
+            .config
+            .request_timeout
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
+        match controller
+            .create_topic(
+                topic,
+                self.config.topic_partitions as i32,
+                self.config.topic_replication_factor as i16,
+                timeout_ms,
+            )
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(
+                    topic,
+                    partitions = self.config.topic_partitions,
+                    "created kafka topic"
+                );
+                Ok(self.config.topic_partitions as i32)
+            }
+            Err(e) if e.to_string().contains("TopicAlreadyExists") => {
+                Err(Fetch::Retry(e.to_string()))
+            }
+            Err(e) if producer::is_permanent(&e) => Err(Fetch::Permanent(producer::describe(&e))),
+            Err(e) => Err(Fetch::Retry(producer::describe(&e))),
+        }
+    }
+
+    fn producer(self: &Arc<Self>, topic: &Arc<str>, partition: i32) -> ProducerQueue {
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        producers
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(producer::run(self.clone(), topic.clone(), partition, rx));
+                tx
+            })
+            .clone()
+    }
+}
+
+enum Fetch {
+    Retry(String),
+    Permanent(String),
+}
+
+/// The Kafka records of a batch: value = the line; key and headers as configured.
+fn records_of<'a>(shared: &'a Shared, batch: &'a Batch) -> impl Iterator<Item = Record> + 'a {
+    let now = Utc::now();
+    let path = batch.path.as_os_str().as_bytes();
+    let key: Option<Vec<u8>> = match shared.config.key {
+        RecordKey::None => None,
+        RecordKey::Path => Some(path.to_vec()),
+        RecordKey::Node => Some(shared.node.as_bytes().to_vec()),
+    };
+    batch.lines().map(move |(offset, line)| {
+        let mut headers = BTreeMap::new();
+        if shared.config.headers {
+            headers.insert("logcatch.path".to_string(), path.to_vec());
+            headers.insert("logcatch.node".to_string(), shared.node.as_bytes().to_vec());
+            headers.insert(
+                "logcatch.offset".to_string(),
+                offset.to_string().into_bytes(),
+            );
+        }
+        Record {
+            key: key.clone(),
+            value: Some(line.to_vec()),
+            headers,
+            timestamp: now,
+        }
+    })
+}
+
+impl Sink for KafkaSink {
+    fn submit(&self, batch: Batch) -> BoxFuture<'_, Result<Ack, SinkError>> {
+        async move {
+            let shared = &self.shared;
+            let partitions = shared.partitions(&batch.topic).await?;
+            let partition = shared.partitioner.choose(
+                &shared.node,
+                batch.path.as_os_str().as_bytes(),
+                partitions,
+            );
+            let producer = shared.producer(&batch.topic, partition);
+            let mut acks = Vec::new();
+            for part in batch.split(shared.config.max_batch_bytes as usize) {
+                // Record overhead (headers, framing) counts against the budget too.
+                let cost = (part.bytes() + 64 * part.len())
+                    .clamp(1, shared.config.max_in_flight_bytes as usize);
+                let permit = shared
+                    .budget
+                    .clone()
+                    .acquire_many_owned(cost as u32)
+                    .await
+                    .map_err(|_| SinkError::Closed { sink: "kafka" })?;
+                let (ack, done) = oneshot::channel();
+                producer
+                    .send(Job {
+                        batch: part,
+                        ack,
+                        _permit: permit,
+                    })
+                    .map_err(|_| SinkError::Closed { sink: "kafka" })?;
+                acks.push(done);
+            }
+            let ack: Ack = async move {
+                for done in acks {
+                    done.await
+                        .unwrap_or(Err(SinkError::Closed { sink: "kafka" }))?;
+                }
+                Ok(())
+            }
+            .boxed();
+            Ok(ack)
+        }
+        .boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        async move {
+            // Every queued batch holds part of the budget until acknowledged.
+            let all = self.shared.config.max_in_flight_bytes as u32;
+            let _all = self
+                .shared
+                .budget
+                .acquire_many(all)
+                .await
+                .map_err(|_| SinkError::Closed { sink: "kafka" })?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    fn in_flight_bytes(&self) -> u64 {
+        let shared = &self.shared;
+        shared.config.max_in_flight_bytes - shared.budget.available_permits() as u64
+    }
+}
