@@ -74,11 +74,17 @@ impl ConfigWatcher {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())?
             .to_path_buf();
-        let mut watcher = notify::recommended_watcher(move |_event| {
-            // Full channel = a check is already pending: requests merge.
-            let _ = tx.try_send(());
-        })
-        .ok()?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                // Reading a file (ours included: the check reads the config) is an access
+                // event; reacting to those would loop. Only changes matter.
+                if event.is_ok_and(|e| matches!(e.kind, notify::EventKind::Access(_))) {
+                    return;
+                }
+                // Full channel = a check is already pending: requests merge.
+                let _ = tx.try_send(());
+            })
+            .ok()?;
         match watcher.watch(&dir, RecursiveMode::NonRecursive) {
             Ok(()) => Some(watcher),
             Err(e) => {
