@@ -3,11 +3,11 @@
 
 use serde_yaml::{Mapping, Value};
 
-/// What a legacy key becomes; `None` for keys whose feature this build lacks.
+/// What a legacy key becomes, and whether this build supports it.
 const LEGACY_KEYS: &[(&str, &str, bool)] = &[
     ("collectlogs", "logs: [{path, topic}]", true),
-    ("etcdkeys", "etcd.keys", false),
-    ("etcdconfig", "etcd.endpoints", false),
+    ("etcdkeys", "etcd.keys", true),
+    ("etcdconfig", "etcd.endpoints", true),
     (
         "kafkaconfig",
         "sink: {kind: kafka, kafka: {brokers}}",
@@ -31,18 +31,50 @@ pub fn rewrite(root: &mut Mapping) -> Result<Vec<String>, (String, String)> {
                 ),
             ));
         }
-        if root.contains_key("logs") {
-            return Err((
-                old.to_string(),
-                "give either `collectlogs` or `logs`, not both".into(),
-            ));
+        match old {
+            "etcdkeys" => into_etcd(root, old, "keys", value)?,
+            "etcdconfig" => into_etcd(root, old, "endpoints", value)?,
+            _ => {
+                if root.contains_key("logs") {
+                    return Err((
+                        old.to_string(),
+                        "give either `collectlogs` or `logs`, not both".into(),
+                    ));
+                }
+                root.insert("logs".into(), collectlogs_to_logs(value)?);
+            }
         }
-        root.insert("logs".into(), collectlogs_to_logs(value)?);
         warnings.push(format!(
             "legacy key `{old}` is deprecated: write `{new}` instead"
         ));
     }
     Ok(warnings)
+}
+
+/// Moves a legacy list into `etcd.<field>` (the Go system's lists have the same shape).
+fn into_etcd(
+    root: &mut Mapping,
+    old: &str,
+    field: &str,
+    value: Value,
+) -> Result<(), (String, String)> {
+    if !matches!(value, Value::Sequence(_)) {
+        return Err((old.to_string(), "expected a list of strings".into()));
+    }
+    let etcd = root
+        .entry("etcd".into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    let Value::Mapping(etcd) = etcd else {
+        return Err(("etcd".into(), "expected a mapping".into()));
+    };
+    if etcd.contains_key(field) {
+        return Err((
+            old.to_string(),
+            format!("give either `{old}` or `etcd.{field}`, not both"),
+        ));
+    }
+    etcd.insert(field.into(), value);
+    Ok(())
 }
 
 fn collectlogs_to_logs(value: Value) -> Result<Value, (String, String)> {
@@ -104,7 +136,27 @@ mod tests {
 
     #[test]
     fn rewrite_should_refuse_legacy_keys_for_features_not_built() {
-        let mut root = mapping("etcdkeys: [/a]\n");
+        let mut root = mapping("kafkaconfig: {kafkaaddr: x}\n");
+        let (field, message) = rewrite(&mut root).unwrap_err();
+        assert_eq!(field, "kafkaconfig");
+        assert!(message.contains("kafka"));
+    }
+
+    #[test]
+    fn rewrite_should_move_etcdkeys_and_etcdconfig_into_the_etcd_section() {
+        let mut root = mapping("etcdkeys: [/a, /b]\netcdconfig: [\"127.0.0.1:2379\"]\n");
+        let warnings = rewrite(&mut root).unwrap();
+        assert_eq!(
+            root,
+            mapping("etcd: {keys: [/a, /b], endpoints: [\"127.0.0.1:2379\"]}\n")
+        );
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[0].contains("`etcdkeys`") && warnings[0].contains("`etcd.keys`"));
+    }
+
+    #[test]
+    fn rewrite_should_refuse_a_legacy_key_next_to_its_new_form() {
+        let mut root = mapping("etcdkeys: [/a]\netcd: {keys: [/b]}\n");
         let (field, message) = rewrite(&mut root).unwrap_err();
         assert_eq!(field, "etcdkeys");
         assert!(message.contains("etcd.keys"));

@@ -1,9 +1,11 @@
 //! The YAML config: types, defaults, `${ENV}` templating, the legacy seed format, validation.
 
 mod env;
+pub mod etcd;
 mod legacy;
 pub mod units;
 
+pub use etcd::EtcdConfig;
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::net::SocketAddr;
@@ -44,6 +46,7 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(deserialize_with = "units::duration")]
     pub shutdown_timeout: Duration,
+    pub etcd: EtcdConfig,
 }
 
 /// One `(topic, path)` declaration.
@@ -129,6 +132,7 @@ impl Default for Config {
             reconcile: ReconcileConfig::default(),
             http: HttpConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
+            etcd: EtcdConfig::default(),
         }
     }
 }
@@ -304,6 +308,7 @@ impl Config {
                 "must not be below reconcile.backoff.initial".into(),
             ));
         }
+        self.etcd.validate()?;
         if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
             return Err((
                 "http.listen".into(),
