@@ -356,3 +356,23 @@ fn admin_cli_round_trips_values_and_refuses_invalid_ones() {
     let (ok, _, err) = cli(&etcd, &["get", "/lc/a"], None);
     assert!(!ok && err.contains("does not exist"), "{err}");
 }
+
+#[test]
+fn a_config_reload_adds_and_removes_etcd_keys_live() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let (a, b) = (root(&ws).join("logs/a.log"), root(&ws).join("logs/b.log"));
+    put(&etcd, "/lc/a", &[(&a, "app")]);
+    put(&etcd, "/lc/b", &[(&b, "app")]);
+    let agent = start(&ws, &etcd, &["/lc/a"], &[]);
+    shipped(&ws, &a, "app", "a-1");
+    not_shipped(&ws, &b, "b-0");
+
+    ws.write_config(&config(&ws, &etcd, &["/lc/b"], &[]));
+    shipped(&ws, &b, "app", "b-1");
+    wait_for("a's tailer to stop", LONG, || {
+        let t = tailers(&agent);
+        (t.len() == 1 && t[0].2 == ["etcd:/lc/b"]).then_some(())
+    });
+    not_shipped(&ws, &a, "a-2");
+}
