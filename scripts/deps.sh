@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need, idempotently: protoc and etcd (Debian packages) and the
+# Installs what the tests need, idempotently: protoc (+ its well-known .proto files) and
+# etcd (Debian packages) and the
 # tansu Kafka-protocol broker (built from crates.io into a cache keyed by version,
 # features and rustc version, because the build takes ~11 minutes on 2 cores).
 # Prints nothing but progress; `scripts/deps.sh --print-tansu` prints the tansu path.
@@ -19,6 +20,8 @@ fi
 
 apt_packages=()
 command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
+# etcd-client's build script imports google/protobuf/*.proto, which Debian ships here.
+[[ -f /usr/include/google/protobuf/descriptor.proto ]] || apt_packages+=(libprotobuf-dev)
 command -v etcd >/dev/null || apt_packages+=(etcd-server)
 command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
 if ((${#apt_packages[@]})); then

@@ -6,6 +6,7 @@ use crate::config::{Config, ConfigError};
 use crate::reconcile::Reconciler;
 use crate::sink::{self, SinkError};
 use crate::source::config_file::{specs, ConfigWatcher};
+use crate::source::etcd::EtcdSource;
 use crate::source::{Sources, CONFIG_SOURCE};
 use crate::tail::checkpoint::CheckpointError;
 use crate::tail::{Checkpoints, TailerContext};
@@ -80,6 +81,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
             sink: sink.clone(),
             liveness_window: config.reconcile.resync_interval * 3,
             node: node.clone(),
+            sources: sources.clone(),
         };
         let stop = background.clone();
         tokio::spawn(async move {
@@ -103,6 +105,8 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
             }
         }
     }));
+    let etcd = EtcdSource::new(config_rx.clone(), sources.clone(), &config.state_dir);
+    tokio::spawn(etcd.run(shutdown.clone()));
     let watcher = ConfigWatcher::new(
         absolute(&cwd, config_path),
         text,

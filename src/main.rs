@@ -40,6 +40,42 @@ enum Command {
         #[arg(long, short, env = "LOGCATCH_CONFIG")]
         config: PathBuf,
     },
+    /// Read and write the log declarations in etcd.
+    Etcd {
+        #[command(flatten)]
+        connection: EtcdConnection,
+        #[command(subcommand)]
+        command: EtcdCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct EtcdConnection {
+    /// Take endpoints, auth and TLS from this config's `etcd:` section.
+    #[arg(long, short, global = true, env = "LOGCATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Comma-separated endpoints (override the config's).
+    #[arg(long, global = true, value_delimiter = ',')]
+    endpoints: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum EtcdCommand {
+    /// Validate a JSON array of {path, topic} and write it (from --file, or stdin).
+    Put {
+        key: String,
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+    },
+    /// Print a key's value.
+    Get { key: String },
+    /// Delete a key (its logs stop being tailed).
+    Del { key: String },
+    /// List keys under a prefix with their values (invalid ones flagged).
+    List {
+        #[arg(default_value = "/")]
+        prefix: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +84,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
+        Command::Etcd {
+            connection,
+            command,
+        } => etcd(connection, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,4 +153,49 @@ fn check(config_path: PathBuf) -> anyhow::Result<()> {
         println!("{:<width$}  {:<8}  {}", id.topic, state, id.path.display());
     }
     Ok(())
+}
+
+fn etcd(connection: EtcdConnection, command: EtcdCommand) -> anyhow::Result<()> {
+    use logcatch::source::etcd::admin::Admin;
+    let mut config = match &connection.config {
+        Some(path) => Config::load(path)?.config.etcd,
+        None => logcatch::config::EtcdConfig::default(),
+    };
+    if !connection.endpoints.is_empty() {
+        config.endpoints = connection.endpoints;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut admin = Admin::connect(&config).await?;
+        match command {
+            EtcdCommand::Put { key, file } => {
+                let value = match &file {
+                    Some(path) => std::fs::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                    None => {
+                        let mut value = Vec::new();
+                        std::io::Read::read_to_end(&mut std::io::stdin(), &mut value)
+                            .context("cannot read stdin")?;
+                        value
+                    }
+                };
+                let revision = admin.put(&key, &value).await?;
+                println!("put {key} (revision {revision})");
+            }
+            EtcdCommand::Get { key } => println!("{}", admin.get(&key).await?),
+            EtcdCommand::Del { key } => {
+                admin.delete(&key).await?;
+                println!("deleted {key}");
+            }
+            EtcdCommand::List { prefix } => {
+                for row in admin.list(&prefix).await? {
+                    println!("{} {}", row.key, row.value.trim_end());
+                    if let Some(problem) = row.problem {
+                        println!("  invalid: {problem}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
 }

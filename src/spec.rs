@@ -1,7 +1,7 @@
 //! What is desired: `(source, topic, path)` declarations, expanded into tailers keyed by
 //! `(topic, file path)` with the set of sources that own each.
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -116,6 +116,107 @@ pub fn expand<'a>(
         }
     }
     (desired, errors)
+}
+
+/// The trust boundary: the globs an untrusted (etcd) declaration's file must match once
+/// symlinks are resolved.
+#[derive(Debug, Clone)]
+pub struct AllowList {
+    set: GlobSet,
+    empty: bool,
+}
+
+/// An untrusted declaration the allow-list refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub source: SourceId,
+    pub id: TailerId,
+    pub reason: String,
+}
+
+impl AllowList {
+    /// Invalid patterns are skipped (the config validation refuses them first).
+    pub fn new(patterns: &[String]) -> Self {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in patterns {
+            if let Ok(glob) = GlobBuilder::new(pattern).literal_separator(true).build() {
+                builder.add(glob);
+            }
+        }
+        AllowList {
+            set: builder.build().unwrap_or_else(|_| GlobSet::empty()),
+            empty: patterns.is_empty(),
+        }
+    }
+
+    /// Checks `path` after resolving symlinks. A path that does not exist yet is checked
+    /// with its existing ancestors resolved; every pass checks again, so a file that
+    /// later appears as a symlink pointing outside is stopped.
+    pub fn check(&self, path: &Path) -> Result<(), String> {
+        if self.empty {
+            return Err("etcd.allowed_paths is empty, so no path from etcd is tailed".into());
+        }
+        let resolved = resolve(path);
+        if self.set.is_match(&resolved) {
+            Ok(())
+        } else if resolved != path {
+            Err(format!(
+                "resolves to {} (symlink), which is outside etcd.allowed_paths",
+                resolved.display()
+            ))
+        } else {
+            Err("outside etcd.allowed_paths".into())
+        }
+    }
+}
+
+/// `path` with symlinks resolved; when it does not exist, its deepest existing ancestor
+/// resolved and the rest appended.
+fn resolve(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let mut rest = Vec::new();
+    let mut base = path;
+    while let Some(parent) = base.parent() {
+        rest.push(base.file_name().unwrap_or_default().to_owned());
+        if let Ok(real) = std::fs::canonicalize(parent) {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        base = parent;
+    }
+    path.to_path_buf()
+}
+
+/// Removes the owners `trusted` rejects from tailers whose file fails the allow-list;
+/// a tailer left without owners is no longer desired. Returns the refusals.
+pub fn restrict(
+    desired: &mut DesiredSet,
+    allow: &AllowList,
+    trusted: impl Fn(&SourceId) -> bool,
+) -> Vec<Refusal> {
+    let mut refusals = Vec::new();
+    desired.retain(|id, tailer| {
+        if tailer.owners.iter().all(&trusted) {
+            return true;
+        }
+        let Err(reason) = allow.check(&id.path) else {
+            return true;
+        };
+        tailer.owners.retain(|owner| {
+            let keep = trusted(owner);
+            if !keep {
+                refusals.push(Refusal {
+                    source: owner.clone(),
+                    id: id.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            keep
+        });
+        !tailer.owners.is_empty()
+    });
+    refusals
 }
 
 pub fn is_glob(path: &str) -> bool {
@@ -259,6 +360,57 @@ mod tests {
         let specs = [spec("**/*.log", "t")];
         let (desired, _) = expand([(&source, &specs[..])], &settings(), dir.path());
         assert_eq!(desired.len(), 3, "** descends into subdirectories");
+    }
+
+    fn restricted(allowed: &[&str], path: &Path, owners: &[&str]) -> (bool, Vec<Refusal>) {
+        let id = TailerId::new("t", path);
+        let mut desired = DesiredSet::from([(
+            id.clone(),
+            DesiredTailer {
+                owners: owners.iter().map(|o| SourceId::from(*o)).collect(),
+                settings: settings(),
+            },
+        )]);
+        let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+        let refusals = restrict(&mut desired, &AllowList::new(&allowed), |s| {
+            !s.starts_with("etcd:")
+        });
+        (desired.contains_key(&id), refusals)
+    }
+
+    #[test]
+    fn restrict_should_refuse_etcd_paths_outside_the_allow_list_but_trust_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("logs")).unwrap();
+        std::fs::write(root.join("logs/a.log"), "x\n").unwrap();
+        std::fs::write(root.join("secret"), "x\n").unwrap();
+        std::os::unix::fs::symlink(root.join("secret"), root.join("logs/evil.log")).unwrap();
+        let allowed = format!("{}/logs/**", root.display());
+        let cases = [
+            ("logs/a.log", &["etcd:/k"][..], true, 0),
+            ("logs/later.log", &["etcd:/k"][..], true, 0),
+            ("secret", &["etcd:/k"][..], false, 1),
+            ("logs/evil.log", &["etcd:/k"][..], false, 1),
+            ("secret", &["config"][..], true, 0),
+            ("secret", &["config", "etcd:/k"][..], true, 1),
+        ];
+        for (path, owners, kept, refused) in cases {
+            let (got_kept, refusals) = restricted(&[&allowed], &root.join(path), owners);
+            assert_eq!(
+                (got_kept, refusals.len()),
+                (kept, refused),
+                "{path} {owners:?}"
+            );
+        }
+        let (_, refusals) = restricted(&[&allowed], &root.join("logs/evil.log"), &["etcd:/k"]);
+        assert!(
+            refusals[0].reason.contains("symlink"),
+            "{}",
+            refusals[0].reason
+        );
+        let (kept, refusals) = restricted(&[], &root.join("logs/a.log"), &["etcd:/k"]);
+        assert!(!kept && refusals[0].reason.contains("empty"));
     }
 
     #[test]

@@ -3,35 +3,25 @@
 
 use serde_yaml::{Mapping, Value};
 
-/// What a legacy key becomes; `None` for keys whose feature this build lacks.
-const LEGACY_KEYS: &[(&str, &str, bool)] = &[
-    ("collectlogs", "logs: [{path, topic}]", true),
-    ("etcdkeys", "etcd.keys", false),
-    ("etcdconfig", "etcd.endpoints", false),
-    (
-        "kafkaconfig",
-        "sink: {kind: kafka, kafka: {brokers}}",
-        true,
-    ),
+/// Each legacy key and what it becomes.
+const LEGACY_KEYS: &[(&str, &str)] = &[
+    ("collectlogs", "logs: [{path, topic}]"),
+    ("etcdkeys", "etcd.keys"),
+    ("etcdconfig", "etcd.endpoints"),
+    ("kafkaconfig", "sink: {kind: kafka, kafka: {brokers}}"),
 ];
 
 /// Rewrites legacy keys in `root` in place. Returns one warning per rewritten key, or an
 /// error `(field, message)` for a legacy key that cannot be honoured.
 pub fn rewrite(root: &mut Mapping) -> Result<Vec<String>, (String, String)> {
     let mut warnings = Vec::new();
-    for &(old, new, supported) in LEGACY_KEYS {
+    for &(old, new) in LEGACY_KEYS {
         let Some(value) = root.remove(old) else {
             continue;
         };
-        if !supported {
-            return Err((
-                old.to_string(),
-                format!(
-                    "legacy key maps to `{new}`, which this build of logcatch does not support yet"
-                ),
-            ));
-        }
         match old {
+            "etcdkeys" => into_etcd(root, old, "keys", value)?,
+            "etcdconfig" => into_etcd(root, old, "endpoints", value)?,
             "collectlogs" => {
                 if root.contains_key("logs") {
                     return Err((
@@ -56,6 +46,32 @@ pub fn rewrite(root: &mut Mapping) -> Result<Vec<String>, (String, String)> {
         ));
     }
     Ok(warnings)
+}
+
+/// Moves a legacy list into `etcd.<field>` (the Go system's lists have the same shape).
+fn into_etcd(
+    root: &mut Mapping,
+    old: &str,
+    field: &str,
+    value: Value,
+) -> Result<(), (String, String)> {
+    if !matches!(value, Value::Sequence(_)) {
+        return Err((old.to_string(), "expected a list of strings".into()));
+    }
+    let etcd = root
+        .entry("etcd".into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    let Value::Mapping(etcd) = etcd else {
+        return Err(("etcd".into(), "expected a mapping".into()));
+    };
+    if etcd.contains_key(field) {
+        return Err((
+            old.to_string(),
+            format!("give either `{old}` or `etcd.{field}`, not both"),
+        ));
+    }
+    etcd.insert(field.into(), value);
+    Ok(())
 }
 
 fn collectlogs_to_logs(value: Value) -> Result<Value, (String, String)> {
@@ -164,8 +180,28 @@ mod tests {
     }
 
     #[test]
-    fn rewrite_should_refuse_legacy_keys_for_features_not_built() {
-        let mut root = mapping("etcdkeys: [/a]\n");
+    fn rewrite_should_name_an_unknown_field_of_kafkaconfig() {
+        let mut root = mapping("kafkaconfig: {kafkaaddr: 'a:1', kafkatopic: x}\n");
+        let (field, message) = rewrite(&mut root).unwrap_err();
+        assert_eq!(field, "kafkaconfig.kafkatopic");
+        assert_eq!(message, "unknown field");
+    }
+
+    #[test]
+    fn rewrite_should_move_etcdkeys_and_etcdconfig_into_the_etcd_section() {
+        let mut root = mapping("etcdkeys: [/a, /b]\netcdconfig: [\"127.0.0.1:2379\"]\n");
+        let warnings = rewrite(&mut root).unwrap();
+        assert_eq!(
+            root,
+            mapping("etcd: {keys: [/a, /b], endpoints: [\"127.0.0.1:2379\"]}\n")
+        );
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[0].contains("`etcdkeys`") && warnings[0].contains("`etcd.keys`"));
+    }
+
+    #[test]
+    fn rewrite_should_refuse_a_legacy_key_next_to_its_new_form() {
+        let mut root = mapping("etcdkeys: [/a]\netcd: {keys: [/b]}\n");
         let (field, message) = rewrite(&mut root).unwrap_err();
         assert_eq!(field, "etcdkeys");
         assert!(message.contains("etcd.keys"));

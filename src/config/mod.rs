@@ -1,10 +1,12 @@
 //! The YAML config: types, defaults, `${ENV}` templating, the legacy seed format, validation.
 
 mod env;
+pub mod etcd;
 pub mod kafka;
 mod legacy;
 pub mod units;
 
+pub use etcd::EtcdConfig;
 pub use kafka::KafkaConfig;
 
 use serde::Deserialize;
@@ -47,6 +49,7 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(deserialize_with = "units::duration")]
     pub shutdown_timeout: Duration,
+    pub etcd: EtcdConfig,
 }
 
 /// One `(topic, path)` declaration.
@@ -134,6 +137,7 @@ impl Default for Config {
             reconcile: ReconcileConfig::default(),
             http: HttpConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
+            etcd: EtcdConfig::default(),
         }
     }
 }
@@ -316,6 +320,7 @@ impl Config {
                 "must not be below reconcile.backoff.initial".into(),
             ));
         }
+        self.etcd.validate()?;
         if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
             return Err((
                 "http.listen".into(),

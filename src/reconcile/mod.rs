@@ -5,6 +5,7 @@
 pub mod plan;
 
 use crate::config::{BackoffConfig, Config};
+use crate::source::status::RefusedPath;
 use crate::source::Sources;
 use crate::spec::{self, ExpandError, SourceId, TailerId, TailerSettings};
 use crate::tail::{TailError, Tailer, TailerContext};
@@ -57,6 +58,8 @@ pub struct Reconciler {
     tasks: JoinSet<Result<(), TailError>>,
     task_ids: HashMap<tokio::task::Id, TailerId>,
     last_errors: Vec<ExpandError>,
+    /// The allow-list and the patterns it was built from.
+    allow: (Vec<String>, spec::AllowList),
 }
 
 impl Reconciler {
@@ -81,6 +84,7 @@ impl Reconciler {
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
             last_errors: Vec::new(),
+            allow: (Vec::new(), spec::AllowList::new(&[])),
         }
     }
 
@@ -118,11 +122,12 @@ impl Reconciler {
         let config = self.config.borrow().clone();
         let settings = TailerSettings::from_config(&config.tail);
         let snapshots = self.sources.snapshot();
-        let (desired, errors) = spec::expand(
+        let (mut desired, errors) = spec::expand(
             snapshots.iter().map(|(k, v)| (k, &v[..])),
             &settings,
             &self.cwd,
         );
+        self.restrict(&mut desired, &config);
         if errors != self.last_errors {
             for e in &errors {
                 tracing::warn!(source = %e.source, path = %e.path, "cannot expand declaration: {}", e.message);
@@ -137,6 +142,33 @@ impl Reconciler {
         self.publish_status();
         self.events
             .reconciled(true, started.elapsed().as_secs_f64());
+    }
+
+    /// The trust boundary: etcd-declared files must match `etcd.allowed_paths` once
+    /// symlinks are resolved; config-file paths are trusted. Refusals go to the source
+    /// status and are logged once.
+    fn restrict(&mut self, desired: &mut spec::DesiredSet, config: &Config) {
+        if self.allow.0 != config.etcd.allowed_paths {
+            let list = spec::AllowList::new(&config.etcd.allowed_paths);
+            self.allow = (config.etcd.allowed_paths.clone(), list);
+        }
+        let refusals = spec::restrict(desired, &self.allow.1, |source| {
+            &**source == crate::source::CONFIG_SOURCE
+        });
+        let mut table: BTreeMap<String, Vec<RefusedPath>> = BTreeMap::new();
+        for r in refusals {
+            table
+                .entry(r.source.to_string())
+                .or_default()
+                .push(RefusedPath {
+                    topic: r.id.topic.to_string(),
+                    path: r.id.path.display().to_string(),
+                    reason: r.reason,
+                });
+        }
+        for (source, refused) in self.sources.status().set_refused(table) {
+            tracing::error!(source, topic = %refused.topic, path = %refused.path, "refused: {}", refused.reason);
+        }
     }
 
     fn apply(&mut self, action: Action, now: Instant, backoff: &BackoffConfig) {

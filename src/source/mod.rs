@@ -2,8 +2,11 @@
 //! and every change asks the reconciler for a pass.
 
 pub mod config_file;
+pub mod etcd;
+pub mod status;
 
 use crate::spec::{LogSpec, SourceId};
+use status::SourceStatusTable;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -30,6 +33,7 @@ impl Trigger {
 pub struct Sources {
     snapshots: Mutex<BTreeMap<SourceId, Arc<[LogSpec]>>>,
     trigger: Trigger,
+    status: SourceStatusTable,
 }
 
 impl Sources {
@@ -60,6 +64,11 @@ impl Sources {
 
     pub fn trigger(&self) -> &Trigger {
         &self.trigger
+    }
+
+    /// Per-source status (etcd watches, keys, allow-list refusals).
+    pub fn status(&self) -> &SourceStatusTable {
+        &self.status
     }
 }
 

@@ -2,6 +2,8 @@
 
 use super::status::{StatusBoard, TailerStatus};
 use crate::sink::Sink;
+use crate::source::status::SourcesView;
+use crate::source::Sources;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -19,6 +21,8 @@ pub struct HttpState {
     /// The loop is alive while it published within this long.
     pub liveness_window: Duration,
     pub node: Arc<str>,
+    /// Source status (etcd watches and keys, allow-list refusals).
+    pub sources: Arc<Sources>,
 }
 
 #[derive(Serialize)]
@@ -27,6 +31,7 @@ struct StatusBody {
     version: &'static str,
     tailers: Vec<TailerStatus>,
     sink: SinkStatus,
+    sources: SourcesView,
 }
 
 #[derive(Serialize)]
@@ -74,6 +79,7 @@ async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
         sink: SinkStatus {
             connected: state.sink.connected(),
         },
+        sources: state.sources.status().view(),
     };
     Json(serde_json::to_value(body).unwrap_or_default())
 }

@@ -28,49 +28,71 @@ pub fn tool(name: &str, env_var: &str) -> PathBuf {
     })
 }
 
-/// A throwaway etcd server.
+/// A throwaway etcd server; `stop` and `restart` keep its ports and data.
 pub struct Etcd {
-    child: Child,
+    child: Option<Child>,
     pub endpoint: String,
+    peer_url: String,
     _dir: tempfile::TempDir,
 }
 
 impl Etcd {
     pub fn start() -> Etcd {
-        let etcd = tool("etcd", "ETCD_BIN");
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut server = Etcd {
+            child: None,
+            endpoint: format!("http://127.0.0.1:{client}"),
+            peer_url: format!("http://127.0.0.1:{peer}"),
+            _dir: dir,
+        };
+        server.restart();
+        server
+    }
+
+    /// Kills the server (SIGKILL), keeping its data dir and ports.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the (stopped) server again on the same ports and data dir.
+    pub fn restart(&mut self) {
+        self.stop();
+        let etcd = tool("etcd", "ETCD_BIN");
+        let dir = self._dir.path();
+        let (endpoint, peer_url) = (&self.endpoint, &self.peer_url);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("etcd.log"))
+            .unwrap();
         let child = Command::new(etcd)
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .args([
                 "--listen-client-urls",
-                &endpoint,
+                endpoint,
                 "--advertise-client-urls",
-                &endpoint,
+                endpoint,
             ])
             .args([
                 "--listen-peer-urls",
-                &peer_url,
+                peer_url,
                 "--initial-advertise-peer-urls",
-                &peer_url,
+                peer_url,
             ])
             .args(["--initial-cluster", &format!("default={peer_url}")])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
+            .stderr(log)
             .spawn()
             .expect("starting etcd");
-        let server = Etcd {
-            child,
-            endpoint,
-            _dir: dir,
-        };
+        self.child = Some(child);
         wait_for("etcd to answer", Duration::from_secs(20), || {
-            server.etcdctl(&["endpoint", "health"]).ok()
+            self.etcdctl(&["endpoint", "health"]).ok()
         });
-        server
     }
 
     /// Runs `etcdctl` against this server; `Err(stderr)` on failure.
@@ -91,8 +113,7 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

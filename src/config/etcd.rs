@@ -1,0 +1,227 @@
+//! The `etcd:` section: where the etcd source connects, which keys and prefixes it
+//! watches, and which paths etcd may declare (`allowed_paths`, the trust boundary).
+
+use super::units;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// `http://host:port`, `https://host:port` or `host:port` (plain http).
+    pub endpoints: Vec<String>,
+    /// Exact keys; each is one source `etcd:<key>`.
+    pub keys: Vec<String>,
+    /// Every key under a prefix is one source `etcd:<key>`.
+    pub prefixes: Vec<String>,
+    /// Globs the resolved (symlink-free) path of an etcd-declared file must match.
+    pub allowed_paths: Vec<String>,
+    pub username: String,
+    pub password_file: PathBuf,
+    pub tls: EtcdTlsConfig,
+    #[serde(deserialize_with = "units::duration")]
+    pub dial_timeout: Duration,
+    #[serde(deserialize_with = "units::duration")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdTlsConfig {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: Vec::new(),
+            keys: Vec::new(),
+            prefixes: Vec::new(),
+            allowed_paths: Vec::new(),
+            username: String::new(),
+            password_file: PathBuf::new(),
+            tls: EtcdTlsConfig::default(),
+            dial_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EtcdTlsConfig {
+    pub fn is_enabled(&self) -> bool {
+        [&self.ca_file, &self.cert_file, &self.key_file]
+            .iter()
+            .any(|p| !p.as_os_str().is_empty())
+    }
+}
+
+impl EtcdConfig {
+    /// The source runs when there are endpoints and something to watch.
+    pub fn is_enabled(&self) -> bool {
+        let watches_something = !(self.keys.is_empty() && self.prefixes.is_empty());
+        !self.endpoints.is_empty() && watches_something
+    }
+
+    /// Everything that needs a new connection when it changes.
+    pub fn same_connection(&self, other: &EtcdConfig) -> bool {
+        self.endpoints == other.endpoints
+            && self.username == other.username
+            && self.password_file == other.password_file
+            && self.tls == other.tls
+            && self.dial_timeout == other.dial_timeout
+            && self.request_timeout == other.request_timeout
+    }
+
+    /// Validates the section; errors are `(field path, message)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.endpoints.is_empty() && !(self.keys.is_empty() && self.prefixes.is_empty()) {
+            return Err((
+                "etcd.endpoints".into(),
+                "must list at least one endpoint when etcd.keys or etcd.prefixes are set".into(),
+            ));
+        }
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            validate_endpoint(endpoint).map_err(|m| (format!("etcd.endpoints[{index}]"), m))?;
+        }
+        for (name, list) in [("keys", &self.keys), ("prefixes", &self.prefixes)] {
+            for (index, key) in list.iter().enumerate() {
+                let field = format!("etcd.{name}[{index}]");
+                if key.is_empty() {
+                    return Err((field, "must not be empty".into()));
+                }
+                if list[..index].contains(key) {
+                    return Err((field, format!("{key:?} is listed twice")));
+                }
+            }
+        }
+        for (index, pattern) in self.allowed_paths.iter().enumerate() {
+            let field = format!("etcd.allowed_paths[{index}]");
+            if !pattern.starts_with('/') {
+                return Err((
+                    field,
+                    format!("{pattern:?} must be an absolute path or glob"),
+                ));
+            }
+            globset::Glob::new(pattern).map_err(|e| (field, format!("invalid glob: {e}")))?;
+        }
+        let has_password = !self.password_file.as_os_str().is_empty();
+        if self.username.is_empty() == has_password {
+            let field = if has_password {
+                "etcd.username"
+            } else {
+                "etcd.password_file"
+            };
+            return Err((
+                field.into(),
+                "etcd.username and etcd.password_file go together".into(),
+            ));
+        }
+        let (cert, key) = (&self.tls.cert_file, &self.tls.key_file);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            return Err((
+                "etcd.tls".into(),
+                "cert_file and key_file go together (client certificate and its key)".into(),
+            ));
+        }
+        for (name, d) in [
+            ("etcd.dial_timeout", self.dial_timeout),
+            ("etcd.request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err((name.into(), "must be greater than 0".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_endpoint(endpoint: &str) -> Result<(), String> {
+    let rest = match endpoint.split_once("://") {
+        Some(("http" | "https", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "{endpoint:?}: scheme {scheme:?} is not http or https"
+            ))
+        }
+        None => endpoint,
+    };
+    let valid = rest
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{endpoint:?} is not an endpoint like \"http://127.0.0.1:2379\""
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> EtcdConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn an_empty_section_disables_the_source() {
+        let etcd = EtcdConfig::default();
+        assert!(!etcd.is_enabled());
+        assert_eq!(etcd.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_should_accept_the_documented_example() {
+        let etcd = config(
+            r#"
+endpoints: ["http://127.0.0.1:2379", "10.0.0.1:2379"]
+keys: ["/logcatch/nodes/n1", "/logcatch/all"]
+prefixes: ["/logcatch/shared/"]
+allowed_paths: ["/var/log/**"]
+tls: { ca_file: "", cert_file: "", key_file: "" }
+dial_timeout: 5s
+request_timeout: 5s
+"#,
+        );
+        assert!(etcd.is_enabled());
+        assert_eq!(etcd.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_should_name_the_broken_field() {
+        let cases = [
+            ("keys: [/a]", "etcd.endpoints"),
+            ("endpoints: [\"ftp://x:1\"]", "etcd.endpoints[0]"),
+            ("endpoints: [\"nohostport\"]", "etcd.endpoints[0]"),
+            ("endpoints: [\"h:1\"]\nkeys: [/a, \"\"]", "etcd.keys[1]"),
+            (
+                "endpoints: [\"h:1\"]\nprefixes: [/a, /a]",
+                "etcd.prefixes[1]",
+            ),
+            ("allowed_paths: [\"var/log/*\"]", "etcd.allowed_paths[0]"),
+            ("allowed_paths: [\"/var/[log\"]", "etcd.allowed_paths[0]"),
+            ("username: root", "etcd.password_file"),
+            ("password_file: /p", "etcd.username"),
+            ("tls: { cert_file: /c }", "etcd.tls"),
+            ("request_timeout: 0s", "etcd.request_timeout"),
+        ];
+        for (yaml, field) in cases {
+            let (got, _) = config(yaml).validate().unwrap_err();
+            assert_eq!(got, field, "for {yaml:?}");
+        }
+    }
+
+    #[test]
+    fn a_changed_key_list_keeps_the_connection() {
+        let a = config("endpoints: [\"h:1\"]\nkeys: [/a]");
+        let b = config("endpoints: [\"h:1\"]\nkeys: [/b]");
+        let c = config("endpoints: [\"h:2\"]\nkeys: [/a]");
+        assert!(a.same_connection(&b));
+        assert!(!a.same_connection(&c));
+    }
+}

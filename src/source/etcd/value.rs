@@ -1,0 +1,171 @@
+//! An etcd value: a JSON array `[{"path": "/var/log/app/*.log", "topic": "app"}]`, as in
+//! the Go system logcatch replaces; strictly validated, errors name the key and index.
+
+use crate::config::validate_topic;
+use crate::spec::LogSpec;
+use serde::{Deserialize, Serialize};
+
+/// Why a value was refused: `etcd key /logcatch/all: [2].topic: ...`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("etcd key {key}: {field}{sep}{message}", sep = if field.is_empty() { "" } else { ": " })]
+pub struct ValueError {
+    pub key: String,
+    /// `[2].topic`, or empty when the whole value is wrong.
+    pub field: String,
+    pub message: String,
+}
+
+/// One entry exactly as it is stored in etcd.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub path: String,
+    pub topic: String,
+}
+
+/// Parses and validates the value of `key`.
+pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
+    let error = |field: String, message: String| ValueError {
+        key: key.to_string(),
+        field,
+        message,
+    };
+    let text = std::str::from_utf8(value)
+        .map_err(|e| error(String::new(), format!("not UTF-8 text: {e}")))?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let entries: Vec<Entry> =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let field = if path == "." || !inner.is_data() {
+                String::new()
+            } else {
+                path
+            };
+            let message = if !inner.is_data() {
+                format!("invalid JSON: {inner}")
+            } else {
+                format!(
+                    "{inner}; expected a JSON array like [{{\"path\": \"/var/log/app.log\", \"topic\": \"app\"}}]"
+                )
+            };
+            error(field, message)
+        })?;
+    deserializer
+        .end()
+        .map_err(|e| error(String::new(), format!("invalid JSON: {e}")))?;
+    let mut specs = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        validate_path(&entry.path).map_err(|m| error(format!("[{index}].path"), m))?;
+        validate_topic(&entry.topic).map_err(|m| error(format!("[{index}].topic"), m))?;
+        specs.push(LogSpec {
+            path: entry.path,
+            topic: entry.topic,
+        });
+    }
+    Ok(specs)
+}
+
+fn validate_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if path.contains('\0') {
+        return Err("must not contain NUL bytes".into());
+    }
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{path:?} is relative; paths from etcd must be absolute"
+        ));
+    }
+    globset::Glob::new(path).map_err(|e| format!("invalid glob: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(value: &str) -> String {
+        parse("/logcatch/all", value.as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn parse_should_accept_the_go_systems_format() {
+        let specs = parse(
+            "/k",
+            br#"[{"path": "/var/log/app/*.log", "topic": "app"}, {"path": "/var/log/x.log", "topic": "x.y_z-1"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            specs,
+            [
+                LogSpec {
+                    path: "/var/log/app/*.log".into(),
+                    topic: "app".into()
+                },
+                LogSpec {
+                    path: "/var/log/x.log".into(),
+                    topic: "x.y_z-1".into()
+                },
+            ]
+        );
+        assert_eq!(parse("/k", b" [] ").unwrap(), []);
+    }
+
+    #[test]
+    fn parse_should_name_the_key_index_and_field_of_a_bad_entry() {
+        let ok = r#"{"path": "/var/log/a.log", "topic": "a"}"#;
+        let cases = [
+            (
+                format!(r#"[{ok}, {ok}, {{"path": "/var/log/b.log", "topic": ""}}]"#),
+                "etcd key /logcatch/all: [2].topic: topic must not be empty",
+            ),
+            (
+                r#"[{"path": "/var/log/b.log", "topic": "a b"}]"#.to_string(),
+                "etcd key /logcatch/all: [0].topic: topic \"a b\" contains ' '",
+            ),
+            (
+                r#"[{"path": "var/log/b.log", "topic": "a"}]"#.to_string(),
+                "etcd key /logcatch/all: [0].path: \"var/log/b.log\" is relative",
+            ),
+            (
+                r#"[{"path": "/var/log/\u0000", "topic": "a"}]"#.to_string(),
+                "etcd key /logcatch/all: [0].path: must not contain NUL bytes",
+            ),
+            (
+                r#"[{"path": "", "topic": "a"}]"#.to_string(),
+                "etcd key /logcatch/all: [0].path: must not be empty",
+            ),
+            (
+                format!(r#"[{ok}, {{"path": "/a", "topic": "a", "extra": 1}}]"#),
+                "etcd key /logcatch/all: [1].extra: unknown field `extra`",
+            ),
+            (
+                r#"[{"path": "/a"}]"#.to_string(),
+                "etcd key /logcatch/all: [0]: missing field `topic`",
+            ),
+        ];
+        for (value, expected) in cases {
+            let got = error(&value);
+            assert!(
+                got.starts_with(expected),
+                "{value}\n got: {got}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_should_refuse_values_that_are_not_a_json_array() {
+        assert!(error("[not json").starts_with("etcd key /logcatch/all: invalid JSON"));
+        assert!(error(r#"{"path": "/a", "topic": "a"}"#)
+            .starts_with("etcd key /logcatch/all: invalid type: map, expected a sequence"));
+        assert!(error("[] trailing").starts_with("etcd key /logcatch/all: invalid JSON"));
+        assert!(parse("/k", b"\xff")
+            .unwrap_err()
+            .to_string()
+            .contains("UTF-8"));
+    }
+}

@@ -1,0 +1,182 @@
+//! One task per configured key or prefix: list, then watch from the list's revision + 1
+//! (no gap). Any stream error, end, cancel or compaction ends the session; the task
+//! retries with backoff and re-lists, while the published snapshots stay in force.
+
+use super::client;
+use super::tracker::{Target, Tracker};
+use crate::config::EtcdConfig;
+use crate::source::status::{now_unix_ms, WatchKind, WatchState};
+use crate::source::Sources;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+fn new_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(RETRY_MIN)
+        .with_max_delay(RETRY_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+pub struct Watcher {
+    target: Target,
+    config: Arc<EtcdConfig>,
+    sources: Arc<Sources>,
+    tracker: Tracker,
+    client: Option<Client>,
+    synced_once: bool,
+}
+
+impl Watcher {
+    pub fn new(
+        target: Target,
+        config: Arc<EtcdConfig>,
+        sources: Arc<Sources>,
+        tracker: Tracker,
+    ) -> Self {
+        sources
+            .status()
+            .update_watch(target.kind, &target.key, |_| {});
+        Watcher {
+            target,
+            config,
+            sources,
+            tracker,
+            client: None,
+            synced_once: false,
+        }
+    }
+
+    /// Lists and watches until `shutdown`; never gives up on a key.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = new_backoff();
+        let mut last_error: Option<String> = None;
+        loop {
+            let error = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                error = self.session(&mut backoff) => error,
+            };
+            if !self.synced_once {
+                let served = self.tracker.serve_cache();
+                if served > 0 {
+                    tracing::warn!(key = %self.target.key, served, "etcd unreachable; serving the cached snapshots");
+                }
+            }
+            let delay = backoff.next().unwrap_or(RETRY_MAX);
+            // Log each distinct error once, not every retry.
+            if last_error.as_ref() != Some(&error) {
+                tracing::warn!(retry_in = ?delay, "{error}; running tailers keep running");
+                last_error = Some(error.clone());
+            }
+            let target = &self.target;
+            self.sources
+                .status()
+                .update_watch(target.kind, &target.key, |w| {
+                    w.state = WatchState::Retrying;
+                    w.error = Some(error);
+                });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One list + watch; returns why it ended.
+    async fn session(&mut self, backoff: &mut ExponentialBackoff) -> String {
+        let key = self.target.key.clone();
+        let prefix = self.target.kind == WatchKind::Prefix;
+        let what = if prefix { "prefix" } else { "key" };
+        if self.client.is_none() {
+            match client::connect(&self.config).await {
+                Ok(c) => self.client = Some(c),
+                Err(e) => return format!("etcd {what} {key}: {e}"),
+            }
+        }
+        // A cheap handle on the shared channel.
+        let Some(mut client) = self.client.clone() else {
+            return format!("etcd {what} {key}: no client");
+        };
+        let options = prefix.then(|| GetOptions::new().with_prefix());
+        let response = match client.get(key.as_str(), options).await {
+            Ok(r) => r,
+            Err(e) => return format!("etcd {what} {key}: list failed: {e}"),
+        };
+        let revision = response.header().map_or(0, |h| h.revision());
+        let listed = response
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let k = kv.key_str().ok()?.to_string();
+                Some((k, kv.mod_revision(), kv.value().to_vec()))
+            })
+            .collect();
+        self.tracker.relist(listed);
+        self.synced(revision);
+        *backoff = new_backoff();
+
+        let mut options = WatchOptions::new().with_start_revision(revision + 1);
+        if prefix {
+            options = options.with_prefix();
+        }
+        let mut stream = match client.watch(key.as_str(), Some(options)).await {
+            Ok(stream) => stream,
+            Err(e) => return format!("etcd {what} {key}: watch failed: {e}"),
+        };
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return format!("etcd {what} {key}: watch stream ended"),
+                Err(e) => return format!("etcd {what} {key}: watch failed: {e}"),
+            };
+            if response.canceled() {
+                return match response.compact_revision() {
+                    0 => format!(
+                        "etcd {what} {key}: watch canceled: {}",
+                        response.cancel_reason()
+                    ),
+                    compacted => format!(
+                        "etcd {what} {key}: revision compacted (at {compacted}); re-listing"
+                    ),
+                };
+            }
+            // The first reply only confirms the watch (`created`, no events).
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                let Ok(k) = kv.key_str() else { continue };
+                match event.event_type() {
+                    EventType::Put => self.tracker.put(k, kv.mod_revision(), kv.value()),
+                    EventType::Delete => self.tracker.delete(k),
+                }
+            }
+            if let Some(header) = response.header() {
+                self.synced(header.revision());
+            }
+        }
+    }
+
+    fn synced(&mut self, revision: i64) {
+        if !self.synced_once {
+            tracing::info!(key = %self.target.key, revision, "etcd synced");
+        }
+        self.synced_once = true;
+        let target = &self.target;
+        self.sources
+            .status()
+            .update_watch(target.kind, &target.key, |w| {
+                w.state = WatchState::Synced;
+                w.revision = w.revision.max(revision);
+                w.last_sync_unix_ms = Some(now_unix_ms());
+                w.synced_once = true;
+                w.from_cache = false;
+                w.error = None;
+            });
+    }
+}

@@ -1,0 +1,378 @@
+//! End-to-end tests of the etcd source: a real etcd, the real agent binary, the file sink.
+
+mod common;
+
+use common::servers::Etcd;
+use common::{append_lines, wait_for, Agent, Workspace};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// The workspace dir with symlinks resolved (the allow-list compares resolved paths).
+fn root(ws: &Workspace) -> PathBuf {
+    ws.dir.path().canonicalize().unwrap()
+}
+
+fn config(ws: &Workspace, etcd: &Etcd, keys: &[&str], prefixes: &[&str]) -> String {
+    let quote = |list: &[&str]| {
+        list.iter()
+            .map(|k| format!("\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{}etcd:\n  endpoints: [\"{}\"]\n  keys: [{}]\n  prefixes: [{}]\n  allowed_paths: [\"{}/logs/**\"]\n  dial_timeout: 1s\n  request_timeout: 2s\n",
+        ws.config("  []"),
+        etcd.endpoint,
+        quote(keys),
+        quote(prefixes),
+        root(ws).display(),
+    )
+}
+
+fn start(ws: &Workspace, etcd: &Etcd, keys: &[&str], prefixes: &[&str]) -> Agent {
+    std::fs::create_dir_all(root(ws).join("logs")).unwrap();
+    ws.write_config(&config(ws, etcd, keys, prefixes));
+    ws.start()
+}
+
+fn put(etcd: &Etcd, key: &str, entries: &[(&Path, &str)]) {
+    let value: Vec<Value> = entries
+        .iter()
+        .map(|(path, topic)| serde_json::json!({"path": path, "topic": topic}))
+        .collect();
+    etcd.etcdctl(&["put", key, &Value::Array(value).to_string()])
+        .unwrap();
+}
+
+/// Appends one marker line to `path` and waits until it is shipped on `topic`.
+fn shipped(ws: &Workspace, path: &Path, topic: &str, marker: &str) {
+    append_lines(path, [marker.to_string()]);
+    wait_for(&format!("{marker} on {topic}"), LONG, || {
+        ws.records()
+            .iter()
+            .any(|r| r.line == marker && r.topic == topic && Path::new(&r.path) == path)
+            .then_some(())
+    });
+}
+
+/// Appends a marker and checks it is not shipped within a while.
+fn not_shipped(ws: &Workspace, path: &Path, marker: &str) {
+    append_lines(path, [marker.to_string()]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !ws.records().iter().any(|r| r.line == marker),
+        "{marker} in {} must not be shipped",
+        path.display()
+    );
+}
+
+fn tailers(agent: &Agent) -> Vec<(String, String, Vec<String>)> {
+    agent.status()["tailers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let owners = t["owners"].as_array().unwrap();
+            (
+                t["topic"].as_str().unwrap().to_string(),
+                t["path"].as_str().unwrap().to_string(),
+                owners.iter().map(|o| o.as_str().unwrap().into()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn key_status(agent: &Agent, key: &str) -> Option<Value> {
+    agent.status()["sources"]["keys"]
+        .as_array()?
+        .iter()
+        .find(|k| k["key"] == key)
+        .cloned()
+}
+
+#[test]
+fn entries_added_changed_and_removed_in_etcd_start_and_stop_tailers() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let agent = start(&ws, &etcd, &["/lc/node"], &[]);
+    let (a, b) = (root(&ws).join("logs/a.log"), root(&ws).join("logs/b.log"));
+    put(&etcd, "/lc/node", &[(&a, "app")]);
+    shipped(&ws, &a, "app", "a-1");
+    assert!(agent.status()["sources"]["ready"].as_bool().unwrap());
+
+    // Path changed: a stops, b starts.
+    put(&etcd, "/lc/node", &[(&b, "app")]);
+    shipped(&ws, &b, "app", "b-1");
+    wait_for("a's tailer to stop", LONG, || {
+        (tailers(&agent).len() == 1).then_some(())
+    });
+    not_shipped(&ws, &a, "a-2");
+
+    // Topic changed: stop + start on the new topic.
+    put(&etcd, "/lc/node", &[(&b, "other")]);
+    shipped(&ws, &b, "other", "b-2");
+    assert_eq!(tailers(&agent)[0].0, "other");
+
+    // Entries removed.
+    put(&etcd, "/lc/node", &[]);
+    wait_for("no tailers", LONG, || {
+        tailers(&agent).is_empty().then_some(())
+    });
+    not_shipped(&ws, &b, "b-3");
+}
+
+#[test]
+fn two_keys_declaring_the_same_log_share_one_tailer_until_both_are_deleted() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let a = root(&ws).join("logs/a.log");
+    let agent = start(&ws, &etcd, &["/lc/one"], &["/lc/shared/"]);
+    put(&etcd, "/lc/one", &[(&a, "app")]);
+    put(&etcd, "/lc/shared/two", &[(&a, "app")]);
+    wait_for("one tailer owned by both keys", LONG, || {
+        let t = tailers(&agent);
+        (t.len() == 1 && t[0].2 == ["etcd:/lc/one", "etcd:/lc/shared/two"]).then_some(())
+    });
+    shipped(&ws, &a, "app", "a-1");
+
+    etcd.etcdctl(&["del", "/lc/one"]).unwrap();
+    wait_for("one owner left", LONG, || {
+        let t = tailers(&agent);
+        (t.len() == 1 && t[0].2 == ["etcd:/lc/shared/two"]).then_some(())
+    });
+    shipped(&ws, &a, "app", "a-2");
+    let count = ws.records().iter().filter(|r| r.line == "a-2").count();
+    assert_eq!(count, 1, "one tailer, so one copy");
+
+    etcd.etcdctl(&["del", "/lc/shared/two"]).unwrap();
+    wait_for("no tailers", LONG, || {
+        tailers(&agent).is_empty().then_some(())
+    });
+    not_shipped(&ws, &a, "a-3");
+}
+
+#[test]
+fn an_invalid_value_keeps_the_last_valid_snapshot_and_shows_the_error() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let a = root(&ws).join("logs/a.log");
+    let agent = start(&ws, &etcd, &["/lc/node"], &[]);
+    put(&etcd, "/lc/node", &[(&a, "app")]);
+    shipped(&ws, &a, "app", "a-1");
+    etcd.etcdctl(&[
+        "put",
+        "/lc/node",
+        r#"[{"path": "relative.log", "topic": "app"}]"#,
+    ])
+    .unwrap();
+    let error = wait_for("the error in /status", LONG, || {
+        key_status(&agent, "/lc/node")?["error"]
+            .as_str()
+            .map(String::from)
+    });
+    assert!(
+        error.starts_with("etcd key /lc/node: [0].path: \"relative.log\" is relative"),
+        "{error}"
+    );
+    shipped(&ws, &a, "app", "a-2");
+    etcd.etcdctl(&["put", "/lc/node", "not json"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    shipped(&ws, &a, "app", "a-3");
+    let logged = agent
+        .log()
+        .matches("keeping the last valid snapshot")
+        .count();
+    assert_eq!(
+        logged,
+        2,
+        "each invalid revision logged once:\n{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn etcd_killed_and_restarted_with_a_compaction_meanwhile_converges() {
+    let mut etcd = Etcd::start();
+    let ws = Workspace::new();
+    let (a, b, c) = (
+        root(&ws).join("logs/a.log"),
+        root(&ws).join("logs/b.log"),
+        root(&ws).join("logs/c.log"),
+    );
+    let agent = start(&ws, &etcd, &["/lc/node"], &["/lc/p/"]);
+    put(&etcd, "/lc/node", &[(&a, "app")]);
+    put(&etcd, "/lc/p/x", &[(&c, "app")]);
+    shipped(&ws, &a, "app", "a-1");
+    shipped(&ws, &c, "app", "c-1");
+
+    etcd.stop();
+    // Last known good: tailers keep running while etcd is gone.
+    shipped(&ws, &a, "app", "a-2");
+    etcd.restart();
+    // Change values and compact before the agent re-lists.
+    put(&etcd, "/lc/node", &[(&b, "app")]);
+    etcd.etcdctl(&["del", "/lc/p/x"]).unwrap();
+    let out = etcd.etcdctl(&["put", "/lc/p/y", "[]"]).unwrap();
+    assert!(out.contains("OK"));
+    let status = etcd.etcdctl(&["endpoint", "status", "-w", "json"]).unwrap();
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let revision = status[0]["Status"]["header"]["revision"].as_i64().unwrap();
+    etcd.etcdctl(&["compact", &revision.to_string()]).unwrap();
+
+    shipped(&ws, &b, "app", "b-1");
+    wait_for("a and c stopped", LONG, || {
+        let t = tailers(&agent);
+        (t.len() == 1 && t[0].1 == b.display().to_string()).then_some(())
+    });
+    not_shipped(&ws, &a, "a-3");
+}
+
+#[test]
+fn etcd_down_at_start_serves_the_cached_snapshot() {
+    let mut etcd = Etcd::start();
+    let ws = Workspace::new();
+    let a = root(&ws).join("logs/a.log");
+    let agent = start(&ws, &etcd, &["/lc/node"], &[]);
+    put(&etcd, "/lc/node", &[(&a, "app")]);
+    shipped(&ws, &a, "app", "a-1");
+    assert_eq!(agent.terminate().code(), Some(0));
+
+    etcd.stop();
+    append_lines(&a, ["a-2".to_string()]);
+    let agent = ws.start();
+    shipped(&ws, &a, "app", "a-3");
+    assert!(ws.records().iter().any(|r| r.line == "a-2"));
+    let status = agent.status();
+    let watch = &status["sources"]["watches"][0];
+    assert_eq!(watch["from_cache"], true, "{status}");
+    assert_eq!(status["sources"]["ready"], true);
+
+    // etcd back: the source syncs and follows changes again.
+    etcd.restart();
+    let b = root(&ws).join("logs/b.log");
+    put(&etcd, "/lc/node", &[(&b, "app")]);
+    shipped(&ws, &b, "app", "b-1");
+}
+
+#[test]
+fn paths_outside_allowed_paths_are_refused_even_through_a_symlink() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let secret = root(&ws).join("secret.log");
+    std::fs::write(&secret, "secret-1\n").unwrap();
+    let agent = start(&ws, &etcd, &["/lc/node"], &[]);
+    let link = root(&ws).join("logs/link.log");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let ok = root(&ws).join("logs/ok.log");
+    put(
+        &etcd,
+        "/lc/node",
+        &[(&secret, "app"), (&link, "app"), (&ok, "app")],
+    );
+    shipped(&ws, &ok, "app", "ok-1");
+    let refused = wait_for("two refusals in /status", LONG, || {
+        let refused = key_status(&agent, "/lc/node")?["refused"]
+            .as_array()?
+            .clone();
+        (refused.len() == 2).then_some(refused)
+    });
+    assert!(refused
+        .iter()
+        .any(|r| r["reason"].as_str().unwrap().contains("symlink")));
+    assert!(ws.records().iter().all(|r| !r.line.starts_with("secret")));
+    assert_eq!(tailers(&agent).len(), 1);
+    assert!(agent.log().contains("refused"));
+}
+
+fn cli(etcd: &Etcd, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logcatch"))
+        .args(["etcd", "--endpoints", &etcd.endpoint])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn admin_cli_round_trips_values_and_refuses_invalid_ones() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("logs.json");
+    let value = r#"[{"path": "/var/log/app.log", "topic": "app"}]"#;
+    std::fs::write(&file, value).unwrap();
+    let (ok, out, err) = cli(
+        &etcd,
+        &["put", "/lc/a", "--file", file.to_str().unwrap()],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = cli(&etcd, &["put", "/lc/b"], Some("[]"));
+    assert!(ok, "{out}");
+    let (ok, out, _) = cli(&etcd, &["get", "/lc/a"], None);
+    assert!(ok);
+    assert_eq!(out.trim(), value);
+    etcd.etcdctl(&["put", "/lc/c", "junk"]).unwrap();
+    let (ok, out, _) = cli(&etcd, &["list", "/lc/"], None);
+    assert!(ok);
+    assert!(
+        out.contains(&format!("/lc/a {value}")) && out.contains("/lc/b []"),
+        "{out}"
+    );
+    assert!(out.contains("invalid: etcd key /lc/c"), "{out}");
+
+    let (ok, _, err) = cli(
+        &etcd,
+        &["put", "/lc/a"],
+        Some(r#"[{"path": "/x", "topic": ""}]"#),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("etcd key /lc/a: [0].topic: topic must not be empty"),
+        "{err}"
+    );
+    let stored = etcd
+        .etcdctl(&["get", "/lc/a", "--print-value-only"])
+        .unwrap();
+    assert_eq!(stored.trim(), value, "a refused value is not written");
+
+    let (ok, _, _) = cli(&etcd, &["del", "/lc/a"], None);
+    assert!(ok);
+    let (ok, _, err) = cli(&etcd, &["get", "/lc/a"], None);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn a_config_reload_adds_and_removes_etcd_keys_live() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let (a, b) = (root(&ws).join("logs/a.log"), root(&ws).join("logs/b.log"));
+    put(&etcd, "/lc/a", &[(&a, "app")]);
+    put(&etcd, "/lc/b", &[(&b, "app")]);
+    let agent = start(&ws, &etcd, &["/lc/a"], &[]);
+    shipped(&ws, &a, "app", "a-1");
+    not_shipped(&ws, &b, "b-0");
+
+    ws.write_config(&config(&ws, &etcd, &["/lc/b"], &[]));
+    shipped(&ws, &b, "app", "b-1");
+    wait_for("a's tailer to stop", LONG, || {
+        let t = tailers(&agent);
+        (t.len() == 1 && t[0].2 == ["etcd:/lc/b"]).then_some(())
+    });
+    not_shipped(&ws, &a, "a-2");
+}
