@@ -24,6 +24,7 @@ command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || apt_packages+=(libprotobuf-dev)
 command -v etcd >/dev/null || apt_packages+=(etcd-server)
 command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
+command -v promtool >/dev/null || apt_packages+=(prometheus)
 if ((${#apt_packages[@]})); then
   echo "deps: installing ${apt_packages[*]} (apt-get)"
   sudo_cmd=()

@@ -11,7 +11,7 @@ use crate::source::{Sources, CONFIG_SOURCE};
 use crate::tail::checkpoint::CheckpointError;
 use crate::tail::{Checkpoints, TailerContext};
 use crate::telemetry::http::{self, HttpState};
-use crate::telemetry::{Events, NoEvents, StatusBoard};
+use crate::telemetry::{Events, Metrics, StatusBoard};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -57,7 +57,8 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     if let Some((aside, reason)) = recovered.moved_aside {
         tracing::error!(moved_to = %aside.display(), "checkpoints {}: {reason}; moved aside, starting without checkpoints", checkpoints.path().display());
     }
-    let events: Arc<dyn Events> = Arc::new(NoEvents);
+    let metrics = Arc::new(Metrics::new(config.http.file_lag_metrics));
+    let events: Arc<dyn Events> = metrics.clone();
     let sink = sink::build(&config, events.clone())?;
     let board = Arc::new(StatusBoard::default());
     let sources = Arc::new(Sources::default());
@@ -82,6 +83,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
             liveness_window: config.reconcile.resync_interval * 3,
             node: node.clone(),
             sources: sources.clone(),
+            metrics: metrics.clone(),
         };
         let stop = background.clone();
         tokio::spawn(async move {

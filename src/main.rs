@@ -40,6 +40,15 @@ enum Command {
         #[arg(long, short, env = "LOGCATCH_CONFIG")]
         config: PathBuf,
     },
+    /// Print a running agent's tailers (exit 1 when unreachable or not ready).
+    Status {
+        /// The agent's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:9733")]
+        addr: String,
+        /// `table` (like kubectl get) or `json` (the raw /status).
+        #[arg(long, short, value_enum, default_value_t = StatusOutput::Table)]
+        output: StatusOutput,
+    },
     /// Read and write the log declarations in etcd.
     Etcd {
         #[command(flatten)]
@@ -47,6 +56,12 @@ enum Command {
         #[command(subcommand)]
         command: EtcdCommand,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatusOutput {
+    Table,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -84,6 +99,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
+        Command::Status { addr, output } => status(&addr, output),
         Command::Etcd {
             connection,
             command,
@@ -96,6 +112,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn status(addr: &str, output: StatusOutput) -> anyhow::Result<()> {
+    use logcatch::telemetry::client::{self, StatusError};
+    let (code, body) = client::get(addr, "/status")?;
+    anyhow::ensure!(code == 200, "agent at {addr}: GET /status answered {code}");
+    let status: serde_json::Value =
+        serde_json::from_str(&body).context("agent sent invalid /status JSON")?;
+    match output {
+        StatusOutput::Json => println!("{body}"),
+        StatusOutput::Table => print!("{}", client::table(&status)),
+    }
+    let (code, reason) = client::get(addr, "/readyz")?;
+    if code != 200 {
+        return Err(StatusError::NotReady {
+            addr: addr.to_string(),
+            reason: reason.trim().trim_start_matches("not ready: ").to_string(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

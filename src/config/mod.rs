@@ -124,6 +124,8 @@ pub struct BackoffConfig {
 pub struct HttpConfig {
     /// `""` disables the HTTP server.
     pub listen: String,
+    /// Export `logcatch_file_lag_bytes{topic,path}`: one series per file, off by default.
+    pub file_lag_metrics: bool,
 }
 
 impl Default for Config {
@@ -193,6 +195,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:9733".into(),
+            file_lag_metrics: false,
         }
     }
 }

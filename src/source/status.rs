@@ -38,6 +38,10 @@ pub struct WatchStatus {
     /// Snapshots were served from the `state_dir` cache because etcd was unreachable.
     pub from_cache: bool,
     pub error: Option<String>,
+    /// Values seen (puts and deletes), for `logcatch_etcd_watch_events_total`.
+    pub events: u64,
+    /// Invalid values refused, for `logcatch_etcd_invalid_values_total`.
+    pub invalid_values: u64,
 }
 
 impl WatchStatus {
@@ -51,6 +55,8 @@ impl WatchStatus {
             synced_once: false,
             from_cache: false,
             error: None,
+            events: 0,
+            invalid_values: 0,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP server: `/healthz` (the reconcile loop is alive) and `/status` (JSON).
 
+use super::metrics::Metrics;
 use super::status::{StatusBoard, TailerStatus};
 use crate::sink::Sink;
 use crate::source::status::SourcesView;
@@ -23,6 +24,7 @@ pub struct HttpState {
     pub node: Arc<str>,
     /// Source status (etcd watches and keys, allow-list refusals).
     pub sources: Arc<Sources>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Serialize)]
@@ -37,11 +39,14 @@ struct StatusBody {
 #[derive(Serialize)]
 struct SinkStatus {
     connected: bool,
+    in_flight_bytes: u64,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/status", get(status))
         .with_state(state)
 }
@@ -71,6 +76,57 @@ async fn healthz(State(state): State<HttpState>) -> (StatusCode, String) {
     }
 }
 
+/// Ready once the config is loaded (it is, when this serves), every etcd key synced once
+/// or was served from cache, and the sink is connected.
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
+    let mut reasons = Vec::new();
+    let sources = state.sources.status().view();
+    for watch in sources
+        .watches
+        .iter()
+        .filter(|w| !w.synced_once && !w.from_cache)
+    {
+        reasons.push(format!(
+            "etcd {} {} has not synced yet",
+            watch_kind(watch),
+            watch.key
+        ));
+    }
+    if !state.sink.connected() {
+        reasons.push("the sink is not connected".to_string());
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", reasons.join("; ")),
+        )
+    }
+}
+
+fn watch_kind(watch: &crate::source::status::WatchStatus) -> &'static str {
+    match watch.kind {
+        crate::source::status::WatchKind::Key => "key",
+        crate::source::status::WatchKind::Prefix => "prefix",
+    }
+}
+
+async fn metrics(
+    State(state): State<HttpState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let body = state
+        .metrics
+        .render(&state.board, &*state.sink, state.sources.status());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+}
+
 async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
     let body = StatusBody {
         node: state.node.to_string(),
@@ -78,6 +134,7 @@ async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
         tailers: state.board.tailers(),
         sink: SinkStatus {
             connected: state.sink.connected(),
+            in_flight_bytes: state.sink.in_flight_bytes(),
         },
         sources: state.sources.status().view(),
     };

@@ -1,8 +1,11 @@
 //! Telemetry: the events logic emits, the status model, and the HTTP server.
 
+pub mod client;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod status;
 
 pub use events::{Events, NoEvents};
+pub use metrics::Metrics;
 pub use status::{StatusBoard, TailerProgress, TailerState};

@@ -22,7 +22,7 @@ pub enum TailerState {
 }
 
 impl TailerState {
-    const ALL: [TailerState; 6] = [
+    pub const ALL: [TailerState; 6] = [
         TailerState::Starting,
         TailerState::Waiting,
         TailerState::Running,

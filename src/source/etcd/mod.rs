@@ -62,6 +62,12 @@ impl EtcdSource {
         if let Some(e) = error {
             tracing::error!("{e}");
         }
+        // Known before the task first runs, so /readyz never reports ready too early.
+        for target in targets(&config.borrow().etcd) {
+            sources
+                .status()
+                .update_watch(target.kind, &target.key, |_| {});
+        }
         EtcdSource {
             config,
             sources,

@@ -71,7 +71,13 @@ impl Tracker {
         let known = self.known.entry(key.to_string()).or_default();
         known.revision = revision;
         let status = self.sources.status();
-        match value::parse(key, value) {
+        let parsed = value::parse(key, value);
+        let invalid = parsed.is_err();
+        status.update_watch(self.target.kind, &self.target.key, |w| {
+            w.events += 1;
+            w.invalid_values += u64::from(invalid);
+        });
+        match parsed {
             Ok(specs) => {
                 known.logged_error = None;
                 self.publish(key, revision, specs);
@@ -103,6 +109,10 @@ impl Tracker {
 
     /// `key` was deleted: an explicit declaration, its tailers stop.
     pub fn delete(&mut self, key: &str) {
+        let target = &self.target;
+        self.sources
+            .status()
+            .update_watch(target.kind, &target.key, |w| w.events += 1);
         if self.known.remove(key).is_some() {
             tracing::info!(key, "etcd key deleted; its logs are no longer declared");
         }
@@ -155,13 +165,16 @@ impl Tracker {
             });
             self.sources.publish(&source_id(&key), specs);
         }
-        let target = &self.target;
-        self.sources
-            .status()
-            .update_watch(target.kind, &target.key, |w| {
-                w.from_cache = true;
-                w.last_sync_unix_ms.get_or_insert_with(now_unix_ms);
-            });
+        // Nothing cached is not "served from cache": readiness waits for a real sync.
+        if served > 0 {
+            let target = &self.target;
+            self.sources
+                .status()
+                .update_watch(target.kind, &target.key, |w| {
+                    w.from_cache = true;
+                    w.last_sync_unix_ms.get_or_insert_with(now_unix_ms);
+                });
+        }
         served
     }
 }

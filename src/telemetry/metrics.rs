@@ -1,0 +1,330 @@
+//! Every Prometheus metric of the agent, declared in one struct on one Registry. Events
+//! from the logic move counters; state (tailers, lag, in-flight bytes, etcd) is read at
+//! scrape time from the status model, so it can never drift from `/status`.
+
+use super::events::Events;
+use super::status::{StatusBoard, TailerState};
+use crate::sink::Sink;
+use crate::source::status::{SourceStatusTable, WatchState};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+pub struct Metrics {
+    registry: Registry,
+    tailers: IntGaugeVec,
+    desired_tailers: IntGaugeVec,
+    reconcile_total: IntCounterVec,
+    reconcile_duration: Histogram,
+    tailer_restarts: IntCounterVec,
+    lines_read: IntCounterVec,
+    bytes_read: IntCounterVec,
+    records_sent: IntCounterVec,
+    send_errors: IntCounterVec,
+    lines_truncated: IntCounterVec,
+    file_truncations: IntCounterVec,
+    lag_bytes: IntGaugeVec,
+    file_lag_bytes: Option<IntGaugeVec>,
+    inflight_bytes: IntGauge,
+    checkpoint_writes: IntCounterVec,
+    config_reloads: IntCounterVec,
+    etcd_connected: IntGauge,
+    etcd_watch_events: IntCounterVec,
+    etcd_invalid_values: IntCounterVec,
+    produce_latency: Histogram,
+    /// What the etcd counters were last moved to, per key (they count in the status table).
+    etcd_exported: Mutex<HashMap<(String, bool), u64>>,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+impl Metrics {
+    /// `per_file_lag` adds `logcatch_file_lag_bytes{topic,path}` (one series per file).
+    pub fn new(per_file_lag: bool) -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let scalar = |name: &str, help: &str| {
+            let metric = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric registered once");
+            metric
+        };
+        let reconcile_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "logcatch_reconcile_duration_seconds",
+                "Duration of a reconcile pass.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 4.0, 10).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(reconcile_duration.clone()))
+            .expect("metric registered once");
+        let produce_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "logcatch_kafka_produce_latency_seconds",
+                "Time from sending a produce request to Kafka's acknowledgement.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.5, 12).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(produce_latency.clone()))
+            .expect("metric registered once");
+        let build_info = gauge(
+            r,
+            "logcatch_build_info",
+            "Always 1; the version as a label.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            tailers: gauge(r, "logcatch_tailers", "Tailers by state.", &["state"]),
+            desired_tailers: gauge(
+                r,
+                "logcatch_desired_tailers",
+                "Desired tailers by owning source.",
+                &["source"],
+            ),
+            reconcile_total: counter(
+                r,
+                "logcatch_reconcile_total",
+                "Reconcile passes by result.",
+                &["result"],
+            ),
+            reconcile_duration,
+            tailer_restarts: counter(
+                r,
+                "logcatch_tailer_restarts_total",
+                "Tailer restarts.",
+                &["topic"],
+            ),
+            lines_read: counter(
+                r,
+                "logcatch_lines_read_total",
+                "Lines read from files.",
+                &["topic"],
+            ),
+            bytes_read: counter(
+                r,
+                "logcatch_bytes_read_total",
+                "Line bytes read from files.",
+                &["topic"],
+            ),
+            records_sent: counter(
+                r,
+                "logcatch_records_sent_total",
+                "Records acknowledged by the sink.",
+                &["topic"],
+            ),
+            send_errors: counter(
+                r,
+                "logcatch_send_errors_total",
+                "Sink errors by kind.",
+                &["topic", "kind"],
+            ),
+            lines_truncated: counter(
+                r,
+                "logcatch_lines_truncated_total",
+                "Lines cut to tail.max_line_bytes.",
+                &["topic"],
+            ),
+            file_truncations: counter(
+                r,
+                "logcatch_file_truncations_total",
+                "Files that shrank below the read offset (copytruncate).",
+                &["topic"],
+            ),
+            lag_bytes: gauge(
+                r,
+                "logcatch_lag_bytes",
+                "Bytes written but not yet acknowledged, summed over files.",
+                &["topic"],
+            ),
+            file_lag_bytes: per_file_lag.then(|| {
+                gauge(
+                    r,
+                    "logcatch_file_lag_bytes",
+                    "Bytes written but not yet acknowledged, per file.",
+                    &["topic", "path"],
+                )
+            }),
+            inflight_bytes: scalar(
+                "logcatch_inflight_bytes",
+                "Bytes handed to the sink and not yet acknowledged.",
+            ),
+            checkpoint_writes: counter(
+                r,
+                "logcatch_checkpoint_writes_total",
+                "Checkpoint file writes by result.",
+                &["result"],
+            ),
+            config_reloads: counter(
+                r,
+                "logcatch_config_reloads_total",
+                "Config reloads by result.",
+                &["result"],
+            ),
+            etcd_connected: scalar(
+                "logcatch_etcd_connected",
+                "1 when every etcd watch is synced, else 0.",
+            ),
+            etcd_watch_events: counter(
+                r,
+                "logcatch_etcd_watch_events_total",
+                "Values seen per configured etcd key or prefix.",
+                &["key"],
+            ),
+            etcd_invalid_values: counter(
+                r,
+                "logcatch_etcd_invalid_values_total",
+                "Invalid values refused per configured etcd key or prefix.",
+                &["key"],
+            ),
+            produce_latency,
+            etcd_exported: Mutex::new(HashMap::new()),
+            registry,
+        }
+    }
+
+    /// Reads the state gauges from the status model and renders the text format.
+    pub fn render(
+        &self,
+        board: &StatusBoard,
+        sink: &dyn Sink,
+        sources: &SourceStatusTable,
+    ) -> String {
+        self.refresh(board, sink, sources);
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        // Encoding our own registry into a Vec cannot fail.
+        let _ = encoder.encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn refresh(&self, board: &StatusBoard, sink: &dyn Sink, sources: &SourceStatusTable) {
+        let tailers = board.tailers();
+        let mut by_state: BTreeMap<&str, i64> =
+            TailerState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut by_source: BTreeMap<String, i64> = BTreeMap::new();
+        let mut lag: BTreeMap<&str, i64> = BTreeMap::new();
+        if let Some(per_file) = &self.file_lag_bytes {
+            per_file.reset();
+        }
+        for t in &tailers {
+            *by_state.entry(t.state.as_str()).or_default() += 1;
+            for owner in &t.owners {
+                // The source kind keeps the label low-cardinality (`etcd:<key>` → `etcd`).
+                let kind = owner.split(':').next().unwrap_or(owner);
+                *by_source.entry(kind.to_string()).or_default() += 1;
+            }
+            *lag.entry(&t.topic).or_default() += t.lag_bytes as i64;
+            if let Some(per_file) = &self.file_lag_bytes {
+                per_file
+                    .with_label_values(&[&t.topic, &t.path])
+                    .set(t.lag_bytes as i64);
+            }
+        }
+        for (state, n) in by_state {
+            self.tailers.with_label_values(&[state]).set(n);
+        }
+        self.desired_tailers.reset();
+        for (source, n) in by_source {
+            self.desired_tailers.with_label_values(&[&source]).set(n);
+        }
+        self.lag_bytes.reset();
+        for (topic, bytes) in lag {
+            self.lag_bytes.with_label_values(&[topic]).set(bytes);
+        }
+        self.inflight_bytes.set(sink.in_flight_bytes() as i64);
+        let view = sources.view();
+        let synced = view.watches.iter().all(|w| w.state == WatchState::Synced);
+        self.etcd_connected
+            .set(i64::from(!view.watches.is_empty() && synced));
+        let mut exported = self.etcd_exported.lock().unwrap_or_else(|e| e.into_inner());
+        for w in &view.watches {
+            for (invalid, total, counter) in [
+                (false, w.events, &self.etcd_watch_events),
+                (true, w.invalid_values, &self.etcd_invalid_values),
+            ] {
+                let last = exported.entry((w.key.clone(), invalid)).or_default();
+                counter
+                    .with_label_values(&[&w.key])
+                    .inc_by(total.saturating_sub(*last));
+                *last = (*last).max(total);
+            }
+        }
+    }
+}
+
+impl Events for Metrics {
+    fn lines_read(&self, topic: &str, lines: u64, bytes: u64) {
+        self.lines_read.with_label_values(&[topic]).inc_by(lines);
+        self.bytes_read.with_label_values(&[topic]).inc_by(bytes);
+    }
+
+    fn line_truncated(&self, topic: &str) {
+        self.lines_truncated.with_label_values(&[topic]).inc();
+    }
+
+    fn file_truncated(&self, topic: &str) {
+        self.file_truncations.with_label_values(&[topic]).inc();
+    }
+
+    fn records_sent(&self, topic: &str, records: u64) {
+        self.records_sent
+            .with_label_values(&[topic])
+            .inc_by(records);
+    }
+
+    fn send_error(&self, topic: &str, kind: &str) {
+        self.send_errors.with_label_values(&[topic, kind]).inc();
+    }
+
+    fn tailer_restarted(&self, topic: &str) {
+        self.tailer_restarts.with_label_values(&[topic]).inc();
+    }
+
+    fn checkpoint_written(&self, ok: bool) {
+        self.checkpoint_writes
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    fn config_reloaded(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    fn reconciled(&self, ok: bool, seconds: f64) {
+        self.reconcile_total
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        self.reconcile_duration.observe(seconds);
+    }
+
+    fn produce_latency(&self, seconds: f64) {
+        self.produce_latency.observe(seconds);
+    }
+}
