@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint fmt check-config clean
+.PHONY: run test deps build lint fmt check-config demo clean
 
 ## Run the agent on config/local.yaml (example logs + a live writer → stdout). Ctrl-C stops it.
 run: build
@@ -16,6 +16,10 @@ test: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	TANSU_BIN=$$(scripts/deps.sh --print-tansu) $(CARGO) test --all-targets
+
+## The whole product: local etcd + tansu broker, a log declared in etcd, records read back from Kafka.
+demo:
+	scripts/demo.sh
 
 ## Install what the tests need (idempotent; tansu is built once into ~/.cache/logcatch).
 deps:
