@@ -5,7 +5,6 @@
 use super::fingerprint::FileIdentity;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,7 +83,7 @@ impl Checkpoints {
         })?;
         let path = state_dir.join(FILE_NAME);
         // A temp file left by a write interrupted before its rename is never the truth.
-        let _ = std::fs::remove_file(path.with_extension("json.tmp"));
+        let _ = std::fs::remove_file(crate::atomic_file::tmp_path(&path));
         let mut recovered = Recovered { moved_aside: None };
         let entries = match std::fs::read(&path) {
             Ok(bytes) => match parse(&bytes) {
@@ -157,7 +156,12 @@ impl Checkpoints {
             version: VERSION,
             checkpoints: list,
         };
-        write_atomically(&self.path, &document).map_err(|source| CheckpointError::Write {
+        let mut bytes = serde_json::to_vec(&document).map_err(|e| CheckpointError::Write {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        bytes.push(b'\n');
+        crate::atomic_file::write(&self.path, &bytes).map_err(|source| CheckpointError::Write {
             path: self.path.clone(),
             source,
         })?;
@@ -198,19 +202,6 @@ fn parse(bytes: &[u8]) -> Result<Vec<Checkpoint>, String> {
         ));
     }
     Ok(document.checkpoints)
-}
-
-fn write_atomically(path: &Path, document: &OnDisk) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    serde_json::to_writer(&mut file, document)?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn unix_now() -> u64 {

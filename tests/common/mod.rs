@@ -8,8 +8,8 @@ pub mod servers;
 
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -244,37 +244,9 @@ impl Drop for Agent {
     }
 }
 
-/// A minimal HTTP/1.1 GET on 127.0.0.1 (no client crate needed): `(status, body)`.
+/// GET on 127.0.0.1 with the agent's own client: `(status, body)`, `None` when refused.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())?;
-    Some((code, decode_chunked(&body).unwrap_or(body)))
-}
-
-/// Decodes a chunked body, `None` when it is not chunked.
-fn decode_chunked(body: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let (size, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(after.get(..size)?);
-        rest = after.get(size + 2..)?;
-    }
+    logcatch::telemetry::client::get(&format!("http://127.0.0.1:{port}"), path).ok()
 }
 
 /// Appends `lines` to `path` (one `write` per call, like a logging app flushing).

@@ -6,7 +6,6 @@ use super::value::Entry;
 use crate::spec::LogSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -136,14 +135,8 @@ impl SnapshotCache {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| error(format!("cannot create: {e}")))?;
         }
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut out = std::fs::File::create(&tmp)?;
-            out.write_all(&bytes)?;
-            out.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| error(format!("cannot write: {e}")))
+        crate::atomic_file::write(&self.path, &bytes)
+            .map_err(|e| error(format!("cannot write: {e}")))
     }
 }
 

@@ -1,0 +1,26 @@
+//! Replacing a state file so that a crash leaves either the old or the new content:
+//! write a temp file beside it, fsync, rename over, fsync the directory.
+
+use std::io::Write;
+use std::path::Path;
+
+/// Atomically replaces `path` with `bytes` (the temp file is `<path>.tmp`; a leftover
+/// one is an interrupted write and never the truth).
+pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = tmp_path(path);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Where `write` puts its temp file.
+pub fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    name.into()
+}
