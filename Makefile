@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint fmt check-config demo clean
+.PHONY: run test deps build lint fmt check-config demo bench clean
 
 ## Run the agent on config/local.yaml (example logs + a live writer → stdout). Ctrl-C stops it.
 run: build
@@ -20,6 +20,10 @@ test: deps
 ## The whole product: local etcd + tansu broker, a log declared in etcd, records read back from Kafka.
 demo:
 	scripts/demo.sh
+
+## Benchmarks against baselines measured in the same run; rewrites BENCHMARKS.md.
+bench: deps
+	scripts/bench.sh
 
 ## Install what the tests need (idempotent; tansu is built once into ~/.cache/logcatch).
 deps:

@@ -1,0 +1,57 @@
+//! The Kafka ceiling for `make bench`: a raw rskafka producer sending the lines of a file
+//! as pre-built batches of 5,000 records to one partition, one request at a time (what
+//! logcatch does per partition), with the same patched rskafka. Prints seconds taken.
+//!
+//! usage: raw_produce BROKER TOPIC FILE none|lz4|zstd|gzip|snappy
+
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::ClientBuilder;
+use rskafka::record::Record;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, broker, topic, file, compression] = &args[..] else {
+        return Err("usage: raw_produce BROKER TOPIC FILE COMPRESSION".into());
+    };
+    let compression = match compression.as_str() {
+        "none" => Compression::NoCompression,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        other => return Err(format!("unknown compression {other}").into()),
+    };
+    let data = std::fs::read(file)?;
+    let now = chrono::Utc::now();
+    // Pre-built: the records exist before the clock starts.
+    let batches: Vec<Vec<Record>> = data
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| Record {
+            key: None,
+            value: Some(line.to_vec()),
+            headers: BTreeMap::new(),
+            timestamp: now,
+        })
+        .collect::<Vec<_>>()
+        .chunks(5_000)
+        .map(<[Record]>::to_vec)
+        .collect();
+    let client = ClientBuilder::new(vec![broker.clone()]).build().await?;
+    client
+        .controller_client()?
+        .create_topic(topic, 1, 1, 5_000)
+        .await?;
+    let partition = client
+        .partition_client(topic, 0, UnknownTopicHandling::Retry)
+        .await?;
+    let started = Instant::now();
+    for batch in batches {
+        partition.produce(batch, compression).await?;
+    }
+    println!("{:.3}", started.elapsed().as_secs_f64());
+    Ok(())
+}
