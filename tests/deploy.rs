@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::servers::tool;
+use common::servers::{tool, Broker};
+use common::{append_lines, http_get, wait_for, Workspace};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -256,4 +258,141 @@ fn the_dockerfile_passes_hadolint() {
         ".hadolint.yaml",
         "Dockerfile",
     ]));
+}
+
+/// Every `logcatch_*` name in a file (PromQL in alerts and dashboard).
+fn metric_names_in(path: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut names = BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("logcatch_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        if name.len() > "logcatch_".len() {
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// The sample names in the agent's `/metrics` (histograms as `_bucket`, `_sum`, `_count`).
+fn exposed_names(port: u16) -> BTreeSet<String> {
+    let (code, body) = http_get(port, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200);
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect()
+}
+
+/// Scrapes `port` until every name in `wanted` that `owned` says this agent can show
+/// is exposed; returns what it exposes.
+fn scrape_until(port: u16, wanted: &BTreeSet<String>, owned: &[&str]) -> BTreeSet<String> {
+    wait_for(&format!("{owned:?} in /metrics"), LONG, || {
+        let exposed = exposed_names(port);
+        owned
+            .iter()
+            .filter(|name| wanted.contains(**name))
+            .all(|name| exposed.contains(*name))
+            .then_some(exposed)
+    })
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[test]
+fn every_metric_in_the_alerts_and_the_dashboard_exists_in_metrics() {
+    let mut wanted = metric_names_in(&deploy("prometheus/alerts.yaml"));
+    wanted.extend(metric_names_in(&deploy("grafana/logcatch.json")));
+    assert!(wanted.len() >= 10, "{wanted:?}");
+
+    // Agent A, file sink: lines flow, and a directory given as a log path keeps failing
+    // (backoff, restarts). Labelled counters appear only once they have moved.
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    append_lines(&log, (0..100).map(|i| format!("line {i}")));
+    std::fs::create_dir(ws.path("a-directory")).unwrap();
+    let logs = format!(
+        "  - {{ path: {}, topic: app }}\n  - {{ path: {}, topic: broken }}",
+        log.display(),
+        ws.path("a-directory").display()
+    );
+    ws.write_config(&ws.config(&logs));
+    let agent = ws.start();
+    ws.wait_records(100, LONG);
+    let mut exposed = scrape_until(
+        agent.http_port,
+        &wanted,
+        &[
+            "logcatch_tailer_restarts_total",
+            "logcatch_checkpoint_writes_total",
+            "logcatch_records_sent_total",
+        ],
+    );
+
+    // Agent B, Kafka sink: a topic the broker does not have is a send error.
+    let broker = Broker::start_memory();
+    let ws_b = Workspace::new();
+    let log_b = ws_b.path("app.log");
+    append_lines(&log_b, (0..10).map(|i| format!("line {i}")));
+    let sink = format!(
+        "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    request_timeout: 5s",
+        broker.address()
+    );
+    let missing = format!("missing-{}", std::process::id());
+    let logs_b = format!("  - {{ path: {}, topic: {missing} }}", log_b.display());
+    ws_b.write_config(&ws_b.config_with_sink(&logs_b, &sink));
+    let agent_b = ws_b.start();
+    exposed.extend(scrape_until(
+        agent_b.http_port,
+        &wanted,
+        &["logcatch_send_errors_total"],
+    ));
+
+    let missing: Vec<&String> = wanted.difference(&exposed).collect();
+    assert!(
+        missing.is_empty(),
+        "named in deploy/ but not in /metrics: {missing:?}\nexposed: {exposed:?}"
+    );
+}
+
+#[test]
+fn every_dashboard_query_is_valid_promql() {
+    // promtool parses PromQL in rule files: wrap each panel query in a recording rule,
+    // with Grafana's variables replaced by values.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/logcatch.json")).unwrap())
+            .unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut count = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m")
+                .replace("$namespace", ".*")
+                .replace("$pod", ".*");
+            rules += &format!(
+                "      - record: dashboard:query_{count}\n        expr: {}\n",
+                serde_json::to_string(&expr).unwrap()
+            );
+            count += 1;
+        }
+    }
+    assert!(count >= 15, "{count} queries");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-rules.yaml");
+    std::fs::write(&file, rules).unwrap();
+    let out = run(Command::new(tool("promtool", "PROMTOOL_BIN"))
+        .args(["check", "rules"])
+        .arg(&file));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("SUCCESS: {count} rules found")),
+        "{text}"
+    );
 }
