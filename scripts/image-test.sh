@@ -27,9 +27,10 @@ step "podman build $image"
 podman build --pull=never -q -t "$image" "$repo" >/dev/null
 
 work=$(mktemp -d)
-name=logcatch-image-test-$$
+base=logcatch-image-test-$$
+name=$base
 cleanup() {
-  podman rm -f -t 0 "$name" >/dev/null 2>&1 || true
+  podman rm -f -i -t 0 "$base" "$base-cap" "$base-nocap" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -88,4 +89,31 @@ podman stop -t 20 "$name" >/dev/null
 code=$(podman inspect -f '{{.State.ExitCode}}' "$name")
 [[ $code == 0 ]] || fail "exit code $code after SIGTERM"
 [[ -n $(ls -A "$work/state") ]] || fail "no checkpoint written to the state volume"
-step "SIGTERM: clean exit, checkpoint written. OK"
+step "SIGTERM: clean exit, checkpoint written"
+
+# The DaemonSet's securityContext: uid 0, every capability dropped but DAC_READ_SEARCH,
+# read-only root, no_new_privs. It must read a log that another user keeps private
+# (mode 0600 in a 0700 dir) — and without the capability it must not (proves it is needed).
+private_run() { # name, extra podman args...
+  local run=$1
+  shift
+  rm -rf "$work/state" && mkdir "$work/state" && chmod 0700 "$work/state"
+  podman run -d --name "$run" --read-only --user 0:0 --cap-drop ALL "$@" \
+    --security-opt no-new-privileges -v "$work/config:/etc/logcatch:ro" \
+    -v "$work/private:/var/log/app:ro" -v "$work/state:/var/lib/logcatch" "$image" >/dev/null
+}
+mkdir "$work/private"
+echo "image-test line 0" >"$work/private/app.log"
+chown -R 4242:4242 "$work/private"
+chmod 0700 "$work/private"
+chmod 0600 "$work/private/app.log"
+name=$base-cap
+private_run "$name" --cap-add DAC_READ_SEARCH
+wait_until 30 "the private log read with CAP_DAC_READ_SEARCH" lines_out 1
+podman rm -f -t 0 "$name" >/dev/null
+name=$base-nocap
+private_run "$name"
+wait_until 30 "the permission error without the capability" \
+  sh -c "podman logs $name 2>&1 | grep -qi 'permission denied'"
+lines_out 1 && fail "read a private log without CAP_DAC_READ_SEARCH"
+step "uid 0 + only CAP_DAC_READ_SEARCH reads another user's 0600 log; without it, denied. OK"
