@@ -42,3 +42,8 @@ check-config: build
 clean:
 	$(CARGO) clean
 	rm -rf data
+
+## Build the container image and run it (podman, local base images; needs root): scripts/image-test.sh
+.PHONY: image-test
+image-test:
+	scripts/image-test.sh

