@@ -233,11 +233,17 @@ fn readiness_follows_the_sink_and_etcd() {
     });
     assert!(reason.contains("the sink is not connected"), "{reason}");
     assert_eq!(metric(port, "logcatch_etcd_connected{}"), 1.0);
+    assert_eq!(
+        metric(port, "logcatch_ready{}"),
+        0.0,
+        "the sink is still down"
+    );
 
     broker.restart();
     wait_for("ready", LONG, || {
         (http_get(port, "/readyz")?.0 == 200).then_some(())
     });
+    assert_eq!(metric(port, "logcatch_ready{}"), 1.0);
     let addr = format!("http://127.0.0.1:{port}");
     let out = Command::new(env!("CARGO_BIN_EXE_logcatch"))
         .args(["status", "--addr", &addr])

@@ -32,6 +32,7 @@ pub struct Metrics {
     checkpoint_writes: IntCounterVec,
     config_reloads: IntCounterVec,
     etcd_connected: IntGauge,
+    ready: IntGauge,
     etcd_watch_events: IntCounterVec,
     etcd_invalid_values: IntCounterVec,
     produce_latency: Histogram,
@@ -189,6 +190,10 @@ impl Metrics {
                 "logcatch_etcd_connected",
                 "1 when every etcd watch is synced, else 0.",
             ),
+            ready: scalar(
+                "logcatch_ready",
+                "1 when /readyz answers 200 (etcd synced or cached, sink connected).",
+            ),
             etcd_watch_events: counter(
                 r,
                 "logcatch_etcd_watch_events_total",
@@ -257,6 +262,8 @@ impl Metrics {
             self.lag_bytes.with_label_values(&[topic]).set(bytes);
         }
         self.inflight_bytes.set(sink.in_flight_bytes() as i64);
+        self.ready
+            .set(i64::from(sources.ready() && sink.connected()));
         let view = sources.view();
         let synced = view.watches.iter().all(|w| w.state == WatchState::Synced);
         self.etcd_connected
