@@ -48,9 +48,11 @@ run_agent() { # FILE SINK_YAML
   start=$(now)
   "$bin" run --config "$work/c.yaml" 2>"$work/agent.log" &
   local pid=$!
-  until curl -sf "127.0.0.1:$http/status" 2>/dev/null | python3 -c "
-import json,sys; s=json.load(sys.stdin); t=s['tailers']
-sys.exit(0 if t and t[0]['offset']==$size else 1)" 2>/dev/null; do sleep 0.02; done
+  # Done when the acknowledged offset reaches the file size.
+  until curl -sf "127.0.0.1:$http/status" 2>/dev/null | grep -q "\"offset\":$size,"; do
+    kill -0 "$pid" 2>/dev/null || { echo "agent failed: $(tail -3 "$work/agent.log")" >&2; return 1; }
+    sleep 0.01
+  done
   local end; end=$(now)
   kill -TERM "$pid"; wait "$pid" || true
   rm -rf "$work"

@@ -244,6 +244,7 @@ impl Config {
             ));
         };
         let warnings = legacy::rewrite(&mut root).map_err(|(f, m)| field(f, m))?;
+        null_sink_kind(&mut root);
         let mut value = Value::Mapping(root);
         expand_strings(&mut value, &mut String::new(), lookup).map_err(|(f, m)| field(f, m))?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -360,6 +361,15 @@ pub fn validate_topic(topic: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `sink: {kind: null}` is YAML's null, not the string "null": take it as the null sink.
+fn null_sink_kind(root: &mut serde_yaml::Mapping) {
+    if let Some(Value::Mapping(sink)) = root.get_mut("sink") {
+        if let Some(kind @ Value::Null) = sink.get_mut("kind") {
+            *kind = Value::String("null".into());
+        }
+    }
 }
 
 /// Expands `${VAR}` in every string value, tracking the field path for errors.

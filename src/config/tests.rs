@@ -99,6 +99,12 @@ fn parse_should_reject_a_bad_duration_with_its_path() {
 }
 
 #[test]
+fn parse_should_take_an_unquoted_null_kind_as_the_null_sink() {
+    assert_eq!(parse("sink: { kind: null }\n").unwrap().config.sink.kind, SinkKind::Null);
+    assert_eq!(parse("sink: { kind: 'null' }\n").unwrap().config.sink.kind, SinkKind::Null);
+}
+
+#[test]
 fn parse_should_reject_an_unknown_sink_kind() {
     let (field, message) = field_error("sink: { kind: carrier-pigeon }\n");
     assert_eq!(field, "sink.kind");
