@@ -100,8 +100,14 @@ fn parse_should_reject_a_bad_duration_with_its_path() {
 
 #[test]
 fn parse_should_take_an_unquoted_null_kind_as_the_null_sink() {
-    assert_eq!(parse("sink: { kind: null }\n").unwrap().config.sink.kind, SinkKind::Null);
-    assert_eq!(parse("sink: { kind: 'null' }\n").unwrap().config.sink.kind, SinkKind::Null);
+    assert_eq!(
+        parse("sink: { kind: null }\n").unwrap().config.sink.kind,
+        SinkKind::Null
+    );
+    assert_eq!(
+        parse("sink: { kind: 'null' }\n").unwrap().config.sink.kind,
+        SinkKind::Null
+    );
 }
 
 #[test]
