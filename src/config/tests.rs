@@ -191,3 +191,25 @@ fn load_should_name_the_file_it_cannot_read() {
         "{err}"
     );
 }
+
+proptest::proptest! {
+    /// Arbitrary text never panics the config parser; errors always name the file.
+    #[test]
+    fn any_text_parses_or_fails_naming_the_file(text in "\\PC{0,300}") {
+        if let Err(e) = parse(&text) {
+            proptest::prop_assert!(e.to_string().starts_with("config test.yaml"), "{}", e);
+        }
+    }
+
+    #[test]
+    fn yaml_shaped_configs_parse_or_fail_naming_the_field(
+        key in "[a-z_]{1,12}",
+        value in "[ -~]{0,20}",
+        section in proptest::sample::select(vec!["tail", "sink", "reconcile", "http", "etcd"]),
+    ) {
+        let text = format!("{section}:\n  {key}: {value:?}\n");
+        if let Err(e) = parse(&text) {
+            proptest::prop_assert!(matches!(e, ConfigError::Field { .. } | ConfigError::Document { .. }), "{}", e);
+        }
+    }
+}

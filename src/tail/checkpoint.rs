@@ -266,4 +266,20 @@ mod tests {
         assert_eq!(again.get("app", 1, 7).unwrap().offset, 10);
         assert!(!dir.path().join("checkpoints.json.tmp").exists());
     }
+
+    proptest::proptest! {
+        /// A damaged checkpoint file is refused with a reason, never a panic.
+        #[test]
+        fn any_bytes_load_or_are_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn a_truncated_checkpoint_file_is_refused(cut in 0usize..200) {
+            let entry = Checkpoint { topic: "app".into(), file: identity(7), offset: 5, path: "/a".into(), updated: 1 };
+            let full = serde_json::to_vec(&OnDisk { version: VERSION, checkpoints: vec![entry] }).unwrap();
+            let cut = cut.min(full.len() - 1);
+            proptest::prop_assert!(parse(&full[..cut]).is_err());
+        }
+    }
 }

@@ -168,4 +168,31 @@ mod tests {
             .to_string()
             .contains("UTF-8"));
     }
+
+    proptest::proptest! {
+        /// Hostile values never panic: they parse or are refused with the key named.
+        #[test]
+        fn any_bytes_parse_or_fail_with_the_key(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Err(e) = parse("/hostile", &bytes) {
+                proptest::prop_assert!(e.to_string().contains("/hostile"), "{}", e);
+            }
+        }
+
+        #[test]
+        fn json_shaped_values_parse_or_fail_with_the_key(
+            path in "[ -~]{0,40}",
+            topic in "[ -~]{0,20}",
+            extra in proptest::option::of("[a-z]{1,8}"),
+        ) {
+            let mut entry = serde_json::json!({"path": path, "topic": topic});
+            if let Some(field) = extra {
+                entry[field] = serde_json::json!(1);
+            }
+            let value = serde_json::to_vec(&serde_json::json!([entry])).unwrap();
+            match parse("/k", &value) {
+                Ok(specs) => proptest::prop_assert!(specs.iter().all(|s| s.path.starts_with('/'))),
+                Err(e) => proptest::prop_assert!(e.to_string().contains("/k"), "{}", e),
+            }
+        }
+    }
 }

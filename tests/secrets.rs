@@ -1,0 +1,92 @@
+//! Secrets come from files and never show up in logs, `/status` or `check` output.
+
+mod common;
+
+use common::{append_lines, free_port, http_get, wait_for, Workspace};
+use std::time::Duration;
+
+const SECRET: &str = "s3cr3t-Pa55word-do-not-print";
+
+#[test]
+fn passwords_never_appear_in_logs_status_or_check_output() {
+    let ws = Workspace::new();
+    std::fs::write(ws.path("kafka.pass"), format!("{SECRET}\n")).unwrap();
+    std::fs::write(ws.path("etcd.pass"), format!("{SECRET}\n")).unwrap();
+    let log = ws.path("a.log");
+    append_lines(&log, (0..3).map(|i| format!("l {i}")));
+    let sink = format!(
+        "  kind: kafka\n  kafka:\n    brokers: [\"127.0.0.1:{}\"]\n    request_timeout: 1s\n    sasl: {{ mechanism: PLAIN, username: shipper, password_file: {} }}",
+        free_port(),
+        ws.path("kafka.pass").display()
+    );
+    let mut config = ws.config_with_sink(
+        &format!("  - {{ path: {}, topic: t }}", log.display()),
+        &sink,
+    );
+    config.push_str(&format!(
+        "etcd: {{ endpoints: [\"http://127.0.0.1:{}\"], keys: [/k], allowed_paths: ['/**'], username: shipper, password_file: {}, dial_timeout: 1s, request_timeout: 1s }}\n",
+        free_port(),
+        ws.path("etcd.pass").display()
+    ));
+    ws.write_config(&config);
+
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_logcatch"))
+        .args(["check", "--config"])
+        .arg(ws.config_path())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        !printed.contains(SECRET),
+        "check printed the secret:\n{printed}"
+    );
+
+    let agent = ws.start();
+    // Let it fail to reach Kafka and etcd a few times (errors are logged).
+    wait_for(
+        "connection errors in the log",
+        Duration::from_secs(30),
+        || {
+            let log = agent.log();
+            (log.contains("kafka") && log.contains("etcd")).then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, status) = http_get(agent.http_port, "/status").unwrap();
+    let (_, metrics) = http_get(agent.http_port, "/metrics").unwrap();
+    // Kafka is unreachable, so the shutdown cannot flush and ends at shutdown_timeout
+    // (exit 1); what matters here is what was printed.
+    agent.terminate();
+    let log = agent_log(&ws);
+    for (what, text) in [
+        ("/status", &status),
+        ("/metrics", &metrics),
+        ("the log", &log),
+    ] {
+        assert!(!text.contains(SECRET), "{what} contains the secret");
+    }
+    assert!(
+        log.contains("shutdown took longer than shutdown_timeout") || log.contains("stopped"),
+        "{log}"
+    );
+}
+
+/// Every agent log the workspace holds (the agent writes `agent-N.log` in its cwd).
+fn agent_log(ws: &Workspace) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(ws.dir.path()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("agent-") {
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    text
+}
