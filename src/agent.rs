@@ -122,6 +122,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         sink: sink.clone(),
         checkpoints: checkpoints.clone(),
         events: events.clone(),
+        claims: Default::default(),
     });
     let reconciler = Reconciler::new(sources, config_rx, ctx, board, cwd);
     let reconcile = tokio::spawn(reconciler.run(shutdown.clone()));

@@ -2,9 +2,12 @@
 //! checkpoint, frames lines, follows rotation and truncation, and hands batches to the sink.
 
 pub mod checkpoint;
+pub mod claims;
 pub mod fingerprint;
 pub mod framer;
+mod rotated;
 mod tailer;
 
 pub use checkpoint::Checkpoints;
+pub use claims::Claims;
 pub use tailer::{TailError, Tailer, TailerContext};

@@ -3,15 +3,18 @@
 //! batch — and every batch before it — the sink acknowledged.
 
 use super::checkpoint::Checkpoints;
+use super::claims::{Claim, Claims};
 use super::fingerprint::FileIdentity;
 use super::framer::Framer;
+use super::rotated;
 use crate::config::StartAt;
 use crate::sink::{Batch, Sink, SinkError};
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::{Events, TailerProgress, TailerState};
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesOrdered, StreamExt};
-use std::fs::File;
+use std::collections::VecDeque;
+use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -25,6 +28,8 @@ const BATCH_BYTES: usize = 512 * 1024;
 const BATCH_LINES: usize = 16 * 1024;
 /// Bytes read per turn before yielding, so that one busy file does not starve others.
 const TURN_BYTES: u64 = 4 * 1024 * 1024;
+/// Files held at once: the one being read plus newer ones found at the path while busy.
+const MAX_QUEUED_FILES: usize = 8;
 /// Batches awaiting acknowledgement before reading pauses.
 const MAX_PENDING: usize = 16;
 
@@ -57,6 +62,7 @@ pub struct TailerContext {
     pub sink: Arc<dyn Sink>,
     pub checkpoints: Arc<Checkpoints>,
     pub events: Arc<dyn Events>,
+    pub claims: Arc<Claims>,
 }
 
 /// The file a tailer currently reads.
@@ -66,6 +72,16 @@ struct OpenFile {
     framer: Framer,
     /// The offset covered by the last submitted batch (or checkpoint-only entry).
     submitted: u64,
+    /// No other tailer on this topic reads this file while we hold it.
+    _claim: Claim,
+}
+
+/// The outcome of opening the path.
+enum Opened {
+    File(OpenFile),
+    Missing,
+    /// Another tailer on the topic reads this file under another name.
+    Claimed(TailerId),
 }
 
 /// A batch in flight: which file, up to which offset, and the sink's verdict.
@@ -107,35 +123,55 @@ impl Tailer {
     /// checkpointed before returning.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), TailError> {
         let mut pending = Pending::new();
-        let followed = self.follow(&stop, &mut pending).await;
+        let mut files = self.rotated_while_away();
+        let followed = self.follow(&stop, &mut pending, &mut files).await;
         let drained = self.drain(&mut pending).await;
+        // Claims are released only now, once the acknowledged offsets are checkpointed.
+        drop(files);
         followed.and(drained)
     }
 
+    /// Reads the front of `files` (the oldest); the back is what the path names now.
     async fn follow(
         &mut self,
         stop: &CancellationToken,
         pending: &mut Pending,
+        files: &mut VecDeque<OpenFile>,
     ) -> Result<(), TailError> {
-        let mut current: Option<OpenFile> = None;
-        let mut first_open = true;
+        // A file found rotated away means the one at the path is new since: read it all.
+        let mut first_open = files.is_empty();
         while !stop.is_cancelled() {
             self.collect_acks(pending)?;
-            let Some(open) = current.as_mut() else {
-                current = self.open(first_open)?;
-                if current.is_some() {
-                    first_open = false;
-                } else {
-                    self.progress
-                        .set_state(TailerState::Waiting, Some("file does not exist".into()));
-                    self.idle(stop, pending).await?;
+            let Some(open) = files.front_mut() else {
+                match self.open_path(first_open)? {
+                    Opened::File(file) => {
+                        first_open = false;
+                        files.push_back(file);
+                    }
+                    Opened::Missing => {
+                        self.progress
+                            .set_state(TailerState::Waiting, Some("file does not exist".into()));
+                        self.idle(stop, pending).await?;
+                    }
+                    Opened::Claimed(owner) => {
+                        let reason = format!("the file is being finished by tailer {owner}");
+                        self.progress.set_state(TailerState::Waiting, Some(reason));
+                        self.idle(stop, pending).await?;
+                    }
                 }
                 continue;
             };
             if self.read_turn(open, pending).await? > 0 {
+                // Busy: still notice rotations, so that none is skipped while we catch up.
+                self.watch_path(files);
                 tokio::task::yield_now().await;
                 continue;
             }
+            if files.len() > 1 {
+                self.finish_front(files, pending).await?;
+                continue;
+            }
+            let open = files.front_mut().expect("checked above");
             match self.check(open)? {
                 Change::None => self.idle(stop, pending).await?,
                 Change::Truncated => {
@@ -151,23 +187,83 @@ impl Tailer {
                     tracing::info!(tailer = %self.id, "file truncated; reading again from offset 0");
                 }
                 Change::Gone => {
-                    // Lines may have been appended between our last read and the rename.
-                    while self.read_turn(open, pending).await? > 0 {}
-                    let mut batch = self.new_batch();
-                    open.framer
-                        .finish(&mut |line| batch.push(line.offset, line.bytes));
-                    self.submit(batch, open, pending).await?;
-                    self.ctx.events.file_rotated(&self.id.topic);
-                    tracing::info!(tailer = %self.id, "file rotated or deleted; finished the old file");
-                    current = None;
+                    self.watch_path(files);
+                    self.finish_front(files, pending).await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Opens the path and positions at its checkpoint. `None` when it does not exist.
-    fn open(&mut self, first_open: bool) -> Result<Option<OpenFile>, TailError> {
+    /// Reads the oldest file to its end, ships a held partial line, waits for every
+    /// acknowledgement, and only then closes it and releases its claim: a tailer that
+    /// reaches the file under its new name resumes after the last line shipped here.
+    async fn finish_front(
+        &mut self,
+        files: &mut VecDeque<OpenFile>,
+        pending: &mut Pending,
+    ) -> Result<(), TailError> {
+        let Some(open) = files.front_mut() else {
+            return Ok(());
+        };
+        // Lines may have been appended between our last read and the rename.
+        while self.read_turn(open, pending).await? > 0 {}
+        let mut batch = self.new_batch();
+        open.framer
+            .finish(&mut |line| batch.push(line.offset, line.bytes));
+        self.submit(batch, open, pending).await?;
+        self.drain(pending).await?;
+        files.pop_front();
+        self.ctx.events.file_rotated(&self.id.topic);
+        tracing::info!(tailer = %self.id, "file rotated or deleted; finished the old file");
+        Ok(())
+    }
+
+    /// Queues the file the path names now when it is not the newest one we hold.
+    fn watch_path(&mut self, files: &mut VecDeque<OpenFile>) {
+        if files.len() >= MAX_QUEUED_FILES {
+            return;
+        }
+        let Ok(meta) = std::fs::metadata(&self.id.path) else {
+            return;
+        };
+        if files.iter().any(|f| f.identity.same_file(&meta)) {
+            return;
+        }
+        // A path we cannot open now is the next check's business, not a failure.
+        if let Ok(Opened::File(file)) = self.open_path(false) {
+            if !files
+                .iter()
+                .any(|f| f.identity.same_file_as(&file.identity))
+            {
+                files.push_back(file);
+            }
+        }
+    }
+
+    /// Files renamed away from the path while nobody followed it, with lines left after
+    /// their checkpoint, oldest first.
+    fn rotated_while_away(&mut self) -> VecDeque<OpenFile> {
+        let checkpoints = self
+            .ctx
+            .checkpoints
+            .last_read_at(&self.id.topic, &self.id.path);
+        let mut files = VecDeque::new();
+        for found in rotated::find(&self.id.path, &checkpoints) {
+            let Ok(file) = self.adopt(found.file, &found.meta, false) else {
+                continue;
+            };
+            if let Opened::File(file) = file {
+                tracing::info!(tailer = %self.id, rotated_to = %found.path.display(),
+                    offset = found.checkpoint.offset, "finishing a file rotated while the agent was down");
+                files.push_back(file);
+            }
+        }
+        files
+    }
+
+    /// Opens the path and positions at its checkpoint.
+    fn open_path(&mut self, first_open: bool) -> Result<Opened, TailError> {
         let path = &self.id.path;
         let open_err = |source| TailError::Open {
             path: path.to_path_buf(),
@@ -175,7 +271,7 @@ impl Tailer {
         };
         let file = match File::open(path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
             Err(e) => return Err(open_err(e)),
         };
         let meta = file.metadata().map_err(open_err)?;
@@ -184,13 +280,33 @@ impl Tailer {
                 path: path.to_path_buf(),
             });
         }
-        let identity = FileIdentity::of(&file, &meta).map_err(open_err)?;
+        self.adopt(file, &meta, first_open)
+    }
+
+    /// Identifies and claims an open file and positions it at its checkpoint (or by
+    /// `start_at` for a file never seen on the first open).
+    fn adopt(
+        &mut self,
+        file: File,
+        meta: &Metadata,
+        first_open: bool,
+    ) -> Result<Opened, TailError> {
+        let path = &self.id.path;
+        let open_err = |source| TailError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let identity = FileIdentity::of(&file, meta).map_err(open_err)?;
+        let claim = match self.ctx.claims.claim(&self.id, identity.dev, identity.ino) {
+            Ok(claim) => claim,
+            Err(owner) => return Ok(Opened::Claimed(owner)),
+        };
         let checkpoint = self
             .ctx
             .checkpoints
             .get(&self.id.topic, identity.dev, identity.ino);
         let resumed = match checkpoint {
-            Some(cp) if cp.file.matches(&file, &meta).map_err(open_err)? => Some(cp.offset),
+            Some(cp) if cp.file.matches(&file, meta).map_err(open_err)? => Some(cp.offset),
             _ => None,
         };
         let offset = match resumed {
@@ -210,11 +326,12 @@ impl Tailer {
         self.progress.set_acked(offset);
         self.progress.set_file_size(meta.len());
         self.progress.set_state(TailerState::Running, None);
-        Ok(Some(OpenFile {
+        Ok(Opened::File(OpenFile {
             file,
             identity,
             framer: Framer::new(offset, self.settings.max_line_bytes as usize),
             submitted: offset,
+            _claim: claim,
         }))
     }
 
