@@ -82,6 +82,35 @@ fn open_files(agent: &Agent) -> Vec<PathBuf> {
 }
 
 #[test]
+fn several_rotations_in_a_row_while_busy_lose_and_repeat_nothing() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    // A backlog keeps the tailer busy while the rotations happen.
+    let backlog = lines("r0", 0..60_000);
+    append_lines(&log, backlog.clone());
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = ws.start();
+    let mut files = vec![("r0 ".to_string(), backlog)];
+    for r in 1..=4 {
+        // A burst just before each rename, then the new file.
+        let burst = lines(&format!("r{}", r - 1), 60_000..62_000);
+        append_lines(&log, burst.clone());
+        files[r - 1].1.extend(burst);
+        std::fs::rename(&log, ws.path(&format!("app.log.{r}"))).unwrap();
+        let fresh = lines(&format!("r{r}"), 0..3_000);
+        append_lines(&log, fresh.clone());
+        files.push((format!("r{r} "), fresh));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let total: usize = files.iter().map(|(_, w)| w.len()).sum();
+    let got = shipped(&ws, total);
+    assert_once_in_order(&got, &files);
+    let expected: Vec<String> = files.iter().flat_map(|(_, w)| w.clone()).collect();
+    assert!(got == expected, "each old file finished before the next");
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
 fn rotation_under_a_glob_ships_the_renamed_file_once() {
     // `app.log*` also matches `app.log.1`: while the app.log tailer finishes the old
     // file, the app.log.1 tailer must not read it too, and afterwards it resumes at the end.

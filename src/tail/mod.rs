@@ -7,6 +7,7 @@ pub mod fingerprint;
 pub mod framer;
 mod rotated;
 mod tailer;
+mod watch;
 
 pub use checkpoint::Checkpoints;
 pub use claims::Claims;

@@ -7,6 +7,7 @@ use super::claims::{Claim, Claims};
 use super::fingerprint::FileIdentity;
 use super::framer::Framer;
 use super::rotated;
+use super::watch::{self, Busy, PathWatch};
 use crate::config::StartAt;
 use crate::sink::{Batch, Sink, SinkError};
 use crate::spec::{TailerId, TailerSettings};
@@ -101,6 +102,7 @@ pub struct Tailer {
     ctx: Arc<TailerContext>,
     progress: Arc<TailerProgress>,
     buf: Vec<u8>,
+    busy: Arc<Busy>,
 }
 
 impl Tailer {
@@ -116,6 +118,7 @@ impl Tailer {
             ctx,
             progress,
             buf: vec![0; READ_CHUNK],
+            busy: Arc::default(),
         }
     }
 
@@ -124,7 +127,15 @@ impl Tailer {
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), TailError> {
         let mut pending = Pending::new();
         let mut files = self.rotated_while_away();
-        let followed = self.follow(&stop, &mut pending, &mut files).await;
+        let mut watch = watch::spawn(
+            self.id.path.clone(),
+            self.settings.poll_interval,
+            self.busy.clone(),
+            MAX_QUEUED_FILES,
+        );
+        let followed = self
+            .follow(&stop, &mut pending, &mut files, &mut watch)
+            .await;
         let drained = self.drain(&mut pending).await;
         // Claims are released only now, once the acknowledged offsets are checkpointed.
         drop(files);
@@ -137,11 +148,15 @@ impl Tailer {
         stop: &CancellationToken,
         pending: &mut Pending,
         files: &mut VecDeque<OpenFile>,
+        watch: &mut PathWatch,
     ) -> Result<(), TailError> {
         // A file found rotated away means the one at the path is new since: read it all.
         let mut first_open = files.is_empty();
         while !stop.is_cancelled() {
             self.collect_acks(pending)?;
+            while let Ok(file) = watch.found.try_recv() {
+                self.enqueue(files, file);
+            }
             let Some(open) = files.front_mut() else {
                 match self.open_path(first_open)? {
                     Opened::File(file) => {
@@ -162,8 +177,6 @@ impl Tailer {
                 continue;
             };
             if self.read_turn(open, pending).await? > 0 {
-                // Busy: still notice rotations, so that none is skipped while we catch up.
-                self.watch_path(files);
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -187,6 +200,9 @@ impl Tailer {
                     tracing::info!(tailer = %self.id, "file truncated; reading again from offset 0");
                 }
                 Change::Gone => {
+                    while let Ok(file) = watch.found.try_recv() {
+                        self.enqueue(files, file);
+                    }
                     self.watch_path(files);
                     self.finish_front(files, pending).await?;
                 }
@@ -238,6 +254,17 @@ impl Tailer {
             {
                 files.push_back(file);
             }
+        }
+    }
+
+    /// Queues a file the watch task opened at the path, unless we hold it already.
+    fn enqueue(&mut self, files: &mut VecDeque<OpenFile>, file: File) {
+        let Ok(meta) = file.metadata() else { return };
+        if files.len() >= MAX_QUEUED_FILES || files.iter().any(|f| f.identity.same_file(&meta)) {
+            return;
+        }
+        if let Ok(Opened::File(open)) = self.adopt(file, &meta, false) {
+            files.push_back(open);
         }
     }
 
@@ -341,6 +368,7 @@ impl Tailer {
         open: &mut OpenFile,
         pending: &mut Pending,
     ) -> Result<u64, TailError> {
+        self.busy.set(true);
         let mut batch = self.new_batch();
         let mut read = 0u64;
         while read < TURN_BYTES {
@@ -451,6 +479,7 @@ impl Tailer {
 
     /// Waits one poll interval, handling acknowledgements as they come.
     async fn idle(&self, stop: &CancellationToken, pending: &mut Pending) -> Result<(), TailError> {
+        self.busy.set(false);
         let sleep = tokio::time::sleep(self.settings.poll_interval);
         tokio::pin!(sleep);
         loop {
