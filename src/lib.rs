@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod compressed;
 pub mod config;
 pub mod reconcile;
 pub mod sink;

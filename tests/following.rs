@@ -306,3 +306,37 @@ fn rotation_while_down_under_a_glob_ships_the_renamed_file_once() {
     );
     assert!(count_lines(&ws.records()).values().all(|&n| n == 1));
 }
+
+#[test]
+fn a_glob_skips_compressed_rotations_and_excluded_files() {
+    let ws = Workspace::new();
+    let dir = ws.path("logs");
+    std::fs::create_dir(&dir).unwrap();
+    append_lines(&dir.join("app.log"), lines("live", 0..100));
+    append_lines(&dir.join("app.log.1"), lines("rotated", 0..100));
+    // gzip by extension, zstd by magic bytes only, and a file the operator excludes.
+    std::fs::write(dir.join("app.log.2.gz"), [0x1f, 0x8b, 8, 0, 0, 0, b'\n']).unwrap();
+    std::fs::write(dir.join("app.log.3"), [0x28, 0xb5, 0x2f, 0xfd, 0, b'\n']).unwrap();
+    append_lines(&dir.join("app.log.old"), lines("excluded", 0..10));
+    ws.write_config(&ws.config(&format!(
+        "  - {{ path: \"{}/app.log*\", topic: app, exclude: [\"{}/*.old\"] }}",
+        dir.display(),
+        dir.display()
+    )));
+    let agent = ws.start();
+    let got = shipped(&ws, 200);
+    assert_once_in_order(
+        &got,
+        &[
+            ("live ", lines("live", 0..100)),
+            ("rotated ", lines("rotated", 0..100)),
+        ],
+    );
+    let mut paths: Vec<String> = agent.tailer_states().into_iter().map(|(p, _)| p).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [dir.join("app.log"), dir.join("app.log.1")].map(|p| p.display().to_string())
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}

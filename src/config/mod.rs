@@ -58,6 +58,9 @@ pub struct Config {
 pub struct LogEntry {
     pub path: String,
     pub topic: String,
+    /// Globs of files not to tail, e.g. `/var/log/app/*.old`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -289,6 +292,9 @@ impl Config {
                 return Err((format!("logs[{index}].path"), format!("invalid glob: {e}")));
             }
             validate_topic(&log.topic).map_err(|m| (format!("logs[{index}].topic"), m))?;
+            for (i, glob) in log.exclude.iter().enumerate() {
+                validate_exclude(glob).map_err(|m| (format!("logs[{index}].exclude[{i}]"), m))?;
+            }
         }
         if self.state_dir.as_os_str().is_empty() {
             return Err(("state_dir".into(), "must not be empty".into()));
@@ -338,6 +344,15 @@ impl Config {
 }
 
 /// Validates a Kafka topic name: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+/// An `exclude` entry: a non-empty glob.
+pub fn validate_exclude(glob: &str) -> Result<(), String> {
+    if glob.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    globset::Glob::new(glob).map_err(|e| format!("invalid glob: {e}"))?;
+    Ok(())
+}
+
 pub fn validate_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
         return Err("topic must not be empty".into());

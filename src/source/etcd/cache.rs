@@ -89,6 +89,7 @@ impl SnapshotCache {
                     .map(|e| LogSpec {
                         path: e.path.clone(),
                         topic: e.topic.clone(),
+                        exclude: e.exclude.clone(),
                     })
                     .collect();
                 (k.clone(), cached.revision, specs)
@@ -103,6 +104,7 @@ impl SnapshotCache {
             .map(|s| Entry {
                 path: s.path.clone(),
                 topic: s.topic.clone(),
+                exclude: s.exclude.clone(),
             })
             .collect();
         let mut keys = self.lock();
@@ -155,6 +157,7 @@ mod tests {
         LogSpec {
             path: path.into(),
             topic: "t".into(),
+            exclude: vec![],
         }
     }
 
