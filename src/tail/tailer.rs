@@ -296,6 +296,16 @@ impl Tailer {
             path: path.to_path_buf(),
             source,
         };
+        // Look before opening: opening a FIFO for reading blocks until it has a writer.
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(TailError::NotRegular {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
+            _ => {}
+        }
         let file = match File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
