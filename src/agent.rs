@@ -123,6 +123,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         checkpoints: checkpoints.clone(),
         events: events.clone(),
         claims: Default::default(),
+        wakeups: crate::tail::Wakeups::new(),
     });
     let reconciler = Reconciler::new(sources, config_rx, ctx, board, cwd);
     let reconcile = tokio::spawn(reconciler.run(shutdown.clone()));

@@ -7,8 +7,10 @@ pub mod fingerprint;
 pub mod framer;
 mod rotated;
 mod tailer;
+pub mod wakeup;
 mod watch;
 
 pub use checkpoint::Checkpoints;
 pub use claims::Claims;
 pub use tailer::{TailError, Tailer, TailerContext};
+pub use wakeup::Wakeups;

@@ -7,6 +7,7 @@ use super::claims::{Claim, Claims};
 use super::fingerprint::FileIdentity;
 use super::framer::Framer;
 use super::rotated;
+use super::wakeup::{Registration, Wakeups};
 use super::watch::{self, Busy, PathWatch};
 use crate::config::StartAt;
 use crate::sink::{Batch, Sink, SinkError};
@@ -29,6 +30,8 @@ const BATCH_BYTES: usize = 512 * 1024;
 const BATCH_LINES: usize = 16 * 1024;
 /// Bytes read per turn before yielding, so that one busy file does not starve others.
 const TURN_BYTES: u64 = 4 * 1024 * 1024;
+/// The longest an idle tailer waits between looks at its file when no notification came.
+const MAX_IDLE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Files held at once: the one being read plus newer ones found at the path while busy.
 const MAX_QUEUED_FILES: usize = 8;
 /// Batches awaiting acknowledgement before reading pauses.
@@ -64,6 +67,7 @@ pub struct TailerContext {
     pub checkpoints: Arc<Checkpoints>,
     pub events: Arc<dyn Events>,
     pub claims: Arc<Claims>,
+    pub wakeups: Arc<Wakeups>,
 }
 
 /// The file a tailer currently reads.
@@ -103,6 +107,10 @@ pub struct Tailer {
     progress: Arc<TailerProgress>,
     buf: Vec<u8>,
     busy: Arc<Busy>,
+    /// Set while running: notifications for the path.
+    wakeup: Option<Registration>,
+    /// Idle waits in a row without data; sets the polling backoff.
+    idle_streak: u32,
 }
 
 impl Tailer {
@@ -119,6 +127,8 @@ impl Tailer {
             progress,
             buf: vec![0; READ_CHUNK],
             busy: Arc::default(),
+            wakeup: None,
+            idle_streak: 0,
         }
     }
 
@@ -126,6 +136,7 @@ impl Tailer {
     /// checkpointed before returning.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), TailError> {
         let mut pending = Pending::new();
+        self.wakeup = Some(self.ctx.wakeups.register(&self.id.path));
         let mut files = self.rotated_while_away();
         let mut watch = watch::spawn(
             self.id.path.clone(),
@@ -177,6 +188,7 @@ impl Tailer {
                 continue;
             };
             if self.read_turn(open, pending).await? > 0 {
+                self.idle_streak = 0;
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -488,14 +500,38 @@ impl Tailer {
     }
 
     /// Waits one poll interval, handling acknowledgements as they come.
-    async fn idle(&self, stop: &CancellationToken, pending: &mut Pending) -> Result<(), TailError> {
+    /// Waits until the path changes (a notification) or the poll interval passes. The
+    /// interval doubles while nothing happens, up to `MAX_IDLE_POLL`: notifications make
+    /// an idle file cheap, polling is the fallback where they do not arrive (e.g. NFS).
+    async fn idle(
+        &mut self,
+        stop: &CancellationToken,
+        pending: &mut Pending,
+    ) -> Result<(), TailError> {
         self.busy.set(false);
-        let sleep = tokio::time::sleep(self.settings.poll_interval);
+        let base = self.settings.poll_interval;
+        let delay = base
+            .saturating_mul(1 << self.idle_streak.min(16))
+            .min(MAX_IDLE_POLL.max(base));
+        self.idle_streak += 1;
+        let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
+        let wakeup = self.wakeup.as_ref().map(|r| r.notify.clone());
+        let notified = async {
+            match wakeup {
+                Some(notify) => notify.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(notified);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = &mut sleep => return Ok(()),
+                _ = &mut notified => {
+                    self.idle_streak = 0;
+                    return Ok(());
+                }
                 Some(done) = pending.next(), if !pending.is_empty() => self.on_ack(done)?,
             }
         }
