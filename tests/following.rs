@@ -511,3 +511,69 @@ fn a_fifo_or_directory_is_reported_and_retried_without_disturbing_others() {
     assert_once_in_order(&got, &[("good ", lines("good", 0..150))]);
     assert_eq!(agent.terminate().code(), Some(0));
 }
+
+/// How many descriptors the agent holds on files under `dir`.
+fn fds_under(agent: &Agent, dir: &Path) -> usize {
+    open_files(agent)
+        .iter()
+        .filter(|p| p.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn thousands_of_files_run_within_max_open_files_and_lose_nothing() {
+    let ws = Workspace::new();
+    let dir = ws.path("many");
+    std::fs::create_dir(&dir).unwrap();
+    let files = 3_000;
+    for i in 0..files {
+        append_lines(
+            &dir.join(format!("f{i:05}.log")),
+            [format!("f{i:05} first")],
+        );
+    }
+    let config = ws.config(&format!(
+        "  - {{ path: \"{}/*.log\", topic: app }}",
+        dir.display()
+    ));
+    ws.write_config(&config.replace(
+        "tail: { poll_interval: 20ms }",
+        "tail: { poll_interval: 20ms, max_open_files: 40 }",
+    ));
+    let agent = ws.start();
+    let mut peak = 0;
+    wait_for("every first line", LONG, || {
+        peak = peak.max(fds_under(&agent, &dir));
+        (ws.records().len() >= files).then_some(())
+    });
+    // Closed idle files are reopened by identity when they grow.
+    for i in 0..files {
+        append_lines(
+            &dir.join(format!("f{i:05}.log")),
+            [format!("f{i:05} second")],
+        );
+    }
+    wait_for("every second line", LONG, || {
+        peak = peak.max(fds_under(&agent, &dir));
+        (ws.records().len() >= 2 * files).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let records = ws.records();
+    assert_eq!(records.len(), 2 * files, "each line once");
+    for i in (0..files).step_by(97) {
+        let mine: Vec<&str> = records
+            .iter()
+            .filter(|r| r.line.starts_with(&format!("f{i:05} ")))
+            .map(|r| r.line.as_str())
+            .collect();
+        let (first, second) = (format!("f{i:05} first"), format!("f{i:05} second"));
+        assert_eq!(mine, [first.as_str(), second.as_str()]);
+    }
+    // 40 slots, plus transient opens outside them (the glob walk's compression check)
+    // and the listing of /proc/<pid>/fd not being atomic while files are swapped.
+    assert!(
+        peak <= 40 + 16,
+        "about max_open_files descriptors, not {files}: {peak}"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}

@@ -101,6 +101,9 @@ pub struct TailConfig {
     pub max_line_bytes: u64,
     #[serde(deserialize_with = "units::duration")]
     pub poll_interval: Duration,
+    /// Files held open at once; idle files beyond it are closed and reopened by identity.
+    /// Read at start.
+    pub max_open_files: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -171,6 +174,7 @@ impl Default for TailConfig {
             start_at: StartAt::Beginning,
             max_line_bytes: 1024 * 1024,
             poll_interval: Duration::from_millis(250),
+            max_open_files: 1024,
         }
     }
 }
@@ -310,6 +314,9 @@ impl Config {
                 .kafka
                 .validate()
                 .map_err(|(f, m)| (format!("sink.kafka.{f}"), m))?;
+        }
+        if self.tail.max_open_files == 0 {
+            return Err(("tail.max_open_files".into(), "must be at least 1".into()));
         }
         if self.tail.max_line_bytes == 0 {
             return Err(("tail.max_line_bytes".into(), "must be at least 1".into()));

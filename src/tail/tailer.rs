@@ -6,6 +6,7 @@ use super::checkpoint::Checkpoints;
 use super::claims::{Claim, Claims};
 use super::fingerprint::FileIdentity;
 use super::framer::Framer;
+use super::parking::Parked;
 use super::rotated;
 use super::wakeup::{Registration, Wakeups};
 use super::watch::{self, Busy, PathWatch};
@@ -21,6 +22,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Bytes read per `read` call.
@@ -32,6 +34,8 @@ const BATCH_LINES: usize = 16 * 1024;
 const TURN_BYTES: u64 = 4 * 1024 * 1024;
 /// The longest an idle tailer waits between looks at its file when no notification came.
 const MAX_IDLE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Idle waits before an idle file may be closed for others (`tail.max_open_files`).
+const IDLE_TURNS_BEFORE_CLOSING: u32 = 2;
 /// Files held at once: the one being read plus newer ones found at the path while busy.
 const MAX_QUEUED_FILES: usize = 8;
 /// Batches awaiting acknowledgement before reading pauses.
@@ -68,6 +72,8 @@ pub struct TailerContext {
     pub events: Arc<dyn Events>,
     pub claims: Arc<Claims>,
     pub wakeups: Arc<Wakeups>,
+    /// `tail.max_open_files` permits.
+    pub open_files: Arc<Semaphore>,
 }
 
 /// The file a tailer currently reads.
@@ -111,6 +117,10 @@ pub struct Tailer {
     wakeup: Option<Registration>,
     /// Idle waits in a row without data; sets the polling backoff.
     idle_streak: u32,
+    /// This tailer's share of `tail.max_open_files` while it holds a file open.
+    permit: Option<OwnedSemaphorePermit>,
+    /// The file closed while idle, to be reopened by identity when the path changes.
+    parked: Option<Parked>,
 }
 
 impl Tailer {
@@ -129,6 +139,8 @@ impl Tailer {
             busy: Arc::default(),
             wakeup: None,
             idle_streak: 0,
+            permit: None,
+            parked: None,
         }
     }
 
@@ -168,18 +180,47 @@ impl Tailer {
             while let Ok(file) = watch.found.try_recv() {
                 self.enqueue(files, file);
             }
+            let newest = files.back().map(|f| (f.identity.dev, f.identity.ino));
+            self.busy.set_newest(newest);
             let Some(open) = files.front_mut() else {
+                if let Some(parked) = self.parked {
+                    if !parked.changed(&self.id.path) {
+                        self.idle(stop, pending).await?;
+                        continue;
+                    }
+                }
+                let missing = std::fs::metadata(&self.id.path)
+                    .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+                if missing && self.parked.is_none() {
+                    // No slot needed to wait for a file to appear.
+                    self.progress
+                        .set_state(TailerState::Waiting, Some("file does not exist".into()));
+                    self.idle(stop, pending).await?;
+                    continue;
+                }
+                if !self.take_permit(stop).await {
+                    continue;
+                }
+                if self.parked.take().is_some() {
+                    // Reopen by identity: the file may have been renamed while closed.
+                    files.extend(self.rotated_while_away());
+                    if !files.is_empty() {
+                        continue;
+                    }
+                }
                 match self.open_path(first_open)? {
                     Opened::File(file) => {
                         first_open = false;
                         files.push_back(file);
                     }
                     Opened::Missing => {
+                        self.permit = None;
                         self.progress
                             .set_state(TailerState::Waiting, Some("file does not exist".into()));
                         self.idle(stop, pending).await?;
                     }
                     Opened::Claimed(owner) => {
+                        self.permit = None;
                         let reason = format!("the file is being finished by tailer {owner}");
                         self.progress.set_state(TailerState::Waiting, Some(reason));
                         self.idle(stop, pending).await?;
@@ -198,7 +239,18 @@ impl Tailer {
             }
             let open = files.front_mut().expect("checked above");
             match self.check(open)? {
-                Change::None => self.idle(stop, pending).await?,
+                Change::None => {
+                    if self.should_park(files, pending) {
+                        let open = files.pop_front().expect("checked above");
+                        self.parked = Some(Parked {
+                            identity: open.identity,
+                            size: open.framer.position(),
+                        });
+                        self.permit = None;
+                        tracing::debug!(tailer = %self.id, "closed while idle (tail.max_open_files)");
+                    }
+                    self.idle(stop, pending).await?;
+                }
                 Change::Truncated => {
                     // Settle what was sent before the truncation, then start over at 0.
                     self.drain(pending).await?;
@@ -221,6 +273,38 @@ impl Tailer {
             }
         }
         Ok(())
+    }
+
+    /// Waits for an open-file permit unless we hold one. False when stopped meanwhile.
+    async fn take_permit(&mut self, stop: &CancellationToken) -> bool {
+        if self.permit.is_some() {
+            return true;
+        }
+        let permits = self.ctx.open_files.clone();
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
+            self.permit = Some(permit);
+            return true;
+        }
+        self.progress.set_state(
+            TailerState::Waiting,
+            Some("waiting for an open-file slot (tail.max_open_files)".into()),
+        );
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            permit = permits.acquire_owned() => {
+                self.permit = permit.ok();
+                self.permit.is_some()
+            }
+        }
+    }
+
+    /// Close an idle file when others wait for a slot and nothing of it is in flight
+    /// (so its checkpoint is where reading resumes).
+    fn should_park(&self, files: &VecDeque<OpenFile>, pending: &Pending) -> bool {
+        files.len() == 1
+            && pending.is_empty()
+            && self.idle_streak >= IDLE_TURNS_BEFORE_CLOSING
+            && self.ctx.open_files.available_permits() == 0
     }
 
     /// Reads the oldest file to its end, ships a held partial line, waits for every

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -17,6 +17,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub struct Busy {
     flag: AtomicBool,
     woken: Notify,
+    /// (dev, ino) of the newest file the tailer holds: not opened again (one fd less).
+    newest: Mutex<Option<(u64, u64)>>,
 }
 
 impl Busy {
@@ -24,6 +26,14 @@ impl Busy {
         if !self.flag.swap(busy, Ordering::AcqRel) && busy {
             self.woken.notify_one();
         }
+    }
+
+    pub fn set_newest(&self, file: Option<(u64, u64)>) {
+        *self.newest.lock().unwrap_or_else(|e| e.into_inner()) = file;
+    }
+
+    fn newest(&self) -> Option<(u64, u64)> {
+        *self.newest.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn get(&self) -> bool {
@@ -71,7 +81,8 @@ async fn watch(
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
-        if last == Some((meta.dev(), meta.ino())) || !meta.is_file() {
+        let seen = Some((meta.dev(), meta.ino()));
+        if last == seen || busy.newest() == seen || !meta.is_file() {
             continue;
         }
         let Ok(file) = File::open(&path) else {
