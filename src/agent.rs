@@ -122,6 +122,9 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         sink: sink.clone(),
         checkpoints: checkpoints.clone(),
         events: events.clone(),
+        claims: Default::default(),
+        wakeups: crate::tail::Wakeups::new(),
+        open_files: Arc::new(tokio::sync::Semaphore::new(config.tail.max_open_files)),
     });
     let reconciler = Reconciler::new(sources, config_rx, ctx, board, cwd);
     let reconcile = tokio::spawn(reconciler.run(shutdown.clone()));

@@ -18,6 +18,7 @@
 
 pub mod agent;
 pub mod atomic_file;
+pub mod compressed;
 pub mod config;
 pub mod reconcile;
 pub mod sink;

@@ -1,6 +1,7 @@
 //! What is desired: `(source, topic, path)` declarations, expanded into tailers keyed by
 //! `(topic, file path)` with the set of sources that own each.
 
+use crate::compressed;
 use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -10,11 +11,13 @@ use std::sync::Arc;
 /// A source of declarations: `config` for the config file, `etcd:<key>` for an etcd key.
 pub type SourceId = Arc<str>;
 
-/// One declaration as a source publishes it: a path (maybe a glob) and a topic.
+/// One declaration as a source publishes it: a path (maybe a glob), a topic, and globs
+/// of files not to tail.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LogSpec {
     pub path: String,
     pub topic: String,
+    pub exclude: Vec<String>,
 }
 
 /// A tailer's identity: one file on one topic. The same file on two topics is two tailers.
@@ -88,6 +91,7 @@ pub fn expand<'a>(
     for (source, specs) in snapshots {
         for spec in specs {
             let pattern = absolute(cwd, Path::new(&spec.path));
+            let excluded = exclusions(cwd, &spec.exclude);
             let files = if is_glob(&spec.path) {
                 match glob_files(&pattern) {
                     Ok(files) => files,
@@ -103,7 +107,7 @@ pub fn expand<'a>(
             } else {
                 vec![pattern]
             };
-            for file in files {
+            for file in files.into_iter().filter(|f| !excluded.is_match(f)) {
                 desired
                     .entry(TailerId::new(&spec.topic, &file))
                     .or_insert_with(|| DesiredTailer {
@@ -219,6 +223,22 @@ pub fn restrict(
     refusals
 }
 
+/// The `exclude` globs of a declaration, made absolute like its path. Invalid ones were
+/// refused by the parsers; here they are skipped.
+fn exclusions(cwd: &Path, globs: &[String]) -> GlobSet {
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        let pattern = absolute(cwd, Path::new(glob));
+        if let Ok(glob) = GlobBuilder::new(&pattern.to_string_lossy())
+            .literal_separator(true)
+            .build()
+        {
+            builder.add(glob);
+        }
+    }
+    builder.build().unwrap_or_else(|_| GlobSet::empty())
+}
+
 pub fn is_glob(path: &str) -> bool {
     path.contains(['*', '?', '[', '{'])
 }
@@ -293,7 +313,8 @@ fn walk(
         if meta.is_dir() {
             // A directory we cannot list below the base is skipped, not fatal.
             let _ = walk(&path, matcher, depth - 1, files);
-        } else if meta.is_file() && matcher.is_match(&path) {
+        } else if meta.is_file() && matcher.is_match(&path) && !compressed::is_compressed(&path) {
+            // A rotated `.gz` matched by `app.log*` would ship as garbage.
             files.push(path);
         }
     }
@@ -317,6 +338,7 @@ mod tests {
         LogSpec {
             path: path.into(),
             topic: topic.into(),
+            exclude: vec![],
         }
     }
 
@@ -360,6 +382,28 @@ mod tests {
         let specs = [spec("**/*.log", "t")];
         let (desired, _) = expand([(&source, &specs[..])], &settings(), dir.path());
         assert_eq!(desired.len(), 3, "** descends into subdirectories");
+    }
+
+    #[test]
+    fn expand_should_skip_compressed_and_excluded_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let write =
+            |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
+        write("app.log", b"x\n");
+        write("app.log.1", b"x\n");
+        write("app.log.2.gz", b"");
+        write("app.log.3", &[0x28, 0xb5, 0x2f, 0xfd, 0, 0]);
+        write("app.log.old", b"x\n");
+        let source: SourceId = "config".into();
+        let mut with_exclude = spec("app.log*", "t");
+        with_exclude.exclude = vec!["*.old".into()];
+        let specs = [with_exclude];
+        let (desired, _) = expand([(&source, &specs[..])], &settings(), dir.path());
+        let names: Vec<_> = desired
+            .keys()
+            .map(|id| id.path.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["app.log", "app.log.1"]);
     }
 
     fn restricted(allowed: &[&str], path: &Path, owners: &[&str]) -> (bool, Vec<Refusal>) {

@@ -58,6 +58,9 @@ pub struct Config {
 pub struct LogEntry {
     pub path: String,
     pub topic: String,
+    /// Globs of files not to tail, e.g. `/var/log/app/*.old`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -98,6 +101,9 @@ pub struct TailConfig {
     pub max_line_bytes: u64,
     #[serde(deserialize_with = "units::duration")]
     pub poll_interval: Duration,
+    /// Files held open at once; idle files beyond it are closed and reopened by identity.
+    /// Read at start.
+    pub max_open_files: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -168,6 +174,7 @@ impl Default for TailConfig {
             start_at: StartAt::Beginning,
             max_line_bytes: 1024 * 1024,
             poll_interval: Duration::from_millis(250),
+            max_open_files: 1024,
         }
     }
 }
@@ -290,6 +297,9 @@ impl Config {
                 return Err((format!("logs[{index}].path"), format!("invalid glob: {e}")));
             }
             validate_topic(&log.topic).map_err(|m| (format!("logs[{index}].topic"), m))?;
+            for (i, glob) in log.exclude.iter().enumerate() {
+                validate_exclude(glob).map_err(|m| (format!("logs[{index}].exclude[{i}]"), m))?;
+            }
         }
         if self.state_dir.as_os_str().is_empty() {
             return Err(("state_dir".into(), "must not be empty".into()));
@@ -305,6 +315,9 @@ impl Config {
                 .kafka
                 .validate()
                 .map_err(|(f, m)| (format!("sink.kafka.{f}"), m))?;
+        }
+        if self.tail.max_open_files == 0 {
+            return Err(("tail.max_open_files".into(), "must be at least 1".into()));
         }
         if self.tail.max_line_bytes == 0 {
             return Err(("tail.max_line_bytes".into(), "must be at least 1".into()));
@@ -339,6 +352,15 @@ impl Config {
 }
 
 /// Validates a Kafka topic name: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+/// An `exclude` entry: a non-empty glob.
+pub fn validate_exclude(glob: &str) -> Result<(), String> {
+    if glob.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    globset::Glob::new(glob).map_err(|e| format!("invalid glob: {e}"))?;
+    Ok(())
+}
+
 pub fn validate_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
         return Err("topic must not be empty".into());

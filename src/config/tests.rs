@@ -44,6 +44,7 @@ fn parse_should_accept_the_documented_example_and_match_the_defaults() {
     expected.logs.push(LogEntry {
         path: "/var/log/app/*.log".into(),
         topic: "app".into(),
+        exclude: vec![],
     });
     assert_eq!(loaded.config, expected);
 }
@@ -156,13 +157,27 @@ fn parse_should_name_the_field_of_an_unset_variable() {
 }
 
 #[test]
+fn parse_should_accept_exclude_globs_and_name_a_bad_one() {
+    let loaded = parse("logs: [{path: '/l/app*', topic: a, exclude: ['/l/*.old']}]\n").unwrap();
+    assert_eq!(loaded.config.logs[0].exclude, ["/l/*.old"]);
+    let (field, message) = field_error("logs: [{path: /l/a, topic: a, exclude: ['', x]}]\n");
+    assert_eq!(
+        (field.as_str(), message.as_str()),
+        ("logs[0].exclude[0]", "must not be empty")
+    );
+    let err = parse("logs: [{path: /l/a, topic: a, exclude: /x}]\n").unwrap_err();
+    assert!(err.to_string().contains("exclude"), "{err}");
+}
+
+#[test]
 fn parse_should_accept_the_legacy_seed_format_with_a_warning() {
     let loaded = parse("collectlogs:\n  - logpath: /var/log/a.log\n    logtopic: a\n").unwrap();
     assert_eq!(
         loaded.config.logs,
         vec![LogEntry {
             path: "/var/log/a.log".into(),
-            topic: "a".into()
+            topic: "a".into(),
+            exclude: vec![],
         }]
     );
     assert_eq!(loaded.warnings.len(), 1);

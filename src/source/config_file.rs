@@ -22,6 +22,7 @@ pub fn specs(logs: &[LogEntry]) -> Vec<LogSpec> {
         .map(|log| LogSpec {
             path: log.path.clone(),
             topic: log.topic.clone(),
+            exclude: log.exclude.clone(),
         })
         .collect()
 }

@@ -80,6 +80,7 @@ mod tests {
         LogSpec {
             path: path.into(),
             topic: "t".into(),
+            exclude: vec![],
         }
     }
 

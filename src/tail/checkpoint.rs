@@ -124,6 +124,19 @@ impl Checkpoints {
         entries.get(&(topic.to_string(), dev, ino)).cloned()
     }
 
+    /// The checkpoints on `topic` last read under `path`: after a restart, the files that
+    /// were renamed away from `path` while the agent was down.
+    pub fn last_read_at(&self, topic: &str, path: &Path) -> Vec<Checkpoint> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found: Vec<Checkpoint> = entries
+            .values()
+            .filter(|c| c.topic == topic && c.path == path)
+            .cloned()
+            .collect();
+        found.sort_by_key(|c| c.updated);
+        found
+    }
+
     /// Records that every line of `file` on `topic` before `offset` is acknowledged.
     pub fn set(&self, topic: &str, file: FileIdentity, offset: u64, path: &Path) {
         let key = (topic.to_string(), file.dev, file.ino);

@@ -44,6 +44,10 @@ impl FileIdentity {
         self.fp_len < FINGERPRINT_BYTES && size > self.fp_len
     }
 
+    pub fn same_file_as(&self, other: &FileIdentity) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+
     pub fn same_file(&self, meta: &Metadata) -> bool {
         meta.dev() == self.dev && meta.ino() == self.ino
     }

@@ -2,9 +2,16 @@
 //! checkpoint, frames lines, follows rotation and truncation, and hands batches to the sink.
 
 pub mod checkpoint;
+pub mod claims;
 pub mod fingerprint;
 pub mod framer;
+mod parking;
+mod rotated;
 mod tailer;
+pub mod wakeup;
+mod watch;
 
 pub use checkpoint::Checkpoints;
+pub use claims::Claims;
 pub use tailer::{TailError, Tailer, TailerContext};
+pub use wakeup::Wakeups;

@@ -3,19 +3,26 @@
 //! batch — and every batch before it — the sink acknowledged.
 
 use super::checkpoint::Checkpoints;
+use super::claims::{Claim, Claims};
 use super::fingerprint::FileIdentity;
 use super::framer::Framer;
+use super::parking::Parked;
+use super::rotated;
+use super::wakeup::{Registration, Wakeups};
+use super::watch::{self, Busy, PathWatch};
 use crate::config::StartAt;
 use crate::sink::{Batch, Sink, SinkError};
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::{Events, TailerProgress, TailerState};
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesOrdered, StreamExt};
-use std::fs::File;
+use std::collections::VecDeque;
+use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Bytes read per `read` call.
@@ -25,6 +32,12 @@ const BATCH_BYTES: usize = 512 * 1024;
 const BATCH_LINES: usize = 16 * 1024;
 /// Bytes read per turn before yielding, so that one busy file does not starve others.
 const TURN_BYTES: u64 = 4 * 1024 * 1024;
+/// The longest an idle tailer waits between looks at its file when no notification came.
+const MAX_IDLE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Idle waits before an idle file may be closed for others (`tail.max_open_files`).
+const IDLE_TURNS_BEFORE_CLOSING: u32 = 2;
+/// Files held at once: the one being read plus newer ones found at the path while busy.
+const MAX_QUEUED_FILES: usize = 8;
 /// Batches awaiting acknowledgement before reading pauses.
 const MAX_PENDING: usize = 16;
 
@@ -57,6 +70,10 @@ pub struct TailerContext {
     pub sink: Arc<dyn Sink>,
     pub checkpoints: Arc<Checkpoints>,
     pub events: Arc<dyn Events>,
+    pub claims: Arc<Claims>,
+    pub wakeups: Arc<Wakeups>,
+    /// `tail.max_open_files` permits.
+    pub open_files: Arc<Semaphore>,
 }
 
 /// The file a tailer currently reads.
@@ -66,6 +83,16 @@ struct OpenFile {
     framer: Framer,
     /// The offset covered by the last submitted batch (or checkpoint-only entry).
     submitted: u64,
+    /// No other tailer on this topic reads this file while we hold it.
+    _claim: Claim,
+}
+
+/// The outcome of opening the path.
+enum Opened {
+    File(OpenFile),
+    Missing,
+    /// Another tailer on the topic reads this file under another name.
+    Claimed(TailerId),
 }
 
 /// A batch in flight: which file, up to which offset, and the sink's verdict.
@@ -85,6 +112,15 @@ pub struct Tailer {
     ctx: Arc<TailerContext>,
     progress: Arc<TailerProgress>,
     buf: Vec<u8>,
+    busy: Arc<Busy>,
+    /// Set while running: notifications for the path.
+    wakeup: Option<Registration>,
+    /// Idle waits in a row without data; sets the polling backoff.
+    idle_streak: u32,
+    /// This tailer's share of `tail.max_open_files` while it holds a file open.
+    permit: Option<OwnedSemaphorePermit>,
+    /// The file closed while idle, to be reopened by identity when the path changes.
+    parked: Option<Parked>,
 }
 
 impl Tailer {
@@ -100,6 +136,11 @@ impl Tailer {
             ctx,
             progress,
             buf: vec![0; READ_CHUNK],
+            busy: Arc::default(),
+            wakeup: None,
+            idle_streak: 0,
+            permit: None,
+            parked: None,
         }
     }
 
@@ -107,37 +148,109 @@ impl Tailer {
     /// checkpointed before returning.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), TailError> {
         let mut pending = Pending::new();
-        let followed = self.follow(&stop, &mut pending).await;
+        self.wakeup = Some(self.ctx.wakeups.register(&self.id.path));
+        let mut files = self.rotated_while_away();
+        let mut watch = watch::spawn(
+            self.id.path.clone(),
+            self.settings.poll_interval,
+            self.busy.clone(),
+            MAX_QUEUED_FILES,
+        );
+        let followed = self
+            .follow(&stop, &mut pending, &mut files, &mut watch)
+            .await;
         let drained = self.drain(&mut pending).await;
+        // Claims are released only now, once the acknowledged offsets are checkpointed.
+        drop(files);
         followed.and(drained)
     }
 
+    /// Reads the front of `files` (the oldest); the back is what the path names now.
     async fn follow(
         &mut self,
         stop: &CancellationToken,
         pending: &mut Pending,
+        files: &mut VecDeque<OpenFile>,
+        watch: &mut PathWatch,
     ) -> Result<(), TailError> {
-        let mut current: Option<OpenFile> = None;
-        let mut first_open = true;
+        // A file found rotated away means the one at the path is new since: read it all.
+        let mut first_open = files.is_empty();
         while !stop.is_cancelled() {
             self.collect_acks(pending)?;
-            let Some(open) = current.as_mut() else {
-                current = self.open(first_open)?;
-                if current.is_some() {
-                    first_open = false;
-                } else {
+            while let Ok(file) = watch.found.try_recv() {
+                self.enqueue(files, file);
+            }
+            let newest = files.back().map(|f| (f.identity.dev, f.identity.ino));
+            self.busy.set_newest(newest);
+            let Some(open) = files.front_mut() else {
+                if let Some(parked) = self.parked {
+                    if !parked.changed(&self.id.path) {
+                        self.idle(stop, pending).await?;
+                        continue;
+                    }
+                }
+                let missing = std::fs::metadata(&self.id.path)
+                    .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+                if missing && self.parked.is_none() {
+                    // No slot needed to wait for a file to appear.
                     self.progress
                         .set_state(TailerState::Waiting, Some("file does not exist".into()));
                     self.idle(stop, pending).await?;
+                    continue;
+                }
+                if !self.take_permit(stop).await {
+                    continue;
+                }
+                if self.parked.take().is_some() {
+                    // Reopen by identity: the file may have been renamed while closed.
+                    files.extend(self.rotated_while_away());
+                    if !files.is_empty() {
+                        continue;
+                    }
+                }
+                match self.open_path(first_open)? {
+                    Opened::File(file) => {
+                        first_open = false;
+                        files.push_back(file);
+                    }
+                    Opened::Missing => {
+                        self.permit = None;
+                        self.progress
+                            .set_state(TailerState::Waiting, Some("file does not exist".into()));
+                        self.idle(stop, pending).await?;
+                    }
+                    Opened::Claimed(owner) => {
+                        self.permit = None;
+                        let reason = format!("the file is being finished by tailer {owner}");
+                        self.progress.set_state(TailerState::Waiting, Some(reason));
+                        self.idle(stop, pending).await?;
+                    }
                 }
                 continue;
             };
             if self.read_turn(open, pending).await? > 0 {
+                self.idle_streak = 0;
                 tokio::task::yield_now().await;
                 continue;
             }
+            if files.len() > 1 {
+                self.finish_front(files, pending).await?;
+                continue;
+            }
+            let open = files.front_mut().expect("checked above");
             match self.check(open)? {
-                Change::None => self.idle(stop, pending).await?,
+                Change::None => {
+                    if self.should_park(files, pending) {
+                        let open = files.pop_front().expect("checked above");
+                        self.parked = Some(Parked {
+                            identity: open.identity,
+                            size: open.framer.position(),
+                        });
+                        self.permit = None;
+                        tracing::debug!(tailer = %self.id, "closed while idle (tail.max_open_files)");
+                    }
+                    self.idle(stop, pending).await?;
+                }
                 Change::Truncated => {
                     // Settle what was sent before the truncation, then start over at 0.
                     self.drain(pending).await?;
@@ -151,31 +264,147 @@ impl Tailer {
                     tracing::info!(tailer = %self.id, "file truncated; reading again from offset 0");
                 }
                 Change::Gone => {
-                    // Lines may have been appended between our last read and the rename.
-                    while self.read_turn(open, pending).await? > 0 {}
-                    let mut batch = self.new_batch();
-                    open.framer
-                        .finish(&mut |line| batch.push(line.offset, line.bytes));
-                    self.submit(batch, open, pending).await?;
-                    self.ctx.events.file_rotated(&self.id.topic);
-                    tracing::info!(tailer = %self.id, "file rotated or deleted; finished the old file");
-                    current = None;
+                    while let Ok(file) = watch.found.try_recv() {
+                        self.enqueue(files, file);
+                    }
+                    self.watch_path(files);
+                    self.finish_front(files, pending).await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Opens the path and positions at its checkpoint. `None` when it does not exist.
-    fn open(&mut self, first_open: bool) -> Result<Option<OpenFile>, TailError> {
+    /// Waits for an open-file permit unless we hold one. False when stopped meanwhile.
+    async fn take_permit(&mut self, stop: &CancellationToken) -> bool {
+        if self.permit.is_some() {
+            return true;
+        }
+        let permits = self.ctx.open_files.clone();
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
+            self.permit = Some(permit);
+            return true;
+        }
+        self.progress.set_state(
+            TailerState::Waiting,
+            Some("waiting for an open-file slot (tail.max_open_files)".into()),
+        );
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            permit = permits.acquire_owned() => {
+                self.permit = permit.ok();
+                self.permit.is_some()
+            }
+        }
+    }
+
+    /// Close an idle file when others wait for a slot and nothing of it is in flight
+    /// (so its checkpoint is where reading resumes).
+    fn should_park(&self, files: &VecDeque<OpenFile>, pending: &Pending) -> bool {
+        files.len() == 1
+            && pending.is_empty()
+            && self.idle_streak >= IDLE_TURNS_BEFORE_CLOSING
+            && self.ctx.open_files.available_permits() == 0
+    }
+
+    /// Reads the oldest file to its end, ships a held partial line, waits for every
+    /// acknowledgement, and only then closes it and releases its claim: a tailer that
+    /// reaches the file under its new name resumes after the last line shipped here.
+    async fn finish_front(
+        &mut self,
+        files: &mut VecDeque<OpenFile>,
+        pending: &mut Pending,
+    ) -> Result<(), TailError> {
+        let Some(open) = files.front_mut() else {
+            return Ok(());
+        };
+        // Lines may have been appended between our last read and the rename.
+        while self.read_turn(open, pending).await? > 0 {}
+        let mut batch = self.new_batch();
+        open.framer
+            .finish(&mut |line| batch.push(line.offset, line.bytes));
+        self.submit(batch, open, pending).await?;
+        self.drain(pending).await?;
+        files.pop_front();
+        self.ctx.events.file_rotated(&self.id.topic);
+        tracing::info!(tailer = %self.id, "file rotated or deleted; finished the old file");
+        Ok(())
+    }
+
+    /// Queues the file the path names now when it is not the newest one we hold.
+    fn watch_path(&mut self, files: &mut VecDeque<OpenFile>) {
+        if files.len() >= MAX_QUEUED_FILES {
+            return;
+        }
+        let Ok(meta) = std::fs::metadata(&self.id.path) else {
+            return;
+        };
+        if files.iter().any(|f| f.identity.same_file(&meta)) {
+            return;
+        }
+        // A path we cannot open now is the next check's business, not a failure.
+        if let Ok(Opened::File(file)) = self.open_path(false) {
+            if !files
+                .iter()
+                .any(|f| f.identity.same_file_as(&file.identity))
+            {
+                files.push_back(file);
+            }
+        }
+    }
+
+    /// Queues a file the watch task opened at the path, unless we hold it already.
+    fn enqueue(&mut self, files: &mut VecDeque<OpenFile>, file: File) {
+        let Ok(meta) = file.metadata() else { return };
+        if files.len() >= MAX_QUEUED_FILES || files.iter().any(|f| f.identity.same_file(&meta)) {
+            return;
+        }
+        if let Ok(Opened::File(open)) = self.adopt(file, &meta, false) {
+            files.push_back(open);
+        }
+    }
+
+    /// Files renamed away from the path while nobody followed it, with lines left after
+    /// their checkpoint, oldest first.
+    fn rotated_while_away(&mut self) -> VecDeque<OpenFile> {
+        let checkpoints = self
+            .ctx
+            .checkpoints
+            .last_read_at(&self.id.topic, &self.id.path);
+        let mut files = VecDeque::new();
+        for found in rotated::find(&self.id.path, &checkpoints) {
+            let Ok(file) = self.adopt(found.file, &found.meta, false) else {
+                continue;
+            };
+            if let Opened::File(file) = file {
+                tracing::info!(tailer = %self.id, rotated_to = %found.path.display(),
+                    offset = found.checkpoint.offset, "finishing a file rotated while the agent was down");
+                files.push_back(file);
+            }
+        }
+        files
+    }
+
+    /// Opens the path and positions at its checkpoint.
+    fn open_path(&mut self, first_open: bool) -> Result<Opened, TailError> {
         let path = &self.id.path;
         let open_err = |source| TailError::Open {
             path: path.to_path_buf(),
             source,
         };
+        // Look before opening: opening a FIFO for reading blocks until it has a writer.
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(TailError::NotRegular {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
+            _ => {}
+        }
         let file = match File::open(path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
             Err(e) => return Err(open_err(e)),
         };
         let meta = file.metadata().map_err(open_err)?;
@@ -184,13 +413,33 @@ impl Tailer {
                 path: path.to_path_buf(),
             });
         }
-        let identity = FileIdentity::of(&file, &meta).map_err(open_err)?;
+        self.adopt(file, &meta, first_open)
+    }
+
+    /// Identifies and claims an open file and positions it at its checkpoint (or by
+    /// `start_at` for a file never seen on the first open).
+    fn adopt(
+        &mut self,
+        file: File,
+        meta: &Metadata,
+        first_open: bool,
+    ) -> Result<Opened, TailError> {
+        let path = &self.id.path;
+        let open_err = |source| TailError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let identity = FileIdentity::of(&file, meta).map_err(open_err)?;
+        let claim = match self.ctx.claims.claim(&self.id, identity.dev, identity.ino) {
+            Ok(claim) => claim,
+            Err(owner) => return Ok(Opened::Claimed(owner)),
+        };
         let checkpoint = self
             .ctx
             .checkpoints
             .get(&self.id.topic, identity.dev, identity.ino);
         let resumed = match checkpoint {
-            Some(cp) if cp.file.matches(&file, &meta).map_err(open_err)? => Some(cp.offset),
+            Some(cp) if cp.file.matches(&file, meta).map_err(open_err)? => Some(cp.offset),
             _ => None,
         };
         let offset = match resumed {
@@ -210,11 +459,12 @@ impl Tailer {
         self.progress.set_acked(offset);
         self.progress.set_file_size(meta.len());
         self.progress.set_state(TailerState::Running, None);
-        Ok(Some(OpenFile {
+        Ok(Opened::File(OpenFile {
             file,
             identity,
             framer: Framer::new(offset, self.settings.max_line_bytes as usize),
             submitted: offset,
+            _claim: claim,
         }))
     }
 
@@ -224,6 +474,7 @@ impl Tailer {
         open: &mut OpenFile,
         pending: &mut Pending,
     ) -> Result<u64, TailError> {
+        self.busy.set(true);
         let mut batch = self.new_batch();
         let mut read = 0u64;
         while read < TURN_BYTES {
@@ -333,13 +584,38 @@ impl Tailer {
     }
 
     /// Waits one poll interval, handling acknowledgements as they come.
-    async fn idle(&self, stop: &CancellationToken, pending: &mut Pending) -> Result<(), TailError> {
-        let sleep = tokio::time::sleep(self.settings.poll_interval);
+    /// Waits until the path changes (a notification) or the poll interval passes. The
+    /// interval doubles while nothing happens, up to `MAX_IDLE_POLL`: notifications make
+    /// an idle file cheap, polling is the fallback where they do not arrive (e.g. NFS).
+    async fn idle(
+        &mut self,
+        stop: &CancellationToken,
+        pending: &mut Pending,
+    ) -> Result<(), TailError> {
+        self.busy.set(false);
+        let base = self.settings.poll_interval;
+        let delay = base
+            .saturating_mul(1 << self.idle_streak.min(16))
+            .min(MAX_IDLE_POLL.max(base));
+        self.idle_streak += 1;
+        let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
+        let wakeup = self.wakeup.as_ref().map(|r| r.notify.clone());
+        let notified = async {
+            match wakeup {
+                Some(notify) => notify.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(notified);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = &mut sleep => return Ok(()),
+                _ = &mut notified => {
+                    self.idle_streak = 0;
+                    return Ok(());
+                }
                 Some(done) = pending.next(), if !pending.is_empty() => self.on_ack(done)?,
             }
         }

@@ -88,6 +88,7 @@ impl SnapshotCache {
                     .map(|e| LogSpec {
                         path: e.path.clone(),
                         topic: e.topic.clone(),
+                        exclude: e.exclude.clone(),
                     })
                     .collect();
                 (k.clone(), cached.revision, specs)
@@ -102,6 +103,7 @@ impl SnapshotCache {
             .map(|s| Entry {
                 path: s.path.clone(),
                 topic: s.topic.clone(),
+                exclude: s.exclude.clone(),
             })
             .collect();
         let mut keys = self.lock();
@@ -148,6 +150,7 @@ mod tests {
         LogSpec {
             path: path.into(),
             topic: "t".into(),
+            exclude: vec![],
         }
     }
 

@@ -273,6 +273,7 @@ mod tests {
                 &[LogSpec {
                     path: "/var/log/a.log".into(),
                     topic: "t".into(),
+                    exclude: vec![],
                 }],
             )
             .unwrap();

@@ -1,7 +1,7 @@
 //! An etcd value: a JSON array `[{"path": "/var/log/app/*.log", "topic": "app"}]`, as in
 //! the Go system logcatch replaces; strictly validated, errors name the key and index.
 
-use crate::config::validate_topic;
+use crate::config::{validate_exclude, validate_topic};
 use crate::spec::LogSpec;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,9 @@ pub struct ValueError {
 pub struct Entry {
     pub path: String,
     pub topic: String,
+    /// Globs of files not to tail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 /// Parses and validates the value of `key`.
@@ -58,9 +61,13 @@ pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
     for (index, entry) in entries.into_iter().enumerate() {
         validate_path(&entry.path).map_err(|m| error(format!("[{index}].path"), m))?;
         validate_topic(&entry.topic).map_err(|m| error(format!("[{index}].topic"), m))?;
+        for (i, glob) in entry.exclude.iter().enumerate() {
+            validate_exclude(glob).map_err(|m| error(format!("[{index}].exclude[{i}]"), m))?;
+        }
         specs.push(LogSpec {
             path: entry.path,
             topic: entry.topic,
+            exclude: entry.exclude,
         });
     }
     Ok(specs)
@@ -104,11 +111,13 @@ mod tests {
             [
                 LogSpec {
                     path: "/var/log/app/*.log".into(),
-                    topic: "app".into()
+                    topic: "app".into(),
+                    exclude: vec![],
                 },
                 LogSpec {
                     path: "/var/log/x.log".into(),
-                    topic: "x.y_z-1".into()
+                    topic: "x.y_z-1".into(),
+                    exclude: vec![],
                 },
             ]
         );
@@ -155,6 +164,23 @@ mod tests {
                 "{value}\n got: {got}\nwant: {expected}"
             );
         }
+    }
+
+    #[test]
+    fn parse_should_accept_exclude_globs_and_refuse_bad_ones() {
+        let specs = parse(
+            "/k",
+            br#"[{"path": "/var/log/app*", "topic": "a", "exclude": ["/var/log/*.old"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(specs[0].exclude, ["/var/log/*.old"]);
+        let err = error(r#"[{"path": "/a", "topic": "a", "exclude": ["x", "[bad"]}]"#);
+        assert!(
+            err.starts_with("etcd key /logcatch/all: [0].exclude[1]: invalid glob"),
+            "{err}"
+        );
+        let err = error(r#"[{"path": "/a", "topic": "a", "exclude": "/x"}]"#);
+        assert!(err.contains("[0].exclude"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,161 @@
+//! Event-driven wake-ups for idle tailers: one shared inotify (via `notify`) watching the
+//! directories of followed paths, so an idle tailer sleeps until its path changes instead
+//! of polling. One watcher for all tailers, because inotify instances are scarce (128 per
+//! user by default) while watches are not. Without it, tailers fall back to adaptive
+//! polling alone.
+
+use notify::{RecursiveMode, Watcher};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::Notify;
+
+#[derive(Default)]
+struct Table {
+    /// Followed path → the wake-ups of its tailers (one per topic).
+    by_path: HashMap<PathBuf, Vec<Weak<Notify>>>,
+    /// Watched directory → how many registrations use it.
+    dirs: HashMap<PathBuf, usize>,
+}
+
+pub struct Wakeups {
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    table: Arc<Mutex<Table>>,
+}
+
+/// A tailer's wake-up; unregistered on drop.
+pub struct Registration {
+    wakeups: Arc<Wakeups>,
+    path: PathBuf,
+    pub notify: Arc<Notify>,
+    dir_watched: bool,
+}
+
+impl Wakeups {
+    /// Starts the shared watcher; when the platform has none, registrations still work
+    /// (and never fire).
+    pub fn new() -> Arc<Self> {
+        let table = Arc::new(Mutex::new(Table::default()));
+        let events = table.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if matches!(event.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            let table = events.lock().unwrap_or_else(|e| e.into_inner());
+            for path in &event.paths {
+                for waiter in table.by_path.get(path).into_iter().flatten() {
+                    if let Some(notify) = waiter.upgrade() {
+                        notify.notify_one();
+                    }
+                }
+            }
+        });
+        if let Err(e) = &watcher {
+            tracing::warn!("no file notifications ({e}); idle files are polled");
+        }
+        Arc::new(Wakeups {
+            watcher: Mutex::new(watcher.ok()),
+            table,
+        })
+    }
+
+    /// Wakes the returned registration whenever `path` (or its directory entry) changes.
+    pub fn register(self: &Arc<Self>, path: &Path) -> Registration {
+        let notify = Arc::new(Notify::new());
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        table
+            .by_path
+            .entry(path.to_path_buf())
+            .or_default()
+            .push(Arc::downgrade(&notify));
+        let users = table.dirs.entry(dir.clone()).or_insert(0);
+        *users += 1;
+        let first = *users == 1;
+        // Never call the watcher with the table locked: its event thread may be waiting
+        // for the table in the callback while `watch` waits for that thread.
+        drop(table);
+        let mut dir_watched = true;
+        if first {
+            let mut watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+            // A missing directory is polled (the next registration tries again).
+            dir_watched = watcher
+                .as_mut()
+                .is_some_and(|w| w.watch(&dir, RecursiveMode::NonRecursive).is_ok());
+        }
+        if !dir_watched {
+            let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(users) = table.dirs.get_mut(&dir) {
+                *users = users.saturating_sub(1);
+            }
+        }
+        Registration {
+            wakeups: self.clone(),
+            path: path.to_path_buf(),
+            notify,
+            dir_watched,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut table = self.wakeups.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(waiters) = table.by_path.get_mut(&self.path) {
+            waiters.retain(|w| {
+                w.strong_count() > 0 && !Weak::ptr_eq(w, &Arc::downgrade(&self.notify))
+            });
+            if waiters.is_empty() {
+                table.by_path.remove(&self.path);
+            }
+        }
+        if !self.dir_watched {
+            return;
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let last = match table.dirs.get_mut(&dir) {
+            Some(users) => {
+                *users = users.saturating_sub(1);
+                *users == 0
+            }
+            None => false,
+        };
+        if last {
+            table.dirs.remove(&dir);
+        }
+        drop(table);
+        if last {
+            let mut watcher = self
+                .wakeups
+                .watcher
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = watcher.as_mut() {
+                let _ = w.unwatch(&dir);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_write_to_the_path_should_wake_its_registration_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let wakeups = Wakeups::new();
+        let followed = wakeups.register(&dir.path().join("a.log"));
+        let other = wakeups.register(&dir.path().join("b.log"));
+        std::fs::write(dir.path().join("a.log"), "x\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), followed.notify.notified())
+            .await
+            .expect("woken by the write");
+        let quiet = tokio::time::timeout(Duration::from_millis(200), other.notify.notified());
+        assert!(quiet.await.is_err(), "another path is not woken");
+        drop((followed, other));
+        assert!(wakeups.table.lock().unwrap().dirs.is_empty(), "unwatched");
+    }
+}
