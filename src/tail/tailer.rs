@@ -32,8 +32,11 @@ const BATCH_BYTES: usize = 512 * 1024;
 const BATCH_LINES: usize = 16 * 1024;
 /// Bytes read per turn before yielding, so that one busy file does not starve others.
 const TURN_BYTES: u64 = 4 * 1024 * 1024;
-/// The longest an idle tailer waits between looks at its file when no notification came.
+/// The longest an idle tailer waits between looks at its file without notifications.
 const MAX_IDLE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+/// The same with notifications: the look is only a safety net then, and each one costs
+/// a wake-up and two stats (10,000 idle files at 2 s were a quarter of a core).
+const MAX_IDLE_POLL_NOTIFIED: std::time::Duration = std::time::Duration::from_secs(60);
 /// Idle waits before an idle file may be closed for others (`tail.max_open_files`).
 const IDLE_TURNS_BEFORE_CLOSING: u32 = 2;
 /// Files held at once: the one being read plus newer ones found at the path while busy.
@@ -594,9 +597,15 @@ impl Tailer {
     ) -> Result<(), TailError> {
         self.busy.set(false);
         let base = self.settings.poll_interval;
+        let watched = self.wakeup.as_ref().is_some_and(|r| r.is_watched());
+        let cap = if watched {
+            MAX_IDLE_POLL_NOTIFIED
+        } else {
+            MAX_IDLE_POLL
+        };
         let delay = base
             .saturating_mul(1 << self.idle_streak.min(16))
-            .min(MAX_IDLE_POLL.max(base));
+            .min(cap.max(base));
         self.idle_streak += 1;
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);

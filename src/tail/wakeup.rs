@@ -31,6 +31,13 @@ pub struct Registration {
     dir_watched: bool,
 }
 
+impl Registration {
+    /// Whether notifications arrive for this path (else the tailer must poll).
+    pub fn is_watched(&self) -> bool {
+        self.dir_watched
+    }
+}
+
 impl Wakeups {
     /// Starts the shared watcher; when the platform has none, registrations still work
     /// (and never fire).
@@ -43,6 +50,12 @@ impl Wakeups {
                 return;
             }
             let table = events.lock().unwrap_or_else(|e| e.into_inner());
+            if event.need_rescan() {
+                // The kernel queue overflowed: events were lost, so everyone looks.
+                let all = table.by_path.values().flatten();
+                all.filter_map(Weak::upgrade).for_each(|n| n.notify_one());
+                return;
+            }
             for path in &event.paths {
                 for waiter in table.by_path.get(path).into_iter().flatten() {
                     if let Some(notify) = waiter.upgrade() {
