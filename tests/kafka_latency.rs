@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn produce_requests_do_not_wait_for_delayed_acks() {
     let broker = Broker::start_memory();
+    common::kafka::create_topic(&broker.address(), "latency", 1);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -25,12 +26,6 @@ fn produce_requests_do_not_wait_for_delayed_acks() {
     let mut latencies: Vec<Duration> = runtime.block_on(async {
         let client = ClientBuilder::new(vec![broker.address()])
             .build()
-            .await
-            .unwrap();
-        client
-            .controller_client()
-            .unwrap()
-            .create_topic("latency", 1, 1, 5_000)
             .await
             .unwrap();
         let partition = client
