@@ -141,9 +141,17 @@ impl StatusBoard {
     }
 
     pub fn tailers(&self) -> Vec<TailerStatus> {
-        let tailers = self.tailers.lock().unwrap_or_else(|e| e.into_inner());
+        // Copy the table out first: the stats below must not hold the lock the reconcile
+        // loop needs (a scrape may stat thousands of files).
+        let tailers: Vec<(TailerId, TailerEntry)> = {
+            let table = self.tailers.lock().unwrap_or_else(|e| e.into_inner());
+            table
+                .iter()
+                .map(|(id, e)| (id.clone(), e.clone()))
+                .collect()
+        };
         tailers
-            .iter()
+            .into_iter()
             .map(|(id, entry)| {
                 let progress = &entry.progress;
                 let (state, reason) = entry
@@ -154,6 +162,8 @@ impl StatusBoard {
                 // Stat the path now: a tailer held back by the sink does not look at its file.
                 let file_size =
                     std::fs::metadata(&*id.path).map_or(progress.file_size(), |m| m.len());
+                // One read, so that offset and lag agree.
+                let offset = progress.acked();
                 TailerStatus {
                     topic: id.topic.to_string(),
                     path: id.path.display().to_string(),
@@ -161,9 +171,9 @@ impl StatusBoard {
                     state,
                     reason,
                     restarts: entry.restarts,
-                    offset: progress.acked(),
+                    offset,
                     file_size,
-                    lag_bytes: file_size.saturating_sub(progress.acked()),
+                    lag_bytes: file_size.saturating_sub(offset),
                     last_line_at_ms: (last > 0).then_some(last),
                 }
             })
