@@ -20,6 +20,7 @@ pub mod agent;
 pub mod atomic_file;
 pub mod compressed;
 pub mod config;
+pub mod format;
 pub mod reconcile;
 pub mod sink;
 pub mod source;

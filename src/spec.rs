@@ -2,6 +2,7 @@
 //! `(topic, file path)` with the set of sources that own each.
 
 use crate::compressed;
+use crate::format::Parsing;
 use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -18,6 +19,8 @@ pub struct LogSpec {
     pub path: String,
     pub topic: String,
     pub exclude: Vec<String>,
+    /// Format and multiline joining of the files' lines.
+    pub parsing: Parsing,
 }
 
 /// A tailer's identity: one file on one topic. The same file on two topics is two tailers.
@@ -48,6 +51,8 @@ pub struct TailerSettings {
     pub max_line_bytes: u64,
     pub poll_interval: std::time::Duration,
     pub start_at: crate::config::StartAt,
+    /// The declaration's format and multiline joining.
+    pub parsing: Parsing,
 }
 
 impl TailerSettings {
@@ -56,6 +61,7 @@ impl TailerSettings {
             max_line_bytes: tail.max_line_bytes,
             poll_interval: tail.poll_interval,
             start_at: tail.start_at,
+            parsing: Parsing::default(),
         }
     }
 }
@@ -108,14 +114,29 @@ pub fn expand<'a>(
                 vec![pattern]
             };
             for file in files.into_iter().filter(|f| !excluded.is_match(f)) {
-                desired
+                let tailer = desired
                     .entry(TailerId::new(&spec.topic, &file))
                     .or_insert_with(|| DesiredTailer {
                         owners: BTreeSet::new(),
-                        settings: settings.clone(),
-                    })
-                    .owners
-                    .insert(source.clone());
+                        settings: TailerSettings {
+                            parsing: spec.parsing.clone(),
+                            ..settings.clone()
+                        },
+                    });
+                // The first declaration (config, then etcd keys in order) decides how
+                // the file is read; a different one is reported, not applied.
+                if tailer.settings.parsing != spec.parsing {
+                    errors.push(ExpandError {
+                        source: source.clone(),
+                        path: file.display().to_string(),
+                        message: format!(
+                            "declared on topic {} with another format or multiline setting than by {}; the first declaration's is used",
+                            spec.topic,
+                            tailer.owners.iter().next().map_or("another source", |o| o),
+                        ),
+                    });
+                }
+                tailer.owners.insert(source.clone());
             }
         }
     }
@@ -331,6 +352,7 @@ mod tests {
             max_line_bytes: 1024,
             poll_interval: Duration::from_millis(10),
             start_at: crate::config::StartAt::Beginning,
+            parsing: Default::default(),
         }
     }
 
@@ -339,6 +361,7 @@ mod tests {
             path: path.into(),
             topic: topic.into(),
             exclude: vec![],
+            parsing: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod units;
 pub use etcd::EtcdConfig;
 pub use kafka::KafkaConfig;
 
+use crate::format::{Format, Multiline, Parsing};
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::net::SocketAddr;
@@ -61,6 +62,21 @@ pub struct LogEntry {
     /// Globs of files not to tail, e.g. `/var/log/app/*.old`.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// What the lines are: `raw` (default), `cri`, `docker`, `auto`.
+    #[serde(default)]
+    pub format: Format,
+    /// Joining continuation lines into one record.
+    #[serde(default)]
+    pub multiline: Option<Multiline>,
+}
+
+impl LogEntry {
+    pub fn parsing(&self) -> Parsing {
+        Parsing {
+            format: self.format,
+            multiline: self.multiline.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -300,6 +316,9 @@ impl Config {
             for (i, glob) in log.exclude.iter().enumerate() {
                 validate_exclude(glob).map_err(|m| (format!("logs[{index}].exclude[{i}]"), m))?;
             }
+            log.parsing()
+                .validate()
+                .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
         }
         if self.state_dir.as_os_str().is_empty() {
             return Err(("state_dir".into(), "must not be empty".into()));

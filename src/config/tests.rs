@@ -1,4 +1,5 @@
 use super::*;
+use crate::format::Format;
 
 const FULL: &str = r#"
 node: "${NODE_NAME:-}"
@@ -45,6 +46,8 @@ fn parse_should_accept_the_documented_example_and_match_the_defaults() {
         path: "/var/log/app/*.log".into(),
         topic: "app".into(),
         exclude: vec![],
+        format: Default::default(),
+        multiline: None,
     });
     assert_eq!(loaded.config, expected);
 }
@@ -178,6 +181,8 @@ fn parse_should_accept_the_legacy_seed_format_with_a_warning() {
             path: "/var/log/a.log".into(),
             topic: "a".into(),
             exclude: vec![],
+            format: Default::default(),
+            multiline: None,
         }]
     );
     assert_eq!(loaded.warnings.len(), 1);
@@ -226,5 +231,91 @@ proptest::proptest! {
         if let Err(e) = parse(&text) {
             proptest::prop_assert!(matches!(e, ConfigError::Field { .. } | ConfigError::Document { .. }), "{}", e);
         }
+    }
+}
+
+#[test]
+fn parse_should_read_format_and_multiline_per_log_entry() {
+    let loaded = parse(
+        r#"
+logs:
+  - path: /var/log/containers/*_payments_*.log
+    topic: payments
+    format: cri
+    multiline:
+      start_pattern: '^\d{4}-\d{2}-\d{2}'
+      max_lines: 200
+      max_bytes: 64KiB
+      timeout: 500ms
+  - path: /var/log/app.log
+    topic: app
+    multiline: { start_pattern: '^\S' }
+"#,
+    )
+    .unwrap();
+    let logs = &loaded.config.logs;
+    assert_eq!(logs[0].format, Format::Cri);
+    let multiline = logs[0].multiline.as_ref().unwrap();
+    assert_eq!(multiline.start_pattern, r"^\d{4}-\d{2}-\d{2}");
+    assert_eq!(multiline.max_lines, 200);
+    assert_eq!(multiline.max_bytes, 65536);
+    assert_eq!(multiline.timeout, std::time::Duration::from_millis(500));
+    assert_eq!(logs[1].format, Format::Raw, "raw is the default");
+    let defaults = logs[1].multiline.as_ref().unwrap();
+    assert_eq!(
+        (defaults.max_lines, defaults.max_bytes, defaults.timeout),
+        (500, 1 << 20, std::time::Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn parse_should_name_the_field_of_a_bad_format_or_multiline_setting() {
+    let entry = |extra: &str| format!("logs:\n  - path: /a.log\n    topic: a\n{extra}");
+    let cases = [
+        (
+            "    format: xml\n",
+            "logs[0].format",
+            "unknown variant `xml`",
+        ),
+        (
+            "    multiline: { start_pattern: '(' }\n",
+            "logs[0].multiline.start_pattern",
+            "invalid regex",
+        ),
+        (
+            "    multiline: { start_pattern: '' }\n",
+            "logs[0].multiline.start_pattern",
+            "must not be empty",
+        ),
+        (
+            "    multiline: { start_pattern: x, max_lines: 0 }\n",
+            "logs[0].multiline.max_lines",
+            "at least 1",
+        ),
+        (
+            "    multiline: { start_pattern: x, max_bytes: lots }\n",
+            "logs[0].multiline.max_bytes",
+            "invalid size",
+        ),
+        (
+            "    multiline: { start_pattern: x, timeout: 0s }\n",
+            "logs[0].multiline.timeout",
+            "greater than 0",
+        ),
+        (
+            "    multiline: { start_pattern: x, timeout: soon }\n",
+            "logs[0].multiline.timeout",
+            "invalid duration",
+        ),
+        (
+            "    multiline: { pattern: x }\n",
+            "logs[0].multiline.pattern",
+            "unknown field `pattern`",
+        ),
+    ];
+    for (extra, field, message) in cases {
+        let (f, m) = field_error(&entry(extra));
+        assert_eq!(f, field, "{extra}");
+        assert!(m.contains(message), "{extra}: {m}");
     }
 }

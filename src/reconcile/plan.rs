@@ -120,6 +120,7 @@ mod tests {
             max_line_bytes,
             poll_interval: Duration::from_millis(250),
             start_at: StartAt::Beginning,
+            parsing: Default::default(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! stdout and file sinks: one JSON object per line,
-//! `{"topic", "path", "offset", "line", "node"}`, invalid UTF-8 shown lossily.
+//! `{"topic", "path", "offset", "line", "node"}`, invalid UTF-8 shown lossily; container
+//! logs add `stream`, `time`, `namespace`, `pod`, `container`, `container_id`, and a
+//! line that could not be parsed `parse_error`.
 //!
 //! A dedicated thread owns the writer, so blocking writes never stall the runtime; the
 //! bounded channel to it is the backpressure. A batch is acknowledged after it was
@@ -30,6 +32,20 @@ struct Record<'a> {
     offset: u64,
     line: &'a str,
     node: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parse_error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_id: Option<&'a str>,
 }
 
 impl JsonLinesSink {
@@ -96,7 +112,8 @@ fn write_loop(
 }
 
 fn write_batch(out: &mut impl Write, batch: &Batch, node: &str) -> std::io::Result<()> {
-    for (offset, line) in batch.lines() {
+    let pod = batch.pod.as_deref();
+    for (offset, line, meta) in batch.records() {
         let line = String::from_utf8_lossy(line);
         let record = Record {
             topic: &batch.topic,
@@ -104,6 +121,13 @@ fn write_batch(out: &mut impl Write, batch: &Batch, node: &str) -> std::io::Resu
             offset,
             line: &line,
             node,
+            stream: meta.stream.as_str(),
+            time: meta.time.map(crate::format::format_time),
+            parse_error: meta.error.map(|e| e.reason()),
+            namespace: pod.map(|p| p.namespace.as_str()),
+            pod: pod.map(|p| p.pod.as_str()),
+            container: pod.map(|p| p.container.as_str()),
+            container_id: pod.and_then(|p| p.container_id.as_deref()),
         };
         serde_json::to_writer(&mut *out, &record)?;
         out.write_all(b"\n")?;

@@ -10,6 +10,7 @@ pub use kafka::KafkaSink;
 pub use null::NullSink;
 
 use crate::config::{Config, SinkKind};
+use crate::format::{PodMeta, RecordMeta};
 use crate::telemetry::Events;
 use futures::future::BoxFuture;
 use std::path::Path;
@@ -34,14 +35,19 @@ pub struct LineRef {
     end: u32,
 }
 
-/// Lines of one file on one topic, stored back to back in one buffer (no allocation per
+/// Records of one file on one topic, stored back to back in one buffer (no allocation per
 /// line on the hot path).
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub topic: Arc<str>,
     pub path: Arc<Path>,
+    /// The pod a container log file belongs to (the same for every record).
+    pub pod: Option<Arc<PodMeta>>,
     data: Vec<u8>,
     lines: Vec<LineRef>,
+    /// Per-record stream, time and parse error, parallel to `lines`; stays empty (and
+    /// costs nothing) while no record has any, as with raw files.
+    meta: Vec<RecordMeta>,
 }
 
 impl Batch {
@@ -49,11 +55,14 @@ impl Batch {
         Batch {
             topic,
             path,
+            pod: None,
             data: Vec::new(),
             lines: Vec::new(),
+            meta: Vec::new(),
         }
     }
 
+    /// A record: its first byte's offset in the file and its bytes.
     pub fn push(&mut self, offset: u64, line: &[u8]) {
         let start = self.data.len() as u32;
         self.data.extend_from_slice(line);
@@ -62,6 +71,19 @@ impl Batch {
             start,
             end: self.data.len() as u32,
         });
+        if !self.meta.is_empty() {
+            self.meta.push(RecordMeta::default());
+        }
+    }
+
+    /// A record with its stream, time or parse error.
+    pub fn push_with(&mut self, offset: u64, line: &[u8], meta: RecordMeta) {
+        if meta.is_empty() && self.meta.is_empty() {
+            return self.push(offset, line);
+        }
+        self.meta.resize(self.lines.len(), RecordMeta::default());
+        self.push(offset, line);
+        self.meta.push(meta);
     }
 
     pub fn len(&self) -> usize {
@@ -83,14 +105,16 @@ impl Batch {
             return vec![self];
         }
         let mut parts = Vec::new();
-        let mut part = Batch::new(self.topic.clone(), self.path.clone());
-        for (offset, line) in self.lines() {
+        let empty = || Batch {
+            pod: self.pod.clone(),
+            ..Batch::new(self.topic.clone(), self.path.clone())
+        };
+        let mut part = empty();
+        for (offset, line, meta) in self.records() {
             if !part.is_empty() && part.bytes() + line.len() > max_bytes {
-                let full =
-                    std::mem::replace(&mut part, Batch::new(self.topic.clone(), self.path.clone()));
-                parts.push(full);
+                parts.push(std::mem::replace(&mut part, empty()));
             }
-            part.push(offset, line);
+            part.push_with(offset, line, meta);
         }
         if !part.is_empty() {
             parts.push(part);
@@ -103,6 +127,13 @@ impl Batch {
         self.lines
             .iter()
             .map(|l| (l.offset, &self.data[l.start as usize..l.end as usize]))
+    }
+
+    /// `(offset, bytes, metadata)` for every record, in order.
+    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8], RecordMeta)> + '_ {
+        self.lines().enumerate().map(|(i, (offset, line))| {
+            (offset, line, self.meta.get(i).copied().unwrap_or_default())
+        })
     }
 }
 

@@ -23,6 +23,7 @@ pub fn specs(logs: &[LogEntry]) -> Vec<LogSpec> {
             path: log.path.clone(),
             topic: log.topic.clone(),
             exclude: log.exclude.clone(),
+            parsing: log.parsing(),
         })
         .collect()
 }

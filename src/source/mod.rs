@@ -81,6 +81,7 @@ mod tests {
             path: path.into(),
             topic: "t".into(),
             exclude: vec![],
+            parsing: Default::default(),
         }
     }
 

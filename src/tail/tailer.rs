@@ -11,6 +11,7 @@ use super::rotated;
 use super::wakeup::{Registration, Wakeups};
 use super::watch::{self, Busy, PathWatch};
 use crate::config::StartAt;
+use crate::format::{Decoder, PodMeta};
 use crate::sink::{Batch, Sink, SinkError};
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::{Events, TailerProgress, TailerState};
@@ -84,10 +85,30 @@ struct OpenFile {
     file: File,
     identity: FileIdentity,
     framer: Framer,
+    /// Parses, joins and aggregates lines; `None` for raw lines (the fast path).
+    decoder: Option<Box<Decoder>>,
     /// The offset covered by the last submitted batch (or checkpoint-only entry).
     submitted: u64,
     /// No other tailer on this topic reads this file while we hold it.
     _claim: Claim,
+}
+
+impl OpenFile {
+    /// Where a restart must resume: after the last complete line, but before any record
+    /// the decoder still holds.
+    fn committed(&mut self) -> u64 {
+        let framed = self.framer.committed();
+        match self.decoder.as_mut().and_then(|d| d.pending_start()) {
+            Some(pending) => pending.min(framed),
+            None => framed,
+        }
+    }
+
+    fn has_pending_record(&mut self) -> bool {
+        self.decoder
+            .as_mut()
+            .is_some_and(|d| d.pending_start().is_some())
+    }
 }
 
 /// The outcome of opening the path.
@@ -124,6 +145,12 @@ pub struct Tailer {
     permit: Option<OwnedSemaphorePermit>,
     /// The file closed while idle, to be reopened by identity when the path changes.
     parked: Option<Parked>,
+    /// The compiled `multiline.start_pattern`, cloned into each file's decoder.
+    start_pattern: Option<regex::bytes::Regex>,
+    /// The pod of a container log file (from its name), on every batch.
+    pod: Option<Arc<PodMeta>>,
+    /// When a pending multiline record times out: an idle wait ends by then.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Tailer {
@@ -133,6 +160,14 @@ impl Tailer {
         ctx: Arc<TailerContext>,
         progress: Arc<TailerProgress>,
     ) -> Self {
+        let parsing = &settings.parsing;
+        // Validated by the config and etcd parsers; a pattern that fails here anyway
+        // turns multiline off rather than the tailer.
+        let start_pattern = parsing.multiline.as_ref().and_then(|m| m.regex().ok());
+        let pod = (!parsing.format.is_raw())
+            .then(|| PodMeta::from_path(&id.path))
+            .flatten()
+            .map(Arc::new);
         Tailer {
             id,
             settings,
@@ -144,6 +179,9 @@ impl Tailer {
             idle_streak: 0,
             permit: None,
             parked: None,
+            start_pattern,
+            pod,
+            deadline: None,
         }
     }
 
@@ -159,9 +197,12 @@ impl Tailer {
             self.busy.clone(),
             MAX_QUEUED_FILES,
         );
-        let followed = self
+        let mut followed = self
             .follow(&stop, &mut pending, &mut files, &mut watch)
             .await;
+        if followed.is_ok() {
+            followed = self.flush_at_shutdown(&mut files, &mut pending).await;
+        }
         let drained = self.drain(&mut pending).await;
         // Claims are released only now, once the acknowledged offsets are checkpointed.
         drop(files);
@@ -258,6 +299,9 @@ impl Tailer {
                     // Settle what was sent before the truncation, then start over at 0.
                     self.drain(pending).await?;
                     open.framer.reset(0);
+                    if let Some(decoder) = open.decoder.as_mut() {
+                        decoder.reset();
+                    }
                     open.submitted = 0;
                     self.ctx
                         .checkpoints
@@ -276,6 +320,24 @@ impl Tailer {
             }
         }
         Ok(())
+    }
+
+    /// Ships the records the front file's decoder holds for multiline joining (fragments
+    /// of an unfinished line stay: the checkpoint before them joins them after restart).
+    async fn flush_at_shutdown(
+        &mut self,
+        files: &mut VecDeque<OpenFile>,
+        pending: &mut Pending,
+    ) -> Result<(), TailError> {
+        let Some(open) = files.front_mut() else {
+            return Ok(());
+        };
+        let Some(decoder) = open.decoder.as_mut() else {
+            return Ok(());
+        };
+        let mut batch = self.new_batch();
+        decoder.flush_multiline(&mut batch);
+        self.submit(batch, open, pending).await
     }
 
     /// Waits for an open-file permit unless we hold one. False when stopped meanwhile.
@@ -303,8 +365,9 @@ impl Tailer {
 
     /// Close an idle file when others wait for a slot and nothing of it is in flight
     /// (so its checkpoint is where reading resumes).
-    fn should_park(&self, files: &VecDeque<OpenFile>, pending: &Pending) -> bool {
+    fn should_park(&self, files: &mut VecDeque<OpenFile>, pending: &Pending) -> bool {
         files.len() == 1
+            && !files[0].has_pending_record()
             && pending.is_empty()
             && self.idle_streak >= IDLE_TURNS_BEFORE_CLOSING
             && self.ctx.open_files.available_permits() == 0
@@ -324,11 +387,22 @@ impl Tailer {
         // Lines may have been appended between our last read and the rename.
         while self.read_turn(open, pending).await? > 0 {}
         let mut batch = self.new_batch();
-        open.framer
-            .finish(&mut |line| batch.push(line.offset, line.bytes));
+        let now = tokio::time::Instant::now();
+        match open.decoder.as_mut() {
+            None => open
+                .framer
+                .finish(&mut |line| batch.push(line.offset, line.bytes)),
+            Some(decoder) => {
+                open.framer
+                    .finish(&mut |line| decoder.line(line, now, &mut batch));
+                decoder.finish(now, &mut batch);
+            }
+        }
+        self.count_decoded(open);
         self.submit(batch, open, pending).await?;
         self.drain(pending).await?;
         files.pop_front();
+        self.deadline = None;
         self.ctx.events.file_rotated(&self.id.topic);
         tracing::info!(tailer = %self.id, "file rotated or deleted; finished the old file");
         Ok(())
@@ -462,10 +536,18 @@ impl Tailer {
         self.progress.set_acked(offset);
         self.progress.set_file_size(meta.len());
         self.progress.set_state(TailerState::Running, None);
+        let decoder = (!self.settings.parsing.is_passthrough()).then(|| {
+            Box::new(Decoder::new(
+                &self.settings.parsing,
+                self.start_pattern.clone(),
+                self.settings.max_line_bytes as usize,
+            ))
+        });
         Ok(Opened::File(OpenFile {
             file,
             identity,
             framer: Framer::new(offset, self.settings.max_line_bytes as usize),
+            decoder,
             submitted: offset,
             _claim: claim,
         }))
@@ -495,10 +577,19 @@ impl Tailer {
             }
             read += n as u64;
             let mut truncated = 0u64;
-            open.framer.push(&self.buf[..n], &mut |line| {
-                truncated += line.truncated as u64;
-                batch.push(line.offset, line.bytes);
-            });
+            match open.decoder.as_mut() {
+                None => open.framer.push(&self.buf[..n], &mut |line| {
+                    truncated += line.truncated as u64;
+                    batch.push(line.offset, line.bytes);
+                }),
+                Some(decoder) => {
+                    let now = tokio::time::Instant::now();
+                    open.framer.push(&self.buf[..n], &mut |line| {
+                        truncated += line.truncated as u64;
+                        decoder.line(line, now, &mut batch);
+                    });
+                }
+            }
             for _ in 0..truncated {
                 self.ctx.events.line_truncated(&self.id.topic);
             }
@@ -507,8 +598,35 @@ impl Tailer {
                 self.submit(full, open, pending).await?;
             }
         }
+        if let Some(decoder) = open.decoder.as_mut() {
+            decoder.flush_expired(tokio::time::Instant::now(), &mut batch);
+            self.deadline = decoder.deadline();
+            self.count_decoded(open);
+        }
         self.submit(batch, open, pending).await?;
         Ok(read)
+    }
+
+    /// Reports what the decoder counted (parse errors, cuts) to the metrics.
+    fn count_decoded(&self, open: &mut OpenFile) {
+        let Some(decoder) = open.decoder.as_mut() else {
+            return;
+        };
+        let counts = decoder.take_counts();
+        let topic = &self.id.topic;
+        let events = &self.ctx.events;
+        for _ in 0..counts.cri_errors {
+            events.parse_error(topic, "cri");
+        }
+        for _ in 0..counts.docker_errors {
+            events.parse_error(topic, "docker");
+        }
+        for _ in 0..counts.truncated {
+            events.line_truncated(topic);
+        }
+        for _ in 0..counts.multiline_cut {
+            events.multiline_cut(topic);
+        }
     }
 
     /// Hands a batch to the sink (waiting while too much is in flight) and queues its ack.
@@ -519,7 +637,7 @@ impl Tailer {
         open: &mut OpenFile,
         pending: &mut Pending,
     ) -> Result<(), TailError> {
-        let end = open.framer.committed();
+        let end = open.committed();
         if batch.is_empty() && end == open.submitted {
             return Ok(());
         }
@@ -607,7 +725,12 @@ impl Tailer {
             .saturating_mul(1 << self.idle_streak.min(16))
             .min(cap.max(base));
         self.idle_streak += 1;
-        let sleep = tokio::time::sleep(delay);
+        // A pending multiline record is shipped when its timeout passes.
+        let mut until = tokio::time::Instant::now() + delay;
+        if let Some(deadline) = self.deadline.filter(|d| *d > tokio::time::Instant::now()) {
+            until = until.min(deadline);
+        }
+        let sleep = tokio::time::sleep_until(until);
         tokio::pin!(sleep);
         let wakeup = self.wakeup.as_ref().map(|r| r.notify.clone());
         let notified = async {
@@ -654,7 +777,9 @@ impl Tailer {
     }
 
     fn new_batch(&self) -> Batch {
-        Batch::new(self.id.topic.clone(), self.id.path.clone())
+        let mut batch = Batch::new(self.id.topic.clone(), self.id.path.clone());
+        batch.pod = self.pod.clone();
+        batch
     }
 
     fn sink_error(&self, source: SinkError) -> TailError {

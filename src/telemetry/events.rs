@@ -13,6 +13,10 @@ pub trait Events: Send + Sync {
     fn config_reloaded(&self, _ok: bool) {}
     fn reconciled(&self, _ok: bool, _seconds: f64) {}
     fn produce_latency(&self, _seconds: f64) {}
+    /// A line its format could not parse, shipped raw (`format`: `cri`, `docker`).
+    fn parse_error(&self, _topic: &str, _format: &str) {}
+    /// A multiline record cut at `max_lines` / `max_bytes`.
+    fn multiline_cut(&self, _topic: &str) {}
 }
 
 /// Reports nothing.

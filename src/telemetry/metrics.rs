@@ -25,6 +25,8 @@ pub struct Metrics {
     records_sent: IntCounterVec,
     send_errors: IntCounterVec,
     lines_truncated: IntCounterVec,
+    parse_errors: IntCounterVec,
+    multiline_cut: IntCounterVec,
     file_truncations: IntCounterVec,
     lag_bytes: IntGaugeVec,
     file_lag_bytes: Option<IntGaugeVec>,
@@ -148,6 +150,18 @@ impl Metrics {
                 r,
                 "logcatch_lines_truncated_total",
                 "Lines cut to tail.max_line_bytes.",
+                &["topic"],
+            ),
+            parse_errors: counter(
+                r,
+                "logcatch_parse_errors_total",
+                "Lines their format (cri, docker) could not parse, shipped raw with a logcatch.parse_error header.",
+                &["topic", "format"],
+            ),
+            multiline_cut: counter(
+                r,
+                "logcatch_multiline_cut_total",
+                "Multiline records cut at multiline.max_lines or multiline.max_bytes.",
                 &["topic"],
             ),
             file_truncations: counter(
@@ -292,6 +306,14 @@ impl Events for Metrics {
 
     fn line_truncated(&self, topic: &str) {
         self.lines_truncated.with_label_values(&[topic]).inc();
+    }
+
+    fn parse_error(&self, topic: &str, format: &str) {
+        self.parse_errors.with_label_values(&[topic, format]).inc();
+    }
+
+    fn multiline_cut(&self, topic: &str) {
+        self.multiline_cut.with_label_values(&[topic]).inc();
     }
 
     fn file_truncated(&self, topic: &str) {

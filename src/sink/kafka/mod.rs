@@ -9,6 +9,7 @@ mod producer;
 
 use super::{Ack, Batch, Sink, SinkError};
 use crate::config::kafka::{KafkaConfig, RecordKey};
+use crate::format;
 use crate::telemetry::Events;
 use chrono::Utc;
 use futures::future::{BoxFuture, FutureExt};
@@ -208,7 +209,9 @@ enum Fetch {
     Permanent(String),
 }
 
-/// The Kafka records of a batch: value = the line; key and headers as configured.
+/// The Kafka records of a batch: value = the line (a container log's message); key and
+/// headers as configured. Container logs add the stream, the runtime's time (also the
+/// record timestamp) and the pod; a line that could not be parsed says why.
 fn records_of<'a>(shared: &'a Shared, batch: &'a Batch) -> impl Iterator<Item = Record> + 'a {
     let now = Utc::now();
     let path = batch.path.as_os_str().as_bytes();
@@ -217,8 +220,23 @@ fn records_of<'a>(shared: &'a Shared, batch: &'a Batch) -> impl Iterator<Item = 
         RecordKey::Path => Some(path.to_vec()),
         RecordKey::Node => Some(shared.node.as_bytes().to_vec()),
     };
-    batch.lines().map(move |(offset, line)| {
-        let mut headers = BTreeMap::new();
+    let mut base = BTreeMap::new();
+    if let Some(pod) = &batch.pod {
+        base.insert(
+            "k8s.namespace".to_string(),
+            pod.namespace.as_bytes().to_vec(),
+        );
+        base.insert("k8s.pod".to_string(), pod.pod.as_bytes().to_vec());
+        base.insert(
+            "k8s.container".to_string(),
+            pod.container.as_bytes().to_vec(),
+        );
+        if let Some(id) = &pod.container_id {
+            base.insert("k8s.container_id".to_string(), id.as_bytes().to_vec());
+        }
+    }
+    batch.records().map(move |(offset, line, meta)| {
+        let mut headers = base.clone();
         if shared.config.headers {
             headers.insert("logcatch.path".to_string(), path.to_vec());
             headers.insert("logcatch.node".to_string(), shared.node.as_bytes().to_vec());
@@ -227,11 +245,28 @@ fn records_of<'a>(shared: &'a Shared, batch: &'a Batch) -> impl Iterator<Item = 
                 offset.to_string().into_bytes(),
             );
         }
+        if let Some(stream) = meta.stream.as_str() {
+            headers.insert("logcatch.stream".to_string(), stream.as_bytes().to_vec());
+        }
+        let mut timestamp = now;
+        if let Some(nanos) = meta.time {
+            timestamp = chrono::DateTime::from_timestamp_nanos(nanos);
+            headers.insert(
+                "logcatch.time".to_string(),
+                format::format_time(nanos).into_bytes(),
+            );
+        }
+        if let Some(error) = meta.error {
+            headers.insert(
+                "logcatch.parse_error".to_string(),
+                error.reason().as_bytes().to_vec(),
+            );
+        }
         Record {
             key: key.clone(),
             value: Some(line.to_vec()),
             headers,
-            timestamp: now,
+            timestamp,
         }
     })
 }

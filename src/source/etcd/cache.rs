@@ -82,15 +82,7 @@ impl SnapshotCache {
                 }
             })
             .map(|(k, cached)| {
-                let specs = cached
-                    .entries
-                    .iter()
-                    .map(|e| LogSpec {
-                        path: e.path.clone(),
-                        topic: e.topic.clone(),
-                        exclude: e.exclude.clone(),
-                    })
-                    .collect();
+                let specs = cached.entries.iter().map(Entry::spec).collect();
                 (k.clone(), cached.revision, specs)
             })
             .collect()
@@ -98,14 +90,7 @@ impl SnapshotCache {
 
     /// Records `key`'s valid snapshot; writes the file when the specs changed.
     pub fn set(&self, key: &str, revision: i64, specs: &[LogSpec]) -> Result<(), CacheError> {
-        let entries: Vec<Entry> = specs
-            .iter()
-            .map(|s| Entry {
-                path: s.path.clone(),
-                topic: s.topic.clone(),
-                exclude: s.exclude.clone(),
-            })
-            .collect();
+        let entries: Vec<Entry> = specs.iter().map(Entry::of).collect();
         let mut keys = self.lock();
         if keys.get(key).is_some_and(|c| c.entries == entries) {
             return Ok(());
@@ -151,6 +136,7 @@ mod tests {
             path: path.into(),
             topic: "t".into(),
             exclude: vec![],
+            parsing: Default::default(),
         }
     }
 

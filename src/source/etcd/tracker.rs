@@ -274,6 +274,7 @@ mod tests {
                     path: "/var/log/a.log".into(),
                     topic: "t".into(),
                     exclude: vec![],
+                    parsing: Default::default(),
                 }],
             )
             .unwrap();

@@ -2,6 +2,7 @@
 //! the Go system logcatch replaces; strictly validated, errors name the key and index.
 
 use crate::config::{validate_exclude, validate_topic};
+use crate::format::{Format, Multiline, Parsing};
 use crate::spec::LogSpec;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,35 @@ pub struct Entry {
     /// Globs of files not to tail.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// `raw` (default), `cri`, `docker`, `auto`.
+    #[serde(default, skip_serializing_if = "Format::is_raw")]
+    pub format: Format,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiline: Option<Multiline>,
+}
+
+impl Entry {
+    pub fn of(spec: &LogSpec) -> Self {
+        Entry {
+            path: spec.path.clone(),
+            topic: spec.topic.clone(),
+            exclude: spec.exclude.clone(),
+            format: spec.parsing.format,
+            multiline: spec.parsing.multiline.clone(),
+        }
+    }
+
+    pub fn spec(&self) -> LogSpec {
+        LogSpec {
+            path: self.path.clone(),
+            topic: self.topic.clone(),
+            exclude: self.exclude.clone(),
+            parsing: Parsing {
+                format: self.format,
+                multiline: self.multiline.clone(),
+            },
+        }
+    }
 }
 
 /// Parses and validates the value of `key`.
@@ -64,11 +94,11 @@ pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
         for (i, glob) in entry.exclude.iter().enumerate() {
             validate_exclude(glob).map_err(|m| error(format!("[{index}].exclude[{i}]"), m))?;
         }
-        specs.push(LogSpec {
-            path: entry.path,
-            topic: entry.topic,
-            exclude: entry.exclude,
-        });
+        let spec = entry.spec();
+        spec.parsing
+            .validate()
+            .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
+        specs.push(spec);
     }
     Ok(specs)
 }
@@ -113,11 +143,13 @@ mod tests {
                     path: "/var/log/app/*.log".into(),
                     topic: "app".into(),
                     exclude: vec![],
+                    parsing: Parsing::default(),
                 },
                 LogSpec {
                     path: "/var/log/x.log".into(),
                     topic: "x.y_z-1".into(),
                     exclude: vec![],
+                    parsing: Parsing::default(),
                 },
             ]
         );
@@ -181,6 +213,60 @@ mod tests {
         );
         let err = error(r#"[{"path": "/a", "topic": "a", "exclude": "/x"}]"#);
         assert!(err.contains("[0].exclude"), "{err}");
+    }
+
+    #[test]
+    fn parse_should_read_format_and_multiline_like_the_config_file() {
+        let specs = parse(
+            "/k",
+            br#"[{"path": "/var/log/containers/*.log", "topic": "k8s", "format": "cri",
+                 "multiline": {"start_pattern": "^\\d{4}-", "max_bytes": "64KiB", "timeout": "2s"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(specs[0].parsing.format, crate::format::Format::Cri);
+        let multiline = specs[0].parsing.multiline.as_ref().unwrap();
+        assert_eq!(multiline.start_pattern, r"^\d{4}-");
+        assert_eq!(multiline.max_bytes, 65536);
+        assert_eq!(multiline.max_lines, 500);
+        assert_eq!(multiline.timeout, std::time::Duration::from_secs(2));
+        // The cache writes entries back: the same spec comes out.
+        let entry = Entry::of(&specs[0]);
+        let again = parse("/k", &serde_json::to_vec(&[entry]).unwrap()).unwrap();
+        assert_eq!(again, specs);
+    }
+
+    #[test]
+    fn parse_should_name_the_key_and_field_of_a_bad_format_or_multiline() {
+        let entry = |extra: &str| format!(r#"[{{"path": "/a", "topic": "a", {extra}}}]"#);
+        let cases = [
+            (
+                r#""format": "xml""#,
+                "etcd key /logcatch/all: [0].format: unknown variant `xml`",
+            ),
+            (
+                r#""multiline": {"start_pattern": "("}"#,
+                "etcd key /logcatch/all: [0].multiline.start_pattern: invalid regex",
+            ),
+            (
+                r#""multiline": {"start_pattern": "x", "max_lines": 0}"#,
+                "etcd key /logcatch/all: [0].multiline.max_lines: must be at least 1",
+            ),
+            (
+                r#""multiline": {"start_pattern": "x", "timeout": "0s"}"#,
+                "etcd key /logcatch/all: [0].multiline.timeout: must be greater than 0",
+            ),
+            (
+                r#""multiline": {"start_pattern": "x", "timeout": 5}"#,
+                "etcd key /logcatch/all: [0].multiline.timeout: invalid type",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let got = error(&entry(extra));
+            assert!(
+                got.starts_with(expected),
+                "{extra}\n got: {got}\nwant: {expected}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,127 @@
+//! Pod metadata from the kubelet's log file names, without asking the API server:
+//! `/var/log/containers/<pod>_<namespace>_<container>-<container id>.log` (the symlinks)
+//! and `/var/log/pods/<namespace>_<pod>_<pod uid>/<container>/<restart>.log` (their
+//! targets). Pod, namespace and container names cannot contain `_` (DNS names), which is
+//! what makes the split unambiguous.
+
+use std::path::Path;
+
+/// Where a container log line came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodMeta {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// Only in the `/var/log/containers` name.
+    pub container_id: Option<String>,
+}
+
+impl PodMeta {
+    /// The metadata in `path`'s name, when it is a kubelet log file name.
+    pub fn from_path(path: &Path) -> Option<PodMeta> {
+        from_containers_name(path).or_else(|| from_pods_path(path))
+    }
+}
+
+/// `<pod>_<namespace>_<container>-<id>.log`, the id being 64 hex digits (containerd,
+/// CRI-O, Docker all use them).
+fn from_containers_name(path: &Path) -> Option<PodMeta> {
+    let name = path.file_name()?.to_str()?.strip_suffix(".log")?;
+    let mut parts = name.splitn(3, '_');
+    let (pod, namespace, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let (container, id) = rest.rsplit_once('-')?;
+    let hex = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if pod.is_empty() || namespace.is_empty() || container.is_empty() || !hex {
+        return None;
+    }
+    Some(PodMeta {
+        namespace: namespace.into(),
+        pod: pod.into(),
+        container: container.into(),
+        container_id: Some(id.into()),
+    })
+}
+
+/// `.../pods/<namespace>_<pod>_<uid>/<container>/<n>.log` (or a rotated `<n>.log.<time>`).
+fn from_pods_path(path: &Path) -> Option<PodMeta> {
+    let name = path.file_name()?.to_str()?;
+    let restart = name.split('.').next()?;
+    if restart.is_empty() || !restart.bytes().all(|b| b.is_ascii_digit()) || !name.contains(".log")
+    {
+        return None;
+    }
+    let container_dir = path.parent()?;
+    let pod_dir = container_dir.parent()?;
+    if pod_dir.parent()?.file_name()? != "pods" {
+        return None;
+    }
+    let container = container_dir.file_name()?.to_str()?;
+    let mut parts = pod_dir.file_name()?.to_str()?.splitn(3, '_');
+    let (namespace, pod, uid) = (parts.next()?, parts.next()?, parts.next()?);
+    if namespace.is_empty() || pod.is_empty() || uid.is_empty() || container.is_empty() {
+        return None;
+    }
+    Some(PodMeta {
+        namespace: namespace.into(),
+        pod: pod.into(),
+        container: container.into(),
+        container_id: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3c1f6e8a9b2d4c5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6";
+
+    #[test]
+    fn from_path_should_read_the_containers_symlink_name() {
+        let path =
+            format!("/var/log/containers/payments-api-7d9f8-x2x9q_payments_api-server-{ID}.log");
+        assert_eq!(
+            PodMeta::from_path(Path::new(&path)),
+            Some(PodMeta {
+                namespace: "payments".into(),
+                pod: "payments-api-7d9f8-x2x9q".into(),
+                container: "api-server".into(),
+                container_id: Some(ID.into()),
+            })
+        );
+    }
+
+    #[test]
+    fn from_path_should_read_the_pods_directory_layout() {
+        let path = "/var/log/pods/payments_payments-api-7d9f8-x2x9q_0b6e-11ef/api-server/3.log";
+        assert_eq!(
+            PodMeta::from_path(Path::new(path)),
+            Some(PodMeta {
+                namespace: "payments".into(),
+                pod: "payments-api-7d9f8-x2x9q".into(),
+                container: "api-server".into(),
+                container_id: None,
+            })
+        );
+        let rotated = "/var/log/pods/ns_pod_uid/c/0.log.20240501-102030";
+        assert_eq!(
+            PodMeta::from_path(Path::new(rotated)).unwrap().container,
+            "c"
+        );
+    }
+
+    #[test]
+    fn from_path_should_ignore_other_names() {
+        for path in [
+            "/var/log/app.log",
+            "/var/log/containers/a_b_c-notanid.log",
+            "/var/log/containers/a_b_c.log",
+            &format!("/var/log/containers/_b_c-{ID}.log"),
+            &format!("/var/log/containers/a_b_c-{ID}.txt"),
+            "/var/log/pods/ns_pod/c/0.log",
+            "/var/log/other/ns_pod_uid/c/0.log",
+            "/var/log/pods/ns_pod_uid/c/app.log",
+        ] {
+            assert_eq!(PodMeta::from_path(Path::new(path)), None, "{path}");
+        }
+    }
+}
