@@ -64,13 +64,7 @@ impl Batch {
 
     /// A record: its first byte's offset in the file and its bytes.
     pub fn push(&mut self, offset: u64, line: &[u8]) {
-        let start = self.data.len() as u32;
-        self.data.extend_from_slice(line);
-        self.lines.push(LineRef {
-            offset,
-            start,
-            end: self.data.len() as u32,
-        });
+        self.push_bytes(offset, line);
         if !self.meta.is_empty() {
             self.meta.push(RecordMeta::default());
         }
@@ -79,11 +73,21 @@ impl Batch {
     /// A record with its stream, time or parse error.
     pub fn push_with(&mut self, offset: u64, line: &[u8], meta: RecordMeta) {
         if meta.is_empty() && self.meta.is_empty() {
-            return self.push(offset, line);
+            return self.push_bytes(offset, line);
         }
         self.meta.resize(self.lines.len(), RecordMeta::default());
-        self.push(offset, line);
+        self.push_bytes(offset, line);
         self.meta.push(meta);
+    }
+
+    fn push_bytes(&mut self, offset: u64, line: &[u8]) {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(line);
+        self.lines.push(LineRef {
+            offset,
+            start,
+            end: self.data.len() as u32,
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -169,4 +173,41 @@ pub fn build(config: &Config, events: Arc<dyn Events>) -> Result<Arc<dyn Sink>, 
         SinkKind::Null => Arc::new(NullSink::default()),
         SinkKind::Kafka => Arc::new(KafkaSink::new(config.sink.kafka.clone(), node, events)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{ParseError, Stream};
+
+    #[test]
+    fn records_should_keep_each_records_metadata_through_a_split() {
+        let mut batch = Batch::new("t".into(), Path::new("/x").into());
+        let out = RecordMeta {
+            stream: Stream::Stdout,
+            time: Some(7),
+            error: None,
+        };
+        let bad = RecordMeta {
+            error: Some(ParseError::CriFields),
+            ..RecordMeta::default()
+        };
+        batch.push(0, b"plain");
+        batch.push_with(6, b"out", out);
+        batch.push_with(10, b"bad", bad);
+        batch.push(14, b"plain again");
+        batch.push_with(26, b"out again", out);
+        let want = [
+            (0, &b"plain"[..], RecordMeta::default()),
+            (6, b"out", out),
+            (10, b"bad", bad),
+            (14, b"plain again", RecordMeta::default()),
+            (26, b"out again", out),
+        ];
+        assert_eq!(batch.records().collect::<Vec<_>>(), want);
+        let parts = batch.split(6);
+        let joined: Vec<_> = parts.iter().flat_map(|p| p.records()).collect();
+        assert_eq!(joined, want);
+        assert!(parts.len() > 1);
+    }
 }

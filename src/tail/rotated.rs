@@ -15,27 +15,27 @@ pub struct Rotated {
     pub checkpoint: Checkpoint,
 }
 
-/// Looks in the directory of `path` for the files of `checkpoints` (last read under
-/// `path`) by device, inode and fingerprint, oldest checkpoint first. Skips the file
-/// `path` names now and files already read to their end. Unreadable entries are skipped:
-/// this is a best effort on top of the normal following of `path`.
+/// Looks in the directory of `path` — and, when `path` is a symlink, in its target's
+/// (the kubelet rotates `/var/log/pods/.../0.log` behind the `/var/log/containers` link)
+/// — for the files of `checkpoints` (last read under `path`) by device, inode and
+/// fingerprint, oldest checkpoint first. Skips the file `path` names now and files
+/// already read to their end. Unreadable entries are skipped: this is a best effort on
+/// top of the normal following of `path`.
 pub fn find(path: &Path, checkpoints: &[Checkpoint]) -> Vec<Rotated> {
     let current = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     let wanted: Vec<&Checkpoint> = checkpoints
         .iter()
         .filter(|c| Some((c.file.dev, c.file.ino)) != current)
         .collect();
-    let Some(dir) = path.parent() else {
-        return Vec::new();
-    };
     if wanted.is_empty() {
         return Vec::new();
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
+    let mut found: Vec<Rotated> = Vec::new();
+    let entries = directories(path)
+        .into_iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten());
+    for entry in entries {
         let Ok(meta) = entry.metadata() else { continue };
         if !meta.is_file() {
             continue;
@@ -46,7 +46,11 @@ pub fn find(path: &Path, checkpoints: &[Checkpoint]) -> Vec<Rotated> {
         else {
             continue;
         };
-        if checkpoint.offset >= meta.len() {
+        if checkpoint.offset >= meta.len()
+            || found
+                .iter()
+                .any(|f| (f.meta.dev(), f.meta.ino()) == (meta.dev(), meta.ino()))
+        {
             continue;
         }
         let Ok(file) = File::open(entry.path()) else {
@@ -64,4 +68,48 @@ pub fn find(path: &Path, checkpoints: &[Checkpoint]) -> Vec<Rotated> {
     }
     found.sort_by_key(|r| r.checkpoint.updated);
     found
+}
+
+/// The directory of `path` and those of the files its symlinks point to (a few hops).
+fn directories(path: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut at = path.to_path_buf();
+    for _ in 0..8 {
+        if let Some(dir) = at.parent() {
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        let Ok(target) = std::fs::read_link(&at) else {
+            break;
+        };
+        at = match at.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_should_follow_symlinks_to_their_targets_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let pods = root.join("pods/ns_pod_uid/c");
+        std::fs::create_dir_all(&pods).unwrap();
+        std::fs::create_dir_all(root.join("containers")).unwrap();
+        let link = root.join("containers/pod_ns_c-1.log");
+        std::os::unix::fs::symlink("../pods/ns_pod_uid/c/0.log", &link).unwrap();
+        // Dangling (0.log not created yet) still names the target's directory.
+        assert_eq!(
+            directories(&link),
+            vec![root.join("containers"), pods.clone()]
+        );
+        assert_eq!(directories(&pods.join("0.log")), vec![pods]);
+    }
 }

@@ -26,15 +26,18 @@ pub struct Wakeups {
 /// A tailer's wake-up; unregistered on drop.
 pub struct Registration {
     wakeups: Arc<Wakeups>,
-    path: PathBuf,
+    /// The followed path and, when it is a symlink, its target; each with whether its
+    /// directory is watched.
+    paths: Vec<(PathBuf, bool)>,
     pub notify: Arc<Notify>,
-    dir_watched: bool,
+    /// A symlink whose target could not be resolved: its writes are not seen.
+    unresolved: bool,
 }
 
 impl Registration {
     /// Whether notifications arrive for this path (else the tailer must poll).
     pub fn is_watched(&self) -> bool {
-        self.dir_watched
+        !self.unresolved && self.paths.iter().all(|(_, watched)| *watched)
     }
 }
 
@@ -74,15 +77,39 @@ impl Wakeups {
     }
 
     /// Wakes the returned registration whenever `path` (or its directory entry) changes.
+    /// A symlink (e.g. `/var/log/containers/*.log` into `/var/log/pods/`) is watched at
+    /// its target too: appends change the target, not the link.
     pub fn register(self: &Arc<Self>, path: &Path) -> Registration {
         let notify = Arc::new(Notify::new());
+        let mut paths = vec![(path.to_path_buf(), self.add(path, &notify))];
+        let mut unresolved = false;
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            match std::fs::canonicalize(path) {
+                Ok(target) if target != path => {
+                    let watched = self.add(&target, &notify);
+                    paths.push((target, watched));
+                }
+                Ok(_) => {}
+                Err(_) => unresolved = true,
+            }
+        }
+        Registration {
+            wakeups: self.clone(),
+            paths,
+            notify,
+            unresolved,
+        }
+    }
+
+    /// Adds `notify` as a waiter for `path`; true when its directory is watched.
+    fn add(&self, path: &Path, notify: &Arc<Notify>) -> bool {
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         table
             .by_path
             .entry(path.to_path_buf())
             .or_default()
-            .push(Arc::downgrade(&notify));
+            .push(Arc::downgrade(notify));
         let users = table.dirs.entry(dir.clone()).or_insert(0);
         *users += 1;
         let first = *users == 1;
@@ -103,30 +130,22 @@ impl Wakeups {
                 *users = users.saturating_sub(1);
             }
         }
-        Registration {
-            wakeups: self.clone(),
-            path: path.to_path_buf(),
-            notify,
-            dir_watched,
-        }
+        dir_watched
     }
-}
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let mut table = self.wakeups.table.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(waiters) = table.by_path.get_mut(&self.path) {
-            waiters.retain(|w| {
-                w.strong_count() > 0 && !Weak::ptr_eq(w, &Arc::downgrade(&self.notify))
-            });
+    /// Undoes one `add`.
+    fn remove(&self, path: &Path, notify: &Arc<Notify>, dir_watched: bool) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(waiters) = table.by_path.get_mut(path) {
+            waiters.retain(|w| w.strong_count() > 0 && !Weak::ptr_eq(w, &Arc::downgrade(notify)));
             if waiters.is_empty() {
-                table.by_path.remove(&self.path);
+                table.by_path.remove(path);
             }
         }
-        if !self.dir_watched {
+        if !dir_watched {
             return;
         }
-        let dir = self.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let last = match table.dirs.get_mut(&dir) {
             Some(users) => {
                 *users = users.saturating_sub(1);
@@ -139,14 +158,18 @@ impl Drop for Registration {
         }
         drop(table);
         if last {
-            let mut watcher = self
-                .wakeups
-                .watcher
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(w) = watcher.as_mut() {
                 let _ = w.unwatch(&dir);
             }
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        for (path, watched) in &self.paths {
+            self.wakeups.remove(path, &self.notify, *watched);
         }
     }
 }
@@ -170,5 +193,34 @@ mod tests {
         assert!(quiet.await.is_err(), "another path is not woken");
         drop((followed, other));
         assert!(wakeups.table.lock().unwrap().dirs.is_empty(), "unwatched");
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_symlinks_target_should_wake_the_symlinks_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = dir.path().join("pods/ns_pod_uid/c");
+        let containers = dir.path().join("containers");
+        std::fs::create_dir_all(&pods).unwrap();
+        std::fs::create_dir_all(&containers).unwrap();
+        std::fs::write(pods.join("0.log"), "").unwrap();
+        let link = containers.join("pod_ns_c-abc.log");
+        std::os::unix::fs::symlink(pods.join("0.log"), &link).unwrap();
+        let wakeups = Wakeups::new();
+        let followed = wakeups.register(&link);
+        assert!(followed.is_watched());
+        std::fs::write(pods.join("0.log"), "x\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), followed.notify.notified())
+            .await
+            .expect("woken by the write to the target");
+        drop(followed);
+        assert!(
+            wakeups.table.lock().unwrap().dirs.is_empty(),
+            "both unwatched"
+        );
+        assert!(wakeups.table.lock().unwrap().by_path.is_empty());
+
+        let dangling = containers.join("gone.log");
+        std::os::unix::fs::symlink(pods.join("missing.log"), &dangling).unwrap();
+        assert!(!wakeups.register(&dangling).is_watched(), "polled instead");
     }
 }

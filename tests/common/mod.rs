@@ -39,7 +39,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
-/// One record as the file sink writes it.
+/// One record as the file sink writes it (container logs add the optional fields).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Record {
     pub topic: String,
@@ -47,6 +47,20 @@ pub struct Record {
     pub offset: u64,
     pub line: String,
     pub node: String,
+    #[serde(default)]
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub time: Option<String>,
+    #[serde(default)]
+    pub parse_error: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub pod: Option<String>,
+    #[serde(default)]
+    pub container: Option<String>,
+    #[serde(default)]
+    pub container_id: Option<String>,
 }
 
 /// Every complete record in a JSON-lines sink file (a torn last line is ignored).
@@ -247,6 +261,26 @@ impl Drop for Agent {
 /// GET on 127.0.0.1 with the agent's own client: `(status, body)`, `None` when refused.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     logcatch::telemetry::client::get(&format!("http://127.0.0.1:{port}"), path).ok()
+}
+
+/// The sum of the `/metrics` samples whose line starts with `prefix` (a name, or a name
+/// with its labels, e.g. `logcatch_parse_errors_total{format="cri"`).
+pub fn metric_sum(port: u16, prefix: &str) -> f64 {
+    let (_, body) = http_get(port, "/metrics").expect("GET /metrics");
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Appends `bytes` to `path` exactly as given (one `write`): part of a line, several.
+pub fn append_bytes(path: &Path, bytes: &[u8]) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    file.write_all(bytes).unwrap();
 }
 
 /// Appends `lines` to `path` (one `write` per call, like a logging app flushing).
