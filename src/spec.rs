@@ -490,4 +490,60 @@ mod tests {
             &TailerId::new("t", Path::new("/srv/later.log"))
         );
     }
+
+    #[test]
+    fn restrict_should_check_container_log_symlinks_at_their_pods_target() {
+        // /var/log/containers/*.log point into /var/log/pods/: the target must be allowed.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let pods = root.join("pods/ns_pod_uid/c");
+        std::fs::create_dir_all(&pods).unwrap();
+        std::fs::create_dir(root.join("containers")).unwrap();
+        std::fs::write(pods.join("0.log"), "x\n").unwrap();
+        let link = root.join("containers/pod_ns_c-1.log");
+        std::os::unix::fs::symlink("../pods/ns_pod_uid/c/0.log", &link).unwrap();
+        let containers_only = format!("{}/containers/**", root.display());
+        let (kept, refusals) = restricted(&[&containers_only], &link, &["etcd:/k"]);
+        assert!(!kept, "the link's own directory is not enough");
+        assert!(
+            refusals[0].reason.contains("ns_pod_uid/c/0.log"),
+            "{}",
+            refusals[0].reason
+        );
+        let with_pods = format!("{}/pods/**", root.display());
+        let (kept, refusals) = restricted(&[&containers_only, &with_pods], &link, &["etcd:/k"]);
+        assert!(kept && refusals.is_empty());
+    }
+
+    #[test]
+    fn expand_should_use_the_first_declarations_format_and_report_a_different_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.log");
+        std::fs::write(&file, "x\n").unwrap();
+        let path = file.display().to_string();
+        let cri = LogSpec {
+            parsing: Parsing {
+                format: crate::format::Format::Cri,
+                multiline: None,
+            },
+            ..spec(&path, "t")
+        };
+        let (config, etcd): (SourceId, SourceId) = ("config".into(), "etcd:/k".into());
+        let (a, b) = ([cri.clone()], [spec(&path, "t")]);
+        let (desired, errors) = expand(
+            [(&config, &a[..]), (&etcd, &b[..])],
+            &settings(),
+            Path::new("/"),
+        );
+        let tailer = desired.values().next().unwrap();
+        assert_eq!(tailer.settings.parsing, cri.parsing);
+        assert_eq!(tailer.owners.len(), 2);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(&*errors[0].source, "etcd:/k");
+        assert!(
+            errors[0].message.contains("first declaration"),
+            "{}",
+            errors[0].message
+        );
+    }
 }

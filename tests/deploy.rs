@@ -64,6 +64,7 @@ fn core_manifests() -> Vec<PathBuf> {
         })
         .collect();
     files.push(deploy("secrets.example.yaml"));
+    files.push(deploy("examples/configmap-container-logs.yaml"));
     files
 }
 
@@ -123,8 +124,64 @@ fn daemonset() -> serde_yaml::Value {
 
 /// The config inside the ConfigMap, as the pod sees it.
 fn configmap_config() -> String {
-    let cm = &yaml_docs(&deploy("configmap.yaml"))[0];
+    config_in(&deploy("configmap.yaml"))
+}
+
+fn config_in(configmap: &Path) -> String {
+    let cm = &yaml_docs(configmap)[0];
     cm["data"]["logcatch.yaml"].as_str().unwrap().to_string()
+}
+
+/// `logcatch check` on a config with the pod's environment; its stdout.
+fn check_with_pod_env(config: &Path) -> String {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_logcatch"))
+        .args(["check", "--config"])
+        .arg(config)
+        .env("NODE_NAME", "node-1")
+        .env("ETCD_USERNAME", "logcatch")
+        .env("KAFKA_USERNAME", "logcatch"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_container_logs_examples_pass_logcatch_check_and_the_etcd_value_parser() {
+    let example = deploy("examples/configmap-container-logs.yaml");
+    let text = config_in(&example);
+    // The same agent settings as the production ConfigMap; only logs and comments differ.
+    let settings = |text: &str| {
+        let mut config: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+        config.as_mapping_mut().unwrap().remove("logs");
+        config
+    };
+    assert_eq!(settings(&text), settings(&configmap_config()));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("logcatch.yaml");
+    std::fs::write(&config, &text).unwrap();
+    let out = check_with_pod_env(&config);
+    assert!(out.contains(": ok"), "{out}");
+    let loaded = logcatch::config::Config::parse(&text, "example", &|_| Some("x".into()))
+        .unwrap()
+        .config;
+    let formats: Vec<_> = loaded.logs.iter().map(|l| l.format).collect();
+    assert_eq!(formats, [logcatch::format::Format::Cri; 2]);
+    assert!(loaded.logs[1].multiline.is_some());
+    assert!(
+        loaded
+            .etcd
+            .allowed_paths
+            .iter()
+            .any(|glob| globset::Glob::new(glob)
+                .unwrap()
+                .compile_matcher()
+                .is_match("/var/log/pods/ns_pod_uid/c/0.log")),
+        "etcd-declared container logs resolve into /var/log/pods"
+    );
+
+    // The etcd value example is what `logcatch etcd put` accepts.
+    let value = std::fs::read(deploy("examples/container-logs.etcd.json")).unwrap();
+    let specs = logcatch::source::etcd::value::parse("/logcatch/all", &value).unwrap();
+    assert_eq!(specs.len(), 2);
+    assert!(specs[0].parsing.multiline.is_some());
 }
 
 #[test]
@@ -132,13 +189,7 @@ fn the_configmap_config_passes_logcatch_check_with_the_pod_environment() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("logcatch.yaml");
     std::fs::write(&config, configmap_config()).unwrap();
-    let out = run(Command::new(env!("CARGO_BIN_EXE_logcatch"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .env("NODE_NAME", "node-1")
-        .env("ETCD_USERNAME", "logcatch")
-        .env("KAFKA_USERNAME", "logcatch"));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = check_with_pod_env(&config);
     assert!(text.contains(": ok"), "{text}");
 
     // The pod sets every variable the config uses, NODE_NAME from spec.nodeName.
