@@ -9,7 +9,8 @@
 //!              apply: start / stop / restart tasks, failed tailers retried with backoff
 //!                                      ▼
 //!  tail        one task per TailerId: identify (dev, inode, fingerprint), resume from
-//!              checkpoint, frame lines, follow rotation / truncation, submit batches
+//!              checkpoint, frame lines, decode (format: cri / docker / auto, partial
+//!              lines, multiline), follow rotation / truncation, submit batches
 //!                                      ▼
 //!  sink        stdout, file (JSON lines), null — one trait; acks flow back and only
 //!              acknowledged lines advance checkpoints (state_dir, written atomically)
