@@ -504,6 +504,7 @@ mod tests {
             (out_msgs, err_msgs, picks) in streams(),
             cuts in proptest::collection::vec(0usize..2000, 0..8),
             restart_at in 0usize..2000,
+            multiline: bool,
         ) {
             let lines = |stream: &str, msgs: &[Vec<String>]| -> Vec<String> {
                 msgs.iter()
@@ -523,7 +524,20 @@ mod tests {
                 let from_err = picks.next().unwrap_or(false) && !err_lines.is_empty() || out_lines.is_empty();
                 file.push_str(&if from_err { err_lines.pop() } else { out_lines.pop() }.unwrap());
             }
-            let mut expected: Vec<String> = out_msgs.iter().chain(&err_msgs).map(|m| m.concat()).collect();
+            // With multiline, messages starting with a space continue the previous one.
+            let (p, r) = parsing(Format::Cri, multiline.then_some("^[^ ]"));
+            let expected = if multiline {
+                let mut whole = Decoder::new(&p, r.clone(), 1 << 20);
+                let (records, _) = decode(&mut whole, &[file.as_bytes()]);
+                let mut out = Batch::new("t".into(), Path::new("/x").into());
+                whole.finish(Instant::now(), &mut out);
+                let mut all: Vec<String> = records.into_iter().map(|r| r.1).collect();
+                all.extend(out.lines().map(|(_, l)| String::from_utf8_lossy(l).into_owned()));
+                all
+            } else {
+                out_msgs.iter().chain(&err_msgs).map(|m| m.concat()).collect()
+            };
+            let mut expected = expected;
             expected.sort();
 
             let bytes = file.as_bytes();
@@ -534,20 +548,28 @@ mod tests {
             for c in cuts { chunks.push(&bytes[last..c]); last = c; }
             chunks.push(&bytes[last..]);
 
-            let (p, r) = parsing(Format::Cri, None);
-            let mut decoder = Decoder::new(&p, r, 1 << 20);
-            let (records, end) = decode(&mut decoder, &chunks);
+            let finish = |decoder: &mut Decoder, records: &mut Vec<(u64, String, RecordMeta)>| {
+                let mut out = Batch::new("t".into(), Path::new("/x").into());
+                decoder.finish(Instant::now(), &mut out);
+                records.extend(out.records().map(|(o, l, m)| (o, String::from_utf8_lossy(l).into_owned(), m)));
+            };
+            let mut decoder = Decoder::new(&p, r.clone(), 1 << 20);
+            let (mut records, end) = decode(&mut decoder, &chunks);
+            if !multiline {
+                prop_assert_eq!(end, bytes.len() as u64);
+            }
+            finish(&mut decoder, &mut records);
             let mut got: Vec<String> = records.iter().map(|r| r.1.clone()).collect();
             got.sort();
             prop_assert_eq!(&got, &expected);
-            prop_assert_eq!(end, bytes.len() as u64);
 
             // Restart: read a prefix, take its checkpoint, decode the rest from there.
             let prefix = restart_at.min(bytes.len());
-            let mut first = Decoder::new(&p, None, 1 << 20);
+            let mut first = Decoder::new(&p, r.clone(), 1 << 20);
             let (before, checkpoint) = decode(&mut first, &[&bytes[..prefix]]);
-            let mut second = Decoder::new(&p, None, 1 << 20);
-            let (after, _) = decode(&mut second, &[&bytes[checkpoint as usize..]]);
+            let mut second = Decoder::new(&p, r.clone(), 1 << 20);
+            let (mut after, _) = decode(&mut second, &[&bytes[checkpoint as usize..]]);
+            finish(&mut second, &mut after);
             // Shipped before the checkpoint: not read again. At or after it: read again.
             let mut all: Vec<String> = before.iter().filter(|r| r.0 < checkpoint).map(|r| r.1.clone()).collect();
             let repeated: Vec<String> = before.iter().filter(|r| r.0 >= checkpoint).map(|r| r.1.clone()).collect();

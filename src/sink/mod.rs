@@ -210,4 +210,19 @@ mod tests {
         assert_eq!(joined, want);
         assert!(parts.len() > 1);
     }
+
+    #[test]
+    fn raw_lines_should_carry_no_per_record_metadata() {
+        let mut batch = Batch::new("t".into(), Path::new("/x").into());
+        for i in 0..1000u64 {
+            batch.push(i * 2, b"x");
+            batch.push_with(i * 2 + 1, b"y", RecordMeta::default());
+        }
+        assert_eq!(
+            batch.meta.capacity(),
+            0,
+            "nothing allocated for raw records"
+        );
+        assert!(batch.records().all(|(_, _, meta)| meta.is_empty()));
+    }
 }
