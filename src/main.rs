@@ -180,14 +180,25 @@ fn check(config_path: PathBuf) -> anyhow::Result<()> {
         .max()
         .unwrap_or(5)
         .max(5);
-    println!("{:<width$}  {:<8}  PATH", "TOPIC", "FILE");
-    for id in desired.keys() {
+    println!("{:<width$}  {:<8}  {:<16}  PATH", "TOPIC", "FILE", "FORMAT");
+    for (id, tailer) in &desired {
         let state = if id.path.exists() {
             "exists"
         } else {
             "waiting"
         };
-        println!("{:<width$}  {:<8}  {}", id.topic, state, id.path.display());
+        let parsing = &tailer.settings.parsing;
+        let mut format = parsing.format.as_str().to_string();
+        if parsing.multiline.is_some() {
+            format.push_str("+multiline");
+        }
+        println!(
+            "{:<width$}  {:<8}  {:<16}  {}",
+            id.topic,
+            state,
+            format,
+            id.path.display()
+        );
     }
     Ok(())
 }

@@ -25,21 +25,30 @@ fn check_prints_the_desired_tailers_after_glob_expansion() {
     }
     std::fs::write(
         dir.path().join("c.yaml"),
-        "logs:\n  - { path: 'logs/*.log', topic: app }\n  - { path: /nonexistent/x.log, topic: other }\n",
+        "logs:\n  - { path: 'logs/*.log', topic: app }\n  - { path: /nonexistent/x.log, topic: other, format: cri, multiline: { start_pattern: '^\\S' } }\n",
     )
     .unwrap();
     let (code, out, err) = logcatch(&["check", "--config", "c.yaml"], dir.path());
     assert_eq!(code, 0, "{err}");
     let root = dir.path().canonicalize().unwrap();
     assert!(
-        out.contains(&format!("app    exists    {}/logs/a.log", root.display())),
+        out.contains(&format!(
+            "app    exists    raw               {}/logs/a.log",
+            root.display()
+        )),
         "{out}"
     );
     assert!(
-        out.contains(&format!("app    exists    {}/logs/b.log", root.display())),
+        out.contains(&format!(
+            "app    exists    raw               {}/logs/b.log",
+            root.display()
+        )),
         "{out}"
     );
-    assert!(out.contains("other  waiting   /nonexistent/x.log"), "{out}");
+    assert!(
+        out.contains("other  waiting   cri+multiline     /nonexistent/x.log"),
+        "{out}"
+    );
 }
 
 #[test]
