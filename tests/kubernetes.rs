@@ -2,8 +2,8 @@
 //! (`containers/<pod>_<ns>_<container>-<id>.log` symlinks into
 //! `pods/<ns>_<pod>_<uid>/<container>/0.log`): CRI `P`/`F` fragments across read
 //! boundaries and restarts, Docker json-file partials, the kubelet's rotation through
-//! the symlink, multiline stack traces, malformed lines, and the pod metadata on records
-//! read back from a real broker.
+//! the symlink, multiline stack traces, malformed lines, the pod metadata on records
+//! read back from a real broker, and etcd declarations checked at the symlinks' targets.
 
 mod common;
 
@@ -387,4 +387,51 @@ fn pod_metadata_stream_and_runtime_time_arrive_in_kafka() {
         3,
         "no extra records"
     );
+}
+
+#[test]
+fn container_logs_declared_in_etcd_are_allowed_by_their_pods_target() {
+    let etcd = common::servers::Etcd::start();
+    let ws = Workspace::new();
+    let root = ws.dir.path().canonicalize().unwrap();
+    let team = ContainerLog::new(&ws, "team", "api-0", "server");
+    let other = ContainerLog::new(&ws, "other", "db-0", "postgres");
+    // The symlinks' own directory is allowed, but only one namespace's pod directories:
+    // the check is at the target.
+    let config = format!(
+        "{}etcd:\n  endpoints: [\"{}\"]\n  keys: [\"/lc/node\"]\n  allowed_paths: [\"{root}/containers/**\", \"{root}/pods/team_*/**\"]\n  dial_timeout: 1s\n  request_timeout: 2s\n",
+        ws.config("  []"),
+        etcd.endpoint,
+        root = root.display(),
+    );
+    ws.write_config(&config);
+    let agent = ws.start();
+    let value = serde_json::json!([{
+        "path": format!("{}/containers/*.log", root.display()),
+        "topic": "k8s",
+        "format": "cri",
+    }]);
+    etcd.etcdctl(&["put", "/lc/node", &value.to_string()])
+        .unwrap();
+    team.write(&cri(0, "stdout", "P", "from "));
+    team.write(&cri(1, "stdout", "F", "team"));
+    other.write(&cri(2, "stdout", "F", "from other"));
+    let records = ws.wait_records(1, LONG);
+    assert_eq!(records[0].line, "from team");
+    assert_eq!(records[0].namespace.as_deref(), Some("team"));
+    let refused = wait_for("the other pod refused in /status", LONG, || {
+        let keys = agent.status()["sources"]["keys"].as_array()?.clone();
+        let refused = keys.iter().find(|k| k["key"] == "/lc/node")?["refused"]
+            .as_array()?
+            .clone();
+        (refused.len() == 1).then_some(refused)
+    });
+    let other_link = root
+        .join("containers")
+        .join(other.link.file_name().unwrap());
+    assert_eq!(refused[0]["path"], other_link.display().to_string());
+    assert!(refused[0]["reason"].as_str().unwrap().contains("symlink"));
+    let_it_read();
+    assert!(ws.records().iter().all(|r| r.line != "from other"));
+    assert_eq!(agent.terminate().code(), Some(0));
 }
