@@ -1,8 +1,11 @@
 //! Recognises compressed files (rotated `app.log.1.gz` and friends) by extension or magic
 //! bytes, so that a glob such as `app.log*` does not ship them as binary garbage.
 
+use std::collections::HashMap;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 const EXTENSIONS: &[&str] = &["gz", "zst", "bz2", "xz", "lz4", "zip"];
 
@@ -25,11 +28,65 @@ pub fn is_compressed(path: &Path) -> bool {
     by_name || has_magic(path)
 }
 
+/// Which file a verdict belongs to. The change time (coarse: a few ms) and the size move
+/// on every write, rename and re-creation, so a reused inode does not inherit another
+/// file's verdict; an idle file keeps its key, and a periodic resync of 10,000 idle files
+/// only stats them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+    size: u64,
+}
+
+impl FileKey {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+            size: meta.len(),
+        }
+    }
+}
+
+/// Verdicts of files whose head was read in full; forgotten wholesale past this size.
+const MAX_VERDICTS: usize = 100_000;
+static VERDICTS: LazyLock<Mutex<HashMap<FileKey, bool>>> = LazyLock::new(Mutex::default);
+
 fn has_magic(path: &Path) -> bool {
-    let mut head = [0u8; 6];
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    if let Some(verdict) = verdicts().get(&FileKey::of(&meta)) {
+        return *verdict;
+    }
     let Ok(mut file) = std::fs::File::open(path) else {
         return false;
     };
+    let (verdict, complete) = read_magic(&mut file);
+    // Keyed by what was read, in case the path was replaced after the stat above.
+    if let (true, Ok(meta)) = (complete, file.metadata()) {
+        let mut verdicts = verdicts();
+        if verdicts.len() >= MAX_VERDICTS {
+            verdicts.clear();
+        }
+        verdicts.insert(FileKey::of(&meta), verdict);
+    }
+    verdict
+}
+
+fn verdicts() -> MutexGuard<'static, HashMap<FileKey, bool>> {
+    VERDICTS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether the head of `file` is a known magic number, and whether enough of it was there
+/// to make that final (a file shorter than the longest magic may still become one).
+fn read_magic(file: &mut std::fs::File) -> (bool, bool) {
+    let mut head = [0u8; 6];
     let mut len = 0;
     while len < head.len() {
         match file.read(&mut head[len..]) {
@@ -37,7 +94,8 @@ fn has_magic(path: &Path) -> bool {
             Ok(n) => len += n,
         }
     }
-    MAGICS.iter().any(|magic| head[..len].starts_with(magic))
+    let verdict = MAGICS.iter().any(|magic| head[..len].starts_with(magic));
+    (verdict, len == head.len())
 }
 
 #[cfg(test)]
@@ -62,5 +120,31 @@ mod tests {
         )));
         assert!(!is_compressed(&write("app.log.1", b"plain text\n")));
         assert!(!is_compressed(&write("empty.log", b"")));
+    }
+
+    #[test]
+    fn a_cached_verdict_should_not_outlive_a_rewrite_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log.1");
+        std::fs::write(&path, b"plain text\n").unwrap();
+        assert!(!is_compressed(&path));
+        assert!(!is_compressed(&path), "same answer from the cache");
+        // Same inode, new content: change time and size move, so the verdict is read again.
+        std::fs::write(&path, [0x1f, 0x8b, 8, 0, 0, 0, 0]).unwrap();
+        assert!(is_compressed(&path));
+    }
+
+    #[test]
+    fn a_file_shorter_than_a_magic_number_should_be_read_again_as_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log.2");
+        std::fs::write(&path, [0x28, 0xb5]).unwrap();
+        assert!(!is_compressed(&path));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &[0x2f, 0xfd, 0, 0]).unwrap();
+        assert!(is_compressed(&path));
     }
 }
