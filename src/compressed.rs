@@ -19,13 +19,14 @@ const MAGICS: &[&[u8]] = &[
     b"PK\x03\x04",
 ];
 
-/// Whether `path` looks compressed. An unreadable file is not (its tailer reports why).
-pub fn is_compressed(path: &Path) -> bool {
+/// Whether `path`, a file with metadata `meta` (symlinks followed), looks compressed. An
+/// unreadable file is not (its tailer reports why).
+pub fn is_compressed(path: &Path, meta: &std::fs::Metadata) -> bool {
     let by_name = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-    by_name || has_magic(path)
+    by_name || has_magic(path, meta)
 }
 
 /// Which file a verdict belongs to. The change time (coarse: a few ms) and the size move
@@ -57,18 +58,15 @@ impl FileKey {
 const MAX_VERDICTS: usize = 100_000;
 static VERDICTS: LazyLock<Mutex<HashMap<FileKey, bool>>> = LazyLock::new(Mutex::default);
 
-fn has_magic(path: &Path) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
-    if let Some(verdict) = verdicts().get(&FileKey::of(&meta)) {
+fn has_magic(path: &Path, meta: &std::fs::Metadata) -> bool {
+    if let Some(verdict) = verdicts().get(&FileKey::of(meta)) {
         return *verdict;
     }
     let Ok(mut file) = std::fs::File::open(path) else {
         return false;
     };
     let (verdict, complete) = read_magic(&mut file);
-    // Keyed by what was read, in case the path was replaced after the stat above.
+    // Keyed by what was read, in case the path was replaced after `meta` was taken.
     if let (true, Ok(meta)) = (complete, file.metadata()) {
         let mut verdicts = verdicts();
         if verdicts.len() >= MAX_VERDICTS {
@@ -102,6 +100,10 @@ fn read_magic(file: &mut std::fs::File) -> (bool, bool) {
 mod tests {
     use super::*;
 
+    fn compressed(path: &Path) -> bool {
+        is_compressed(path, &std::fs::metadata(path).unwrap())
+    }
+
     #[test]
     fn compressed_files_should_be_recognised_by_extension_or_magic() {
         let dir = tempfile::tempdir().unwrap();
@@ -110,16 +112,16 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             path
         };
-        assert!(is_compressed(&write("app.log.2.gz", b"")));
-        assert!(is_compressed(&write("app.log.3.ZST", b"")));
-        assert!(is_compressed(&write("app.log.4", &[0x1f, 0x8b, 8, 0])));
-        assert!(is_compressed(&write("app.log.5", b"BZh91AY")));
-        assert!(is_compressed(&write(
+        assert!(compressed(&write("app.log.2.gz", b"")));
+        assert!(compressed(&write("app.log.3.ZST", b"")));
+        assert!(compressed(&write("app.log.4", &[0x1f, 0x8b, 8, 0])));
+        assert!(compressed(&write("app.log.5", b"BZh91AY")));
+        assert!(compressed(&write(
             "app.log.6",
             &[0xfd, b'7', b'z', b'X', b'Z', 0]
         )));
-        assert!(!is_compressed(&write("app.log.1", b"plain text\n")));
-        assert!(!is_compressed(&write("empty.log", b"")));
+        assert!(!compressed(&write("app.log.1", b"plain text\n")));
+        assert!(!compressed(&write("empty.log", b"")));
     }
 
     #[test]
@@ -127,11 +129,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.log.1");
         std::fs::write(&path, b"plain text\n").unwrap();
-        assert!(!is_compressed(&path));
-        assert!(!is_compressed(&path), "same answer from the cache");
+        assert!(!compressed(&path));
+        assert!(!compressed(&path), "same answer from the cache");
         // Same inode, new content: change time and size move, so the verdict is read again.
         std::fs::write(&path, [0x1f, 0x8b, 8, 0, 0, 0, 0]).unwrap();
-        assert!(is_compressed(&path));
+        assert!(compressed(&path));
     }
 
     #[test]
@@ -139,12 +141,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.log.2");
         std::fs::write(&path, [0x28, 0xb5]).unwrap();
-        assert!(!is_compressed(&path));
+        assert!(!compressed(&path));
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap();
         std::io::Write::write_all(&mut file, &[0x2f, 0xfd, 0, 0]).unwrap();
-        assert!(is_compressed(&path));
+        assert!(compressed(&path));
     }
 }
