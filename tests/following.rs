@@ -572,6 +572,34 @@ fn an_unreadable_file_is_reported_retried_and_shipped_once_readable() {
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
+#[test]
+fn a_new_file_matching_a_glob_is_picked_up_without_waiting_for_the_resync() {
+    let ws = Workspace::new();
+    let dir = ws.path("logs");
+    std::fs::create_dir(&dir).unwrap();
+    append_lines(&dir.join("a.log"), lines("a", 0..10));
+    let config = ws.config(&log_entry(&dir.join("*.log"), "app"));
+    let hour = config.replace("resync_interval: 200ms", "resync_interval: 1h");
+    assert_ne!(config, hour);
+    ws.write_config(&hour);
+    let agent = ws.start();
+    shipped(&ws, 10);
+    // Created, and renamed into the directory: both are seen by the directory watch.
+    append_lines(&dir.join("b.log"), lines("b", 0..10));
+    append_lines(&ws.path("c.tmp"), lines("c", 0..10));
+    std::fs::rename(ws.path("c.tmp"), dir.join("c.log")).unwrap();
+    let got = shipped(&ws, 30);
+    assert_once_in_order(
+        &got,
+        &[
+            ("a ", lines("a", 0..10)),
+            ("b ", lines("b", 0..10)),
+            ("c ", lines("c", 0..10)),
+        ],
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
 /// How many descriptors the agent holds on files under `dir`.
 fn fds_under(agent: &Agent, dir: &Path) -> usize {
     open_files(agent)
