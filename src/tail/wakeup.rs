@@ -155,12 +155,17 @@ impl Wakeups {
     /// Adds `notify` as a waiter for `path`; true when its directory is watched.
     fn add(&self, path: &Path, notify: &Arc<Notify>) -> bool {
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let remote = is_remote(&dir);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         table
             .by_path
             .entry(path.to_path_buf())
             .or_default()
             .push(Arc::downgrade(notify));
+        if remote {
+            // Writes made on other hosts raise no local notification: the tailer polls.
+            return false;
+        }
         let users = table.dirs.entry(dir.clone()).or_insert(0);
         *users += 1;
         let first = *users == 1;
@@ -225,6 +230,26 @@ impl Drop for Registration {
     }
 }
 
+/// Network filesystems: NFS, SMB/CIFS (three magics), CephFS, 9P, AFS, Coda, FUSE (sshfs,
+/// s3fs and the like, which may be remote).
+const REMOTE_FILESYSTEMS: &[i64] = &[
+    0x6969,
+    0x517b,
+    0xff53_4d42,
+    0xfe53_4d42,
+    0x00c3_6400,
+    0x0102_1997,
+    0x5346_414f,
+    0x7375_7245,
+    0x6573_5546,
+];
+
+/// Whether `dir` is on a network filesystem (unknown counts as local).
+fn is_remote(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .is_ok_and(|fs| REMOTE_FILESYSTEMS.contains(&(fs.filesystem_type().0 as i64)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +298,14 @@ mod tests {
         let dangling = containers.join("gone.log");
         std::os::unix::fs::symlink(pods.join("missing.log"), &dangling).unwrap();
         assert!(!wakeups.register(&dangling).is_watched(), "polled instead");
+    }
+
+    #[test]
+    fn local_directories_should_not_count_as_remote() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_remote(dir.path()));
+        assert!(!is_remote(Path::new("/proc")));
+        assert!(!is_remote(Path::new("/no/such/dir")), "unknown is local");
     }
 
     #[tokio::test]
