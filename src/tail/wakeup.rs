@@ -245,6 +245,7 @@ const REMOTE_FILESYSTEMS: &[i64] = &[
 ];
 
 /// Whether `dir` is on a network filesystem (unknown counts as local).
+#[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between platforms
 fn is_remote(dir: &Path) -> bool {
     nix::sys::statfs::statfs(dir)
         .is_ok_and(|fs| REMOTE_FILESYSTEMS.contains(&(fs.filesystem_type().0 as i64)))
