@@ -407,12 +407,15 @@ enum FaultKind {
 impl StateDirFault {
     fn new(dir: &Path) -> StateDirFault {
         std::fs::create_dir_all(dir).unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256k", "logcatch-faults"])
-            .arg(dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        // STATE_DIR_FAULT=blocked tries the fallback where a tmpfs could be mounted.
+        let forced = std::env::var("STATE_DIR_FAULT").is_ok_and(|v| v == "blocked");
+        let mounted = !forced
+            && std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=256k", "logcatch-faults"])
+                .arg(dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
         let kind = if mounted {
             FaultKind::Tmpfs
         } else if !nix_is_root() {
@@ -547,6 +550,12 @@ fn a_full_state_dir_keeps_shipping_reports_and_recovers() {
     file.write(500);
     eventually("shipping after the crash", || {
         (ws.records().len() >= 2_500 + written_while_broken).then_some(())
+    });
+
+    eventually("the failure reported by the restarted agent", || {
+        agent.status()["checkpoints"]["error"]
+            .is_string()
+            .then_some(())
     });
 
     fault.repair();
