@@ -484,8 +484,6 @@ fn a_flooded_file_does_not_starve_a_slow_one() {
 
 #[test]
 fn a_fifo_device_or_directory_is_reported_and_retried_without_disturbing_others() {
-    // Permission denied cannot be produced for root (tests run as root: DAC is
-    // bypassed); the same error path is taken for any open error.
     let ws = Workspace::new();
     let fifo = ws.path("pipe.log");
     let status = std::process::Command::new("mkfifo")
@@ -535,6 +533,80 @@ fn a_fifo_device_or_directory_is_reported_and_retried_without_disturbing_others(
     append_lines(&good, lines("good", 100..150));
     let got = shipped(&ws, 150);
     assert_once_in_order(&got, &[("good ", lines("good", 0..150))]);
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn an_unreadable_file_is_reported_retried_and_shipped_once_readable() {
+    let ws = Workspace::new();
+    let denied = ws.path("denied.log");
+    append_lines(&denied, lines("denied", 0..50));
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    mode(&denied, 0o000);
+    let good = ws.path("good.log");
+    append_lines(&good, lines("good", 0..100));
+    ws.write_config(&ws.config(&format!(
+        "{}\n{}",
+        log_entry(&denied, "app"),
+        log_entry(&good, "app")
+    )));
+    let agent = ws.start_unprivileged();
+    let got = shipped(&ws, 100);
+    assert_once_in_order(&got, &[("good ", lines("good", 0..100))]);
+    let row = wait_for("a retried permission failure", LONG, || {
+        let status = agent.status();
+        let row = status["tailers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["path"] == denied.display().to_string())
+            .cloned()
+            .unwrap();
+        (row["restarts"].as_u64().unwrap() >= 2).then_some(row)
+    });
+    let reason = row["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("Permission denied"), "{row}");
+    // Readable again: the next retry ships it, and nothing else was disturbed.
+    mode(&denied, 0o644);
+    append_lines(&good, lines("good", 100..150));
+    let got = shipped(&ws, 200);
+    assert_once_in_order(
+        &got,
+        &[
+            ("good ", lines("good", 0..150)),
+            ("denied ", lines("denied", 0..50)),
+        ],
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_new_file_matching_a_glob_is_picked_up_without_waiting_for_the_resync() {
+    let ws = Workspace::new();
+    let dir = ws.path("logs");
+    std::fs::create_dir(&dir).unwrap();
+    append_lines(&dir.join("a.log"), lines("a", 0..10));
+    let config = ws.config(&log_entry(&dir.join("*.log"), "app"));
+    let hour = config.replace("resync_interval: 200ms", "resync_interval: 1h");
+    assert_ne!(config, hour);
+    ws.write_config(&hour);
+    let agent = ws.start();
+    shipped(&ws, 10);
+    // Created, and renamed into the directory: both are seen by the directory watch.
+    append_lines(&dir.join("b.log"), lines("b", 0..10));
+    append_lines(&ws.path("c.tmp"), lines("c", 0..10));
+    std::fs::rename(ws.path("c.tmp"), dir.join("c.log")).unwrap();
+    let got = shipped(&ws, 30);
+    assert_once_in_order(
+        &got,
+        &[
+            ("a ", lines("a", 0..10)),
+            ("b ", lines("b", 0..10)),
+            ("c ", lines("c", 0..10)),
+        ],
+    );
     assert_eq!(agent.terminate().code(), Some(0));
 }
 

@@ -182,7 +182,7 @@ impl Default for TailConfig {
 impl Default for ReconcileConfig {
     fn default() -> Self {
         ReconcileConfig {
-            resync_interval: Duration::from_secs(30),
+            resync_interval: Duration::from_secs(60),
             backoff: BackoffConfig::default(),
         }
     }

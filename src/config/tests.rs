@@ -14,7 +14,7 @@ tail:
   max_line_bytes: 1048576
   poll_interval: 250ms
 reconcile:
-  resync_interval: 30s
+  resync_interval: 60s
   backoff: { initial: 1s, max: 60s, reset_after: 60s }
 http:
   listen: "127.0.0.1:9733"

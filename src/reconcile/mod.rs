@@ -1,6 +1,7 @@
 //! The reconcile loop: wakes on a source change, a config change, a tailer exit, an
-//! expired backoff or the periodic resync (which also re-expands globs), computes
-//! `plan`, and applies it. One task per tailer, never two.
+//! expired backoff, a new file in a watched directory (at most once per
+//! [`APPEARED_GAP`]) or the periodic resync (which re-expands globs in directories no
+//! notification covers), computes `plan`, and applies it. One task per tailer, never two.
 
 pub mod plan;
 
@@ -38,10 +39,16 @@ fn new_backoff(config: &BackoffConfig) -> ExponentialBackoff {
         .build()
 }
 
+/// The least time between two passes caused by files appearing, so that a directory
+/// with files churning does not keep the loop expanding globs back to back.
+pub const APPEARED_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why the loop woke up.
 enum Wake {
     Shutdown,
     Requested,
+    /// A file appeared in a watched directory.
+    Appeared,
     Exited(Result<(tokio::task::Id, Result<(), TailError>), JoinError>),
 }
 
@@ -55,6 +62,8 @@ pub struct Reconciler {
     running: RunningSet,
     control: HashMap<TailerId, Control>,
     owners: BTreeMap<TailerId, BTreeSet<SourceId>>,
+    /// When the last pass started.
+    last_pass: Instant,
     tasks: JoinSet<Result<(), TailError>>,
     task_ids: HashMap<tokio::task::Id, TailerId>,
     last_errors: Vec<ExpandError>,
@@ -81,6 +90,7 @@ impl Reconciler {
             running: RunningSet::new(),
             control: HashMap::new(),
             owners: BTreeMap::new(),
+            last_pass: Instant::now(),
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
             last_errors: Vec::new(),
@@ -91,13 +101,16 @@ impl Reconciler {
     /// Reconciles until `shutdown`, then stops every tailer and waits for them (their
     /// in-flight data acknowledged and checkpointed).
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.pass();
         loop {
-            self.pass();
             match self.wait(&shutdown).await {
                 Wake::Shutdown => break,
                 Wake::Requested => {}
+                // The next wait sleeps until the gap since the last pass is over.
+                Wake::Appeared => continue,
                 Wake::Exited(done) => self.on_exit(done),
             }
+            self.pass();
         }
         self.stop_all().await;
     }
@@ -108,10 +121,17 @@ impl Reconciler {
         if let Some(retry) = next_retry(&self.running) {
             wake = wake.min(retry);
         }
+        let wakeups = self.ctx.wakeups.clone();
+        let appeared = wakeups.appeared();
+        let pending = appeared.is_pending();
+        if pending {
+            wake = wake.min(self.last_pass + APPEARED_GAP);
+        }
         let trigger = self.sources.trigger().clone();
         tokio::select! {
             _ = shutdown.cancelled() => Wake::Shutdown,
             _ = trigger.requested() => Wake::Requested,
+            _ = appeared.wait(), if !pending => Wake::Appeared,
             Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => Wake::Exited(done),
             _ = tokio::time::sleep_until(wake) => Wake::Requested,
         }
@@ -119,6 +139,10 @@ impl Reconciler {
 
     fn pass(&mut self) {
         let started = std::time::Instant::now();
+        self.last_pass = Instant::now();
+        // Taken before the directories are walked: a file appearing during the walk
+        // causes another pass.
+        self.ctx.wakeups.appeared().take();
         let config = self.config.borrow().clone();
         let settings = TailerSettings::from_config(&config.tail);
         let snapshots = self.sources.snapshot();

@@ -7,8 +7,42 @@
 use notify::{RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
+
+/// "A file nobody follows appeared in a watched directory": a level, set by the watcher
+/// and taken by the reconcile loop, which rate-limits the passes it causes.
+#[derive(Default)]
+pub struct Appeared {
+    pending: AtomicBool,
+    notify: Notify,
+}
+
+impl Appeared {
+    fn set(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Whether a file appeared since the last [`take`](Self::take).
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Clears the level; called before a pass looks at the directories.
+    pub fn take(&self) -> bool {
+        self.pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves when a file appears (or appeared since the last `take`).
+    pub async fn wait(&self) {
+        if !self.is_pending() {
+            self.notify.notified().await;
+        }
+    }
+}
 
 #[derive(Default)]
 struct Table {
@@ -21,6 +55,7 @@ struct Table {
 pub struct Wakeups {
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     table: Arc<Mutex<Table>>,
+    appeared: Arc<Appeared>,
 }
 
 /// A tailer's wake-up; unregistered on drop.
@@ -44,6 +79,8 @@ impl Wakeups {
     pub fn new() -> Arc<Self> {
         let table = Arc::new(Mutex::new(Table::default()));
         let events = table.clone();
+        let appeared = Arc::new(Appeared::default());
+        let on_appear = appeared.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             if matches!(event.kind, notify::EventKind::Access(_)) {
@@ -56,11 +93,19 @@ impl Wakeups {
                 all.filter_map(Weak::upgrade).for_each(|n| n.notify_one());
                 return;
             }
+            let arrival = matches!(
+                event.kind,
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+            );
             for path in &event.paths {
-                for waiter in table.by_path.get(path).into_iter().flatten() {
-                    if let Some(notify) = waiter.upgrade() {
-                        notify.notify_one();
-                    }
+                match table.by_path.get(path) {
+                    Some(waiters) => waiters
+                        .iter()
+                        .filter_map(Weak::upgrade)
+                        .for_each(|n| n.notify_one()),
+                    None if arrival => on_appear.set(),
+                    None => {}
                 }
             }
         });
@@ -70,7 +115,13 @@ impl Wakeups {
         Arc::new(Wakeups {
             watcher: Mutex::new(watcher.ok()),
             table,
+            appeared,
         })
+    }
+
+    /// Files appearing in watched directories that no tailer follows.
+    pub fn appeared(&self) -> &Appeared {
+        &self.appeared
     }
 
     /// Wakes the returned registration whenever `path` (or its directory entry) changes.
@@ -170,5 +221,28 @@ mod tests {
         assert!(quiet.await.is_err(), "another path is not woken");
         drop((followed, other));
         assert!(wakeups.table.lock().unwrap().dirs.is_empty(), "unwatched");
+    }
+
+    #[tokio::test]
+    async fn a_new_file_in_a_watched_directory_should_be_reported_once_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let wakeups = Wakeups::new();
+        let followed = wakeups.register(&dir.path().join("a.log"));
+        std::fs::write(dir.path().join("a.log"), "x\n").unwrap();
+        followed.notify.notified().await;
+        assert!(
+            !wakeups.appeared().is_pending(),
+            "a followed file is no news"
+        );
+        std::fs::write(dir.path().join("b.log"), "y\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), wakeups.appeared().wait())
+            .await
+            .expect("told that b.log appeared");
+        assert!(wakeups.appeared().take());
+        assert!(!wakeups.appeared().is_pending());
+        std::fs::rename(dir.path().join("b.log"), dir.path().join("c.log")).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), wakeups.appeared().wait())
+            .await
+            .expect("told that c.log was renamed into the directory");
     }
 }

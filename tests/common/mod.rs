@@ -124,6 +124,22 @@ impl Workspace {
         Agent::start(&self.config_path(), self.dir.path(), self.http_port)
     }
 
+    /// Starts the agent without the power to read files it has no permission for, which
+    /// root has: as root, through `setpriv` with DAC overrides dropped.
+    pub fn start_unprivileged(&self) -> Agent {
+        let wrapper: &[&str] = if nix::unistd::geteuid().is_root() {
+            &["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+        } else {
+            &[]
+        };
+        Agent::start_via(
+            wrapper,
+            &self.config_path(),
+            self.dir.path(),
+            self.http_port,
+        )
+    }
+
     /// Records in the sink file.
     pub fn records(&self) -> Vec<Record> {
         read_records(&self.out())
@@ -147,13 +163,27 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(config: &Path, cwd: &Path, http_port: u16) -> Agent {
+        Self::start_via(&[], config, cwd, http_port)
+    }
+
+    /// Starts `logcatch run` as the argument of `wrapper` (a command prefix), if any.
+    pub fn start_via(wrapper: &[&str], config: &Path, cwd: &Path, http_port: u16) -> Agent {
         static STARTS: AtomicUsize = AtomicUsize::new(0);
         let log = cwd.join(format!(
             "agent-{}.log",
             STARTS.fetch_add(1, Ordering::Relaxed)
         ));
         let stderr = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_logcatch"))
+        let binary = env!("CARGO_BIN_EXE_logcatch");
+        let mut command = match wrapper {
+            [] => Command::new(binary),
+            [program, args @ ..] => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(config)
             .current_dir(cwd)
