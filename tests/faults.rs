@@ -394,44 +394,41 @@ fn declarations_changed_while_etcd_is_down_apply_when_it_returns() {
     );
 }
 
-/// Makes checkpoint writes fail and lets them work again: a small tmpfs filled up
-/// (root), else a read-only state dir (others), else — root without mount rights — a
-/// directory where the temp file of the atomic write must go.
+/// Makes checkpoint writes fail and lets them work again: a small tmpfs filled up where
+/// the test may mount one (root), else a read-only state dir (as root, the agent then
+/// runs without the capability that overrides file permissions).
 struct StateDirFault {
     dir: PathBuf,
-    kind: FaultKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum FaultKind {
-    Tmpfs,
-    ReadOnly,
-    Blocked,
+    tmpfs: bool,
 }
 
 impl StateDirFault {
     fn new(dir: &Path) -> StateDirFault {
         std::fs::create_dir_all(dir).unwrap();
-        // STATE_DIR_FAULT=blocked tries the fallback where a tmpfs could be mounted.
-        let forced = std::env::var("STATE_DIR_FAULT").is_ok_and(|v| v == "blocked");
-        let mounted = !forced
+        // STATE_DIR_FAULT=readonly tries the fallback where a tmpfs could be mounted.
+        let forced = std::env::var("STATE_DIR_FAULT").is_ok_and(|v| v == "readonly");
+        let tmpfs = !forced
             && std::process::Command::new("mount")
                 .args(["-t", "tmpfs", "-o", "size=256k", "logcatch-faults"])
                 .arg(dir)
                 .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-        let kind = if mounted {
-            FaultKind::Tmpfs
-        } else if !nix_is_root() {
-            FaultKind::ReadOnly
-        } else {
-            FaultKind::Blocked
-        };
-        println!("state dir fault: {kind:?}");
+        println!(
+            "state dir fault: {}",
+            if tmpfs { "full tmpfs" } else { "read-only dir" }
+        );
         StateDirFault {
             dir: dir.to_path_buf(),
-            kind,
+            tmpfs,
+        }
+    }
+
+    fn start(&self, ws: &Workspace) -> Agent {
+        if self.tmpfs {
+            ws.start()
+        } else {
+            ws.start_unprivileged()
         }
     }
 
@@ -440,50 +437,38 @@ impl StateDirFault {
     }
 
     fn break_it(&self) {
-        use std::os::unix::fs::PermissionsExt;
-        match self.kind {
-            FaultKind::Tmpfs => {
-                let mut file = std::fs::File::create(self.filler()).unwrap();
-                let block = vec![0u8; 4096];
-                while std::io::Write::write_all(&mut file, &block).is_ok() {}
-            }
-            FaultKind::ReadOnly => {
-                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o555)).unwrap()
-            }
-            FaultKind::Blocked => {
-                std::fs::create_dir(self.dir.join("checkpoints.json.tmp")).unwrap()
-            }
+        if self.tmpfs {
+            let mut file = std::fs::File::create(self.filler()).unwrap();
+            let block = vec![0u8; 4096];
+            while std::io::Write::write_all(&mut file, &block).is_ok() {}
+        } else {
+            self.set_mode(0o555);
         }
     }
 
     fn repair(&self) {
-        use std::os::unix::fs::PermissionsExt;
-        match self.kind {
-            FaultKind::Tmpfs => std::fs::remove_file(self.filler()).unwrap(),
-            FaultKind::ReadOnly => {
-                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755)).unwrap()
-            }
-            FaultKind::Blocked => {
-                std::fs::remove_dir(self.dir.join("checkpoints.json.tmp")).unwrap()
-            }
+        if self.tmpfs {
+            std::fs::remove_file(self.filler()).unwrap();
+        } else {
+            self.set_mode(0o755);
         }
+    }
+
+    fn set_mode(&self, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 }
 
 impl Drop for StateDirFault {
     fn drop(&mut self) {
-        if self.kind == FaultKind::Tmpfs {
+        if self.tmpfs {
             let _ = std::process::Command::new("umount")
                 .arg("-l")
                 .arg(&self.dir)
                 .status();
         }
     }
-}
-
-fn nix_is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// The offset of the only checkpoint in the state dir.
@@ -504,7 +489,7 @@ fn a_full_state_dir_keeps_shipping_reports_and_recovers() {
     let log = ws.path("app.log");
     let mut file = LogWriter::new(&log, "app");
     ws.write_config(&ws.config(&log_entry(&log, "app")));
-    let agent = ws.start();
+    let agent = fault.start(&ws);
     file.write(1_000);
     eventually("the first checkpoint", || {
         (checkpointed_offset(&ws) == file_len(&log)).then_some(())
@@ -551,7 +536,7 @@ fn a_full_state_dir_keeps_shipping_reports_and_recovers() {
 
     // A crash while checkpoints fail repeats the lines since the last good one, no more.
     agent.kill9();
-    let agent = ws.start();
+    let agent = fault.start(&ws);
     file.write(500);
     eventually("shipping after the crash", || {
         (ws.records().len() >= 2_500 + written_while_broken).then_some(())
@@ -581,7 +566,7 @@ fn a_full_state_dir_keeps_shipping_reports_and_recovers() {
     });
     // And a crash now repeats nothing.
     agent.kill9();
-    let agent = ws.start();
+    let agent = fault.start(&ws);
     file.write(500);
     let delivered = wait_delivered(file.written(), DELIVERY, Duration::from_millis(500), || {
         ws.records().into_iter().map(|r| r.line).collect()
