@@ -10,8 +10,9 @@ use crate::source::etcd::EtcdSource;
 use crate::source::{Sources, CONFIG_SOURCE};
 use crate::tail::checkpoint::CheckpointError;
 use crate::tail::{Checkpoints, TailerContext};
+use crate::telemetry::health::Change;
 use crate::telemetry::http::{self, HttpState};
-use crate::telemetry::{Events, Metrics, StatusBoard};
+use crate::telemetry::{Events, Health, Metrics, StatusBoard};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -57,6 +58,10 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     if let Some((aside, reason)) = recovered.moved_aside {
         tracing::error!(moved_to = %aside.display(), "checkpoints {}: {reason}; moved aside, starting without checkpoints", checkpoints.path().display());
     }
+    let health = Arc::new(Health::new(
+        &absolute(&cwd, config_path),
+        checkpoints.path(),
+    ));
     let metrics = Arc::new(Metrics::new(config.http.file_lag_metrics));
     let events: Arc<dyn Events> = metrics.clone();
     let sink = sink::build(&config, events.clone())?;
@@ -84,6 +89,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
             node: node.clone(),
             sources: sources.clone(),
             metrics: metrics.clone(),
+            health: health.clone(),
         };
         let stop = background.clone();
         tokio::spawn(async move {
@@ -94,18 +100,8 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         tracing::info!(%addr, "http server listening");
     }
     tokio::spawn(checkpoints.clone().run(background.clone(), {
-        let events = events.clone();
-        move |result| match result {
-            Ok(wrote) => {
-                if wrote {
-                    events.checkpoint_written(true);
-                }
-            }
-            Err(e) => {
-                events.checkpoint_written(false);
-                tracing::error!("{e}");
-            }
-        }
+        let (events, health) = (events.clone(), health.clone());
+        move |result| report_checkpoint_write(&*events, &health, result)
     }));
     let etcd = EtcdSource::new(config_rx.clone(), sources.clone(), &config.state_dir);
     tokio::spawn(etcd.run(shutdown.clone()));
@@ -115,6 +111,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         config_tx,
         sources.clone(),
         events.clone(),
+        health.clone(),
     );
     tokio::spawn(watcher.run(shutdown.clone()));
 
@@ -149,6 +146,34 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
             Ok(())
         }
         Err(_) => Err(AgentError::ShutdownTimeout(config.shutdown_timeout)),
+    }
+}
+
+/// Counts a checkpoint write and logs only the transitions: a full or read-only state
+/// dir fails every second, and the agent keeps shipping meanwhile (at-least-once holds:
+/// the file on disk only lags, so a crash repeats more lines, never loses one).
+fn report_checkpoint_write(
+    events: &dyn Events,
+    health: &Health,
+    result: Result<bool, CheckpointError>,
+) {
+    match result {
+        Ok(false) => {}
+        Ok(true) => {
+            events.checkpoint_written(true);
+            if let Change::Recovered { after_ms } = health.checkpoint_written(None) {
+                tracing::info!(
+                    failed_for_s = after_ms / 1000,
+                    "checkpoints are written again"
+                );
+            }
+        }
+        Err(e) => {
+            events.checkpoint_written(false);
+            if health.checkpoint_written(Some(e.to_string())) == Change::Failing {
+                tracing::error!("{e}; shipping goes on, the write is retried every second (a crash meanwhile repeats lines, it loses none)");
+            }
+        }
     }
 }
 

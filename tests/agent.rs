@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::accounting::Accounting;
 use common::{append_lines, count_lines, wait_for, Workspace};
 use std::collections::HashSet;
 use std::io::Write;
@@ -133,10 +134,11 @@ fn kill9_during_a_write_stream_loses_no_line() {
         .map(|r| r.line.as_str())
         .collect();
     assert_eq!(duplicated, since_checkpoint);
-    println!(
-        "written {total}, delivered {}, duplicates {}, lost 0",
-        records.len(),
-        duplicated.len()
+    let lines: Vec<&str> = records.iter().map(|r| r.line.as_str()).collect();
+    Accounting::of(&expected, &lines).check(
+        "kill -9 during a write stream",
+        since_checkpoint.len(),
+        "the lines shipped at or after the last checkpoint written before the kill",
     );
 }
 

@@ -483,7 +483,7 @@ fn a_flooded_file_does_not_starve_a_slow_one() {
 }
 
 #[test]
-fn a_fifo_or_directory_is_reported_and_retried_without_disturbing_others() {
+fn a_fifo_device_or_directory_is_reported_and_retried_without_disturbing_others() {
     let ws = Workspace::new();
     let fifo = ws.path("pipe.log");
     let status = std::process::Command::new("mkfifo")
@@ -495,16 +495,20 @@ fn a_fifo_or_directory_is_reported_and_retried_without_disturbing_others() {
     std::fs::create_dir(&dir).unwrap();
     let good = ws.path("good.log");
     append_lines(&good, lines("good", 0..100));
+    // Character devices: /dev/zero would feed NULs forever, /dev/null never ends a read.
+    let (zero, null) = (PathBuf::from("/dev/zero"), PathBuf::from("/dev/null"));
     ws.write_config(&ws.config(&format!(
-        "{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}",
         log_entry(&fifo, "app"),
         log_entry(&dir, "app"),
+        log_entry(&zero, "app"),
+        log_entry(&null, "app"),
         log_entry(&good, "app")
     )));
     let agent = ws.start();
     let got = shipped(&ws, 100);
     assert_once_in_order(&got, &[("good ", lines("good", 0..100))]);
-    for bad in [&fifo, &dir] {
+    for bad in [&fifo, &dir, &zero, &null] {
         let row = wait_for("a retried failure", LONG, || {
             let status = agent.status();
             let row = status["tailers"]
@@ -519,6 +523,12 @@ fn a_fifo_or_directory_is_reported_and_retried_without_disturbing_others() {
         let reason = row["reason"].as_str().unwrap_or_default();
         assert!(reason.contains("not a regular file"), "{row}");
     }
+    // Nothing is held open on them (stdout is /dev/null itself, so only the others).
+    let open = open_files(&agent);
+    assert!(
+        !open.iter().any(|p| *p == fifo || *p == zero),
+        "no descriptor on the FIFO or /dev/zero: {open:?}"
+    );
     // A good file appended meanwhile still flows.
     append_lines(&good, lines("good", 100..150));
     let got = shipped(&ws, 150);

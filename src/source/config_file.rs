@@ -6,7 +6,8 @@
 use super::{Sources, CONFIG_SOURCE};
 use crate::config::{Config, LogEntry};
 use crate::spec::LogSpec;
-use crate::telemetry::Events;
+use crate::telemetry::health::Change;
+use crate::telemetry::{Events, Health};
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,10 +32,10 @@ pub fn specs(logs: &[LogEntry]) -> Vec<LogSpec> {
 pub struct ConfigWatcher {
     path: PathBuf,
     last_text: Option<Vec<u8>>,
-    last_error: Option<String>,
     config: watch::Sender<Arc<Config>>,
     sources: Arc<Sources>,
     events: Arc<dyn Events>,
+    health: Arc<Health>,
 }
 
 impl ConfigWatcher {
@@ -45,14 +46,15 @@ impl ConfigWatcher {
         config: watch::Sender<Arc<Config>>,
         sources: Arc<Sources>,
         events: Arc<dyn Events>,
+        health: Arc<Health>,
     ) -> Self {
         ConfigWatcher {
             path,
             last_text: Some(text),
-            last_error: None,
             config,
             sources,
             events,
+            health,
         }
     }
 
@@ -100,6 +102,9 @@ impl ConfigWatcher {
         let text = match std::fs::read(&self.path) {
             Ok(text) => text,
             Err(e) => {
+                // Forget the text: the same config coming back is read and applied again
+                // (which changes nothing running, and clears the error).
+                self.last_text = None;
                 self.refuse(format!(
                     "config {}: cannot read: {e}; keeping the running config",
                     self.path.display()
@@ -131,15 +136,14 @@ impl ConfigWatcher {
     }
 
     fn refuse(&mut self, message: String) {
-        if self.last_error.as_ref() != Some(&message) {
+        if self.health.config_reloaded(Some(message.clone())) == Change::Failing {
             tracing::error!("{message}");
             self.events.config_reloaded(false);
-            self.last_error = Some(message);
         }
     }
 
     fn apply(&mut self, new: Config) {
-        self.last_error = None;
+        self.health.config_reloaded(None);
         let old = self.config.borrow().clone();
         let mut effective = new.clone();
         // These are wired at start; keep them until a restart.

@@ -1,6 +1,7 @@
 //! Checkpoints: per (topic, file identity), the offset up to which the sink acknowledged
-//! every line. Kept in memory, written to `state_dir/checkpoints.json` at most once a
-//! second and at shutdown, atomically (temp file, fsync, rename, fsync dir).
+//! every line. Kept in memory, written to `state_dir/checkpoints.json` soon after the
+//! first change, then at most once a second, and at shutdown, atomically (temp file,
+//! fsync, rename, fsync dir).
 
 use super::fingerprint::FileIdentity;
 use serde::{Deserialize, Serialize};
@@ -182,20 +183,33 @@ impl Checkpoints {
         Ok(true)
     }
 
-    /// Flushes every `FLUSH_INTERVAL` until `shutdown`; the final flush is the caller's,
-    /// after the tailers have stopped.
+    /// Whether something changed since the last successful write.
+    fn dirty(&self) -> bool {
+        self.generation.load(Ordering::Acquire) != self.written.load(Ordering::Acquire)
+    }
+
+    /// Writes changes until `shutdown`: the first within a quarter of `FLUSH_INTERVAL` of
+    /// the first change, then at most once per `FLUSH_INTERVAL` (failures included). A
+    /// fixed one-second tick would let an agent that crashes every second never record
+    /// progress, and each life would repeat a growing backlog. The final flush is the
+    /// caller's, after the tailers have stopped.
     pub async fn run(
         self: Arc<Self>,
         shutdown: CancellationToken,
         on_write: impl Fn(Result<bool, CheckpointError>),
     ) {
-        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+        let mut tick = tokio::time::interval(FLUSH_INTERVAL / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_attempt: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            if !self.dirty() || last_attempt.is_some_and(|at| at.elapsed() < FLUSH_INTERVAL) {
+                continue;
+            }
+            last_attempt = Some(tokio::time::Instant::now());
             let store = self.clone();
             let result = tokio::task::spawn_blocking(move || store.flush())
                 .await
@@ -234,6 +248,41 @@ mod tests {
             fp_len: 3,
             hash: 42,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_should_write_the_first_change_soon_then_at_most_once_a_second() {
+        use std::sync::Mutex;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Checkpoints::open(dir.path()).unwrap();
+        let start = tokio::time::Instant::now();
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(store.clone().run(shutdown.clone(), {
+            let writes = writes.clone();
+            move |result| {
+                if result.unwrap() {
+                    writes.lock().unwrap().push(start.elapsed());
+                }
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for i in 0..30u64 {
+            store.set("app", identity(7), i, Path::new("/var/log/a.log"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+        let writes = writes.lock().unwrap().clone();
+        assert!(
+            writes[0] < Duration::from_millis(600),
+            "the first change is written soon: {writes:?}"
+        );
+        assert!(
+            writes.windows(2).all(|w| w[1] - w[0] >= FLUSH_INTERVAL),
+            "then at most once per interval: {writes:?}"
+        );
+        assert!(writes.len() >= 2, "{writes:?}");
     }
 
     #[test]

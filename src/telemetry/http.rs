@@ -1,5 +1,6 @@
 //! The HTTP server: `/healthz` (the reconcile loop is alive) and `/status` (JSON).
 
+use super::health::{Condition, Health};
 use super::metrics::Metrics;
 use super::status::{StatusBoard, TailerStatus};
 use crate::sink::Sink;
@@ -25,6 +26,8 @@ pub struct HttpState {
     /// Source status (etcd watches and keys, allow-list refusals).
     pub sources: Arc<Sources>,
     pub metrics: Arc<Metrics>,
+    /// The config file's and the checkpoint store's conditions.
+    pub health: Arc<Health>,
 }
 
 #[derive(Serialize)]
@@ -34,6 +37,10 @@ struct StatusBody {
     tailers: Vec<TailerStatus>,
     sink: SinkStatus,
     sources: SourcesView,
+    /// The last config reload: `error` is set while the running config is the last good one.
+    config: Condition,
+    /// Checkpoint writes: `error` is set while they fail (the agent keeps shipping).
+    checkpoints: Condition,
 }
 
 #[derive(Serialize)]
@@ -128,6 +135,7 @@ async fn metrics(
 }
 
 async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
+    let health = state.health.view();
     let body = StatusBody {
         node: state.node.to_string(),
         version: env!("CARGO_PKG_VERSION"),
@@ -137,6 +145,8 @@ async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
             in_flight_bytes: state.sink.in_flight_bytes(),
         },
         sources: state.sources.status().view(),
+        config: health.config,
+        checkpoints: health.checkpoints,
     };
     Json(serde_json::to_value(body).unwrap_or_default())
 }

@@ -32,7 +32,9 @@ pub struct Metrics {
     file_lag_bytes: Option<IntGaugeVec>,
     inflight_bytes: IntGauge,
     checkpoint_writes: IntCounterVec,
+    checkpoint_ok: IntGauge,
     config_reloads: IntCounterVec,
+    config_ok: IntGauge,
     etcd_connected: IntGauge,
     ready: IntGauge,
     etcd_watch_events: IntCounterVec,
@@ -56,6 +58,12 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
         .register(Box::new(metric.clone()))
         .expect("metric registered once");
     metric
+}
+
+/// A 0/1 gauge that starts at 1.
+fn ok_gauge(gauge: IntGauge) -> IntGauge {
+    gauge.set(1);
+    gauge
 }
 
 impl Metrics {
@@ -194,12 +202,20 @@ impl Metrics {
                 "Checkpoint file writes by result.",
                 &["result"],
             ),
+            checkpoint_ok: ok_gauge(scalar(
+                "logcatch_checkpoint_last_write_successful",
+                "1 when the last checkpoint write succeeded, 0 while they fail.",
+            )),
             config_reloads: counter(
                 r,
                 "logcatch_config_reloads_total",
                 "Config reloads by result.",
                 &["result"],
             ),
+            config_ok: ok_gauge(scalar(
+                "logcatch_config_last_reload_successful",
+                "1 when the config file last read was applied, 0 while the last good one runs instead.",
+            )),
             etcd_connected: scalar(
                 "logcatch_etcd_connected",
                 "1 when every etcd watch is synced, else 0.",
@@ -338,12 +354,14 @@ impl Events for Metrics {
         self.checkpoint_writes
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
+        self.checkpoint_ok.set(i64::from(ok));
     }
 
     fn config_reloaded(&self, ok: bool) {
         self.config_reloads
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
+        self.config_ok.set(i64::from(ok));
     }
 
     fn reconciled(&self, ok: bool, seconds: f64) {

@@ -60,6 +60,19 @@ pub fn create_topic(broker: &str, topic: &str, partitions: i32) {
 /// read (or `timeout`), fetching from batch boundaries only (tansu returns nothing for a
 /// fetch that starts inside a compressed batch).
 pub fn consume(broker: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Consumed> {
+    consume_in_fetches_of(broker, topic, want, timeout, 50_000_000)
+}
+
+/// `consume` with at most about `fetch_bytes` per fetch: tansu's sqlite storage answers a
+/// fetch batch by batch, slowly, and a fetch of thousands of small batches outlasts the
+/// 10 s fetch timeout.
+pub fn consume_in_fetches_of(
+    broker: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+    fetch_bytes: i32,
+) -> Vec<Consumed> {
     runtime().block_on(async {
         let client = ClientBuilder::new(vec![broker.to_string()])
             .build()
@@ -82,7 +95,7 @@ pub fn consume(broker: &str, topic: &str, want: usize, timeout: Duration) -> Vec
                     .partition_client(topic, partition, UnknownTopicHandling::Retry)
                     .await
                     .unwrap();
-                let fetch = pc.fetch_records(*offset, 1..50_000_000, 200);
+                let fetch = pc.fetch_records(*offset, 1..fetch_bytes, 200);
                 let Ok(Ok((records, _high))) =
                     tokio::time::timeout(Duration::from_secs(10), fetch).await
                 else {
@@ -122,4 +135,45 @@ pub fn consume_with_librdkafka(broker: &str, topic: &str, want: usize) -> Vec<St
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// The `sink:` body of a config shipping to `broker` with fast batching; `extra` adds
+/// indented `kafka:` keys.
+pub fn kafka_sink_yaml(broker: &str, extra: &str) -> String {
+    format!(
+        "  kind: kafka\n  kafka:\n    brokers: [\"{broker}\"]\n    linger: 5ms\n    request_timeout: 5s\n{extra}"
+    )
+}
+
+/// A topic name unique to this test process.
+pub fn unique_topic(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// The offset after the last record of `topic`/`partition` once nothing new arrived for
+/// three fetches in a row, reading on from `from` (a batch boundary, e.g. 0 or an earlier
+/// answer). Read, not asked: tansu's ListOffsets can lag behind what a fetch returns.
+pub fn settled_end(broker: &str, topic: &str, partition: i32, from: i64) -> i64 {
+    runtime().block_on(async {
+        let client = ClientBuilder::new(vec![broker.to_string()])
+            .build()
+            .await
+            .unwrap();
+        let pc = client
+            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .await
+            .unwrap();
+        let (mut next, mut quiet) = (from, 0);
+        while quiet < 3 {
+            let fetch = pc.fetch_records(next, 1..1_000_000, 300);
+            match tokio::time::timeout(Duration::from_secs(10), fetch).await {
+                Ok(Ok((records, _))) if !records.is_empty() => {
+                    next = records.last().unwrap().offset + 1;
+                    quiet = 0;
+                }
+                _ => quiet += 1,
+            }
+        }
+        next
+    })
 }

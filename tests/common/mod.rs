@@ -3,6 +3,7 @@
 //! tool is a failure that says how to install it, never a skip.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod accounting;
 pub mod kafka;
 pub mod servers;
 

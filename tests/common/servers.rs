@@ -61,6 +61,25 @@ impl Etcd {
     /// Starts the (stopped) server again on the same ports and data dir.
     pub fn restart(&mut self) {
         self.stop();
+        self.launch();
+    }
+
+    /// Makes changes the agent cannot see: the server is stopped, started on another
+    /// client port for `change` (its `etcdctl` talks there), stopped again, and left
+    /// stopped — for the agent, etcd was down while the declarations changed.
+    pub fn change_while_unreachable(&mut self, change: impl FnOnce(&Etcd)) {
+        self.stop();
+        let public = std::mem::replace(
+            &mut self.endpoint,
+            format!("http://127.0.0.1:{}", free_port()),
+        );
+        self.launch();
+        change(self);
+        self.stop();
+        self.endpoint = public;
+    }
+
+    fn launch(&mut self) {
         let etcd = tool("etcd", "ETCD_BIN");
         let dir = self._dir.path();
         let (endpoint, peer_url) = (&self.endpoint, &self.peer_url);

@@ -1,0 +1,668 @@
+//! Faults (issue 8): each test breaks something for real — the agent, the broker, etcd,
+//! the state dir, the config file — while lines are written, and ends with a
+//! line-by-line accounting: `written N, delivered N, duplicates D, lost 0`. The
+//! duplicate bounds are explained in docs/guarantees.md.
+
+mod common;
+
+use common::accounting::{eventually, metric, wait_delivered, Accounting, LogWriter};
+use common::kafka::{
+    consume, consume_in_fetches_of, create_topic, kafka_sink_yaml, settled_end, unique_topic,
+};
+use common::servers::{Broker, Etcd};
+use common::{Agent, Workspace};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const DELIVERY: Duration = Duration::from_secs(150);
+
+/// The Kafka tests run one at a time: each drives a broker and a busy agent, and the
+/// machine has two cores.
+static KAFKA: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn kafka_serial() -> std::sync::MutexGuard<'static, ()> {
+    KAFKA.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn log_entry(path: &Path, topic: &str) -> String {
+    format!("  - {{ path: \"{}\", topic: {topic} }}", path.display())
+}
+
+/// Random moments, reproducible: the seed is printed and `FAULT_SEED` sets it.
+struct Moments(u64);
+
+impl Moments {
+    fn new() -> Self {
+        let seed = std::env::var("FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        println!("random moments: FAULT_SEED={seed}");
+        Moments(seed | 1)
+    }
+
+    /// A duration in `[min, max)` (xorshift64*).
+    fn between(&mut self, min: Duration, max: Duration) -> Duration {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let r = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let span = (max - min).as_millis() as u64;
+        min + Duration::from_millis(r % span.max(1))
+    }
+}
+
+/// Files written in rounds by a background thread until stopped; returns every line.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<(Vec<String>, usize)>,
+}
+
+impl Writers {
+    /// Each round appends `per_round` lines to every file, then sleeps 25 ms; every
+    /// `rotate_every` rounds (0 = never) one file in turn is rotated.
+    fn start(paths: Vec<PathBuf>, per_round: usize, rotate_every: usize) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut files: Vec<LogWriter> = paths
+                    .iter()
+                    .map(|p| {
+                        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                        LogWriter::new(p, &name)
+                    })
+                    .collect();
+                let mut round = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for file in &mut files {
+                        file.write(per_round);
+                    }
+                    round += 1;
+                    if rotate_every > 0 && round % rotate_every == 0 {
+                        let turn = (round / rotate_every) % files.len();
+                        files[turn].rotate();
+                    }
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                let rotations = files.iter().map(LogWriter::rotations).sum();
+                let written = files.iter().flat_map(|f| f.written().to_vec()).collect();
+                (written, rotations)
+            })
+        };
+        Writers { stop, thread }
+    }
+
+    /// Stops writing; returns every line written and how many rotations were made.
+    fn finish(self) -> (Vec<String>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Every record of a single-partition topic, in partition order: (offset, value).
+fn kafka_records(broker: &str, topic: &str, at_least: usize) -> Vec<(i64, String)> {
+    let mut records: Vec<(i64, String)> = consume(broker, topic, at_least, Duration::from_secs(5))
+        .iter()
+        .map(|r| (r.offset, r.value()))
+        .collect();
+    records.sort();
+    records
+}
+
+#[test]
+fn twenty_kill9s_while_four_files_rotate_lose_no_line() {
+    let _serial = kafka_serial();
+    const KILLS: usize = 20;
+    let broker = Broker::start_memory();
+    let topic = unique_topic("kill9x20");
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let dir = ws.path("logs");
+    std::fs::create_dir(&dir).unwrap();
+    // The glob covers the rotated names: a file rotated away before the agent (down at
+    // that moment) ever read it has no checkpoint to be found by, only its name.
+    ws.write_config(&ws.config_with_sink(
+        &log_entry(&dir.join("*.log*"), &topic),
+        &kafka_sink_yaml(&broker.address(), ""),
+    ));
+    let paths = (0..4).map(|i| dir.join(format!("f{i}.log"))).collect();
+    // 4 files × 2 lines every 25 ms (~300 lines/s); one rotation every ~1.5 s.
+    let writers = Writers::start(paths, 2, 60);
+    let mut moments = Moments::new();
+    // The partition's end offset after each kill: every copy of a line must be separated
+    // from the previous copy by one of these (a repeat needs a crash).
+    let mut crash_offsets = Vec::new();
+    for _ in 0..KILLS {
+        let agent = ws.start();
+        std::thread::sleep(
+            moments.between(Duration::from_millis(50), Duration::from_millis(2_500)),
+        );
+        agent.kill9();
+        // Requests the killed agent sent may still be appended after its death.
+        let from = crash_offsets.last().copied().unwrap_or(0);
+        crash_offsets.push(settled_end(&broker.address(), &topic, 0, from));
+    }
+    let agent = ws.start();
+    std::thread::sleep(Duration::from_millis(500));
+    let (written, rotations) = writers.finish();
+    let delivered = wait_delivered(&written, DELIVERY, Duration::from_secs(1), || {
+        kafka_records(&broker.address(), &topic, written.len())
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    });
+    let records = kafka_records(&broker.address(), &topic, delivered.len());
+    let values: Vec<String> = records.iter().map(|(_, v)| v.clone()).collect();
+    let accounting = Accounting::of(&written, &values);
+    println!("{}", accounting.summary());
+
+    let mut previous: std::collections::HashMap<&str, i64> = Default::default();
+    let mut repeats_per_crash = vec![0usize; KILLS];
+    for (offset, value) in &records {
+        if let Some(before) = previous.insert(value, *offset) {
+            let crash = crash_offsets
+                .iter()
+                .position(|&end| before < end && end <= *offset);
+            let Some(crash) = crash else {
+                let copies: Vec<String> = consume(
+                    &broker.address(),
+                    &topic,
+                    records.len(),
+                    Duration::from_secs(5),
+                )
+                .iter()
+                .filter(|r| r.value() == *value)
+                .map(|r| {
+                    format!(
+                        "kafka offset {} from {} at {}",
+                        r.offset,
+                        r.header("logcatch.path"),
+                        r.header("logcatch.offset")
+                    )
+                })
+                .collect();
+                panic!("{value:?} at offsets {before} and {offset} with no crash in between (crashes at {crash_offsets:?}): {copies:?}");
+            };
+            repeats_per_crash[crash] += 1;
+        }
+    }
+    println!("{rotations} rotations; lines repeated per crash: {repeats_per_crash:?}");
+
+    assert!(rotations >= 10, "the files were rotated throughout");
+    assert!(accounting.max_copies <= KILLS + 1);
+    assert_eq!(agent.terminate().code(), Some(0));
+    accounting.check(
+        "kill -9 × 20",
+        *crash_offsets.last().unwrap() as usize,
+        "only lines delivered before a crash repeat, each once per later crash",
+    );
+}
+
+#[test]
+fn five_broker_restarts_during_the_stream_lose_no_line() {
+    let _serial = kafka_serial();
+    const OUTAGES: usize = 5;
+    const MAX_IN_FLIGHT: usize = 256 * 1024;
+    // sqlite keeps what was acknowledged across restarts (memory storage would not). It
+    // answers fetches slowly, batch by batch, and stalls beyond ~60 MB stored: this test
+    // stores a few hundred KB, in batches lingered to 50 ms, read in small fetches.
+    let mut broker = Broker::start_sqlite();
+    let topic = unique_topic("broker-restarts");
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let (a, b) = (ws.path("a.log"), ws.path("b.log"));
+    let logs = format!("{}\n{}", log_entry(&a, &topic), log_entry(&b, &topic));
+    let sink = kafka_sink_yaml(
+        &broker.address(),
+        &format!("    max_in_flight_bytes: {MAX_IN_FLIGHT}\n    max_batch_bytes: 64KiB\n"),
+    )
+    .replace("linger: 5ms", "linger: 50ms")
+    // Outages longer than this surface as send errors (shorter ones rskafka rides out).
+    .replace("request_timeout: 5s", "request_timeout: 1s");
+    ws.write_config(&ws.config_with_sink(&logs, &sink));
+    // 2 files × 2 lines every 25 ms (~160 lines/s).
+    let writers = Writers::start(vec![a, b], 2, 0);
+    let agent = ws.start();
+    let mut moments = Moments::new();
+    for outage in 0..OUTAGES {
+        std::thread::sleep(
+            moments.between(Duration::from_millis(500), Duration::from_millis(2_500)),
+        );
+        broker.stop();
+        if outage == 0 {
+            eventually("the outage in /status", || {
+                (!agent.status()["sink"]["connected"].as_bool().unwrap()).then_some(())
+            });
+        }
+        std::thread::sleep(
+            moments.between(Duration::from_millis(500), Duration::from_millis(3_000)),
+        );
+        broker.restart();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (written, _) = writers.finish();
+    let read = |want, timeout| {
+        consume_in_fetches_of(&broker.address(), &topic, want, timeout, 64 * 1024)
+            .iter()
+            .map(|r| r.value())
+            .collect::<Vec<_>>()
+    };
+    let delivered = wait_delivered(&written, DELIVERY, Duration::from_secs(1), || {
+        read(written.len(), Duration::from_secs(20))
+    });
+    // Everything, duplicates included: read until the timeout.
+    let again = read(delivered.len() + 1, Duration::from_secs(4));
+    let delivered = if again.len() > delivered.len() {
+        again
+    } else {
+        delivered
+    };
+    let accounting = Accounting::of(&written, &delivered);
+    println!("{}", accounting.summary());
+    let send_errors = metric(agent.http_port, "logcatch_send_errors_total");
+    assert!(send_errors >= 1.0, "the outages were seen: {send_errors}");
+    assert!(agent.status()["sink"]["connected"].as_bool().unwrap());
+    let log = agent.log();
+    assert_eq!(agent.terminate().code(), Some(0), "{log}");
+    // A batch the broker stored but never acknowledged (it died first, or answered after
+    // request_timeout) is sent again: at most what was in flight, per outage.
+    let shortest = written.iter().map(String::len).min().unwrap_or(1) + 1;
+    accounting.check(
+        "broker restarted × 5",
+        OUTAGES * MAX_IN_FLIGHT / shortest,
+        "per outage at most max_in_flight_bytes of unacknowledged lines",
+    );
+}
+
+/// The workspace dir with symlinks resolved (the allow-list compares resolved paths).
+fn root(ws: &Workspace) -> PathBuf {
+    ws.dir.path().canonicalize().unwrap()
+}
+
+fn etcd_put(etcd: &Etcd, key: &str, paths: &[&Path]) {
+    let value: Vec<serde_json::Value> = paths
+        .iter()
+        .map(|p| serde_json::json!({"path": p, "topic": "app"}))
+        .collect();
+    etcd.etcdctl(&["put", key, &serde_json::Value::Array(value).to_string()])
+        .unwrap();
+}
+
+fn lines_of(records: &[common::Record], path: &Path) -> Vec<String> {
+    let path = path.display().to_string();
+    records
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.line.clone())
+        .collect()
+}
+
+fn write_all(files: &mut [LogWriter], n: usize) {
+    files.iter_mut().for_each(|f| f.write(n));
+}
+
+fn tailer_paths(agent: &Agent) -> Vec<String> {
+    let mut paths: Vec<String> = agent.tailer_states().into_iter().map(|(p, _)| p).collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn declarations_changed_while_etcd_is_down_apply_when_it_returns() {
+    let mut etcd = Etcd::start();
+    let ws = Workspace::new();
+    let logs = root(&ws).join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| logs.join(format!("{n}.log")));
+    let mut files: Vec<LogWriter> = [&a, &b, &c, &d]
+        .iter()
+        .map(|p| LogWriter::new(p, &p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    etcd_put(&etcd, "/lc/faults/a", &[&a]);
+    etcd_put(&etcd, "/lc/faults/b", &[&b]);
+    ws.write_config(&format!(
+        "{}etcd:\n  endpoints: [\"{}\"]\n  prefixes: [\"/lc/faults/\"]\n  allowed_paths: [\"{}/**\"]\n  dial_timeout: 1s\n  request_timeout: 2s\n",
+        ws.config("  []"),
+        etcd.endpoint,
+        logs.display(),
+    ));
+    let agent = ws.start();
+    write_all(&mut files, 200);
+    eventually("a and b shipped", || {
+        let records = ws.records();
+        (lines_of(&records, &a).len() == 200 && lines_of(&records, &b).len() == 200).then_some(())
+    });
+
+    // For the agent, etcd is down from here until `restart`: b's key is deleted, c's
+    // added, a's now declares d too, and the history is compacted.
+    etcd.change_while_unreachable(|etcd| {
+        etcd.etcdctl(&["del", "/lc/faults/b"]).unwrap();
+        etcd_put(etcd, "/lc/faults/c", &[&c]);
+        etcd_put(etcd, "/lc/faults/a", &[&a, &d]);
+        let status = etcd.etcdctl(&["endpoint", "status", "-w", "json"]).unwrap();
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let revision = status[0]["Status"]["header"]["revision"].as_i64().unwrap();
+        etcd.etcdctl(&["compact", &revision.to_string()]).unwrap();
+    });
+    write_all(&mut files, 200);
+    // Last known good while etcd is unreachable: a and b go on, nothing else starts.
+    eventually("a and b shipped during the outage", || {
+        let records = ws.records();
+        (lines_of(&records, &a).len() == 400 && lines_of(&records, &b).len() == 400).then_some(())
+    });
+    eventually("the outage in metrics", || {
+        (metric(agent.http_port, "logcatch_etcd_connected") == 0.0).then_some(())
+    });
+    let (a_s, b_s) = (a.display().to_string(), b.display().to_string());
+    assert_eq!(tailer_paths(&agent), vec![a_s.clone(), b_s.clone()]);
+
+    etcd.restart();
+    let (c_s, d_s) = (c.display().to_string(), d.display().to_string());
+    eventually("b stopped, c and d started", || {
+        (tailer_paths(&agent) == vec![a_s.clone(), c_s.clone(), d_s.clone()]).then_some(())
+    });
+    eventually("etcd synced again", || {
+        (metric(agent.http_port, "logcatch_etcd_connected") == 1.0).then_some(())
+    });
+    let b_before_delete = files[1].written().to_vec();
+    write_all(&mut files, 200);
+    // a was declared throughout, c and d from their start: all of them; b until its key
+    // was deleted, and nothing after.
+    let expected: Vec<String> = [0, 2, 3]
+        .iter()
+        .flat_map(|&i| files[i].written().to_vec())
+        .chain(b_before_delete)
+        .collect();
+    let delivered = wait_delivered(&expected, DELIVERY, Duration::from_millis(500), || {
+        ws.records().into_iter().map(|r| r.line).collect()
+    });
+    let accounting = Accounting::of(&expected, &delivered);
+    assert_eq!(agent.terminate().code(), Some(0));
+    accounting.check(
+        "etcd down while declarations change",
+        0,
+        "no tailer of a declared file restarts",
+    );
+}
+
+/// Makes checkpoint writes fail and lets them work again: a small tmpfs filled up where
+/// the test may mount one (root), else a read-only state dir (as root, the agent then
+/// runs without the capability that overrides file permissions).
+struct StateDirFault {
+    dir: PathBuf,
+    tmpfs: bool,
+}
+
+impl StateDirFault {
+    fn new(dir: &Path) -> StateDirFault {
+        std::fs::create_dir_all(dir).unwrap();
+        // STATE_DIR_FAULT=readonly tries the fallback where a tmpfs could be mounted.
+        let forced = std::env::var("STATE_DIR_FAULT").is_ok_and(|v| v == "readonly");
+        let tmpfs = !forced
+            && std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=256k", "logcatch-faults"])
+                .arg(dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        println!(
+            "state dir fault: {}",
+            if tmpfs { "full tmpfs" } else { "read-only dir" }
+        );
+        StateDirFault {
+            dir: dir.to_path_buf(),
+            tmpfs,
+        }
+    }
+
+    fn start(&self, ws: &Workspace) -> Agent {
+        if self.tmpfs {
+            ws.start()
+        } else {
+            ws.start_unprivileged()
+        }
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.join("filler")
+    }
+
+    fn break_it(&self) {
+        if self.tmpfs {
+            let mut file = std::fs::File::create(self.filler()).unwrap();
+            let block = vec![0u8; 4096];
+            while std::io::Write::write_all(&mut file, &block).is_ok() {}
+        } else {
+            self.set_mode(0o555);
+        }
+    }
+
+    fn repair(&self) {
+        if self.tmpfs {
+            std::fs::remove_file(self.filler()).unwrap();
+        } else {
+            self.set_mode(0o755);
+        }
+    }
+
+    fn set_mode(&self, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+impl Drop for StateDirFault {
+    fn drop(&mut self) {
+        if self.tmpfs {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+/// The offset of the only checkpoint in the state dir.
+fn checkpointed_offset(ws: &Workspace) -> u64 {
+    let text = std::fs::read_to_string(ws.path("state/checkpoints.json")).unwrap_or_default();
+    let document: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    document["checkpoints"][0]["offset"].as_u64().unwrap_or(0)
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn a_full_state_dir_keeps_shipping_reports_and_recovers() {
+    let ws = Workspace::new();
+    let fault = StateDirFault::new(&ws.path("state"));
+    let log = ws.path("app.log");
+    let mut file = LogWriter::new(&log, "app");
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = fault.start(&ws);
+    file.write(1_000);
+    eventually("the first checkpoint", || {
+        (checkpointed_offset(&ws) == file_len(&log)).then_some(())
+    });
+    let good_checkpoint = checkpointed_offset(&ws);
+
+    fault.break_it();
+    file.write(1_000);
+    let written_while_broken = 1_000;
+    let status = eventually("the failure in /status", || {
+        let status = agent.status();
+        status["checkpoints"]["error"].is_string().then_some(status)
+    });
+    let error = status["checkpoints"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("checkpoints.json") && error.contains("cannot write"),
+        "{error}"
+    );
+    assert!(status["checkpoints"]["failing_since_ms"].is_u64());
+    eventually("the lines shipped while checkpoints fail", || {
+        (ws.records().len() >= 2_000).then_some(())
+    });
+    assert_eq!(
+        metric(agent.http_port, "logcatch_checkpoint_last_write_successful"),
+        0.0
+    );
+    assert!(
+        metric(
+            agent.http_port,
+            "logcatch_checkpoint_writes_total{result=\"error\"}"
+        ) >= 1.0
+    );
+    assert_eq!(
+        checkpointed_offset(&ws),
+        good_checkpoint,
+        "the file on disk lags"
+    );
+    let log_text = agent.log();
+    assert_eq!(
+        log_text.matches("shipping goes on").count(),
+        1,
+        "one log line for the failure, not one per second:\n{log_text}"
+    );
+
+    // A crash while checkpoints fail repeats the lines since the last good one, no more.
+    agent.kill9();
+    let agent = fault.start(&ws);
+    file.write(500);
+    eventually("shipping after the crash", || {
+        (ws.records().len() >= 2_500 + written_while_broken).then_some(())
+    });
+
+    eventually("the failure reported by the restarted agent", || {
+        agent.status()["checkpoints"]["error"]
+            .is_string()
+            .then_some(())
+    });
+
+    fault.repair();
+    eventually("checkpoints written again", || {
+        let status = agent.status();
+        (status["checkpoints"]["error"].is_null() && checkpointed_offset(&ws) == file_len(&log))
+            .then_some(())
+    });
+    assert_eq!(
+        metric(agent.http_port, "logcatch_checkpoint_last_write_successful"),
+        1.0
+    );
+    eventually("the recovery logged", || {
+        agent
+            .log()
+            .contains("checkpoints are written again")
+            .then_some(())
+    });
+    // And a crash now repeats nothing.
+    agent.kill9();
+    let agent = fault.start(&ws);
+    file.write(500);
+    let delivered = wait_delivered(file.written(), DELIVERY, Duration::from_millis(500), || {
+        ws.records().into_iter().map(|r| r.line).collect()
+    });
+    let accounting = Accounting::of(file.written(), &delivered);
+    assert_eq!(agent.terminate().code(), Some(0));
+    drop(fault);
+    accounting.check(
+        "state dir full",
+        written_while_broken,
+        "a crash while checkpoints fail repeats the lines shipped since the last good write",
+    );
+}
+
+#[test]
+fn garbage_empty_and_deleted_configs_keep_the_last_good_one() {
+    let ws = Workspace::new();
+    let (a, b, c) = (ws.path("a.log"), ws.path("b.log"), ws.path("c.log"));
+    let two = format!("{}\n{}", log_entry(&a, "app"), log_entry(&b, "app"));
+    ws.write_config(&ws.config(&two));
+    let writers = Writers::start(vec![a.clone(), b.clone(), c.clone()], 5, 0);
+    let agent = ws.start();
+    let path = ws.config_path().display().to_string();
+
+    let refused = |agent: &Agent, what: &str, reason: &str| {
+        let error = eventually(&format!("the {what} config refused"), || {
+            let error = agent.status()["config"]["error"].as_str()?.to_string();
+            error.contains(reason).then_some(error)
+        });
+        assert!(error.contains(&path), "{error}");
+        assert!(error.contains("keeping the running config"), "{error}");
+        assert_eq!(
+            metric(agent.http_port, "logcatch_config_last_reload_successful"),
+            0.0
+        );
+        assert!(
+            agent.log().contains(&error),
+            "the refusal is logged: {error}"
+        );
+    };
+    let applied = |agent: &Agent| {
+        eventually("the config applied", || {
+            agent.status()["config"]["error"].is_null().then_some(())
+        });
+        assert_eq!(
+            metric(agent.http_port, "logcatch_config_last_reload_successful"),
+            1.0
+        );
+    };
+
+    ws.write_config("logs: [ {path: \x00\x01 }\n\u{1b}[31m garbage ::: {{");
+    refused(&agent, "garbage", "logcatch.yaml");
+    std::fs::write(ws.config_path(), b"\xff\xfe\x00binary").unwrap();
+    refused(&agent, "binary", "not UTF-8");
+    ws.write_config("");
+    refused(&agent, "empty", "the file is empty");
+    ws.write_config(&ws.config(&two));
+    applied(&agent);
+    std::fs::remove_file(ws.config_path()).unwrap();
+    refused(&agent, "deleted", "cannot read");
+    // The same good config again: applied (the error clears), nothing restarts.
+    ws.write_config(&ws.config(&two));
+    applied(&agent);
+    // The next good config adds c.
+    ws.write_config(&ws.config(&format!("{two}\n{}", log_entry(&c, "app"))));
+    applied(&agent);
+    let c_path = c.display().to_string();
+    eventually("c tailed", || {
+        agent
+            .tailer_states()
+            .iter()
+            .any(|(p, s)| *p == c_path && s == "running")
+            .then_some(())
+    });
+    assert!(
+        metric(
+            agent.http_port,
+            "logcatch_config_reloads_total{result=\"error\"}"
+        ) >= 4.0
+    );
+
+    std::thread::sleep(Duration::from_millis(500));
+    let (written, _) = writers.finish();
+    let delivered = wait_delivered(&written, DELIVERY, Duration::from_millis(500), || {
+        ws.records().into_iter().map(|r| r.line).collect()
+    });
+    let accounting = Accounting::of(&written, &delivered);
+    let status = agent.status();
+    for tailer in status["tailers"].as_array().unwrap() {
+        assert_eq!(tailer["restarts"], 0, "no tailer disturbed: {tailer}");
+        assert_eq!(tailer["state"], "running", "{tailer}");
+    }
+    assert_eq!(agent.terminate().code(), Some(0));
+    accounting.check(
+        "config garbage, empty, deleted",
+        0,
+        "no tailer restarts, so nothing is read twice",
+    );
+}
