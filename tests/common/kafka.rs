@@ -60,11 +60,23 @@ pub fn create_topic(broker: &str, topic: &str, partitions: i32) {
 /// read (or `timeout`), fetching from batch boundaries only (tansu returns nothing for a
 /// fetch that starts inside a compressed batch).
 pub fn consume(broker: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Consumed> {
+    consume_with(
+        ClientBuilder::new(vec![broker.to_string()]),
+        topic,
+        want,
+        timeout,
+    )
+}
+
+/// [`consume`] with a client of the caller's making (e.g. with TLS).
+pub fn consume_with(
+    builder: ClientBuilder,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
     runtime().block_on(async {
-        let client = ClientBuilder::new(vec![broker.to_string()])
-            .build()
-            .await
-            .unwrap();
+        let client = builder.build().await.unwrap();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut out = Vec::new();
         let deadline = Instant::now() + timeout;

@@ -5,6 +5,7 @@
 
 pub mod kafka;
 pub mod servers;
+pub mod tls;
 
 use serde::Deserialize;
 use std::collections::HashMap;
