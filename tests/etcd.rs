@@ -3,6 +3,7 @@
 mod common;
 
 use common::servers::Etcd;
+use common::tls::TestPki;
 use common::{append_lines, wait_for, Agent, Workspace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -602,4 +603,62 @@ fn max_tailers_bounds_what_etcd_can_start_and_reports_the_rest() {
         metric(&agent, "logcatch_refused_tailers{kind=\"max_tailers\"}"),
         Some(0.0)
     );
+}
+
+#[test]
+fn etcd_with_tls_and_auth_is_followed_and_a_wrong_password_is_retried_until_fixed() {
+    let ws = Workspace::new();
+    let pki = TestPki::new(&root(&ws), "etcd");
+    let mut etcd = Etcd::start_tls(&pki);
+    assert!(etcd.endpoint.starts_with("https://"));
+    etcd.enable_auth("root-Pa55", "shipper", "right-Pa55", "/lc/");
+    let a = root(&ws).join("logs/a.log");
+    put(&etcd, "/lc/node", &[(&a, "app")]);
+    let password_file = ws.path("etcd.pass");
+    std::fs::write(&password_file, "wrong-Pa55\n").unwrap();
+    std::fs::create_dir_all(root(&ws).join("logs")).unwrap();
+    ws.write_config(&format!(
+        "{}  username: shipper\n  password_file: {}\n  tls: {{ ca_file: {} }}\n",
+        config(&ws, &etcd, &["/lc/node"], &[]),
+        password_file.display(),
+        pki.ca.display()
+    ));
+    let agent = ws.start();
+
+    // A wrong password: a clear error on the key's watch, retried, nothing tailed.
+    let error = wait_for("the authentication error", LONG, || {
+        let status = agent.status();
+        let error = status["sources"]["watches"][0]["error"]
+            .as_str()?
+            .to_string();
+        error.contains("authentication failed").then_some(error)
+    });
+    assert!(
+        error.starts_with("etcd key /lc/node: etcd https://127.0.0.1:"),
+        "{error}"
+    );
+    assert!(tailers(&agent).is_empty());
+    assert!(agent.log().contains("authentication failed"));
+    assert_eq!(agent.status()["sources"]["watches"][0]["state"], "retrying");
+
+    // The password file fixed: the next retry reads it, connects over TLS and tails.
+    std::fs::write(&password_file, "right-Pa55\n").unwrap();
+    shipped(&ws, &a, "app", "a-1");
+    let status = agent.status();
+    assert_eq!(
+        status["sources"]["watches"][0]["state"], "synced",
+        "{status}"
+    );
+    let b = root(&ws).join("logs/b.log");
+    put(&etcd, "/lc/node", &[(&b, "app")]);
+    shipped(&ws, &b, "app", "b-1");
+
+    // Neither password is ever printed.
+    let (log, status) = (agent.log(), agent.status().to_string());
+    for secret in ["wrong-Pa55", "right-Pa55", "root-Pa55"] {
+        assert!(
+            !log.contains(secret) && !status.contains(secret),
+            "{secret} printed"
+        );
+    }
 }
