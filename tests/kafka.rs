@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::kafka::{consume, consume_with_librdkafka, create_topic};
+use common::kafka::{consume, consume_with, consume_with_librdkafka, create_topic};
 use common::servers::Broker;
+use common::tls::{TestPki, TlsProxy};
 use common::{append_lines, wait_for, Workspace};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -389,5 +390,70 @@ fn delivery_resumes_after_a_broker_restart() {
         .collect::<Vec<_>>()
         .join("\n");
     assert_eq!(records.len(), 300, "log:\n{tail}");
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// tansu 0.6 takes `--cert`/`--key` but never uses them (its TLS acceptor is built and
+/// dropped), so TLS is tested through a TLS-terminating proxy that tansu advertises as
+/// its listener: every connection the agent makes, bootstrap and partition leader, is TLS.
+#[test]
+fn kafka_over_tls_delivers_every_line_and_a_wrong_ca_loses_nothing() {
+    let ws = Workspace::new();
+    let pki = TestPki::new(ws.dir.path(), "kafka");
+    let other = TestPki::new(ws.dir.path(), "other");
+    let proxy_port = common::free_port();
+    let broker = Broker::start_memory_behind(proxy_port);
+    let proxy = TlsProxy::start(&pki, proxy_port, broker.address().parse().unwrap());
+    let topic = topic("tls");
+    broker.create_topic(&topic, 1).unwrap();
+    let log = ws.path("app.log");
+    let written = lines("tls", 0..2_000);
+    append_lines(&log, written[..1_000].iter().cloned());
+    let config = |ca: &Path| {
+        let sink = format!(
+            "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    request_timeout: 2s\n    tls: {{ ca_file: {} }}\n",
+            proxy.address(),
+            ca.display()
+        );
+        ws.config_with_sink(&log_entry(&log, &topic), &sink)
+    };
+
+    // A CA that did not sign the broker's certificate: a clear error, nothing acknowledged.
+    ws.write_config(&config(&other.ca));
+    let agent = ws.start();
+    let error = wait_for("the TLS error in /status", LONG, || {
+        agent.status()["sink"]["error"].as_str().map(String::from)
+    });
+    assert!(
+        error.contains(&proxy.address()) && error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert!(
+        proxy
+            .failed_handshakes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert!(agent.log().contains("UnknownIssuer"));
+    let (_, ready) = common::http_get(agent.http_port, "/readyz").unwrap();
+    assert!(ready.contains("the sink is not connected: "), "{ready}");
+    let offset = agent.status()["tailers"][0]["offset"].as_u64();
+    assert_eq!(
+        offset,
+        Some(0),
+        "no checkpoint moves without an acknowledgement"
+    );
+    agent.terminate();
+
+    // The right CA (a sink change needs a restart): every line arrives exactly once.
+    ws.write_config(&config(&pki.ca));
+    let agent = ws.start();
+    append_lines(&log, written[1_000..].iter().cloned());
+    let tls = rskafka::client::ClientBuilder::new(vec![proxy.address()])
+        .tls_config(std::sync::Arc::new(pki.client_config()));
+    let records = consume_with(tls, &topic, written.len(), LONG);
+    let values: Vec<String> = records.iter().map(|r| r.value()).collect();
+    assert_eq!(values, written, "every line once, in order");
+    assert_eq!(agent.status()["sink"]["error"], serde_json::Value::Null);
     assert_eq!(agent.terminate().code(), Some(0));
 }
