@@ -457,3 +457,63 @@ fn kafka_over_tls_delivers_every_line_and_a_wrong_ca_loses_nothing() {
     assert_eq!(agent.status()["sink"]["error"], serde_json::Value::Null);
     assert_eq!(agent.terminate().code(), Some(0));
 }
+
+/// tansu 0.6 offers SCRAM-SHA-256/512 (checked against users in its storage) but no
+/// PLAIN, and only an authenticated client may create a user: the user and topic are
+/// made while authentication is off, then the broker restarts with `--authentication`.
+#[test]
+fn kafka_with_sasl_scram_delivers_every_line_and_a_wrong_password_is_retried_until_fixed() {
+    let mut broker = Broker::start_sqlite();
+    let topic = topic("sasl");
+    broker.create_scram_user("shipper", "right-Pa55", &[&topic]);
+    broker.stop();
+    broker.authentication = true;
+    broker.restart();
+
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    let written = lines("sasl", 0..2_000);
+    append_lines(&log, written[..1_000].iter().cloned());
+    let password_file = ws.path("kafka.pass");
+    std::fs::write(&password_file, "wrong-Pa55\n").unwrap();
+    let sasl = format!(
+        "    sasl: {{ mechanism: SCRAM-SHA-256, username: shipper, password_file: {} }}\n",
+        password_file.display()
+    );
+    ws.write_config(&ws.config_with_sink(&log_entry(&log, &topic), &kafka_sink(&broker, &sasl)));
+    let agent = ws.start();
+
+    // A wrong password: a clear error, retried; nothing acknowledged, nothing lost.
+    let error = wait_for("the SASL error in /status", LONG, || {
+        agent.status()["sink"]["error"].as_str().map(String::from)
+    });
+    assert!(
+        error.contains("Sasl handshake failed") && error.contains("invalid proof"),
+        "{error}"
+    );
+    let offset = agent.status()["tailers"][0]["offset"].as_u64();
+    assert_eq!(
+        offset,
+        Some(0),
+        "no checkpoint moves without an acknowledgement"
+    );
+
+    // The password file fixed: the next connection attempt reads it; every line once.
+    std::fs::write(&password_file, "right-Pa55\n").unwrap();
+    append_lines(&log, written[1_000..].iter().cloned());
+    let credentials = rskafka::client::Credentials::new("shipper".into(), "right-Pa55".into());
+    let client = rskafka::client::ClientBuilder::new(vec![broker.address()])
+        .sasl_config(rskafka::client::SaslConfig::ScramSha256(credentials));
+    let records = consume_with(client, &topic, written.len(), LONG);
+    let values: Vec<String> = records.iter().map(|r| r.value()).collect();
+    assert_eq!(values, written, "every line once, in order");
+    assert_eq!(agent.status()["sink"]["error"], serde_json::Value::Null);
+    let (log, status) = (agent.log(), agent.status().to_string());
+    assert_eq!(agent.terminate().code(), Some(0));
+    for secret in ["wrong-Pa55", "right-Pa55"] {
+        assert!(
+            !log.contains(secret) && !status.contains(secret),
+            "{secret} printed"
+        );
+    }
+}

@@ -197,6 +197,8 @@ pub struct Broker {
     pub port: u16,
     /// The port metadata advertises: `port`, or a proxy's in front of the broker.
     advertised_port: u16,
+    /// `--authentication`: SASL (SCRAM-SHA-256 against users in storage) required.
+    pub authentication: bool,
     storage: String,
     dir: tempfile::TempDir,
 }
@@ -227,6 +229,7 @@ impl Broker {
             child: None,
             port,
             advertised_port: advertised_port.unwrap_or(port),
+            authentication: false,
             storage: storage.to_string(),
             dir: tempfile::tempdir().unwrap(),
         };
@@ -262,6 +265,7 @@ impl Broker {
                 &advertised,
             ])
             .args(["--storage-engine", &self.storage])
+            .args(self.authentication.then_some("--authentication"))
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(log)
@@ -281,6 +285,22 @@ impl Broker {
 
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a SCRAM-SHA-256 user and `topics` through librdkafka's admin client
+    /// (tests/tools/scram_user.py); the broker must not require authentication yet.
+    pub fn create_scram_user(&self, user: &str, password: &str, topics: &[&str]) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/scram_user.py");
+        let output = Command::new("python3")
+            .args([script, &self.address(), user, password])
+            .args(topics)
+            .output()
+            .expect("running python3 tests/tools/scram_user.py");
+        assert!(
+            output.status.success(),
+            "creating the SCRAM user failed (is confluent-kafka installed? {INSTALL_HINT}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Creates a topic with the tansu CLI.
