@@ -90,3 +90,77 @@ fn agent_log(ws: &Workspace) -> String {
     }
     text
 }
+
+/// The same against real servers that check the passwords: etcd with auth enabled and
+/// tansu requiring SCRAM-SHA-256. Their refusals are logged and shown, the passwords not.
+#[test]
+fn passwords_refused_by_real_servers_never_appear_in_logs_status_metrics_or_check() {
+    use common::servers::{Broker, Etcd};
+    const ETCD_SECRET: &str = "etcd-Pa55word-never-print";
+    const KAFKA_SECRET: &str = "kafka-Pa55word-never-print";
+    let mut etcd = Etcd::start();
+    etcd.enable_auth("root-Pa55", "shipper", "something-else", "/lc/");
+    let mut broker = Broker::start_sqlite();
+    broker.create_scram_user("shipper", "something-else", &["t"]);
+    broker.stop();
+    broker.authentication = true;
+    broker.restart();
+
+    let ws = Workspace::new();
+    std::fs::write(ws.path("kafka.pass"), format!("{KAFKA_SECRET}\n")).unwrap();
+    std::fs::write(ws.path("etcd.pass"), format!("{ETCD_SECRET}\n")).unwrap();
+    let log = ws.path("a.log");
+    append_lines(&log, (0..3).map(|i| format!("l {i}")));
+    let sink = format!(
+        "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    request_timeout: 1s\n    sasl: {{ mechanism: SCRAM-SHA-256, username: shipper, password_file: {} }}",
+        broker.address(),
+        ws.path("kafka.pass").display()
+    );
+    let mut config = ws.config_with_sink(
+        &format!("  - {{ path: {}, topic: t }}", log.display()),
+        &sink,
+    );
+    config.push_str(&format!(
+        "etcd: {{ endpoints: [\"{}\"], keys: [/lc/k], allowed_paths: ['/**'], username: shipper, password_file: {}, dial_timeout: 1s, request_timeout: 1s }}\n",
+        etcd.endpoint,
+        ws.path("etcd.pass").display()
+    ));
+    ws.write_config(&config);
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_logcatch"))
+        .args(["check", "--config"])
+        .arg(ws.config_path())
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+
+    let agent = ws.start();
+    let status = wait_for("both refusals in /status", Duration::from_secs(60), || {
+        let status = agent.status();
+        let kafka = status["sink"]["error"].as_str()?.contains("invalid proof");
+        let etcd = status["sources"]["watches"][0]["error"]
+            .as_str()?
+            .contains("authentication failed");
+        (kafka && etcd).then_some(status.to_string())
+    });
+    let (_, metrics) = http_get(agent.http_port, "/metrics").unwrap();
+    let (_, ready) = http_get(agent.http_port, "/readyz").unwrap();
+    agent.terminate();
+    let log = agent_log(&ws);
+    assert!(log.contains("invalid proof") && log.contains("authentication failed"));
+    let check = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for (what, text) in [
+        ("/status", &status),
+        ("/metrics", &metrics),
+        ("/readyz", &ready),
+        ("the log", &log),
+        ("check", &check),
+    ] {
+        for secret in [ETCD_SECRET, KAFKA_SECRET] {
+            assert!(!text.contains(secret), "{what} contains {secret}");
+        }
+    }
+}
