@@ -31,6 +31,8 @@ command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
 command -v etcd >/dev/null || apt_packages+=(etcd-server)
 command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
 command -v promtool >/dev/null || apt_packages+=(prometheus)
+# scripts/deny.sh keeps the offline advisory snapshot in a git repository for cargo-deny.
+command -v git >/dev/null || apt_packages+=(git)
 if ((${#apt_packages[@]})); then
   echo "deps: installing ${apt_packages[*]} (apt-get)"
   sudo_cmd=()
