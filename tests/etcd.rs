@@ -4,7 +4,7 @@ mod common;
 
 use common::servers::Etcd;
 use common::tls::TestPki;
-use common::{append_lines, wait_for, Agent, Workspace};
+use common::{append_lines, metric, wait_for, Agent, Workspace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -378,12 +378,6 @@ fn a_config_reload_adds_and_removes_etcd_keys_live() {
     not_shipped(&ws, &a, "a-2");
 }
 
-fn metric(agent: &Agent, name: &str) -> Option<f64> {
-    let (_, text) = common::http_get(agent.http_port, "/metrics")?;
-    let line = text.lines().find(|l| l.starts_with(name))?;
-    line.rsplit(' ').next()?.parse().ok()
-}
-
 /// Waits until `/status` shows `key`'s value of `revision` refused; returns the reason.
 fn refused_value(agent: &Agent, key: &str, revision: i64) -> String {
     let deadline = std::time::Instant::now() + LONG;
@@ -470,10 +464,10 @@ fn hostile_values_are_refused_with_a_reason_and_running_tailers_go_on() {
     );
     assert_eq!(
         metric(
-            &agent,
+            agent.http_port,
             "logcatch_etcd_invalid_values_total{key=\"/lc/node\"}"
         ),
-        Some(hostile.len() as f64)
+        hostile.len() as f64
     );
 
     // Larger than the gRPC client takes in one message (4 MiB): the watch, then every
@@ -569,7 +563,10 @@ fn max_tailers_bounds_what_etcd_can_start_and_reports_the_rest() {
         );
     }
     wait_for("the metric", LONG, || {
-        (metric(&agent, "logcatch_refused_tailers{kind=\"max_tailers\"}") == Some(16.0))
+        (metric(
+            agent.http_port,
+            "logcatch_refused_tailers{kind=\"max_tailers\"}",
+        ) == 16.0)
             .then_some(())
     });
     shipped(&ws, &from_config, "cfg", "cfg-1");
@@ -600,8 +597,11 @@ fn max_tailers_bounds_what_etcd_can_start_and_reports_the_rest() {
     }
     assert!(records.iter().any(|r| r.line == "f04-1"));
     assert_eq!(
-        metric(&agent, "logcatch_refused_tailers{kind=\"max_tailers\"}"),
-        Some(0.0)
+        metric(
+            agent.http_port,
+            "logcatch_refused_tailers{kind=\"max_tailers\"}"
+        ),
+        0.0
     );
 }
 
