@@ -421,13 +421,10 @@ fn kafka_over_tls_delivers_every_line_and_a_wrong_ca_loses_nothing() {
     // A CA that did not sign the broker's certificate: a clear error, nothing acknowledged.
     ws.write_config(&config(&other.ca));
     let agent = ws.start();
-    let error = wait_for("the TLS error in /status", LONG, || {
-        agent.status()["sink"]["error"].as_str().map(String::from)
+    wait_for("the TLS error in /status", LONG, || {
+        let error = agent.status()["sink"]["error"].as_str()?.to_string();
+        (error.contains(&proxy.address()) && error.contains("UnknownIssuer")).then_some(())
     });
-    assert!(
-        error.contains(&proxy.address()) && error.contains("UnknownIssuer"),
-        "{error}"
-    );
     assert!(
         proxy
             .failed_handshakes
@@ -484,13 +481,12 @@ fn kafka_with_sasl_scram_delivers_every_line_and_a_wrong_password_is_retried_unt
     let agent = ws.start();
 
     // A wrong password: a clear error, retried; nothing acknowledged, nothing lost.
-    let error = wait_for("the SASL error in /status", LONG, || {
-        agent.status()["sink"]["error"].as_str().map(String::from)
+    // (Under load an attempt may first end in the bare connect timeout; the SASL
+    // refusal is what must show up.)
+    wait_for("the SASL error in /status", LONG, || {
+        let error = agent.status()["sink"]["error"].as_str()?.to_string();
+        (error.contains("Sasl handshake failed") && error.contains("invalid proof")).then_some(())
     });
-    assert!(
-        error.contains("Sasl handshake failed") && error.contains("invalid proof"),
-        "{error}"
-    );
     let offset = agent.status()["tailers"][0]["offset"].as_u64();
     assert_eq!(
         offset,

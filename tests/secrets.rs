@@ -112,7 +112,7 @@ fn passwords_refused_by_real_servers_never_appear_in_logs_status_metrics_or_chec
     let log = ws.path("a.log");
     append_lines(&log, (0..3).map(|i| format!("l {i}")));
     let sink = format!(
-        "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    request_timeout: 1s\n    sasl: {{ mechanism: SCRAM-SHA-256, username: shipper, password_file: {} }}",
+        "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    request_timeout: 5s\n    sasl: {{ mechanism: SCRAM-SHA-256, username: shipper, password_file: {} }}",
         broker.address(),
         ws.path("kafka.pass").display()
     );
