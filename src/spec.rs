@@ -140,7 +140,8 @@ pub struct Refusal {
 }
 
 /// Which rule refused a declaration (the `kind` label of `logcatch_refused_tailers`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RefusalKind {
     /// Outside `etcd.allowed_paths` after symlinks are resolved.
     AllowedPaths,
@@ -149,6 +150,8 @@ pub enum RefusalKind {
 }
 
 impl RefusalKind {
+    pub const ALL: [RefusalKind; 2] = [RefusalKind::AllowedPaths, RefusalKind::MaxTailers];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalKind::AllowedPaths => "allowed_paths",

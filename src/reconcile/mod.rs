@@ -163,13 +163,13 @@ impl Reconciler {
                 .push(RefusedPath {
                     topic: r.id.topic.to_string(),
                     path: r.id.path.display().to_string(),
-                    kind: r.kind.as_str(),
+                    kind: r.kind,
                     reason: r.reason,
                 });
         }
         let mut over_limit = Vec::new();
         for (source, refused) in self.sources.status().set_refused(table) {
-            if refused.kind == RefusalKind::MaxTailers.as_str() {
+            if refused.kind == RefusalKind::MaxTailers {
                 over_limit.push(format!("{}:{} ({source})", refused.topic, refused.path));
             } else {
                 tracing::error!(source, topic = %refused.topic, path = %refused.path, "refused: {}", refused.reason);

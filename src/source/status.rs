@@ -67,7 +67,7 @@ pub struct RefusedPath {
     pub topic: String,
     pub path: String,
     /// `allowed_paths` or `max_tailers`: the rule that refused it.
-    pub kind: &'static str,
+    pub kind: crate::spec::RefusalKind,
     pub reason: String,
 }
 
@@ -211,7 +211,7 @@ mod tests {
         RefusedPath {
             topic: "t".into(),
             path: path.into(),
-            kind: "allowed_paths",
+            kind: crate::spec::RefusalKind::AllowedPaths,
             reason: "outside".into(),
         }
     }

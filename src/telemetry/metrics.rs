@@ -6,6 +6,7 @@ use super::events::Events;
 use super::status::{StatusBoard, TailerState};
 use crate::sink::Sink;
 use crate::source::status::{SourceStatusTable, WatchState};
+use crate::spec::RefusalKind;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -275,7 +276,7 @@ impl Metrics {
         let synced = view.watches.iter().all(|w| w.state == WatchState::Synced);
         self.etcd_connected
             .set(i64::from(!view.watches.is_empty() && synced));
-        for kind in ["allowed_paths", "max_tailers"] {
+        for kind in RefusalKind::ALL {
             let n = view
                 .keys
                 .iter()
@@ -283,7 +284,7 @@ impl Metrics {
                 .filter(|r| r.kind == kind)
                 .count();
             self.refused_tailers
-                .with_label_values(&[kind])
+                .with_label_values(&[kind.as_str()])
                 .set(n as i64);
         }
         let mut exported = self.etcd_exported.lock().unwrap_or_else(|e| e.into_inner());
