@@ -10,41 +10,12 @@ const SECRET: &str = "s3cr3t-Pa55word-do-not-print";
 #[test]
 fn passwords_never_appear_in_logs_status_or_check_output() {
     let ws = Workspace::new();
-    std::fs::write(ws.path("kafka.pass"), format!("{SECRET}\n")).unwrap();
-    std::fs::write(ws.path("etcd.pass"), format!("{SECRET}\n")).unwrap();
-    let log = ws.path("a.log");
-    append_lines(&log, (0..3).map(|i| format!("l {i}")));
-    let sink = format!(
-        "  kind: kafka\n  kafka:\n    brokers: [\"127.0.0.1:{}\"]\n    request_timeout: 1s\n    sasl: {{ mechanism: PLAIN, username: shipper, password_file: {} }}",
-        free_port(),
-        ws.path("kafka.pass").display()
+    let (kafka, etcd) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("http://127.0.0.1:{}", free_port()),
     );
-    let mut config = ws.config_with_sink(
-        &format!("  - {{ path: {}, topic: t }}", log.display()),
-        &sink,
-    );
-    config.push_str(&format!(
-        "etcd: {{ endpoints: [\"http://127.0.0.1:{}\"], keys: [/k], allowed_paths: ['/**'], username: shipper, password_file: {}, dial_timeout: 1s, request_timeout: 1s }}\n",
-        free_port(),
-        ws.path("etcd.pass").display()
-    ));
-    ws.write_config(&config);
-
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_logcatch"))
-        .args(["check", "--config"])
-        .arg(ws.config_path())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    write_config(&ws, (&kafka, "PLAIN", SECRET), (&etcd, SECRET));
+    let printed = check(&ws);
     assert!(
         !printed.contains(SECRET),
         "check printed the secret:\n{printed}"
@@ -80,6 +51,45 @@ fn passwords_never_appear_in_logs_status_or_check_output() {
     );
 }
 
+/// Writes the password files and a config using them: a Kafka sink on `broker` with SASL
+/// `mechanism`, an etcd source on `endpoint` (key `/lc/k`) with auth, and one log.
+fn write_config(ws: &Workspace, kafka: (&str, &str, &str), etcd: (&str, &str)) {
+    let ((broker, mechanism, kafka_secret), (endpoint, etcd_secret)) = (kafka, etcd);
+    std::fs::write(ws.path("kafka.pass"), format!("{kafka_secret}\n")).unwrap();
+    std::fs::write(ws.path("etcd.pass"), format!("{etcd_secret}\n")).unwrap();
+    let log = ws.path("a.log");
+    append_lines(&log, (0..3).map(|i| format!("l {i}")));
+    let sink = format!(
+        "  kind: kafka\n  kafka:\n    brokers: [\"{broker}\"]\n    request_timeout: 5s\n    sasl: {{ mechanism: {mechanism}, username: shipper, password_file: {} }}",
+        ws.path("kafka.pass").display()
+    );
+    let mut config = ws.config_with_sink(
+        &format!("  - {{ path: {}, topic: t }}", log.display()),
+        &sink,
+    );
+    config.push_str(&format!(
+        "etcd: {{ endpoints: [\"{endpoint}\"], keys: [/lc/k], allowed_paths: ['/**'], username: shipper, password_file: {}, dial_timeout: 1s, request_timeout: 1s }}\n",
+        ws.path("etcd.pass").display()
+    ));
+    ws.write_config(&config);
+}
+
+/// `logcatch check` on the workspace's config: it must pass; returns what it printed.
+fn check(ws: &Workspace) -> String {
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_logcatch"))
+        .args(["check", "--config"])
+        .arg(ws.config_path())
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{printed}");
+    printed
+}
+
 /// Every agent log the workspace holds (the agent writes `agent-N.log` in its cwd).
 fn agent_log(ws: &Workspace) -> String {
     let mut text = String::new();
@@ -107,31 +117,12 @@ fn passwords_refused_by_real_servers_never_appear_in_logs_status_metrics_or_chec
     broker.restart();
 
     let ws = Workspace::new();
-    std::fs::write(ws.path("kafka.pass"), format!("{KAFKA_SECRET}\n")).unwrap();
-    std::fs::write(ws.path("etcd.pass"), format!("{ETCD_SECRET}\n")).unwrap();
-    let log = ws.path("a.log");
-    append_lines(&log, (0..3).map(|i| format!("l {i}")));
-    let sink = format!(
-        "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    request_timeout: 5s\n    sasl: {{ mechanism: SCRAM-SHA-256, username: shipper, password_file: {} }}",
-        broker.address(),
-        ws.path("kafka.pass").display()
+    write_config(
+        &ws,
+        (&broker.address(), "SCRAM-SHA-256", KAFKA_SECRET),
+        (&etcd.endpoint, ETCD_SECRET),
     );
-    let mut config = ws.config_with_sink(
-        &format!("  - {{ path: {}, topic: t }}", log.display()),
-        &sink,
-    );
-    config.push_str(&format!(
-        "etcd: {{ endpoints: [\"{}\"], keys: [/lc/k], allowed_paths: ['/**'], username: shipper, password_file: {}, dial_timeout: 1s, request_timeout: 1s }}\n",
-        etcd.endpoint,
-        ws.path("etcd.pass").display()
-    ));
-    ws.write_config(&config);
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_logcatch"))
-        .args(["check", "--config"])
-        .arg(ws.config_path())
-        .output()
-        .unwrap();
-    assert!(check.status.success());
+    let check = check(&ws);
 
     let agent = ws.start();
     let status = wait_for("both refusals in /status", Duration::from_secs(60), || {
@@ -147,11 +138,6 @@ fn passwords_refused_by_real_servers_never_appear_in_logs_status_metrics_or_chec
     agent.terminate();
     let log = agent_log(&ws);
     assert!(log.contains("invalid proof") && log.contains("authentication failed"));
-    let check = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
     for (what, text) in [
         ("/status", &status),
         ("/metrics", &metrics),
