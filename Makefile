@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint fmt check-config demo bench clean
+.PHONY: run test deps build lint fmt deny check-config demo bench clean
 
 ## Run the agent on config/local.yaml (example logs + a live writer → stdout). Ctrl-C stops it.
 run: build
@@ -11,10 +11,12 @@ run: build
 build:
 	$(CARGO) build
 
-## Install the test tools (protoc, etcd, tansu), then format check, clippy and every test.
+## Install the test tools (protoc, etcd, tansu, cargo-deny), then format check, clippy,
+## cargo deny (licenses, bans, sources, advisories) and every test.
 test: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	scripts/deny.sh
 	TANSU_BIN=$$(scripts/deps.sh --print-tansu) $(CARGO) test --all-targets
 
 ## The whole product: local etcd + tansu broker, a log declared in etcd, records read back from Kafka.
@@ -28,6 +30,10 @@ bench: deps
 ## Install what the tests need (idempotent; tansu is built once into ~/.cache/logcatch).
 deps:
 	scripts/deps.sh
+
+## cargo deny check; advisories from ../shared/advisory-db when present (offline).
+deny:
+	scripts/deny.sh
 
 lint:
 	$(CARGO) fmt --check

@@ -3,7 +3,8 @@
 # etcd (Debian packages) and the
 # tansu Kafka-protocol broker (built from crates.io into a cache keyed by version,
 # features and rustc version, because the build takes ~11 minutes on 2 cores).
-# Prints nothing but progress; `scripts/deps.sh --print-tansu` prints the tansu path.
+# Prints nothing but progress; `scripts/deps.sh --print-tansu` prints the tansu path,
+# `--print-cargo-deny` the cargo-deny path (also built once into the cache).
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -12,11 +13,15 @@ cache=${LOGCATCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/logcatch}
 rustc_version=$(rustc --version | awk '{print $2}')
 tansu_root="$cache/tansu-$TANSU_VERSION-${TANSU_FEATURES//,/-}-rustc$rustc_version"
 tansu_bin="$tansu_root/bin/tansu"
+# cargo-deny (licenses, bans, sources, advisories from ../shared/advisory-db or the network).
+CARGO_DENY_VERSION=0.20.2
+cargo_deny_root="$cache/cargo-deny-$CARGO_DENY_VERSION-rustc$rustc_version"
+cargo_deny_bin="$cargo_deny_root/bin/cargo-deny"
 
-if [[ ${1:-} == --print-tansu ]]; then
-  echo "$tansu_bin"
-  exit 0
-fi
+case ${1:-} in
+  --print-tansu) echo "$tansu_bin"; exit 0 ;;
+  --print-cargo-deny) echo "$cargo_deny_bin"; exit 0 ;;
+esac
 
 apt_packages=()
 pip_packages=()
@@ -26,6 +31,8 @@ command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
 command -v etcd >/dev/null || apt_packages+=(etcd-server)
 command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
 command -v promtool >/dev/null || apt_packages+=(prometheus)
+# scripts/deny.sh keeps the offline advisory snapshot in a git repository for cargo-deny.
+command -v git >/dev/null || apt_packages+=(git)
 if ((${#apt_packages[@]})); then
   echo "deps: installing ${apt_packages[*]} (apt-get)"
   sudo_cmd=()
@@ -59,4 +66,13 @@ if [[ ! -x $tansu_bin ]]; then
   mv "$tansu_root.partial" "$tansu_root"
   rm -rf "$cache/tansu-target"
 fi
-echo "deps: etcd $(etcd --version | awk '/etcd Version/{print $3}'), protoc $(protoc --version | awk '{print $2}'), tansu $tansu_bin"
+if [[ ! -x $cargo_deny_bin ]]; then
+  echo "deps: building cargo-deny $CARGO_DENY_VERSION into $cargo_deny_root (a few minutes, once)"
+  mkdir -p "$cache"
+  cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION" \
+    --root "$cargo_deny_root.partial" --target-dir "$cache/cargo-deny-target"
+  rm -rf "$cargo_deny_root"
+  mv "$cargo_deny_root.partial" "$cargo_deny_root"
+  rm -rf "$cache/cargo-deny-target"
+fi
+echo "deps: etcd $(etcd --version | awk '/etcd Version/{print $3}'), protoc $(protoc --version | awk '{print $2}'), tansu $tansu_bin, cargo-deny $cargo_deny_bin"

@@ -188,12 +188,34 @@ pub struct AllowList {
     empty: bool,
 }
 
-/// An untrusted declaration the allow-list refused.
+/// An untrusted declaration that is not tailed, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub source: SourceId,
     pub id: TailerId,
+    pub kind: RefusalKind,
     pub reason: String,
+}
+
+/// Which rule refused a declaration (the `kind` label of `logcatch_refused_tailers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalKind {
+    /// Outside `etcd.allowed_paths` after symlinks are resolved.
+    AllowedPaths,
+    /// Beyond `etcd.max_tailers`.
+    MaxTailers,
+}
+
+impl RefusalKind {
+    pub const ALL: [RefusalKind; 2] = [RefusalKind::AllowedPaths, RefusalKind::MaxTailers];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::AllowedPaths => "allowed_paths",
+            RefusalKind::MaxTailers => "max_tailers",
+        }
+    }
 }
 
 impl AllowList {
@@ -271,12 +293,48 @@ pub fn restrict(
                 refusals.push(Refusal {
                     source: owner.clone(),
                     id: id.clone(),
+                    kind: RefusalKind::AllowedPaths,
                     reason: reason.clone(),
                 });
             }
             keep
         });
         !tailer.owners.is_empty()
+    });
+    refusals
+}
+
+/// Bounds the desired set to `max` tailers. Tailers with a trusted (config-file) owner
+/// are always kept and count first; the untrusted rest fill the remaining room in
+/// `TailerId` order (topic, then path), so the outcome depends only on the desired set.
+/// Returns a refusal per untrusted owner of every tailer left out.
+pub fn limit(
+    desired: &mut DesiredSet,
+    max: usize,
+    trusted: impl Fn(&SourceId) -> bool,
+) -> Vec<Refusal> {
+    let is_trusted = |tailer: &DesiredTailer| tailer.owners.iter().any(&trusted);
+    let mut room = max.saturating_sub(desired.values().filter(|t| is_trusted(t)).count());
+    let mut refusals = Vec::new();
+    desired.retain(|id, tailer| {
+        if is_trusted(tailer) {
+            return true;
+        }
+        if room > 0 {
+            room -= 1;
+            return true;
+        }
+        for owner in &tailer.owners {
+            refusals.push(Refusal {
+                source: owner.clone(),
+                id: id.clone(),
+                kind: RefusalKind::MaxTailers,
+                reason: format!(
+                    "not started: etcd.max_tailers ({max}) reached (config-file tailers count first, then etcd ones in topic, path order)"
+                ),
+            });
+        }
+        false
     });
     refusals
 }
@@ -518,6 +576,58 @@ mod tests {
         );
         let (kept, refusals) = restricted(&[], &root.join("logs/a.log"), &["etcd:/k"]);
         assert!(!kept && refusals[0].reason.contains("empty"));
+    }
+
+    #[test]
+    fn limit_should_keep_config_tailers_then_etcd_ones_in_topic_path_order() {
+        let tailer = |owners: &[&str]| DesiredTailer {
+            owners: owners.iter().map(|o| SourceId::from(*o)).collect(),
+            settings: settings(),
+        };
+        let desired = DesiredSet::from([
+            (TailerId::new("a", Path::new("/2")), tailer(&["etcd:/k"])),
+            (
+                TailerId::new("a", Path::new("/1")),
+                tailer(&["etcd:/j", "etcd:/k"]),
+            ),
+            (TailerId::new("b", Path::new("/0")), tailer(&["etcd:/k"])),
+            (TailerId::new("z", Path::new("/9")), tailer(&["config"])),
+            (
+                TailerId::new("z", Path::new("/8")),
+                tailer(&["config", "etcd:/k"]),
+            ),
+        ]);
+        let trusted = |s: &SourceId| &**s == "config";
+        let kept = |max: usize| {
+            let mut d = desired.clone();
+            let refusals = limit(&mut d, max, trusted);
+            let kept: Vec<String> = d.keys().map(|id| id.to_string()).collect();
+            (kept, refusals)
+        };
+        let (all, refusals) = kept(5);
+        assert_eq!(all.len(), 5);
+        assert!(refusals.is_empty());
+        let (three, refusals) = kept(3);
+        assert_eq!(three, ["a:/1", "z:/8", "z:/9"]);
+        let refused: Vec<(String, String)> = refusals
+            .iter()
+            .map(|r| (r.source.to_string(), r.id.to_string()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("etcd:/k".into(), "a:/2".into()),
+                ("etcd:/k".into(), "b:/0".into())
+            ]
+        );
+        assert!(refusals.iter().all(|r| r.kind == RefusalKind::MaxTailers
+            && r.reason.contains("etcd.max_tailers (3) reached")));
+        // The config's own tailers are never dropped, even beyond the limit.
+        let (config_only, refusals) = kept(1);
+        assert_eq!(config_only, ["z:/8", "z:/9"]);
+        assert_eq!(refusals.len(), 4, "a:/1 has two etcd owners");
+        // The same desired set always gives the same outcome (level-triggered).
+        assert_eq!(kept(3).0, three);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 mod common;
 
 use common::servers::Etcd;
-use common::{append_lines, wait_for, Agent, Workspace};
+use common::tls::TestPki;
+use common::{append_lines, metric, wait_for, Agent, Workspace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -375,4 +376,289 @@ fn a_config_reload_adds_and_removes_etcd_keys_live() {
         (t.len() == 1 && t[0].2 == ["etcd:/lc/b"]).then_some(())
     });
     not_shipped(&ws, &a, "a-2");
+}
+
+/// Waits until `/status` shows `key`'s value of `revision` refused; returns the reason.
+fn refused_value(agent: &Agent, key: &str, revision: i64) -> String {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let row = key_status(agent, key).unwrap_or_default();
+        if let (true, Some(error)) = (row["revision"] == revision, row["error"].as_str()) {
+            return error.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "revision {revision} of {key} not refused: {}\n{}",
+            agent.status(),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn hostile_values_are_refused_with_a_reason_and_running_tailers_go_on() {
+    // Raised so that etcd itself accepts the huge values the agent must refuse.
+    let etcd = Etcd::start_with_args(&["--max-request-bytes", "10485760"]);
+    let ws = Workspace::new();
+    let (a, b) = (root(&ws).join("logs/a.log"), root(&ws).join("logs/b.log"));
+    let agent = start(&ws, &etcd, &["/lc/node"], &[]);
+    put(&etcd, "/lc/node", &[(&a, "app")]);
+    shipped(&ws, &a, "app", "a-0");
+
+    let logs = root(&ws).join("logs").display().to_string();
+    let entry = |path: &str| format!(r#"{{"path":"{path}","topic":"app"}}"#);
+    let many = |n: usize, path: &str| format!("[{}]", vec![entry(path); n].join(","));
+    let hostile: Vec<(String, Vec<u8>, String)> = vec![
+        (
+            "a 1.2 MiB value".into(),
+            format!("[{}]", entry(&format!("{logs}/{}", "x".repeat(1_200_000)))).into_bytes(),
+            "etcd key /lc/node: value is 1200".into(),
+        ),
+        (
+            "100,000 entries".into(),
+            many(100_000, "/").into_bytes(),
+            "etcd key /lc/node: value is 2700001 bytes; values over 1048576 bytes (1 MiB) are refused".into(),
+        ),
+        (
+            "10,001 entries".into(),
+            many(10_001, &b.display().to_string()).into_bytes(),
+            "etcd key /lc/node: 10001 entries; a value may hold at most 10000".into(),
+        ),
+        (
+            "100,000 nested arrays".into(),
+            ("[".repeat(100_000) + &"]".repeat(100_000)).into_bytes(),
+            "etcd key /lc/node: [0][0]: invalid type: sequence".into(),
+        ),
+        (
+            "a path with ..".into(),
+            format!("[{}]", entry(&format!("{logs}/../../../etc/shadow"))).into_bytes(),
+            "etcd key /lc/node: [0].path:".into(),
+        ),
+        (
+            "a NUL byte in a path".into(),
+            format!("[{}]", entry(&format!("{logs}/a.log\\u0000.txt"))).into_bytes(),
+            "etcd key /lc/node: [0].path: must not contain NUL bytes".into(),
+        ),
+        (
+            "a NUL byte in a topic".into(),
+            format!(r#"[{{"path":"{}","topic":"app\u0000"}}]"#, b.display()).into_bytes(),
+            "etcd key /lc/node: [0].topic: topic \"app\\0\" contains '\\0'".into(),
+        ),
+    ];
+    for (i, (what, value, expected)) in hostile.iter().enumerate() {
+        let revision = etcd.put_bytes("/lc/node", value);
+        let reason = refused_value(&agent, "/lc/node", revision);
+        assert!(reason.starts_with(expected.as_str()), "{what}: {reason}");
+        // The last valid snapshot stays in force: a still ships, b never starts.
+        shipped(&ws, &a, "app", &format!("a-{}", i + 1));
+        let running = tailers(&agent);
+        assert_eq!(running.len(), 1, "after {what}: {running:?}");
+        assert_eq!(running[0].1, a.display().to_string(), "after {what}");
+    }
+    let log = agent.log();
+    assert_eq!(
+        log.matches("keeping the last valid snapshot").count(),
+        hostile.len(),
+        "each refused value logged once:\n{log}"
+    );
+    assert_eq!(
+        metric(
+            agent.http_port,
+            "logcatch_etcd_invalid_values_total{key=\"/lc/node\"}"
+        ),
+        hostile.len() as f64
+    );
+
+    // Larger than the gRPC client takes in one message (4 MiB): the watch, then every
+    // re-list fails; the error names the key, and the last valid snapshot stays in force.
+    etcd.put_bytes("/lc/node", &vec![b' '; 5 << 20]);
+    let error = wait_for("the watch error", LONG, || {
+        let status = agent.status();
+        let error = status["sources"]["watches"][0]["error"]
+            .as_str()?
+            .to_string();
+        error.contains("too large").then_some(error)
+    });
+    assert!(error.starts_with("etcd key /lc/node: "), "{error}");
+    shipped(&ws, &a, "app", "a-huge");
+    assert_eq!(tailers(&agent).len(), 1);
+
+    // A valid value again: the key recovers; a symlink in the allowed dir that points
+    // at /etc/shadow is refused by the allow-list after resolution.
+    let shadow = root(&ws).join("logs/shadow.log");
+    std::os::unix::fs::symlink("/etc/shadow", &shadow).unwrap();
+    put(
+        &etcd,
+        "/lc/node",
+        &[(&a, "app"), (&b, "app"), (&shadow, "app")],
+    );
+    shipped(&ws, &b, "app", "b-1");
+    let refused = wait_for("the symlink refused", LONG, || {
+        key_status(&agent, "/lc/node")?["refused"]
+            .as_array()?
+            .first()
+            .cloned()
+    });
+    assert_eq!(refused["path"], shadow.display().to_string());
+    assert_eq!(
+        refused["reason"],
+        "resolves to /etc/shadow (symlink), which is outside etcd.allowed_paths"
+    );
+    assert_eq!(tailers(&agent).len(), 2);
+    assert!(ws
+        .records()
+        .iter()
+        .all(|r| r.path != shadow.display().to_string()));
+}
+
+#[test]
+fn max_tailers_bounds_what_etcd_can_start_and_reports_the_rest() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let many = root(&ws).join("logs/many");
+    std::fs::create_dir_all(&many).unwrap();
+    let files: Vec<PathBuf> = (0..20).map(|i| many.join(format!("f{i:02}.log"))).collect();
+    for (i, file) in files.iter().enumerate() {
+        append_lines(file, [format!("early-{i:02}")]);
+    }
+    let from_config = ws.path("config.log");
+    let with_limit = |max: usize| {
+        config(&ws, &etcd, &["/lc/node"], &[]).replace(
+            "logs:\n  []",
+            &format!(
+                "logs:\n  - {{ path: {}, topic: cfg }}",
+                from_config.display()
+            ),
+        ) + &format!("  max_tailers: {max}\n")
+    };
+    std::fs::create_dir_all(root(&ws).join("logs")).unwrap();
+    ws.write_config(&with_limit(5));
+    let agent = ws.start();
+    let glob = many.join("*.log");
+    put(&etcd, "/lc/node", &[(&glob, "app")]);
+
+    // The config's tailer counts first, then etcd's in (topic, path) order: f00..f03.
+    let refused = wait_for("16 tailers over the limit", LONG, || {
+        let refused = key_status(&agent, "/lc/node")?["refused"]
+            .as_array()?
+            .clone();
+        (refused.len() == 16).then_some(refused)
+    });
+    let mut running: Vec<String> = tailers(&agent).into_iter().map(|t| t.1).collect();
+    running.sort();
+    let mut expected: Vec<String> = files[..4].iter().map(|f| f.display().to_string()).collect();
+    expected.push(from_config.display().to_string());
+    expected.sort();
+    assert_eq!(running, expected);
+    for (r, file) in refused.iter().zip(&files[4..]) {
+        assert_eq!(r["path"], file.display().to_string());
+        assert_eq!(r["kind"], "max_tailers");
+        assert!(
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .contains("etcd.max_tailers (5) reached"),
+            "{r}"
+        );
+    }
+    wait_for("the metric", LONG, || {
+        (metric(
+            agent.http_port,
+            "logcatch_refused_tailers{kind=\"max_tailers\"}",
+        ) == 16.0)
+            .then_some(())
+    });
+    shipped(&ws, &from_config, "cfg", "cfg-1");
+    shipped(&ws, &files[0], "app", "f00-1");
+    not_shipped(&ws, &files[4], "f04-1");
+    let log = agent.log();
+    assert_eq!(
+        log.matches("etcd.max_tailers reached: 16 more declared tailers not started")
+            .count(),
+        1,
+        "logged once, in one line:\n{log}"
+    );
+
+    // A higher limit (config reload) starts the rest; nothing they held was lost.
+    ws.write_config(&with_limit(100));
+    shipped(&ws, &files[19], "app", "f19-1");
+    wait_for("21 tailers", LONG, || {
+        (tailers(&agent).len() == 21).then_some(())
+    });
+    let records = ws.wait_records(20 + 4, LONG);
+    for i in 0..20 {
+        let early = format!("early-{i:02}");
+        assert_eq!(
+            records.iter().filter(|r| r.line == early).count(),
+            1,
+            "{early}"
+        );
+    }
+    assert!(records.iter().any(|r| r.line == "f04-1"));
+    assert_eq!(
+        metric(
+            agent.http_port,
+            "logcatch_refused_tailers{kind=\"max_tailers\"}"
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn etcd_with_tls_and_auth_is_followed_and_a_wrong_password_is_retried_until_fixed() {
+    let ws = Workspace::new();
+    let pki = TestPki::new(&root(&ws), "etcd");
+    let mut etcd = Etcd::start_tls(&pki);
+    assert!(etcd.endpoint.starts_with("https://"));
+    etcd.enable_auth("root-Pa55", "shipper", "right-Pa55", "/lc/");
+    let a = root(&ws).join("logs/a.log");
+    put(&etcd, "/lc/node", &[(&a, "app")]);
+    let password_file = ws.path("etcd.pass");
+    std::fs::write(&password_file, "wrong-Pa55\n").unwrap();
+    std::fs::create_dir_all(root(&ws).join("logs")).unwrap();
+    ws.write_config(&format!(
+        "{}  username: shipper\n  password_file: {}\n  tls: {{ ca_file: {} }}\n",
+        config(&ws, &etcd, &["/lc/node"], &[]),
+        password_file.display(),
+        pki.ca.display()
+    ));
+    let agent = ws.start();
+
+    // A wrong password: a clear error on the key's watch, retried, nothing tailed.
+    let error = wait_for("the authentication error", LONG, || {
+        let status = agent.status();
+        let error = status["sources"]["watches"][0]["error"]
+            .as_str()?
+            .to_string();
+        error.contains("authentication failed").then_some(error)
+    });
+    assert!(
+        error.starts_with("etcd key /lc/node: etcd https://127.0.0.1:"),
+        "{error}"
+    );
+    assert!(tailers(&agent).is_empty());
+    assert!(agent.log().contains("authentication failed"));
+    assert_eq!(agent.status()["sources"]["watches"][0]["state"], "retrying");
+
+    // The password file fixed: the next retry reads it, connects over TLS and tails.
+    std::fs::write(&password_file, "right-Pa55\n").unwrap();
+    shipped(&ws, &a, "app", "a-1");
+    let status = agent.status();
+    assert_eq!(
+        status["sources"]["watches"][0]["state"], "synced",
+        "{status}"
+    );
+    let b = root(&ws).join("logs/b.log");
+    put(&etcd, "/lc/node", &[(&b, "app")]);
+    shipped(&ws, &b, "app", "b-1");
+
+    // Neither password is ever printed.
+    let (log, status) = (agent.log(), agent.status().to_string());
+    for secret in ["wrong-Pa55", "right-Pa55", "root-Pa55"] {
+        assert!(
+            !log.contains(secret) && !status.contains(secret),
+            "{secret} printed"
+        );
+    }
 }

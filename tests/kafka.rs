@@ -4,8 +4,9 @@
 mod common;
 
 use common::accounting::Accounting;
-use common::kafka::{consume, consume_with_librdkafka, create_topic};
+use common::kafka::{consume, consume_with, consume_with_librdkafka, create_topic};
 use common::servers::Broker;
+use common::tls::{TestPki, TlsProxy};
 use common::{append_lines, wait_for, Workspace};
 use std::collections::HashMap;
 use std::path::Path;
@@ -389,4 +390,125 @@ fn delivery_resumes_after_a_broker_restart() {
         .join("\n");
     assert_eq!(records.len(), 300, "log:\n{tail}");
     assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// tansu 0.6 takes `--cert`/`--key` but never uses them (its TLS acceptor is built and
+/// dropped), so TLS is tested through a TLS-terminating proxy that tansu advertises as
+/// its listener: every connection the agent makes, bootstrap and partition leader, is TLS.
+#[test]
+fn kafka_over_tls_delivers_every_line_and_a_wrong_ca_loses_nothing() {
+    let ws = Workspace::new();
+    let pki = TestPki::new(ws.dir.path(), "kafka");
+    let other = TestPki::new(ws.dir.path(), "other");
+    let proxy_port = common::free_port();
+    let broker = Broker::start_memory_behind(proxy_port);
+    let proxy = TlsProxy::start(&pki, proxy_port, broker.address().parse().unwrap());
+    let topic = topic("tls");
+    broker.create_topic(&topic, 1).unwrap();
+    let log = ws.path("app.log");
+    let written = lines("tls", 0..2_000);
+    append_lines(&log, written[..1_000].iter().cloned());
+    let config = |ca: &Path| {
+        let sink = format!(
+            "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    request_timeout: 2s\n    tls: {{ ca_file: {} }}\n",
+            proxy.address(),
+            ca.display()
+        );
+        ws.config_with_sink(&log_entry(&log, &topic), &sink)
+    };
+
+    // A CA that did not sign the broker's certificate: a clear error, nothing acknowledged.
+    ws.write_config(&config(&other.ca));
+    let agent = ws.start();
+    wait_for("the TLS error in /status", LONG, || {
+        let error = agent.status()["sink"]["error"].as_str()?.to_string();
+        (error.contains(&proxy.address()) && error.contains("UnknownIssuer")).then_some(())
+    });
+    assert!(
+        proxy
+            .failed_handshakes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert!(agent.log().contains("UnknownIssuer"));
+    let (_, ready) = common::http_get(agent.http_port, "/readyz").unwrap();
+    assert!(ready.contains("the sink is not connected: "), "{ready}");
+    let offset = agent.status()["tailers"][0]["offset"].as_u64();
+    assert_eq!(
+        offset,
+        Some(0),
+        "no checkpoint moves without an acknowledgement"
+    );
+    agent.terminate();
+
+    // The right CA (a sink change needs a restart): every line arrives exactly once.
+    ws.write_config(&config(&pki.ca));
+    let agent = ws.start();
+    append_lines(&log, written[1_000..].iter().cloned());
+    let tls = rskafka::client::ClientBuilder::new(vec![proxy.address()])
+        .tls_config(std::sync::Arc::new(pki.client_config()));
+    let records = consume_with(tls, &topic, written.len(), LONG, 50_000_000);
+    let values: Vec<String> = records.iter().map(|r| r.value()).collect();
+    assert_eq!(values, written, "every line once, in order");
+    assert_eq!(agent.status()["sink"]["error"], serde_json::Value::Null);
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// tansu 0.6 offers SCRAM-SHA-256/512 (checked against users in its storage) but no
+/// PLAIN, and only an authenticated client may create a user: the user and topic are
+/// made while authentication is off, then the broker restarts with `--authentication`.
+#[test]
+fn kafka_with_sasl_scram_delivers_every_line_and_a_wrong_password_is_retried_until_fixed() {
+    let mut broker = Broker::start_sqlite();
+    let topic = topic("sasl");
+    broker.create_scram_user("shipper", "right-Pa55", &[&topic]);
+    broker.stop();
+    broker.authentication = true;
+    broker.restart();
+
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    let written = lines("sasl", 0..2_000);
+    append_lines(&log, written[..1_000].iter().cloned());
+    let password_file = ws.path("kafka.pass");
+    std::fs::write(&password_file, "wrong-Pa55\n").unwrap();
+    let sasl = format!(
+        "    sasl: {{ mechanism: SCRAM-SHA-256, username: shipper, password_file: {} }}\n",
+        password_file.display()
+    );
+    ws.write_config(&ws.config_with_sink(&log_entry(&log, &topic), &kafka_sink(&broker, &sasl)));
+    let agent = ws.start();
+
+    // A wrong password: a clear error, retried; nothing acknowledged, nothing lost.
+    // (Under load an attempt may first end in the bare connect timeout; the SASL
+    // refusal is what must show up.)
+    wait_for("the SASL error in /status", LONG, || {
+        let error = agent.status()["sink"]["error"].as_str()?.to_string();
+        (error.contains("Sasl handshake failed") && error.contains("invalid proof")).then_some(())
+    });
+    let offset = agent.status()["tailers"][0]["offset"].as_u64();
+    assert_eq!(
+        offset,
+        Some(0),
+        "no checkpoint moves without an acknowledgement"
+    );
+
+    // The password file fixed: the next connection attempt reads it; every line once.
+    std::fs::write(&password_file, "right-Pa55\n").unwrap();
+    append_lines(&log, written[1_000..].iter().cloned());
+    let credentials = rskafka::client::Credentials::new("shipper".into(), "right-Pa55".into());
+    let client = rskafka::client::ClientBuilder::new(vec![broker.address()])
+        .sasl_config(rskafka::client::SaslConfig::ScramSha256(credentials));
+    let records = consume_with(client, &topic, written.len(), LONG, 50_000_000);
+    let values: Vec<String> = records.iter().map(|r| r.value()).collect();
+    assert_eq!(values, written, "every line once, in order");
+    assert_eq!(agent.status()["sink"]["error"], serde_json::Value::Null);
+    let (log, status) = (agent.log(), agent.status().to_string());
+    assert_eq!(agent.terminate().code(), Some(0));
+    for secret in ["wrong-Pa55", "right-Pa55"] {
+        assert!(
+            !log.contains(secret) && !status.contains(secret),
+            "{secret} printed"
+        );
+    }
 }

@@ -4,43 +4,11 @@
 mod common;
 
 use common::servers::{tool, Broker, Etcd};
-use common::{append_lines, free_port, http_get, wait_for, Workspace};
-use std::collections::HashMap;
+use common::{append_lines, free_port, http_get, metric, scrape, wait_for, Workspace};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// Every sample of the exposition as `name{label="value",...}` → value.
-fn scrape(port: u16) -> HashMap<String, f64> {
-    let (code, body) = http_get(port, "/metrics").expect("GET /metrics");
-    assert_eq!(code, 200);
-    let lines = body.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");
-    scrape
-        .samples
-        .into_iter()
-        .map(|s| {
-            let mut labels: Vec<String> = s
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{v}\""))
-                .collect();
-            labels.sort();
-            let value = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            };
-            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
-        })
-        .collect()
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    scrape(port).get(name).copied().unwrap_or(0.0)
-}
 
 #[test]
 fn metrics_move_with_lines_restarts_and_reloads() {

@@ -17,6 +17,9 @@ pub struct EtcdConfig {
     pub prefixes: Vec<String>,
     /// Globs the resolved (symlink-free) path of an etcd-declared file must match.
     pub allowed_paths: Vec<String>,
+    /// At most this many tailers run; config-file ones count first (and always run),
+    /// etcd ones fill the rest in (topic, path) order.
+    pub max_tailers: usize,
     pub username: String,
     pub password_file: PathBuf,
     pub tls: EtcdTlsConfig,
@@ -34,6 +37,8 @@ pub struct EtcdTlsConfig {
     pub key_file: PathBuf,
 }
 
+pub const DEFAULT_MAX_TAILERS: usize = 10_000;
+
 impl Default for EtcdConfig {
     fn default() -> Self {
         EtcdConfig {
@@ -41,6 +46,7 @@ impl Default for EtcdConfig {
             keys: Vec::new(),
             prefixes: Vec::new(),
             allowed_paths: Vec::new(),
+            max_tailers: DEFAULT_MAX_TAILERS,
             username: String::new(),
             password_file: PathBuf::new(),
             tls: EtcdTlsConfig::default(),
@@ -106,6 +112,13 @@ impl EtcdConfig {
                 ));
             }
             globset::Glob::new(pattern).map_err(|e| (field, format!("invalid glob: {e}")))?;
+        }
+        if self.max_tailers == 0 {
+            return Err((
+                "etcd.max_tailers".into(),
+                "must be at least 1 (use an empty etcd.allowed_paths to tail nothing from etcd)"
+                    .into(),
+            ));
         }
         let has_password = !self.password_file.as_os_str().is_empty();
         if self.username.is_empty() == has_password {
@@ -183,6 +196,7 @@ endpoints: ["http://127.0.0.1:2379", "10.0.0.1:2379"]
 keys: ["/logcatch/nodes/n1", "/logcatch/all"]
 prefixes: ["/logcatch/shared/"]
 allowed_paths: ["/var/log/**"]
+max_tailers: 500
 tls: { ca_file: "", cert_file: "", key_file: "" }
 dial_timeout: 5s
 request_timeout: 5s
@@ -209,6 +223,7 @@ request_timeout: 5s
             ("password_file: /p", "etcd.username"),
             ("tls: { cert_file: /c }", "etcd.tls"),
             ("request_timeout: 0s", "etcd.request_timeout"),
+            ("max_tailers: 0", "etcd.max_tailers"),
         ];
         for (yaml, field) in cases {
             let (got, _) = config(yaml).validate().unwrap_err();

@@ -8,7 +8,7 @@ pub mod plan;
 use crate::config::{BackoffConfig, Config};
 use crate::source::status::RefusedPath;
 use crate::source::Sources;
-use crate::spec::{self, ExpandError, SourceId, TailerId, TailerSettings};
+use crate::spec::{self, ExpandError, RefusalKind, SourceId, TailerId, TailerSettings};
 use crate::tail::{TailError, Tailer, TailerContext};
 use crate::telemetry::status::TailerEntry;
 use crate::telemetry::{Events, StatusBoard, TailerProgress, TailerState};
@@ -169,16 +169,16 @@ impl Reconciler {
     }
 
     /// The trust boundary: etcd-declared files must match `etcd.allowed_paths` once
-    /// symlinks are resolved; config-file paths are trusted. Refusals go to the source
-    /// status and are logged once.
+    /// symlinks are resolved, and at most `etcd.max_tailers` tailers run; config-file
+    /// paths are trusted. Refusals go to the source status and are logged once.
     fn restrict(&mut self, desired: &mut spec::DesiredSet, config: &Config) {
         if self.allow.0 != config.etcd.allowed_paths {
             let list = spec::AllowList::new(&config.etcd.allowed_paths);
             self.allow = (config.etcd.allowed_paths.clone(), list);
         }
-        let refusals = spec::restrict(desired, &self.allow.1, |source| {
-            &**source == crate::source::CONFIG_SOURCE
-        });
+        let trusted = |source: &SourceId| &**source == crate::source::CONFIG_SOURCE;
+        let mut refusals = spec::restrict(desired, &self.allow.1, trusted);
+        refusals.extend(spec::limit(desired, config.etcd.max_tailers, trusted));
         let mut table: BTreeMap<String, Vec<RefusedPath>> = BTreeMap::new();
         for r in refusals {
             table
@@ -187,11 +187,26 @@ impl Reconciler {
                 .push(RefusedPath {
                     topic: r.id.topic.to_string(),
                     path: r.id.path.display().to_string(),
+                    kind: r.kind,
                     reason: r.reason,
                 });
         }
+        let mut over_limit = Vec::new();
         for (source, refused) in self.sources.status().set_refused(table) {
-            tracing::error!(source, topic = %refused.topic, path = %refused.path, "refused: {}", refused.reason);
+            if refused.kind == RefusalKind::MaxTailers {
+                over_limit.push(format!("{}:{} ({source})", refused.topic, refused.path));
+            } else {
+                tracing::error!(source, topic = %refused.topic, path = %refused.path, "refused: {}", refused.reason);
+            }
+        }
+        // One line for however many, so a flood of declarations does not flood the log.
+        if let Some(first) = over_limit.first() {
+            tracing::error!(
+                max_tailers = config.etcd.max_tailers,
+                not_started = over_limit.len(),
+                "etcd.max_tailers reached: {} more declared tailers not started, first {first}; see /status",
+                over_limit.len()
+            );
         }
     }
 

@@ -157,6 +157,11 @@ pub trait Sink: Send + Sync {
         true
     }
 
+    /// Why the sink last failed to connect, while it is not connected (for status).
+    fn connect_error(&self) -> Option<String> {
+        None
+    }
+
     /// Bytes handed over but not yet acknowledged.
     fn in_flight_bytes(&self) -> u64 {
         0

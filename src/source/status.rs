@@ -61,11 +61,13 @@ impl WatchStatus {
     }
 }
 
-/// A declaration the allow-list refused.
+/// A declaration that is not tailed: outside the allow-list, or beyond `max_tailers`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct RefusedPath {
     pub topic: String,
     pub path: String,
+    /// `allowed_paths` or `max_tailers`: the rule that refused it.
+    pub kind: crate::spec::RefusalKind,
     pub reason: String,
 }
 
@@ -209,6 +211,7 @@ mod tests {
         RefusedPath {
             topic: "t".into(),
             path: path.into(),
+            kind: crate::spec::RefusalKind::AllowedPaths,
             reason: "outside".into(),
         }
     }

@@ -46,6 +46,8 @@ struct StatusBody {
 #[derive(Serialize)]
 struct SinkStatus {
     connected: bool,
+    /// Why connecting last failed (e.g. TLS or SASL), until it succeeds.
+    error: Option<String>,
     in_flight_bytes: u64,
 }
 
@@ -100,7 +102,10 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
         ));
     }
     if !state.sink.connected() {
-        reasons.push("the sink is not connected".to_string());
+        match state.sink.connect_error() {
+            Some(error) => reasons.push(format!("the sink is not connected: {error}")),
+            None => reasons.push("the sink is not connected".to_string()),
+        }
     }
     if reasons.is_empty() {
         (StatusCode::OK, "ready\n".into())
@@ -142,6 +147,7 @@ async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
         tailers: state.board.tailers(),
         sink: SinkStatus {
             connected: state.sink.connected(),
+            error: state.sink.connect_error(),
             in_flight_bytes: state.sink.in_flight_bytes(),
         },
         sources: state.sources.status().view(),

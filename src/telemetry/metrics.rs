@@ -6,6 +6,7 @@ use super::events::Events;
 use super::status::{StatusBoard, TailerState};
 use crate::sink::Sink;
 use crate::source::status::{SourceStatusTable, WatchState};
+use crate::spec::RefusalKind;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -39,6 +40,7 @@ pub struct Metrics {
     ready: IntGauge,
     etcd_watch_events: IntCounterVec,
     etcd_invalid_values: IntCounterVec,
+    refused_tailers: IntGaugeVec,
     produce_latency: Histogram,
     /// What the etcd counters were last moved to, per key (they count in the status table).
     etcd_exported: Mutex<HashMap<(String, bool), u64>>,
@@ -236,6 +238,12 @@ impl Metrics {
                 "Invalid values refused per configured etcd key or prefix.",
                 &["key"],
             ),
+            refused_tailers: gauge(
+                r,
+                "logcatch_refused_tailers",
+                "etcd-declared tailers not started, by rule (allowed_paths, max_tailers).",
+                &["kind"],
+            ),
             produce_latency,
             etcd_exported: Mutex::new(HashMap::new()),
             registry,
@@ -298,6 +306,17 @@ impl Metrics {
         let synced = view.watches.iter().all(|w| w.state == WatchState::Synced);
         self.etcd_connected
             .set(i64::from(!view.watches.is_empty() && synced));
+        for kind in RefusalKind::ALL {
+            let n = view
+                .keys
+                .iter()
+                .flat_map(|k| &k.refused)
+                .filter(|r| r.kind == kind)
+                .count();
+            self.refused_tailers
+                .with_label_values(&[kind.as_str()])
+                .set(n as i64);
+        }
         let mut exported = self.etcd_exported.lock().unwrap_or_else(|e| e.into_inner());
         for w in &view.watches {
             for (invalid, total, counter) in [

@@ -73,11 +73,20 @@ pub fn consume_in_fetches_of(
     timeout: Duration,
     fetch_bytes: i32,
 ) -> Vec<Consumed> {
+    let builder = ClientBuilder::new(vec![broker.to_string()]);
+    consume_with(builder, topic, want, timeout, fetch_bytes)
+}
+
+/// [`consume_in_fetches_of`] with a client of the caller's making (e.g. with TLS).
+pub fn consume_with(
+    builder: ClientBuilder,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+    fetch_bytes: i32,
+) -> Vec<Consumed> {
     runtime().block_on(async {
-        let client = ClientBuilder::new(vec![broker.to_string()])
-            .build()
-            .await
-            .unwrap();
+        let client = builder.build().await.unwrap();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut out = Vec::new();
         let deadline = Instant::now() + timeout;

@@ -6,6 +6,7 @@
 pub mod accounting;
 pub mod kafka;
 pub mod servers;
+pub mod tls;
 
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -312,6 +313,38 @@ pub fn append_bytes(path: &Path, bytes: &[u8]) {
         .open(path)
         .unwrap();
     file.write_all(bytes).unwrap();
+}
+
+/// Every sample of the exposition as `name{label="value",...}` → value.
+pub fn scrape(port: u16) -> HashMap<String, f64> {
+    let (code, body) = http_get(port, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let mut labels: Vec<String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            labels.sort();
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            };
+            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
+        })
+        .collect()
+}
+
+/// One sample of [`scrape`]; 0 when absent.
+pub fn metric(port: u16, name: &str) -> f64 {
+    scrape(port).get(name).copied().unwrap_or(0.0)
 }
 
 /// Appends `lines` to `path` (one `write` per call, like a logging app flushing).

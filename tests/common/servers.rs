@@ -33,21 +33,77 @@ pub struct Etcd {
     child: Option<Child>,
     pub endpoint: String,
     peer_url: String,
+    /// Extra server flags (TLS files, request size limit).
+    server_args: Vec<String>,
+    /// Extra etcdctl flags (`--cacert`, `--user`).
+    ctl_args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Self::start_with("http", &[], &[])
+    }
+
+    /// With extra server flags, e.g. `--max-request-bytes`.
+    pub fn start_with_args(args: &[&str]) -> Etcd {
+        Self::start_with("http", args, &[])
+    }
+
+    /// Serving `https://` with the server certificate of `pki` (clients need its CA).
+    pub fn start_tls(pki: &super::tls::TestPki) -> Etcd {
+        let (cert, key, ca) = (
+            pki.server_cert.display().to_string(),
+            pki.server_key.display().to_string(),
+            pki.ca.display().to_string(),
+        );
+        Self::start_with(
+            "https",
+            &["--cert-file", &cert, "--key-file", &key],
+            &["--cacert", &ca],
+        )
+    }
+
+    fn start_with(scheme: &str, server_args: &[&str], ctl_args: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
+        let owned = |args: &[&str]| args.iter().map(|a| a.to_string()).collect();
         let mut server = Etcd {
             child: None,
-            endpoint: format!("http://127.0.0.1:{client}"),
+            endpoint: format!("{scheme}://127.0.0.1:{client}"),
             peer_url: format!("http://127.0.0.1:{peer}"),
+            server_args: owned(server_args),
+            ctl_args: owned(ctl_args),
             _dir: dir,
         };
         server.restart();
         server
+    }
+
+    /// Turns on user/password auth: `root` with `root_password` (etcdctl uses it from
+    /// now on) and `user` with `password`, allowed to read keys under `prefix`.
+    pub fn enable_auth(&mut self, root_password: &str, user: &str, password: &str, prefix: &str) {
+        let steps: [&[&str]; 6] = [
+            &["user", "add", &format!("root:{root_password}")],
+            &["role", "add", "reader"],
+            &[
+                "role",
+                "grant-permission",
+                "reader",
+                "--prefix=true",
+                "read",
+                prefix,
+            ],
+            &["user", "add", &format!("{user}:{password}")],
+            &["user", "grant-role", user, "reader"],
+            &["auth", "enable"],
+        ];
+        for step in steps {
+            self.etcdctl(step)
+                .unwrap_or_else(|e| panic!("etcdctl {step:?}: {e}"));
+        }
+        self.ctl_args
+            .extend(["--user".to_string(), format!("root:{root_password}")]);
     }
 
     /// Kills the server (SIGKILL), keeping its data dir and ports.
@@ -104,6 +160,7 @@ impl Etcd {
                 peer_url,
             ])
             .args(["--initial-cluster", &format!("default={peer_url}")])
+            .args(&self.server_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -114,11 +171,28 @@ impl Etcd {
         });
     }
 
+    /// Writes `value` with the etcd-client crate (no command-line or 2 MiB etcdctl
+    /// limits, for huge values); returns the revision of the write. Plain http only.
+    pub fn put_bytes(&self, key: &str, value: &[u8]) -> i64 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut client = etcd_client::Client::connect([self.endpoint.as_str()], None)
+                .await
+                .unwrap();
+            let response = client.put(key, value, None).await.unwrap();
+            response.header().unwrap().revision()
+        })
+    }
+
     /// Runs `etcdctl` against this server; `Err(stderr)` on failure.
     pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
         let output = Command::new(tool("etcdctl", "ETCDCTL_BIN"))
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoint])
+            .args(&self.ctl_args)
             .args(args)
             .output()
             .expect("running etcdctl");
@@ -140,6 +214,10 @@ impl Drop for Etcd {
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
+    /// The port metadata advertises: `port`, or a proxy's in front of the broker.
+    advertised_port: u16,
+    /// `--authentication`: SASL (SCRAM-SHA-256 against users in storage) required.
+    pub authentication: bool,
     storage: String,
     dir: tempfile::TempDir,
 }
@@ -154,10 +232,23 @@ impl Broker {
         Self::start("sqlite://tansu.db")
     }
 
+    /// In-memory storage, advertising `proxy_port` in metadata so that clients come back
+    /// through a proxy listening there (e.g. a TLS-terminating one).
+    pub fn start_memory_behind(proxy_port: u16) -> Broker {
+        Self::start_advertising("memory://tansu/", Some(proxy_port))
+    }
+
     fn start(storage: &str) -> Broker {
+        Self::start_advertising(storage, None)
+    }
+
+    fn start_advertising(storage: &str, advertised_port: Option<u16>) -> Broker {
+        let port = free_port();
         let mut broker = Broker {
             child: None,
-            port: free_port(),
+            port,
+            advertised_port: advertised_port.unwrap_or(port),
+            authentication: false,
             storage: storage.to_string(),
             dir: tempfile::tempdir().unwrap(),
         };
@@ -177,6 +268,7 @@ impl Broker {
         assert!(self.child.is_none(), "broker already running");
         let tansu = tool("tansu", "TANSU_BIN");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -189,9 +281,10 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", &self.storage])
+            .args(self.authentication.then_some("--authentication"))
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(log)
@@ -211,6 +304,22 @@ impl Broker {
 
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a SCRAM-SHA-256 user and `topics` through librdkafka's admin client
+    /// (tests/tools/scram_user.py); the broker must not require authentication yet.
+    pub fn create_scram_user(&self, user: &str, password: &str, topics: &[&str]) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/scram_user.py");
+        let output = Command::new("python3")
+            .args([script, &self.address(), user, password])
+            .args(topics)
+            .output()
+            .expect("running python3 tests/tools/scram_user.py");
+        assert!(
+            output.status.success(),
+            "creating the SCRAM user failed (is confluent-kafka installed? {INSTALL_HINT}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Creates a topic with the tansu CLI.

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Connects once. The deadline makes rskafka give up on a request after
-/// `request_timeout` instead of retrying forever; the sink retries above it.
+/// `request_timeout` instead of retrying forever; the sink retries above it. The outer
+/// bound is twice that, so that rskafka's own error (which names the cause: a refused
+/// connection, an untrusted certificate, failed SASL) normally comes first, and only a
+/// hanging attempt ends in the bare timeout.
 pub async fn connect(config: &KafkaConfig) -> Result<Client, String> {
     let mut builder = ClientBuilder::new(config.brokers.clone())
         .client_id(config.client_id.as_str())
@@ -25,7 +28,7 @@ pub async fn connect(config: &KafkaConfig) -> Result<Client, String> {
         builder = builder.sasl_config(sasl);
     }
     let connecting = builder.build();
-    match tokio::time::timeout(config.request_timeout, connecting).await {
+    match tokio::time::timeout(config.request_timeout * 2, connecting).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(format!(
             "cannot connect to {}: {e}",
@@ -34,7 +37,7 @@ pub async fn connect(config: &KafkaConfig) -> Result<Client, String> {
         Err(_) => Err(format!(
             "cannot connect to {} within {:?}",
             config.brokers.join(","),
-            config.request_timeout
+            config.request_timeout * 2
         )),
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     /// The connected client; `None` until connected or after `reset_client`.
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     connected: AtomicBool,
+    /// The last connection error, until a connection succeeds.
+    connect_error: Mutex<Option<String>>,
     budget: Arc<Semaphore>,
     partitioner: Partitioner,
     partitions: Mutex<HashMap<Arc<str>, (i32, Instant)>>,
@@ -58,6 +60,7 @@ impl KafkaSink {
             node,
             client: tokio::sync::Mutex::new(None),
             connected: AtomicBool::new(false),
+            connect_error: Mutex::new(None),
             partitions: Mutex::new(HashMap::new()),
             producers: Mutex::new(HashMap::new()),
             events,
@@ -83,6 +86,7 @@ impl Shared {
                 Ok(client) => break Arc::new(client),
                 Err(e) => {
                     tracing::warn!(retry_in = ?delay, "kafka: {e}");
+                    *self.connect_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
@@ -90,6 +94,7 @@ impl Shared {
         };
         tracing::info!(brokers = %self.config.brokers.join(","), "connected to kafka");
         self.connected.store(true, Ordering::Relaxed);
+        *self.connect_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *slot = Some(client.clone());
         client
     }
@@ -333,6 +338,11 @@ impl Sink for KafkaSink {
 
     fn connected(&self) -> bool {
         self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    fn connect_error(&self) -> Option<String> {
+        let error = self.shared.connect_error.lock();
+        error.unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn in_flight_bytes(&self) -> u64 {

@@ -56,6 +56,13 @@ impl Entry {
     }
 }
 
+/// Largest value accepted. etcd's own default request limit is 1.5 MiB; a bigger value
+/// (an etcd with `--max-request-bytes` raised) is refused before it is parsed.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Most entries in one value: a bound on the work one key can cause before globs expand
+/// (the number of tailers is bounded separately by `etcd.max_tailers`).
+pub const MAX_ENTRIES: usize = 10_000;
+
 /// Parses and validates the value of `key`.
 pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
     let error = |field: String, message: String| ValueError {
@@ -63,6 +70,17 @@ pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
         field,
         message,
     };
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(error(
+            String::new(),
+            format!(
+                "value is {} bytes; values over {MAX_VALUE_BYTES} bytes (1 MiB) are refused",
+                value.len()
+            ),
+        ));
+    }
+    // serde_json stops nesting at depth 128 with an error, never a stack overflow; with
+    // these types anything nested deeper than an entry's fields is a type error anyway.
     let text = std::str::from_utf8(value)
         .map_err(|e| error(String::new(), format!("not UTF-8 text: {e}")))?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -87,6 +105,15 @@ pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
     deserializer
         .end()
         .map_err(|e| error(String::new(), format!("invalid JSON: {e}")))?;
+    if entries.len() > MAX_ENTRIES {
+        return Err(error(
+            String::new(),
+            format!(
+                "{} entries; a value may hold at most {MAX_ENTRIES}",
+                entries.len()
+            ),
+        ));
+    }
     let mut specs = Vec::with_capacity(entries.len());
     for (index, entry) in entries.into_iter().enumerate() {
         validate_path(&entry.path).map_err(|m| error(format!("[{index}].path"), m))?;
@@ -114,6 +141,11 @@ fn validate_path(path: &str) -> Result<(), String> {
         return Err(format!(
             "{path:?} is relative; paths from etcd must be absolute"
         ));
+    }
+    // Resolved lexically, `..` would still land inside or outside the allow-list; a
+    // declaration that needs it is suspicious, so it is refused with a reason instead.
+    if path.split('/').any(|part| part == "..") {
+        return Err(format!("{path:?} contains a `..` component"));
     }
     globset::Glob::new(path).map_err(|e| format!("invalid glob: {e}"))?;
     Ok(())
@@ -279,6 +311,60 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("UTF-8"));
+    }
+
+    #[test]
+    fn parse_should_refuse_hostile_values_with_a_reason() {
+        let entry = r#"{"path":"/","topic":"a"}"#;
+        let many = |n: usize| format!("[{}]", vec![entry; n].join(","));
+        let huge = format!(
+            r#"[{{"path": "/var/log/{}", "topic": "a"}}]"#,
+            "x".repeat(MAX_VALUE_BYTES)
+        );
+        let deep_arrays = "[".repeat(100_000) + &"]".repeat(100_000);
+        let deep_field = format!(
+            r#"[{{"path": {}"/a"{}, "topic": "a"}}]"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let deep_objects = r#"{"a":"#.repeat(100_000) + &"}".repeat(100_000);
+        let cases = [
+            (huge, "etcd key /logcatch/all: value is 1048613 bytes; values over 1048576 bytes (1 MiB) are refused"),
+            (many(100_000), "etcd key /logcatch/all: value is 2500001 bytes"),
+            (many(MAX_ENTRIES + 1), "etcd key /logcatch/all: 10001 entries; a value may hold at most 10000"),
+            (deep_arrays, "etcd key /logcatch/all: [0][0]: invalid type: sequence, expected a string"),
+            (deep_field, "etcd key /logcatch/all: [0].path: invalid type: sequence, expected a string"),
+            (deep_objects, "etcd key /logcatch/all: invalid type: map, expected a sequence"),
+            (
+                r#"[{"path": "/var/log/../../etc/shadow", "topic": "a"}]"#.into(),
+                r#"etcd key /logcatch/all: [0].path: "/var/log/../../etc/shadow" contains a `..` component"#,
+            ),
+            (
+                r#"[{"path": "/var/log/a.log", "topic": "a\u0000b"}]"#.into(),
+                "etcd key /logcatch/all: [0].topic: topic \"a\\0b\" contains '\\0'",
+            ),
+        ];
+        for (value, expected) in cases {
+            let got = error(&value);
+            assert!(got.starts_with(expected), "got: {got}\nwant: {expected}");
+        }
+        assert_eq!(
+            parse("/k", many(MAX_ENTRIES).as_bytes()).unwrap().len(),
+            MAX_ENTRIES
+        );
+        // A name that only starts with two dots is an ordinary file.
+        assert!(parse("/k", br#"[{"path": "/var/log/..app.log", "topic": "a"}]"#).is_ok());
+    }
+
+    #[test]
+    fn serde_json_should_refuse_deep_nesting_without_overflowing_the_stack() {
+        // The recursion limit holds for any value type, not just for our entry shape.
+        let deep = "[".repeat(1_000_000) + &"]".repeat(1_000_000);
+        let err = serde_json::from_str::<serde_json::Value>(&deep).unwrap_err();
+        assert!(
+            err.to_string().contains("recursion limit exceeded"),
+            "{err}"
+        );
     }
 
     proptest::proptest! {
