@@ -53,7 +53,7 @@ pub fn find(path: &Path, checkpoints: &[Checkpoint]) -> Vec<Rotated> {
         {
             continue;
         }
-        let Ok(file) = File::open(entry.path()) else {
+        let Ok(file) = super::open_for_reading(&entry.path()) else {
             continue;
         };
         if !checkpoint.file.matches(&file, &meta).unwrap_or(false) {

@@ -480,7 +480,7 @@ impl Tailer {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
             _ => {}
         }
-        let file = match File::open(path) {
+        let file = match super::open_for_reading(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
             Err(e) => return Err(open_err(e)),
