@@ -509,17 +509,7 @@ fn a_fifo_device_or_directory_is_reported_and_retried_without_disturbing_others(
     let got = shipped(&ws, 100);
     assert_once_in_order(&got, &[("good ", lines("good", 0..100))]);
     for bad in [&fifo, &dir, &zero, &null] {
-        let row = wait_for("a retried failure", LONG, || {
-            let status = agent.status();
-            let row = status["tailers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|t| t["path"] == bad.display().to_string())
-                .cloned()
-                .unwrap();
-            (row["restarts"].as_u64().unwrap() >= 2).then_some(row)
-        });
+        let row = retried_failure(&agent, bad);
         let reason = row["reason"].as_str().unwrap_or_default();
         assert!(reason.contains("not a regular file"), "{row}");
     }
@@ -534,6 +524,21 @@ fn a_fifo_device_or_directory_is_reported_and_retried_without_disturbing_others(
     let got = shipped(&ws, 150);
     assert_once_in_order(&got, &[("good ", lines("good", 0..150))]);
     assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// The `/status` row of the tailer of `path` once it has failed and been retried twice.
+fn retried_failure(agent: &Agent, path: &Path) -> serde_json::Value {
+    wait_for("a retried failure", LONG, || {
+        let status = agent.status();
+        let row = status["tailers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["path"] == path.display().to_string())
+            .cloned()
+            .unwrap();
+        (row["restarts"].as_u64().unwrap() >= 2).then_some(row)
+    })
 }
 
 #[test]
@@ -555,17 +560,7 @@ fn an_unreadable_file_is_reported_retried_and_shipped_once_readable() {
     let agent = ws.start_unprivileged();
     let got = shipped(&ws, 100);
     assert_once_in_order(&got, &[("good ", lines("good", 0..100))]);
-    let row = wait_for("a retried permission failure", LONG, || {
-        let status = agent.status();
-        let row = status["tailers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["path"] == denied.display().to_string())
-            .cloned()
-            .unwrap();
-        (row["restarts"].as_u64().unwrap() >= 2).then_some(row)
-    });
+    let row = retried_failure(&agent, &denied);
     let reason = row["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("Permission denied"), "{row}");
     // Readable again: the next retry ships it, and nothing else was disturbed.
