@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint fmt deny check-config demo bench clean
+.PHONY: run test deps build lint fmt deny check-config demo bench bench-deps clean
 
 ## Run the agent on config/local.yaml (example logs + a live writer → stdout). Ctrl-C stops it.
 run: build
@@ -23,9 +23,14 @@ test: deps
 demo:
 	scripts/demo.sh
 
-## Benchmarks against baselines measured in the same run; rewrites BENCHMARKS.md.
-bench: deps
+## Benchmarks against baselines and peers measured in the same run; rewrites BENCHMARKS.md
+## (about 25 minutes; QUICK=1 for a short trial that leaves BENCHMARKS.md alone).
+bench: deps bench-deps
 	scripts/bench.sh
+
+## Install the benchmark peers (kcat, rsyslog + omkafka, librdkafka from PyPI), perf, gnuplot.
+bench-deps:
+	scripts/bench-deps.sh
 
 ## Install what the tests need (idempotent; tansu is built once into ~/.cache/logcatch).
 deps:

@@ -10,6 +10,10 @@ use rskafka::record::Record;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+// The same allocator as logcatch, so that the ceiling is not held back by glibc malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

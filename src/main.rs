@@ -8,6 +8,13 @@ use logcatch::spec::{self, SourceId, TailerSettings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: the Kafka sink allocates and frees millions of small
+/// buffers a second (every record owns its value and headers in rskafka's API), and
+/// glibc spent more time consolidating its free lists than logcatch spent on anything
+/// else (BENCHMARKS.md, "Kafka headers").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "logcatch",

@@ -49,14 +49,32 @@ pub enum Action {
 
 /// Decides what to do so that the running set converges on the desired set. Depends only
 /// on its arguments: missing an event is healed by the next pass.
+///
+/// Both sets are sorted by id, so they are walked side by side (a merge join): a
+/// tailer id compares its path component by component, and looking each desired id up
+/// in the running set cost 56 ms per pass at 10,000 files (`benches/plan.rs`).
 pub fn plan(desired: &DesiredSet, running: &RunningSet, now: Instant) -> Vec<Action> {
     let mut actions = Vec::new();
+    let mut undesired = Vec::new();
+    let mut running_iter = running.iter().peekable();
     for (id, want) in desired {
         let start = || Action::Start {
             id: id.clone(),
             settings: want.settings.clone(),
         };
-        match running.get(id) {
+        let mut current = None;
+        while let Some((running_id, tailer)) = running_iter.peek() {
+            match (*running_id).cmp(id) {
+                std::cmp::Ordering::Less => undesired.extend(leave(running_id, tailer)),
+                std::cmp::Ordering::Equal => current = Some(*tailer),
+                std::cmp::Ordering::Greater => break,
+            }
+            running_iter.next();
+            if current.is_some() {
+                break;
+            }
+        }
+        match current {
             None => actions.push(start()),
             Some(RunningTailer {
                 phase: Phase::Stopping,
@@ -83,17 +101,18 @@ pub fn plan(desired: &DesiredSet, running: &RunningSet, now: Instant) -> Vec<Act
             }
         }
     }
-    for (id, tailer) in running {
-        if desired.contains_key(id) {
-            continue;
-        }
-        match tailer.phase {
-            Phase::Running { .. } => actions.push(Action::Stop { id: id.clone() }),
-            Phase::Backoff { .. } => actions.push(Action::Forget { id: id.clone() }),
-            Phase::Stopping => {}
-        }
-    }
+    undesired.extend(running_iter.filter_map(|(id, tailer)| leave(id, tailer)));
+    actions.extend(undesired);
     actions
+}
+
+/// What to do with a running tailer that is no longer desired.
+fn leave(id: &TailerId, tailer: &RunningTailer) -> Option<Action> {
+    match tailer.phase {
+        Phase::Running { .. } => Some(Action::Stop { id: id.clone() }),
+        Phase::Backoff { .. } => Some(Action::Forget { id: id.clone() }),
+        Phase::Stopping => None,
+    }
 }
 
 /// The earliest moment a tailer in backoff may start again.
@@ -308,5 +327,59 @@ mod tests {
         ]);
         assert_eq!(next_retry(&have), Some(soon));
         assert_eq!(next_retry(&running(&[])), None);
+    }
+
+    /// The definition `plan` must match: look every desired id up in the running set,
+    /// then every running id up in the desired set (what `plan` did before the merge join).
+    fn plan_by_lookup(desired: &DesiredSet, running: &RunningSet, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (id, want) in desired {
+            let one = [(id.clone(), want.clone())].into_iter().collect();
+            let mine: RunningSet = running
+                .get(id)
+                .map(|t| (id.clone(), t.clone()))
+                .into_iter()
+                .collect();
+            actions.extend(plan(&one, &mine, now));
+        }
+        for (id, tailer) in running {
+            if !desired.contains_key(id) {
+                actions.extend(leave(id, tailer));
+            }
+        }
+        actions
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plan_should_match_looking_each_id_up(
+            want in proptest::collection::btree_map(0u8..24, 1u64..3, 0..16),
+            have in proptest::collection::btree_map(0u8..24, (1u64..3, 0u8..4), 0..16),
+        ) {
+            let now = Instant::now();
+            let path = |n: &u8| format!("/logs/{}/{n}.log", n % 3);
+            let desired: Vec<(String, u64)> = want.iter().map(|(n, m)| (path(n), *m)).collect();
+            let desired = desired
+                .iter()
+                .map(|(p, m)| (p.as_str(), *m))
+                .collect::<Vec<_>>();
+            let phase = |k: u8| match k {
+                0 => Phase::Running { since: now },
+                1 => Phase::Stopping,
+                2 => Phase::Backoff { retry_at: now, reason: String::new() },
+                _ => Phase::Backoff { retry_at: now + Duration::from_secs(1), reason: String::new() },
+            };
+            let running_paths: Vec<(String, u64, Phase)> =
+                have.iter().map(|(n, (m, k))| (path(n), *m, phase(*k))).collect();
+            let running_refs = running_paths
+                .iter()
+                .map(|(p, m, ph)| (p.as_str(), *m, ph.clone()))
+                .collect::<Vec<_>>();
+            let (desired, running) = (self::desired(&desired), self::running(&running_refs));
+            proptest::prop_assert_eq!(
+                plan(&desired, &running, now),
+                plan_by_lookup(&desired, &running, now)
+            );
+        }
     }
 }

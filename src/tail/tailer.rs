@@ -26,8 +26,11 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// Bytes read per `read` call.
+/// Bytes read per `read` call, at most; a tailer's buffer starts at `FIRST_READ_CHUNK`
+/// and doubles each time a read fills it, so that thousands of quiet files do not each
+/// hold (and touch, zeroing it) the full size.
 const READ_CHUNK: usize = 128 * 1024;
+const FIRST_READ_CHUNK: usize = 8 * 1024;
 /// A batch is submitted once it holds this much (or at EOF).
 const BATCH_BYTES: usize = 512 * 1024;
 const BATCH_LINES: usize = 16 * 1024;
@@ -174,7 +177,7 @@ impl Tailer {
             settings,
             ctx,
             progress,
-            buf: vec![0; READ_CHUNK],
+            buf: vec![0; FIRST_READ_CHUNK],
             busy: Arc::default(),
             wakeup: None,
             idle_streak: 0,
@@ -575,6 +578,10 @@ impl Tailer {
                 })?;
             if n == 0 {
                 break;
+            }
+            if n == self.buf.len() && n < READ_CHUNK {
+                // A busy file: read bigger chunks from now on.
+                self.buf.resize(n * 2, 0);
             }
             read += n as u64;
             let mut truncated = 0u64;

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# scale.sh BIN N WINDOW_S SINK_YAML: N files under one glob, each appended 10 lines/s
+# (100 B each, one write per file per second, the files staggered over the second).
+# Prints: files=N start_s=<launch → every tailer running> cpu_pct=<% of one core over
+# WINDOW_S after that> rss_mb=<RSS at the end> hwm_mb=<peak RSS> lag_bytes=<sum at the end>
+# `tail.max_open_files` is set above N so that "running" means each file is open.
+set -euo pipefail
+BIN=$1 N=$2 WINDOW=$3 SINK=$4
+DIR=$(mktemp -d "${BENCH_DIR:-/tmp/logcatch-bench}/scale.XXXX")
+trap 'kill $writer $agent 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
+mkdir -p "$DIR/logs"
+python3 - "$DIR/logs" "$N" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    open(os.path.join(d, f"f{i:05d}.log"), "w").close()
+PY
+# The writer: 10 lines per file per second.
+python3 - "$DIR/logs" "$N" >"$DIR/writer.log" 2>&1 <<'PY' &
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+fds = [os.open(os.path.join(d, f"f{i:05d}.log"), os.O_WRONLY | os.O_APPEND) for i in range(n)]
+start, tick = time.time(), 0
+while True:
+    # Tick every 100 ms; a tenth of the files get their second's 10 lines each tick.
+    for i in range(tick % 10, n, 10):
+        line = f"{time.time():.3f} file {i:05d} " + "x" * 70 + "\n"
+        os.write(fds[i], (line * 10).encode())
+    tick += 1
+    time.sleep(max(0.0, start + tick * 0.1 - time.time()))
+PY
+writer=$!
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: "%s/logs/*.log", topic: scale}]\nsink:\n%s\nhttp: {listen: "127.0.0.1:%s"}\ntail: {max_open_files: %s}\n' \
+  "$DIR" "$DIR" "$SINK" "$port" "$((N + 100))" >"$DIR/c.yaml"
+t0=$(date +%s.%N)
+"$BIN" run --config "$DIR/c.yaml" 2>"$DIR/agent.log" &
+agent=$!
+running() { curl -sf "127.0.0.1:$port/status" 2>/dev/null | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+rows = rows.get("tailers", rows) if isinstance(rows, dict) else rows
+print(sum(1 for r in rows if r["state"] == "running"))' 2>/dev/null || echo 0; }
+until [[ $(running) -ge $N ]]; do
+  kill -0 "$agent" 2>/dev/null || { echo "agent died: $(tail -3 "$DIR/agent.log")" >&2; exit 1; }
+  sleep 0.2
+done
+t1=$(date +%s.%N)
+ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
+c0=$(ticks); sleep "$WINDOW"; c1=$(ticks)
+lag=$(curl -sf "127.0.0.1:$port/status" | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+rows = rows.get("tailers", rows) if isinstance(rows, dict) else rows
+print(sum(r["lag_bytes"] for r in rows))')
+awk -v n="$N" -v s="$(echo "$t1 - $t0" | bc -l)" -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v w="$WINDOW" \
+  -v rss="$(awk '/^VmRSS/{print $2}' "/proc/$agent/status")" -v hwm="$(awk '/^VmHWM/{print $2}' "/proc/$agent/status")" -v lag="$lag" \
+  'BEGIN{printf "files=%d start_s=%.2f cpu_pct=%.1f rss_mb=%.1f hwm_mb=%.1f lag_bytes=%d\n", n, s, 100*c/hz/w, rss/1024, hwm/1024, lag}'
