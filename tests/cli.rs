@@ -101,6 +101,7 @@ fn unknown_arguments_and_missing_config_fail_clearly() {
     let (code, _, err) = logcatch(&["run", "--config", "missing.yaml"], dir.path());
     assert_eq!(code, 1);
     assert!(err.contains("config missing.yaml: cannot read"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     let (code, out, _) = logcatch(&["--version"], dir.path());
     assert_eq!(code, 0);
     assert!(out.starts_with("logcatch "), "{out}");
