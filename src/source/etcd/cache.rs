@@ -1,6 +1,7 @@
 //! The last valid snapshot of every etcd key, kept in `state_dir` so that an agent
 //! starting while etcd is down tails what was declared before. Written temp → fsync →
-//! rename whenever a key's valid snapshot changes.
+//! rename whenever a key's valid snapshot changes, and on the next change or repeat after
+//! a failed write (a full state dir), so the file catches up once space returns.
 
 use super::value::Entry;
 use crate::spec::LogSpec;
@@ -34,7 +35,14 @@ struct CacheFile {
 #[derive(Debug)]
 pub struct SnapshotCache {
     path: PathBuf,
-    keys: Mutex<BTreeMap<String, CachedKey>>,
+    keys: Mutex<Cached>,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    keys: BTreeMap<String, CachedKey>,
+    /// The file lags `keys`: its last write failed.
+    stale: bool,
 }
 
 impl SnapshotCache {
@@ -61,18 +69,19 @@ impl SnapshotCache {
         };
         let cache = SnapshotCache {
             path,
-            keys: Mutex::new(keys),
+            keys: Mutex::new(Cached { keys, stale: false }),
         };
         (cache, error)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, CachedKey>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Cached snapshots of `key` (exact) or of every key under it (`prefix`).
     pub fn snapshots(&self, key: &str, prefix: bool) -> Vec<(String, i64, Vec<LogSpec>)> {
         self.lock()
+            .keys
             .iter()
             .filter(|(k, _)| {
                 if prefix {
@@ -91,24 +100,32 @@ impl SnapshotCache {
     /// Records `key`'s valid snapshot; writes the file when the specs changed.
     pub fn set(&self, key: &str, revision: i64, specs: &[LogSpec]) -> Result<(), CacheError> {
         let entries: Vec<Entry> = specs.iter().map(Entry::of).collect();
-        let mut keys = self.lock();
-        if keys.get(key).is_some_and(|c| c.entries == entries) {
+        let mut cached = self.lock();
+        if cached.keys.get(key).is_some_and(|c| c.entries == entries) && !cached.stale {
             return Ok(());
         }
-        keys.insert(key.to_string(), CachedKey { revision, entries });
-        self.write(&keys)
+        cached
+            .keys
+            .insert(key.to_string(), CachedKey { revision, entries });
+        self.write(&mut cached)
     }
 
     /// Forgets a deleted key.
     pub fn remove(&self, key: &str) -> Result<(), CacheError> {
-        let mut keys = self.lock();
-        if keys.remove(key).is_none() {
+        let mut cached = self.lock();
+        if cached.keys.remove(key).is_none() && !cached.stale {
             return Ok(());
         }
-        self.write(&keys)
+        self.write(&mut cached)
     }
 
-    fn write(&self, keys: &BTreeMap<String, CachedKey>) -> Result<(), CacheError> {
+    fn write(&self, cached: &mut Cached) -> Result<(), CacheError> {
+        let written = self.write_file(&cached.keys);
+        cached.stale = written.is_err();
+        written
+    }
+
+    fn write_file(&self, keys: &BTreeMap<String, CachedKey>) -> Result<(), CacheError> {
         let error = |message: String| CacheError {
             path: self.path.display().to_string(),
             message,
@@ -157,6 +174,25 @@ mod tests {
         );
         assert_eq!(cache.snapshots("/other", false).len(), 1);
         assert!(cache.snapshots("/k", false).is_empty(), "exact key only");
+    }
+
+    #[test]
+    fn a_failed_write_should_be_repeated_by_the_next_unchanged_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, _) = SnapshotCache::open(dir.path());
+        let file = dir.path().join(FILE_NAME);
+        // A directory where the file goes makes the write fail, like a full disk.
+        std::fs::create_dir(&file).unwrap();
+        assert!(cache.set("/k", 5, &[spec("/var/log/a.log")]).is_err());
+        std::fs::remove_dir(&file).unwrap();
+        cache.set("/k", 6, &[spec("/var/log/a.log")]).unwrap();
+        let (reopened, error) = SnapshotCache::open(dir.path());
+        assert!(error.is_none());
+        assert_eq!(
+            reopened.snapshots("/k", false).len(),
+            1,
+            "written on the repeat"
+        );
     }
 
     #[test]
