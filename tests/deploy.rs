@@ -360,20 +360,36 @@ fn every_metric_in_the_alerts_and_the_dashboard_exists_in_metrics() {
     wanted.extend(metric_names_in(&deploy("grafana/logcatch.json")));
     assert!(wanted.len() >= 10, "{wanted:?}");
 
-    // Agent A, file sink: lines flow, and a directory given as a log path keeps failing
-    // (backoff, restarts). Labelled counters appear only once they have moved.
+    // Agent A, file sink: lines flow, a directory given as a log path keeps failing
+    // (backoff, restarts), a line is over max_line_bytes, and a container log has a
+    // malformed line and a multiline record over max_lines. Labelled counters appear
+    // only once they have moved.
     let ws = Workspace::new();
     let log = ws.path("app.log");
     append_lines(&log, (0..100).map(|i| format!("line {i}")));
+    append_lines(&log, ["x".repeat(1_100_000)]);
     std::fs::create_dir(ws.path("a-directory")).unwrap();
+    let cri = ws.path("cri.log");
+    let at = "2026-11-26T00:00:00.000000000Z stdout F";
+    append_lines(
+        &cri,
+        [
+            format!("{at} Start 1"),
+            format!("{at}  continued"),
+            "not a CRI line".to_string(),
+            format!("{at} Start 2"),
+        ],
+    );
     let logs = format!(
-        "  - {{ path: {}, topic: app }}\n  - {{ path: {}, topic: broken }}",
+        "  - {{ path: {}, topic: app }}\n  - {{ path: {}, topic: broken }}\n  \
+         - {{ path: {}, topic: pods, format: cri, multiline: {{ start_pattern: '^S', max_lines: 1, timeout: 100ms }} }}",
         log.display(),
-        ws.path("a-directory").display()
+        ws.path("a-directory").display(),
+        cri.display()
     );
     ws.write_config(&ws.config(&logs));
     let agent = ws.start();
-    ws.wait_records(100, LONG);
+    ws.wait_records(101, LONG);
     let mut exposed = scrape_until(
         agent.http_port,
         &wanted,
@@ -381,6 +397,9 @@ fn every_metric_in_the_alerts_and_the_dashboard_exists_in_metrics() {
             "logcatch_tailer_restarts_total",
             "logcatch_checkpoint_writes_total",
             "logcatch_records_sent_total",
+            "logcatch_lines_truncated_total",
+            "logcatch_parse_errors_total",
+            "logcatch_multiline_cut_total",
         ],
     );
 
