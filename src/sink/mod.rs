@@ -103,6 +103,15 @@ impl Batch {
         self.data.len()
     }
 
+    /// Makes room for about `bytes` of lines averaging `line_bytes` each, so that a batch
+    /// filled from a busy file is allocated once instead of doubling (and copying) its
+    /// way up.
+    pub fn reserve(&mut self, bytes: usize, line_bytes: usize) {
+        self.data.reserve(bytes.saturating_sub(self.data.len()));
+        let lines = bytes / line_bytes.max(1);
+        self.lines.reserve(lines.saturating_sub(self.lines.len()));
+    }
+
     /// Splits into batches of at most `max_bytes` of line content (at least one line each).
     pub fn split(self, max_bytes: usize) -> Vec<Batch> {
         if self.data.len() <= max_bytes {

@@ -584,6 +584,11 @@ impl Tailer {
                 self.buf.resize(n * 2, 0);
             }
             read += n as u64;
+            if n == READ_CHUNK && batch.is_empty() {
+                // A busy file fills this batch: size it once, with one chunk of slack
+                // (the batch is submitted after the chunk that crosses BATCH_BYTES).
+                batch.reserve(BATCH_BYTES + READ_CHUNK, 64);
+            }
             let mut truncated = 0u64;
             match open.decoder.as_mut() {
                 None => open.framer.push(&self.buf[..n], &mut |line| {

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# A/B of file → null throughput: wall time from start until the last byte of FILE is
+# acknowledged (null sink), for each BIN in turn, beside `wc -l` on the same page-cached
+# file, 3 rounds. Usage: bench/null_ab.sh FILE BIN...
+set -u
+file=$1; shift
+size=$(stat -c %s "$file")
+cat "$file" >/dev/null
+now() { date +%s.%N; }
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+run() { local bin=$1 work http; work=$(mktemp -d) http=$(port)
+  printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s, topic: bench}]\nsink:\n  kind: "null"\nhttp: {listen: "127.0.0.1:%s"}\ntail: {poll_interval: 20ms}\n' "$work" "$file" "$http" >"$work/c.yaml"
+  local s; s=$(now); "$bin" run --config "$work/c.yaml" 2>"$work/log" & local pid=$!
+  until curl -sf "127.0.0.1:$http/status" 2>/dev/null | grep -q "\"offset\":$size,"; do sleep 0.005; done
+  local e; e=$(now); kill -TERM $pid; wait $pid; rm -rf "$work"; echo "$e - $s" | bc -l; }
+for r in 1 2 3; do
+  s=$(now); wc -l "$file" >/dev/null; e=$(now); printf 'wc %.3f  ' "$(echo "$e - $s" | bc -l)"
+  for b in "$@"; do printf '%s %.3f  ' "$(basename $b)" "$(run $b)"; done; echo
+done
