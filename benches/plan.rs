@@ -4,22 +4,19 @@
 //! Run: `cargo bench --bench plan`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use logcatch::config::StartAt;
 use logcatch::reconcile::plan::{plan, Phase, RunningSet, RunningTailer};
 use logcatch::spec::{DesiredSet, DesiredTailer, TailerId, TailerSettings};
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::Duration;
 use tokio::time::Instant;
 
 const ENTRIES: usize = 10_000;
 
+/// The default tail settings with `max_line_bytes` (changing it restarts a tailer).
 fn settings(max_line_bytes: u64) -> TailerSettings {
     TailerSettings {
         max_line_bytes,
-        poll_interval: Duration::from_millis(250),
-        start_at: StartAt::Beginning,
-        parsing: Default::default(),
+        ..TailerSettings::from_config(&logcatch::config::TailConfig::default())
     }
 }
 

@@ -129,17 +129,15 @@ pub fn next_retry(running: &RunningSet) -> Option<Instant> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StartAt;
     use crate::spec::DesiredTailer;
     use std::path::Path;
     use std::time::Duration;
 
+    /// The default tail settings with `max_line_bytes` (changing it restarts a tailer).
     fn settings(max_line_bytes: u64) -> TailerSettings {
         TailerSettings {
             max_line_bytes,
-            poll_interval: Duration::from_millis(250),
-            start_at: StartAt::Beginning,
-            parsing: Default::default(),
+            ..TailerSettings::from_config(&crate::config::TailConfig::default())
         }
     }
 
