@@ -5,7 +5,6 @@ use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A record read back, with where it was.
@@ -130,17 +129,7 @@ pub fn consume_with(
 
 /// The values of `topic` as librdkafka reads them (an independent client).
 pub fn consume_with_librdkafka(broker: &str, topic: &str, want: usize) -> Vec<String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/consume.py");
-    let output = Command::new("python3")
-        .args([script, broker, topic, &want.to_string(), "60"])
-        .output()
-        .expect("running python3 tests/tools/consume.py");
-    assert!(
-        output.status.success(),
-        "librdkafka consumer failed (is confluent-kafka installed? run `make deps`): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
+    super::servers::python_tool("consume.py", &[broker, topic, &want.to_string(), "60"])
         .lines()
         .map(str::to_string)
         .collect()

@@ -7,6 +7,23 @@ use std::time::Duration;
 
 const INSTALL_HINT: &str = "install the test tools with `make deps` (see README)";
 
+/// Runs `tests/tools/<script>` (a librdkafka client from PyPI's confluent-kafka) with
+/// `args`; its standard output, or a failure naming the script and its stderr.
+pub fn python_tool(script: &str, args: &[&str]) -> String {
+    let path = format!("{}/tests/tools/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running python3 {path}: {e}; {INSTALL_HINT}"));
+    assert!(
+        output.status.success(),
+        "tests/tools/{script} failed (is confluent-kafka installed? {INSTALL_HINT}): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Finds a tool: `$ENV_VAR`, then PATH. Panics with the install hint when missing.
 pub fn tool(name: &str, env_var: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env_var) {
@@ -309,17 +326,10 @@ impl Broker {
     /// Creates a SCRAM-SHA-256 user and `topics` through librdkafka's admin client
     /// (tests/tools/scram_user.py); the broker must not require authentication yet.
     pub fn create_scram_user(&self, user: &str, password: &str, topics: &[&str]) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/scram_user.py");
-        let output = Command::new("python3")
-            .args([script, &self.address(), user, password])
-            .args(topics)
-            .output()
-            .expect("running python3 tests/tools/scram_user.py");
-        assert!(
-            output.status.success(),
-            "creating the SCRAM user failed (is confluent-kafka installed? {INSTALL_HINT}): {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let address = self.address();
+        let mut args = vec![address.as_str(), user, password];
+        args.extend(topics);
+        python_tool("scram_user.py", &args);
     }
 
     /// Creates a topic with the tansu CLI.
