@@ -16,8 +16,8 @@ use futures::future::{BoxFuture, FutureExt};
 use partitioner::Partitioner;
 use producer::Job;
 use rskafka::client::Client;
-use rskafka::record::Record;
-use std::collections::{BTreeMap, HashMap};
+use rskafka::record::EncodedRecords;
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -214,66 +214,65 @@ enum Fetch {
     Permanent(String),
 }
 
-/// The Kafka records of a batch: value = the line (a container log's message); key and
-/// headers as configured. Container logs add the stream, the runtime's time (also the
-/// record timestamp) and the pod; a line that could not be parsed says why.
-fn records_of<'a>(shared: &'a Shared, batch: &'a Batch) -> impl Iterator<Item = Record> + 'a {
+/// Appends the Kafka records of a batch to `out`: value = the line (a container log's
+/// message); key and headers as configured. Container logs add the stream, the runtime's
+/// time (also the record timestamp) and the pod; a line that could not be parsed says
+/// why. Records are encoded straight from the batch, with no allocation per record;
+/// headers in name order.
+fn encode(shared: &Shared, batch: &Batch, out: &mut EncodedRecords) -> Result<(), SinkError> {
     let now = Utc::now();
     let path = batch.path.as_os_str().as_bytes();
-    let key: Option<Vec<u8>> = match shared.config.key {
+    let node = shared.node.as_bytes();
+    let key = match shared.config.key {
         RecordKey::None => None,
-        RecordKey::Path => Some(path.to_vec()),
-        RecordKey::Node => Some(shared.node.as_bytes().to_vec()),
+        RecordKey::Path => Some(path),
+        RecordKey::Node => Some(node),
     };
-    let mut base = BTreeMap::new();
-    if let Some(pod) = &batch.pod {
-        base.insert(
-            "k8s.namespace".to_string(),
-            pod.namespace.as_bytes().to_vec(),
-        );
-        base.insert("k8s.pod".to_string(), pod.pod.as_bytes().to_vec());
-        base.insert(
-            "k8s.container".to_string(),
-            pod.container.as_bytes().to_vec(),
-        );
-        if let Some(id) = &pod.container_id {
-            base.insert("k8s.container_id".to_string(), id.as_bytes().to_vec());
+    let pod = batch.pod.as_deref();
+    let with_headers = shared.config.headers;
+    let mut offset_text = itoa::Buffer::new();
+    for (offset, line, meta) in batch.records() {
+        let time = meta.time.map(format::format_time);
+        let mut headers: [(&str, &[u8]); 10] = [("", b""); 10];
+        let mut n = 0;
+        let mut header = |name, value| {
+            headers[n] = (name, value);
+            n += 1;
+        };
+        if let Some(pod) = pod {
+            header("k8s.container", pod.container.as_bytes());
+            if let Some(id) = &pod.container_id {
+                header("k8s.container_id", id.as_bytes());
+            }
+            header("k8s.namespace", pod.namespace.as_bytes());
+            header("k8s.pod", pod.pod.as_bytes());
         }
-    }
-    batch.records().map(move |(offset, line, meta)| {
-        let mut headers = base.clone();
-        if shared.config.headers {
-            headers.insert("logcatch.path".to_string(), path.to_vec());
-            headers.insert("logcatch.node".to_string(), shared.node.as_bytes().to_vec());
-            headers.insert(
-                "logcatch.offset".to_string(),
-                offset.to_string().into_bytes(),
-            );
-        }
-        if let Some(stream) = meta.stream.as_str() {
-            headers.insert("logcatch.stream".to_string(), stream.as_bytes().to_vec());
-        }
-        let mut timestamp = now;
-        if let Some(nanos) = meta.time {
-            timestamp = chrono::DateTime::from_timestamp_nanos(nanos);
-            headers.insert(
-                "logcatch.time".to_string(),
-                format::format_time(nanos).into_bytes(),
-            );
+        if with_headers {
+            header("logcatch.node", node);
+            header("logcatch.offset", offset_text.format(offset).as_bytes());
         }
         if let Some(error) = meta.error {
-            headers.insert(
-                "logcatch.parse_error".to_string(),
-                error.reason().as_bytes().to_vec(),
-            );
+            header("logcatch.parse_error", error.reason().as_bytes());
         }
-        Record {
-            key: key.clone(),
-            value: Some(line.to_vec()),
-            headers,
-            timestamp,
+        if with_headers {
+            header("logcatch.path", path);
         }
-    })
+        if let Some(stream) = meta.stream.as_str() {
+            header("logcatch.stream", stream.as_bytes());
+        }
+        if let Some(time) = &time {
+            header("logcatch.time", time.as_bytes());
+        }
+        let timestamp = meta
+            .time
+            .map_or(now, chrono::DateTime::from_timestamp_nanos);
+        out.push(timestamp, key, Some(line), headers[..n].iter().copied())
+            .map_err(|e| SinkError::Rejected {
+                sink: "kafka",
+                message: format!("{}: the line at offset {offset}: {e}", batch.path.display()),
+            })?;
+    }
+    Ok(())
 }
 
 impl Sink for KafkaSink {

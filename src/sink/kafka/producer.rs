@@ -4,11 +4,12 @@
 //! holds the data meanwhile), and acknowledges each batch. One request in flight per
 //! partition keeps each file's order.
 
-use super::{records_of, Shared};
+use super::{encode, Shared};
 use crate::sink::{Batch, SinkError};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::record::EncodedRecords;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,10 @@ pub struct Job {
     pub ack: oneshot::Sender<Result<(), SinkError>>,
     pub _permit: OwnedSemaphorePermit,
 }
+
+/// Room reserved per record beyond its line and path: lengths, the default headers'
+/// names, node and offset (a guess: the buffer grows if it is short).
+const ENCODED_OVERHEAD: usize = 96;
 
 pub async fn run(
     shared: Arc<Shared>,
@@ -62,6 +67,17 @@ async fn produce(
     group: &[Job],
 ) -> Result<(), SinkError> {
     let compression = compression(shared);
+    let capacity = group
+        .iter()
+        .map(|job| {
+            let path = job.batch.path.as_os_str().len();
+            job.batch.bytes() + job.batch.len() * (ENCODED_OVERHEAD + path)
+        })
+        .sum();
+    let mut encoded = EncodedRecords::with_capacity(capacity);
+    for job in group {
+        encode(shared, &job.batch, &mut encoded)?;
+    }
     let mut backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
@@ -78,13 +94,12 @@ async fn produce(
                         .await?,
                 );
             }
-            let records = group
-                .iter()
-                .flat_map(|job| records_of(shared, &job.batch))
-                .collect();
             let started = std::time::Instant::now();
             let partition_client = client.as_ref().expect("set above");
-            partition_client.produce(records, compression).await?;
+            // A copy per attempt (cheap beside the request): a retry sends the same records.
+            partition_client
+                .produce_encoded(encoded.clone(), compression)
+                .await?;
             shared
                 .events
                 .produce_latency(started.elapsed().as_secs_f64());

@@ -19,7 +19,7 @@ use crate::{
         primitives::*,
         record::{Record as ProtocolRecord, *},
     },
-    record::{Record, RecordAndOffset},
+    record::{EncodedRecords, Record, RecordAndOffset},
     throttle::maybe_throttle,
     validation::ExactlyOne,
 };
@@ -204,6 +204,49 @@ impl PartitionClient {
         let n = records.len() as i64;
         let request = &build_produce_request(self.partition, &self.topic, records, compression);
 
+        maybe_retry(
+            &self.backoff_config,
+            self.unknown_topic_handling,
+            self,
+            "produce",
+            || async move {
+                let (broker, r#gen) = self
+                    .get()
+                    .await
+                    .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
+                let response = broker
+                    .request(&request)
+                    .await
+                    .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
+                maybe_throttle(response.throttle_time_ms)?;
+                process_produce_response(self.partition, &self.topic, n, response)
+                    .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
+            },
+        )
+        .await
+    }
+
+    /// logcatch patch: like [`produce`](Self::produce), for records encoded up front.
+    pub async fn produce_encoded(
+        &self,
+        records: EncodedRecords,
+        compression: Compression,
+    ) -> Result<Vec<i64>> {
+        if records.is_empty() {
+            return Ok(vec![]);
+        }
+        let n = records.len() as i64;
+        let request = &produce_request(
+            self.partition,
+            &self.topic,
+            compression,
+            records.first_timestamp,
+            records.max_timestamp,
+            ControlBatchOrRecords::Encoded {
+                count: records.count,
+                bytes: records.bytes,
+            },
+        );
         maybe_retry(
             &self.backoff_config,
             self.unknown_topic_handling,
@@ -649,8 +692,6 @@ fn build_produce_request(
     records: Vec<Record>,
     compression: Compression,
 ) -> ProduceRequest {
-    let n = records.len() as i32;
-
     // TODO: Retry on failure
 
     let first_timestamp = records.first().unwrap().timestamp;
@@ -676,6 +717,30 @@ fn build_produce_request(
         })
         .collect();
 
+    produce_request(
+        partition,
+        topic,
+        compression,
+        first_timestamp.timestamp_millis(),
+        max_timestamp.timestamp_millis(),
+        ControlBatchOrRecords::Records(records),
+    )
+}
+
+/// logcatch patch: the request part shared by `produce` and `produce_encoded`.
+fn produce_request(
+    partition: i32,
+    topic: &str,
+    compression: Compression,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    records: ControlBatchOrRecords,
+) -> ProduceRequest {
+    let n = match &records {
+        ControlBatchOrRecords::ControlBatch(_) => 1,
+        ControlBatchOrRecords::Records(records) => records.len() as i32,
+        ControlBatchOrRecords::Encoded { count, .. } => *count as i32,
+    };
     let record_batch = ProduceRequestPartitionData {
         index: Int32(partition),
         records: Records(vec![RecordBatch {
@@ -698,9 +763,9 @@ fn build_produce_request(
             timestamp_type: RecordBatchTimestampType::CreateTime,
             producer_id: -1,
             producer_epoch: -1,
-            first_timestamp: first_timestamp.timestamp_millis(),
-            max_timestamp: max_timestamp.timestamp_millis(),
-            records: ControlBatchOrRecords::Records(records),
+            first_timestamp,
+            max_timestamp,
+            records,
         }]),
     };
 
@@ -841,8 +906,8 @@ fn extract_records(
 
     for batch in partition_records {
         match batch.records {
-            ControlBatchOrRecords::ControlBatch(_) => {
-                // ignore
+            ControlBatchOrRecords::ControlBatch(_) | ControlBatchOrRecords::Encoded { .. } => {
+                // ignore (`Encoded` is only ever produced, never read)
             }
             ControlBatchOrRecords::Records(protocol_records) => {
                 records.reserve(protocol_records.len());
