@@ -17,7 +17,7 @@ run() { local bin=$1 topic=$2 work http; work=$(mktemp -d) http=$(port)
   printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s, topic: %s}]\nsink:\n  kind: kafka\n  kafka: {brokers: ["127.0.0.1:%s"], compression: %s, create_topics: true, headers: %s}\nhttp: {listen: "127.0.0.1:%s"}\ntail: {poll_interval: 20ms}\n' \
     "$work" "$file" "$topic" "$kport" "$comp" "${HEADERS:-true}" "$http" >"$work/c.yaml"
   local s; s=$(now); "$bin" run --config "$work/c.yaml" 2>"$work/log" & local pid=$!
-  until curl -sf "127.0.0.1:$http/status" 2>/dev/null | grep -q "\"offset\":$size,"; do sleep 0.005; done
+  until curl -sf "127.0.0.1:$http/status" 2>/dev/null | grep -q "\"offset\":$size,"; do sleep ${POLL:-0.005}; done
   local e c; e=$(now) c=$(cpu_s $pid); kill -TERM $pid; wait $pid; rm -rf "$work"
   printf '%.3f (cpu %.2f)' "$(echo "$e - $s" | bc -l)" "$c"; }
 for r in $(seq "${ROUNDS:-3}"); do

@@ -1,19 +1,24 @@
 //! One producer task per (topic, partition), shared by every tailer writing there: it
 //! aggregates queued batches for up to `linger` or `max_batch_bytes`, produces them in
 //! one request, retries retryable errors with backoff (forever: the in-flight budget
-//! holds the data meanwhile), and acknowledges each batch. One request in flight per
-//! partition keeps each file's order.
+//! holds the data meanwhile), and acknowledges each batch.
+//!
+//! One request is in flight per partition, which keeps each file's order: the next
+//! request is sent only once the previous one is acknowledged. Meanwhile the batches of
+//! the next request are gathered and encoded as they arrive, so that encoding overlaps
+//! the wait for the broker (the request itself runs on its own task).
 
 use super::{encode, Shared};
 use crate::sink::{Batch, SinkError};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::record::EncodedRecords;
+use rskafka::record::{EncodedBatch, EncodedRecords};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// A batch waiting to be produced; `_permit` returns its bytes to the in-flight budget
@@ -28,33 +33,189 @@ pub struct Job {
 /// names, node and offset (a guess: the buffer grows if it is short).
 const ENCODED_OVERHEAD: usize = 96;
 
+/// The batches of the next request, encoded as they join.
+#[derive(Default)]
+struct Group {
+    jobs: Vec<Job>,
+    records: EncodedRecords,
+    bytes: usize,
+    /// When the first batch joined plus `linger`.
+    linger_until: Option<Instant>,
+}
+
+impl Group {
+    fn add(&mut self, shared: &Shared, job: Job) {
+        let batch = &job.batch;
+        let path = batch.path.as_os_str().len();
+        let mut estimate = batch.bytes() + batch.len() * (ENCODED_OVERHEAD + path);
+        if self.jobs.is_empty() {
+            // Room for the group this batch starts (up to 4 batches like it, within
+            // `max_batch_bytes`), so that a busy file's request is not grown by copying.
+            let max_bytes = shared.config.max_batch_bytes as usize;
+            let scale = (max_bytes / batch.bytes().max(1)).clamp(1, 4);
+            estimate *= scale;
+        }
+        self.records.reserve(estimate);
+        let mark = self.records.mark();
+        if let Err(e) = encode(shared, batch, &mut self.records) {
+            self.records.truncate(mark);
+            let _ = job.ack.send(Err(e));
+            return;
+        }
+        self.bytes += batch.bytes();
+        self.linger_until
+            .get_or_insert_with(|| Instant::now() + shared.config.linger);
+        self.jobs.push(job);
+    }
+}
+
+/// A group closed for more batches: its records compressed, waiting for the request in
+/// flight to be acknowledged.
+struct Sealed {
+    records: EncodedBatch,
+    jobs: Vec<Job>,
+}
+
+impl Group {
+    /// Compresses the records (while the previous request may still be in flight). A
+    /// failure is every batch's answer. Returns the emptied record buffer for reuse.
+    fn seal(mut self, shared: &Shared) -> (Option<Sealed>, EncodedRecords) {
+        let sealed = match self.records.freeze(compression(shared)) {
+            Ok(records) => Some(Sealed {
+                records,
+                jobs: self.jobs,
+            }),
+            Err(e) => {
+                let error = SinkError::Rejected {
+                    sink: "kafka",
+                    message: describe(&e),
+                };
+                for job in self.jobs {
+                    let _ = job.ack.send(Err(error.clone()));
+                }
+                None
+            }
+        };
+        (sealed, self.records)
+    }
+}
+
+/// The request in flight and the batches it acknowledges. The task hands the partition
+/// client back for the next request.
+struct InFlight {
+    task: JoinHandle<(Result<(), SinkError>, Option<PartitionClient>)>,
+    jobs: Vec<Job>,
+}
+
+impl InFlight {
+    fn start(
+        shared: &Arc<Shared>,
+        topic: &Arc<str>,
+        partition: i32,
+        mut client: Option<PartitionClient>,
+        sealed: Sealed,
+    ) -> Self {
+        let (shared, topic) = (shared.clone(), topic.clone());
+        let records = sealed.records;
+        let task = tokio::spawn(async move {
+            let result = produce(&shared, &topic, partition, &mut client, records).await;
+            (result, client)
+        });
+        InFlight {
+            task,
+            jobs: sealed.jobs,
+        }
+    }
+}
+
+/// Waits for the request in `in_flight` (there must be one), acknowledges its batches
+/// and returns the partition client.
+async fn land(in_flight: &mut Option<InFlight>) -> Option<PartitionClient> {
+    let flight = in_flight.as_mut().expect("called with a request in flight");
+    let (result, client) = (&mut flight.task)
+        .await
+        .unwrap_or_else(|_| (Err(SinkError::Closed { sink: "kafka" }), None));
+    for job in in_flight.take().into_iter().flat_map(|flight| flight.jobs) {
+        let _ = job.ack.send(result.clone());
+    }
+    client
+}
+
+/// Groups smaller than this are compressed on the producer task itself; bigger ones on
+/// the blocking pool, so that the next group's encoding goes on meanwhile.
+const COMPRESS_INLINE_BYTES: usize = 64 * 1024;
+
+/// The producer task of one partition: gathers batches into groups (`next`), seals a
+/// group (compresses it) when it is full, has lingered or the queue closed, and sends a
+/// sealed group as soon as no request is in flight. Encoding the next group, compressing
+/// the one before it and the request in flight overlap.
 pub async fn run(
     shared: Arc<Shared>,
     topic: Arc<str>,
     partition: i32,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
-    let mut client: Option<PartitionClient> = None;
     let max_bytes = shared.config.max_batch_bytes as usize;
-    while let Some(first) = jobs.recv().await {
-        let mut bytes = first.batch.bytes();
-        let mut group = vec![first];
-        let linger_until = Instant::now() + shared.config.linger;
-        while bytes < max_bytes {
-            let next = match jobs.try_recv() {
-                Ok(job) => Some(job),
-                Err(_) => tokio::time::timeout_at(linger_until, jobs.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-            };
-            let Some(job) = next else { break };
-            bytes += job.batch.bytes();
-            group.push(job);
+    let compressing = !matches!(compression(&shared), Compression::NoCompression);
+    let mut client: Option<PartitionClient> = None;
+    let mut in_flight: Option<InFlight> = None;
+    let mut sealing: Option<JoinHandle<(Option<Sealed>, EncodedRecords)>> = None;
+    // The last sealed group's buffer, emptied: the next group encodes into it instead of
+    // into fresh memory (which the kernel would zero page by page).
+    let mut spare = EncodedRecords::default();
+    let mut sealed: Option<Sealed> = None;
+    let mut next = Group::default();
+    let mut open = true;
+    loop {
+        let full = next.bytes >= max_bytes;
+        let lingered = next.linger_until.is_some_and(|t| t <= Instant::now());
+        let idle_sealer = sealing.is_none() && sealed.is_none();
+        if idle_sealer && !next.jobs.is_empty() && (full || lingered || !open) {
+            let group = std::mem::take(&mut next);
+            if compressing && group.bytes >= COMPRESS_INLINE_BYTES {
+                let shared = shared.clone();
+                sealing = Some(tokio::task::spawn_blocking(move || group.seal(&shared)));
+            } else {
+                (sealed, spare) = group.seal(&shared);
+            }
+            continue;
         }
-        let result = produce(&shared, &topic, partition, &mut client, &group).await;
-        for job in group {
-            let _ = job.ack.send(result.clone());
+        if in_flight.is_none() {
+            if let Some(group) = sealed.take() {
+                in_flight = Some(InFlight::start(
+                    &shared,
+                    &topic,
+                    partition,
+                    client.take(),
+                    group,
+                ));
+                continue;
+            }
+            if !open && next.jobs.is_empty() && sealing.is_none() {
+                return;
+            }
+        }
+        let linger_until = next.linger_until.unwrap_or_else(Instant::now);
+        tokio::select! {
+            landed = land(&mut in_flight), if in_flight.is_some() => client = landed,
+            done = async { sealing.as_mut().expect("guarded").await }, if sealing.is_some() => {
+                sealing = None;
+                // A panicked sealer dropped its batches: their tailers see the sink closed.
+                if let Ok((group, buffer)) = done {
+                    (sealed, spare) = (group, buffer);
+                }
+            }
+            job = jobs.recv(), if open && !full => match job {
+                Some(job) => {
+                    if next.jobs.is_empty() {
+                        std::mem::swap(&mut next.records, &mut spare);
+                    }
+                    next.add(&shared, job);
+                }
+                None => open = false,
+            },
+            _ = tokio::time::sleep_until(linger_until),
+                if idle_sealer && next.linger_until.is_some() => {}
         }
     }
 }
@@ -64,20 +225,8 @@ async fn produce(
     topic: &str,
     partition: i32,
     client: &mut Option<PartitionClient>,
-    group: &[Job],
+    records: EncodedBatch,
 ) -> Result<(), SinkError> {
-    let compression = compression(shared);
-    let capacity = group
-        .iter()
-        .map(|job| {
-            let path = job.batch.path.as_os_str().len();
-            job.batch.bytes() + job.batch.len() * (ENCODED_OVERHEAD + path)
-        })
-        .sum();
-    let mut encoded = EncodedRecords::with_capacity(capacity);
-    for job in group {
-        encode(shared, &job.batch, &mut encoded)?;
-    }
     let mut backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
@@ -96,10 +245,8 @@ async fn produce(
             }
             let started = std::time::Instant::now();
             let partition_client = client.as_ref().expect("set above");
-            // A copy per attempt (cheap beside the request): a retry sends the same records.
-            partition_client
-                .produce_encoded(encoded.clone(), compression)
-                .await?;
+            // A retry sends the same records (a clone shares them).
+            partition_client.produce_encoded(records.clone()).await?;
             shared
                 .events
                 .produce_latency(started.elapsed().as_secs_f64());

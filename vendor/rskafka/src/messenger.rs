@@ -366,7 +366,8 @@ where
             ApiVersion(Int16(1))
         };
 
-        let mut buf = Vec::new();
+        // logcatch patch: sized once (a produce request of pre-encoded records knows its size).
+        let mut buf = Vec::with_capacity(msg.size_hint());
         header
             .write_versioned(&mut buf, header_version)
             .expect("Writing header to buffer should always work");

@@ -2,6 +2,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::client::partition::Compression;
+
 /// High-level record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -62,7 +64,7 @@ impl EncodedRecords {
             self.first_timestamp = millis;
             self.max_timestamp = millis;
         }
-        let offset_delta = i32::try_from(self.count).map_err(|_| too_large("records"))?;
+        let offset_delta = i32::try_from(self.count).map_err(|_| encode_error("records"))?;
         let rollback = self.bytes.len();
         let written = crate::protocol::record::write_record(
             &mut self.bytes,
@@ -74,7 +76,7 @@ impl EncodedRecords {
         );
         if let Err(e) = written {
             self.bytes.truncate(rollback);
-            return Err(too_large(&e.to_string()));
+            return Err(encode_error(&e.to_string()));
         }
         self.max_timestamp = self.max_timestamp.max(millis);
         self.count += 1;
@@ -95,15 +97,101 @@ impl EncodedRecords {
         self.bytes.len()
     }
 
+    /// The finished set, compressed, for [`PartitionClient::produce_encoded`]: cheap to
+    /// clone (for a retry). Compressing here rather than while the request is written
+    /// lets a producer compress the next batch while one is in flight. Leaves the set
+    /// empty; with compression it keeps its buffer for the next records.
+    ///
+    /// [`PartitionClient::produce_encoded`]: crate::client::partition::PartitionClient::produce_encoded
+    pub fn freeze(
+        &mut self,
+        compression: Compression,
+    ) -> Result<EncodedBatch, crate::client::error::Error> {
+        let protocol = crate::client::partition::protocol_compression(compression);
+        let bytes = if matches!(compression, Compression::NoCompression) {
+            std::mem::take(&mut self.bytes).into()
+        } else {
+            let mut compressed = Vec::with_capacity(self.bytes.len() / 2);
+            crate::protocol::record::RecordBatchBodyRef::write_compressed(
+                &mut compressed,
+                protocol,
+                crate::protocol::record::Uncompressed::Encoded(&self.bytes),
+            )
+            .map_err(|e| encode_error(&format!("{compression:?} compression failed: {e}")))?;
+            compressed.into()
+        };
+        let batch = EncodedBatch {
+            bytes,
+            count: self.count,
+            compression,
+            first_timestamp: self.first_timestamp,
+            max_timestamp: self.max_timestamp,
+        };
+        self.clear();
+        Ok(batch)
+    }
+
     /// Empties the set, keeping its buffer.
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.count = 0;
     }
+
+    /// Reserves room for at least `bytes` more encoded bytes.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.bytes.reserve(bytes);
+    }
+
+    /// Where the set ends now, to [`truncate`](Self::truncate) back to.
+    pub fn mark(&self) -> EncodedMark {
+        EncodedMark {
+            bytes: self.bytes.len(),
+            count: self.count,
+            max_timestamp: self.max_timestamp,
+        }
+    }
+
+    /// Drops the records pushed after `mark` (e.g. the rest of a group that failed).
+    pub fn truncate(&mut self, mark: EncodedMark) {
+        if mark.count <= self.count {
+            self.bytes.truncate(mark.bytes);
+            self.count = mark.count;
+            self.max_timestamp = mark.max_timestamp;
+        }
+    }
 }
 
-fn too_large(what: &str) -> crate::client::error::Error {
-    crate::client::error::Error::InvalidResponse(format!("record cannot be encoded: {what}"))
+/// Finished (compressed) [`EncodedRecords`], shared (not copied) by its clones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    pub(crate) bytes: bytes::Bytes,
+    pub(crate) count: usize,
+    pub(crate) compression: Compression,
+    pub(crate) first_timestamp: i64,
+    pub(crate) max_timestamp: i64,
+}
+
+impl EncodedBatch {
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// A position in [`EncodedRecords`], from [`EncodedRecords::mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodedMark {
+    bytes: usize,
+    count: usize,
+    max_timestamp: i64,
+}
+
+fn encode_error(what: &str) -> crate::client::error::Error {
+    crate::client::error::Error::InvalidResponse(format!("records cannot be encoded: {what}"))
 }
 
 /// Record that has offset information attached.

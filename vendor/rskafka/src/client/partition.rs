@@ -19,7 +19,7 @@ use crate::{
         primitives::*,
         record::{Record as ProtocolRecord, *},
     },
-    record::{EncodedRecords, Record, RecordAndOffset},
+    record::{EncodedBatch, Record, RecordAndOffset},
     throttle::maybe_throttle,
     validation::ExactlyOne,
 };
@@ -226,12 +226,9 @@ impl PartitionClient {
         .await
     }
 
-    /// logcatch patch: like [`produce`](Self::produce), for records encoded up front.
-    pub async fn produce_encoded(
-        &self,
-        records: EncodedRecords,
-        compression: Compression,
-    ) -> Result<Vec<i64>> {
+    /// logcatch patch: like [`produce`](Self::produce), for records encoded (and
+    /// compressed) up front by [`EncodedRecords::freeze`](crate::record::EncodedRecords::freeze).
+    pub async fn produce_encoded(&self, records: EncodedBatch) -> Result<Vec<i64>> {
         if records.is_empty() {
             return Ok(vec![]);
         }
@@ -239,7 +236,7 @@ impl PartitionClient {
         let request = &produce_request(
             self.partition,
             &self.topic,
-            compression,
+            records.compression,
             records.first_timestamp,
             records.max_timestamp,
             ControlBatchOrRecords::Encoded {
@@ -727,6 +724,22 @@ fn build_produce_request(
     )
 }
 
+/// The record batch attribute of `compression` (logcatch patch: shared with
+/// `EncodedRecords::freeze`).
+pub(crate) fn protocol_compression(compression: Compression) -> RecordBatchCompression {
+    match compression {
+        Compression::NoCompression => RecordBatchCompression::NoCompression,
+        #[cfg(feature = "compression-gzip")]
+        Compression::Gzip => RecordBatchCompression::Gzip,
+        #[cfg(feature = "compression-lz4")]
+        Compression::Lz4 => RecordBatchCompression::Lz4,
+        #[cfg(feature = "compression-snappy")]
+        Compression::Snappy => RecordBatchCompression::Snappy,
+        #[cfg(feature = "compression-zstd")]
+        Compression::Zstd => RecordBatchCompression::Zstd,
+    }
+}
+
 /// logcatch patch: the request part shared by `produce` and `produce_encoded`.
 fn produce_request(
     partition: i32,
@@ -749,17 +762,7 @@ fn produce_request(
             last_offset_delta: n - 1,
             is_transactional: false,
             base_sequence: -1,
-            compression: match compression {
-                Compression::NoCompression => RecordBatchCompression::NoCompression,
-                #[cfg(feature = "compression-gzip")]
-                Compression::Gzip => RecordBatchCompression::Gzip,
-                #[cfg(feature = "compression-lz4")]
-                Compression::Lz4 => RecordBatchCompression::Lz4,
-                #[cfg(feature = "compression-snappy")]
-                Compression::Snappy => RecordBatchCompression::Snappy,
-                #[cfg(feature = "compression-zstd")]
-                Compression::Zstd => RecordBatchCompression::Zstd,
-            },
+            compression: protocol_compression(compression),
             timestamp_type: RecordBatchTimestampType::CreateTime,
             producer_id: -1,
             producer_epoch: -1,

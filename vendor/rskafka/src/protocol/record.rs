@@ -171,7 +171,7 @@ where
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
         write_record(
-            writer,
+            &mut WriteOut(writer),
             self.timestamp_delta,
             self.offset_delta,
             self.key.as_deref(),
@@ -183,13 +183,58 @@ where
     }
 }
 
+/// logcatch patch: where `write_record` puts bytes: any `Write` (through [`WriteOut`]),
+/// or a `Vec` directly, which spares the tiny `write_all` calls of each varint.
+pub(crate) trait RecordOut {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), WriteError>;
+    /// A zig-zag varint (the same bytes as `Varint` for values that fit an `i32`).
+    fn put_varint(&mut self, n: i64) -> Result<(), WriteError>;
+    fn reserve(&mut self, _bytes: usize) {}
+}
+
+pub(crate) struct WriteOut<'a, W>(pub &'a mut W);
+
+impl<W: Write> RecordOut for WriteOut<'_, W> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        Ok(self.0.write_all(bytes)?)
+    }
+
+    fn put_varint(&mut self, n: i64) -> Result<(), WriteError> {
+        Varlong(n).write(self.0)
+    }
+}
+
+impl RecordOut for Vec<u8> {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn put_varint(&mut self, n: i64) -> Result<(), WriteError> {
+        let mut zigzag = ((n << 1) ^ (n >> 63)) as u64;
+        while zigzag >= 0x80 {
+            self.push(zigzag as u8 | 0x80);
+            zigzag >>= 7;
+        }
+        self.push(zigzag as u8);
+        Ok(())
+    }
+
+    #[inline]
+    fn reserve(&mut self, bytes: usize) {
+        Vec::reserve(self, bytes);
+    }
+}
+
 /// logcatch patch: writes one record from borrowed parts. The body length is computed up
-/// front and the fields are written straight to `writer`, instead of encoding each record
+/// front and the fields are written straight to `out`, instead of encoding each record
 /// into a fresh `Vec` (grown by doubling) only to learn its length. That temporary buffer
 /// was half of the per-record allocations of a produce request. Same bytes on the wire.
 /// Also what `crate::record::EncodedRecords` encodes with, without owning the parts.
-pub(crate) fn write_record<'h, W, H>(
-    writer: &mut W,
+pub(crate) fn write_record<'h, O, H>(
+    out: &mut O,
     timestamp_delta: i64,
     offset_delta: i32,
     key: Option<&[u8]>,
@@ -197,7 +242,7 @@ pub(crate) fn write_record<'h, W, H>(
     headers: H,
 ) -> Result<(), WriteError>
 where
-    W: Write,
+    O: RecordOut,
     H: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
 {
     let key_len = nullable_len(key)?;
@@ -212,50 +257,54 @@ where
         + value.map_or(0, <[u8]>::len);
     for (name, value) in headers.clone() {
         n_headers += 1;
-        len += varlong_len(name.len() as i64)
+        len += varlong_len(i32_len(name)?.into())
             + name.len()
-            + varlong_len(value.len() as i64)
+            + varlong_len(i32_len(value)?.into())
             + value.len();
     }
     let n_headers = i32::try_from(n_headers).map_err(|e| WriteError::Malformed(Box::new(e)))?;
     len += varlong_len(n_headers.into());
     let len = i32::try_from(len).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-    Varint(len).write(writer)?;
+    out.reserve(len as usize + 5);
+    out.put_varint(len.into())?;
 
     // attributes
-    Int8(0).write(writer)?;
+    out.put(&[0])?;
 
     // timestampDelta
-    Varlong(timestamp_delta).write(writer)?;
+    out.put_varint(timestamp_delta)?;
 
     // offsetDelta
-    Varint(offset_delta).write(writer)?;
+    out.put_varint(offset_delta.into())?;
 
     // key
-    Varint(key_len).write(writer)?;
+    out.put_varint(key_len.into())?;
     if let Some(key) = key {
-        writer.write_all(key)?;
+        out.put(key)?;
     }
 
     // value
-    Varint(value_len).write(writer)?;
+    out.put_varint(value_len.into())?;
     if let Some(value) = value {
-        writer.write_all(value)?;
+        out.put(value)?;
     }
 
     // headers
     // Note: This is NOT a normal array but uses a Varint instead.
-    Varint(n_headers).write(writer)?;
+    out.put_varint(n_headers.into())?;
     for (name, value) in headers {
-        Varint(i32::try_from(name.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?)
-            .write(writer)?;
-        writer.write_all(name)?;
-        Varint(i32::try_from(value.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?)
-            .write(writer)?;
-        writer.write_all(value)?;
+        out.put_varint(name.len() as i64)?;
+        out.put(name)?;
+        out.put_varint(value.len() as i64)?;
+        out.put(value)?;
     }
 
     Ok(())
+}
+
+/// The length of a header name or value as Kafka's `i32` length field.
+fn i32_len(bytes: &[u8]) -> Result<i32, WriteError> {
+    i32::try_from(bytes.len()).map_err(|e| WriteError::Malformed(Box::new(e)))
 }
 
 /// The length field of a nullable byte string: its length, or -1 for null.
@@ -341,10 +390,11 @@ pub enum ControlBatchOrRecords {
     )]
     Records(Vec<Record>),
 
-    /// logcatch patch: records already encoded one after the other (see
-    /// `crate::record::EncodedRecords`); only ever written, never read.
+    /// logcatch patch: records already encoded one after the other and compressed with
+    /// the batch's compression (`crate::record::EncodedRecords::freeze`); only ever
+    /// written, never read.
     #[cfg_attr(test, proptest(skip))]
-    Encoded { count: usize, bytes: Vec<u8> },
+    Encoded { count: usize, bytes: bytes::Bytes },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -474,6 +524,17 @@ where
     }
 }
 
+impl RecordBatch {
+    /// logcatch patch: the encoded size of pre-encoded records (plus the batch header),
+    /// 0 when unknown; see `RequestBody::size_hint`.
+    pub(crate) fn size_hint(&self) -> usize {
+        match &self.records {
+            ControlBatchOrRecords::Encoded { bytes, .. } => bytes.len() + 64,
+            _ => 0,
+        }
+    }
+}
+
 impl<W> WriteType<W> for RecordBatch
 where
     W: Write,
@@ -482,7 +543,7 @@ where
         // ==========================================================================================
         // ======================================== CRC data ========================================
         // collect everything that should be part of the CRC calculation
-        let mut data = vec![];
+        let mut data = Vec::with_capacity(self.size_hint());
         let body_ref = RecordBatchBodyRef {
             last_offset_delta: self.last_offset_delta,
             first_timestamp: self.first_timestamp,
@@ -787,7 +848,7 @@ where
 ///
 /// This only supports writing.
 #[derive(Debug)]
-struct RecordBatchBodyRef<'a> {
+pub(crate) struct RecordBatchBodyRef<'a> {
     pub last_offset_delta: i32,
     pub first_timestamp: i64,
     pub max_timestamp: i64,
@@ -801,21 +862,34 @@ struct RecordBatchBodyRef<'a> {
 }
 
 impl RecordBatchBodyRef<'_> {
-    fn write_records<W>(writer: &mut W, records: &ControlBatchOrRecords) -> Result<(), WriteError>
+    fn write_records<W>(writer: &mut W, records: Uncompressed<'_>) -> Result<(), WriteError>
     where
         W: Write,
     {
         match records {
-            ControlBatchOrRecords::ControlBatch(control_batch) => control_batch.write(writer),
-            ControlBatchOrRecords::Records(records) => {
+            Uncompressed::Records(ControlBatchOrRecords::ControlBatch(control_batch)) => {
+                control_batch.write(writer)
+            }
+            Uncompressed::Records(ControlBatchOrRecords::Records(records)) => {
                 for record in records {
                     record.write(writer)?;
                 }
                 Ok(())
             }
-            ControlBatchOrRecords::Encoded { bytes, .. } => Ok(writer.write_all(bytes)?),
+            Uncompressed::Records(ControlBatchOrRecords::Encoded { bytes, .. }) => {
+                Ok(writer.write_all(bytes)?)
+            }
+            Uncompressed::Encoded(bytes) => Ok(writer.write_all(bytes)?),
         }
     }
+}
+
+/// logcatch patch: what `write_compressed` compresses: records, or records encoded by
+/// `crate::record::EncodedRecords`.
+#[derive(Clone, Copy)]
+pub(crate) enum Uncompressed<'a> {
+    Records(&'a ControlBatchOrRecords),
+    Encoded(&'a [u8]),
 }
 
 impl RecordBatchBodyRef<'_> {
@@ -825,7 +899,7 @@ impl RecordBatchBodyRef<'_> {
     /// records with headers). Buffer them so the encoder sees large writes.
     fn write_records_buffered<W>(
         writer: &mut W,
-        records: &ControlBatchOrRecords,
+        records: Uncompressed<'_>,
     ) -> Result<(), WriteError>
     where
         W: Write,
@@ -891,29 +965,57 @@ where
             ControlBatchOrRecords::Encoded { count, .. } => *count,
         };
         Int32(i32::try_from(n_records)?).write(writer)?;
-        match self.compression {
+        if let ControlBatchOrRecords::Encoded { bytes, .. } = self.records {
+            // logcatch patch: compressed with `self.compression` by `EncodedRecords::freeze`.
+            writer.write_all(bytes)?;
+            return Ok(());
+        }
+        Self::write_compressed(writer, self.compression, Uncompressed::Records(self.records))
+    }
+}
+
+impl RecordBatchBodyRef<'_> {
+    /// The records section of a batch, compressed as `compression` says (logcatch patch:
+    /// moved out of `write` so that `EncodedRecords::freeze` compresses the same way).
+    pub(crate) fn write_compressed<W>(
+        writer: &mut W,
+        compression: RecordBatchCompression,
+        records: Uncompressed<'_>,
+    ) -> Result<(), WriteError>
+    where
+        W: Write,
+    {
+        match compression {
             RecordBatchCompression::NoCompression => {
-                Self::write_records(writer, self.records)?;
+                Self::write_records(writer, records)?;
             }
             #[cfg(feature = "compression-gzip")]
             RecordBatchCompression::Gzip => {
                 use flate2::{Compression, write::GzEncoder};
 
                 let mut encoder = GzEncoder::new(writer, Compression::default());
-                Self::write_records_buffered(&mut encoder, self.records)?;
+                Self::write_records_buffered(&mut encoder, records)?;
                 encoder.finish()?;
             }
             #[cfg(feature = "compression-lz4")]
             RecordBatchCompression::Lz4 => {
-                use lz4::{EncoderBuilder, liblz4::BlockMode};
+                use lz4::{
+                    EncoderBuilder,
+                    liblz4::{BlockChecksum, BlockMode, ContentChecksum},
+                };
 
                 let mut encoder = EncoderBuilder::new()
                     .block_mode(
                         // the only one supported by Kafka
                         BlockMode::Independent,
                     )
+                    // logcatch patch: no xxHash32 of each block and of the whole content
+                    // (the lz4 crate's defaults). The record batch has its own CRC-32C;
+                    // Kafka's Java client and librdkafka write neither checksum either.
+                    .block_checksum(BlockChecksum::NoBlockChecksum)
+                    .checksum(ContentChecksum::NoChecksum)
                     .build(writer)?;
-                Self::write_records_buffered(&mut encoder, self.records)?;
+                Self::write_records_buffered(&mut encoder, records)?;
                 let (_writer, res) = encoder.finish();
                 res?;
             }
@@ -922,7 +1024,7 @@ where
                 use snap::raw::{Encoder, max_compress_len};
 
                 let mut input = vec![];
-                Self::write_records(&mut input, self.records)?;
+                Self::write_records(&mut input, records)?;
 
                 let mut encoder = Encoder::new();
                 let mut output = vec![0; max_compress_len(input.len())];
@@ -937,13 +1039,13 @@ where
                 use zstd::Encoder;
 
                 let mut encoder = Encoder::new(writer, 0)?;
-                Self::write_records_buffered(&mut encoder, self.records)?;
+                Self::write_records_buffered(&mut encoder, records)?;
                 encoder.finish()?;
             }
             #[allow(unreachable_patterns)]
             _ => {
                 return Err(WriteError::Malformed(
-                    format!("Unimplemented compression: {:?}", self.compression).into(),
+                    format!("Unimplemented compression: {:?}", compression).into(),
                 ));
             }
         }

@@ -110,6 +110,12 @@ pub trait RequestBody {
     /// It's OK to specify a version here that is larger then the highest supported version.
     const FIRST_TAGGED_FIELD_IN_REQUEST_VERSION: ApiVersion;
 
+    /// logcatch patch: bytes the encoded request will take at least, to size its buffer
+    /// once (a produce request of pre-encoded records knows); 0 when unknown.
+    fn size_hint(&self) -> usize {
+        0
+    }
+
     /// Normally the same as [`FIRST_TAGGED_FIELD_IN_REQUEST_VERSION`](Self::FIRST_TAGGED_FIELD_IN_REQUEST_VERSION) but
     /// there are some special snowflakes.
     const FIRST_TAGGED_FIELD_IN_RESPONSE_VERSION: ApiVersion =

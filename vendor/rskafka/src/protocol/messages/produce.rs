@@ -124,6 +124,16 @@ impl RequestBody for ProduceRequest {
     const API_VERSION_RANGE: ApiVersionRange =
         ApiVersionRange::new(ApiVersion(Int16(3)), ApiVersion(Int16(7)));
 
+    fn size_hint(&self) -> usize {
+        let batches = self
+            .topic_data
+            .iter()
+            .flat_map(|topic| &topic.partition_data)
+            .flat_map(|partition| &partition.records.0);
+        let records: usize = batches.map(|batch| batch.size_hint()).sum();
+        records + 256
+    }
+
     const FIRST_TAGGED_FIELD_IN_REQUEST_VERSION: ApiVersion = ApiVersion(Int16(9));
 }
 
