@@ -202,8 +202,13 @@ impl PartitionClient {
         }
 
         let n = records.len() as i64;
-        let request = &build_produce_request(self.partition, &self.topic, records, compression);
+        let request = build_produce_request(self.partition, &self.topic, records, compression);
+        self.send_produce(&request, n).await
+    }
 
+    /// Sends a produce request of `n` records, retrying as configured (logcatch patch:
+    /// shared by `produce` and `produce_encoded`).
+    async fn send_produce(&self, request: &ProduceRequest, n: i64) -> Result<Vec<i64>> {
         maybe_retry(
             &self.backoff_config,
             self.unknown_topic_handling,
@@ -215,7 +220,7 @@ impl PartitionClient {
                     .await
                     .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
                 let response = broker
-                    .request(&request)
+                    .request(request)
                     .await
                     .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
                 maybe_throttle(response.throttle_time_ms)?;
@@ -233,7 +238,7 @@ impl PartitionClient {
             return Ok(vec![]);
         }
         let n = records.len() as i64;
-        let request = &produce_request(
+        let request = produce_request(
             self.partition,
             &self.topic,
             records.compression,
@@ -244,26 +249,7 @@ impl PartitionClient {
                 bytes: records.bytes,
             },
         );
-        maybe_retry(
-            &self.backoff_config,
-            self.unknown_topic_handling,
-            self,
-            "produce",
-            || async move {
-                let (broker, r#gen) = self
-                    .get()
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
-                let response = broker
-                    .request(&request)
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
-                maybe_throttle(response.throttle_time_ms)?;
-                process_produce_response(self.partition, &self.topic, n, response)
-                    .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
-            },
-        )
-        .await
+        self.send_produce(&request, n).await
     }
 
     /// Fetch `bytes` bytes of record data starting at sequence number `offset`
