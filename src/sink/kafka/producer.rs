@@ -5,8 +5,8 @@
 //!
 //! One request is in flight per partition, which keeps each file's order: the next
 //! request is sent only once the previous one is acknowledged. Meanwhile the batches of
-//! the next request are gathered and encoded as they arrive, so that encoding overlaps
-//! the wait for the broker (the request itself runs on its own task).
+//! the next request are encoded as they arrive and compressed when the group is sealed,
+//! so that both overlap the wait for the broker (the request runs on its own task).
 
 use super::{encode, Shared};
 use crate::sink::{Batch, SinkError};
