@@ -33,6 +33,13 @@ pub struct Job {
 /// names, node and offset (a guess: the buffer grows if it is short).
 const ENCODED_OVERHEAD: usize = 96;
 
+/// A group closed for more batches: its records compressed, waiting for the request in
+/// flight to be acknowledged.
+struct Sealed {
+    records: EncodedBatch,
+    jobs: Vec<Job>,
+}
+
 /// The batches of the next request, encoded as they join.
 #[derive(Default)]
 struct Group {
@@ -67,16 +74,7 @@ impl Group {
             .get_or_insert_with(|| Instant::now() + shared.config.linger);
         self.jobs.push(job);
     }
-}
 
-/// A group closed for more batches: its records compressed, waiting for the request in
-/// flight to be acknowledged.
-struct Sealed {
-    records: EncodedBatch,
-    jobs: Vec<Job>,
-}
-
-impl Group {
     /// Compresses the records (while the previous request may still be in flight). A
     /// failure is every batch's answer. Returns the emptied record buffer for reuse.
     fn seal(mut self, shared: &Shared) -> (Option<Sealed>, EncodedRecords) {

@@ -92,11 +92,6 @@ impl EncodedRecords {
         self.count == 0
     }
 
-    /// Bytes of the encoded records (before compression).
-    pub fn encoded_bytes(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// The finished set, compressed, for [`PartitionClient::produce_encoded`]: cheap to
     /// clone (for a retry). Compressing here rather than while the request is written
     /// lets a producer compress the next batch while one is in flight. Leaves the set
