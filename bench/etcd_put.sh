@@ -7,7 +7,7 @@ set -euo pipefail
 BIN=$1 N=$2
 DIR=$(mktemp -d "${BENCH_DIR:-/tmp/logcatch-bench}/etcd.XXXX")
 trap 'kill $agent $etcd 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 cport=$(port) pport=$(port) http=$(port)
 etcd --data-dir "$DIR/etcd" --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
   --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \

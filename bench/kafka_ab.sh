@@ -10,9 +10,7 @@ size=$(stat -c %s "$file") comp=${COMP:-lz4}
 tansu=$(scripts/deps.sh --print-tansu) raw=target/release/examples/raw_produce
 cargo build --release --quiet --example raw_produce
 cat "$file" >/dev/null
-now() { date +%s.%N; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+. bench/lib.sh
 run() { local bin=$1 topic=$2 work http; work=$(mktemp -d) http=$(port)
   printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s, topic: %s}]\nsink:\n  kind: kafka\n  kafka: {brokers: ["127.0.0.1:%s"], compression: %s, create_topics: true, headers: %s}\nhttp: {listen: "127.0.0.1:%s"}\ntail: {poll_interval: 20ms}\n' \
     "$work" "$file" "$topic" "$kport" "$comp" "${HEADERS:-true}" "$http" >"$work/c.yaml"
@@ -21,11 +19,8 @@ run() { local bin=$1 topic=$2 work http; work=$(mktemp -d) http=$(port)
   local e c; e=$(now) c=$(cpu_s $pid); kill -TERM $pid; wait $pid; rm -rf "$work"
   printf '%.3f (cpu %.2f)' "$(echo "$e - $s" | bc -l)" "$c"; }
 for r in $(seq "${ROUNDS:-3}"); do
-  kport=$(port) bdir=$(mktemp -d)
-  (cd "$bdir" && exec "$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/) >"$bdir/log" 2>&1 &
-  broker=$!
-  until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
+  start_broker
   printf 'raw %s  ' "$("$raw" "127.0.0.1:$kport" "raw-$r" "$file" "$comp")"
   i=0; for b in "$@"; do i=$((i + 1)); printf '%s %s  ' "$(basename "$b")" "$(run "$b" "ab$i-$r")"; done; echo
-  kill $broker; wait $broker 2>/dev/null; rm -rf "$bdir"
+  stop_broker
 done

@@ -6,8 +6,7 @@ set -u
 file=$1; shift
 size=$(stat -c %s "$file")
 cat "$file" >/dev/null
-now() { date +%s.%N; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 run() { local bin=$1 work http; work=$(mktemp -d) http=$(port)
   printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s, topic: bench}]\nsink:\n  kind: "null"\nhttp: {listen: "127.0.0.1:%s"}\ntail: {poll_interval: 20ms}\n' "$work" "$file" "$http" >"$work/c.yaml"
   local s; s=$(now); "$bin" run --config "$work/c.yaml" 2>"$work/log" & local pid=$!

@@ -12,7 +12,7 @@ BIN=$1 TANSU=$2 CSV=$3
 OUTAGE=${OUTAGE_S:-60} RATE=${RATE_MB:-20} PRE=${PRE_S:-10} LIMIT=${CATCHUP_LIMIT_S:-300}
 DIR=$(mktemp -d "${BENCH_DIR:-/tmp/logcatch-bench}/outage.XXXX")
 trap 'kill -CONT $broker 2>/dev/null; kill $writer $agent $broker 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 kport=$(port) http=$(port)
 (cd "$DIR" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/) >"$DIR/broker.log" 2>&1 &
 broker=$!

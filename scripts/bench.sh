@@ -37,12 +37,10 @@ bin=$PWD/target/release/logcatch raw=$PWD/target/release/examples/raw_produce
 lat=$PWD/target/release/examples/latency
 tansu=$(scripts/deps.sh --print-tansu)
 export RDKAFKA_LIBDIR=$(scripts/bench-deps.sh --print-rdkafka-libdir) TANSU=$tansu
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
+. bench/lib.sh
 # "median min max" of the numbers on stdin.
 median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%s %s %s\n", m, a[1], a[NR]}'; }
 calc() { echo "$*" | bc -l; }
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 tables=()
 started_load=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -86,13 +84,6 @@ run_agent() { # FILE SINK_YAML
   echo "$(calc "$end - $start") $cpu"
 }
 
-start_broker() { # -> sets kport, broker
-  kport=$(port) bdir=$(mktemp -d "$DIR/broker.XXXX")
-  (cd "$bdir" && exec "$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/) >"$bdir/log" 2>&1 &
-  broker=$!
-  until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
-}
-stop_broker() { kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; rm -rf "$bdir"; }
 trap 'stop_broker 2>/dev/null || true' EXIT
 
 fmt_range() { printf '%.2f s [%.2f–%.2f]' "$1" "$2" "$3"; }
@@ -131,7 +122,7 @@ section_throughput() {
   for comp in lz4 none; do
     local raw_runs=() lc_runs=() nh_runs=() kcat_runs=() rs_runs=() lc_cpus=() rs_cpus=() r
     for r in $(seq "$RUNS"); do
-      start_broker # fresh per round: memory storage keeps every record
+      start_broker "$DIR" # fresh per round: memory storage keeps every record
       raw_runs+=("$("$raw" "127.0.0.1:$kport" "raw-$comp-$r" "$file" "$comp")")
       read -r t c < <(TOPIC="lc-$comp-$r" run_agent "$file" "  kind: kafka
   kafka: {brokers: [\"127.0.0.1:$kport\"], compression: $comp, create_topics: true}")
@@ -175,7 +166,7 @@ $(printf '%s\n' "${rows[@]}")")
 
 section_latency() {
   local rows=() rate
-  start_broker
+  start_broker "$DIR"
   for rate in 1000 50000; do
     local out direct work http
     direct=$("$lat" direct "127.0.0.1:$kport" "lat-direct-$rate" "$rate" "$LAT_S")
