@@ -63,6 +63,7 @@ impl Batch {
     }
 
     /// A record: its first byte's offset in the file and its bytes.
+    #[inline]
     pub fn push(&mut self, offset: u64, line: &[u8]) {
         self.push_bytes(offset, line);
         if !self.meta.is_empty() {
@@ -80,6 +81,7 @@ impl Batch {
         self.meta.push(meta);
     }
 
+    #[inline]
     fn push_bytes(&mut self, offset: u64, line: &[u8]) {
         let start = self.data.len() as u32;
         self.data.extend_from_slice(line);

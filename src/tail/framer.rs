@@ -1,8 +1,8 @@
-//! Splits a byte stream into lines: memchr on a reusable buffer, `\n` / `\r\n` stripped,
+//! Splits a byte stream into lines: newlines found 64 bytes at a time, `\n` / `\r\n` stripped,
 //! a partial last line held until its newline, lines over the limit cut (never buffered
 //! whole), bytes passed through unchanged (no UTF-8 assumption).
 
-use memchr::memchr;
+use super::newlines::for_each_newline;
 
 /// A line as the framer emits it: its start offset in the file, its bytes, and whether
 /// it was cut to the limit.
@@ -62,16 +62,19 @@ impl Framer {
     }
 
     /// Feeds the bytes found at `position()`, emitting every line they complete.
-    pub fn push(&mut self, mut chunk: &[u8], emit: &mut impl FnMut(Line<'_>)) {
-        while let Some(newline) = memchr(b'\n', chunk) {
-            self.end_line(&chunk[..newline], emit);
-            self.position += newline as u64 + 1;
-            self.line_start = self.position;
-            chunk = &chunk[newline + 1..];
-        }
-        if !chunk.is_empty() {
-            self.extend_partial(chunk, emit);
-            self.position += chunk.len() as u64;
+    pub fn push(&mut self, chunk: &[u8], emit: &mut impl FnMut(Line<'_>)) {
+        let base = self.position;
+        let mut start = 0;
+        for_each_newline(chunk, |newline| {
+            self.end_line(&chunk[start..newline], emit);
+            start = newline + 1;
+            self.line_start = base + start as u64;
+        });
+        self.position = base + start as u64;
+        let rest = &chunk[start..];
+        if !rest.is_empty() {
+            self.extend_partial(rest, emit);
+            self.position += rest.len() as u64;
         }
     }
 
@@ -91,6 +94,7 @@ impl Framer {
         self.line_start = self.position;
     }
 
+    #[inline]
     fn end_line(&mut self, tail: &[u8], emit: &mut impl FnMut(Line<'_>)) {
         let offset = self.line_start;
         if self.skipping {

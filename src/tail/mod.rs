@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod claims;
 pub mod fingerprint;
 pub mod framer;
+mod newlines;
 mod parking;
 mod rotated;
 mod tailer;
