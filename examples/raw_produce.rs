@@ -1,8 +1,11 @@
 //! The Kafka ceiling for `make bench`: a raw rskafka producer sending the lines of a file
 //! as pre-built batches of 5,000 records to one partition, one request at a time (what
 //! logcatch does per partition), with the same patched rskafka. Prints seconds taken.
+//! With NODE, each record carries the headers logcatch adds to a raw file's lines by
+//! default (`logcatch.node`, `logcatch.offset`, `logcatch.path`): the ceiling for the
+//! same records.
 //!
-//! usage: raw_produce BROKER TOPIC FILE none|lz4|zstd|gzip|snappy
+//! usage: raw_produce BROKER TOPIC FILE none|lz4|zstd|gzip|snappy [NODE]
 
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
@@ -17,8 +20,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, broker, topic, file, compression] = &args[..] else {
-        return Err("usage: raw_produce BROKER TOPIC FILE COMPRESSION".into());
+    let (broker, topic, file, compression, node) = match &args[..] {
+        [_, broker, topic, file, compression] => (broker, topic, file, compression, None),
+        [_, broker, topic, file, compression, node] => {
+            (broker, topic, file, compression, Some(node))
+        }
+        _ => return Err("usage: raw_produce BROKER TOPIC FILE COMPRESSION [NODE]".into()),
     };
     let compression = match compression.as_str() {
         "none" => Compression::NoCompression,
@@ -31,13 +38,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = std::fs::read(file)?;
     let now = chrono::Utc::now();
     // Pre-built: the records exist before the clock starts.
+    let headers = |offset: usize| match node {
+        None => BTreeMap::new(),
+        Some(node) => BTreeMap::from([
+            ("logcatch.node".to_owned(), node.as_bytes().to_vec()),
+            (
+                "logcatch.offset".to_owned(),
+                offset.to_string().into_bytes(),
+            ),
+            ("logcatch.path".to_owned(), file.as_bytes().to_vec()),
+        ]),
+    };
+    let mut offset = 0;
     let batches: Vec<Vec<Record>> = data
         .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|line| Record {
+        .map(|line| {
+            let start = offset;
+            offset += line.len() + 1;
+            (start, line)
+        })
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(start, line)| Record {
             key: None,
             value: Some(line.to_vec()),
-            headers: BTreeMap::new(),
+            headers: headers(start),
             timestamp: now,
         })
         .collect::<Vec<_>>()

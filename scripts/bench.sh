@@ -5,8 +5,9 @@
 #
 #   throughput : file → null vs `wc -l` on the same page-cached 1 GiB file (100 B and
 #                1 KiB lines); file → kafka (lz4, none) vs a raw rskafka producer sending
-#                pre-built batches (examples/raw_produce.rs: the broker's ceiling), kcat -P
-#                and rsyslog imfile → omkafka (bench/peers.sh, librdkafka 2.16)
+#                pre-built batches (examples/raw_produce.rs: the broker's ceiling; again
+#                with logcatch's default headers: the ceiling for the same records),
+#                kcat -P and rsyslog imfile → omkafka (bench/peers.sh, librdkafka 2.16)
 #   latency    : append → consumable in Kafka at 1,000 and 50,000 lines/s
 #                (examples/latency.rs), beside the same lines produced directly
 #   scale      : 1,000 and 10,000 files at 10 lines/s each (bench/scale.sh); `plan` for
@@ -120,10 +121,11 @@ section_throughput() {
   : >"$RESULTS/throughput.tsv"
   local comp
   for comp in lz4 none; do
-    local raw_runs=() lc_runs=() nh_runs=() kcat_runs=() rs_runs=() lc_cpus=() rs_cpus=() r
+    local raw_runs=() rawh_runs=() lc_runs=() nh_runs=() kcat_runs=() rs_runs=() lc_cpus=() rs_cpus=() r
     for r in $(seq "$RUNS"); do
       start_broker "$DIR" # fresh per round: memory storage keeps every record
       raw_runs+=("$("$raw" "127.0.0.1:$kport" "raw-$comp-$r" "$file" "$comp")")
+      rawh_runs+=("$("$raw" "127.0.0.1:$kport" "rawh-$comp-$r" "$file" "$comp" bench)") # node: bench, as run_agent
       read -r t c < <(TOPIC="lc-$comp-$r" run_agent "$file" "  kind: kafka
   kafka: {brokers: [\"127.0.0.1:$kport\"], compression: $comp, create_topics: true}")
       lc_runs+=("$t") lc_cpus+=("$c")
@@ -137,6 +139,7 @@ section_throughput() {
       stop_broker
     done
     read -r rawm rawmin rawmax < <(printf '%s\n' "${raw_runs[@]}" | median)
+    read -r rawhm rawhmin rawhmax < <(printf '%s\n' "${rawh_runs[@]}" | median)
     read -r lm lmin lmax < <(printf '%s\n' "${lc_runs[@]}" | median)
     read -r nhm nhmin nhmax < <(printf '%s\n' "${nh_runs[@]}" | median)
     read -r km kmin kmax < <(printf '%s\n' "${kcat_runs[@]}" | median)
@@ -144,12 +147,13 @@ section_throughput() {
     read -r lcm _ _ < <(printf '%s\n' "${lc_cpus[@]}" | median)
     read -r rscm _ _ < <(printf '%s\n' "${rs_cpus[@]}" | median)
     local mbps="%.0f MB/s, %.2f M lines/s"
-    rows+=("| file → kafka ($comp): logcatch | $(printf "$mbps" "$(calc "$bytes/$lm/1000000")" "$(calc "$lines/$lm/1000000")") | $(printf '%.2f × ceiling, %.1f × rsyslog, %.2f × kcat' "$(calc "$rawm/$lm")" "$(calc "$rsm/$lm")" "$(calc "$km/$lm")") | $(fmt_range "$lm" "$lmin" "$lmax"), CPU $(printf '%.1f' "$lcm") s | ≥ 0.8 × ceiling, ≥ 2 × rsyslog |")
+    rows+=("| file → kafka ($comp): logcatch | $(printf "$mbps" "$(calc "$bytes/$lm/1000000")" "$(calc "$lines/$lm/1000000")") | $(printf '%.2f × ceiling (%.2f × the same records), %.1f × rsyslog, %.2f × kcat' "$(calc "$rawm/$lm")" "$(calc "$rawhm/$lm")" "$(calc "$rsm/$lm")" "$(calc "$km/$lm")") | $(fmt_range "$lm" "$lmin" "$lmax"), CPU $(printf '%.1f' "$lcm") s | ≥ 0.8 × ceiling, ≥ 2 × rsyslog |")
     rows+=("| file → kafka ($comp): logcatch, \`headers: false\` | $(printf "$mbps" "$(calc "$bytes/$nhm/1000000")" "$(calc "$lines/$nhm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$nhm")") | $(fmt_range "$nhm" "$nhmin" "$nhmax") | |")
     rows+=("| file → kafka ($comp): raw rskafka (ceiling) | $(printf "$mbps" "$(calc "$bytes/$rawm/1000000")" "$(calc "$lines/$rawm/1000000")") | 1 | $(fmt_range "$rawm" "$rawmin" "$rawmax") | |")
+    rows+=("| file → kafka ($comp): raw rskafka with logcatch's default headers (the same records) | $(printf "$mbps" "$(calc "$bytes/$rawhm/1000000")" "$(calc "$lines/$rawhm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$rawhm")") | $(fmt_range "$rawhm" "$rawhmin" "$rawhmax") | |")
     rows+=("| file → kafka ($comp): kcat -P | $(printf "$mbps" "$(calc "$bytes/$km/1000000")" "$(calc "$lines/$km/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$km")") | $(fmt_range "$km" "$kmin" "$kmax") | |")
     rows+=("| file → kafka ($comp): rsyslog imfile → omkafka | $(printf "$mbps" "$(calc "$bytes/$rsm/1000000")" "$(calc "$lines/$rsm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$rsm")") | $(fmt_range "$rsm" "$rsmin" "$rsmax"), CPU $(printf '%.1f' "$rscm") s | |")
-    printf '%s\n' "${rows[@]: -5}"
+    printf '%s\n' "${rows[@]: -6}"
     if [[ $comp == lz4 ]]; then
       printf 'logcatch\t%s\nlogcatch (no headers)\t%s\nraw rskafka (ceiling)\t%s\nkcat -P\t%s\nrsyslog omkafka\t%s\n' \
         "$(calc "$bytes/$lm/1000000")" "$(calc "$bytes/$nhm/1000000")" "$(calc "$bytes/$rawm/1000000")" "$(calc "$bytes/$km/1000000")" "$(calc "$bytes/$rsm/1000000")" >"$RESULTS/throughput.tsv"
