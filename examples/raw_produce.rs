@@ -2,8 +2,9 @@
 //! as pre-built batches of 5,000 records to one partition, one request at a time (what
 //! logcatch does per partition), with the same patched rskafka. Prints seconds taken.
 //! With NODE, each record carries the headers logcatch adds to a raw file's lines by
-//! default (`logcatch.node`, `logcatch.offset`, `logcatch.path`): the ceiling for the
-//! same records.
+//! default (`logcatch.node`, `logcatch.offset`, `logcatch.path`): the same records
+//! through rskafka's `Record` API, whose per-record header encoding bounds it rather
+//! than the broker (BENCHMARKS.md, "Reading the recorded run").
 //!
 //! usage: raw_produce BROKER TOPIC FILE none|lz4|zstd|gzip|snappy [NODE]
 
