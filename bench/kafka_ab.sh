@@ -6,18 +6,14 @@
 set -u
 cd "$(dirname "$0")/.."
 file=$1; shift
-size=$(stat -c %s "$file") comp=${COMP:-lz4}
+comp=${COMP:-lz4}
 tansu=$(scripts/deps.sh --print-tansu) raw=target/release/examples/raw_produce
 cargo build --release --quiet --example raw_produce
 cat "$file" >/dev/null
 . bench/lib.sh
-run() { local bin=$1 topic=$2 work http; work=$(mktemp -d) http=$(port)
-  printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s, topic: %s}]\nsink:\n  kind: kafka\n  kafka: {brokers: ["127.0.0.1:%s"], compression: %s, create_topics: true, headers: %s}\nhttp: {listen: "127.0.0.1:%s"}\ntail: {poll_interval: 20ms}\n' \
-    "$work" "$file" "$topic" "$kport" "$comp" "${HEADERS:-true}" "$http" >"$work/c.yaml"
-  local s; s=$(now); "$bin" run --config "$work/c.yaml" 2>"$work/log" & local pid=$!
-  until curl -sf "127.0.0.1:$http/status" 2>/dev/null | grep -q "\"offset\":$size,"; do sleep ${POLL:-0.005}; done
-  local e c; e=$(now) c=$(cpu_s $pid); kill -TERM $pid; wait $pid; rm -rf "$work"
-  printf '%.3f (cpu %.2f)' "$(echo "$e - $s" | bc -l)" "$c"; }
+run() { local t c; read -r t c < <(TOPIC=$2 run_agent "$1" "$file" "  kind: kafka
+  kafka: {brokers: [\"127.0.0.1:$kport\"], compression: $comp, create_topics: true, headers: ${HEADERS:-true}}") &&
+  printf '%.3f (cpu %.2f)' "$t" "$c"; }
 for r in $(seq "${ROUNDS:-3}"); do
   start_broker
   printf 'raw %s  ' "$("$raw" "127.0.0.1:$kport" "raw-$r" "$file" "$comp")"

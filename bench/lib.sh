@@ -2,6 +2,8 @@
 # port: a free loopback port. now: seconds with nanoseconds. cpu_s PID: user + system
 # seconds of a process. start_broker DIR: a tansu broker ($tansu) on memory storage in a
 # fresh directory under DIR; sets kport, bdir, broker. stop_broker: stops it.
+# run_agent BIN FILE SINK_YAML: BIN tails FILE (topic $TOPIC, default bench) into the sink
+# SINK_YAML until /status shows every byte acknowledged; prints "seconds cpu_seconds".
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
@@ -12,3 +14,21 @@ start_broker() {
   until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
 }
 stop_broker() { kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; rm -rf "$bdir"; }
+run_agent() {
+  local bin=$1 file=$2 sink=$3 work http size start end cpu pid
+  work=$(mktemp -d "${BENCH_DIR:-/tmp}/run.XXXX") http=$(port) size=$(stat -c %s "$file")
+  printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s, topic: %s}]\nsink:\n%s\nhttp: {listen: "127.0.0.1:%s"}\ntail: {poll_interval: 20ms}\n' \
+    "$work" "$file" "${TOPIC:-bench}" "$sink" "$http" >"$work/c.yaml"
+  start=$(now)
+  "$bin" run --config "$work/c.yaml" 2>"$work/agent.log" &
+  pid=$!
+  # Done when the acknowledged offset reaches the file size.
+  until curl -sf "127.0.0.1:$http/status" 2>/dev/null | grep -q "\"offset\":$size,"; do
+    kill -0 "$pid" 2>/dev/null || { echo "agent failed: $(tail -3 "$work/agent.log")" >&2; return 1; }
+    sleep "${POLL:-0.005}"
+  done
+  end=$(now) cpu=$(cpu_s "$pid")
+  kill -TERM "$pid"; wait "$pid" || true
+  rm -rf "$work"
+  echo "$(echo "$end - $start" | bc -l) $cpu"
+}

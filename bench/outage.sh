@@ -13,10 +13,8 @@ OUTAGE=${OUTAGE_S:-60} RATE=${RATE_MB:-20} PRE=${PRE_S:-10} LIMIT=${CATCHUP_LIMI
 DIR=$(mktemp -d "${BENCH_DIR:-/tmp/logcatch-bench}/outage.XXXX")
 trap 'kill -CONT $broker 2>/dev/null; kill $writer $agent $broker 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
 . "$(dirname "$0")/lib.sh"
-kport=$(port) http=$(port)
-(cd "$DIR" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/) >"$DIR/broker.log" 2>&1 &
-broker=$!
-sleep 0.5
+tansu=$TANSU start_broker "$DIR" # sets kport, broker
+http=$(port)
 : >"$DIR/app.log"
 cat >"$DIR/c.yaml" <<YAML
 node: bench

@@ -64,27 +64,6 @@ import os; os.rename(path + ".partial", path)
 PY
 }
 
-# Runs the agent on FILE with SINK_YAML until every byte is acknowledged; prints
-# "seconds cpu_seconds".
-run_agent() { # FILE SINK_YAML
-  local file=$1 sink=$2 work http size start
-  work=$(mktemp -d "$DIR/run.XXXX") http=$(port) size=$(stat -c %s "$file")
-  printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s, topic: %s}]\nsink:\n%s\nhttp: {listen: "127.0.0.1:%s"}\ntail: {poll_interval: 20ms}\n' \
-    "$work" "$file" "${TOPIC:-bench}" "$sink" "$http" >"$work/c.yaml"
-  start=$(now)
-  "$bin" run --config "$work/c.yaml" 2>"$work/agent.log" &
-  local pid=$!
-  # Done when the acknowledged offset reaches the file size.
-  until curl -sf "127.0.0.1:$http/status" 2>/dev/null | grep -q "\"offset\":$size,"; do
-    kill -0 "$pid" 2>/dev/null || { echo "agent failed: $(tail -3 "$work/agent.log")" >&2; return 1; }
-    sleep 0.005
-  done
-  local end cpu; end=$(now) cpu=$(cpu_s "$pid")
-  kill -TERM "$pid"; wait "$pid" || true
-  rm -rf "$work"
-  echo "$(calc "$end - $start") $cpu"
-}
-
 trap 'stop_broker 2>/dev/null || true' EXIT
 
 fmt_range() { printf '%.2f s [%.2f–%.2f]' "$1" "$2" "$3"; }
@@ -102,7 +81,7 @@ section_throughput() {
     for _ in $(seq "$RUNS"); do
       local s t; s=$(now); /usr/bin/time -f '%U %S' -o "$DIR/wc.time" wc -l "$file" >/dev/null; t=$(calc "$(now) - $s")
       wc_runs+=("$t") wc_cpu+=("$(awk '{print $1 + $2}' "$DIR/wc.time")")
-      read -r t c < <(run_agent "$file" "  kind: null")
+      read -r t c < <(run_agent "$bin" "$file" "  kind: null")
       lc_runs+=("$t") lc_cpu+=("$c")
     done
     read -r wm wmin wmax < <(printf '%s\n' "${wc_runs[@]}" | median)
@@ -125,10 +104,10 @@ section_throughput() {
     for r in $(seq "$RUNS"); do
       start_broker "$DIR" # fresh per round: memory storage keeps every record
       raw_runs+=("$("$raw" "127.0.0.1:$kport" "raw-$comp-$r" "$file" "$comp")")
-      read -r t c < <(TOPIC="lc-$comp-$r" run_agent "$file" "  kind: kafka
+      read -r t c < <(TOPIC="lc-$comp-$r" run_agent "$bin" "$file" "  kind: kafka
   kafka: {brokers: [\"127.0.0.1:$kport\"], compression: $comp, create_topics: true}")
       lc_runs+=("$t") lc_cpus+=("$c")
-      read -r t c < <(TOPIC="nh-$comp-$r" run_agent "$file" "  kind: kafka
+      read -r t c < <(TOPIC="nh-$comp-$r" run_agent "$bin" "$file" "  kind: kafka
   kafka: {brokers: [\"127.0.0.1:$kport\"], compression: $comp, create_topics: true, headers: false}")
       nh_runs+=("$t")
       PEERS="kcat rsyslog" bench/peers.sh "$file" "127.0.0.1:$kport" "$comp" >"$DIR/peers.out"
@@ -140,7 +119,7 @@ section_throughput() {
       # own: memory storage keeps every record, and logcatch (lz4) ran 1.3 × slower with
       # this run just before it on the same broker.
       start_broker "$DIR"
-      rawh_runs+=("$("$raw" "127.0.0.1:$kport" "rawh-$comp-$r" "$file" "$comp" bench)") # node: bench, as run_agent
+      rawh_runs+=("$("$raw" "127.0.0.1:$kport" "rawh-$comp-$r" "$file" "$comp" bench)") # node: bench, as in run_agent
       stop_broker
     done
     read -r rawm rawmin rawmax < <(printf '%s\n' "${raw_runs[@]}" | median)
