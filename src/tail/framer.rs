@@ -25,6 +25,9 @@ pub struct Framer {
     partial: Vec<u8>,
     /// The current line was already emitted cut; drop its bytes until the newline.
     skipping: bool,
+    /// Where the newlines are in the window of a chunk being pushed (kept to reuse its
+    /// allocation).
+    newlines: Vec<u32>,
 }
 
 impl Framer {
@@ -35,6 +38,7 @@ impl Framer {
             position: offset,
             partial: Vec::new(),
             skipping: false,
+            newlines: Vec::new(),
         }
     }
 
@@ -65,12 +69,31 @@ impl Framer {
     pub fn push(&mut self, chunk: &[u8], emit: &mut impl FnMut(Line<'_>)) {
         let base = self.position;
         let mut start = 0;
-        for_each_newline(chunk, |newline| {
-            self.end_line(&chunk[start..newline], emit);
-            start = newline + 1;
-            self.line_start = base + start as u64;
-        });
+        let mut newlines = std::mem::take(&mut self.newlines);
+        // Newlines are found a window at a time, then its lines emitted in one loop: a
+        // loop that the emitting inlines into (and a bounded list of positions).
+        for window in (0..chunk.len()).step_by(NEWLINE_WINDOW) {
+            let bytes = &chunk[window..chunk.len().min(window + NEWLINE_WINDOW)];
+            newlines.clear();
+            for_each_newline(bytes, |at| newlines.push(at as u32));
+            let mut found = newlines.iter().map(|&at| window + at as usize);
+            if start == 0 {
+                // Only the chunk's first line can continue a held or skipped one.
+                let Some(first) = found.next() else { continue };
+                self.end_line(&chunk[..first], emit);
+                start = first + 1;
+            }
+            for newline in found {
+                let line = &chunk[start..newline];
+                emit_whole(base + start as u64, line, self.max_line, emit);
+                start = newline + 1;
+            }
+        }
+        self.newlines = newlines;
         self.position = base + start as u64;
+        if start > 0 {
+            self.line_start = self.position;
+        }
         let rest = &chunk[start..];
         if !rest.is_empty() {
             self.extend_partial(rest, emit);
@@ -100,18 +123,7 @@ impl Framer {
         if self.skipping {
             self.skipping = false;
         } else if self.partial.is_empty() {
-            let line = strip_cr(tail);
-            let truncated = line.len() > self.max_line;
-            let bytes = if truncated {
-                &line[..self.max_line]
-            } else {
-                line
-            };
-            emit(Line {
-                offset,
-                bytes,
-                truncated,
-            });
+            emit_whole(offset, tail, self.max_line, emit);
         } else {
             let room = (self.max_line + 2).saturating_sub(self.partial.len());
             self.partial
@@ -151,6 +163,21 @@ impl Framer {
             self.skipping = true;
         }
     }
+}
+
+/// Bytes searched for newlines before their lines are emitted.
+const NEWLINE_WINDOW: usize = 8 * 1024;
+
+/// Emits a line that arrived whole in one chunk (`\n` already removed).
+#[inline]
+fn emit_whole(offset: u64, line: &[u8], max_line: usize, emit: &mut impl FnMut(Line<'_>)) {
+    let line = strip_cr(line);
+    let truncated = line.len() > max_line;
+    emit(Line {
+        offset,
+        bytes: if truncated { &line[..max_line] } else { line },
+        truncated,
+    });
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -256,6 +283,32 @@ mod tests {
     fn push_should_pass_invalid_utf8_through() {
         let (lines, _) = frame(&[b"\xff\xfe\x00bin\n"], 100);
         assert_eq!(lines[0].1, b"\xff\xfe\x00bin".to_vec());
+    }
+
+    #[test]
+    fn lines_across_newline_windows_should_come_out_as_from_one_scan() {
+        // Lines of every length around the search window (8 KiB), a chunk whose first
+        // window holds no newline, carriage returns and lines over the limit.
+        let mut input = Vec::new();
+        for (i, len) in [
+            0, 1, 8191, 8190, 8192, 20_000, 3, 9000, 100, 8193, 0, 16_384,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            input.extend((0..len).map(|j| b'a' + ((i + j) % 26) as u8));
+            if i % 3 == 0 {
+                input.push(b'\r');
+            }
+            input.push(b'\n');
+        }
+        input.extend_from_slice(b"held");
+        for size in [input.len(), 8192, 8193, 10_000, 4097, 7] {
+            let chunks: Vec<&[u8]> = input.chunks(size).collect();
+            let (lines, framer) = frame(&chunks, 12_000);
+            assert_eq!(lines, model(&input, 12_000), "chunks of {size}");
+            assert_eq!(framer.committed(), input.len() as u64 - 4);
+        }
     }
 
     proptest! {
