@@ -220,6 +220,18 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    pub const ALL: [ParseError; 6] = [
+        ParseError::CriFields,
+        ParseError::CriTime,
+        ParseError::CriStream,
+        ParseError::CriTag,
+        ParseError::DockerJson,
+        ParseError::DockerTime,
+    ];
+
+    /// The longest [`reason`](Self::reason), for sizing.
+    pub const MAX_REASON_LEN: usize = 64;
+
     pub fn reason(self) -> &'static str {
         match self {
             ParseError::CriFields => "cri: expected `<time> <stdout|stderr> <P|F> <message>`",
@@ -276,6 +288,16 @@ pub fn format_time(nanos: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_parse_error_reason_should_fit_the_size_the_kafka_sink_reserves() {
+        for error in ParseError::ALL {
+            assert!(
+                error.reason().len() <= ParseError::MAX_REASON_LEN,
+                "{error:?}"
+            );
+        }
+    }
 
     fn multiline(pattern: &str) -> Multiline {
         Multiline {

@@ -114,9 +114,16 @@ impl Batch {
         self.lines.reserve(lines.saturating_sub(self.lines.len()));
     }
 
-    /// Splits into batches of at most `max_bytes` of line content (at least one line each).
-    pub fn split(self, max_bytes: usize) -> Vec<Batch> {
-        if self.data.len() <= max_bytes {
+    /// Whether any record carries a stream, time or parse error.
+    pub fn has_meta(&self) -> bool {
+        !self.meta.is_empty()
+    }
+
+    /// Splits into batches of at most `max_bytes` (at least one line each), counting each
+    /// line's bytes plus `per_line` (what a sink adds to every line).
+    pub fn split(self, max_bytes: usize, per_line: usize) -> Vec<Batch> {
+        let cost = |bytes: usize, lines: usize| bytes + lines * per_line;
+        if cost(self.data.len(), self.lines.len()) <= max_bytes {
             return vec![self];
         }
         let mut parts = Vec::new();
@@ -126,7 +133,7 @@ impl Batch {
         };
         let mut part = empty();
         for (offset, line, meta) in self.records() {
-            if !part.is_empty() && part.bytes() + line.len() > max_bytes {
+            if !part.is_empty() && cost(part.bytes() + line.len(), part.len() + 1) > max_bytes {
                 parts.push(std::mem::replace(&mut part, empty()));
             }
             part.push_with(offset, line, meta);
@@ -221,10 +228,26 @@ mod tests {
             (26, b"out again", out),
         ];
         assert_eq!(batch.records().collect::<Vec<_>>(), want);
-        let parts = batch.split(6);
+        let parts = batch.split(6, 0);
         let joined: Vec<_> = parts.iter().flat_map(|p| p.records()).collect();
         assert_eq!(joined, want);
         assert!(parts.len() > 1);
+    }
+
+    #[test]
+    fn split_should_count_what_the_sink_adds_to_each_line() {
+        let mut batch = Batch::new("t".into(), Path::new("/x").into());
+        for i in 0..100u64 {
+            batch.push(i * 11, b"0123456789");
+        }
+        // 10 bytes a line plus 30 added: 25 lines fit in 1,000 bytes, not 100.
+        let parts = batch.clone().split(1000, 30);
+        assert_eq!(parts.iter().map(Batch::len).collect::<Vec<_>>(), [25; 4]);
+        assert_eq!(batch.clone().split(1000, 0).len(), 1);
+        // A line bigger than the limit on its own still goes, alone.
+        let parts = batch.split(35, 30);
+        assert_eq!(parts.len(), 100);
+        assert!(parts.iter().all(|p| p.len() == 1));
     }
 
     #[test]

@@ -209,6 +209,50 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The most bytes encoding adds to a line of `batch` (what `encode` writes besides
+    /// the line): Kafka's record framing, the key and every header a record of the batch
+    /// can carry. Splitting by it keeps a request's records within `max_batch_bytes`.
+    fn record_overhead(&self, batch: &Batch) -> usize {
+        // Length, value length, offset delta (5 bytes at most), timestamp delta (10),
+        // attributes and header count (1).
+        const FRAMING: usize = 5 + 5 + 5 + 10 + 1 + 1;
+        // Kafka's lengths are zig-zag varints: 7 bits a byte.
+        let varint = |n: usize| (usize::BITS - (2 * n).leading_zeros()).div_ceil(7).max(1) as usize;
+        let path = batch.path.as_os_str().len();
+        let node = self.node.len();
+        let key = match self.config.key {
+            RecordKey::None => 0,
+            RecordKey::Path => path,
+            RecordKey::Node => node,
+        };
+        let mut bytes = FRAMING + varint(key) + key;
+        let mut header = |name: &str, value: usize| {
+            bytes += varint(name.len()) + name.len() + varint(value) + value
+        };
+        if let Some(pod) = batch.pod.as_deref() {
+            header("k8s.container", pod.container.len());
+            header(
+                "k8s.container_id",
+                pod.container_id.as_ref().map_or(0, |id| id.len()),
+            );
+            header("k8s.namespace", pod.namespace.len());
+            header("k8s.pod", pod.pod.len());
+        }
+        if self.config.headers {
+            header("logcatch.node", node);
+            header("logcatch.offset", u64::MAX.to_string().len());
+            header("logcatch.path", path);
+        }
+        if batch.has_meta() {
+            header("logcatch.parse_error", format::ParseError::MAX_REASON_LEN);
+            header("logcatch.stream", "stderr".len());
+            header("logcatch.time", format::format_time(i64::MIN).len());
+        }
+        bytes
+    }
+}
+
 enum Fetch {
     Retry(String),
     Permanent(String),
@@ -230,6 +274,10 @@ fn encode(shared: &Shared, batch: &Batch, out: &mut EncodedRecords) -> Result<()
     };
     let pod = batch.pod.as_deref();
     let with_headers = shared.config.headers;
+    let rejected = |offset: u64, e: rskafka::client::error::Error| SinkError::Rejected {
+        sink: "kafka",
+        message: format!("{}: the line at offset {offset}: {e}", batch.path.display()),
+    };
     let mut offset_text = itoa::Buffer::new();
     for (offset, line, meta) in batch.records() {
         let time = meta.time.map(format::format_time);
@@ -267,10 +315,7 @@ fn encode(shared: &Shared, batch: &Batch, out: &mut EncodedRecords) -> Result<()
             .time
             .map_or(now, chrono::DateTime::from_timestamp_nanos);
         out.push(timestamp, key, Some(line), headers[..n].iter().copied())
-            .map_err(|e| SinkError::Rejected {
-                sink: "kafka",
-                message: format!("{}: the line at offset {offset}: {e}", batch.path.display()),
-            })?;
+            .map_err(|e| rejected(offset, e))?;
     }
     Ok(())
 }
@@ -287,7 +332,11 @@ impl Sink for KafkaSink {
             );
             let producer = shared.producer(&batch.topic, partition);
             let mut acks = Vec::new();
-            for part in batch.split(shared.config.max_batch_bytes as usize) {
+            // Parts of at most a quarter request each, so that a request fills to at
+            // least three quarters of `max_batch_bytes`.
+            let part_bytes = (shared.config.max_batch_bytes as usize / 4).max(1);
+            let per_line = shared.record_overhead(&batch);
+            for part in batch.split(part_bytes, per_line) {
                 // Record overhead (headers, framing) counts against the budget too.
                 let cost = (part.bytes() + 64 * part.len())
                     .clamp(1, shared.config.max_in_flight_bytes as usize);
@@ -347,5 +396,62 @@ impl Sink for KafkaSink {
     fn in_flight_bytes(&self) -> u64 {
         let shared = &self.shared;
         shared.config.max_in_flight_bytes - shared.budget.available_permits() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{ParseError, PodMeta, RecordMeta, Stream};
+    use crate::telemetry::NoEvents;
+    use std::path::Path;
+
+    #[tokio::test]
+    async fn record_overhead_should_bound_what_encoding_adds_to_every_line() {
+        let config = KafkaConfig {
+            key: RecordKey::Path,
+            ..KafkaConfig::default()
+        };
+        let sink = KafkaSink::new(config, "node-with-a-long-name-1".into(), Arc::new(NoEvents));
+        let shared = &sink.shared;
+        let path = "/var/log/containers/web-7d9f_shop_nginx-0123456789abcdef.log";
+        let mut batch = Batch::new("t".into(), Path::new(path).into());
+        batch.pod = Some(Arc::new(PodMeta {
+            namespace: "shop".into(),
+            pod: "web-7d9f".into(),
+            container: "nginx".into(),
+            container_id: Some("0123456789abcdef".repeat(4)),
+        }));
+        // The most every part can take: the widest offset and time, the longest reason.
+        for error in ParseError::ALL.into_iter().map(Some).chain([None]) {
+            let meta = RecordMeta {
+                stream: Stream::Stderr,
+                time: Some(i64::MIN),
+                error,
+            };
+            batch.push_with(u64::MAX, &[b'x'; 300], meta);
+        }
+        assert_bounded(shared, &batch, 128);
+        // A raw file's lines: the bound is close (so requests stay near the limit).
+        let mut raw = Batch::new("t".into(), Path::new(path).into());
+        for offset in [0, 1 << 20, 1 << 40, u64::MAX] {
+            raw.push(offset, &[b'x'; 100]);
+        }
+        assert_bounded(shared, &raw, 32);
+    }
+
+    /// Encoding `batch` takes at most `record_overhead` a line, and at most `slack` less.
+    fn assert_bounded(shared: &Shared, batch: &Batch, slack: usize) {
+        let overhead = shared.record_overhead(batch);
+        let mut records = EncodedRecords::default();
+        encode(shared, batch, &mut records).expect("encodes");
+        let bound = batch.bytes() + batch.len() * overhead;
+        assert!(
+            records.encoded_len() <= bound,
+            "{} > {bound}",
+            records.encoded_len()
+        );
+        let unused = (bound - records.encoded_len()) / batch.len();
+        assert!(unused <= slack, "{unused} bytes a record unused");
     }
 }

@@ -14,6 +14,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::{EncodedBatch, EncodedRecords};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,10 +30,6 @@ pub struct Job {
     pub _permit: OwnedSemaphorePermit,
 }
 
-/// Room reserved per record beyond its line and path: lengths, the default headers'
-/// names, node and offset (a guess: the buffer grows if it is short).
-const ENCODED_OVERHEAD: usize = 96;
-
 /// A group closed for more batches: its records compressed, waiting for the request in
 /// flight to be acknowledged.
 struct Sealed {
@@ -45,44 +42,61 @@ struct Sealed {
 struct Group {
     jobs: Vec<Job>,
     records: EncodedRecords,
+    /// Bytes of encoded records (before compression).
     bytes: usize,
     /// When the first batch joined plus `linger`.
     linger_until: Option<Instant>,
 }
 
 impl Group {
-    fn add(&mut self, shared: &Shared, job: Job) {
+    /// Encodes `job` into the group. Hands it back, unencoded, when the group already
+    /// holds records and this job could take it over `max_batch_bytes` (the broker
+    /// refuses record batches over its `message.max.bytes`): it starts the next group.
+    fn add(&mut self, shared: &Shared, job: Job) -> Option<Job> {
         let batch = &job.batch;
-        let path = batch.path.as_os_str().len();
-        let mut estimate = batch.bytes() + batch.len() * (ENCODED_OVERHEAD + path);
-        if self.jobs.is_empty() {
-            // Room for the group this batch starts (up to 4 batches like it, within
-            // `max_batch_bytes`), so that a busy file's request is not grown by copying.
-            let max_bytes = shared.config.max_batch_bytes as usize;
-            let scale = (max_bytes / batch.bytes().max(1)).clamp(1, 4);
-            estimate *= scale;
+        let max_bytes = group_bytes(shared);
+        let bound = batch.bytes() + batch.len() * shared.record_overhead(batch);
+        if !self.jobs.is_empty() && self.bytes + bound > max_bytes {
+            return Some(job);
         }
-        self.records.reserve(estimate);
+        // Room for the group this job starts (up to 4 jobs like it, within
+        // `max_batch_bytes`), so that a busy file's request is not grown by copying.
+        let scale = if self.jobs.is_empty() {
+            (max_bytes / bound.max(1)).clamp(1, 4)
+        } else {
+            1
+        };
+        self.records.reserve(bound * scale);
         let mark = self.records.mark();
         if let Err(e) = encode(shared, batch, &mut self.records) {
             self.records.truncate(mark);
             let _ = job.ack.send(Err(e));
-            return;
+            return None;
         }
-        self.bytes += batch.bytes();
+        self.bytes = self.records.encoded_len();
         self.linger_until
             .get_or_insert_with(|| Instant::now() + shared.config.linger);
         self.jobs.push(job);
+        None
+    }
+
+    /// [`add`](Self::add), encoding a group's first job into `spare` (the emptied buffer
+    /// of the group before).
+    fn join(&mut self, shared: &Shared, spare: &mut EncodedRecords, job: Job) -> Option<Job> {
+        if self.jobs.is_empty() {
+            std::mem::swap(&mut self.records, spare);
+        }
+        self.add(shared, job)
     }
 
     /// Compresses the records (while the previous request may still be in flight). A
-    /// failure is every batch's answer. Returns the emptied record buffer for reuse.
-    fn seal(mut self, shared: &Shared) -> (Option<Sealed>, EncodedRecords) {
-        let sealed = match self.records.freeze(compression(shared)) {
-            Ok(records) => Some(Sealed {
-                records,
-                jobs: self.jobs,
-            }),
+    /// group whose compressed records still exceed `max_batch_bytes` (data that does not
+    /// compress) is halved and each half sealed again, so that one group may become
+    /// several requests, in order. A failure is every batch's answer. Returns the emptied
+    /// record buffer for reuse.
+    fn seal(mut self, shared: &Shared) -> (Vec<Sealed>, EncodedRecords) {
+        let records = match self.records.freeze(compression(shared)) {
+            Ok(records) => records,
             Err(e) => {
                 let error = SinkError::Rejected {
                     sink: "kafka",
@@ -91,10 +105,56 @@ impl Group {
                 for job in self.jobs {
                     let _ = job.ack.send(Err(error.clone()));
                 }
-                None
+                return (Vec::new(), self.records);
             }
         };
+        if records.encoded_len() <= max_records_bytes(shared) || self.jobs.len() == 1 {
+            let sealed = Sealed {
+                records,
+                jobs: self.jobs,
+            };
+            return (vec![sealed], self.records);
+        }
+        let second = self.jobs.split_off(self.jobs.len() / 2);
+        let mut sealed = Vec::new();
+        for jobs in [std::mem::take(&mut self.jobs), second] {
+            let mut half = Group {
+                records: std::mem::take(&mut self.records),
+                ..Group::default()
+            };
+            for job in jobs {
+                // Half of a group fits where the group did: nothing is handed back.
+                let _ = half.add(shared, job);
+            }
+            let (parts, buffer) = half.seal(shared);
+            sealed.extend(parts);
+            self.records = buffer;
+        }
         (sealed, self.records)
+    }
+}
+
+/// The record batch's own fields (length, CRC, offsets, timestamps, counts) before its
+/// records: what the broker's `message.max.bytes` counts besides them.
+const RECORD_BATCH_HEADER: usize = 61;
+
+/// The most bytes of records one request may carry: `max_batch_bytes` less the record
+/// batch's header.
+fn max_records_bytes(shared: &Shared) -> usize {
+    (shared.config.max_batch_bytes as usize)
+        .saturating_sub(RECORD_BATCH_HEADER)
+        .max(1)
+}
+
+/// How far a group's records may grow before compression: compressed, they usually
+/// shrink several times; a group that does not is split when sealed.
+const COMPRESSED_GROUP_FACTOR: usize = 4;
+
+/// The most bytes of encoded records a group takes before it is sealed.
+fn group_bytes(shared: &Shared) -> usize {
+    match compression(shared) {
+        Compression::NoCompression => max_records_bytes(shared),
+        _ => max_records_bytes(shared) * COMPRESSED_GROUP_FACTOR,
     }
 }
 
@@ -153,33 +213,41 @@ pub async fn run(
     partition: i32,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
-    let max_bytes = shared.config.max_batch_bytes as usize;
+    let max_bytes = group_bytes(&shared);
     let compressing = !matches!(compression(&shared), Compression::NoCompression);
     let mut client: Option<PartitionClient> = None;
     let mut in_flight: Option<InFlight> = None;
-    let mut sealing: Option<JoinHandle<(Option<Sealed>, EncodedRecords)>> = None;
+    let mut sealing: Option<JoinHandle<(Vec<Sealed>, EncodedRecords)>> = None;
     // The last sealed group's buffer, emptied: the next group encodes into it instead of
     // into fresh memory (which the kernel would zero page by page).
     let mut spare = EncodedRecords::default();
-    let mut sealed: Option<Sealed> = None;
+    // Sealed groups waiting for the request in flight, in order.
+    let mut sealed: VecDeque<Sealed> = VecDeque::new();
     let mut next = Group::default();
+    // A job that did not fit in `next`: it starts the group after it.
+    let mut held: Option<Job> = None;
     let mut open = true;
     loop {
-        let full = next.bytes >= max_bytes;
+        let full = held.is_some() || next.bytes >= max_bytes;
         let lingered = next.linger_until.is_some_and(|t| t <= Instant::now());
-        let idle_sealer = sealing.is_none() && sealed.is_none();
+        let idle_sealer = sealing.is_none() && sealed.is_empty();
         if idle_sealer && !next.jobs.is_empty() && (full || lingered || !open) {
             let group = std::mem::take(&mut next);
             if compressing && group.bytes >= COMPRESS_INLINE_BYTES {
                 let shared = shared.clone();
                 sealing = Some(tokio::task::spawn_blocking(move || group.seal(&shared)));
             } else {
-                (sealed, spare) = group.seal(&shared);
+                let parts;
+                (parts, spare) = group.seal(&shared);
+                sealed.extend(parts);
+            }
+            if let Some(job) = held.take() {
+                held = next.join(&shared, &mut spare, job);
             }
             continue;
         }
         if in_flight.is_none() {
-            if let Some(group) = sealed.take() {
+            if let Some(group) = sealed.pop_front() {
                 in_flight = Some(InFlight::start(
                     &shared,
                     &topic,
@@ -195,21 +263,20 @@ pub async fn run(
         }
         let linger_until = next.linger_until.unwrap_or_else(Instant::now);
         tokio::select! {
+            // In this order: a landed request or a sealed group lets the next request
+            // start, which must not wait behind the encoding of a queued batch.
+            biased;
             landed = land(&mut in_flight), if in_flight.is_some() => client = landed,
             done = async { sealing.as_mut().expect("guarded").await }, if sealing.is_some() => {
                 sealing = None;
                 // A panicked sealer dropped its batches: their tailers see the sink closed.
-                if let Ok((group, buffer)) = done {
-                    (sealed, spare) = (group, buffer);
+                if let Ok((parts, buffer)) = done {
+                    sealed.extend(parts);
+                    spare = buffer;
                 }
             }
             job = jobs.recv(), if open && !full => match job {
-                Some(job) => {
-                    if next.jobs.is_empty() {
-                        std::mem::swap(&mut next.records, &mut spare);
-                    }
-                    next.add(&shared, job);
-                }
+                Some(job) => held = next.join(&shared, &mut spare, job),
                 None => open = false,
             },
             _ = tokio::time::sleep_until(linger_until),
@@ -328,5 +395,138 @@ pub fn describe(error: &KafkaError) -> String {
             None => protocol_error.to_string(),
         },
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::kafka::KafkaConfig;
+    use crate::sink::KafkaSink;
+    use crate::telemetry::NoEvents;
+    use std::path::Path;
+    use tokio::sync::Semaphore;
+
+    /// A job of `lines` lines of 100 bytes, the first at file offset `offset`.
+    fn job(offset: u64, lines: u64) -> Job {
+        job_of(offset, (0..lines).map(|_| vec![b'x'; 100]))
+    }
+
+    /// A job of `lines`, one after the other from file offset `offset`.
+    fn job_of(offset: u64, lines: impl Iterator<Item = Vec<u8>>) -> Job {
+        let mut batch = Batch::new("t".into(), Path::new("/var/log/app/web.log").into());
+        let mut at = offset;
+        for line in lines {
+            batch.push(at, &line);
+            at += line.len() as u64 + 1;
+        }
+        let budget = Arc::new(Semaphore::new(1));
+        Job {
+            batch,
+            ack: oneshot::channel().0,
+            _permit: budget.try_acquire_owned().expect("a permit"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_should_hold_at_most_max_batch_bytes_of_encoded_records() {
+        let config = KafkaConfig {
+            max_batch_bytes: 64 * 1024,
+            compression: crate::config::kafka::Compression::None,
+            ..KafkaConfig::default()
+        };
+        let sink = KafkaSink::new(config, "node-1".into(), Arc::new(NoEvents));
+        let shared = &sink.shared;
+        let (mut group, mut spare) = (Group::default(), EncodedRecords::default());
+        // 100 lines of 100 B with the default headers encode to about 18 KB: three fit.
+        let mut handed_back = None;
+        for n in 0..4 {
+            handed_back = group.join(shared, &mut spare, job(n * 10_100, 100));
+        }
+        let back = handed_back.expect("the fourth job does not fit");
+        assert_eq!(
+            back.batch.lines().next().map(|(offset, _)| offset),
+            Some(30_300)
+        );
+        assert_eq!(group.jobs.len(), 3);
+        assert_eq!(group.bytes, group.records.encoded_len());
+        assert!(group.bytes <= 64 * 1024, "{} bytes", group.bytes);
+        assert!(
+            group.bytes > 3 * 100 * 100 * 3 / 2,
+            "headers counted: {}",
+            group.bytes
+        );
+        // What is sealed is exactly the three jobs' records.
+        let (sealed, _) = group.seal(shared);
+        assert_eq!(sealed.len(), 1);
+        assert_eq!(sealed[0].records.len(), 300);
+
+        // A job bigger than the limit on its own still goes, alone in its group.
+        let mut group = Group::default();
+        assert!(group.join(shared, &mut spare, job(0, 1000)).is_none());
+        assert!(group.bytes > 64 * 1024);
+        assert!(group.join(shared, &mut spare, job(101_000, 1)).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_group_that_does_not_compress_should_be_sealed_as_several_requests_in_order() {
+        let config = KafkaConfig {
+            max_batch_bytes: 64 * 1024,
+            compression: crate::config::kafka::Compression::Lz4,
+            ..KafkaConfig::default()
+        };
+        let sink = KafkaSink::new(config, "node-1".into(), Arc::new(NoEvents));
+        let shared = &sink.shared;
+        // Lines of random bytes: lz4 cannot shrink them.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = || {
+            (0..400)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect::<Vec<u8>>()
+        };
+        let (mut group, mut spare) = (Group::default(), EncodedRecords::default());
+        let mut jobs = 0;
+        while group
+            .join(
+                shared,
+                &mut spare,
+                job_of(jobs * 40_100, (0..100).map(|_| noise())),
+            )
+            .is_none()
+        {
+            jobs += 1;
+        }
+        assert!(
+            jobs >= 4,
+            "a compressed group takes more than max_batch_bytes: {jobs}"
+        );
+        let (sealed, _) = group.seal(shared);
+        assert_eq!(sealed.len() as u64, jobs, "one request a job");
+        for (i, part) in sealed.iter().enumerate() {
+            assert!(part.records.encoded_len() <= 64 * 1024 - RECORD_BATCH_HEADER);
+            assert_eq!(part.records.len(), 100);
+            let first = part.jobs[0].batch.lines().next().map(|(offset, _)| offset);
+            assert_eq!(first, Some(i as u64 * 40_100), "in order");
+        }
+
+        // Lines that compress stay one request.
+        let mut group = Group::default();
+        for n in 0..jobs {
+            assert!(group
+                .join(shared, &mut spare, job(n * 10_100, 100))
+                .is_none());
+        }
+        assert!(
+            group.bytes > 64 * 1024,
+            "more than a request before compression"
+        );
+        let (sealed, _) = group.seal(shared);
+        assert_eq!(sealed.len(), 1);
+        assert!(sealed[0].records.encoded_len() < 64 * 1024);
     }
 }

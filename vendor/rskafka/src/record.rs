@@ -92,6 +92,11 @@ impl EncodedRecords {
         self.count == 0
     }
 
+    /// Bytes of the encoded records (before compression).
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// The finished set, compressed, for [`PartitionClient::produce_encoded`]: cheap to
     /// clone (for a retry). Compressing here rather than while the request is written
     /// lets a producer compress the next batch while one is in flight. Leaves the set
@@ -170,6 +175,11 @@ impl EncodedBatch {
     /// The number of records.
     pub fn len(&self) -> usize {
         self.count
+    }
+
+    /// Bytes of the (compressed) records, without the record batch's header.
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len()
     }
 
     pub fn is_empty(&self) -> bool {
