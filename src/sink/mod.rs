@@ -120,27 +120,52 @@ impl Batch {
     }
 
     /// Splits into batches of at most `max_bytes` (at least one line each), counting each
-    /// line's bytes plus `per_line` (what a sink adds to every line).
-    pub fn split(self, max_bytes: usize, per_line: usize) -> Vec<Batch> {
+    /// line's bytes plus `per_line` (what a sink adds to every line). The first part keeps
+    /// this batch's buffers; each other part copies its lines' bytes in one piece.
+    pub fn split(mut self, max_bytes: usize, per_line: usize) -> Vec<Batch> {
         let cost = |bytes: usize, lines: usize| bytes + lines * per_line;
         if cost(self.data.len(), self.lines.len()) <= max_bytes {
             return vec![self];
         }
-        let mut parts = Vec::new();
-        let empty = || Batch {
-            pod: self.pod.clone(),
-            ..Batch::new(self.topic.clone(), self.path.clone())
-        };
-        let mut part = empty();
-        for (offset, line, meta) in self.records() {
-            if !part.is_empty() && cost(part.bytes() + line.len(), part.len() + 1) > max_bytes {
-                parts.push(std::mem::replace(&mut part, empty()));
+        // The index of the first line of every part but the first.
+        let mut starts = Vec::new();
+        let (mut bytes, mut lines) = (0, 0);
+        for (i, line) in self.lines.iter().enumerate() {
+            let len = (line.end - line.start) as usize;
+            if lines > 0 && cost(bytes + len, lines + 1) > max_bytes {
+                starts.push(i);
+                (bytes, lines) = (0, 0);
             }
-            part.push_with(offset, line, meta);
+            bytes += len;
+            lines += 1;
         }
-        if !part.is_empty() {
-            parts.push(part);
+        // From the last part to the first, each cut off the end of this batch.
+        let mut parts = Vec::with_capacity(starts.len() + 1);
+        for &first in starts.iter().rev() {
+            let mut lines = self.lines.split_off(first);
+            let base = lines[0].start;
+            let data = self.data[base as usize..].to_vec();
+            self.data.truncate(base as usize);
+            for line in &mut lines {
+                line.start -= base;
+                line.end -= base;
+            }
+            let meta = if self.meta.is_empty() {
+                Vec::new()
+            } else {
+                self.meta.split_off(first)
+            };
+            parts.push(Batch {
+                topic: self.topic.clone(),
+                path: self.path.clone(),
+                pod: self.pod.clone(),
+                data,
+                lines,
+                meta,
+            });
         }
+        parts.push(self);
+        parts.reverse();
         parts
     }
 
