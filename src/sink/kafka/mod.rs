@@ -279,6 +279,32 @@ fn encode(shared: &Shared, batch: &Batch, out: &mut EncodedRecords) -> Result<()
         message: format!("{}: the line at offset {offset}: {e}", batch.path.display()),
     };
     let mut offset_text = itoa::Buffer::new();
+    if with_headers && pod.is_none() && !batch.has_meta() {
+        // A raw file's lines (the busy case): the node and path headers are the same for
+        // every record, so they are encoded once; only the offset's value is per record.
+        let bytes = |parts: &[&[u8]]| {
+            let mut out = Vec::new();
+            for part in parts {
+                EncodedRecords::encode_header_bytes(&mut out, part).map_err(|e| rejected(0, e))?;
+            }
+            Ok::<_, SinkError>(out)
+        };
+        let before_offset = bytes(&[b"logcatch.node", node, b"logcatch.offset"])?;
+        let after_offset = bytes(&[b"logcatch.path", path])?;
+        let mut offset_value = Vec::with_capacity(24);
+        for (offset, line) in batch.lines() {
+            offset_value.clear();
+            EncodedRecords::encode_header_bytes(
+                &mut offset_value,
+                offset_text.format(offset).as_bytes(),
+            )
+            .map_err(|e| rejected(offset, e))?;
+            let headers: [&[u8]; 3] = [&before_offset, &offset_value, &after_offset];
+            out.push_encoded_headers(now, key, Some(line), 3, &headers)
+                .map_err(|e| rejected(offset, e))?;
+        }
+        return Ok(());
+    }
     for (offset, line, meta) in batch.records() {
         let time = meta.time.map(format::format_time);
         let mut headers: [(&str, &[u8]); 10] = [("", b""); 10];
@@ -438,6 +464,46 @@ mod tests {
             raw.push(offset, &[b'x'; 100]);
         }
         assert_bounded(shared, &raw, 32);
+    }
+
+    #[tokio::test]
+    async fn a_raw_files_records_should_encode_as_with_their_headers_one_by_one() {
+        for key in [RecordKey::None, RecordKey::Path] {
+            let config = KafkaConfig {
+                key,
+                ..KafkaConfig::default()
+            };
+            let sink = KafkaSink::new(config, "node-1".into(), Arc::new(NoEvents));
+            let path = "/var/log/app/web.log";
+            let mut batch = Batch::new("t".into(), Path::new(path).into());
+            let lines: [(u64, &[u8]); 4] = [
+                (0, b"first"),
+                (6, b""),
+                (7, &[0xff; 300]),
+                (u64::MAX - 9, b"last"),
+            ];
+            for (offset, line) in lines {
+                batch.push(offset, line);
+            }
+            let mut fast = EncodedRecords::default();
+            encode(&sink.shared, &batch, &mut fast).expect("encodes");
+            // The reference: each record with its three headers given as name and value.
+            let mut want = EncodedRecords::default();
+            let now = Utc::now();
+            for (offset, line) in lines {
+                let offset = offset.to_string();
+                let headers = [
+                    ("logcatch.node", &b"node-1"[..]),
+                    ("logcatch.offset", offset.as_bytes()),
+                    ("logcatch.path", path.as_bytes()),
+                ];
+                let key = matches!(key, RecordKey::Path).then_some(path.as_bytes());
+                want.push(now, key, Some(line), headers.into_iter())
+                    .expect("encodes");
+            }
+            assert_eq!(fast.len(), 4);
+            assert_eq!(fast.encoded(), want.encoded(), "key {key:?}");
+        }
     }
 
     /// Encoding `batch` takes at most `record_overhead` a line, and at most `slack` less.

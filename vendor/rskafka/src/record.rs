@@ -59,6 +59,59 @@ impl EncodedRecords {
         value: Option<&[u8]>,
         headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
     ) -> Result<(), crate::client::error::Error> {
+        self.append(timestamp, |out, timestamp_delta, offset_delta| {
+            crate::protocol::record::write_record(
+                out,
+                timestamp_delta,
+                offset_delta,
+                key,
+                value,
+                headers.map(|(name, value)| (name.as_bytes(), value)),
+            )
+        })
+    }
+
+    /// Appends a record whose `n_headers` headers come encoded: `headers` are their
+    /// bytes, one part after the other, each header a name then a value as
+    /// [`encode_header_bytes`](Self::encode_header_bytes) writes them. Headers that every
+    /// record of a batch shares can so be encoded once.
+    pub fn push_encoded_headers(
+        &mut self,
+        timestamp: DateTime<Utc>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        n_headers: usize,
+        headers: &[&[u8]],
+    ) -> Result<(), crate::client::error::Error> {
+        self.append(timestamp, |out, timestamp_delta, offset_delta| {
+            crate::protocol::record::write_record_encoded_headers(
+                out,
+                timestamp_delta,
+                offset_delta,
+                key,
+                value,
+                n_headers,
+                headers,
+            )
+        })
+    }
+
+    /// Appends `bytes` to `out` as a header's name or value is encoded (its length as a
+    /// varint, then the bytes), for [`push_encoded_headers`](Self::push_encoded_headers).
+    pub fn encode_header_bytes(
+        out: &mut Vec<u8>,
+        bytes: &[u8],
+    ) -> Result<(), crate::client::error::Error> {
+        crate::protocol::record::put_bytes(out, bytes).map_err(|e| encode_error(&e.to_string()))
+    }
+
+    /// Appends the record `write` writes, given its timestamp and offset deltas; rolls
+    /// back what it wrote if it fails.
+    fn append(
+        &mut self,
+        timestamp: DateTime<Utc>,
+        write: impl FnOnce(&mut Vec<u8>, i64, i32) -> Result<(), crate::protocol::traits::WriteError>,
+    ) -> Result<(), crate::client::error::Error> {
         let millis = timestamp.timestamp_millis();
         if self.count == 0 {
             self.first_timestamp = millis;
@@ -66,15 +119,7 @@ impl EncodedRecords {
         }
         let offset_delta = i32::try_from(self.count).map_err(|_| encode_error("records"))?;
         let rollback = self.bytes.len();
-        let written = crate::protocol::record::write_record(
-            &mut self.bytes,
-            millis - self.first_timestamp,
-            offset_delta,
-            key,
-            value,
-            headers.map(|(name, value)| (name.as_bytes(), value)),
-        );
-        if let Err(e) = written {
+        if let Err(e) = write(&mut self.bytes, millis - self.first_timestamp, offset_delta) {
             self.bytes.truncate(rollback);
             return Err(encode_error(&e.to_string()));
         }
@@ -95,6 +140,11 @@ impl EncodedRecords {
     /// Bytes of the encoded records (before compression).
     pub fn encoded_len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// The encoded records, one after the other (before compression).
+    pub fn encoded(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The finished set, compressed, for [`PartitionClient::produce_encoded`]: cheap to

@@ -245,25 +245,103 @@ where
     O: RecordOut,
     H: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
 {
+    let mut n_headers = 0usize;
+    let mut headers_len = 0;
+    for (name, value) in headers.clone() {
+        n_headers += 1;
+        headers_len += varlong_len(i32_len(name)?.into())
+            + name.len()
+            + varlong_len(i32_len(value)?.into())
+            + value.len();
+    }
+    let fields = RecordFields {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        n_headers,
+        headers_len,
+    };
+    write_record_fields(out, fields, |out| {
+        for (name, value) in headers {
+            out.put_varint(name.len() as i64)?;
+            out.put(name)?;
+            out.put_varint(value.len() as i64)?;
+            out.put(value)?;
+        }
+        Ok(())
+    })
+}
+
+/// logcatch patch: [`write_record`] for headers that come encoded (each a
+/// [`put_bytes`]'d name and value): `n_headers` headers whose bytes are `headers`, one
+/// after the other. A producer whose records share most headers encodes those once.
+pub(crate) fn write_record_encoded_headers<O: RecordOut>(
+    out: &mut O,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    n_headers: usize,
+    headers: &[&[u8]],
+) -> Result<(), WriteError> {
+    let fields = RecordFields {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        n_headers,
+        headers_len: headers.iter().map(|part| part.len()).sum(),
+    };
+    write_record_fields(out, fields, |out| {
+        headers.iter().try_for_each(|part| out.put(part))
+    })
+}
+
+/// logcatch patch: a byte string as a record header's name or value is written (a varint
+/// length, then the bytes).
+pub(crate) fn put_bytes<O: RecordOut>(out: &mut O, bytes: &[u8]) -> Result<(), WriteError> {
+    out.put_varint(i32_len(bytes)?.into())?;
+    out.put(bytes)
+}
+
+/// A record's fields besides its headers' bytes.
+struct RecordFields<'a> {
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    n_headers: usize,
+    /// Bytes of the encoded headers.
+    headers_len: usize,
+}
+
+/// Writes a record's length and fields, then its headers through `write_headers`.
+fn write_record_fields<O: RecordOut>(
+    out: &mut O,
+    fields: RecordFields<'_>,
+    write_headers: impl FnOnce(&mut O) -> Result<(), WriteError>,
+) -> Result<(), WriteError> {
+    let RecordFields {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        n_headers,
+        headers_len,
+    } = fields;
     let key_len = nullable_len(key)?;
     let value_len = nullable_len(value)?;
-    let mut n_headers = 0usize;
-    let mut len = 1 // attributes
+    let n_headers = i32::try_from(n_headers).map_err(|e| WriteError::Malformed(Box::new(e)))?;
+    let len = 1 // attributes
         + varlong_len(timestamp_delta)
         + varlong_len(offset_delta.into())
         + varlong_len(key_len.into())
         + key.map_or(0, <[u8]>::len)
         + varlong_len(value_len.into())
-        + value.map_or(0, <[u8]>::len);
-    for (name, value) in headers.clone() {
-        n_headers += 1;
-        len += varlong_len(i32_len(name)?.into())
-            + name.len()
-            + varlong_len(i32_len(value)?.into())
-            + value.len();
-    }
-    let n_headers = i32::try_from(n_headers).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-    len += varlong_len(n_headers.into());
+        + value.map_or(0, <[u8]>::len)
+        + varlong_len(n_headers.into())
+        + headers_len;
     let len = i32::try_from(len).map_err(|e| WriteError::Malformed(Box::new(e)))?;
     out.reserve(len as usize + 5);
     out.put_varint(len.into())?;
@@ -292,14 +370,7 @@ where
     // headers
     // Note: This is NOT a normal array but uses a Varint instead.
     out.put_varint(n_headers.into())?;
-    for (name, value) in headers {
-        out.put_varint(name.len() as i64)?;
-        out.put(name)?;
-        out.put_varint(value.len() as i64)?;
-        out.put(value)?;
-    }
-
-    Ok(())
+    write_headers(out)
 }
 
 /// The length of a header name or value as Kafka's `i32` length field.
