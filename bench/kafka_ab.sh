@@ -2,7 +2,9 @@
 # A/B of file → Kafka throughput (default config: lz4, headers) against one fresh tansu
 # broker per round: the raw rskafka ceiling (examples/raw_produce.rs) and each BIN in turn,
 # wall time from start until the last byte of FILE is acknowledged, and the agent's CPU.
-# Usage: [COMP=lz4|none] [ROUNDS=3] [HEADERS=true|false] bench/kafka_ab.sh FILE BIN...
+# RAW_ARGS are added to raw_produce's ("--headers bench --encoded": the same records as
+# the agent's, pre-encoded).
+# Usage: [COMP=lz4|none] [ROUNDS=3] [HEADERS=true|false] [RAW_ARGS=...] bench/kafka_ab.sh FILE BIN...
 set -u
 cd "$(dirname "$0")/.."
 file=$1; shift
@@ -16,7 +18,8 @@ run() { local t c; read -r t c < <(TOPIC=$2 run_agent "$1" "$file" "  kind: kafk
   printf '%.3f (cpu %.2f)' "$t" "$c"; }
 for r in $(seq "${ROUNDS:-3}"); do
   start_broker
-  printf 'raw %s  ' "$("$raw" "127.0.0.1:$kport" "raw-$r" "$file" "$comp")"
+  # shellcheck disable=SC2086 # RAW_ARGS is a list of arguments
+  printf 'raw %s  ' "$("$raw" "127.0.0.1:$kport" "raw-$r" "$file" "$comp" ${RAW_ARGS:-})"
   i=0; for b in "$@"; do i=$((i + 1)); printf '%s %s  ' "$(basename "$b")" "$(run "$b" "ab$i-$r")"; done; echo
   stop_broker
 done
