@@ -207,9 +207,7 @@ impl Shared {
             })
             .clone()
     }
-}
 
-impl Shared {
     /// The most bytes encoding adds to a line of `batch` (what `encode` writes besides
     /// the line): Kafka's record framing, the key and every header a record of the batch
     /// can carry. Splitting by it keeps a request's records within `max_batch_bytes`.
@@ -247,7 +245,7 @@ impl Shared {
         if batch.has_meta() {
             header("logcatch.parse_error", format::ParseError::MAX_REASON_LEN);
             header("logcatch.stream", "stderr".len());
-            header("logcatch.time", format::format_time(i64::MIN).len());
+            header("logcatch.time", "1970-01-01T00:00:00.000000000Z".len());
         }
         bytes
     }
@@ -364,7 +362,7 @@ impl Sink for KafkaSink {
             let per_line = shared.record_overhead(&batch);
             for part in batch.split(part_bytes, per_line) {
                 // Record overhead (headers, framing) counts against the budget too.
-                let cost = (part.bytes() + 64 * part.len())
+                let cost = (part.bytes() + per_line * part.len())
                     .clamp(1, shared.config.max_in_flight_bytes as usize);
                 let permit = shared
                     .budget
