@@ -70,8 +70,9 @@ impl Framer {
         let base = self.position;
         let mut start = 0;
         let mut newlines = std::mem::take(&mut self.newlines);
-        // Newlines are found a window at a time, then its lines emitted in one loop: a
-        // loop that the emitting inlines into (and a bounded list of positions).
+        // Newlines are found a window at a time, then the window's lines emitted in one
+        // loop that the emitting code inlines into (called per newline from inside the
+        // search, it was not inlined); the list of positions stays small.
         for window in (0..chunk.len()).step_by(NEWLINE_WINDOW) {
             let bytes = &chunk[window..chunk.len().min(window + NEWLINE_WINDOW)];
             newlines.clear();

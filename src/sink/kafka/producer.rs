@@ -401,7 +401,7 @@ pub fn describe(error: &KafkaError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::kafka::KafkaConfig;
+    use crate::config::kafka::{Compression, KafkaConfig};
     use crate::sink::KafkaSink;
     use crate::telemetry::NoEvents;
     use std::path::Path;
@@ -428,14 +428,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_group_should_hold_at_most_max_batch_bytes_of_encoded_records() {
+    /// A Kafka sink (never connected) with `max_batch_bytes: 64KiB` and the default headers.
+    fn sink_of_64_kib_requests(compression: Compression) -> KafkaSink {
         let config = KafkaConfig {
             max_batch_bytes: 64 * 1024,
-            compression: crate::config::kafka::Compression::None,
+            compression,
             ..KafkaConfig::default()
         };
-        let sink = KafkaSink::new(config, "node-1".into(), Arc::new(NoEvents));
+        KafkaSink::new(config, "node-1".into(), Arc::new(NoEvents))
+    }
+
+    #[tokio::test]
+    async fn a_group_should_hold_at_most_max_batch_bytes_of_encoded_records() {
+        let sink = sink_of_64_kib_requests(Compression::None);
         let shared = &sink.shared;
         let (mut group, mut spare) = (Group::default(), EncodedRecords::default());
         // 100 lines of 100 B with the default headers encode to about 18 KB: three fit.
@@ -470,12 +475,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_that_does_not_compress_should_be_sealed_as_several_requests_in_order() {
-        let config = KafkaConfig {
-            max_batch_bytes: 64 * 1024,
-            compression: crate::config::kafka::Compression::Lz4,
-            ..KafkaConfig::default()
-        };
-        let sink = KafkaSink::new(config, "node-1".into(), Arc::new(NoEvents));
+        let sink = sink_of_64_kib_requests(Compression::Lz4);
         let shared = &sink.shared;
         // Lines of random bytes: lz4 cannot shrink them.
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
