@@ -229,7 +229,8 @@ impl ParseError {
         ParseError::DockerTime,
     ];
 
-    /// The longest [`reason`](Self::reason), for sizing.
+    /// At least the length of every [`reason`](Self::reason) (a unit test checks), for
+    /// sizing.
     pub const MAX_REASON_LEN: usize = 64;
 
     pub fn reason(self) -> &'static str {
