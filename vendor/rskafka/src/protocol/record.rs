@@ -264,10 +264,8 @@ where
     };
     write_record_fields(out, fields, |out| {
         for (name, value) in headers {
-            out.put_varint(name.len() as i64)?;
-            out.put(name)?;
-            out.put_varint(value.len() as i64)?;
-            out.put(value)?;
+            put_bytes(out, name)?;
+            put_bytes(out, value)?;
         }
         Ok(())
     })
