@@ -259,8 +259,8 @@ enum Fetch {
 /// Appends the Kafka records of a batch to `out`: value = the line (a container log's
 /// message); key and headers as configured. Container logs add the stream, the runtime's
 /// time (also the record timestamp) and the pod; a line that could not be parsed says
-/// why. Records are encoded straight from the batch, with no allocation per record;
-/// headers in name order.
+/// why. Records are encoded straight from the batch, headers in name order; the headers
+/// every record of the batch shares (the pod's, the node, the path) are encoded once.
 fn encode(shared: &Shared, batch: &Batch, out: &mut EncodedRecords) -> Result<(), SinkError> {
     let now = Utc::now();
     let path = batch.path.as_os_str().as_bytes();
@@ -270,78 +270,81 @@ fn encode(shared: &Shared, batch: &Batch, out: &mut EncodedRecords) -> Result<()
         RecordKey::Path => Some(path),
         RecordKey::Node => Some(node),
     };
-    let pod = batch.pod.as_deref();
     let with_headers = shared.config.headers;
     let rejected = |offset: u64, e: rskafka::client::error::Error| SinkError::Rejected {
         sink: "kafka",
         message: format!("{}: the line at offset {offset}: {e}", batch.path.display()),
     };
-    let mut offset_text = itoa::Buffer::new();
-    if with_headers && pod.is_none() && !batch.has_meta() {
-        // A raw file's lines (the busy case): the node and path headers are the same for
-        // every record, so they are encoded once; only the offset's value is per record.
-        let bytes = |parts: &[&[u8]]| {
-            let mut out = Vec::new();
-            for part in parts {
-                EncodedRecords::encode_header_bytes(&mut out, part).map_err(|e| rejected(0, e))?;
-            }
-            Ok::<_, SinkError>(out)
-        };
-        let before_offset = bytes(&[b"logcatch.node", node, b"logcatch.offset"])?;
-        let after_offset = bytes(&[b"logcatch.path", path])?;
-        let mut offset_value = Vec::with_capacity(24);
-        for (offset, line) in batch.lines() {
-            offset_value.clear();
-            EncodedRecords::encode_header_bytes(
-                &mut offset_value,
-                offset_text.format(offset).as_bytes(),
-            )
-            .map_err(|e| rejected(offset, e))?;
-            let headers: [&[u8]; 3] = [&before_offset, &offset_value, &after_offset];
-            out.push_encoded_headers(now, key, Some(line), 3, &headers)
-                .map_err(|e| rejected(offset, e))?;
-        }
-        return Ok(());
-    }
-    for (offset, line, meta) in batch.records() {
-        let time = meta.time.map(format::format_time);
-        let mut headers: [(&str, &[u8]); 10] = [("", b""); 10];
-        let mut n = 0;
-        let mut header = |name, value| {
-            headers[n] = (name, value);
-            n += 1;
-        };
-        if let Some(pod) = pod {
-            header("k8s.container", pod.container.as_bytes());
+    let first_offset = batch.lines().next().map_or(0, |(offset, _)| offset);
+    // The shared headers that sort before the offset, and the path (which sorts after
+    // the parse error).
+    let (mut before_offset, mut path_header) = (Headers::default(), Headers::default());
+    let mut shared_headers = || {
+        if let Some(pod) = batch.pod.as_deref() {
+            before_offset.put("k8s.container", pod.container.as_bytes())?;
             if let Some(id) = &pod.container_id {
-                header("k8s.container_id", id.as_bytes());
+                before_offset.put("k8s.container_id", id.as_bytes())?;
             }
-            header("k8s.namespace", pod.namespace.as_bytes());
-            header("k8s.pod", pod.pod.as_bytes());
+            before_offset.put("k8s.namespace", pod.namespace.as_bytes())?;
+            before_offset.put("k8s.pod", pod.pod.as_bytes())?;
         }
         if with_headers {
-            header("logcatch.node", node);
-            header("logcatch.offset", offset_text.format(offset).as_bytes());
+            before_offset.put("logcatch.node", node)?;
+            path_header.put("logcatch.path", path)?;
         }
-        if let Some(error) = meta.error {
-            header("logcatch.parse_error", error.reason().as_bytes());
-        }
-        if with_headers {
-            header("logcatch.path", path);
-        }
-        if let Some(stream) = meta.stream.as_str() {
-            header("logcatch.stream", stream.as_bytes());
-        }
-        if let Some(time) = &time {
-            header("logcatch.time", time.as_bytes());
-        }
-        let timestamp = meta
-            .time
-            .map_or(now, chrono::DateTime::from_timestamp_nanos);
-        out.push(timestamp, key, Some(line), headers[..n].iter().copied())
-            .map_err(|e| rejected(offset, e))?;
+        Ok(())
+    };
+    shared_headers().map_err(|e| rejected(first_offset, e))?;
+    let (mut before_path, mut after_path) = (Headers::default(), Headers::default());
+    let mut offset_text = itoa::Buffer::new();
+    for (offset, line, meta) in batch.records() {
+        before_path.clear();
+        after_path.clear();
+        let mut record_headers = || {
+            if with_headers {
+                before_path.put("logcatch.offset", offset_text.format(offset).as_bytes())?;
+            }
+            if let Some(error) = meta.error {
+                before_path.put("logcatch.parse_error", error.reason().as_bytes())?;
+            }
+            if let Some(stream) = meta.stream.as_str() {
+                after_path.put("logcatch.stream", stream.as_bytes())?;
+            }
+            if let Some(time) = meta.time {
+                after_path.put("logcatch.time", format::format_time(time).as_bytes())?;
+            }
+            let parts = [&before_offset, &before_path, &path_header, &after_path];
+            let count = parts.iter().map(|part| part.count).sum();
+            let bytes = parts.map(|part| part.bytes.as_slice());
+            let timestamp = meta
+                .time
+                .map_or(now, chrono::DateTime::from_timestamp_nanos);
+            out.push_encoded_headers(timestamp, key, Some(line), count, &bytes)
+        };
+        record_headers().map_err(|e| rejected(offset, e))?;
     }
     Ok(())
+}
+
+/// Record headers encoded one after the other, and how many.
+#[derive(Default)]
+struct Headers {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Headers {
+    fn put(&mut self, name: &str, value: &[u8]) -> Result<(), rskafka::client::error::Error> {
+        EncodedRecords::encode_header_bytes(&mut self.bytes, name.as_bytes())?;
+        EncodedRecords::encode_header_bytes(&mut self.bytes, value)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
 }
 
 impl Sink for KafkaSink {
@@ -502,6 +505,72 @@ mod tests {
             assert_eq!(fast.len(), 4);
             assert_eq!(fast.encoded(), want.encoded(), "key {key:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_container_logs_records_should_encode_as_with_their_headers_one_by_one() {
+        let sink = KafkaSink::new(KafkaConfig::default(), "node-1".into(), Arc::new(NoEvents));
+        let path = "/var/log/containers/web_shop_nginx-0123.log";
+        let mut batch = Batch::new("t".into(), Path::new(path).into());
+        let pod = PodMeta {
+            namespace: "shop".into(),
+            pod: "web".into(),
+            container: "nginx".into(),
+            container_id: Some("0123".into()),
+        };
+        batch.pod = Some(Arc::new(pod));
+        // Every record with its own time: the record timestamps then do not depend on
+        // when each side encoded (records without one are the raw test's).
+        let time = Some(1_764_000_000_123_456_789);
+        let metas = [
+            RecordMeta {
+                time,
+                ..RecordMeta::default()
+            },
+            RecordMeta {
+                stream: Stream::Stderr,
+                time,
+                error: None,
+            },
+            RecordMeta {
+                stream: Stream::Unknown,
+                time,
+                error: Some(ParseError::CriTime),
+            },
+        ];
+        for (i, meta) in metas.into_iter().enumerate() {
+            batch.push_with(i as u64 * 10, b"message", meta);
+        }
+        let mut encoded = EncodedRecords::default();
+        encode(&sink.shared, &batch, &mut encoded).expect("encodes");
+        // The reference: each record's headers given as names and values, in name order.
+        let mut want = EncodedRecords::default();
+        for (offset, line, meta) in batch.records() {
+            let (offset, time) = (offset.to_string(), meta.time.map(format::format_time));
+            let mut headers = vec![
+                ("k8s.container", &b"nginx"[..]),
+                ("k8s.container_id", b"0123"),
+                ("k8s.namespace", b"shop"),
+                ("k8s.pod", b"web"),
+                ("logcatch.node", b"node-1"),
+                ("logcatch.offset", offset.as_bytes()),
+            ];
+            if let Some(error) = meta.error {
+                headers.push(("logcatch.parse_error", error.reason().as_bytes()));
+            }
+            headers.push(("logcatch.path", path.as_bytes()));
+            if let Some(stream) = meta.stream.as_str() {
+                headers.push(("logcatch.stream", stream.as_bytes()));
+            }
+            if let Some(time) = &time {
+                headers.push(("logcatch.time", time.as_bytes()));
+            }
+            let timestamp = chrono::DateTime::from_timestamp_nanos(meta.time.expect("a time"));
+            want.push(timestamp, None, Some(line), headers.into_iter())
+                .expect("encodes");
+        }
+        assert_eq!(encoded.len(), 3);
+        assert_eq!(encoded.encoded(), want.encoded());
     }
 
     /// Encoding `batch` takes at most `record_overhead` a line, and at most `slack` less.
