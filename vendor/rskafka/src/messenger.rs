@@ -366,12 +366,14 @@ where
             ApiVersion(Int16(1))
         };
 
-        // logcatch patch: sized once (a produce request of pre-encoded records knows its size).
-        let mut buf = Vec::with_capacity(msg.size_hint());
+        // logcatch patch: sized once (a produce request of pre-encoded records knows its
+        // size) and framed in place, so that a big request is not copied once more.
+        let mut buf = crate::protocol::frame::start_frame(msg.size_hint());
         header
             .write_versioned(&mut buf, header_version)
             .expect("Writing header to buffer should always work");
         msg.write_versioned(&mut buf, body_api_version)?;
+        crate::protocol::frame::finish_frame(&mut buf)?;
 
         let (tx, rx) = channel();
 
@@ -416,6 +418,7 @@ where
         Ok(body)
     }
 
+    /// `msg` is a frame (logcatch patch: see `start_frame`).
     async fn send_message(&self, msg: Vec<u8>) -> Result<(), RequestError> {
         match self.send_message_inner(msg).await {
             Ok(()) => Ok(()),
@@ -432,7 +435,7 @@ where
 
         // use a wrapper so that cancelation doesn't cancel the send operation and leaves half-send messages on the wire
         let fut = CancellationSafeFuture::new(async move {
-            stream_write.write_message(&msg).await?;
+            stream_write.write_frame(&msg).await?;
             stream_write.flush().await?;
             Ok(())
         });

@@ -158,7 +158,7 @@ impl EncodedRecords {
         compression: Compression,
     ) -> Result<EncodedBatch, crate::client::error::Error> {
         let protocol = crate::client::partition::protocol_compression(compression);
-        let bytes = if matches!(compression, Compression::NoCompression) {
+        let bytes: bytes::Bytes = if matches!(compression, Compression::NoCompression) {
             std::mem::take(&mut self.bytes).into()
         } else {
             let mut compressed = Vec::with_capacity(self.bytes.len() / 2);
@@ -170,7 +170,21 @@ impl EncodedRecords {
             .map_err(|e| encode_error(&format!("{compression:?} compression failed: {e}")))?;
             compressed.into()
         };
+        let crc = crate::client::partition::record_batch(
+            compression,
+            self.first_timestamp,
+            self.max_timestamp,
+            crate::protocol::record::ControlBatchOrRecords::Encoded {
+                count: self.count,
+                bytes: bytes.clone(),
+                crc: None,
+            },
+        )
+        .encoded_crc()
+        .map_err(|e| encode_error(&e.to_string()))?
+        .expect("encoded records");
         let batch = EncodedBatch {
+            crc,
             bytes,
             count: self.count,
             compression,
@@ -215,6 +229,8 @@ impl EncodedRecords {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedBatch {
     pub(crate) bytes: bytes::Bytes,
+    /// The record batch's CRC, computed here rather than on the way to the broker.
+    pub(crate) crc: crate::protocol::record::BatchCrc,
     pub(crate) count: usize,
     pub(crate) compression: Compression,
     pub(crate) first_timestamp: i64,

@@ -247,6 +247,7 @@ impl PartitionClient {
             ControlBatchOrRecords::Encoded {
                 count: records.count,
                 bytes: records.bytes,
+                crc: Some(records.crc),
             },
         );
         self.send_produce(&request, n).await
@@ -726,6 +727,35 @@ pub(crate) fn protocol_compression(compression: Compression) -> RecordBatchCompr
     }
 }
 
+/// logcatch patch: the record batch a producer sends (shared by `produce`,
+/// `produce_encoded` and `EncodedRecords::freeze`, which computes its CRC).
+pub(crate) fn record_batch(
+    compression: Compression,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    records: ControlBatchOrRecords,
+) -> RecordBatch {
+    let n = match &records {
+        ControlBatchOrRecords::ControlBatch(_) => 1,
+        ControlBatchOrRecords::Records(records) => records.len() as i32,
+        ControlBatchOrRecords::Encoded { count, .. } => *count as i32,
+    };
+    RecordBatch {
+        base_offset: 0,
+        partition_leader_epoch: 0,
+        last_offset_delta: n - 1,
+        is_transactional: false,
+        base_sequence: -1,
+        compression: protocol_compression(compression),
+        timestamp_type: RecordBatchTimestampType::CreateTime,
+        producer_id: -1,
+        producer_epoch: -1,
+        first_timestamp,
+        max_timestamp,
+        records,
+    }
+}
+
 /// logcatch patch: the request part shared by `produce` and `produce_encoded`.
 fn produce_request(
     partition: i32,
@@ -735,27 +765,14 @@ fn produce_request(
     max_timestamp: i64,
     records: ControlBatchOrRecords,
 ) -> ProduceRequest {
-    let n = match &records {
-        ControlBatchOrRecords::ControlBatch(_) => 1,
-        ControlBatchOrRecords::Records(records) => records.len() as i32,
-        ControlBatchOrRecords::Encoded { count, .. } => *count as i32,
-    };
     let record_batch = ProduceRequestPartitionData {
         index: Int32(partition),
-        records: Records(vec![RecordBatch {
-            base_offset: 0,
-            partition_leader_epoch: 0,
-            last_offset_delta: n - 1,
-            is_transactional: false,
-            base_sequence: -1,
-            compression: protocol_compression(compression),
-            timestamp_type: RecordBatchTimestampType::CreateTime,
-            producer_id: -1,
-            producer_epoch: -1,
+        records: Records(vec![record_batch(
+            compression,
             first_timestamp,
             max_timestamp,
             records,
-        }]),
+        )]),
     };
 
     ProduceRequest {

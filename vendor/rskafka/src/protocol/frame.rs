@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{
     primitives::Int32,
-    traits::{ReadType, WriteType},
+    traits::ReadType,
 };
 
 #[derive(Error, Debug)]
@@ -87,6 +87,26 @@ pub enum WriteError {
 
 pub trait AsyncMessageWrite {
     fn write_message(&mut self, msg: &[u8]) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    /// logcatch patch: writes a frame built by [`start_frame`] and [`finish_frame`] (its
+    /// length prefix already in place), in one write and without copying it.
+    fn write_frame(&mut self, frame: &[u8]) -> impl Future<Output = Result<(), WriteError>> + Send;
+}
+
+/// logcatch patch: a buffer for a message of about `capacity` bytes that leaves room
+/// for the frame's length prefix; write the message after it, then [`finish_frame`].
+pub fn start_frame(capacity: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(4 + capacity);
+    frame.extend_from_slice(&[0; 4]);
+    frame
+}
+
+/// logcatch patch: sets the length prefix of a frame from [`start_frame`].
+pub fn finish_frame(frame: &mut [u8]) -> Result<(), WriteError> {
+    let size = frame.len() - 4;
+    let len = i32::try_from(size).map_err(|_| WriteError::TooLarge { size })?;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 impl<W> AsyncMessageWrite for W
@@ -97,15 +117,14 @@ where
         // logcatch patch: write the length prefix and the body in one write, so that the
         // request leaves in one go instead of a 4-byte segment followed by the body (which
         // Nagle's algorithm holds back until the peer's delayed ACK of the prefix).
-        let mut frame = Vec::<u8>::with_capacity(4 + msg.len());
-        let len =
-            Int32(i32::try_from(msg.len()).map_err(|_| WriteError::TooLarge { size: msg.len() })?);
-        len.write(&mut frame)
-            .expect("Int32 should always be writable to in-mem buffer");
+        let mut frame = start_frame(msg.len());
         frame.extend_from_slice(msg);
+        finish_frame(&mut frame)?;
+        self.write_frame(&frame).await
+    }
 
-        self.write_all(&frame).await?;
-
+    async fn write_frame(&mut self, frame: &[u8]) -> Result<(), WriteError> {
+        self.write_all(frame).await?;
         Ok(())
     }
 }
@@ -113,6 +132,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::traits::WriteType;
 
     use assert_matches::assert_matches;
 

@@ -462,8 +462,22 @@ pub enum ControlBatchOrRecords {
     /// logcatch patch: records already encoded one after the other and compressed with
     /// the batch's compression (`crate::record::EncodedRecords::freeze`); only ever
     /// written, never read.
+    /// `crc`, when known, is the batch's CRC computed when the records were frozen, so
+    /// that sending them needs neither a copy nor a pass over them.
     #[cfg_attr(test, proptest(skip))]
-    Encoded { count: usize, bytes: bytes::Bytes },
+    Encoded {
+        count: usize,
+        bytes: bytes::Bytes,
+        crc: Option<BatchCrc>,
+    },
+}
+
+/// logcatch patch: a record batch's CRC (over the fields before the records, then the
+/// records) and the fields it was computed with: it holds for a batch whose fields match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCrc {
+    pub(crate) head: Vec<u8>,
+    pub(crate) crc: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -593,13 +607,24 @@ where
     }
 }
 
+/// logcatch patch: the bytes a record batch writes besides its records: base offset (8),
+/// batch length (4), partition leader epoch (4), magic (1), CRC (4), attributes (2), last
+/// offset delta (4), first and max timestamp (8 + 8), producer id (8), producer epoch (2),
+/// base sequence (4) and the record count (4).
+const RECORD_BATCH_OVERHEAD: usize = 61;
+
 impl RecordBatch {
     /// logcatch patch: the encoded size of pre-encoded records (plus the batch header),
     /// 0 when unknown; see `RequestBody::size_hint`.
     pub(crate) fn size_hint(&self) -> usize {
+        self.encoded_size().unwrap_or(0)
+    }
+
+    /// logcatch patch: the bytes `write` writes, for a batch of encoded records.
+    pub(crate) fn encoded_size(&self) -> Option<usize> {
         match &self.records {
-            ControlBatchOrRecords::Encoded { bytes, .. } => bytes.len() + 64,
-            _ => 0,
+            ControlBatchOrRecords::Encoded { bytes, .. } => Some(RECORD_BATCH_OVERHEAD + bytes.len()),
+            _ => None,
         }
     }
 }
@@ -609,11 +634,45 @@ where
     W: Write,
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
+        if let ControlBatchOrRecords::Encoded { bytes, crc, .. } = &self.records {
+            // logcatch patch: the fields before the records, then the records as they are
+            // (no copy), under the CRC computed when they were frozen if it still holds.
+            let head = self.head()?;
+            let crc = match crc {
+                Some(known) if known.head == head => known.crc,
+                _ => crc32c::crc32c_append(crc32c::crc32c(&head), bytes),
+            };
+            self.write_batch_header(writer, head.len() + bytes.len(), crc)?;
+            writer.write_all(&head)?;
+            writer.write_all(bytes)?;
+            return Ok(());
+        }
+
         // ==========================================================================================
         // ======================================== CRC data ========================================
         // collect everything that should be part of the CRC calculation
         let mut data = Vec::with_capacity(self.size_hint());
-        let body_ref = RecordBatchBodyRef {
+        self.body_ref().write(&mut data)?;
+
+        // ==========================================================================================
+        // ==========================================================================================
+
+        // See
+        // https://github.com/kafka-rust/kafka-rust/blob/a551b6231a7adc9b715552b635a69ac2856ec8a1/src/protocol/mod.rs#L161-L163
+        // WARNING: the range in the code linked above is correct but the polynomial is wrong!
+        let crc = crc32c::crc32c(&data);
+        self.write_batch_header(writer, data.len(), crc)?;
+
+        // the actual CRC-checked data
+        writer.write_all(&data)?;
+
+        Ok(())
+    }
+}
+
+impl RecordBatch {
+    fn body_ref(&self) -> RecordBatchBodyRef<'_> {
+        RecordBatchBodyRef {
             last_offset_delta: self.last_offset_delta,
             first_timestamp: self.first_timestamp,
             max_timestamp: self.max_timestamp,
@@ -624,12 +683,34 @@ where
             compression: self.compression,
             is_transactional: self.is_transactional,
             timestamp_type: self.timestamp_type,
+        }
+    }
+
+    /// logcatch patch: the CRC-checked fields before the records.
+    pub(crate) fn head(&self) -> Result<Vec<u8>, WriteError> {
+        let mut head = Vec::with_capacity(40);
+        self.body_ref().write_head(&mut head)?;
+        Ok(head)
+    }
+
+    /// logcatch patch: the CRC of this batch of encoded records, to send it with.
+    pub(crate) fn encoded_crc(&self) -> Result<Option<BatchCrc>, WriteError> {
+        let ControlBatchOrRecords::Encoded { bytes, .. } = &self.records else {
+            return Ok(None);
         };
-        body_ref.write(&mut data)?;
+        let head = self.head()?;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head), bytes);
+        Ok(Some(BatchCrc { head, crc }))
+    }
 
-        // ==========================================================================================
-        // ==========================================================================================
-
+    /// The fields before the CRC-checked data of `body_len` bytes whose CRC is `crc`
+    /// (logcatch patch: moved out of `write`, which has two ways to its data).
+    fn write_batch_header<W: Write>(
+        &self,
+        writer: &mut W,
+        body_len: usize,
+        crc: u32,
+    ) -> Result<(), WriteError> {
         // baseOffset
         Int64(self.base_offset).write(writer)?;
 
@@ -641,7 +722,7 @@ where
         // See
         // https://github.com/kafka-rust/kafka-rust/blob/657202832806cda77d0a1801d618dc6c382b4d79/src/protocol/produce.rs#L224-L226
         let l = i32::try_from(
-            data.len()
+            body_len
             + 4 // partitionLeaderEpoch
             + 1 // magic
             + 4, // crc
@@ -656,16 +737,8 @@ where
         Int8(2).write(writer)?;
 
         // crc
-        // See
-        // https://github.com/kafka-rust/kafka-rust/blob/a551b6231a7adc9b715552b635a69ac2856ec8a1/src/protocol/mod.rs#L161-L163
-        // WARNING: the range in the code linked above is correct but the polynomial is wrong!
-        let crc = crc32c::crc32c(&data);
         let crc = i32::from_be_bytes(crc.to_be_bytes());
         Int32(crc).write(writer)?;
-
-        // the actual CRC-checked data
-        writer.write_all(&data)?;
-
         Ok(())
     }
 }
@@ -987,6 +1060,20 @@ where
     W: Write,
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
+        self.write_head(writer)?;
+        if let ControlBatchOrRecords::Encoded { bytes, .. } = self.records {
+            // logcatch patch: compressed with `self.compression` by `EncodedRecords::freeze`.
+            writer.write_all(bytes)?;
+            return Ok(());
+        }
+        Self::write_compressed(writer, self.compression, Uncompressed::Records(self.records))
+    }
+}
+
+impl RecordBatchBodyRef<'_> {
+    /// The fields before the records, up to their count (logcatch patch: moved out of
+    /// `write`, for `RecordBatch::write` of encoded records).
+    fn write_head<W: Write>(&self, writer: &mut W) -> Result<(), WriteError> {
         // attributes
         let mut attributes: i16 = match self.compression {
             RecordBatchCompression::NoCompression => 0,
@@ -1034,12 +1121,7 @@ where
             ControlBatchOrRecords::Encoded { count, .. } => *count,
         };
         Int32(i32::try_from(n_records)?).write(writer)?;
-        if let ControlBatchOrRecords::Encoded { bytes, .. } = self.records {
-            // logcatch patch: compressed with `self.compression` by `EncodedRecords::freeze`.
-            writer.write_all(bytes)?;
-            return Ok(());
-        }
-        Self::write_compressed(writer, self.compression, Uncompressed::Records(self.records))
+        Ok(())
     }
 }
 
