@@ -319,7 +319,24 @@ where
         R: RequestBody + Send + WriteVersionedType<Vec<u8>>,
         R::ResponseBody: ReadVersionedType<Cursor<Vec<u8>>>,
     {
-        self.request_with_version_ranges(msg, &self.version_ranges)
+        self.request_with_version_ranges(msg, &self.version_ranges, None)
+            .await
+    }
+
+    /// logcatch patch: [`request`](Self::request) for a message whose last bytes are
+    /// `tail`, which `msg` does not write (a produce request of one batch of encoded
+    /// records, `ControlBatchOrRecords::Encoded` with `detached`): they are sent from
+    /// where they are instead of being copied into the request.
+    pub async fn request_with_tail<R>(
+        &self,
+        msg: R,
+        tail: bytes::Bytes,
+    ) -> Result<R::ResponseBody, RequestError>
+    where
+        R: RequestBody + Send + WriteVersionedType<Vec<u8>>,
+        R::ResponseBody: ReadVersionedType<Cursor<Vec<u8>>>,
+    {
+        self.request_with_version_ranges(msg, &self.version_ranges, Some(tail))
             .await
     }
 
@@ -327,6 +344,7 @@ where
         &self,
         msg: R,
         version_ranges: &HashMap<ApiKey, ApiVersionRange>,
+        tail: Option<bytes::Bytes>,
     ) -> Result<R::ResponseBody, RequestError>
     where
         R: RequestBody + Send + WriteVersionedType<Vec<u8>>,
@@ -373,7 +391,8 @@ where
             .write_versioned(&mut buf, header_version)
             .expect("Writing header to buffer should always work");
         msg.write_versioned(&mut buf, body_api_version)?;
-        crate::protocol::frame::finish_frame(&mut buf)?;
+        let tail_len = tail.as_ref().map_or(0, |tail| tail.len());
+        crate::protocol::frame::finish_frame(&mut buf, tail_len)?;
 
         let (tx, rx) = channel();
 
@@ -397,7 +416,7 @@ where
             }
         }
 
-        self.send_message(buf).await?;
+        self.send_message(buf, tail).await?;
         cleanup_on_cancel.message_sent();
 
         let mut response = rx.await.expect("Who closed this channel?!")?;
@@ -418,9 +437,13 @@ where
         Ok(body)
     }
 
-    /// `msg` is a frame (logcatch patch: see `start_frame`).
-    async fn send_message(&self, msg: Vec<u8>) -> Result<(), RequestError> {
-        match self.send_message_inner(msg).await {
+    /// `msg` is a frame (logcatch patch: see `start_frame`) that ends with `tail`.
+    async fn send_message(
+        &self,
+        msg: Vec<u8>,
+        tail: Option<bytes::Bytes>,
+    ) -> Result<(), RequestError> {
+        match self.send_message_inner(msg, tail).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 // need to poison the stream because message framing might be out-of-sync
@@ -430,12 +453,19 @@ where
         }
     }
 
-    async fn send_message_inner(&self, msg: Vec<u8>) -> Result<(), RequestError> {
+    async fn send_message_inner(
+        &self,
+        msg: Vec<u8>,
+        tail: Option<bytes::Bytes>,
+    ) -> Result<(), RequestError> {
         let mut stream_write = Arc::clone(&self.stream_write).lock_owned().await;
 
         // use a wrapper so that cancelation doesn't cancel the send operation and leaves half-send messages on the wire
         let fut = CancellationSafeFuture::new(async move {
             stream_write.write_frame(&msg).await?;
+            if let Some(tail) = tail {
+                stream_write.write_all(&tail).await?;
+            }
             stream_write.flush().await?;
             Ok(())
         });
@@ -469,7 +499,7 @@ where
 
             'throttle: loop {
                 match self
-                    .request_with_version_ranges(&body, &version_ranges)
+                    .request_with_version_ranges(&body, &version_ranges, None)
                     .await
                 {
                     Ok(response) => {

@@ -178,6 +178,7 @@ impl EncodedRecords {
                 count: self.count,
                 bytes: bytes.clone(),
                 crc: None,
+                detached: false,
             },
         )
         .encoded_crc()

@@ -203,12 +203,17 @@ impl PartitionClient {
 
         let n = records.len() as i64;
         let request = build_produce_request(self.partition, &self.topic, records, compression);
-        self.send_produce(&request, n).await
+        self.send_produce(&request, n, None).await
     }
 
     /// Sends a produce request of `n` records, retrying as configured (logcatch patch:
     /// shared by `produce` and `produce_encoded`).
-    async fn send_produce(&self, request: &ProduceRequest, n: i64) -> Result<Vec<i64>> {
+    async fn send_produce(
+        &self,
+        request: &ProduceRequest,
+        n: i64,
+        tail: Option<&bytes::Bytes>,
+    ) -> Result<Vec<i64>> {
         maybe_retry(
             &self.backoff_config,
             self.unknown_topic_handling,
@@ -219,10 +224,11 @@ impl PartitionClient {
                     .get()
                     .await
                     .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
-                let response = broker
-                    .request(request)
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
+                let response = match tail {
+                    Some(tail) => broker.request_with_tail(request, tail.clone()).await,
+                    None => broker.request(request).await,
+                }
+                .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
                 maybe_throttle(response.throttle_time_ms)?;
                 process_produce_response(self.partition, &self.topic, n, response)
                     .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
@@ -238,6 +244,17 @@ impl PartitionClient {
             return Ok(vec![]);
         }
         let n = records.len() as i64;
+        let tail = records.bytes.clone();
+        // The records go out from where they are, after the rest of the request: they
+        // are its last bytes, as the request holds one topic, one partition, one batch
+        // and its versions (up to 8) have no tagged fields after the records.
+        const _: () = assert!(
+            <ProduceRequest as crate::protocol::messages::RequestBody>::API_VERSION_RANGE
+                .max()
+                .0
+                 .0
+                < 9
+        );
         let request = produce_request(
             self.partition,
             &self.topic,
@@ -248,9 +265,10 @@ impl PartitionClient {
                 count: records.count,
                 bytes: records.bytes,
                 crc: Some(records.crc),
+                detached: true,
             },
         );
-        self.send_produce(&request, n).await
+        self.send_produce(&request, n, Some(&tail)).await
     }
 
     /// Fetch `bytes` bytes of record data starting at sequence number `offset`

@@ -23,11 +23,11 @@ impl ApiVersionRange {
         Self { min, max }
     }
 
-    pub fn min(&self) -> ApiVersion {
+    pub const fn min(&self) -> ApiVersion {
         self.min
     }
 
-    pub fn max(&self) -> ApiVersion {
+    pub const fn max(&self) -> ApiVersion {
         self.max
     }
 }

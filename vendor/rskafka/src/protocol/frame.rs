@@ -101,9 +101,10 @@ pub fn start_frame(capacity: usize) -> Vec<u8> {
     frame
 }
 
-/// logcatch patch: sets the length prefix of a frame from [`start_frame`].
-pub fn finish_frame(frame: &mut [u8]) -> Result<(), WriteError> {
-    let size = frame.len() - 4;
+/// logcatch patch: sets the length prefix of a frame from [`start_frame`], which is
+/// followed on the wire by `tail` more bytes of the message.
+pub fn finish_frame(frame: &mut [u8], tail: usize) -> Result<(), WriteError> {
+    let size = frame.len() - 4 + tail;
     let len = i32::try_from(size).map_err(|_| WriteError::TooLarge { size })?;
     frame[..4].copy_from_slice(&len.to_be_bytes());
     Ok(())
@@ -119,7 +120,7 @@ where
         // Nagle's algorithm holds back until the peer's delayed ACK of the prefix).
         let mut frame = start_frame(msg.len());
         frame.extend_from_slice(msg);
-        finish_frame(&mut frame)?;
+        finish_frame(&mut frame, 0)?;
         self.write_frame(&frame).await
     }
 

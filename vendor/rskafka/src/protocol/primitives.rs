@@ -840,6 +840,16 @@ where
     W: Write,
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
+        // logcatch patch: batches of encoded records know their size, so they go to the
+        // writer directly (not through a buffer grown by doubling, then copied).
+        let sizes: Option<usize> = self.0.iter().map(|batch| batch.encoded_size()).sum();
+        if let Some(size) = sizes {
+            Int32(i32::try_from(size)?).write(writer)?;
+            for record in &self.0 {
+                record.write(writer)?;
+            }
+            return Ok(());
+        }
         // TODO: it would be nice if we could avoid the copy here by writing the records and then seeking back.
         let mut buf = vec![];
         for record in &self.0 {

@@ -463,12 +463,16 @@ pub enum ControlBatchOrRecords {
     /// the batch's compression (`crate::record::EncodedRecords::freeze`); only ever
     /// written, never read.
     /// `crc`, when known, is the batch's CRC computed when the records were frozen, so
-    /// that sending them needs neither a copy nor a pass over them.
+    /// that sending them needs neither a copy nor a pass over them. `detached`: the batch
+    /// is written without `bytes` (its lengths and CRC count them), which the request's
+    /// sender sends after it (`Messenger::request_with_tail`): they must then be the
+    /// request's last bytes.
     #[cfg_attr(test, proptest(skip))]
     Encoded {
         count: usize,
         bytes: bytes::Bytes,
         crc: Option<BatchCrc>,
+        detached: bool,
     },
 }
 
@@ -614,13 +618,17 @@ where
 const RECORD_BATCH_OVERHEAD: usize = 61;
 
 impl RecordBatch {
-    /// logcatch patch: the encoded size of pre-encoded records (plus the batch header),
-    /// 0 when unknown; see `RequestBody::size_hint`.
+    /// logcatch patch: the bytes `write` writes for a batch of encoded records, 0 when
+    /// unknown; see `RequestBody::size_hint`.
     pub(crate) fn size_hint(&self) -> usize {
-        self.encoded_size().unwrap_or(0)
+        match &self.records {
+            ControlBatchOrRecords::Encoded { detached: true, .. } => RECORD_BATCH_OVERHEAD,
+            _ => self.encoded_size().unwrap_or(0),
+        }
     }
 
-    /// logcatch patch: the bytes `write` writes, for a batch of encoded records.
+    /// logcatch patch: the size of a batch of encoded records on the wire (with its
+    /// records, also when they are detached).
     pub(crate) fn encoded_size(&self) -> Option<usize> {
         match &self.records {
             ControlBatchOrRecords::Encoded { bytes, .. } => Some(RECORD_BATCH_OVERHEAD + bytes.len()),
@@ -634,7 +642,13 @@ where
     W: Write,
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
-        if let ControlBatchOrRecords::Encoded { bytes, crc, .. } = &self.records {
+        if let ControlBatchOrRecords::Encoded {
+            bytes,
+            crc,
+            detached,
+            ..
+        } = &self.records
+        {
             // logcatch patch: the fields before the records, then the records as they are
             // (no copy), under the CRC computed when they were frozen if it still holds.
             let head = self.head()?;
@@ -644,7 +658,9 @@ where
             };
             self.write_batch_header(writer, head.len() + bytes.len(), crc)?;
             writer.write_all(&head)?;
-            writer.write_all(bytes)?;
+            if !detached {
+                writer.write_all(bytes)?;
+            }
             return Ok(());
         }
 
