@@ -6,7 +6,6 @@
 use super::{Sources, CONFIG_SOURCE};
 use crate::config::{Config, LogEntry};
 use crate::spec::LogSpec;
-use crate::telemetry::health::Change;
 use crate::telemetry::{Events, Health};
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
@@ -135,15 +134,17 @@ impl ConfigWatcher {
         }
     }
 
+    /// Logs and counts a refusal before `/status` shows it (and `apply` clears it last), so
+    /// that whoever sees the status change finds the log line and the metric too.
     fn refuse(&mut self, message: String) {
-        if self.health.config_reloaded(Some(message.clone())) == Change::Failing {
+        if self.health.view().config.error.as_deref() != Some(message.as_str()) {
             tracing::error!("{message}");
             self.events.config_reloaded(false);
         }
+        self.health.config_reloaded(Some(message));
     }
 
     fn apply(&mut self, new: Config) {
-        self.health.config_reloaded(None);
         let old = self.config.borrow().clone();
         let mut effective = new.clone();
         // These are wired at start; keep them until a restart.
@@ -163,5 +164,6 @@ impl ConfigWatcher {
         self.config.send_replace(Arc::new(effective));
         self.sources.trigger().request();
         self.events.config_reloaded(true);
+        self.health.config_reloaded(None);
     }
 }
