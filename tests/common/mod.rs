@@ -17,13 +17,23 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1 (bound and released), below Linux's ephemeral range
+/// (32768–60999 by default): a port the kernel handed out for `bind(0)` is handed out
+/// again as the local port of some outgoing connection (to etcd, to the broker), and the
+/// server then meant to listen on it fails with "Address already in use". Each test
+/// process walks its own stretch of 10000–32767 (by pid), one port after the other.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: usize = 10_000;
+    const PORTS: usize = 32_768 - FIRST;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = (std::process::id() as usize * 997) % PORTS;
+    for _ in 0..PORTS {
+        let port = (FIRST + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % PORTS) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {FIRST}–32767");
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes (then panics with `what`).
