@@ -14,7 +14,7 @@ use crate::sink::{Batch, SinkError};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::record::{EncodedBatch, EncodedRecords};
+use rskafka::record::{EncodedBatch, EncodedRecords, RECORD_BATCH_OVERHEAD};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -135,15 +135,11 @@ impl Group {
     }
 }
 
-/// The record batch's own fields (length, CRC, offsets, timestamps, counts) before its
-/// records: what the broker's `message.max.bytes` counts besides them.
-const RECORD_BATCH_HEADER: usize = 61;
-
 /// The most bytes of records one request may carry: `max_batch_bytes` less the record
 /// batch's header.
 fn max_records_bytes(shared: &Shared) -> usize {
     (shared.config.max_batch_bytes as usize)
-        .saturating_sub(RECORD_BATCH_HEADER)
+        .saturating_sub(RECORD_BATCH_OVERHEAD)
         .max(1)
 }
 
@@ -486,7 +482,7 @@ mod tests {
         let (sealed, _) = group.seal(shared);
         assert_eq!(sealed.len() as u64, jobs, "one request a job");
         for (i, part) in sealed.iter().enumerate() {
-            assert!(part.records.encoded_len() <= 64 * 1024 - RECORD_BATCH_HEADER);
+            assert!(part.records.encoded_len() <= 64 * 1024 - RECORD_BATCH_OVERHEAD);
             assert_eq!(part.records.len(), 100);
             let first = part.jobs[0].batch.lines().next().map(|(offset, _)| offset);
             assert_eq!(first, Some(i as u64 * 40_100), "in order");

@@ -226,6 +226,13 @@ impl EncodedRecords {
     }
 }
 
+/// logcatch patch: the bytes a record batch writes besides its records, which a broker's
+/// `message.max.bytes` counts too: base offset (8), batch length (4), partition leader
+/// epoch (4), magic (1), CRC (4), attributes (2), last offset delta (4), first and max
+/// timestamp (8 + 8), producer id (8), producer epoch (2), base sequence (4) and the
+/// record count (4).
+pub const RECORD_BATCH_OVERHEAD: usize = 61;
+
 /// Finished (compressed) [`EncodedRecords`], shared (not copied) by its clones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedBatch {

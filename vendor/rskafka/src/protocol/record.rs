@@ -611,18 +611,12 @@ where
     }
 }
 
-/// logcatch patch: the bytes a record batch writes besides its records: base offset (8),
-/// batch length (4), partition leader epoch (4), magic (1), CRC (4), attributes (2), last
-/// offset delta (4), first and max timestamp (8 + 8), producer id (8), producer epoch (2),
-/// base sequence (4) and the record count (4).
-const RECORD_BATCH_OVERHEAD: usize = 61;
-
 impl RecordBatch {
     /// logcatch patch: the bytes `write` writes for a batch of encoded records, 0 when
     /// unknown; see `RequestBody::size_hint`.
     pub(crate) fn size_hint(&self) -> usize {
         match &self.records {
-            ControlBatchOrRecords::Encoded { detached: true, .. } => RECORD_BATCH_OVERHEAD,
+            ControlBatchOrRecords::Encoded { detached: true, .. } => crate::record::RECORD_BATCH_OVERHEAD,
             _ => self.encoded_size().unwrap_or(0),
         }
     }
@@ -631,7 +625,7 @@ impl RecordBatch {
     /// records, also when they are detached).
     pub(crate) fn encoded_size(&self) -> Option<usize> {
         match &self.records {
-            ControlBatchOrRecords::Encoded { bytes, .. } => Some(RECORD_BATCH_OVERHEAD + bytes.len()),
+            ControlBatchOrRecords::Encoded { bytes, .. } => Some(crate::record::RECORD_BATCH_OVERHEAD + bytes.len()),
             _ => None,
         }
     }
