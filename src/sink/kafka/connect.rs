@@ -4,15 +4,46 @@
 use crate::config::kafka::{KafkaConfig, TlsConfig};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::BackoffConfig;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio_util::task::AbortOnDropHandle;
 
-/// Connects once. The deadline makes rskafka give up on a request after
+/// The runtime Kafka's connections live on, and the sender tasks that write requests to
+/// them: a thread of its own, so that a request's bytes go out as the socket takes them
+/// and its answer is read as it arrives, rather than when a worker busy reading files and
+/// encoding gets to them (on 2 shared cores without compression: ≈ 1.08 × the
+/// throughput). One thread serves every partition: the work left on it is the kernel's
+/// copy (and TLS), far below what a node's logs need.
+pub fn network() -> &'static tokio::runtime::Handle {
+    static NETWORK: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    NETWORK
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("kafka-network")
+                .enable_all()
+                .build()
+                .expect("a runtime for Kafka connections")
+        })
+        .handle()
+}
+
+/// Connects once, on the `network` runtime (rskafka drives each connection from a task
+/// spawned where it was made; the partition clients connect from the sender tasks, which
+/// run there too). The deadline makes rskafka give up on a request after
 /// `request_timeout` instead of retrying forever; the sink retries above it. The outer
 /// bound is twice that, so that rskafka's own error (which names the cause: a refused
 /// connection, an untrusted certificate, failed SASL) normally comes first, and only a
 /// hanging attempt ends in the bare timeout.
 pub async fn connect(config: &KafkaConfig) -> Result<Client, String> {
+    let config = config.clone();
+    let connecting = network().spawn(async move { connect_here(&config).await });
+    AbortOnDropHandle::new(connecting)
+        .await
+        .unwrap_or_else(|e| Err(format!("connecting to kafka: {e}")))
+}
+
+async fn connect_here(config: &KafkaConfig) -> Result<Client, String> {
     let mut builder = ClientBuilder::new(config.brokers.clone())
         .client_id(config.client_id.as_str())
         .backoff_config(BackoffConfig {

@@ -10,7 +10,7 @@
 //! own, which starts the next sealed group the moment the last one is answered, on a
 //! runtime thread of its own).
 
-use super::{encode, Shared};
+use super::{connect, encode, Shared};
 use crate::sink::{Batch, SinkError};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
@@ -18,7 +18,7 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::record::{EncodedBatch, EncodedRecords, RECORD_BATCH_OVERHEAD};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
@@ -176,25 +176,6 @@ async fn send(
     }
 }
 
-/// The runtime the sender tasks run on: a thread of its own, so that a request's bytes go
-/// out as the socket takes them and its answer is read as it arrives, rather than when a
-/// worker busy reading files and encoding gets to them (on 2 shared cores without
-/// compression: ≈ 1.1 × the throughput). The partition clients are made by the sender
-/// tasks, so their connections are driven from here too.
-fn network() -> &'static tokio::runtime::Handle {
-    static NETWORK: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    NETWORK
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("kafka-network")
-                .enable_all()
-                .build()
-                .expect("a runtime for Kafka requests")
-        })
-        .handle()
-}
-
 /// Groups smaller than this are compressed on the producer task itself; bigger ones on
 /// the blocking pool, so that the next group's encoding goes on meanwhile.
 const COMPRESS_INLINE_BYTES: usize = 64 * 1024;
@@ -213,7 +194,7 @@ pub async fn run(
     let compressing = !matches!(compression(&shared), Compression::NoCompression);
     let (to_sender, groups) = mpsc::channel::<Sealed>(1);
     // Ended with this task, should it be dropped (a runtime shutting down).
-    let sender = AbortOnDropHandle::new(network().spawn(send(
+    let sender = AbortOnDropHandle::new(connect::network().spawn(send(
         shared.clone(),
         topic.clone(),
         partition,
