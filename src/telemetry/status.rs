@@ -15,19 +15,19 @@ pub enum TailerState {
     /// The file does not exist (yet); the tailer polls for it.
     Waiting,
     Running,
-    /// Failed; restarts when its backoff expires.
+    /// Failed; restarts when its backoff expires (every failure does: a cause that an
+    /// operator fixes, such as a missing topic or permission, needs no restart of the
+    /// agent, as with a Kubernetes controller's backoff).
     Backoff,
-    Failed,
     Stopping,
 }
 
 impl TailerState {
-    pub const ALL: [TailerState; 6] = [
+    pub const ALL: [TailerState; 5] = [
         TailerState::Starting,
         TailerState::Waiting,
         TailerState::Running,
         TailerState::Backoff,
-        TailerState::Failed,
         TailerState::Stopping,
     ];
 
@@ -37,7 +37,6 @@ impl TailerState {
             TailerState::Waiting => "waiting",
             TailerState::Running => "running",
             TailerState::Backoff => "backoff",
-            TailerState::Failed => "failed",
             TailerState::Stopping => "stopping",
         }
     }
