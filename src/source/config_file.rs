@@ -6,6 +6,7 @@
 use super::{Sources, CONFIG_SOURCE};
 use crate::config::{Config, LogEntry};
 use crate::spec::LogSpec;
+use crate::telemetry::health::Change;
 use crate::telemetry::{Events, Health};
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
@@ -134,14 +135,16 @@ impl ConfigWatcher {
         }
     }
 
-    /// Logs and counts a refusal before `/status` shows it (and `apply` clears it last), so
-    /// that whoever sees the status change finds the log line and the metric too.
+    /// Logs and counts a refusal (once, until the error changes) before `/status` shows it.
     fn refuse(&mut self, message: String) {
-        if self.health.view().config.error.as_deref() != Some(message.as_str()) {
-            tracing::error!("{message}");
-            self.events.config_reloaded(false);
-        }
-        self.health.config_reloaded(Some(message));
+        let events = &self.events;
+        self.health
+            .config_reloaded(Some(message.clone()), |change| {
+                if change == Change::Failing {
+                    tracing::error!("{message}");
+                    events.config_reloaded(false);
+                }
+            });
     }
 
     fn apply(&mut self, new: Config) {
@@ -163,7 +166,8 @@ impl ConfigWatcher {
         self.sources.publish(CONFIG_SOURCE, specs(&effective.logs));
         self.config.send_replace(Arc::new(effective));
         self.sources.trigger().request();
-        self.events.config_reloaded(true);
-        self.health.config_reloaded(None);
+        let events = &self.events;
+        self.health
+            .config_reloaded(None, |_| events.config_reloaded(true));
     }
 }

@@ -81,9 +81,12 @@ impl Health {
         }
     }
 
-    /// The result of reading and validating the config file (`None` = applied).
-    pub fn config_reloaded(&self, error: Option<String>) -> Change {
-        lock(&self.config).report(error)
+    /// The result of reading and validating the config file (`None` = applied). `first`
+    /// gets what it changed before `/status` can show it (the condition stays locked), so
+    /// that whoever sees the new status also finds its log line and metric.
+    pub fn config_reloaded(&self, error: Option<String>, first: impl FnOnce(Change)) {
+        let mut condition = lock(&self.config);
+        first(condition.report(error));
     }
 
     /// The result of a checkpoint write (`None` = written).
