@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 file=$1; shift
 comp=${COMP:-lz4}
 tansu=$(scripts/deps.sh --print-tansu) raw=target/release/examples/raw_produce
-cargo build --release --quiet --example raw_produce
+cargo build --release --quiet --example raw_produce --example await_acked
 cat "$file" >/dev/null
 . bench/lib.sh
 run() { local t c; read -r t c < <(TOPIC=$2 run_agent "$1" "$file" "  kind: kafka

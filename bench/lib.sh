@@ -3,9 +3,11 @@
 # seconds of a process. start_broker DIR: a tansu broker ($tansu) on memory storage in a
 # fresh directory under DIR; sets kport, bdir, broker. stop_broker: stops it.
 # run_agent BIN FILE SINK_YAML: BIN tails FILE (topic $TOPIC, default bench) into the sink
-# SINK_YAML until /status shows every byte acknowledged; prints "seconds cpu_seconds".
+# SINK_YAML until /status shows every byte acknowledged; prints "seconds cpu_seconds"
+# (needs `cargo build --release --example await_acked`).
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
+await_acked=$PWD/target/release/examples/await_acked
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 start_broker() {
   kport=$(port) bdir=$(mktemp -d "${1:-/tmp}/broker.XXXX")
@@ -22,12 +24,11 @@ run_agent() {
   start=$(now)
   "$bin" run --config "$work/c.yaml" 2>"$work/agent.log" &
   pid=$!
-  # Done when the acknowledged offset reaches the file size.
-  until curl -sf "127.0.0.1:$http/status" 2>/dev/null | grep -q "\"offset\":$size,"; do
-    kill -0 "$pid" 2>/dev/null || { echo "agent failed: $(tail -3 "$work/agent.log")" >&2; return 1; }
-    sleep "${POLL:-0.005}"
-  done
-  end=$(now) cpu=$(cpu_s "$pid")
+  # Done when the acknowledged offset reaches the file size (examples/await_acked.rs
+  # polls from one process; a shell loop of curl and grep took CPU from the agent).
+  end=$("$await_acked" "$http" "$size" "$pid") ||
+    { echo "agent failed: $(tail -3 "$work/agent.log")" >&2; return 1; }
+  cpu=$(cpu_s "$pid")
   kill -TERM "$pid"; wait "$pid" || true
   rm -rf "$work"
   echo "$(echo "$end - $start" | bc -l) $cpu"

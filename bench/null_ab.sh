@@ -4,9 +4,11 @@
 # file, 3 rounds (ROUNDS="1 2 3 4 5" for more); each agent figure is wall/CPU seconds.
 # Usage: bench/null_ab.sh FILE BIN...
 set -u
-file=$1; shift
+file=$(realpath "$1"); shift
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --example await_acked
 cat "$file" >/dev/null
-. "$(dirname "$0")/lib.sh"
+. bench/lib.sh
 run() { local t c; read -r t c < <(run_agent "$1" "$file" '  kind: "null"') && printf '%.3f/%.2f' "$t" "$c"; }
 for r in ${ROUNDS:-1 2 3}; do
   s=$(now); wc -l "$file" >/dev/null; e=$(now); printf 'wc %.3f  ' "$(echo "$e - $s" | bc -l)"

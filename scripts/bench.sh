@@ -34,7 +34,7 @@ export BENCH_DIR=$DIR
 RESULTS=bench/results
 mkdir -p "$DIR" "$RESULTS"
 scripts/bench-deps.sh >/dev/null
-cargo build --release --quiet --bin logcatch --example raw_produce --example latency
+cargo build --release --quiet --bin logcatch --example raw_produce --example latency --example await_acked
 bin=$PWD/target/release/logcatch raw=$PWD/target/release/examples/raw_produce
 lat=$PWD/target/release/examples/latency
 tansu=$(scripts/deps.sh --print-tansu)
