@@ -87,6 +87,7 @@ impl fmt::Display for TailerId {
 pub struct TailerSettings {
     pub max_line_bytes: u64,
     pub poll_interval: std::time::Duration,
+    pub rotate_wait: std::time::Duration,
     pub start_at: crate::config::StartAt,
     /// The declaration's format and multiline joining.
     pub parsing: Parsing,
@@ -97,6 +98,7 @@ impl TailerSettings {
         TailerSettings {
             max_line_bytes: tail.max_line_bytes,
             poll_interval: tail.poll_interval,
+            rotate_wait: tail.rotate_wait,
             start_at: tail.start_at,
             parsing: Parsing::default(),
         }
@@ -449,6 +451,7 @@ mod tests {
         TailerSettings {
             max_line_bytes: 1024,
             poll_interval: Duration::from_millis(10),
+            rotate_wait: Duration::from_secs(5),
             start_at: crate::config::StartAt::Beginning,
             parsing: Default::default(),
         }

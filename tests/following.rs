@@ -89,6 +89,14 @@ fn open_files(agent: &Agent) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Waits until the agent holds no descriptor whose target `held` matches.
+fn wait_released(agent: &Agent, what: &str, held: impl Fn(&str) -> bool) {
+    wait_for(what, LONG, || {
+        let files = open_files(agent);
+        (!files.iter().any(|p| held(&p.to_string_lossy()))).then_some(())
+    });
+}
+
 #[test]
 fn several_rotations_in_a_row_while_busy_lose_and_repeat_nothing() {
     let _serial = heavy();
@@ -150,6 +158,53 @@ fn rotation_under_a_glob_ships_the_renamed_file_once() {
 }
 
 #[test]
+fn lines_appended_to_the_renamed_file_after_the_switch_are_shipped() {
+    // logrotate renames the file and creates the new one before the application is told
+    // to reopen its log; until then the application appends to the old file under its new
+    // name, after the tailer has already moved on to the new file.
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    let mut app = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let old = lines("o", 0..400);
+    for line in &old[..100] {
+        writeln!(app, "{line}").unwrap();
+    }
+    ws.write_config(&ws.config(&log_entry(&log, "app"))); // rotate_wait: 5s (default)
+    let agent = ws.start();
+    ws.wait_records(100, LONG);
+    std::fs::rename(&log, ws.path("app.log.1")).unwrap();
+    let new = lines("n", 0..50);
+    append_lines(&log, new.clone());
+    ws.wait_records(150, LONG); // the tailer follows the new file
+    for line in &old[100..200] {
+        writeln!(app, "{line}").unwrap();
+    }
+    // Quiet for less than rotate_wait, then more, with a partial line completed later.
+    std::thread::sleep(Duration::from_secs(2));
+    for line in &old[200..399] {
+        writeln!(app, "{line}").unwrap();
+    }
+    write!(app, "{}", &old[399][..5]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    writeln!(app, "{}", &old[399][5..]).unwrap();
+    let got = shipped(&ws, 450);
+    assert_once_in_order(&got, &[("o ", old), ("n ", new.clone())]);
+    // /status shows the followed file, not the renamed one.
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert_eq!(agent.status()["tailers"][0]["offset"].as_u64(), Some(size));
+    // Quiet for rotate_wait: closed, its claim released.
+    wait_released(&agent, "the renamed file's descriptor closed", |p| {
+        p.ends_with("app.log.1")
+    });
+    drop(app);
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
 fn copytruncate_starts_again_at_zero_without_resending() {
     let ws = Workspace::new();
     let log = ws.path("app.log");
@@ -205,11 +260,8 @@ fn a_deleted_file_is_read_to_its_end_then_its_descriptor_released() {
     std::fs::remove_file(&log).unwrap();
     let got = shipped(&ws, 3_000);
     assert_once_in_order(&got, &[("d ", lines("d", 0..3_000))]);
-    wait_for("the deleted file's descriptor closed", LONG, || {
-        let held = open_files(&agent)
-            .iter()
-            .any(|p| p.to_string_lossy().contains("app.log"));
-        (!held).then_some(())
+    wait_released(&agent, "the deleted file's descriptor closed", |p| {
+        p.contains("app.log")
     });
     drop(writer);
     assert_eq!(agent.terminate().code(), Some(0));

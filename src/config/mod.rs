@@ -117,6 +117,10 @@ pub struct TailConfig {
     pub max_line_bytes: u64,
     #[serde(deserialize_with = "units::duration")]
     pub poll_interval: Duration,
+    /// How long a file renamed away is still looked at after its last write (a writer
+    /// that has not reopened its log yet appends to the old file); 0 = close it at its end.
+    #[serde(deserialize_with = "units::duration")]
+    pub rotate_wait: Duration,
     /// Files held open at once; idle files beyond it are closed and reopened by identity.
     /// Read at start.
     pub max_open_files: usize,
@@ -190,6 +194,7 @@ impl Default for TailConfig {
             start_at: StartAt::Beginning,
             max_line_bytes: 1024 * 1024,
             poll_interval: Duration::from_millis(250),
+            rotate_wait: Duration::from_secs(5),
             max_open_files: 1024,
         }
     }

@@ -14,6 +14,7 @@ tail:
   start_at: beginning
   max_line_bytes: 1048576
   poll_interval: 250ms
+  rotate_wait: 5s
 reconcile:
   resync_interval: 60s
   backoff: { initial: 1s, max: 60s, reset_after: 60s }
@@ -56,8 +57,19 @@ fn parse_should_accept_the_documented_example_and_match_the_defaults() {
 fn parse_should_fill_defaults_for_a_minimal_config() {
     let config = parse("logs: []\n").unwrap().config;
     assert_eq!(config.tail.poll_interval, Duration::from_millis(250));
+    assert_eq!(config.tail.rotate_wait, Duration::from_secs(5));
     assert_eq!(config.sink.kind, SinkKind::Stdout);
     assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn parse_should_accept_a_rotate_wait_of_zero_and_name_a_bad_one() {
+    let config = parse("tail: { rotate_wait: 0s }\n").unwrap().config;
+    assert_eq!(config.tail.rotate_wait, Duration::ZERO);
+    assert_eq!(
+        field_error("tail: { rotate_wait: soon }\n").0,
+        "tail.rotate_wait"
+    );
 }
 
 #[test]

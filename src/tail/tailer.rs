@@ -20,7 +20,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use std::collections::VecDeque;
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -115,6 +115,17 @@ impl OpenFile {
     }
 }
 
+/// A file renamed away, read to its end: the writer may not have reopened its log yet
+/// (logrotate renames and creates the new file before the application is told), so the
+/// old file is looked at every poll interval until it has been quiet for
+/// `tail.rotate_wait`, and only then finished (its partial last line shipped) and closed.
+struct Lingering {
+    open: OpenFile,
+    /// The last time it grew (or was finished reading).
+    quiet_since: tokio::time::Instant,
+    next_look: tokio::time::Instant,
+}
+
 /// The outcome of opening the path.
 enum Opened {
     File(OpenFile),
@@ -155,6 +166,11 @@ pub struct Tailer {
     pod: Option<Arc<PodMeta>>,
     /// When a pending multiline record times out: an idle wait ends by then.
     deadline: Option<tokio::time::Instant>,
+    /// Files renamed away that a writer may still append to, oldest first.
+    lingering: VecDeque<Lingering>,
+    /// Device and inode of the file being followed: `/status` shows its offset, not a
+    /// lingering file's.
+    current: Option<(u64, u64)>,
 }
 
 impl Tailer {
@@ -186,6 +202,8 @@ impl Tailer {
             start_pattern,
             pod,
             deadline: None,
+            lingering: VecDeque::new(),
+            current: None,
         }
     }
 
@@ -225,11 +243,13 @@ impl Tailer {
         let mut first_open = files.is_empty();
         while !stop.is_cancelled() {
             self.collect_acks(pending)?;
+            self.look_at_lingering(pending).await?;
             while let Ok(file) = watch.found.try_recv() {
                 self.enqueue(files, file);
             }
             let newest = files.back().map(|f| (f.identity.dev, f.identity.ino));
             self.busy.set_newest(newest);
+            self.current = files.front().map(|f| (f.identity.dev, f.identity.ino));
             let Some(open) = files.front_mut() else {
                 if let Some(parked) = self.parked {
                     if !parked.changed(&self.id.path) {
@@ -271,6 +291,9 @@ impl Tailer {
                         self.permit = None;
                         let reason = format!("the file is being finished by tailer {owner}");
                         self.progress.set_state(TailerState::Waiting, Some(reason));
+                        // Nothing tells us when the claim is released (a rotated file
+                        // lingers for `rotate_wait`): keep looking every few intervals.
+                        self.idle_streak = self.idle_streak.min(2);
                         self.idle(stop, pending).await?;
                     }
                 }
@@ -371,15 +394,16 @@ impl Tailer {
     /// (so its checkpoint is where reading resumes).
     fn should_park(&self, files: &mut VecDeque<OpenFile>, pending: &Pending) -> bool {
         files.len() == 1
+            && self.lingering.is_empty()
             && !files[0].has_pending_record()
             && pending.is_empty()
             && self.idle_streak >= IDLE_TURNS_BEFORE_CLOSING
             && self.ctx.open_files.available_permits() == 0
     }
 
-    /// Reads the oldest file to its end, ships a held partial line, waits for every
-    /// acknowledgement, and only then closes it and releases its claim: a tailer that
-    /// reaches the file under its new name resumes after the last line shipped here.
+    /// Reads the oldest file to its end and moves on to the next. A file renamed away
+    /// (still linked) lingers for `tail.rotate_wait` after its last write; a deleted one,
+    /// or any with `rotate_wait: 0`, is finished at once.
     async fn finish_front(
         &mut self,
         files: &mut VecDeque<OpenFile>,
@@ -390,6 +414,86 @@ impl Tailer {
         };
         // Lines may have been appended between our last read and the rename.
         while self.read_turn(open, pending).await? > 0 {}
+        let mut open = files.pop_front().expect("checked above");
+        self.deadline = None;
+        self.ctx.events.file_rotated(&self.id.topic);
+        let linked = open.file.metadata().is_ok_and(|meta| meta.nlink() > 0);
+        if !linked || self.settings.rotate_wait.is_zero() {
+            tracing::info!(tailer = %self.id, "file rotated or deleted; finished the old file");
+            return self.finish(&mut open, pending).await;
+        }
+        if self.lingering.len() >= MAX_QUEUED_FILES {
+            let mut oldest = self.lingering.pop_front().expect("full");
+            self.finish(&mut oldest.open, pending).await?;
+        }
+        tracing::info!(tailer = %self.id, rotate_wait = ?self.settings.rotate_wait,
+            "file rotated; read to its end, looking at it until it is quiet for rotate_wait");
+        let now = tokio::time::Instant::now();
+        self.lingering.push_back(Lingering {
+            open,
+            quiet_since: now,
+            next_look: now + self.settings.poll_interval,
+        });
+        Ok(())
+    }
+
+    /// Reads what was appended to lingering files since the last look, and finishes the
+    /// ones quiet for `tail.rotate_wait` or deleted meanwhile.
+    async fn look_at_lingering(&mut self, pending: &mut Pending) -> Result<(), TailError> {
+        let now = tokio::time::Instant::now();
+        if !self.lingering.iter().any(|l| l.next_look <= now) {
+            return Ok(());
+        }
+        // The followed file's multiline deadline stays the one the idle wait keeps.
+        let deadline = self.deadline;
+        let mut lingering = std::mem::take(&mut self.lingering);
+        let mut kept = VecDeque::with_capacity(lingering.len());
+        let mut outcome = Ok(());
+        while let Some(mut file) = lingering.pop_front() {
+            if outcome.is_err() || file.next_look > now {
+                kept.push_back(file);
+                continue;
+            }
+            let (grew, linked) = match file.open.file.metadata() {
+                Ok(meta) => (meta.len() > file.open.framer.position(), meta.nlink() > 0),
+                Err(_) => (false, false),
+            };
+            let mut next_look = self.settings.poll_interval;
+            if grew {
+                match self.read_turn(&mut file.open, pending).await {
+                    Ok(read) => {
+                        file.quiet_since = tokio::time::Instant::now();
+                        if read >= TURN_BYTES {
+                            // More to read: come back after the next turn, not a poll.
+                            next_look = std::time::Duration::ZERO;
+                        }
+                    }
+                    Err(e) => outcome = Err(e),
+                }
+            }
+            let quiet = file.quiet_since.elapsed() >= self.settings.rotate_wait;
+            if outcome.is_ok() && !grew && (quiet || !linked) {
+                outcome = self.finish(&mut file.open, pending).await;
+                tracing::info!(tailer = %self.id, "finished the rotated file");
+            } else {
+                file.next_look = tokio::time::Instant::now() + next_look;
+                kept.push_back(file);
+            }
+        }
+        self.lingering = kept;
+        self.deadline = deadline;
+        outcome
+    }
+
+    /// Ships a file's held partial line and pending record, waits for every
+    /// acknowledgement, and only then lets the caller close it and release its claim: a
+    /// tailer that reaches the file under its new name resumes after the last line
+    /// shipped here.
+    async fn finish(
+        &mut self,
+        open: &mut OpenFile,
+        pending: &mut Pending,
+    ) -> Result<(), TailError> {
         let mut batch = self.new_batch();
         let now = tokio::time::Instant::now();
         match open.decoder.as_mut() {
@@ -404,12 +508,7 @@ impl Tailer {
         }
         self.count_decoded(open);
         self.submit(batch, open, pending).await?;
-        self.drain(pending).await?;
-        files.pop_front();
-        self.deadline = None;
-        self.ctx.events.file_rotated(&self.id.topic);
-        tracing::info!(tailer = %self.id, "file rotated or deleted; finished the old file");
-        Ok(())
+        self.drain(pending).await
     }
 
     /// Queues the file the path names now when it is not the newest one we hold.
@@ -699,7 +798,12 @@ impl Tailer {
         self.ctx
             .checkpoints
             .set(&self.id.topic, identity, end, &self.id.path);
-        self.progress.set_acked(end);
+        if self
+            .current
+            .is_none_or(|file| file == (identity.dev, identity.ino))
+        {
+            self.progress.set_acked(end);
+        }
         Ok(())
     }
 
@@ -742,6 +846,10 @@ impl Tailer {
         let mut until = tokio::time::Instant::now() + delay;
         if let Some(deadline) = self.deadline.filter(|d| *d > tokio::time::Instant::now()) {
             until = until.min(deadline);
+        }
+        // A renamed file raises no notification for our path: look at it on time.
+        if let Some(look) = self.lingering.iter().map(|l| l.next_look).min() {
+            until = until.min(look);
         }
         let sleep = tokio::time::sleep_until(until);
         tokio::pin!(sleep);
