@@ -205,6 +205,53 @@ fn lines_appended_to_the_renamed_file_after_the_switch_are_shipped() {
 }
 
 #[test]
+fn a_file_moved_away_and_back_is_followed_on_without_repeating() {
+    // While it is away it lingers as a renamed file; back at the path, the same reader
+    // follows it on (a second one from the checkpoint would repeat lines).
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    let away = ws.path("away.log");
+    append_lines(&log, lines("m", 0..100));
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = ws.start();
+    ws.wait_records(100, LONG);
+    std::fs::rename(&log, &away).unwrap();
+    append_lines(&away, lines("m", 100..200));
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::rename(&away, &log).unwrap();
+    append_lines(&log, lines("m", 200..300));
+    ws.wait_records(300, LONG);
+    // Past rotate_wait: still one reader.
+    std::thread::sleep(Duration::from_secs(6));
+    append_lines(&log, lines("m", 300..400));
+    let got = shipped(&ws, 400);
+    assert_once_in_order(&got, &[("m ", lines("m", 0..400))]);
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_tailer_stopped_while_its_renamed_file_lingers_ships_the_partial_last_line() {
+    // The declaration is removed while the renamed file still lingers: nothing starts
+    // the tailer again, so what the file holds is shipped at the stop.
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    append_lines(&log, lines("s", 0..100));
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = ws.start();
+    ws.wait_records(100, LONG);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.write_all(b"partial-last").unwrap();
+    std::fs::rename(&log, ws.path("app.log.1")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    ws.write_config(&ws.config("  []"));
+    let got = shipped(&ws, 101);
+    let mut expected = lines("s", 0..100);
+    expected.push("partial-last".into());
+    assert_eq!(got, expected);
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
 fn copytruncate_starts_again_at_zero_without_resending() {
     let ws = Workspace::new();
     let log = ws.path("app.log");

@@ -225,6 +225,14 @@ impl Tailer {
         if followed.is_ok() {
             followed = self.flush_at_shutdown(&mut files, &mut pending).await;
         }
+        // A stopped tailer may not be started again (its declaration removed): ship what
+        // renamed files hold (a partial last line, a pending record) rather than leave it.
+        while let Some(mut file) = self.lingering.pop_front() {
+            if followed.is_err() {
+                break;
+            }
+            followed = self.finish(&mut file.open, &mut pending).await;
+        }
         let drained = self.drain(&mut pending).await;
         // Claims are released only now, once the acknowledged offsets are checkpointed.
         drop(files);
@@ -242,6 +250,7 @@ impl Tailer {
         // A file found rotated away means the one at the path is new since: read it all.
         let mut first_open = files.is_empty();
         while !stop.is_cancelled() {
+            self.current = files.front().map(|f| (f.identity.dev, f.identity.ino));
             self.collect_acks(pending)?;
             self.look_at_lingering(pending).await?;
             while let Ok(file) = watch.found.try_recv() {
@@ -249,7 +258,6 @@ impl Tailer {
             }
             let newest = files.back().map(|f| (f.identity.dev, f.identity.ino));
             self.busy.set_newest(newest);
-            self.current = files.front().map(|f| (f.identity.dev, f.identity.ino));
             let Some(open) = files.front_mut() else {
                 if let Some(parked) = self.parked {
                     if !parked.changed(&self.id.path) {
@@ -415,6 +423,8 @@ impl Tailer {
         // Lines may have been appended between our last read and the rename.
         while self.read_turn(open, pending).await? > 0 {}
         let mut open = files.pop_front().expect("checked above");
+        // Its late acknowledgements no longer move `/status`.
+        self.current = files.front().map(|f| (f.identity.dev, f.identity.ino));
         self.deadline = None;
         self.ctx.events.file_rotated(&self.id.topic);
         let linked = open.file.metadata().is_ok_and(|meta| meta.nlink() > 0);
@@ -609,6 +619,18 @@ impl Tailer {
             path: path.to_path_buf(),
             source,
         };
+        // The path names a renamed file again (moved back, a symlink recreated): follow
+        // the lingering reader on, not a second one from the checkpoint.
+        if let Some(i) = self
+            .lingering
+            .iter()
+            .position(|l| l.open.identity.same_file(meta))
+        {
+            let lingering = self.lingering.remove(i).expect("found");
+            tracing::info!(tailer = %self.id, "the renamed file is back at the path; following it on");
+            self.progress.set_state(TailerState::Running, None);
+            return Ok(Opened::File(lingering.open));
+        }
         let identity = FileIdentity::of(&file, meta).map_err(open_err)?;
         let claim = match self.ctx.claims.claim(&self.id, identity.dev, identity.ino) {
             Ok(claim) => claim,
