@@ -168,9 +168,8 @@ pub struct Tailer {
     deadline: Option<tokio::time::Instant>,
     /// Files renamed away that a writer may still append to, oldest first.
     lingering: VecDeque<Lingering>,
-    /// Device and inode of the file being followed: `/status` shows its offset, not a
-    /// lingering file's.
-    current: Option<(u64, u64)>,
+    /// The file being followed: `/status` shows its offset, not a lingering file's.
+    current: Option<FileIdentity>,
 }
 
 impl Tailer {
@@ -250,7 +249,7 @@ impl Tailer {
         // A file found rotated away means the one at the path is new since: read it all.
         let mut first_open = files.is_empty();
         while !stop.is_cancelled() {
-            self.current = files.front().map(|f| (f.identity.dev, f.identity.ino));
+            self.current = files.front().map(|f| f.identity);
             self.collect_acks(pending)?;
             self.look_at_lingering(pending).await?;
             while let Ok(file) = watch.found.try_recv() {
@@ -424,7 +423,7 @@ impl Tailer {
         while self.read_turn(open, pending).await? > 0 {}
         let mut open = files.pop_front().expect("checked above");
         // Its late acknowledgements no longer move `/status`.
-        self.current = files.front().map(|f| (f.identity.dev, f.identity.ino));
+        self.current = files.front().map(|f| f.identity);
         self.deadline = None;
         self.ctx.events.file_rotated(&self.id.topic);
         let linked = open.file.metadata().is_ok_and(|meta| meta.nlink() > 0);
@@ -820,10 +819,7 @@ impl Tailer {
         self.ctx
             .checkpoints
             .set(&self.id.topic, identity, end, &self.id.path);
-        if self
-            .current
-            .is_none_or(|file| file == (identity.dev, identity.ino))
-        {
+        if self.current.is_none_or(|file| file.same_file_as(&identity)) {
             self.progress.set_acked(end);
         }
         Ok(())
