@@ -106,3 +106,39 @@ fn unknown_arguments_and_missing_config_fail_clearly() {
     assert_eq!(code, 0);
     assert!(out.starts_with("logcatch "), "{out}");
 }
+
+/// The Go system's own config.yaml, as its users keep it: `catsyslog`, and `etcdkeys` with
+/// every entry commented out (a null list), which that system reads as "no keys".
+#[test]
+fn check_accepts_the_seed_config_file_with_its_empty_lists_and_extra_sections() {
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/seed-config.yaml"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = logcatch(&["check", "--config", seed], dir.path());
+    assert_eq!(code, 0, "{err}");
+    for key in [
+        "collectlogs",
+        "etcdkeys",
+        "etcdconfig",
+        "kafkaconfig",
+        "catsyslog",
+    ] {
+        assert!(err.contains(&format!("legacy key `{key}`")), "{key}: {err}");
+    }
+    assert!(out.contains("/var/log/logdir2/log.txt"), "{out}");
+    assert!(out.contains("/var/log/logdir3/log.txt"), "{out}");
+    assert!(!out.contains("logdir1"), "the commented-out entry: {out}");
+
+    // Every list of the seed format commented out, every section left empty.
+    std::fs::write(
+        dir.path().join("empty.yaml"),
+        "catsyslog:\ncollectlogs:\n#  - logpath: /var/log/a.log\n#    logtopic: a\n\
+         etcdkeys:\n  #- \"collectlogkey1\"\netcdconfig:\n  #- \"localhost:2379\"\nkafkaconfig:\n",
+    )
+    .unwrap();
+    let (code, _, err) = logcatch(&["check", "--config", "empty.yaml"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("legacy key `etcdkeys`"), "{err}");
+}

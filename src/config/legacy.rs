@@ -1,5 +1,6 @@
 //! The seed format of the Go system logcatch replaces (`collectlogs`, `etcdkeys`,
-//! `etcdconfig`, `kafkaconfig`), rewritten into the current shape with a warning each.
+//! `etcdconfig`, `kafkaconfig`, `catsyslog`), rewritten into the current shape with a
+//! warning each.
 
 use serde_yaml::{Mapping, Value};
 
@@ -11,14 +12,28 @@ const LEGACY_KEYS: &[(&str, &str)] = &[
     ("kafkaconfig", "sink: {kind: kafka, kafka: {brokers}}"),
 ];
 
+/// The Go system's own log (`catsyslog: {logpath, loglevel}`): logcatch logs to stderr.
+const OWN_LOG_KEY: &str = "catsyslog";
+
 /// Rewrites legacy keys in `root` in place. Returns one warning per rewritten key, or an
 /// error `(field, message)` for a legacy key that cannot be honoured.
+///
+/// Like the Go system (`if etcdDatas == nil { return etcdMgr }`), a legacy key that is
+/// null or empty — a list whose entries are all commented out reads as null — declares
+/// nothing: it is dropped with its warning, whatever else the file has.
 pub fn rewrite(root: &mut Mapping) -> Result<Vec<String>, (String, String)> {
     let mut warnings = Vec::new();
     for &(old, new) in LEGACY_KEYS {
         let Some(value) = root.remove(old) else {
             continue;
         };
+        if is_empty(&value) {
+            warnings.push(format!(
+                "legacy key `{old}` is deprecated: write `{new}` instead (it is empty here, \
+                 so it declares nothing)"
+            ));
+            continue;
+        }
         match old {
             "etcdkeys" => into_etcd(root, old, "keys", value)?,
             "etcdconfig" => into_etcd(root, old, "endpoints", value)?,
@@ -45,7 +60,29 @@ pub fn rewrite(root: &mut Mapping) -> Result<Vec<String>, (String, String)> {
             "legacy key `{old}` is deprecated: write `{new}` instead"
         ));
     }
+    if let Some(own_log) = root.remove(OWN_LOG_KEY) {
+        if !matches!(own_log, Value::Null | Value::Mapping(_)) {
+            return Err((
+                OWN_LOG_KEY.into(),
+                "expected a mapping {logpath, loglevel}".into(),
+            ));
+        }
+        warnings.push(format!(
+            "legacy key `{OWN_LOG_KEY}` (the Go system's own log file and level) is ignored: \
+             logcatch logs to stderr, at the level RUST_LOG sets"
+        ));
+    }
     Ok(warnings)
+}
+
+/// Null, an empty list or an empty mapping.
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Sequence(list) => list.is_empty(),
+        Value::Mapping(map) => map.is_empty(),
+        _ => false,
+    }
 }
 
 /// Moves a legacy list into `etcd.<field>` (the Go system's lists have the same shape).
@@ -197,6 +234,36 @@ mod tests {
         );
         assert_eq!(warnings.len(), 2);
         assert!(warnings[0].contains("`etcdkeys`") && warnings[0].contains("`etcd.keys`"));
+    }
+
+    #[test]
+    fn rewrite_should_drop_null_and_empty_legacy_keys_with_a_warning() {
+        // `etcdkeys:` with every entry commented out is null.
+        let mut root = mapping(
+            "collectlogs:\netcdkeys:\n  #- collectlogkey1\netcdconfig: []\nkafkaconfig: {}\n\
+             logs: [{path: /a, topic: a}]\netcd: {keys: [/b]}\n",
+        );
+        let warnings = rewrite(&mut root).unwrap();
+        assert_eq!(
+            root,
+            mapping("logs: [{path: /a, topic: a}]\netcd: {keys: [/b]}\n"),
+            "nothing added, no conflict with the new forms"
+        );
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(
+            warnings.iter().all(|w| w.contains("declares nothing")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn rewrite_should_ignore_the_go_systems_own_log_section_with_a_warning() {
+        let mut root = mapping("catsyslog: {logpath: /var/log/x, loglevel: debug}\n");
+        let warnings = rewrite(&mut root).unwrap();
+        assert!(root.is_empty());
+        assert!(warnings[0].contains("`catsyslog`") && warnings[0].contains("RUST_LOG"));
+        let mut root = mapping("catsyslog: [a]\n");
+        assert_eq!(rewrite(&mut root).unwrap_err().0, "catsyslog");
     }
 
     #[test]
