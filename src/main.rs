@@ -159,8 +159,10 @@ fn init_logging(format: LogFormat) {
         // rskafka logs every connection attempt at info: keep its warnings only.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rskafka=warn"));
     // Logs go to stderr: stdout belongs to the stdout sink.
+    // Colours only on a terminal: a container's log or a file gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
