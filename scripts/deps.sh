@@ -32,6 +32,8 @@ command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
 command -v etcd >/dev/null || apt_packages+=(etcd-server)
 command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
 command -v promtool >/dev/null || apt_packages+=(prometheus)
+# Real logrotate for the copytruncate tests (tests/logrotate.rs); it lives in /usr/sbin.
+[[ -x /usr/sbin/logrotate ]] || command -v logrotate >/dev/null || apt_packages+=(logrotate)
 # scripts/deny.sh keeps the offline advisory snapshot in a git repository for cargo-deny.
 command -v git >/dev/null || apt_packages+=(git)
 apt_install deps "${apt_packages[@]}"

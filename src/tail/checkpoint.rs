@@ -1,7 +1,9 @@
 //! Checkpoints: per (topic, file identity), the offset up to which the sink acknowledged
-//! every line. Kept in memory, written to `state_dir/checkpoints.json` soon after the
-//! first change, then at most once a second, and at shutdown, atomically (temp file,
-//! fsync, rename, fsync dir).
+//! every line; and for a while after a file was truncated in place, what its content was
+//! and how far it had been acknowledged (a copy of it resumes there: `tail/copies.rs`).
+//! Kept in memory, written to `state_dir/checkpoints.json` soon after the first change,
+//! then at most once a second, and at shutdown, atomically (temp file, fsync, rename,
+//! fsync dir).
 
 use super::fingerprint::FileIdentity;
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,11 @@ const FILE_NAME: &str = "checkpoints.json";
 const VERSION: u32 = 1;
 /// How often dirty checkpoints are written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the content of a truncated file is remembered: logrotate's `copytruncate`
+/// makes its copy just before truncating, so a glob finds the copy within a resync.
+pub const TRUNCATED_KEPT_FOR: Duration = Duration::from_secs(3600);
+/// Truncated contents remembered per (topic, path), newest kept.
+const TRUNCATED_KEPT_PER_PATH: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -55,6 +62,10 @@ pub struct Checkpoint {
 struct OnDisk {
     version: u32,
     checkpoints: Vec<Checkpoint>,
+    /// Contents truncated away (`file` is the identity before the truncation); absent in
+    /// files written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    truncated: Vec<Checkpoint>,
 }
 
 type Key = (String, u64, u64);
@@ -63,6 +74,9 @@ type Key = (String, u64, u64);
 pub struct Checkpoints {
     path: PathBuf,
     entries: Mutex<HashMap<Key, Checkpoint>>,
+    /// What truncated files held, oldest first, at most `TRUNCATED_KEPT_PER_PATH` per
+    /// (topic, path) and for `TRUNCATED_KEPT_FOR`.
+    truncated: Mutex<Vec<Checkpoint>>,
     /// Bumped on every change; compared with `written` to know whether to flush.
     generation: AtomicU64,
     written: AtomicU64,
@@ -86,9 +100,9 @@ impl Checkpoints {
         // A temp file left by a write interrupted before its rename is never the truth.
         let _ = std::fs::remove_file(crate::atomic_file::tmp_path(&path));
         let mut recovered = Recovered { moved_aside: None };
-        let entries = match std::fs::read(&path) {
+        let document = match std::fs::read(&path) {
             Ok(bytes) => match parse(&bytes) {
-                Ok(list) => list,
+                Ok(document) => Some(document),
                 Err(reason) => {
                     let aside = path.with_extension(format!("json.corrupt-{}", unix_now()));
                     std::fs::rename(&path, &aside).map_err(|source| CheckpointError::Write {
@@ -96,12 +110,14 @@ impl Checkpoints {
                         source,
                     })?;
                     recovered.moved_aside = Some((aside, reason));
-                    Vec::new()
+                    None
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(CheckpointError::Read { path, source }),
         };
+        let (entries, truncated) =
+            document.map_or_else(Default::default, |d| (d.checkpoints, d.truncated));
         let entries = entries
             .into_iter()
             .map(|c| ((c.topic.clone(), c.file.dev, c.file.ino), c))
@@ -109,6 +125,7 @@ impl Checkpoints {
         let store = Checkpoints {
             path,
             entries: Mutex::new(entries),
+            truncated: Mutex::new(truncated),
             generation: AtomicU64::new(0),
             written: AtomicU64::new(0),
         };
@@ -155,6 +172,73 @@ impl Checkpoints {
         }
     }
 
+    /// Records that `file` on `topic` was truncated in place after every line before
+    /// `offset` was acknowledged, and starts its checkpoint again at 0 under `now_file`,
+    /// the identity of what it holds now. The old content and offset are kept for
+    /// `TRUNCATED_KEPT_FOR`: a copy of it (`copytruncate`) resumes there.
+    pub fn truncated(
+        &self,
+        topic: &str,
+        file: FileIdentity,
+        offset: u64,
+        now_file: FileIdentity,
+        path: &Path,
+    ) {
+        {
+            let mut truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
+            truncated.push(Checkpoint {
+                topic: topic.to_string(),
+                file,
+                offset,
+                path: path.to_path_buf(),
+                updated: unix_now(),
+            });
+            let same_path = |c: &Checkpoint| c.topic == topic && c.path == path;
+            let excess = truncated
+                .iter()
+                .filter(|c| same_path(c))
+                .count()
+                .saturating_sub(TRUNCATED_KEPT_PER_PATH);
+            let mut dropped = 0;
+            truncated.retain(|c| {
+                let drop = dropped < excess && same_path(c);
+                dropped += drop as usize;
+                !drop
+            });
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+        self.set(topic, now_file, 0, path);
+    }
+
+    /// The checkpoints on `topic` with a full fingerprint that `wanted` accepts, each
+    /// with whether it is the content of a truncated file (else a live checkpoint),
+    /// newest first: what a new file may be a copy of.
+    pub fn originals(
+        &self,
+        topic: &str,
+        wanted: impl Fn(&Checkpoint) -> bool,
+    ) -> Vec<(Checkpoint, bool)> {
+        let same = |c: &Checkpoint| c.topic == topic && c.file.is_full() && wanted(c);
+        let oldest = unix_now().saturating_sub(TRUNCATED_KEPT_FOR.as_secs());
+        let mut found: Vec<(Checkpoint, bool)> = {
+            let truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
+            truncated
+                .iter()
+                .filter(|c| same(c) && c.updated >= oldest)
+                .map(|c| (c.clone(), true))
+                .collect()
+        };
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        found.extend(
+            entries
+                .values()
+                .filter(|c| same(c))
+                .map(|c| (c.clone(), false)),
+        );
+        found.sort_by_key(|(c, _)| std::cmp::Reverse(c.updated));
+        found
+    }
+
     /// Writes the checkpoints if they changed since the last write. Returns whether it wrote.
     pub fn flush(&self) -> Result<bool, CheckpointError> {
         let generation = self.generation.load(Ordering::Acquire);
@@ -166,9 +250,16 @@ impl Checkpoints {
             entries.values().cloned().collect()
         };
         list.sort_by(|a, b| (&a.topic, &a.path).cmp(&(&b.topic, &b.path)));
+        let oldest = unix_now().saturating_sub(TRUNCATED_KEPT_FOR.as_secs());
+        let truncated = {
+            let mut truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
+            truncated.retain(|c| c.updated >= oldest);
+            truncated.clone()
+        };
         let document = OnDisk {
             version: VERSION,
             checkpoints: list,
+            truncated,
         };
         let mut bytes = serde_json::to_vec(&document).map_err(|e| CheckpointError::Write {
             path: self.path.clone(),
@@ -219,7 +310,7 @@ impl Checkpoints {
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<Vec<Checkpoint>, String> {
+fn parse(bytes: &[u8]) -> Result<OnDisk, String> {
     let document: OnDisk =
         serde_json::from_slice(bytes).map_err(|e| format!("not a checkpoint file: {e}"))?;
     if document.version != VERSION {
@@ -228,7 +319,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<Checkpoint>, String> {
             document.version
         ));
     }
-    Ok(document.checkpoints)
+    Ok(document)
 }
 
 fn unix_now() -> u64 {
@@ -305,6 +396,57 @@ mod tests {
     }
 
     #[test]
+    fn truncated_contents_should_survive_a_reopen_a_few_per_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Checkpoints::open(dir.path()).unwrap();
+        let full = |hash| FileIdentity {
+            dev: 1,
+            ino: 7,
+            fp_len: crate::tail::fingerprint::FINGERPRINT_BYTES,
+            hash,
+        };
+        for hash in 0..6u64 {
+            store.truncated("app", full(hash), 100 + hash, identity(7), Path::new("/a"));
+        }
+        store.truncated("app", full(9), 9, identity(8), Path::new("/b"));
+        assert!(store.flush().unwrap());
+        let (again, _) = Checkpoints::open(dir.path()).unwrap();
+        let kept: Vec<u64> = (0..6)
+            .filter(|&h| !again.originals("app", |c| c.file.hash == h).is_empty())
+            .collect();
+        assert_eq!(kept, vec![2, 3, 4, 5], "the newest four of /a");
+        let found = again.originals("app", |c| c.file.hash == 5);
+        assert_eq!((found[0].0.offset, found[0].1), (105, true));
+        assert_eq!(
+            again.originals("app", |c| c.file.hash == 9).len(),
+            1,
+            "/b keeps its own"
+        );
+        assert!(
+            again.originals("other", |c| c.file.hash == 5).is_empty(),
+            "per topic"
+        );
+        assert_eq!(
+            again.get("app", 1, 7).unwrap().offset,
+            0,
+            "the file starts over at 0"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_file_without_truncated_contents_should_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            br#"{"version":1,"checkpoints":[{"topic":"app","file":{"dev":1,"ino":7,"fp_len":3,"hash":42},"offset":5,"path":"/a","updated":1}]}"#,
+        )
+        .unwrap();
+        let (store, recovered) = Checkpoints::open(dir.path()).unwrap();
+        assert!(recovered.moved_aside.is_none());
+        assert_eq!(store.get("app", 1, 7).unwrap().offset, 5);
+    }
+
+    #[test]
     fn a_corrupt_checkpoint_file_should_be_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), b"{\"version\": 1, \"checkp").unwrap();
@@ -339,7 +481,7 @@ mod tests {
         #[test]
         fn a_truncated_checkpoint_file_is_refused(cut in 0usize..200) {
             let entry = Checkpoint { topic: "app".into(), file: identity(7), offset: 5, path: "/a".into(), updated: 1 };
-            let full = serde_json::to_vec(&OnDisk { version: VERSION, checkpoints: vec![entry] }).unwrap();
+            let full = serde_json::to_vec(&OnDisk { version: VERSION, checkpoints: vec![entry], truncated: vec![] }).unwrap();
             let cut = cut.min(full.len() - 1);
             proptest::prop_assert!(parse(&full[..cut]).is_err());
         }

@@ -44,6 +44,12 @@ impl FileIdentity {
         self.fp_len < FINGERPRINT_BYTES && size > self.fp_len
     }
 
+    /// Whether the fingerprint covers the full `FINGERPRINT_BYTES`: only such a fingerprint
+    /// is taken to name content, whatever inode holds it (`tail/copies.rs`).
+    pub fn is_full(&self) -> bool {
+        self.fp_len == FINGERPRINT_BYTES
+    }
+
     pub fn same_file_as(&self, other: &FileIdentity) -> bool {
         (self.dev, self.ino) == (other.dev, other.ino)
     }
@@ -53,7 +59,8 @@ impl FileIdentity {
     }
 }
 
-fn hash_prefix(file: &File, len: u64) -> io::Result<u64> {
+/// The checksum of the first `len` bytes of `file` (at most `FINGERPRINT_BYTES`).
+pub fn hash_prefix(file: &File, len: u64) -> io::Result<u64> {
     let mut buf = [0u8; FINGERPRINT_BYTES as usize];
     let buf = &mut buf[..len as usize];
     file.read_exact_at(buf, 0)?;

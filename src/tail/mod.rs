@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod claims;
+mod copies;
 pub mod fingerprint;
 pub mod framer;
 mod newlines;

@@ -4,6 +4,7 @@
 
 use super::checkpoint::Checkpoints;
 use super::claims::{Claim, Claims};
+use super::copies::{self, Undecided, Verdict};
 use super::fingerprint::FileIdentity;
 use super::framer::Framer;
 use super::parking::Parked;
@@ -132,6 +133,8 @@ enum Opened {
     Missing,
     /// Another tailer on the topic reads this file under another name.
     Claimed(TailerId),
+    /// A new file that may be a copy still being written (why): looked at again later.
+    Undecided(&'static str),
 }
 
 /// A batch in flight: which file, up to which offset, and the sink's verdict.
@@ -170,6 +173,8 @@ pub struct Tailer {
     lingering: VecDeque<Lingering>,
     /// The file being followed: `/status` shows its offset, not a lingering file's.
     current: Option<FileIdentity>,
+    /// The new file at the path that may be a copy still being written.
+    undecided: Undecided,
 }
 
 impl Tailer {
@@ -203,6 +208,7 @@ impl Tailer {
             deadline: None,
             lingering: VecDeque::new(),
             current: None,
+            undecided: Undecided::default(),
         }
     }
 
@@ -294,6 +300,14 @@ impl Tailer {
                             .set_state(TailerState::Waiting, Some("file does not exist".into()));
                         self.idle(stop, pending).await?;
                     }
+                    Opened::Undecided(why) => {
+                        self.permit = None;
+                        self.progress
+                            .set_state(TailerState::Waiting, Some(why.to_string()));
+                        // Look again each poll: the copy grows while logrotate writes it.
+                        self.idle_streak = 0;
+                        self.idle(stop, pending).await?;
+                    }
                     Opened::Claimed(owner) => {
                         self.permit = None;
                         let reason = format!("the file is being finished by tailer {owner}");
@@ -330,16 +344,31 @@ impl Tailer {
                     self.idle(stop, pending).await?;
                 }
                 Change::Truncated => {
-                    // Settle what was sent before the truncation, then start over at 0.
+                    // Settle what was sent before the truncation, then start over at 0
+                    // under the identity of what the file holds now: a restart must
+                    // recognise it, and a copy of the old content resume where it ended.
                     self.drain(pending).await?;
+                    let before = open.identity;
+                    open.identity = open
+                        .file
+                        .metadata()
+                        .and_then(|meta| FileIdentity::of(&open.file, &meta))
+                        .map_err(|source| TailError::Read {
+                            path: self.id.path.to_path_buf(),
+                            source,
+                        })?;
+                    self.ctx.checkpoints.truncated(
+                        &self.id.topic,
+                        before,
+                        open.submitted,
+                        open.identity,
+                        &self.id.path,
+                    );
                     open.framer.reset(0);
                     if let Some(decoder) = open.decoder.as_mut() {
                         decoder.reset();
                     }
                     open.submitted = 0;
-                    self.ctx
-                        .checkpoints
-                        .set(&self.id.topic, open.identity, 0, &self.id.path);
                     self.progress.set_acked(0);
                     self.ctx.events.file_truncated(&self.id.topic);
                     tracing::info!(tailer = %self.id, "file truncated; reading again from offset 0");
@@ -643,14 +672,34 @@ impl Tailer {
             Some(cp) if cp.file.matches(&file, meta).map_err(open_err)? => Some(cp.offset),
             _ => None,
         };
-        let offset = match resumed {
-            Some(offset) if offset <= meta.len() => offset,
-            Some(_) => {
+        // A new file holding content already shipped (a copytruncate copy) resumes where
+        // the original was acknowledged.
+        let copy_of = match resumed {
+            Some(_) => None,
+            None => match copies::judge(&self.ctx.checkpoints, &self.id.topic, path, &file, meta)
+                .map_err(open_err)?
+            {
+                Verdict::CopyOf(original) => Some(original),
+                Verdict::New => None,
+                Verdict::Undecided(why) if !self.undecided.settled(meta) => {
+                    return Ok(Opened::Undecided(why))
+                }
+                Verdict::Undecided(_) => None,
+            },
+        };
+        let offset = match (resumed, &copy_of) {
+            (Some(offset), _) if offset <= meta.len() => offset,
+            (Some(_), _) => {
                 self.ctx.events.file_truncated(&self.id.topic);
                 0
             }
-            None if first_open && self.settings.start_at == StartAt::End => meta.len(),
-            None => 0,
+            (None, Some(original)) => {
+                tracing::info!(tailer = %self.id, copy_of = %original.path.display(),
+                    offset = original.offset, "a copy of a file already shipped up to offset");
+                original.offset
+            }
+            (None, None) if first_open && self.settings.start_at == StartAt::End => meta.len(),
+            (None, None) => 0,
         };
         tracing::info!(tailer = %self.id, offset, resumed = resumed.is_some(), "following file");
         // Record the start so that a restart resumes here rather than re-applying start_at.
@@ -777,6 +826,17 @@ impl Tailer {
         while pending.len() >= MAX_PENDING {
             if let Some(done) = pending.next().await {
                 self.on_ack(done)?;
+            }
+        }
+        if open.identity.can_grow(end) {
+            // The checkpoint names the file by as many of its first bytes as it has:
+            // fewer would let another file that starts alike take its place.
+            if let Ok(grown) = open
+                .file
+                .metadata()
+                .and_then(|meta| FileIdentity::of(&open.file, &meta))
+            {
+                open.identity = grown;
             }
         }
         let identity = open.identity;

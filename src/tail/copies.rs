@@ -1,0 +1,269 @@
+//! Recognising a copy of content already shipped. logrotate's `copytruncate` copies
+//! `app.log` to `app.log.1` (a new inode) and truncates `app.log` in place; a glob that
+//! matches both would ship the copy again from 0. A new file is taken for such a copy,
+//! and resumes at the offset acknowledged in the original, when its first
+//! `FINGERPRINT_BYTES` are those of a checkpoint on the same topic that acknowledged at
+//! least as much, it is at least as long as that offset, and the original is known to
+//! have been truncated (or still holds the same bytes before that offset). Never on the
+//! first bytes alone: files that start with the same header (a banner, a CSV header) are
+//! different files.
+
+use super::checkpoint::{Checkpoint, Checkpoints};
+use super::fingerprint::{hash_prefix, FINGERPRINT_BYTES};
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a new file that may be a copy still being written must keep its size before
+/// it is read from 0 anyway: logrotate writes a copy's first KiB as soon as it creates
+/// it, and the rest without pausing.
+pub const COPY_SETTLE: Duration = Duration::from_secs(1);
+
+/// What a new file (no checkpoint of its own) is.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Not a copy: read it by `start_at`.
+    New,
+    /// A copy of content acknowledged up to the checkpoint's offset.
+    CopyOf(Checkpoint),
+    /// Maybe a copy still being written (the reason): look again once its size has
+    /// settled for `COPY_SETTLE`, then read it from 0 if it is still undecided.
+    Undecided(&'static str),
+}
+
+/// A tailer's memory of the undecided file it last looked at: which, how long, since when.
+#[derive(Debug, Default)]
+pub struct Undecided {
+    seen: Option<(u64, u64, u64, tokio::time::Instant)>,
+}
+
+impl Undecided {
+    /// Whether the file has kept its size for `COPY_SETTLE` since it was first seen
+    /// undecided (then it is read as a new file).
+    pub fn settled(&mut self, meta: &Metadata) -> bool {
+        let now = tokio::time::Instant::now();
+        let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
+        match self.seen {
+            Some((d, i, s, since)) if (d, i, s) == (dev, ino, size) => {
+                now.duration_since(since) >= COPY_SETTLE
+            }
+            _ => {
+                self.seen = Some((dev, ino, size, now));
+                false
+            }
+        }
+    }
+}
+
+/// Whether `file`, found at `path` on `topic`, is a copy of content already shipped.
+pub fn judge(
+    checkpoints: &Checkpoints,
+    topic: &str,
+    path: &Path,
+    file: &File,
+    meta: &Metadata,
+) -> io::Result<Verdict> {
+    // Less than a KiB acknowledged is cheaper to ship again than to guess about.
+    let other_file = |c: &Checkpoint| {
+        (c.file.dev, c.file.ino) != (meta.dev(), meta.ino()) && c.offset >= FINGERPRINT_BYTES
+    };
+    if meta.len() < FINGERPRINT_BYTES {
+        // Too short to tell: a copy beside its original has just been created.
+        let beside =
+            checkpoints.originals(topic, |c| other_file(c) && c.path.parent() == path.parent());
+        return Ok(if beside.is_empty() {
+            Verdict::New
+        } else {
+            Verdict::Undecided("a new file shorter than a KiB beside files of the topic (a copytruncate copy being written?)")
+        });
+    }
+    let hash = hash_prefix(file, FINGERPRINT_BYTES)?;
+    for (original, truncated) in
+        checkpoints.originals(topic, |c| other_file(c) && c.file.hash == hash)
+    {
+        if original.offset > meta.len() {
+            return Ok(Verdict::Undecided(
+                "a copy of a shipped file still being written (copytruncate)",
+            ));
+        }
+        if truncated || original_truncated_or_same(&original, file)? {
+            return Ok(Verdict::CopyOf(original));
+        }
+    }
+    Ok(Verdict::New)
+}
+
+/// Whether the live checkpoint's file, still at its path, was truncated below the
+/// acknowledged offset (the agent has not seen it yet, or was down), or holds the same
+/// bytes as `copy` before that offset (copied, not yet truncated). A file no longer at
+/// its path was renamed or deleted: its own checkpoint follows it, nothing was copied.
+fn original_truncated_or_same(original: &Checkpoint, copy: &File) -> io::Result<bool> {
+    let Ok(file) = super::open_for_reading(&original.path) else {
+        return Ok(false);
+    };
+    let meta = file.metadata()?;
+    if !original.file.same_file(&meta) {
+        return Ok(false);
+    }
+    if meta.len() < original.offset {
+        return Ok(true);
+    }
+    let len = original.offset.min(FINGERPRINT_BYTES);
+    let start = original.offset - len;
+    let (mut theirs, mut ours) = (vec![0; len as usize], vec![0; len as usize]);
+    file.read_exact_at(&mut theirs, start)?;
+    copy.read_exact_at(&mut ours, start)?;
+    Ok(theirs == ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tail::fingerprint::FileIdentity;
+    use std::path::Path;
+
+    fn content(prefix: &str, lines: usize) -> String {
+        (0..lines)
+            .map(|i| format!("{prefix} line {i:05}\n"))
+            .collect()
+    }
+
+    fn identity(path: &Path) -> FileIdentity {
+        let file = File::open(path).unwrap();
+        FileIdentity::of(&file, &file.metadata().unwrap()).unwrap()
+    }
+
+    /// The offset a copy resumes at; `None` for a new file, panics when undecided.
+    fn copy_of_path(store: &Checkpoints, topic: &str, path: &Path) -> Option<u64> {
+        match judge_path(store, topic, path) {
+            Verdict::New => None,
+            Verdict::CopyOf(original) => Some(original.offset),
+            Verdict::Undecided(why) => panic!("undecided: {why}"),
+        }
+    }
+
+    fn judge_path(store: &Checkpoints, topic: &str, path: &Path) -> Verdict {
+        let file = File::open(path).unwrap();
+        let meta = file.metadata().unwrap();
+        judge(store, topic, path, &file, &meta).unwrap()
+    }
+
+    #[test]
+    fn a_copy_of_a_truncated_file_should_resume_at_its_acknowledged_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Checkpoints::open(&dir.path().join("state")).unwrap();
+        let log = dir.path().join("ct.log");
+        std::fs::write(&log, content("a", 500)).unwrap();
+        let before = identity(&log);
+        let acked = std::fs::metadata(&log).unwrap().len();
+        std::fs::copy(&log, dir.path().join("ct.log.1")).unwrap();
+        std::fs::write(&log, "").unwrap();
+        store.truncated("app", before, acked, identity(&log), &log);
+        assert_eq!(
+            copy_of_path(&store, "app", &dir.path().join("ct.log.1")),
+            Some(acked)
+        );
+        assert_eq!(
+            copy_of_path(&store, "other", &dir.path().join("ct.log.1")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_copy_made_before_the_truncation_was_seen_should_resume_at_the_live_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Checkpoints::open(&dir.path().join("state")).unwrap();
+        let log = dir.path().join("ct.log");
+        std::fs::write(&log, content("a", 500)).unwrap();
+        let acked = 3_000;
+        store.set("app", identity(&log), acked, &log);
+        let copy = dir.path().join("ct.log.1");
+        std::fs::copy(&log, &copy).unwrap();
+        assert_eq!(
+            copy_of_path(&store, "app", &copy),
+            Some(acked),
+            "not truncated yet"
+        );
+        std::fs::write(&log, "x\n").unwrap();
+        assert_eq!(copy_of_path(&store, "app", &copy), Some(acked), "truncated");
+        assert_eq!(
+            copy_of_path(&store, "app", &log),
+            None,
+            "the original itself"
+        );
+    }
+
+    #[test]
+    fn a_file_that_only_starts_like_another_should_be_read_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Checkpoints::open(&dir.path().join("state")).unwrap();
+        let header = content("banner", 100);
+        let old = dir.path().join("app-1.log");
+        std::fs::write(&old, header.clone() + &content("day one", 100)).unwrap();
+        let acked = std::fs::metadata(&old).unwrap().len();
+        store.set("app", identity(&old), acked, &old);
+        let new = dir.path().join("app-2.log");
+        std::fs::write(&new, header + &content("day two", 200)).unwrap();
+        assert_eq!(
+            copy_of_path(&store, "app", &new),
+            None,
+            "same first KiB, other file"
+        );
+        // Renamed away (rotation): its inode keeps its own checkpoint, nothing to resume.
+        std::fs::rename(&old, dir.path().join("app-1.log.old")).unwrap();
+        std::fs::copy(dir.path().join("app-1.log.old"), &old).unwrap();
+        assert_eq!(copy_of_path(&store, "app", &old), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_undecided_file_should_settle_once_its_size_stays_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ct.log.1");
+        std::fs::write(&path, "a").unwrap();
+        let meta = || std::fs::metadata(&path).unwrap();
+        let mut undecided = Undecided::default();
+        assert!(!undecided.settled(&meta()), "first seen");
+        tokio::time::advance(COPY_SETTLE / 2).await;
+        std::fs::write(&path, "ab").unwrap();
+        assert!(!undecided.settled(&meta()), "grew: seen again");
+        tokio::time::advance(COPY_SETTLE / 2).await;
+        assert!(
+            !undecided.settled(&meta()),
+            "not settled for long enough yet"
+        );
+        tokio::time::advance(COPY_SETTLE / 2).await;
+        assert!(undecided.settled(&meta()), "the same size for COPY_SETTLE");
+    }
+
+    #[test]
+    fn a_copy_still_being_written_should_be_undecided() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Checkpoints::open(&dir.path().join("state")).unwrap();
+        let log = dir.path().join("ct.log");
+        std::fs::write(&log, content("a", 500)).unwrap();
+        let before = identity(&log);
+        let acked = std::fs::metadata(&log).unwrap().len();
+        store.set("app", before, acked, &log);
+        let copy = dir.path().join("ct.log.1");
+        let bytes = std::fs::read(&log).unwrap();
+        for part in [0, 100, 2_000] {
+            std::fs::write(&copy, &bytes[..part]).unwrap();
+            let verdict = judge_path(&store, "app", &copy);
+            assert!(
+                matches!(verdict, Verdict::Undecided(_)),
+                "{part} bytes: {verdict:?}"
+            );
+        }
+        std::fs::write(&copy, &bytes).unwrap();
+        assert_eq!(copy_of_path(&store, "app", &copy), Some(acked), "complete");
+        // A short new file elsewhere, or on another topic, is simply new.
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        let other = dir.path().join("elsewhere/b.log");
+        std::fs::write(&other, "b\n").unwrap();
+        assert_eq!(copy_of_path(&store, "app", &other), None);
+        std::fs::write(&copy, &bytes[..100]).unwrap();
+        assert_eq!(copy_of_path(&store, "other", &copy), None);
+    }
+}
