@@ -3,7 +3,9 @@
 //! before the new `app.log`, even when only `app.log` is declared.
 
 use super::checkpoint::Checkpoint;
+use std::ffi::OsString;
 use std::fs::{File, Metadata};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -18,9 +20,13 @@ pub struct Rotated {
 /// Looks in the directory of `path` — and, when `path` is a symlink, in its target's
 /// (the kubelet rotates `/var/log/pods/.../0.log` behind the `/var/log/containers` link)
 /// — for the files of `checkpoints` (last read under `path`) by device, inode and
-/// fingerprint, oldest checkpoint first. Skips the file `path` names now and files
-/// already read to their end. Unreadable entries are skipped: this is a best effort on
-/// top of the normal following of `path`.
+/// fingerprint, oldest checkpoint first. Only names that start like the followed file
+/// (its name up to the last dot: `app.log.1`, `app-2026-12-03.log`, `app.1.log` for
+/// `app.log`; `0.log.<time>` for the kubelet's `0.log`) are looked at, so a new file that
+/// took a deleted file's inode under another name is not taken for it (an empty file's
+/// fingerprint matches anything). Skips the file `path` names now and files already read
+/// to their end. Unreadable entries are skipped: this is a best effort on top of the
+/// normal following of `path`.
 pub fn find(path: &Path, checkpoints: &[Checkpoint]) -> Vec<Rotated> {
     let current = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     let wanted: Vec<&Checkpoint> = checkpoints
@@ -31,10 +37,20 @@ pub fn find(path: &Path, checkpoints: &[Checkpoint]) -> Vec<Rotated> {
         return Vec::new();
     }
     let mut found: Vec<Rotated> = Vec::new();
-    let entries = directories(path)
+    let chain = directories(path);
+    let stems: Vec<Vec<u8>> = chain
+        .iter()
+        .filter_map(|(_, name)| Path::new(name).file_stem())
+        .map(|stem| stem.as_bytes().to_vec())
+        .collect();
+    let entries = chain
         .into_iter()
-        .filter_map(|dir| std::fs::read_dir(dir).ok())
-        .flat_map(|entries| entries.flatten());
+        .filter_map(|(dir, _)| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter(|entry| {
+            let name = entry.file_name();
+            stems.iter().any(|stem| name.as_bytes().starts_with(stem))
+        });
     for entry in entries {
         let Ok(meta) = entry.metadata() else { continue };
         if !meta.is_file() {
@@ -70,15 +86,16 @@ pub fn find(path: &Path, checkpoints: &[Checkpoint]) -> Vec<Rotated> {
     found
 }
 
-/// The directory of `path` and those of the files its symlinks point to (a few hops).
-fn directories(path: &Path) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
+/// The directory and file name of `path` and of the files its symlinks point to (a few
+/// hops).
+fn directories(path: &Path) -> Vec<(PathBuf, OsString)> {
+    let mut dirs: Vec<(PathBuf, OsString)> = Vec::new();
     let mut at = path.to_path_buf();
     for _ in 0..8 {
-        if let Some(dir) = at.parent() {
+        if let (Some(dir), Some(name)) = (at.parent(), at.file_name()) {
             let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
+            if !dirs.iter().any(|(d, n)| *d == dir && n == name) {
+                dirs.push((dir, name.to_os_string()));
             }
         }
         let Ok(target) = std::fs::read_link(&at) else {
@@ -108,8 +125,39 @@ mod tests {
         // Dangling (0.log not created yet) still names the target's directory.
         assert_eq!(
             directories(&link),
-            vec![root.join("containers"), pods.clone()]
+            vec![
+                (root.join("containers"), "pod_ns_c-1.log".into()),
+                (pods.clone(), "0.log".into())
+            ]
         );
-        assert_eq!(directories(&pods.join("0.log")), vec![pods]);
+        assert_eq!(
+            directories(&pods.join("0.log")),
+            vec![(pods, "0.log".into())]
+        );
+    }
+
+    #[test]
+    fn find_should_look_only_at_names_that_start_like_the_followed_file() {
+        use crate::tail::fingerprint::FileIdentity;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "").unwrap();
+        let empty = std::fs::File::open(&log).unwrap();
+        let meta = empty.metadata().unwrap();
+        let checkpoint = Checkpoint {
+            topic: "t".into(),
+            file: FileIdentity::of(&empty, &meta).unwrap(),
+            offset: 0,
+            path: log.clone(),
+            updated: 1,
+        };
+        // The checkpointed (empty) file under another name, with lines: the same inode.
+        std::fs::rename(&log, dir.path().join("other.txt")).unwrap();
+        std::fs::write(dir.path().join("other.txt"), "a line\n").unwrap();
+        assert!(find(&log, std::slice::from_ref(&checkpoint)).is_empty());
+        std::fs::rename(dir.path().join("other.txt"), dir.path().join("app.1.log")).unwrap();
+        let found = find(&log, &[checkpoint]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, dir.path().join("app.1.log"));
     }
 }
