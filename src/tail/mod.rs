@@ -6,6 +6,8 @@ pub mod claims;
 mod copies;
 pub mod fingerprint;
 pub mod framer;
+#[cfg(test)]
+mod model_tests;
 mod newlines;
 mod parking;
 mod rotated;

@@ -122,6 +122,17 @@ impl Wakeups {
         })
     }
 
+    /// A watcher that never fires: tailers poll (the model test's paused clock would
+    /// otherwise race with notifications arriving in real time).
+    #[cfg(test)]
+    pub fn without_notifications() -> Arc<Self> {
+        Arc::new(Wakeups {
+            watcher: Mutex::new(None),
+            table: Arc::default(),
+            appeared: Arc::default(),
+        })
+    }
+
     /// Files appearing in watched directories that no tailer follows.
     pub fn appeared(&self) -> &Appeared {
         &self.appeared
