@@ -8,10 +8,11 @@ use logcatch::spec::{self, SourceId, TailerSettings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc malloc: the Kafka sink allocates and frees millions of small
-/// buffers a second (every record owns its value and headers in rskafka's API), and
-/// glibc spent more time consolidating its free lists than logcatch spent on anything
-/// else (BENCHMARKS.md, "Kafka headers").
+/// mimalloc instead of glibc malloc: it was chosen when the Kafka sink still allocated per
+/// record, and it gives the read buffer the 64-byte alignment the kernel's copy from the
+/// page cache is fast with. Measurements, what it costs (freed memory kept for its purge
+/// delay), and that it was not measured again since records are encoded from the batch:
+/// BENCHMARKS.md ("Kafka headers", "Aligning the read buffer").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -50,9 +50,9 @@ pub enum Action {
 /// Decides what to do so that the running set converges on the desired set. Depends only
 /// on its arguments: missing an event is healed by the next pass.
 ///
-/// Both sets are sorted by id, so they are walked side by side (a merge join): a
-/// tailer id compares its path component by component, and looking each desired id up
-/// in the running set cost 56 ms per pass at 10,000 files (`benches/plan.rs`).
+/// Both sets are sorted by id, so they are walked side by side (a merge join) instead of
+/// looking each id up in the other set: one comparison per step keeps a pass over
+/// 10,000 tailers cheap (`benches/plan.rs`; BENCHMARKS.md, "`plan` at 10,000 files").
 pub fn plan(desired: &DesiredSet, running: &RunningSet, now: Instant) -> Vec<Action> {
     let mut actions = Vec::new();
     let mut undesired = Vec::new();
@@ -328,7 +328,7 @@ mod tests {
     }
 
     /// The definition `plan` must match: look every desired id up in the running set,
-    /// then every running id up in the desired set (what `plan` did before the merge join).
+    /// then every running id up in the desired set.
     fn plan_by_lookup(desired: &DesiredSet, running: &RunningSet, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         for (id, want) in desired {

@@ -1,8 +1,8 @@
-//! Finding every `\n` in a read chunk. For 100-byte lines, one `memchr` call per line
-//! costs about 12 ns; comparing 64 bytes at a time into a bit mask and walking its set
-//! bits costs about 5 (BENCHMARKS.md, "file → null: newline masks"). `memchr` has no
-//! such bulk interface, so x86-64 (whose SSE2 is always present) compares through
-//! `safe_arch`, handing long lines to `memchr`; elsewhere `memchr_iter` does the work.
+//! Finding every `\n` in a read chunk. With short lines, one `memchr` call per line costs
+//! more than comparing 64 bytes at a time into a bit mask and walking its set bits
+//! (BENCHMARKS.md, "file → null: newline masks"). `memchr` has no such bulk interface,
+//! so x86-64 (whose SSE2 is always present) compares through `safe_arch`, handing long
+//! lines to `memchr`; elsewhere `memchr_iter` does the work.
 
 /// Calls `found` with the index of each `\n` in `bytes`, in order.
 #[cfg(target_arch = "x86_64")]
@@ -36,7 +36,7 @@ pub fn for_each_newline(bytes: &[u8], mut found: impl FnMut(usize)) {
 }
 
 /// Blocks without a newline before the search switches to `memchr` (lines over 128
-/// bytes; with 1 KiB lines the masks alone were 12 % slower than `memchr`).
+/// bytes), whose wider search is faster on long lines (BENCHMARKS.md, same section).
 #[cfg(target_arch = "x86_64")]
 const LONG_LINE_BLOCKS: u32 = 2;
 

@@ -11,9 +11,9 @@ use tokio_util::task::AbortOnDropHandle;
 /// The runtime Kafka's connections live on, and the sender tasks that write requests to
 /// them: a thread of its own, so that a request's bytes go out as the socket takes them
 /// and its answer is read as it arrives, rather than when a worker busy reading files and
-/// encoding gets to them (on 2 shared cores without compression: ≈ 1.08 × the
-/// throughput). One thread serves every partition: the work left on it is the kernel's
-/// copy into the sockets (and TLS), 0.16 s of CPU for the 420 MB of a benchmark run.
+/// encoding gets to them. One thread serves every partition: the work left on it is the
+/// kernel's copy into the sockets (and TLS). Measured in BENCHMARKS.md ("requests on a
+/// thread of their own").
 pub fn network() -> &'static tokio::runtime::Handle {
     static NETWORK: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     NETWORK

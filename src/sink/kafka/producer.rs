@@ -160,7 +160,8 @@ fn group_bytes(shared: &Shared) -> usize {
 /// The sender task of one partition: produces the sealed groups one after the other, in
 /// order, and answers each group's batches. It runs apart from the encoding so that the
 /// next request leaves as soon as the last one is answered, whatever the encoding is busy
-/// with (on a busy machine, waking the encoding task to start it cost ≈ 0.9 ms a request).
+/// with, instead of waiting for the encoding task to be scheduled to start it
+/// (BENCHMARKS.md, "a sender task").
 async fn send(
     shared: Arc<Shared>,
     topic: Arc<str>,
