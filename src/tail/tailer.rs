@@ -40,8 +40,8 @@ const TURN_BYTES: u64 = 4 * 1024 * 1024;
 /// The longest an idle tailer waits between looks at its file without notifications.
 const MAX_IDLE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// The same with notifications (local filesystems): the look is only a safety net then,
-/// and each one costs a wake-up and two stats (10,000 idle files at 2 s were a quarter of
-/// a core, at 60 s still 0.35 % of one).
+/// and each one costs every idle file a wake-up and two stats (idle CPU at 10,000 files:
+/// BENCHMARKS.md).
 const MAX_IDLE_POLL_NOTIFIED: std::time::Duration = std::time::Duration::from_secs(300);
 /// Idle waits before an idle file may be closed for others (`tail.max_open_files`).
 const IDLE_TURNS_BEFORE_CLOSING: u32 = 2;
@@ -899,10 +899,10 @@ impl Tailer {
         Ok(())
     }
 
-    /// Waits one poll interval, handling acknowledgements as they come.
-    /// Waits until the path changes (a notification) or the poll interval passes. The
-    /// interval doubles while nothing happens, up to `MAX_IDLE_POLL`: notifications make
-    /// an idle file cheap, polling is the fallback where they do not arrive (e.g. NFS).
+    /// Waits until the path changes (a notification) or the poll interval passes,
+    /// handling acknowledgements as they come. The interval doubles while nothing
+    /// happens, up to `MAX_IDLE_POLL_NOTIFIED` where notifications arrive and
+    /// `MAX_IDLE_POLL` where they do not (e.g. NFS), so an idle file stays cheap.
     async fn idle(
         &mut self,
         stop: &CancellationToken,
