@@ -503,7 +503,8 @@ mod tests {
                     .expect("encodes");
             }
             assert_eq!(fast.len(), 4);
-            assert_eq!(fast.encoded(), want.encoded(), "key {key:?}");
+            // Equal sets: the same encoded bytes, count and timestamps.
+            assert_eq!(fast, want, "key {key:?}");
         }
     }
 
@@ -570,7 +571,7 @@ mod tests {
                 .expect("encodes");
         }
         assert_eq!(encoded.len(), 3);
-        assert_eq!(encoded.encoded(), want.encoded());
+        assert_eq!(encoded, want, "the same encoded bytes, count and timestamps");
     }
 
     /// Encoding `batch` takes at most `record_overhead` a line, and at most `slack` less.

@@ -42,14 +42,6 @@ pub struct EncodedRecords {
 }
 
 impl EncodedRecords {
-    /// An empty set with room for `bytes` of encoded records.
-    pub fn with_capacity(bytes: usize) -> Self {
-        Self {
-            bytes: Vec::with_capacity(bytes),
-            ..Self::default()
-        }
-    }
-
     /// Appends a record. Fails only when a part is longer than Kafka's length fields
     /// allow (2 GiB) or the set already holds `i32::MAX` records.
     pub fn push<'h>(
@@ -142,11 +134,6 @@ impl EncodedRecords {
         self.bytes.len()
     }
 
-    /// The encoded records, one after the other (before compression).
-    pub fn encoded(&self) -> &[u8] {
-        &self.bytes
-    }
-
     /// The finished set, compressed, for [`PartitionClient::produce_encoded`]: cheap to
     /// clone (for a retry). Compressing here rather than while the request is written
     /// lets a producer compress the next batch while one is in flight. Leaves the set
@@ -197,7 +184,7 @@ impl EncodedRecords {
     }
 
     /// Empties the set, keeping its buffer.
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         self.bytes.clear();
         self.count = 0;
     }

@@ -252,7 +252,7 @@ impl PartitionClient {
             <ProduceRequest as crate::protocol::messages::RequestBody>::API_VERSION_RANGE
                 .max()
                 .0
-                 .0
+                .0
                 < 9
         );
         let request = produce_request(

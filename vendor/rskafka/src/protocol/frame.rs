@@ -8,10 +8,7 @@ use std::{future::Future, io::Cursor};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{
-    primitives::Int32,
-    traits::ReadType,
-};
+use super::{primitives::Int32, traits::ReadType};
 
 #[derive(Error, Debug)]
 #[non_exhaustive]

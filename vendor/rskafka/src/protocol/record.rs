@@ -616,7 +616,9 @@ impl RecordBatch {
     /// unknown; see `RequestBody::size_hint`.
     pub(crate) fn size_hint(&self) -> usize {
         match &self.records {
-            ControlBatchOrRecords::Encoded { detached: true, .. } => crate::record::RECORD_BATCH_OVERHEAD,
+            ControlBatchOrRecords::Encoded { detached: true, .. } => {
+                crate::record::RECORD_BATCH_OVERHEAD
+            }
             _ => self.encoded_size().unwrap_or(0),
         }
     }
@@ -625,7 +627,9 @@ impl RecordBatch {
     /// records, also when they are detached).
     pub(crate) fn encoded_size(&self) -> Option<usize> {
         match &self.records {
-            ControlBatchOrRecords::Encoded { bytes, .. } => Some(crate::record::RECORD_BATCH_OVERHEAD + bytes.len()),
+            ControlBatchOrRecords::Encoded { bytes, .. } => {
+                Some(crate::record::RECORD_BATCH_OVERHEAD + bytes.len())
+            }
             _ => None,
         }
     }
@@ -1076,7 +1080,11 @@ where
             writer.write_all(bytes)?;
             return Ok(());
         }
-        Self::write_compressed(writer, self.compression, Uncompressed::Records(self.records))
+        Self::write_compressed(
+            writer,
+            self.compression,
+            Uncompressed::Records(self.records),
+        )
     }
 }
 
@@ -1351,7 +1359,21 @@ mod tests {
 
     #[test]
     fn varlong_len_matches_the_encoding() {
-        for n in [0i64, 1, -1, 63, 64, -64, -65, 8191, 8192, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+        for n in [
+            0i64,
+            1,
+            -1,
+            63,
+            64,
+            -64,
+            -65,
+            8191,
+            8192,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut buf = vec![];
             Varlong(n).write(&mut buf).unwrap();
             assert_eq!(varlong_len(n), buf.len(), "{n}");
