@@ -9,9 +9,18 @@ deny=$(scripts/deps.sh --print-cargo-deny)
 [[ -x $deny ]] || { echo "cargo-deny not installed: run \`make deps\`" >&2; exit 1; }
 snapshot=${LOGCATCH_ADVISORY_DB:-../shared/advisory-db}
 
+# cargo-deny reads the metadata of every crate in Cargo.lock, for every target (clippy and
+# the build download only this platform's): fetch them all first, or `--offline` fails on
+# a machine whose cargo registry is empty.
+${CARGO:-cargo} fetch --locked --quiet
+
 if [[ ! -d $snapshot ]]; then
   echo "deny: no offline advisory snapshot at $snapshot; fetching the RustSec database"
-  exec "$deny" check
+  "$deny" check && exit 0
+  status=$?
+  echo "deny: failed (exit $status). If the RustSec database could not be fetched, point" \
+    "LOGCATCH_ADVISORY_DB at a copy of it (a directory with crates/ and SNAPSHOT.md)." >&2
+  exit "$status"
 fi
 
 # cargo-deny opens a database as a git repository named after its URL (this is its name
