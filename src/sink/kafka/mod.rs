@@ -571,7 +571,10 @@ mod tests {
                 .expect("encodes");
         }
         assert_eq!(encoded.len(), 3);
-        assert_eq!(encoded, want, "the same encoded bytes, count and timestamps");
+        assert_eq!(
+            encoded, want,
+            "the same encoded bytes, count and timestamps"
+        );
     }
 
     /// Encoding `batch` takes at most `record_overhead` a line, and at most `slack` less.
