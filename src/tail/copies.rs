@@ -150,14 +150,39 @@ mod tests {
         judge(store, topic, path, &file, &meta).unwrap()
     }
 
-    #[test]
-    fn a_copy_of_a_truncated_file_should_resume_at_its_acknowledged_offset() {
+    /// A state dir and `ct.log` holding 500 lines, with its identity and length.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        store: std::sync::Arc<Checkpoints>,
+        log: std::path::PathBuf,
+        before: FileIdentity,
+        len: u64,
+    }
+
+    fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Checkpoints::open(&dir.path().join("state")).unwrap();
         let log = dir.path().join("ct.log");
         std::fs::write(&log, content("a", 500)).unwrap();
-        let before = identity(&log);
-        let acked = std::fs::metadata(&log).unwrap().len();
+        let (before, len) = (identity(&log), std::fs::metadata(&log).unwrap().len());
+        Fixture {
+            dir,
+            store,
+            log,
+            before,
+            len,
+        }
+    }
+
+    #[test]
+    fn a_copy_of_a_truncated_file_should_resume_at_its_acknowledged_offset() {
+        let Fixture {
+            dir,
+            store,
+            log,
+            before,
+            len: acked,
+        } = fixture();
         std::fs::copy(&log, dir.path().join("ct.log.1")).unwrap();
         std::fs::write(&log, "").unwrap();
         store.truncated("app", before, acked, identity(&log), &log);
@@ -173,12 +198,15 @@ mod tests {
 
     #[test]
     fn a_copy_made_before_the_truncation_was_seen_should_resume_at_the_live_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Checkpoints::open(&dir.path().join("state")).unwrap();
-        let log = dir.path().join("ct.log");
-        std::fs::write(&log, content("a", 500)).unwrap();
+        let Fixture {
+            dir,
+            store,
+            log,
+            before,
+            ..
+        } = fixture();
         let acked = 3_000;
-        store.set("app", identity(&log), acked, &log);
+        store.set("app", before, acked, &log);
         let copy = dir.path().join("ct.log.1");
         std::fs::copy(&log, &copy).unwrap();
         assert_eq!(
@@ -239,12 +267,13 @@ mod tests {
 
     #[test]
     fn a_copy_still_being_written_should_be_undecided() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Checkpoints::open(&dir.path().join("state")).unwrap();
-        let log = dir.path().join("ct.log");
-        std::fs::write(&log, content("a", 500)).unwrap();
-        let before = identity(&log);
-        let acked = std::fs::metadata(&log).unwrap().len();
+        let Fixture {
+            dir,
+            store,
+            log,
+            before,
+            len: acked,
+        } = fixture();
         store.set("app", before, acked, &log);
         let copy = dir.path().join("ct.log.1");
         let bytes = std::fs::read(&log).unwrap();
