@@ -90,15 +90,12 @@ fn a_clean_restart_after_copytruncate_repeats_nothing() {
     });
     log.write(500);
     settled(&ws, &agent, log.written(), 1);
-    assert_eq!(agent.terminate().code(), Some(0));
-
-    let agent = ws.start();
-    log.write(10);
-    let got = settled(&ws, &agent, log.written(), 1);
-    Accounting::of(log.written(), &got).check(
-        "a_clean_restart_after_copytruncate_repeats_nothing",
-        0,
-        "a clean stop",
+    let agent = restart_repeats_nothing(
+        &ws,
+        agent,
+        &mut log,
+        1,
+        "a_clean_restart_after_copytruncate",
     );
     assert!(
         agent.log().contains("resumed=true"),
@@ -131,15 +128,23 @@ fn copytruncate_under_a_glob_that_matches_the_copies_ships_each_line_once() {
         0,
         "the copies hold lines already shipped from ct.log",
     );
+    let agent = restart_repeats_nothing(&ws, agent, &mut log, 4, "copytruncate_under_a_glob");
     assert_eq!(agent.terminate().code(), Some(0));
+}
 
+/// A clean stop, a start and ten more lines: still every line exactly once.
+fn restart_repeats_nothing(
+    ws: &Workspace,
+    agent: Agent,
+    log: &mut LogWriter,
+    tailers: usize,
+    test: &str,
+) -> Agent {
+    assert_eq!(agent.terminate().code(), Some(0));
     let agent = ws.start();
     log.write(10);
-    let got = settled(&ws, &agent, log.written(), 4);
-    Accounting::of(log.written(), &got).check(
-        "copytruncate_under_a_glob, after a restart",
-        0,
-        "a clean stop",
-    );
-    assert_eq!(agent.terminate().code(), Some(0));
+    let got = settled(ws, &agent, log.written(), tailers);
+    let test = format!("{test}, after a restart");
+    Accounting::of(log.written(), &got).check(&test, 0, "a clean stop");
+    agent
 }
