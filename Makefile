@@ -12,11 +12,12 @@ build:
 	$(CARGO) build
 
 ## Install the test tools (protoc, etcd, tansu, cargo-deny), then format check, clippy,
-## cargo deny (licenses, bans, sources, advisories) and every test; the last line counts
-## them (`tests: N passed, N failed, N skipped`).
+## the import-cycle lint, cargo deny (licenses, bans, sources, advisories) and every test;
+## the last line counts them (`tests: N passed, N failed, N skipped`).
 test: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	scripts/import-cycles.py
 	scripts/deny.sh
 	scripts/test.sh
 
@@ -44,6 +45,7 @@ deny:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	scripts/import-cycles.py
 
 fmt:
 	$(CARGO) fmt

@@ -3,6 +3,8 @@
 //! final checkpoint, within `shutdown_timeout`.
 
 use crate::config::{Config, ConfigError};
+use crate::ports::health::Change;
+use crate::ports::{Events, Health};
 use crate::reconcile::Reconciler;
 use crate::sink::{self, SinkError};
 use crate::source::config_file::{specs, ConfigWatcher};
@@ -10,9 +12,8 @@ use crate::source::etcd::EtcdSource;
 use crate::source::{Sources, CONFIG_SOURCE};
 use crate::tail::checkpoint::CheckpointError;
 use crate::tail::{Checkpoints, TailerContext};
-use crate::telemetry::health::Change;
 use crate::telemetry::http::{self, HttpState};
-use crate::telemetry::{Events, Health, Metrics, StatusBoard};
+use crate::telemetry::{Metrics, StatusBoard};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;

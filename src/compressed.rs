@@ -62,7 +62,7 @@ fn has_magic(path: &Path, meta: &std::fs::Metadata) -> bool {
     if let Some(verdict) = verdicts().get(&FileKey::of(meta)) {
         return *verdict;
     }
-    let Ok(mut file) = crate::tail::open_for_reading(path) else {
+    let Ok(mut file) = crate::open::open_for_reading(path) else {
         return false;
     };
     let (verdict, complete) = read_magic(&mut file);

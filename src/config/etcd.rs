@@ -1,7 +1,7 @@
 //! The `etcd:` section: where the etcd source connects, which keys and prefixes it
 //! watches, and which paths etcd may declare (`allowed_paths`, the trust boundary).
 
-use super::units;
+use crate::units;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;

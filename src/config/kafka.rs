@@ -1,6 +1,6 @@
 //! The `sink.kafka` section.
 
-use super::units;
+use crate::units;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;

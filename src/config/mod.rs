@@ -4,12 +4,12 @@ mod env;
 pub mod etcd;
 pub mod kafka;
 mod legacy;
-pub mod units;
 
 pub use etcd::EtcdConfig;
 pub use kafka::KafkaConfig;
 
 use crate::format::{Format, Multiline, Parsing};
+use crate::units;
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::net::SocketAddr;

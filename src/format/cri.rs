@@ -2,7 +2,8 @@
 //! `<RFC3339Nano time> <stdout|stderr> <P|F>[:<more tags>] <message>`. `P` marks a
 //! fragment of a long line (the runtime splits at its buffer size), `F` its last part.
 
-use super::{parse_time, ParseError, Stream};
+use super::parse_time;
+use crate::record::{ParseError, Stream};
 use memchr::memchr;
 
 /// One parsed CRI line; `message` borrows from the line.

@@ -10,10 +10,11 @@
 //! has one pending, its lines straddling that offset; the checkpoint then also stays
 //! before such a record's first line (it may repeat after a restart, never split).
 
+use super::framer::Line;
 use super::multiline::Aggregator;
-use super::{cri, docker, Format, ParseError, Parsing, RecordMeta, Stream};
-use crate::sink::Batch;
-use crate::tail::framer::Line;
+use super::out::Out;
+use super::{cri, docker, Format, Parsing};
+use crate::record::{Batch, ParseError, RecordMeta, Stream};
 use tokio::time::Instant;
 
 /// What a file turned out to hold (`auto` decides on its first line).
@@ -47,22 +48,6 @@ pub struct DecoderCounts {
     pub multiline_cut: u64,
     /// Joined fragments cut at `tail.max_line_bytes`.
     pub truncated: u64,
-}
-
-/// Where records go: the batch, and the line spans `(first, last)` of shipped records
-/// that had more than one line.
-pub struct Out<'a> {
-    pub batch: &'a mut Batch,
-    pub spans: &'a mut Vec<(u64, u64)>,
-}
-
-impl Out<'_> {
-    pub fn ship(&mut self, (start, last): (u64, u64), bytes: &[u8], meta: RecordMeta) {
-        self.batch.push_with(start, bytes, meta);
-        if last > start {
-            self.spans.push((start, last));
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -296,8 +281,8 @@ impl Decoder {
 
     /// A line the format cannot parse: shipped raw with the reason, never dropped.
     fn malformed(&mut self, line: Line<'_>, error: ParseError, out: &mut Out<'_>) {
-        match error.format() {
-            Format::Docker => self.counts.docker_errors += 1,
+        match error {
+            ParseError::DockerJson | ParseError::DockerTime => self.counts.docker_errors += 1,
             _ => self.counts.cri_errors += 1,
         }
         let meta = RecordMeta {
@@ -322,8 +307,8 @@ fn detect(line: &[u8]) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::framer::Framer;
     use crate::format::Multiline;
-    use crate::tail::framer::Framer;
     use proptest::prelude::*;
     use std::path::Path;
     use std::time::Duration;

@@ -3,7 +3,8 @@
 //! A `log` without its trailing newline is a fragment of a longer line (Docker splits at
 //! 16 KiB); the next ones follow until one ends with the newline.
 
-use super::{parse_time, ParseError, Stream};
+use super::parse_time;
+use crate::record::{ParseError, Stream};
 use serde::Deserialize;
 use std::borrow::Cow;
 

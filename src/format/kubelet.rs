@@ -4,17 +4,8 @@
 //! targets). Pod, namespace and container names cannot contain `_` (DNS names), which is
 //! what makes the split unambiguous.
 
+use crate::record::PodMeta;
 use std::path::Path;
-
-/// Where a container log line came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodMeta {
-    pub namespace: String,
-    pub pod: String,
-    pub container: String,
-    /// Only in the `/var/log/containers` name.
-    pub container_id: Option<String>,
-}
 
 impl PodMeta {
     /// The metadata in `path`'s name, when it is a kubelet log file name.

@@ -6,13 +6,15 @@
 pub mod cri;
 mod decoder;
 pub mod docker;
+pub mod framer;
 pub mod kubelet;
 mod multiline;
+mod newlines;
+mod out;
 
 pub use decoder::{Decoder, DecoderCounts};
-pub use kubelet::PodMeta;
 
-use crate::config::units;
+use crate::units;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -172,106 +174,6 @@ impl Parsing {
     }
 }
 
-/// The output stream a container line was written to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Stream {
-    #[default]
-    Unknown,
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    pub fn parse(text: &[u8]) -> Option<Stream> {
-        match text {
-            b"stdout" => Some(Stream::Stdout),
-            b"stderr" => Some(Stream::Stderr),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> Option<&'static str> {
-        match self {
-            Stream::Unknown => None,
-            Stream::Stdout => Some("stdout"),
-            Stream::Stderr => Some("stderr"),
-        }
-    }
-
-    /// Index of the per-stream join state: stdout and stderr interleave in one file.
-    fn index(self) -> usize {
-        match self {
-            Stream::Unknown | Stream::Stdout => 0,
-            Stream::Stderr => 1,
-        }
-    }
-}
-
-/// Why a line could not be parsed; it is shipped raw with this reason as the
-/// `logcatch.parse_error` header / `parse_error` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ParseError {
-    CriFields,
-    CriTime,
-    CriStream,
-    CriTag,
-    DockerJson,
-    DockerTime,
-}
-
-impl ParseError {
-    pub const ALL: [ParseError; 6] = [
-        ParseError::CriFields,
-        ParseError::CriTime,
-        ParseError::CriStream,
-        ParseError::CriTag,
-        ParseError::DockerJson,
-        ParseError::DockerTime,
-    ];
-
-    /// At least the length of every [`reason`](Self::reason) (a unit test checks), for
-    /// sizing.
-    pub const MAX_REASON_LEN: usize = 64;
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            ParseError::CriFields => "cri: expected `<time> <stdout|stderr> <P|F> <message>`",
-            ParseError::CriTime => "cri: the time is not RFC 3339",
-            ParseError::CriStream => "cri: the stream is not stdout or stderr",
-            ParseError::CriTag => "cri: the tag is not P or F",
-            ParseError::DockerJson => "docker: not a JSON object with a string \"log\" field",
-            ParseError::DockerTime => "docker: the time is not RFC 3339",
-        }
-    }
-
-    /// The format label of `logcatch_parse_errors_total`.
-    pub fn format(self) -> Format {
-        match self {
-            ParseError::CriFields
-            | ParseError::CriTime
-            | ParseError::CriStream
-            | ParseError::CriTag => Format::Cri,
-            ParseError::DockerJson | ParseError::DockerTime => Format::Docker,
-        }
-    }
-}
-
-/// What a record carries besides its bytes: the runtime's stream and time, or why the
-/// line was shipped raw.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecordMeta {
-    pub stream: Stream,
-    /// Nanoseconds since the Unix epoch, as the container runtime wrote it.
-    pub time: Option<i64>,
-    pub error: Option<ParseError>,
-}
-
-impl RecordMeta {
-    pub fn is_empty(&self) -> bool {
-        *self == RecordMeta::default()
-    }
-}
-
 /// Parses an RFC 3339 time (any offset, up to nanoseconds) into nanoseconds since the epoch.
 pub fn parse_time(text: &[u8]) -> Option<i64> {
     let text = std::str::from_utf8(text).ok()?;
@@ -289,16 +191,6 @@ pub fn format_time(nanos: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_parse_error_reason_should_fit_the_size_the_kafka_sink_reserves() {
-        for error in ParseError::ALL {
-            assert!(
-                error.reason().len() <= ParseError::MAX_REASON_LEN,
-                "{error:?}"
-            );
-        }
-    }
 
     fn multiline(pattern: &str) -> Multiline {
         Multiline {

@@ -6,8 +6,9 @@
 //! without a new line, on rotation and at shutdown. Stdout and stderr are joined
 //! separately: they interleave in one container log file.
 
-use super::decoder::Out;
-use super::{Multiline, RecordMeta};
+use super::out::Out;
+use super::Multiline;
+use crate::record::RecordMeta;
 use regex::bytes::Regex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -154,7 +155,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::Batch;
+    use crate::record::Batch;
     use std::path::Path;
 
     fn aggregator(max_lines: usize, max_bytes: u64) -> Aggregator {

@@ -6,12 +6,13 @@
 pub mod plan;
 
 use crate::config::{BackoffConfig, Config};
+use crate::ports::Events;
 use crate::source::status::RefusedPath;
 use crate::source::Sources;
 use crate::spec::{self, ExpandError, RefusalKind, SourceId, TailerId, TailerSettings};
 use crate::tail::{TailError, Tailer, TailerContext};
 use crate::telemetry::status::TailerEntry;
-use crate::telemetry::{Events, StatusBoard, TailerProgress, TailerState};
+use crate::telemetry::{StatusBoard, TailerProgress, TailerState};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use plan::{next_retry, plan, Action, Phase, RunningSet, RunningTailer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};

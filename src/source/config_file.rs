@@ -5,9 +5,9 @@
 
 use super::{Sources, CONFIG_SOURCE};
 use crate::config::{Config, LogEntry};
+use crate::ports::health::Change;
+use crate::ports::{Events, Health};
 use crate::spec::LogSpec;
-use crate::telemetry::health::Change;
-use crate::telemetry::{Events, Health};
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
 use std::sync::Arc;

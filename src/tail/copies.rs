@@ -100,7 +100,7 @@ pub fn judge(
 /// bytes as `copy` before that offset (copied, not yet truncated). A file no longer at
 /// its path was renamed or deleted: its own checkpoint follows it, nothing was copied.
 fn original_truncated_or_same(original: &Checkpoint, copy: &File) -> io::Result<bool> {
-    let Ok(file) = super::open_for_reading(&original.path) else {
+    let Ok(file) = crate::open::open_for_reading(&original.path) else {
         return Ok(false);
     };
     let meta = file.metadata()?;

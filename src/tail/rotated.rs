@@ -69,7 +69,7 @@ pub fn find(path: &Path, checkpoints: &[Checkpoint]) -> Vec<Rotated> {
         {
             continue;
         }
-        let Ok(file) = super::open_for_reading(&entry.path()) else {
+        let Ok(file) = crate::open::open_for_reading(&entry.path()) else {
             continue;
         };
         if !checkpoint.file.matches(&file, &meta).unwrap_or(false) {

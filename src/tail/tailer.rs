@@ -6,16 +6,18 @@ use super::checkpoint::Checkpoints;
 use super::claims::{Claim, Claims};
 use super::copies::{self, Undecided, Verdict};
 use super::fingerprint::FileIdentity;
-use super::framer::Framer;
 use super::parking::Parked;
 use super::rotated;
 use super::wakeup::{Registration, Wakeups};
 use super::watch::{self, Busy, PathWatch};
 use crate::config::StartAt;
-use crate::format::{Decoder, PodMeta};
-use crate::sink::{Batch, Sink, SinkError};
+use crate::format::framer::Framer;
+use crate::format::Decoder;
+use crate::ports::Events;
+use crate::record::{Batch, PodMeta};
+use crate::sink::{Sink, SinkError};
 use crate::spec::{TailerId, TailerSettings};
-use crate::telemetry::{Events, TailerProgress, TailerState};
+use crate::telemetry::{TailerProgress, TailerState};
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::collections::VecDeque;
@@ -620,7 +622,7 @@ impl Tailer {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
             _ => {}
         }
-        let file = match super::open_for_reading(path) {
+        let file = match crate::open::open_for_reading(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
             Err(e) => return Err(open_err(e)),

@@ -85,7 +85,7 @@ async fn watch(
         if last == seen || busy.newest() == seen || !meta.is_file() {
             continue;
         }
-        let Ok(file) = super::open_for_reading(&path) else {
+        let Ok(file) = crate::open::open_for_reading(&path) else {
             continue;
         };
         // Identify what was opened, not what was stat'ed: a rename may fall in between.

@@ -1,8 +1,8 @@
 //! The HTTP server: `/healthz` (the reconcile loop is alive) and `/status` (JSON).
 
-use super::health::{Condition, Health};
 use super::metrics::Metrics;
 use super::status::{StatusBoard, TailerStatus};
+use crate::ports::health::{Condition, Health};
 use crate::sink::Sink;
 use crate::source::status::SourcesView;
 use crate::source::Sources;

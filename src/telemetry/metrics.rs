@@ -2,8 +2,8 @@
 //! from the logic move counters; state (tailers, lag, in-flight bytes, etcd) is read at
 //! scrape time from the status model, so it can never drift from `/status`.
 
-use super::events::Events;
 use super::status::{StatusBoard, TailerState};
+use crate::ports::Events;
 use crate::sink::Sink;
 use crate::source::status::{SourceStatusTable, WatchState};
 use crate::spec::RefusalKind;

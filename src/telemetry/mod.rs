@@ -1,13 +1,9 @@
 //! Telemetry: the events logic emits, the status model, and the HTTP server.
 
 pub mod client;
-pub mod events;
-pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod status;
 
-pub use events::{Events, NoEvents};
-pub use health::Health;
 pub use metrics::Metrics;
 pub use status::{StatusBoard, TailerProgress, TailerState};

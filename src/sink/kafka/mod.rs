@@ -10,7 +10,7 @@ mod producer;
 use super::{Ack, Batch, Sink, SinkError};
 use crate::config::kafka::{KafkaConfig, RecordKey};
 use crate::format;
-use crate::telemetry::Events;
+use crate::ports::Events;
 use chrono::Utc;
 use futures::future::{BoxFuture, FutureExt};
 use partitioner::Partitioner;
@@ -243,7 +243,10 @@ impl Shared {
             header("logcatch.path", path);
         }
         if batch.has_meta() {
-            header("logcatch.parse_error", format::ParseError::MAX_REASON_LEN);
+            header(
+                "logcatch.parse_error",
+                crate::record::ParseError::MAX_REASON_LEN,
+            );
             header("logcatch.stream", "stderr".len());
             header("logcatch.time", "1970-01-01T00:00:00.000000000Z".len());
         }
@@ -429,8 +432,8 @@ impl Sink for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{ParseError, PodMeta, RecordMeta, Stream};
-    use crate::telemetry::NoEvents;
+    use crate::ports::NoEvents;
+    use crate::record::{ParseError, PodMeta, RecordMeta, Stream};
     use std::path::Path;
 
     #[tokio::test]

@@ -11,7 +11,8 @@
 //! runtime thread of its own).
 
 use super::{connect, encode, Shared};
-use crate::sink::{Batch, SinkError};
+use crate::record::Batch;
+use crate::sink::SinkError;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
@@ -385,8 +386,8 @@ pub fn describe(error: &KafkaError) -> String {
 mod tests {
     use super::*;
     use crate::config::kafka::{Compression, KafkaConfig};
+    use crate::ports::NoEvents;
     use crate::sink::KafkaSink;
-    use crate::telemetry::NoEvents;
     use std::path::Path;
     use tokio::sync::Semaphore;
 

@@ -1,0 +1,340 @@
+//! The record model every stage shares: a file's lines in a [`Batch`] (one buffer, no
+//! allocation per line), each record's [`RecordMeta`] (stream, time, parse error) and a
+//! container log's [`PodMeta`]. It imports nothing of the crate: the format stage fills
+//! batches, the tailer submits them, sinks encode them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where a container log line came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodMeta {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// Only in the `/var/log/containers` name.
+    pub container_id: Option<String>,
+}
+
+/// The output stream a container line was written to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Stream {
+    #[default]
+    Unknown,
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn parse(text: &[u8]) -> Option<Stream> {
+        match text {
+            b"stdout" => Some(Stream::Stdout),
+            b"stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> Option<&'static str> {
+        match self {
+            Stream::Unknown => None,
+            Stream::Stdout => Some("stdout"),
+            Stream::Stderr => Some("stderr"),
+        }
+    }
+
+    /// Index of the per-stream join state: stdout and stderr interleave in one file.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Stream::Unknown | Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        }
+    }
+}
+
+/// Why a line could not be parsed; it is shipped raw with this reason as the
+/// `logcatch.parse_error` header / `parse_error` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParseError {
+    CriFields,
+    CriTime,
+    CriStream,
+    CriTag,
+    DockerJson,
+    DockerTime,
+}
+
+impl ParseError {
+    pub const ALL: [ParseError; 6] = [
+        ParseError::CriFields,
+        ParseError::CriTime,
+        ParseError::CriStream,
+        ParseError::CriTag,
+        ParseError::DockerJson,
+        ParseError::DockerTime,
+    ];
+
+    /// At least the length of every [`reason`](Self::reason) (a unit test checks), for
+    /// sizing.
+    pub const MAX_REASON_LEN: usize = 64;
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            ParseError::CriFields => "cri: expected `<time> <stdout|stderr> <P|F> <message>`",
+            ParseError::CriTime => "cri: the time is not RFC 3339",
+            ParseError::CriStream => "cri: the stream is not stdout or stderr",
+            ParseError::CriTag => "cri: the tag is not P or F",
+            ParseError::DockerJson => "docker: not a JSON object with a string \"log\" field",
+            ParseError::DockerTime => "docker: the time is not RFC 3339",
+        }
+    }
+}
+
+/// What a record carries besides its bytes: the runtime's stream and time, or why the
+/// line was shipped raw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordMeta {
+    pub stream: Stream,
+    /// Nanoseconds since the Unix epoch, as the container runtime wrote it.
+    pub time: Option<i64>,
+    pub error: Option<ParseError>,
+}
+
+impl RecordMeta {
+    pub fn is_empty(&self) -> bool {
+        *self == RecordMeta::default()
+    }
+}
+
+/// Where a line sits in its batch's buffer, and where it started in its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRef {
+    pub offset: u64,
+    start: u32,
+    end: u32,
+}
+
+/// Records of one file on one topic, stored back to back in one buffer (no allocation per
+/// line on the hot path).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub topic: Arc<str>,
+    pub path: Arc<Path>,
+    /// The pod a container log file belongs to (the same for every record).
+    pub pod: Option<Arc<PodMeta>>,
+    data: Vec<u8>,
+    lines: Vec<LineRef>,
+    /// Per-record stream, time and parse error, parallel to `lines`; stays empty (and
+    /// costs nothing) while no record has any, as with raw files.
+    meta: Vec<RecordMeta>,
+}
+
+impl Batch {
+    pub fn new(topic: Arc<str>, path: Arc<Path>) -> Self {
+        Batch {
+            topic,
+            path,
+            pod: None,
+            data: Vec::new(),
+            lines: Vec::new(),
+            meta: Vec::new(),
+        }
+    }
+
+    /// A record: its first byte's offset in the file and its bytes.
+    #[inline]
+    pub fn push(&mut self, offset: u64, line: &[u8]) {
+        self.push_bytes(offset, line);
+        if !self.meta.is_empty() {
+            self.meta.push(RecordMeta::default());
+        }
+    }
+
+    /// A record with its stream, time or parse error.
+    pub fn push_with(&mut self, offset: u64, line: &[u8], meta: RecordMeta) {
+        if meta.is_empty() && self.meta.is_empty() {
+            return self.push_bytes(offset, line);
+        }
+        self.meta.resize(self.lines.len(), RecordMeta::default());
+        self.push_bytes(offset, line);
+        self.meta.push(meta);
+    }
+
+    #[inline]
+    fn push_bytes(&mut self, offset: u64, line: &[u8]) {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(line);
+        self.lines.push(LineRef {
+            offset,
+            start,
+            end: self.data.len() as u32,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Bytes of line content held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Makes room for about `bytes` of lines averaging `line_bytes` each, so that a batch
+    /// filled from a busy file is allocated once instead of doubling (and copying) its
+    /// way up.
+    pub fn reserve(&mut self, bytes: usize, line_bytes: usize) {
+        self.data.reserve(bytes.saturating_sub(self.data.len()));
+        let lines = bytes / line_bytes.max(1);
+        self.lines.reserve(lines.saturating_sub(self.lines.len()));
+    }
+
+    /// Whether any record carries a stream, time or parse error.
+    pub fn has_meta(&self) -> bool {
+        !self.meta.is_empty()
+    }
+
+    /// Splits into batches of at most `max_bytes` (at least one line each), counting each
+    /// line's bytes plus `per_line` (what a sink adds to every line). The first part keeps
+    /// this batch's buffers; each other part copies its lines' bytes in one piece.
+    pub fn split(mut self, max_bytes: usize, per_line: usize) -> Vec<Batch> {
+        let cost = |bytes: usize, lines: usize| bytes + lines * per_line;
+        if cost(self.data.len(), self.lines.len()) <= max_bytes {
+            return vec![self];
+        }
+        // The index of the first line of every part but the first.
+        let mut starts = Vec::new();
+        let (mut bytes, mut lines) = (0, 0);
+        for (i, line) in self.lines.iter().enumerate() {
+            let len = (line.end - line.start) as usize;
+            if lines > 0 && cost(bytes + len, lines + 1) > max_bytes {
+                starts.push(i);
+                (bytes, lines) = (0, 0);
+            }
+            bytes += len;
+            lines += 1;
+        }
+        // From the last part to the first, each cut off the end of this batch.
+        let mut parts = Vec::with_capacity(starts.len() + 1);
+        for &first in starts.iter().rev() {
+            let mut lines = self.lines.split_off(first);
+            let base = lines[0].start;
+            let data = self.data[base as usize..].to_vec();
+            self.data.truncate(base as usize);
+            for line in &mut lines {
+                line.start -= base;
+                line.end -= base;
+            }
+            let meta = if self.meta.is_empty() {
+                Vec::new()
+            } else {
+                self.meta.split_off(first)
+            };
+            parts.push(Batch {
+                topic: self.topic.clone(),
+                path: self.path.clone(),
+                pod: self.pod.clone(),
+                data,
+                lines,
+                meta,
+            });
+        }
+        parts.push(self);
+        parts.reverse();
+        parts
+    }
+
+    /// `(file offset of the line start, line bytes)` for every line, in file order.
+    pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.lines
+            .iter()
+            .map(|l| (l.offset, &self.data[l.start as usize..l.end as usize]))
+    }
+
+    /// `(offset, bytes, metadata)` for every record, in order.
+    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8], RecordMeta)> + '_ {
+        self.lines().enumerate().map(|(i, (offset, line))| {
+            (offset, line, self.meta.get(i).copied().unwrap_or_default())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_parse_error_reason_should_fit_the_size_the_kafka_sink_reserves() {
+        for error in ParseError::ALL {
+            assert!(
+                error.reason().len() <= ParseError::MAX_REASON_LEN,
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_should_keep_each_records_metadata_through_a_split() {
+        let mut batch = Batch::new("t".into(), Path::new("/x").into());
+        let out = RecordMeta {
+            stream: Stream::Stdout,
+            time: Some(7),
+            error: None,
+        };
+        let bad = RecordMeta {
+            error: Some(ParseError::CriFields),
+            ..RecordMeta::default()
+        };
+        batch.push(0, b"plain");
+        batch.push_with(6, b"out", out);
+        batch.push_with(10, b"bad", bad);
+        batch.push(14, b"plain again");
+        batch.push_with(26, b"out again", out);
+        let want = [
+            (0, &b"plain"[..], RecordMeta::default()),
+            (6, b"out", out),
+            (10, b"bad", bad),
+            (14, b"plain again", RecordMeta::default()),
+            (26, b"out again", out),
+        ];
+        assert_eq!(batch.records().collect::<Vec<_>>(), want);
+        let parts = batch.split(6, 0);
+        let joined: Vec<_> = parts.iter().flat_map(|p| p.records()).collect();
+        assert_eq!(joined, want);
+        assert!(parts.len() > 1);
+    }
+
+    #[test]
+    fn split_should_count_what_the_sink_adds_to_each_line() {
+        let mut batch = Batch::new("t".into(), Path::new("/x").into());
+        for i in 0..100u64 {
+            batch.push(i * 11, b"0123456789");
+        }
+        // 10 bytes a line plus 30 added: 25 lines fit in 1,000 bytes, not 100.
+        let parts = batch.clone().split(1000, 30);
+        assert_eq!(parts.iter().map(Batch::len).collect::<Vec<_>>(), [25; 4]);
+        assert_eq!(batch.clone().split(1000, 0).len(), 1);
+        // A line bigger than the limit on its own still goes, alone.
+        let parts = batch.split(35, 30);
+        assert_eq!(parts.len(), 100);
+        assert!(parts.iter().all(|p| p.len() == 1));
+    }
+
+    #[test]
+    fn raw_lines_should_carry_no_per_record_metadata() {
+        let mut batch = Batch::new("t".into(), Path::new("/x").into());
+        for i in 0..1000u64 {
+            batch.push(i * 2, b"x");
+            batch.push_with(i * 2 + 1, b"y", RecordMeta::default());
+        }
+        assert_eq!(
+            batch.meta.capacity(),
+            0,
+            "nothing allocated for raw records"
+        );
+        assert!(batch.records().all(|(_, _, meta)| meta.is_empty()));
+    }
+}
