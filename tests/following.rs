@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{append_lines, count_lines, http_get, wait_for, Agent, Record, Workspace};
+use common::{
+    all_acknowledged, append_lines, count_lines, http_get, wait_for, Agent, Record, Workspace,
+};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,11 +31,13 @@ fn log_entry(path: &Path, topic: &str) -> String {
     format!("  - {{ path: \"{}\", topic: {topic} }}", path.display())
 }
 
-/// Waits until `expected.len()` records arrived, lets stragglers (duplicates) land, and
-/// returns the shipped lines.
+/// Waits until `expected` records arrived and every tailer acknowledged its whole file
+/// (a duplicate would have arrived by then), and returns the shipped lines.
 fn shipped(ws: &Workspace, expected: usize) -> Vec<String> {
     ws.wait_records(expected, LONG);
-    std::thread::sleep(Duration::from_millis(600));
+    wait_for("every tailer acknowledged its file", LONG, || {
+        all_acknowledged(ws.http_port)
+    });
     ws.records().into_iter().map(|r| r.line).collect()
 }
 
@@ -150,8 +154,13 @@ fn rotation_under_a_glob_ships_the_renamed_file_once() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let total = files.iter().map(|(_, w)| w.len()).sum();
-    shipped(&ws, total);
-    std::thread::sleep(Duration::from_millis(600)); // a few resyncs more
+    // Every renamed file is followed by a tailer of its own that acknowledged its end.
+    ws.wait_records(total, LONG);
+    wait_for(
+        "app.log and its three renamed files acknowledged",
+        LONG,
+        || (all_acknowledged(ws.http_port) == Some(4)).then_some(()),
+    );
     let got: Vec<String> = ws.records().into_iter().map(|r| r.line).collect();
     assert_once_in_order(&got, &files);
     assert_eq!(agent.terminate().code(), Some(0));
@@ -271,7 +280,11 @@ fn copytruncate_starts_again_at_zero_without_resending() {
         .unwrap()
         .set_len(0)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // The truncation seen before the file grows past the old position again (else the
+    // documented loss: it could not be seen).
+    wait_for("the truncation seen", LONG, || {
+        (metric(agent.http_port, "logcatch_file_truncations_total") == 1.0).then_some(())
+    });
     append_lines(&log, lines("after", 0..300));
     let got = shipped(&ws, 1_300);
     assert_once_in_order(
@@ -281,9 +294,10 @@ fn copytruncate_starts_again_at_zero_without_resending() {
             ("after ", lines("after", 0..300)),
         ],
     );
-    wait_for("the truncation counted", LONG, || {
-        (metric(agent.http_port, "logcatch_file_truncations_total") == 1.0).then_some(())
-    });
+    assert_eq!(
+        metric(agent.http_port, "logcatch_file_truncations_total"),
+        1.0
+    );
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
@@ -366,8 +380,9 @@ fn a_file_shorter_than_the_fingerprint_is_still_recognised_as_it_grows() {
 }
 
 /// Stops the agent after `before` lines were shipped, appends `unshipped`, rotates
-/// `app.log` to `app.log.1`, writes `fresh` to the new `app.log`, starts again.
-fn rotate_while_down(ws: &Workspace, declared: &Path) -> Vec<String> {
+/// `app.log` to `app.log.1`, writes `fresh` to the new `app.log`, starts again, and waits
+/// until `tailers` tailers (one per file the declaration matches) acknowledged their file.
+fn rotate_while_down(ws: &Workspace, declared: &Path, tailers: usize) -> Vec<String> {
     let log = ws.path("app.log");
     append_lines(&log, lines("a", 0..1_000));
     ws.write_config(&ws.config(&log_entry(declared, "app")));
@@ -379,7 +394,11 @@ fn rotate_while_down(ws: &Workspace, declared: &Path) -> Vec<String> {
     append_lines(&log, lines("b", 0..700));
     let agent = ws.start();
     let got = shipped(ws, 2_200);
-    std::thread::sleep(Duration::from_millis(500)); // resyncs would start duplicates
+    wait_for(
+        "every matching file followed and acknowledged",
+        LONG,
+        || (all_acknowledged(ws.http_port) == Some(tailers)).then_some(()),
+    );
     assert_eq!(agent.terminate().code(), Some(0));
     let got_again: Vec<String> = ws.records().into_iter().map(|r: Record| r.line).collect();
     assert_eq!(got, got_again[..got.len()]);
@@ -389,7 +408,7 @@ fn rotate_while_down(ws: &Workspace, declared: &Path) -> Vec<String> {
 #[test]
 fn rotation_while_down_finishes_the_renamed_file_when_only_the_path_is_declared() {
     let ws = Workspace::new();
-    let got = rotate_while_down(&ws, &ws.path("app.log"));
+    let got = rotate_while_down(&ws, &ws.path("app.log"), 1);
     assert_once_in_order(
         &got,
         &[("a ", lines("a", 0..1_500)), ("b ", lines("b", 0..700))],
@@ -407,7 +426,7 @@ fn rotation_while_down_finishes_the_renamed_file_when_only_the_path_is_declared(
 #[test]
 fn rotation_while_down_under_a_glob_ships_the_renamed_file_once() {
     let ws = Workspace::new();
-    let got = rotate_while_down(&ws, &ws.path("app.log*"));
+    let got = rotate_while_down(&ws, &ws.path("app.log*"), 2);
     assert_once_in_order(
         &got,
         &[("a ", lines("a", 0..1_500)), ("b ", lines("b", 0..700))],
@@ -480,7 +499,9 @@ fn a_100_mib_line_is_cut_and_counted_with_flat_memory_and_binary_passes() {
             .unwrap();
     }
     let records = ws.wait_records(4, LONG);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the file acknowledged to its end", LONG, || {
+        all_acknowledged(ws.http_port)
+    });
     assert_eq!(ws.records().len(), 4);
     assert_eq!(records[0].line, "before");
     // The default max_line_bytes is 1 MiB: the 100 MiB line is cut to that.
@@ -750,7 +771,9 @@ fn thousands_of_files_run_within_max_open_files_and_lose_nothing() {
         peak = peak.max(fds_under(&agent, &dir));
         (ws.records().len() >= 2 * files).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for("every file acknowledged to its end", LONG, || {
+        all_acknowledged(ws.http_port)
+    });
     let records = ws.records();
     assert_eq!(records.len(), 2 * files, "each line once");
     for i in (0..files).step_by(97) {

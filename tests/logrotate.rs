@@ -5,7 +5,7 @@
 mod common;
 
 use common::accounting::{eventually, metric, Accounting, LogWriter};
-use common::{Agent, Workspace};
+use common::{all_acknowledged, Agent, Workspace};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -59,13 +59,8 @@ fn delivered(ws: &Workspace) -> Vec<String> {
 fn settled(ws: &Workspace, agent: &Agent, written: &[String], tailers: usize) -> Vec<String> {
     eventually("every line delivered and every file acknowledged", || {
         let got = delivered(ws);
-        let status = agent.status();
-        let tailers_done = status["tailers"].as_array().unwrap().iter().all(|t| {
-            let size = std::fs::metadata(t["path"].as_str().unwrap()).map_or(0, |m| m.len());
-            t["offset"].as_u64() == Some(size)
-        });
-        let count = status["tailers"].as_array().unwrap().len();
-        (got.len() >= written.len() && tailers_done && count == tailers).then_some(got)
+        let acknowledged = all_acknowledged(agent.http_port) == Some(tailers);
+        (got.len() >= written.len() && acknowledged).then_some(got)
     })
 }
 

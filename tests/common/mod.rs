@@ -315,6 +315,29 @@ pub fn metric_sum(port: u16, prefix: &str) -> f64 {
         .sum()
 }
 
+/// The number of running tailers in `/status` once each has acknowledged its whole file
+/// (its offset is the size of the regular file at its path), else `None`. Lines read
+/// again — a duplicate — would have reached the sink by then. Tailers waiting (no file,
+/// a claimed one) or backing off (unreadable, not a regular file) read nothing and are
+/// not counted.
+pub fn all_acknowledged(port: u16) -> Option<usize> {
+    let (code, body) = http_get(port, "/status")?;
+    let status: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+    let running: Vec<&serde_json::Value> = status["tailers"]
+        .as_array()?
+        .iter()
+        .filter(|t| t["state"] == "running")
+        .collect();
+    let done = running.iter().all(|t| {
+        let file = t["path"].as_str().and_then(|p| std::fs::metadata(p).ok());
+        match file {
+            Some(meta) if meta.is_file() => t["offset"].as_u64() == Some(meta.len()),
+            _ => true,
+        }
+    });
+    done.then_some(running.len())
+}
+
 /// Appends `bytes` to `path` exactly as given (one `write`): part of a line, several.
 pub fn append_bytes(path: &Path, bytes: &[u8]) {
     let mut file = std::fs::OpenOptions::new()
