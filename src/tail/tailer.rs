@@ -263,8 +263,7 @@ impl Tailer {
             while let Ok(file) = watch.found.try_recv() {
                 self.enqueue(files, file);
             }
-            let newest = files.back().map(|f| (f.identity.dev, f.identity.ino));
-            self.busy.set_newest(newest);
+            self.busy.set_newest(files.back().map(|f| f.identity));
             let Some(open) = files.front_mut() else {
                 if let Some(parked) = self.parked {
                     if !parked.changed(&self.id.path) {

@@ -3,8 +3,8 @@
 //! rotations in a row are all read, in order, however long the tailer is busy. An idle
 //! tailer checks its path itself; then this task sleeps without a timer.
 
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
+use super::fingerprint::FileIdentity;
+use std::fs::{File, Metadata};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +17,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub struct Busy {
     flag: AtomicBool,
     woken: Notify,
-    /// (dev, ino) of the newest file the tailer holds: not opened again (one fd less).
-    newest: Mutex<Option<(u64, u64)>>,
+    /// The newest file the tailer holds: not opened again (one fd less).
+    newest: Mutex<Option<FileIdentity>>,
 }
 
 impl Busy {
@@ -28,12 +28,14 @@ impl Busy {
         }
     }
 
-    pub fn set_newest(&self, file: Option<(u64, u64)>) {
+    pub fn set_newest(&self, file: Option<FileIdentity>) {
         *self.newest.lock().unwrap_or_else(|e| e.into_inner()) = file;
     }
 
-    fn newest(&self) -> Option<(u64, u64)> {
-        *self.newest.lock().unwrap_or_else(|e| e.into_inner())
+    /// Whether `meta` is the newest file the tailer holds.
+    fn holds_newest(&self, meta: &Metadata) -> bool {
+        let newest = *self.newest.lock().unwrap_or_else(|e| e.into_inner());
+        newest.is_some_and(|file| file.same_file(meta))
     }
 
     fn get(&self) -> bool {
@@ -81,8 +83,8 @@ async fn watch(
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
-        let seen = Some((meta.dev(), meta.ino()));
-        if last == seen || busy.newest() == seen || !meta.is_file() {
+        let opened_last = last.is_some_and(|file: FileIdentity| file.same_file(&meta));
+        if opened_last || busy.holds_newest(&meta) || !meta.is_file() {
             continue;
         }
         let Ok(file) = crate::open::open_for_reading(&path) else {
@@ -92,7 +94,7 @@ async fn watch(
         let Ok(opened) = file.metadata() else {
             continue;
         };
-        last = Some((opened.dev(), opened.ino()));
+        last = FileIdentity::of(&file, &opened).ok();
         // Waits when the tailer already holds `capacity` unread files (bounded fds).
         if tx.send(file).await.is_err() {
             return;
