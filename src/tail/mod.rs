@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod claims;
 mod copies;
 pub mod fingerprint;
+mod inflight;
 #[cfg(test)]
 mod model_tests;
 mod parking;

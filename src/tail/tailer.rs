@@ -6,6 +6,7 @@ use super::checkpoint::Checkpoints;
 use super::claims::{Claim, Claims};
 use super::copies::{self, Undecided, Verdict};
 use super::fingerprint::FileIdentity;
+use super::inflight::{InFlight, Settled};
 use super::parking::Parked;
 use super::rotated;
 use super::wakeup::{Registration, Wakeups};
@@ -18,8 +19,7 @@ use crate::record::{Batch, PodMeta};
 use crate::sink::{Sink, SinkError};
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::{TailerProgress, TailerState};
-use futures::future::{BoxFuture, FutureExt};
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::future::FutureExt;
 use std::collections::VecDeque;
 use std::fs::{File, Metadata};
 use std::io;
@@ -49,8 +49,6 @@ const MAX_IDLE_POLL_NOTIFIED: std::time::Duration = std::time::Duration::from_se
 const IDLE_TURNS_BEFORE_CLOSING: u32 = 2;
 /// Files held at once: the one being read plus newer ones found at the path while busy.
 const MAX_QUEUED_FILES: usize = 8;
-/// Batches awaiting acknowledgement before reading pauses.
-const MAX_PENDING: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
@@ -139,9 +137,6 @@ enum Opened {
     Undecided(&'static str),
 }
 
-/// A batch in flight: which file, up to which offset, and the sink's verdict.
-type Pending = FuturesOrdered<BoxFuture<'static, (FileIdentity, u64, Result<(), SinkError>)>>;
-
 /// What the path names now compared with the open file.
 enum Change {
     None,
@@ -177,6 +172,8 @@ pub struct Tailer {
     current: Option<FileIdentity>,
     /// The new file at the path that may be a copy still being written.
     undecided: Undecided,
+    /// Batches in flight and every move of the checkpoints.
+    inflight: InFlight,
 }
 
 impl Tailer {
@@ -186,6 +183,7 @@ impl Tailer {
         ctx: Arc<TailerContext>,
         progress: Arc<TailerProgress>,
     ) -> Self {
+        let inflight = InFlight::new(id.topic.clone(), id.path.clone(), ctx.checkpoints.clone());
         let parsing = &settings.parsing;
         // Validated by the config and etcd parsers; a pattern that fails here anyway
         // turns multiline off rather than the tailer.
@@ -211,13 +209,13 @@ impl Tailer {
             lingering: VecDeque::new(),
             current: None,
             undecided: Undecided::default(),
+            inflight,
         }
     }
 
     /// Follows the file until `stop`, then lets in-flight batches be acknowledged and
     /// checkpointed before returning.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), TailError> {
-        let mut pending = Pending::new();
         self.wakeup = Some(self.ctx.wakeups.register(&self.id.path));
         let mut files = self.rotated_while_away();
         let mut watch = watch::spawn(
@@ -226,11 +224,9 @@ impl Tailer {
             self.busy.clone(),
             MAX_QUEUED_FILES,
         );
-        let mut followed = self
-            .follow(&stop, &mut pending, &mut files, &mut watch)
-            .await;
+        let mut followed = self.follow(&stop, &mut files, &mut watch).await;
         if followed.is_ok() {
-            followed = self.flush_at_shutdown(&mut files, &mut pending).await;
+            followed = self.flush_at_shutdown(&mut files).await;
         }
         // A stopped tailer may not be started again (its declaration removed): ship what
         // renamed files hold (a partial last line, a pending record) rather than leave it.
@@ -238,9 +234,9 @@ impl Tailer {
             if followed.is_err() {
                 break;
             }
-            followed = self.finish(&mut file.open, &mut pending).await;
+            followed = self.finish(&mut file.open).await;
         }
-        let drained = self.drain(&mut pending).await;
+        let drained = self.drain().await;
         // Claims are released only now, once the acknowledged offsets are checkpointed.
         drop(files);
         followed.and(drained)
@@ -250,7 +246,6 @@ impl Tailer {
     async fn follow(
         &mut self,
         stop: &CancellationToken,
-        pending: &mut Pending,
         files: &mut VecDeque<OpenFile>,
         watch: &mut PathWatch,
     ) -> Result<(), TailError> {
@@ -258,8 +253,8 @@ impl Tailer {
         let mut first_open = files.is_empty();
         while !stop.is_cancelled() {
             self.current = files.front().map(|f| f.identity);
-            self.collect_acks(pending)?;
-            self.look_at_lingering(pending).await?;
+            self.collect_acks()?;
+            self.look_at_lingering().await?;
             while let Ok(file) = watch.found.try_recv() {
                 self.enqueue(files, file);
             }
@@ -267,7 +262,7 @@ impl Tailer {
             let Some(open) = files.front_mut() else {
                 if let Some(parked) = self.parked {
                     if !parked.changed(&self.id.path) {
-                        self.idle(stop, pending).await?;
+                        self.idle(stop).await?;
                         continue;
                     }
                 }
@@ -277,7 +272,7 @@ impl Tailer {
                     // No slot needed to wait for a file to appear.
                     self.progress
                         .set_state(TailerState::Waiting, Some("file does not exist".into()));
-                    self.idle(stop, pending).await?;
+                    self.idle(stop).await?;
                     continue;
                 }
                 if !self.take_permit(stop).await {
@@ -299,7 +294,7 @@ impl Tailer {
                         self.permit = None;
                         self.progress
                             .set_state(TailerState::Waiting, Some("file does not exist".into()));
-                        self.idle(stop, pending).await?;
+                        self.idle(stop).await?;
                     }
                     Opened::Undecided(why) => {
                         self.permit = None;
@@ -307,7 +302,7 @@ impl Tailer {
                             .set_state(TailerState::Waiting, Some(why.to_string()));
                         // Look again each poll: the copy grows while logrotate writes it.
                         self.idle_streak = 0;
-                        self.idle(stop, pending).await?;
+                        self.idle(stop).await?;
                     }
                     Opened::Claimed(owner) => {
                         self.permit = None;
@@ -316,24 +311,24 @@ impl Tailer {
                         // Nothing tells us when the claim is released (a rotated file
                         // lingers for `rotate_wait`): keep looking every few intervals.
                         self.idle_streak = self.idle_streak.min(2);
-                        self.idle(stop, pending).await?;
+                        self.idle(stop).await?;
                     }
                 }
                 continue;
             };
-            if self.read_turn(open, pending).await? > 0 {
+            if self.read_turn(open).await? > 0 {
                 self.idle_streak = 0;
                 tokio::task::yield_now().await;
                 continue;
             }
             if files.len() > 1 {
-                self.finish_front(files, pending).await?;
+                self.finish_front(files).await?;
                 continue;
             }
             let open = files.front_mut().expect("checked above");
             match self.check(open)? {
                 Change::None => {
-                    if self.should_park(files, pending) {
+                    if self.should_park(files) {
                         let open = files.pop_front().expect("checked above");
                         self.parked = Some(Parked {
                             identity: open.identity,
@@ -342,13 +337,13 @@ impl Tailer {
                         self.permit = None;
                         tracing::debug!(tailer = %self.id, "closed while idle (tail.max_open_files)");
                     }
-                    self.idle(stop, pending).await?;
+                    self.idle(stop).await?;
                 }
                 Change::Truncated => {
                     // Settle what was sent before the truncation, then start over at 0
                     // under the identity of what the file holds now: a restart must
                     // recognise it, and a copy of the old content resume where it ended.
-                    self.drain(pending).await?;
+                    self.drain().await?;
                     let before = open.identity;
                     open.identity = open
                         .file
@@ -358,13 +353,8 @@ impl Tailer {
                             path: self.id.path.to_path_buf(),
                             source,
                         })?;
-                    self.ctx.checkpoints.truncated(
-                        &self.id.topic,
-                        before,
-                        open.submitted,
-                        open.identity,
-                        &self.id.path,
-                    );
+                    self.inflight
+                        .truncated(before, open.submitted, open.identity);
                     open.framer.reset(0);
                     if let Some(decoder) = open.decoder.as_mut() {
                         decoder.reset();
@@ -379,7 +369,7 @@ impl Tailer {
                         self.enqueue(files, file);
                     }
                     self.watch_path(files);
-                    self.finish_front(files, pending).await?;
+                    self.finish_front(files).await?;
                 }
             }
         }
@@ -388,11 +378,7 @@ impl Tailer {
 
     /// Ships the records the front file's decoder holds for multiline joining (fragments
     /// of an unfinished line stay: the checkpoint before them joins them after restart).
-    async fn flush_at_shutdown(
-        &mut self,
-        files: &mut VecDeque<OpenFile>,
-        pending: &mut Pending,
-    ) -> Result<(), TailError> {
+    async fn flush_at_shutdown(&mut self, files: &mut VecDeque<OpenFile>) -> Result<(), TailError> {
         let Some(open) = files.front_mut() else {
             return Ok(());
         };
@@ -401,7 +387,7 @@ impl Tailer {
         };
         let mut batch = self.new_batch();
         decoder.flush_multiline(&mut batch);
-        self.submit(batch, open, pending).await
+        self.submit(batch, open).await
     }
 
     /// Waits for an open-file permit unless we hold one. False when stopped meanwhile.
@@ -429,11 +415,11 @@ impl Tailer {
 
     /// Close an idle file when others wait for a slot and nothing of it is in flight
     /// (so its checkpoint is where reading resumes).
-    fn should_park(&self, files: &mut VecDeque<OpenFile>, pending: &Pending) -> bool {
+    fn should_park(&self, files: &mut VecDeque<OpenFile>) -> bool {
         files.len() == 1
             && self.lingering.is_empty()
             && !files[0].has_pending_record()
-            && pending.is_empty()
+            && self.inflight.is_empty()
             && self.idle_streak >= IDLE_TURNS_BEFORE_CLOSING
             && self.ctx.open_files.available_permits() == 0
     }
@@ -441,16 +427,12 @@ impl Tailer {
     /// Reads the oldest file to its end and moves on to the next. A file renamed away
     /// (still linked) lingers for `tail.rotate_wait` after its last write; a deleted one,
     /// or any with `rotate_wait: 0`, is finished at once.
-    async fn finish_front(
-        &mut self,
-        files: &mut VecDeque<OpenFile>,
-        pending: &mut Pending,
-    ) -> Result<(), TailError> {
+    async fn finish_front(&mut self, files: &mut VecDeque<OpenFile>) -> Result<(), TailError> {
         let Some(open) = files.front_mut() else {
             return Ok(());
         };
         // Lines may have been appended between our last read and the rename.
-        while self.read_turn(open, pending).await? > 0 {}
+        while self.read_turn(open).await? > 0 {}
         let mut open = files.pop_front().expect("checked above");
         // Its late acknowledgements no longer move `/status`.
         self.current = files.front().map(|f| f.identity);
@@ -459,11 +441,11 @@ impl Tailer {
         let linked = open.file.metadata().is_ok_and(|meta| meta.nlink() > 0);
         if !linked || self.settings.rotate_wait.is_zero() {
             tracing::info!(tailer = %self.id, "file rotated or deleted; finished the old file");
-            return self.finish(&mut open, pending).await;
+            return self.finish(&mut open).await;
         }
         if self.lingering.len() >= MAX_QUEUED_FILES {
             let mut oldest = self.lingering.pop_front().expect("full");
-            self.finish(&mut oldest.open, pending).await?;
+            self.finish(&mut oldest.open).await?;
         }
         tracing::info!(tailer = %self.id, rotate_wait = ?self.settings.rotate_wait,
             "file rotated; read to its end, looking at it until it is quiet for rotate_wait");
@@ -478,7 +460,7 @@ impl Tailer {
 
     /// Reads what was appended to lingering files since the last look, and finishes the
     /// ones quiet for `tail.rotate_wait` or deleted meanwhile.
-    async fn look_at_lingering(&mut self, pending: &mut Pending) -> Result<(), TailError> {
+    async fn look_at_lingering(&mut self) -> Result<(), TailError> {
         let now = tokio::time::Instant::now();
         if !self.lingering.iter().any(|l| l.next_look <= now) {
             return Ok(());
@@ -499,7 +481,7 @@ impl Tailer {
             };
             let mut next_look = self.settings.poll_interval;
             if grew {
-                match self.read_turn(&mut file.open, pending).await {
+                match self.read_turn(&mut file.open).await {
                     Ok(read) => {
                         file.quiet_since = tokio::time::Instant::now();
                         if read >= TURN_BYTES {
@@ -512,7 +494,7 @@ impl Tailer {
             }
             let quiet = file.quiet_since.elapsed() >= self.settings.rotate_wait;
             if outcome.is_ok() && !grew && (quiet || !linked) {
-                outcome = self.finish(&mut file.open, pending).await;
+                outcome = self.finish(&mut file.open).await;
                 tracing::info!(tailer = %self.id, "finished the rotated file");
             } else {
                 file.next_look = tokio::time::Instant::now() + next_look;
@@ -528,11 +510,7 @@ impl Tailer {
     /// acknowledgement, and only then lets the caller close it and release its claim: a
     /// tailer that reaches the file under its new name resumes after the last line
     /// shipped here.
-    async fn finish(
-        &mut self,
-        open: &mut OpenFile,
-        pending: &mut Pending,
-    ) -> Result<(), TailError> {
+    async fn finish(&mut self, open: &mut OpenFile) -> Result<(), TailError> {
         let mut batch = self.new_batch();
         let now = tokio::time::Instant::now();
         match open.decoder.as_mut() {
@@ -546,8 +524,8 @@ impl Tailer {
             }
         }
         self.count_decoded(open);
-        self.submit(batch, open, pending).await?;
-        self.drain(pending).await
+        self.submit(batch, open).await?;
+        self.drain().await
     }
 
     /// Queues the file the path names now when it is not the newest one we hold.
@@ -704,9 +682,7 @@ impl Tailer {
         };
         tracing::info!(tailer = %self.id, offset, resumed = resumed.is_some(), "following file");
         // Record the start so that a restart resumes here rather than re-applying start_at.
-        self.ctx
-            .checkpoints
-            .set(&self.id.topic, identity, offset, path);
+        self.inflight.start(identity, offset);
         self.progress.set_acked(offset);
         self.progress.set_file_size(meta.len());
         self.progress.set_state(TailerState::Running, None);
@@ -728,11 +704,7 @@ impl Tailer {
     }
 
     /// Reads up to `TURN_BYTES`, submitting batches as they fill. Returns bytes read.
-    async fn read_turn(
-        &mut self,
-        open: &mut OpenFile,
-        pending: &mut Pending,
-    ) -> Result<u64, TailError> {
+    async fn read_turn(&mut self, open: &mut OpenFile) -> Result<u64, TailError> {
         self.busy.set(true);
         let mut batch = self.new_batch();
         let mut read = 0u64;
@@ -778,7 +750,7 @@ impl Tailer {
             }
             if batch.bytes() >= BATCH_BYTES || batch.len() >= BATCH_LINES {
                 let full = std::mem::replace(&mut batch, self.new_batch());
-                self.submit(full, open, pending).await?;
+                self.submit(full, open).await?;
             }
         }
         if let Some(decoder) = open.decoder.as_mut() {
@@ -786,7 +758,7 @@ impl Tailer {
             self.deadline = decoder.deadline();
             self.count_decoded(open);
         }
-        self.submit(batch, open, pending).await?;
+        self.submit(batch, open).await?;
         Ok(read)
     }
 
@@ -814,18 +786,13 @@ impl Tailer {
 
     /// Hands a batch to the sink (waiting while too much is in flight) and queues its ack.
     /// An empty batch still queues a checkpoint advance when the framer moved on.
-    async fn submit(
-        &self,
-        batch: Batch,
-        open: &mut OpenFile,
-        pending: &mut Pending,
-    ) -> Result<(), TailError> {
+    async fn submit(&mut self, batch: Batch, open: &mut OpenFile) -> Result<(), TailError> {
         let end = open.committed();
         if batch.is_empty() && end == open.submitted {
             return Ok(());
         }
-        while pending.len() >= MAX_PENDING {
-            if let Some(done) = pending.next().await {
+        while self.inflight.is_full() {
+            if let Some(done) = self.inflight.next().await {
                 self.on_ack(done)?;
             }
         }
@@ -843,7 +810,7 @@ impl Tailer {
         let identity = open.identity;
         open.submitted = end;
         if batch.is_empty() {
-            pending.push_back(futures::future::ready((identity, end, Ok(()))).boxed());
+            self.inflight.push(identity, end, None);
             return Ok(());
         }
         self.ctx
@@ -859,42 +826,38 @@ impl Tailer {
             .map_err(|source| self.sink_error(source))?;
         let events = self.ctx.events.clone();
         let topic = self.id.topic.clone();
-        pending.push_back(
-            async move {
-                let result = ack.await;
-                if result.is_ok() {
-                    events.records_sent(&topic, records);
-                }
-                (identity, end, result)
+        let counted = async move {
+            let result = ack.await;
+            if result.is_ok() {
+                events.records_sent(&topic, records);
             }
-            .boxed(),
-        );
+            result
+        };
+        self.inflight.push(identity, end, Some(counted.boxed()));
         Ok(())
     }
 
-    fn on_ack(
-        &self,
-        (identity, end, result): (FileIdentity, u64, Result<(), SinkError>),
-    ) -> Result<(), TailError> {
-        result.map_err(|source| self.sink_error(source))?;
-        self.ctx
-            .checkpoints
-            .set(&self.id.topic, identity, end, &self.id.path);
-        if self.current.is_none_or(|file| file.same_file_as(&identity)) {
-            self.progress.set_acked(end);
+    /// A settled batch: `/status` shows its offset when it is of the followed file.
+    fn on_ack(&self, done: Result<Settled, SinkError>) -> Result<(), TailError> {
+        let settled = done.map_err(|source| self.sink_error(source))?;
+        if self
+            .current
+            .is_none_or(|file| file.same_file_as(&settled.file))
+        {
+            self.progress.set_acked(settled.end);
         }
         Ok(())
     }
 
-    fn collect_acks(&self, pending: &mut Pending) -> Result<(), TailError> {
-        while let Some(Some(done)) = pending.next().now_or_never() {
+    fn collect_acks(&mut self) -> Result<(), TailError> {
+        while let Some(done) = self.inflight.try_next() {
             self.on_ack(done)?;
         }
         Ok(())
     }
 
-    async fn drain(&self, pending: &mut Pending) -> Result<(), TailError> {
-        while let Some(done) = pending.next().await {
+    async fn drain(&mut self) -> Result<(), TailError> {
+        while let Some(done) = self.inflight.next().await {
             self.on_ack(done)?;
         }
         Ok(())
@@ -904,11 +867,7 @@ impl Tailer {
     /// handling acknowledgements as they come. The interval doubles while nothing
     /// happens, up to `MAX_IDLE_POLL_NOTIFIED` where notifications arrive and
     /// `MAX_IDLE_POLL` where they do not (e.g. NFS), so an idle file stays cheap.
-    async fn idle(
-        &mut self,
-        stop: &CancellationToken,
-        pending: &mut Pending,
-    ) -> Result<(), TailError> {
+    async fn idle(&mut self, stop: &CancellationToken) -> Result<(), TailError> {
         self.busy.set(false);
         let base = self.settings.poll_interval;
         let watched = self.wakeup.as_ref().is_some_and(|r| r.is_watched());
@@ -941,15 +900,16 @@ impl Tailer {
         };
         tokio::pin!(notified);
         loop {
-            tokio::select! {
+            let done = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = &mut sleep => return Ok(()),
                 _ = &mut notified => {
                     self.idle_streak = 0;
                     return Ok(());
                 }
-                Some(done) = pending.next(), if !pending.is_empty() => self.on_ack(done)?,
-            }
+                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => done,
+            };
+            self.on_ack(done)?;
         }
     }
 
