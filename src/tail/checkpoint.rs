@@ -333,12 +333,7 @@ mod tests {
     use super::*;
 
     fn identity(ino: u64) -> FileIdentity {
-        FileIdentity {
-            dev: 1,
-            ino,
-            fp_len: 3,
-            hash: 42,
-        }
+        FileIdentity::fake(ino)
     }
 
     #[tokio::test(start_paused = true)]

@@ -57,6 +57,18 @@ impl FileIdentity {
     pub fn same_file(&self, meta: &Metadata) -> bool {
         meta.dev() == self.dev && meta.ino() == self.ino
     }
+
+    /// An identity of no real file, for tests of what keeps identities: device 1, inode
+    /// `ino`, a 3-byte fingerprint.
+    #[cfg(test)]
+    pub fn fake(ino: u64) -> Self {
+        FileIdentity {
+            dev: 1,
+            ino,
+            fp_len: 3,
+            hash: 42,
+        }
+    }
 }
 
 /// The checksum of the first `len` bytes of `file` (at most `FINGERPRINT_BYTES`).

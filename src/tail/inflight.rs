@@ -106,12 +106,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     fn identity(ino: u64) -> FileIdentity {
-        FileIdentity {
-            dev: 1,
-            ino,
-            fp_len: 4,
-            hash: 9,
-        }
+        FileIdentity::fake(ino)
     }
 
     fn store() -> (tempfile::TempDir, Arc<Checkpoints>) {
