@@ -15,6 +15,7 @@ use chrono::Utc;
 use futures::future::{BoxFuture, FutureExt};
 use partitioner::Partitioner;
 use producer::Job;
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::Client;
 use rskafka::record::EncodedRecords;
 use std::collections::HashMap;
@@ -188,9 +189,13 @@ impl Shared {
                 );
                 Ok(self.config.topic_partitions as i32)
             }
-            Err(e) if e.to_string().contains("TopicAlreadyExists") => {
-                Err(Fetch::Retry(e.to_string()))
-            }
+            // Created meanwhile (by another agent): its metadata is asked for again.
+            Err(
+                e @ KafkaError::ServerError {
+                    protocol_error: ProtocolError::TopicAlreadyExists,
+                    ..
+                },
+            ) => Err(Fetch::Retry(producer::describe(&e))),
             Err(e) if producer::is_permanent(&e) => Err(Fetch::Permanent(producer::describe(&e))),
             Err(e) => Err(Fetch::Retry(producer::describe(&e))),
         }
