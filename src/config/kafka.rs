@@ -131,6 +131,13 @@ impl KafkaConfig {
                 "must be at least max_batch_bytes".into(),
             ));
         }
+        // The budget's permits are taken up to 32 bits at a time (a flush takes them all).
+        if self.max_in_flight_bytes > u64::from(u32::MAX) {
+            return Err((
+                "max_in_flight_bytes".into(),
+                "must be less than 4GiB".into(),
+            ));
+        }
         if self.request_timeout.is_zero() {
             return Err(("request_timeout".into(), "must be greater than 0".into()));
         }

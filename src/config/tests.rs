@@ -331,3 +331,18 @@ fn parse_should_name_the_field_of_a_bad_format_or_multiline_setting() {
         assert!(m.contains(message), "{extra}: {m}");
     }
 }
+
+#[test]
+fn parse_should_refuse_an_in_flight_budget_of_4_gib_or_more() {
+    // The budget is a semaphore whose permits are taken 32 bits at a time: at 4 GiB a
+    // flush would wait for nothing.
+    let kafka = |budget: &str| {
+        format!(
+            "sink:\n  kind: kafka\n  kafka:\n    brokers: [\"127.0.0.1:9092\"]\n    max_in_flight_bytes: {budget}\n"
+        )
+    };
+    let (field, message) = field_error(&kafka("4GiB"));
+    assert_eq!(field, "sink.kafka.max_in_flight_bytes");
+    assert!(message.contains("less than 4GiB"), "{message}");
+    assert!(parse(&kafka("3GiB")).is_ok());
+}
