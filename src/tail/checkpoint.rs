@@ -20,7 +20,7 @@ const VERSION: u32 = 1;
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the content of a truncated file is remembered: logrotate's `copytruncate`
 /// makes its copy just before truncating, so a glob finds the copy within a resync.
-pub const TRUNCATED_KEPT_FOR: Duration = Duration::from_secs(3600);
+const TRUNCATED_KEPT_FOR: Duration = Duration::from_secs(3600);
 /// Truncated contents remembered per (topic, path), newest kept.
 const TRUNCATED_KEPT_PER_PATH: usize = 4;
 
@@ -193,18 +193,12 @@ impl Checkpoints {
                 path: path.to_path_buf(),
                 updated: unix_now(),
             });
-            let same_path = |c: &Checkpoint| c.topic == topic && c.path == path;
-            let excess = truncated
-                .iter()
-                .filter(|c| same_path(c))
-                .count()
-                .saturating_sub(TRUNCATED_KEPT_PER_PATH);
-            let mut dropped = 0;
-            truncated.retain(|c| {
-                let drop = dropped < excess && same_path(c);
-                dropped += drop as usize;
-                !drop
-            });
+            // One is added at a time, oldest first: at most the oldest of the path goes.
+            let same_path = |c: &&Checkpoint| c.topic == topic && c.path == path;
+            if truncated.iter().filter(same_path).count() > TRUNCATED_KEPT_PER_PATH {
+                let oldest = truncated.iter().position(|c| same_path(&c));
+                truncated.remove(oldest.expect("counted above"));
+            }
         }
         self.generation.fetch_add(1, Ordering::Release);
         self.set(topic, now_file, 0, path);
@@ -219,7 +213,7 @@ impl Checkpoints {
         wanted: impl Fn(&Checkpoint) -> bool,
     ) -> Vec<(Checkpoint, bool)> {
         let same = |c: &Checkpoint| c.topic == topic && c.file.is_full() && wanted(c);
-        let oldest = unix_now().saturating_sub(TRUNCATED_KEPT_FOR.as_secs());
+        let oldest = oldest_truncated_kept();
         let mut found: Vec<(Checkpoint, bool)> = {
             let truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
             truncated
@@ -250,7 +244,7 @@ impl Checkpoints {
             entries.values().cloned().collect()
         };
         list.sort_by(|a, b| (&a.topic, &a.path).cmp(&(&b.topic, &b.path)));
-        let oldest = unix_now().saturating_sub(TRUNCATED_KEPT_FOR.as_secs());
+        let oldest = oldest_truncated_kept();
         let truncated = {
             let mut truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
             truncated.retain(|c| c.updated >= oldest);
@@ -320,6 +314,11 @@ fn parse(bytes: &[u8]) -> Result<OnDisk, String> {
         ));
     }
     Ok(document)
+}
+
+/// The oldest `updated` of a truncated content still kept.
+fn oldest_truncated_kept() -> u64 {
+    unix_now().saturating_sub(TRUNCATED_KEPT_FOR.as_secs())
 }
 
 fn unix_now() -> u64 {
