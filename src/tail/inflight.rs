@@ -7,9 +7,10 @@
 
 use super::checkpoint::Checkpoints;
 use super::fingerprint::FileIdentity;
-use crate::sink::{Ack, SinkError};
+use crate::sink::SinkError;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesOrdered, StreamExt};
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -67,15 +68,21 @@ impl InFlight {
             .truncated(&self.topic, file, acked, now_file, &self.path);
     }
 
-    /// Queues the acknowledgement of a batch of `file` ending at `end`; without one (an
-    /// empty batch after lines the decoder holds or skipped) the checkpoint still
+    /// Queues the acknowledgement of a batch of `file` ending at `end`.
+    pub fn push(
+        &mut self,
+        file: FileIdentity,
+        end: u64,
+        ack: impl Future<Output = Result<(), SinkError>> + Send + 'static,
+    ) {
+        let settled = ack.map(move |result| (file, end, result));
+        self.pending.push_back(settled.boxed());
+    }
+
+    /// Without a batch (lines the decoder holds or skipped), the checkpoint still
     /// advances to `end` once everything before it is acknowledged.
-    pub fn push(&mut self, file: FileIdentity, end: u64, ack: Option<Ack>) {
-        let settled = match ack {
-            Some(ack) => ack.map(move |result| (file, end, result)).boxed(),
-            None => futures::future::ready((file, end, Ok(()))).boxed(),
-        };
-        self.pending.push_back(settled);
+    pub fn advance(&mut self, file: FileIdentity, end: u64) {
+        self.push(file, end, futures::future::ready(Ok(())));
     }
 
     /// Waits for the oldest batch; `None` when nothing is in flight.
@@ -103,6 +110,7 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::Ack;
     use tokio::sync::oneshot;
 
     fn identity(ino: u64) -> FileIdentity {
@@ -133,9 +141,9 @@ mod tests {
         assert_eq!(offset(&store, 7), Some(10));
         let (first, first_ack) = ack();
         let (second, second_ack) = ack();
-        inflight.push(identity(7), 20, Some(first_ack));
-        inflight.push(identity(7), 30, Some(second_ack));
-        inflight.push(identity(7), 35, None);
+        inflight.push(identity(7), 20, first_ack);
+        inflight.push(identity(7), 30, second_ack);
+        inflight.advance(identity(7), 35);
         // The second acknowledged first: nothing moves until the first is.
         second.send(Ok(())).unwrap();
         assert!(inflight.try_next().is_none());
@@ -155,7 +163,7 @@ mod tests {
         let mut inflight = InFlight::new("t".into(), Path::new("/a").into(), store.clone());
         inflight.start(identity(7), 0);
         let (failed, failed_ack) = ack();
-        inflight.push(identity(7), 20, Some(failed_ack));
+        inflight.push(identity(7), 20, failed_ack);
         failed
             .send(Err(SinkError::Rejected {
                 sink: "test",
@@ -175,7 +183,7 @@ mod tests {
         let mut inflight = InFlight::new("t".into(), Path::new("/a").into(), store.clone());
         for i in 0..MAX_PENDING as u64 {
             assert!(!inflight.is_full());
-            inflight.push(identity(7 + i % 2), i, None);
+            inflight.advance(identity(7 + i % 2), i);
         }
         assert!(inflight.is_full());
         while let Some(settled) = inflight.next().await {

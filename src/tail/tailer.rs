@@ -19,7 +19,6 @@ use crate::record::{Batch, PodMeta};
 use crate::sink::{Sink, SinkError};
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::{TailerProgress, TailerState};
-use futures::future::FutureExt;
 use std::collections::VecDeque;
 use std::fs::{File, Metadata};
 use std::io;
@@ -107,6 +106,11 @@ impl OpenFile {
             Some(pending) => pending.min(framed),
             None => framed,
         }
+    }
+
+    /// Identifies the file again from what it holds now.
+    fn identify(&self) -> io::Result<FileIdentity> {
+        FileIdentity::of(&self.file, &self.file.metadata()?)
     }
 
     fn has_pending_record(&mut self) -> bool {
@@ -345,14 +349,10 @@ impl Tailer {
                     // recognise it, and a copy of the old content resume where it ended.
                     self.drain().await?;
                     let before = open.identity;
-                    open.identity = open
-                        .file
-                        .metadata()
-                        .and_then(|meta| FileIdentity::of(&open.file, &meta))
-                        .map_err(|source| TailError::Read {
-                            path: self.id.path.to_path_buf(),
-                            source,
-                        })?;
+                    open.identity = open.identify().map_err(|source| TailError::Read {
+                        path: self.id.path.to_path_buf(),
+                        source,
+                    })?;
                     self.inflight
                         .truncated(before, open.submitted, open.identity);
                     open.framer.reset(0);
@@ -799,18 +799,14 @@ impl Tailer {
         if open.identity.can_grow(end) {
             // The checkpoint names the file by as many of its first bytes as it has:
             // fewer would let another file that starts alike take its place.
-            if let Ok(grown) = open
-                .file
-                .metadata()
-                .and_then(|meta| FileIdentity::of(&open.file, &meta))
-            {
+            if let Ok(grown) = open.identify() {
                 open.identity = grown;
             }
         }
         let identity = open.identity;
         open.submitted = end;
         if batch.is_empty() {
-            self.inflight.push(identity, end, None);
+            self.inflight.advance(identity, end);
             return Ok(());
         }
         self.ctx
@@ -833,7 +829,7 @@ impl Tailer {
             }
             result
         };
-        self.inflight.push(identity, end, Some(counted.boxed()));
+        self.inflight.push(identity, end, counted);
         Ok(())
     }
 
