@@ -1,14 +1,17 @@
 //! Tailers: one task per (topic, file path) that identifies the file, resumes from its
 //! checkpoint, frames lines, follows rotation and truncation, and hands batches to the sink.
 
+mod adopt;
 pub mod checkpoint;
 pub mod claims;
 mod copies;
+mod files;
 pub mod fingerprint;
 mod inflight;
 #[cfg(test)]
 mod model_tests;
 mod parking;
+mod reader;
 mod rotated;
 mod tailer;
 pub mod wakeup;

@@ -1,0 +1,185 @@
+//! What the path names: opening it, adopting a file (identify, claim, position at its
+//! checkpoint or by `start_at`), finding files rotated away while nobody followed the
+//! path, and telling whether the open file is still the one at the path.
+
+use super::copies::{self, Verdict};
+use super::fingerprint::FileIdentity;
+use super::reader::{OpenFile, Reader};
+use super::rotated;
+use super::TailError;
+use crate::config::StartAt;
+use crate::format::framer::Framer;
+use crate::format::Decoder;
+use crate::spec::TailerId;
+use crate::telemetry::TailerState;
+use std::collections::VecDeque;
+use std::fs::{File, Metadata};
+use std::io;
+use std::path::Path;
+
+/// The outcome of opening the path.
+pub enum Opened {
+    File(OpenFile),
+    Missing,
+    /// Another tailer on the topic reads this file under another name.
+    Claimed(TailerId),
+    /// A new file that may be a copy still being written (why): looked at again later.
+    Undecided(&'static str),
+}
+
+/// What the path names now compared with the open file.
+pub enum Change {
+    None,
+    Truncated,
+    /// Renamed away or deleted: finish the open file, then move on.
+    Gone,
+}
+
+/// Opens the regular file at `path`; `None` when there is none.
+pub fn open_path(path: &Path) -> Result<Option<(File, Metadata)>, TailError> {
+    let open_err = |source| TailError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let not_regular = || TailError::NotRegular {
+        path: path.to_path_buf(),
+    };
+    // Look before opening: opening a FIFO for reading blocks until it has a writer.
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(not_regular()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
+    let file = match crate::open::open_for_reading(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(open_err(e)),
+    };
+    let meta = file.metadata().map_err(open_err)?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    Ok(Some((file, meta)))
+}
+
+impl Reader {
+    /// Files renamed away from the path while nobody followed it, with lines left after
+    /// their checkpoint, oldest first.
+    pub fn rotated_while_away(&mut self) -> VecDeque<OpenFile> {
+        let checkpoints = self
+            .ctx
+            .checkpoints
+            .last_read_at(&self.id.topic, &self.id.path);
+        let mut files = VecDeque::new();
+        for found in rotated::find(&self.id.path, &checkpoints) {
+            if let Ok(Opened::File(file)) = self.adopt(found.file, &found.meta, false) {
+                tracing::info!(tailer = %self.id, rotated_to = %found.path.display(),
+                    offset = found.checkpoint.offset, "finishing a file rotated while the agent was down");
+                files.push_back(file);
+            }
+        }
+        files
+    }
+
+    /// Identifies and claims an open file and positions it at its checkpoint (or by
+    /// `start_at` for a file never seen on the first open).
+    pub fn adopt(
+        &mut self,
+        file: File,
+        meta: &Metadata,
+        first_open: bool,
+    ) -> Result<Opened, TailError> {
+        let path = &self.id.path;
+        let open_err = |source| TailError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let identity = FileIdentity::of(&file, meta).map_err(open_err)?;
+        let claim = match self.ctx.claims.claim(&self.id, identity.dev, identity.ino) {
+            Ok(claim) => claim,
+            Err(owner) => return Ok(Opened::Claimed(owner)),
+        };
+        let checkpoint = self
+            .ctx
+            .checkpoints
+            .get(&self.id.topic, identity.dev, identity.ino);
+        let resumed = match checkpoint {
+            Some(cp) if cp.file.matches(&file, meta).map_err(open_err)? => Some(cp.offset),
+            _ => None,
+        };
+        // A new file holding content already shipped (a copytruncate copy) resumes where
+        // the original was acknowledged.
+        let copy_of = match resumed {
+            Some(_) => None,
+            None => match copies::judge(&self.ctx.checkpoints, &self.id.topic, path, &file, meta)
+                .map_err(open_err)?
+            {
+                Verdict::CopyOf(original) => Some(original),
+                Verdict::New => None,
+                Verdict::Undecided(why) if !self.undecided.settled(meta) => {
+                    return Ok(Opened::Undecided(why))
+                }
+                Verdict::Undecided(_) => None,
+            },
+        };
+        let offset = match (resumed, &copy_of) {
+            (Some(offset), _) if offset <= meta.len() => offset,
+            (Some(_), _) => {
+                self.ctx.events.file_truncated(&self.id.topic);
+                0
+            }
+            (None, Some(original)) => {
+                tracing::info!(tailer = %self.id, copy_of = %original.path.display(),
+                    offset = original.offset, "a copy of a file already shipped up to offset");
+                original.offset
+            }
+            (None, None) if first_open && self.settings.start_at == StartAt::End => meta.len(),
+            (None, None) => 0,
+        };
+        tracing::info!(tailer = %self.id, offset, resumed = resumed.is_some(), "following file");
+        // Record the start so that a restart resumes here rather than re-applying start_at.
+        self.inflight.start(identity, offset);
+        self.progress.set_acked(offset);
+        self.progress.set_file_size(meta.len());
+        self.progress.set_state(TailerState::Running, None);
+        let decoder = (!self.settings.parsing.is_passthrough()).then(|| {
+            Box::new(Decoder::new(
+                &self.settings.parsing,
+                self.start_pattern.clone(),
+                self.settings.max_line_bytes as usize,
+            ))
+        });
+        Ok(Opened::File(OpenFile {
+            file,
+            identity,
+            framer: Framer::new(offset, self.settings.max_line_bytes as usize),
+            decoder,
+            submitted: offset,
+            _claim: claim,
+        }))
+    }
+
+    /// Whether the open file was truncated, or the path names another file (or none).
+    pub fn check(&self, open: &mut OpenFile) -> Result<Change, TailError> {
+        let meta = open
+            .file
+            .metadata()
+            .map_err(|source| self.read_error(source))?;
+        self.progress.set_file_size(meta.len());
+        if meta.len() < open.framer.position() {
+            return Ok(Change::Truncated);
+        }
+        if open.identity.can_grow(meta.len()) {
+            if let Ok(grown) = FileIdentity::of(&open.file, &meta) {
+                open.identity = grown;
+            }
+        }
+        match std::fs::metadata(&self.id.path) {
+            Ok(now) if open.identity.same_file(&now) => Ok(Change::None),
+            Ok(_) => Ok(Change::Gone),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Change::Gone),
+            // e.g. a directory permission change: keep reading what we have open.
+            Err(_) => Ok(Change::None),
+        }
+    }
+}

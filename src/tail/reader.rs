@@ -1,0 +1,351 @@
+//! Reading an open file into batches: positional reads into one reusable buffer, the
+//! framer and decoder, submission to the sink, and the acknowledgements that move the
+//! checkpoint (through `InFlight`, which owns every checkpoint move).
+
+use super::copies::Undecided;
+use super::files::Held;
+use super::fingerprint::FileIdentity;
+use super::inflight::{InFlight, Settled};
+use super::watch::Busy;
+use super::TailError;
+use crate::format::framer::Framer;
+use crate::format::Decoder;
+use crate::record::{Batch, PodMeta};
+use crate::sink::SinkError;
+use crate::spec::{TailerId, TailerSettings};
+use crate::telemetry::TailerProgress;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Bytes read per `read` call, at most; a tailer's buffer starts at `FIRST_READ_CHUNK`
+/// and doubles each time a read fills it, so that thousands of quiet files do not each
+/// hold (and touch, zeroing it) the full size.
+const READ_CHUNK: usize = 128 * 1024;
+const FIRST_READ_CHUNK: usize = 8 * 1024;
+/// A batch is submitted once it holds this much (or at EOF).
+const BATCH_BYTES: usize = 512 * 1024;
+const BATCH_LINES: usize = 16 * 1024;
+/// Bytes read per turn before yielding, so that one busy file does not starve others.
+pub const TURN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A file a tailer holds open.
+pub struct OpenFile {
+    pub file: File,
+    pub identity: FileIdentity,
+    pub framer: Framer,
+    /// Parses, joins and aggregates lines; `None` for raw lines (the fast path).
+    pub decoder: Option<Box<Decoder>>,
+    /// The offset covered by the last submitted batch (or checkpoint-only entry).
+    pub submitted: u64,
+    /// No other tailer on this topic reads this file while we hold it.
+    pub _claim: super::claims::Claim,
+}
+
+impl Held for OpenFile {
+    fn identity(&self) -> FileIdentity {
+        self.identity
+    }
+}
+
+impl OpenFile {
+    /// Where a restart must resume: after the last complete line, but before any record
+    /// the decoder still holds.
+    fn committed(&mut self) -> u64 {
+        let framed = self.framer.committed();
+        match self.decoder.as_mut().and_then(|d| d.pending_start()) {
+            Some(pending) => pending.min(framed),
+            None => framed,
+        }
+    }
+
+    /// Identifies the file again from what it holds now.
+    pub fn identify(&self) -> io::Result<FileIdentity> {
+        FileIdentity::of(&self.file, &self.file.metadata()?)
+    }
+
+    pub fn has_pending_record(&mut self) -> bool {
+        self.decoder
+            .as_mut()
+            .is_some_and(|d| d.pending_start().is_some())
+    }
+
+    /// Starts over at offset 0 after a truncation, under the identity of what the file
+    /// holds now; returns the identity it had and the offset it was submitted up to.
+    pub fn restart(&mut self) -> io::Result<(FileIdentity, u64)> {
+        let before = (self.identity, self.submitted);
+        self.identity = self.identify()?;
+        self.framer.reset(0);
+        if let Some(decoder) = self.decoder.as_mut() {
+            decoder.reset();
+        }
+        self.submitted = 0;
+        Ok(before)
+    }
+}
+
+/// What reading needs besides the files: the tailer's identity and settings, the shared
+/// context, the buffer, and the batches in flight.
+pub struct Reader {
+    pub id: TailerId,
+    pub settings: TailerSettings,
+    pub ctx: Arc<super::TailerContext>,
+    pub progress: Arc<TailerProgress>,
+    buf: Vec<u8>,
+    pub busy: Arc<Busy>,
+    /// The compiled `multiline.start_pattern`, cloned into each file's decoder.
+    pub start_pattern: Option<regex::bytes::Regex>,
+    /// The pod of a container log file (from its name), on every batch.
+    pod: Option<Arc<PodMeta>>,
+    /// When a pending multiline record of the file read times out: an idle wait ends by
+    /// then.
+    pub deadline: Option<tokio::time::Instant>,
+    /// The file being followed: `/status` shows its offset, not a lingering file's.
+    pub current: Option<FileIdentity>,
+    /// The new file at the path that may be a copy still being written.
+    pub undecided: Undecided,
+    /// Batches in flight and every move of the checkpoints.
+    pub inflight: InFlight,
+}
+
+impl Reader {
+    pub fn new(
+        id: TailerId,
+        settings: TailerSettings,
+        ctx: Arc<super::TailerContext>,
+        progress: Arc<TailerProgress>,
+    ) -> Self {
+        let inflight = InFlight::new(id.topic.clone(), id.path.clone(), ctx.checkpoints.clone());
+        let parsing = &settings.parsing;
+        // Validated by the config and etcd parsers; a pattern that fails here anyway
+        // turns multiline off rather than the tailer.
+        let start_pattern = parsing.multiline.as_ref().and_then(|m| m.regex().ok());
+        let pod = (!parsing.format.is_raw())
+            .then(|| PodMeta::from_path(&id.path))
+            .flatten()
+            .map(Arc::new);
+        Reader {
+            id,
+            settings,
+            ctx,
+            progress,
+            buf: vec![0; FIRST_READ_CHUNK],
+            busy: Arc::default(),
+            start_pattern,
+            pod,
+            deadline: None,
+            current: None,
+            undecided: Undecided::default(),
+            inflight,
+        }
+    }
+
+    /// Reads up to `TURN_BYTES`, submitting batches as they fill. Returns bytes read.
+    pub async fn read_turn(&mut self, open: &mut OpenFile) -> Result<u64, TailError> {
+        self.busy.set(true);
+        let mut batch = self.new_batch();
+        let mut read = 0u64;
+        while read < TURN_BYTES {
+            // Blocking positional read: regular files answer from the page cache in
+            // microseconds, which costs less than a thread hop per chunk.
+            let n = open
+                .file
+                .read_at(&mut self.buf, open.framer.position())
+                .map_err(|source| self.read_error(source))?;
+            if n == 0 {
+                break;
+            }
+            if n == self.buf.len() && n < READ_CHUNK {
+                // A busy file: read bigger chunks from now on.
+                self.buf.resize(n * 2, 0);
+            }
+            read += n as u64;
+            if n == READ_CHUNK && batch.is_empty() {
+                // A busy file fills this batch: size it once, with one chunk of slack
+                // (the batch is submitted after the chunk that crosses BATCH_BYTES).
+                batch.reserve(BATCH_BYTES + READ_CHUNK, 64);
+            }
+            let mut truncated = 0u64;
+            match open.decoder.as_mut() {
+                None => open.framer.push(&self.buf[..n], &mut |line| {
+                    truncated += line.truncated as u64;
+                    batch.push(line.offset, line.bytes);
+                }),
+                Some(decoder) => {
+                    let now = tokio::time::Instant::now();
+                    open.framer.push(&self.buf[..n], &mut |line| {
+                        truncated += line.truncated as u64;
+                        decoder.line(line, now, &mut batch);
+                    });
+                }
+            }
+            for _ in 0..truncated {
+                self.ctx.events.line_truncated(&self.id.topic);
+            }
+            if batch.bytes() >= BATCH_BYTES || batch.len() >= BATCH_LINES {
+                let full = std::mem::replace(&mut batch, self.new_batch());
+                self.submit(full, open).await?;
+            }
+        }
+        if let Some(decoder) = open.decoder.as_mut() {
+            decoder.flush_expired(tokio::time::Instant::now(), &mut batch);
+            self.deadline = decoder.deadline();
+            self.count_decoded(open);
+        }
+        self.submit(batch, open).await?;
+        Ok(read)
+    }
+
+    /// Ships a file's held partial line and pending record, waits for every
+    /// acknowledgement, and only then lets the caller close it and release its claim: a
+    /// tailer that reaches the file under its new name resumes after the last line
+    /// shipped here.
+    pub async fn finish(&mut self, open: &mut OpenFile) -> Result<(), TailError> {
+        let mut batch = self.new_batch();
+        let now = tokio::time::Instant::now();
+        match open.decoder.as_mut() {
+            None => open
+                .framer
+                .finish(&mut |line| batch.push(line.offset, line.bytes)),
+            Some(decoder) => {
+                open.framer
+                    .finish(&mut |line| decoder.line(line, now, &mut batch));
+                decoder.finish(now, &mut batch);
+            }
+        }
+        self.count_decoded(open);
+        self.submit(batch, open).await?;
+        self.drain().await
+    }
+
+    /// Ships the records the file's decoder holds for multiline joining (fragments of an
+    /// unfinished line stay: the checkpoint before them joins them after restart).
+    pub async fn flush_at_shutdown(&mut self, open: &mut OpenFile) -> Result<(), TailError> {
+        let Some(decoder) = open.decoder.as_mut() else {
+            return Ok(());
+        };
+        let mut batch = self.new_batch();
+        decoder.flush_multiline(&mut batch);
+        self.submit(batch, open).await
+    }
+
+    /// Reports what the decoder counted (parse errors, cuts) to the metrics.
+    fn count_decoded(&self, open: &mut OpenFile) {
+        let Some(decoder) = open.decoder.as_mut() else {
+            return;
+        };
+        let counts = decoder.take_counts();
+        let topic = &self.id.topic;
+        let events = &self.ctx.events;
+        for _ in 0..counts.cri_errors {
+            events.parse_error(topic, "cri");
+        }
+        for _ in 0..counts.docker_errors {
+            events.parse_error(topic, "docker");
+        }
+        for _ in 0..counts.truncated {
+            events.line_truncated(topic);
+        }
+        for _ in 0..counts.multiline_cut {
+            events.multiline_cut(topic);
+        }
+    }
+
+    /// Hands a batch to the sink (waiting while too much is in flight) and queues its ack.
+    /// An empty batch still queues a checkpoint advance when the framer moved on.
+    async fn submit(&mut self, batch: Batch, open: &mut OpenFile) -> Result<(), TailError> {
+        let end = open.committed();
+        if batch.is_empty() && end == open.submitted {
+            return Ok(());
+        }
+        while self.inflight.is_full() {
+            if let Some(done) = self.inflight.next().await {
+                self.on_ack(done)?;
+            }
+        }
+        if open.identity.can_grow(end) {
+            // The checkpoint names the file by as many of its first bytes as it has:
+            // fewer would let another file that starts alike take its place.
+            if let Ok(grown) = open.identify() {
+                open.identity = grown;
+            }
+        }
+        let identity = open.identity;
+        open.submitted = end;
+        if batch.is_empty() {
+            self.inflight.advance(identity, end);
+            return Ok(());
+        }
+        self.ctx
+            .events
+            .lines_read(&self.id.topic, batch.len() as u64, batch.bytes() as u64);
+        self.progress.line_seen();
+        let records = batch.len() as u64;
+        let ack = self
+            .ctx
+            .sink
+            .submit(batch)
+            .await
+            .map_err(|source| self.sink_error(source))?;
+        let events = self.ctx.events.clone();
+        let topic = self.id.topic.clone();
+        let counted = async move {
+            let result = ack.await;
+            if result.is_ok() {
+                events.records_sent(&topic, records);
+            }
+            result
+        };
+        self.inflight.push(identity, end, counted);
+        Ok(())
+    }
+
+    /// A settled batch: `/status` shows its offset when it is of the followed file.
+    pub fn on_ack(&self, done: Result<Settled, SinkError>) -> Result<(), TailError> {
+        let settled = done.map_err(|source| self.sink_error(source))?;
+        if self
+            .current
+            .is_none_or(|file| file.same_file_as(&settled.file))
+        {
+            self.progress.set_acked(settled.end);
+        }
+        Ok(())
+    }
+
+    pub fn collect_acks(&mut self) -> Result<(), TailError> {
+        while let Some(done) = self.inflight.try_next() {
+            self.on_ack(done)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch in flight to be settled.
+    pub async fn drain(&mut self) -> Result<(), TailError> {
+        while let Some(done) = self.inflight.next().await {
+            self.on_ack(done)?;
+        }
+        Ok(())
+    }
+
+    fn new_batch(&self) -> Batch {
+        let mut batch = Batch::new(self.id.topic.clone(), self.id.path.clone());
+        batch.pod = self.pod.clone();
+        batch
+    }
+
+    pub fn read_error(&self, source: io::Error) -> TailError {
+        TailError::Read {
+            path: self.id.path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn sink_error(&self, source: SinkError) -> TailError {
+        self.ctx.events.send_error(&self.id.topic, "sink");
+        TailError::Sink {
+            path: self.id.path.to_path_buf(),
+            source,
+        }
+    }
+}
