@@ -229,7 +229,7 @@ impl Reconciler {
                     self.ctx.clone(),
                     control.progress.clone(),
                 );
-                let handle = self.tasks.spawn(tailer.run(stop));
+                let handle = self.tasks.spawn(tailer.into_task(stop));
                 self.task_ids.insert(handle.id(), id.clone());
                 tracing::debug!(tailer = %id, "tailer started");
                 self.running.insert(

@@ -10,8 +10,10 @@ pub mod fingerprint;
 mod inflight;
 #[cfg(test)]
 mod model_tests;
+mod mounts;
 mod parking;
 mod reader;
+mod remote;
 mod rotated;
 mod tailer;
 pub mod wakeup;

@@ -10,12 +10,14 @@ use super::checkpoint::Checkpoints;
 use super::claims::Claims;
 use super::files::{Files, MAX_FILES};
 use super::reader::{OpenFile, Reader, TURN_BYTES};
+use super::remote;
 use super::wakeup::{Registration, Wakeups};
 use super::watch::{self, PathWatch};
 use crate::ports::Events;
 use crate::sink::{Sink, SinkError};
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::{TailerProgress, TailerState};
+use futures::future::{BoxFuture, FutureExt};
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -47,6 +49,12 @@ pub enum TailError {
     NotRegular { path: PathBuf },
     #[error("{path}: cannot read: {source}")]
     Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: cannot start the tailer's own thread: {source}")]
+    Thread {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -118,6 +126,16 @@ impl Tailer {
             permit: None,
             first_open: true,
         }
+    }
+
+    /// The task that follows the file until `stop`: on a thread of its own for a file on
+    /// a network or FUSE filesystem, where a call may block indefinitely (`tail/remote.rs`).
+    pub fn into_task(self, stop: CancellationToken) -> BoxFuture<'static, Result<(), TailError>> {
+        let path = &self.reader.id.path;
+        if self.reader.ctx.wakeups.is_remote(path) {
+            return remote::on_own_thread(path.to_path_buf(), self.run(stop));
+        }
+        self.run(stop).boxed()
     }
 
     /// Follows the file until `stop`, then lets in-flight batches be acknowledged and

@@ -4,6 +4,7 @@
 //! user by default) while watches are not. Without it, tailers fall back to adaptive
 //! polling alone.
 
+use super::mounts::Mounts;
 use notify::{RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ struct Table {
 
 pub struct Wakeups {
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// Where notifications do not come from (network filesystems, FUSE).
+    mounts: Mounts,
     table: Arc<Mutex<Table>>,
     appeared: Arc<Appeared>,
 }
@@ -117,6 +120,7 @@ impl Wakeups {
         }
         Arc::new(Wakeups {
             watcher: Mutex::new(watcher.ok()),
+            mounts: Mounts::default(),
             table,
             appeared,
         })
@@ -128,9 +132,15 @@ impl Wakeups {
     pub fn without_notifications() -> Arc<Self> {
         Arc::new(Wakeups {
             watcher: Mutex::new(None),
+            mounts: Mounts::default(),
             table: Arc::default(),
             appeared: Arc::default(),
         })
+    }
+
+    /// Whether `path` is on a network or FUSE filesystem (`tail/mounts.rs`).
+    pub fn is_remote(&self, path: &Path) -> bool {
+        self.mounts.is_remote(path)
     }
 
     /// Files appearing in watched directories that no tailer follows.
@@ -166,7 +176,7 @@ impl Wakeups {
     /// Adds `notify` as a waiter for `path`; true when its directory is watched.
     fn add(&self, path: &Path, notify: &Arc<Notify>) -> bool {
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let remote = is_remote(&dir);
+        let remote = self.mounts.is_remote(path);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         table
             .by_path
@@ -241,27 +251,6 @@ impl Drop for Registration {
     }
 }
 
-/// Network filesystems: NFS, SMB/CIFS (three magics), CephFS, 9P, AFS, Coda, FUSE (sshfs,
-/// s3fs and the like, which may be remote).
-const REMOTE_FILESYSTEMS: &[i64] = &[
-    0x6969,
-    0x517b,
-    0xff53_4d42,
-    0xfe53_4d42,
-    0x00c3_6400,
-    0x0102_1997,
-    0x5346_414f,
-    0x7375_7245,
-    0x6573_5546,
-];
-
-/// Whether `dir` is on a network filesystem (unknown counts as local).
-#[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between platforms
-fn is_remote(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir)
-        .is_ok_and(|fs| REMOTE_FILESYSTEMS.contains(&(fs.filesystem_type().0 as i64)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,14 +299,6 @@ mod tests {
         let dangling = containers.join("gone.log");
         std::os::unix::fs::symlink(pods.join("missing.log"), &dangling).unwrap();
         assert!(!wakeups.register(&dangling).is_watched(), "polled instead");
-    }
-
-    #[test]
-    fn local_directories_should_not_count_as_remote() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(!is_remote(dir.path()));
-        assert!(!is_remote(Path::new("/proc")));
-        assert!(!is_remote(Path::new("/no/such/dir")), "unknown is local");
     }
 
     #[tokio::test]

@@ -193,6 +193,26 @@ impl Agent {
 
     /// Starts `logcatch run` as the argument of `wrapper` (a command prefix), if any.
     pub fn start_via(wrapper: &[&str], config: &Path, cwd: &Path, http_port: u16) -> Agent {
+        Self::launch(wrapper, &[], config, cwd, http_port)
+    }
+
+    /// Starts `logcatch run` with more environment variables.
+    pub fn start_with_env(
+        env: &[(&str, &str)],
+        config: &Path,
+        cwd: &Path,
+        http_port: u16,
+    ) -> Agent {
+        Self::launch(&[], env, config, cwd, http_port)
+    }
+
+    fn launch(
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        config: &Path,
+        cwd: &Path,
+        http_port: u16,
+    ) -> Agent {
         static STARTS: AtomicUsize = AtomicUsize::new(0);
         let log = cwd.join(format!(
             "agent-{}.log",
@@ -213,6 +233,7 @@ impl Agent {
             .arg(config)
             .current_dir(cwd)
             .env("RUST_LOG", "info,rskafka=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

@@ -49,6 +49,10 @@ pub(crate) struct Shared {
     partitions: Mutex<HashMap<Arc<str>, (i32, Instant)>>,
     producers: Mutex<HashMap<(Arc<str>, i32), ProducerQueue>>,
     events: Arc<dyn Events>,
+    /// The agent's runtime, where producer tasks run: a batch may come from a tailer on a
+    /// runtime of its own (a file on a network filesystem, `tail/remote.rs`), which ends
+    /// with that tailer.
+    runtime: tokio::runtime::Handle,
 }
 
 impl KafkaSink {
@@ -65,6 +69,7 @@ impl KafkaSink {
             partitions: Mutex::new(HashMap::new()),
             producers: Mutex::new(HashMap::new()),
             events,
+            runtime: tokio::runtime::Handle::current(),
         });
         let connecting = shared.clone();
         tokio::spawn(async move {
@@ -207,7 +212,8 @@ impl Shared {
             .entry((topic.clone(), partition))
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(producer::run(self.clone(), topic.clone(), partition, rx));
+                let run = producer::run(self.clone(), topic.clone(), partition, rx);
+                self.runtime.spawn(run);
                 tx
             })
             .clone()
