@@ -7,6 +7,7 @@ pub mod claims;
 mod copies;
 mod files;
 pub mod fingerprint;
+mod idle;
 mod inflight;
 #[cfg(test)]
 mod model_tests;

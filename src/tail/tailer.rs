@@ -9,9 +9,10 @@ use super::adopt::{self, Change, Opened};
 use super::checkpoint::Checkpoints;
 use super::claims::Claims;
 use super::files::{Files, MAX_FILES};
+use super::idle::{Idle, Pace};
 use super::reader::{OpenFile, Reader, TURN_BYTES};
 use super::remote;
-use super::wakeup::{Registration, Wakeups};
+use super::wakeup::Wakeups;
 use super::watch::{self, PathWatch};
 use crate::ports::Events;
 use crate::sink::{Sink, SinkError};
@@ -28,12 +29,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The longest an idle tailer waits between looks at its file without notifications.
-const MAX_IDLE_POLL: Duration = Duration::from_secs(2);
-/// The same with notifications (local filesystems): the look is only a safety net then,
-/// and each one costs every idle file a wake-up and two stats (idle CPU at 10,000 files:
-/// BENCHMARKS.md).
-const MAX_IDLE_POLL_NOTIFIED: Duration = Duration::from_secs(300);
 /// Idle waits before an idle file may be closed for others (`tail.max_open_files`).
 const IDLE_TURNS_BEFORE_CLOSING: u32 = 2;
 
@@ -88,23 +83,11 @@ enum Next {
     Wait(Pace),
 }
 
-/// How soon an idle wait ends without a notification.
-enum Pace {
-    /// Later each time nothing changes (up to a cap).
-    Slower,
-    /// After the poll interval: a copy may still be being written.
-    Poll,
-    /// Within a few poll intervals: a claim is released without notice.
-    Soon,
-}
-
 pub struct Tailer {
     reader: Reader,
     files: Files<OpenFile>,
-    /// Set while running: notifications for the path.
-    wakeup: Option<Registration>,
-    /// Idle waits in a row without data; sets the polling backoff.
-    idle_streak: u32,
+    /// Set while running: how idle waits end.
+    idle: Option<Idle>,
     /// This tailer's share of `tail.max_open_files` while it holds a file open.
     permit: Option<OwnedSemaphorePermit>,
     /// No file has been opened at the path yet: `start_at` applies to a new one.
@@ -121,8 +104,7 @@ impl Tailer {
         Tailer {
             reader: Reader::new(id, settings, ctx, progress),
             files: Files::new(),
-            wakeup: None,
-            idle_streak: 0,
+            idle: None,
             permit: None,
             first_open: true,
         }
@@ -142,7 +124,7 @@ impl Tailer {
     /// checkpointed before returning.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), TailError> {
         let reader = &mut self.reader;
-        self.wakeup = Some(reader.ctx.wakeups.register(&reader.id.path));
+        self.idle = Some(Idle::new(reader.ctx.wakeups.register(&reader.id.path)));
         let rotated = reader.rotated_while_away();
         // A file found rotated away means the one at the path is new since: read it all.
         self.first_open = rotated.is_empty();
@@ -181,12 +163,9 @@ impl Tailer {
                 Next::Step => {}
                 Next::Yield => tokio::task::yield_now().await,
                 Next::Wait(pace) => {
-                    match pace {
-                        Pace::Slower => {}
-                        Pace::Poll => self.idle_streak = 0,
-                        Pace::Soon => self.idle_streak = self.idle_streak.min(2),
-                    }
-                    self.idle(stop).await?;
+                    let idle = self.idle.as_mut().expect("set by run");
+                    let next_look = self.files.next_look();
+                    idle.wait(pace, stop, &mut self.reader, next_look).await?;
                 }
             }
         }
@@ -207,7 +186,9 @@ impl Tailer {
             return self.open_step(stop).await;
         };
         if self.reader.read_turn(open).await? > 0 {
-            self.idle_streak = 0;
+            if let Some(idle) = self.idle.as_mut() {
+                idle.busy();
+            }
             return Ok(Next::Yield);
         }
         if self.files.has_newer() {
@@ -325,7 +306,10 @@ impl Tailer {
     /// (so its checkpoint is where reading resumes).
     fn should_park(&mut self) -> bool {
         self.files.may_park()
-            && self.idle_streak >= IDLE_TURNS_BEFORE_CLOSING
+            && self
+                .idle
+                .as_ref()
+                .is_some_and(|i| i.streak() >= IDLE_TURNS_BEFORE_CLOSING)
             && self.reader.inflight.is_empty()
             && self.reader.ctx.open_files.available_permits() == 0
             && self
@@ -473,56 +457,5 @@ impl Tailer {
             return Ok(Opened::File(open));
         }
         self.reader.adopt(file, meta, first_open)
-    }
-
-    /// Waits until the path changes (a notification) or the poll interval passes,
-    /// handling acknowledgements as they come. The interval doubles while nothing
-    /// happens, up to `MAX_IDLE_POLL_NOTIFIED` where notifications arrive and
-    /// `MAX_IDLE_POLL` where they do not (e.g. NFS), so an idle file stays cheap.
-    async fn idle(&mut self, stop: &CancellationToken) -> Result<(), TailError> {
-        self.reader.busy.set(false);
-        let base = self.reader.settings.poll_interval;
-        let watched = self.wakeup.as_ref().is_some_and(|r| r.is_watched());
-        let cap = if watched {
-            MAX_IDLE_POLL_NOTIFIED
-        } else {
-            MAX_IDLE_POLL
-        };
-        let delay = base
-            .saturating_mul(1 << self.idle_streak.min(16))
-            .min(cap.max(base));
-        self.idle_streak += 1;
-        // A pending multiline record is shipped when its timeout passes.
-        let mut until = Instant::now() + delay;
-        if let Some(deadline) = self.reader.deadline.filter(|d| *d > Instant::now()) {
-            until = until.min(deadline);
-        }
-        // A renamed file raises no notification for our path: look at it on time.
-        if let Some(look) = self.files.next_look() {
-            until = until.min(look);
-        }
-        let sleep = tokio::time::sleep_until(until);
-        tokio::pin!(sleep);
-        let wakeup = self.wakeup.as_ref().map(|r| r.notify.clone());
-        let notified = async {
-            match wakeup {
-                Some(notify) => notify.notified().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(notified);
-        loop {
-            let inflight = &mut self.reader.inflight;
-            let done = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                _ = &mut sleep => return Ok(()),
-                _ = &mut notified => {
-                    self.idle_streak = 0;
-                    return Ok(());
-                }
-                Some(done) = inflight.next(), if !inflight.is_empty() => done,
-            };
-            self.reader.on_ack(done)?;
-        }
     }
 }
