@@ -10,7 +10,8 @@
 //! own, which starts the next sealed group the moment the last one is answered, on a
 //! runtime thread of its own).
 
-use super::{connect, encode, Shared};
+use super::encode::{encode, record_overhead};
+use super::{connect, Shared};
 use crate::record::Batch;
 use crate::sink::SinkError;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -59,7 +60,8 @@ impl Group {
     fn add(&mut self, shared: &Shared, job: Job) -> Option<Job> {
         let batch = &job.batch;
         let max_bytes = group_bytes(shared);
-        let bound = batch.bytes() + batch.len() * shared.record_overhead(batch);
+        let bound =
+            batch.bytes() + batch.len() * record_overhead(&shared.config, &shared.node, batch);
         if !self.jobs.is_empty() && self.bytes + bound > max_bytes {
             return Some(job);
         }
@@ -72,7 +74,7 @@ impl Group {
         };
         self.records.reserve(bound * scale);
         let mark = self.records.mark();
-        if let Err(e) = encode(shared, batch, &mut self.records) {
+        if let Err(e) = encode(&shared.config, &shared.node, batch, &mut self.records) {
             self.records.truncate(mark);
             let _ = job.ack.send(Err(e));
             return None;
