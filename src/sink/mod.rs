@@ -13,17 +13,30 @@ use crate::config::{Config, SinkKind};
 use crate::ports::Events;
 use crate::record::Batch;
 use futures::future::BoxFuture;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Why a sink did not take or deliver a batch. I/O errors are shared (`Arc`): one failed
+/// write is the answer to every batch it carried.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
-    #[error("sink {sink}: {message}")]
-    Io { sink: &'static str, message: String },
+    #[error("sink file: cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("sink {sink}: write failed: {source}")]
+    Io {
+        sink: &'static str,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("sink {sink} is closed")]
     Closed { sink: &'static str },
     /// Refused for good (unknown topic, record too large, not authorized).
-    #[error("sink {sink}: {message}")]
-    Rejected { sink: &'static str, message: String },
+    #[error("sink kafka: {0}")]
+    Rejected(#[source] kafka::Error),
 }
 
 /// Resolves once every line of the batch is durably accepted, or with the reason not.

@@ -2,8 +2,10 @@
 //! deadline per request, TLS (rustls) and SASL.
 
 use crate::config::kafka::{KafkaConfig, TlsConfig};
+use rskafka::client::error::Error as ClientError;
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::BackoffConfig;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
@@ -28,6 +30,46 @@ pub fn network() -> &'static tokio::runtime::Handle {
         .handle()
 }
 
+/// Why connecting to Kafka failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("sink.kafka.tls.{field} {}: {source}", path.display())]
+    TlsFile {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: TlsFileError,
+    },
+    #[error("sink.kafka.tls: {0}")]
+    Tls(#[source] rustls::Error),
+    #[error("sink.kafka.sasl.password_file {}: {source}", path.display())]
+    PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {brokers}: {source}")]
+    Kafka {
+        brokers: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error("cannot connect to {brokers} within {after:?}")]
+    Timeout { brokers: String, after: Duration },
+    /// The connecting task did not finish (its runtime shut down).
+    #[error("connecting to kafka: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// What is wrong with a TLS file: it does not parse, or rustls refuses what it holds.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileError {
+    #[error(transparent)]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+}
+
 /// Connects once, on the `network` runtime (rskafka drives each connection from a task
 /// spawned where it was made; the partition clients connect from the sender tasks, which
 /// run there too). The deadline makes rskafka give up on a request after
@@ -35,15 +77,15 @@ pub fn network() -> &'static tokio::runtime::Handle {
 /// bound is twice that, so that rskafka's own error (which names the cause: a refused
 /// connection, an untrusted certificate, failed SASL) normally comes first, and only a
 /// hanging attempt ends in the bare timeout.
-pub async fn connect(config: &KafkaConfig) -> Result<Client, String> {
+pub async fn connect(config: &KafkaConfig) -> Result<Client, ConnectError> {
     let config = config.clone();
     let connecting = network().spawn(async move { connect_here(&config).await });
     AbortOnDropHandle::new(connecting)
         .await
-        .unwrap_or_else(|e| Err(format!("connecting to kafka: {e}")))
+        .unwrap_or_else(|e| Err(ConnectError::Task(e)))
 }
 
-async fn connect_here(config: &KafkaConfig) -> Result<Client, String> {
+async fn connect_here(config: &KafkaConfig) -> Result<Client, ConnectError> {
     let mut builder = ClientBuilder::new(config.brokers.clone())
         .client_id(config.client_id.as_str())
         .backoff_config(BackoffConfig {
@@ -59,30 +101,31 @@ async fn connect_here(config: &KafkaConfig) -> Result<Client, String> {
         builder = builder.sasl_config(sasl);
     }
     let connecting = builder.build();
+    let brokers = || config.brokers.join(",");
     match tokio::time::timeout(config.request_timeout * 2, connecting).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(format!(
-            "cannot connect to {}: {e}",
-            config.brokers.join(",")
-        )),
-        Err(_) => Err(format!(
-            "cannot connect to {} within {:?}",
-            config.brokers.join(","),
-            config.request_timeout * 2
-        )),
+        Ok(Err(source)) => Err(ConnectError::Kafka {
+            brokers: brokers(),
+            source,
+        }),
+        Err(_) => Err(ConnectError::Timeout {
+            brokers: brokers(),
+            after: config.request_timeout * 2,
+        }),
     }
 }
 
-fn sasl_config(config: &KafkaConfig) -> Result<Option<SaslConfig>, String> {
+/// Reads the password file at every attempt: a fixed file heals without a restart.
+fn sasl_config(config: &KafkaConfig) -> Result<Option<SaslConfig>, ConnectError> {
     let sasl = &config.sasl;
     if sasl.mechanism.is_empty() {
         return Ok(None);
     }
-    let password = std::fs::read_to_string(&sasl.password_file).map_err(|e| {
-        format!(
-            "sink.kafka.sasl.password_file {}: {e}",
-            sasl.password_file.display()
-        )
+    let password = std::fs::read_to_string(&sasl.password_file).map_err(|source| {
+        ConnectError::PasswordFile {
+            path: sasl.password_file.clone(),
+            source,
+        }
     })?;
     let credentials = Credentials::new(
         sasl.username.clone(),
@@ -95,36 +138,46 @@ fn sasl_config(config: &KafkaConfig) -> Result<Option<SaslConfig>, String> {
     }))
 }
 
-fn tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
+fn tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, ConnectError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let field = |name: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
-        format!("sink.kafka.tls.{name} {}: {e}", path.display())
-    };
+    let TlsConfig {
+        ca_file,
+        cert_file,
+        key_file,
+    } = tls;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&tls.ca_file)
-        .map_err(|e| field("ca_file", &tls.ca_file, &e))?
-    {
-        let cert = cert.map_err(|e| field("ca_file", &tls.ca_file, &e))?;
-        roots
-            .add(cert)
-            .map_err(|e| field("ca_file", &tls.ca_file, &e))?;
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(tls_file("ca_file", ca_file))? {
+        let cert = cert.map_err(tls_file("ca_file", ca_file))?;
+        roots.add(cert).map_err(tls_file("ca_file", ca_file))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("sink.kafka.tls: {e}"))?
+        .map_err(ConnectError::Tls)?
         .with_root_certificates(roots);
-    if tls.cert_file.as_os_str().is_empty() {
+    if cert_file.as_os_str().is_empty() {
         return Ok(builder.with_no_client_auth());
     }
-    let certs = CertificateDer::pem_file_iter(&tls.cert_file)
-        .map_err(|e| field("cert_file", &tls.cert_file, &e))?
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .map_err(tls_file("cert_file", cert_file))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| field("cert_file", &tls.cert_file, &e))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
-        .map_err(|e| field("key_file", &tls.key_file, &e))?;
+        .map_err(tls_file("cert_file", cert_file))?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(tls_file("key_file", key_file))?;
     builder
         .with_client_auth_cert(certs, key)
-        .map_err(|e| field("cert_file", &tls.cert_file, &e))
+        .map_err(tls_file("cert_file", cert_file))
+}
+
+/// The error of the TLS file `field` (below `sink.kafka.tls`) at `path`.
+fn tls_file<E: Into<TlsFileError>>(
+    field: &'static str,
+    path: &Path,
+) -> impl FnOnce(E) -> ConnectError {
+    let path = path.to_path_buf();
+    move |source| ConnectError::TlsFile {
+        field,
+        path,
+        source: source.into(),
+    }
 }

@@ -1,14 +1,15 @@
 //! A batch's Kafka records: value = the line, key and headers as configured, encoded
 //! straight from the batch into rskafka's wire format; and the most bytes that adds.
 
+use super::error::Error;
 use crate::config::kafka::{KafkaConfig, RecordKey};
 use crate::format;
 use crate::record::{Batch, ParseError};
-use crate::sink::SinkError;
 use chrono::Utc;
-use rskafka::client::error::Error as KafkaError;
+use rskafka::client::error::Error as ClientError;
 use rskafka::record::EncodedRecords;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 /// Every header a record can carry, in name order: the order a record carries them in.
 /// The `k8s.*` headers come with a container log, the node, offset and path with
@@ -76,7 +77,7 @@ pub fn encode(
     node: &str,
     batch: &Batch,
     out: &mut EncodedRecords,
-) -> Result<(), SinkError> {
+) -> Result<(), Error> {
     let now = Utc::now();
     let path = batch.path.as_os_str().as_bytes();
     let node = node.as_bytes();
@@ -86,9 +87,10 @@ pub fn encode(
         RecordKey::Node => Some(node),
     };
     let with_headers = config.headers;
-    let rejected = |offset: u64, e: KafkaError| SinkError::Rejected {
-        sink: "kafka",
-        message: format!("{}: the line at offset {offset}: {e}", batch.path.display()),
+    let rejected = |offset: u64, e: ClientError| Error::Encode {
+        path: batch.path.clone(),
+        offset,
+        source: Arc::new(e),
     };
     let first_offset = batch.lines().next().map_or(0, |(offset, _)| offset);
     // The shared headers that sort before the offset, and the path (which sorts after
@@ -149,7 +151,7 @@ struct Headers {
 }
 
 impl Headers {
-    fn put(&mut self, name: &str, value: &[u8]) -> Result<(), KafkaError> {
+    fn put(&mut self, name: &str, value: &[u8]) -> Result<(), ClientError> {
         EncodedRecords::encode_header_bytes(&mut self.bytes, name.as_bytes())?;
         EncodedRecords::encode_header_bytes(&mut self.bytes, value)?;
         self.count += 1;
@@ -167,7 +169,6 @@ mod tests {
     use super::*;
     use crate::record::{PodMeta, RecordMeta, Stream};
     use std::path::Path;
-    use std::sync::Arc;
 
     #[test]
     fn record_overhead_should_bound_what_encoding_adds_to_every_line() {

@@ -5,16 +5,20 @@
 
 mod connect;
 mod encode;
+mod error;
 mod partitioner;
 mod producer;
+
+pub use error::Error;
 
 use super::{Ack, Batch, Sink, SinkError};
 use crate::config::kafka::KafkaConfig;
 use crate::ports::Events;
+use connect::ConnectError;
 use futures::future::{BoxFuture, FutureExt};
 use partitioner::Partitioner;
 use producer::Job;
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::Client;
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -41,7 +45,7 @@ pub(crate) struct Shared {
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     connected: AtomicBool,
     /// The last connection error, until a connection succeeds.
-    connect_error: Mutex<Option<String>>,
+    connect_error: Mutex<Option<ConnectError>>,
     budget: Arc<Semaphore>,
     partitioner: Partitioner,
     partitions: Mutex<HashMap<Arc<str>, (i32, Instant)>>,
@@ -127,15 +131,10 @@ impl Shared {
         let count = loop {
             match self.fetch_partitions(topic).await {
                 Ok(count) => break count,
-                Err(Fetch::Permanent(message)) => {
-                    return Err(SinkError::Rejected {
-                        sink: "kafka",
-                        message,
-                    })
-                }
-                Err(Fetch::Retry(message)) => {
+                Err(Fetch::Permanent(error)) => return Err(SinkError::Rejected(error)),
+                Err(Fetch::Retry(error)) => {
                     self.connected.store(false, Ordering::Relaxed);
-                    tracing::warn!(topic = %topic, retry_in = ?delay, "kafka metadata: {message}");
+                    tracing::warn!(topic = %topic, retry_in = ?delay, "kafka: {error}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -148,23 +147,28 @@ impl Shared {
         Ok(count)
     }
 
-    async fn fetch_partitions(&self, topic: &str) -> Result<i32, Fetch> {
+    async fn fetch_partitions(&self, topic: &Arc<str>) -> Result<i32, Fetch> {
+        let metadata = |source| {
+            Fetch::Retry(Error::Metadata {
+                topic: topic.clone(),
+                source: Arc::new(source),
+            })
+        };
         let client = self.client().await;
-        let topics = client
-            .list_topics()
-            .await
-            .map_err(|e| Fetch::Retry(e.to_string()))?;
-        if let Some(found) = topics.iter().find(|t| t.name == topic) {
+        let topics = client.list_topics().await.map_err(metadata)?;
+        if let Some(found) = topics.iter().find(|t| *t.name == **topic) {
             return Ok(found.partitions.len().max(1) as i32);
         }
         if !self.config.create_topics {
-            return Err(Fetch::Permanent(format!(
-                "topic {topic} does not exist (sink.kafka.create_topics is false)"
-            )));
+            return Err(Fetch::Permanent(Error::NoTopic {
+                topic: topic.clone(),
+            }));
         }
-        let controller = client
-            .controller_client()
-            .map_err(|e| Fetch::Retry(e.to_string()))?;
+        let controller = client.controller_client().map_err(metadata)?;
+        let create = |source| Error::CreateTopic {
+            topic: topic.clone(),
+            source: Arc::new(source),
+        };
         let timeout_ms = self
             .config
             .request_timeout
@@ -172,7 +176,7 @@ impl Shared {
             .min(i32::MAX as u128) as i32;
         match controller
             .create_topic(
-                topic,
+                &**topic,
                 self.config.topic_partitions as i32,
                 self.config.topic_replication_factor as i16,
                 timeout_ms,
@@ -181,7 +185,7 @@ impl Shared {
         {
             Ok(()) => {
                 tracing::info!(
-                    topic,
+                    topic = %topic,
                     partitions = self.config.topic_partitions,
                     "created kafka topic"
                 );
@@ -189,13 +193,13 @@ impl Shared {
             }
             // Created meanwhile (by another agent): its metadata is asked for again.
             Err(
-                e @ KafkaError::ServerError {
+                source @ ClientError::ServerError {
                     protocol_error: ProtocolError::TopicAlreadyExists,
                     ..
                 },
-            ) => Err(Fetch::Retry(producer::describe(&e))),
-            Err(e) if producer::is_permanent(&e) => Err(Fetch::Permanent(producer::describe(&e))),
-            Err(e) => Err(Fetch::Retry(producer::describe(&e))),
+            ) => Err(Fetch::Retry(create(source))),
+            Err(source) if producer::is_permanent(&source) => Err(Fetch::Permanent(create(source))),
+            Err(source) => Err(Fetch::Retry(create(source))),
         }
     }
 
@@ -213,8 +217,8 @@ impl Shared {
 }
 
 enum Fetch {
-    Retry(String),
-    Permanent(String),
+    Retry(Error),
+    Permanent(Error),
 }
 
 impl Sink for KafkaSink {
@@ -287,7 +291,8 @@ impl Sink for KafkaSink {
 
     fn connect_error(&self) -> Option<String> {
         let error = self.shared.connect_error.lock();
-        error.unwrap_or_else(|e| e.into_inner()).clone()
+        let error = error.unwrap_or_else(|e| e.into_inner());
+        error.as_ref().map(ConnectError::to_string)
     }
 
     fn in_flight_bytes(&self) -> u64 {

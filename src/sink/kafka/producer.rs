@@ -11,11 +11,11 @@
 //! runtime thread of its own).
 
 use super::encode::{encode, record_overhead};
-use super::{connect, Shared};
+use super::{connect, Error, Shared};
 use crate::record::Batch;
 use crate::sink::SinkError;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::{EncodedBatch, EncodedRecords, RECORD_BATCH_OVERHEAD};
 use std::collections::VecDeque;
@@ -76,7 +76,7 @@ impl Group {
         let mark = self.records.mark();
         if let Err(e) = encode(&shared.config, &shared.node, batch, &mut self.records) {
             self.records.truncate(mark);
-            let _ = job.ack.send(Err(e));
+            let _ = job.ack.send(Err(SinkError::Rejected(e)));
             return None;
         }
         self.bytes = self.records.encoded_len();
@@ -103,11 +103,10 @@ impl Group {
     fn seal(mut self, shared: &Shared) -> (Vec<Sealed>, EncodedRecords) {
         let records = match self.records.freeze(compression(shared)) {
             Ok(records) => records,
-            Err(e) => {
-                let error = SinkError::Rejected {
-                    sink: "kafka",
-                    message: describe(&e),
-                };
+            Err(source) => {
+                let error = SinkError::Rejected(Error::Compress {
+                    source: Arc::new(source),
+                });
                 for job in self.jobs {
                     let _ = job.ack.send(Err(error.clone()));
                 }
@@ -273,7 +272,7 @@ pub async fn run(
 
 async fn produce(
     shared: &Shared,
-    topic: &str,
+    topic: &Arc<str>,
     partition: i32,
     client: &mut Option<PartitionClient>,
     records: EncodedBatch,
@@ -290,7 +289,7 @@ async fn produce(
             if client.is_none() {
                 *client = Some(
                     kafka
-                        .partition_client(topic, partition, UnknownTopicHandling::Error)
+                        .partition_client(&**topic, partition, UnknownTopicHandling::Error)
                         .await?,
                 );
             }
@@ -301,40 +300,42 @@ async fn produce(
             shared
                 .events
                 .produce_latency(started.elapsed().as_secs_f64());
-            Ok::<(), KafkaError>(())
+            Ok::<(), ClientError>(())
         };
         // rskafka keeps reconnecting to a dead broker inside one request: bound it.
-        let outcome = match tokio::time::timeout(shared.config.request_timeout, attempt).await {
-            Ok(result) => result.map_err(|e| (is_permanent(&e), describe(&e))),
-            Err(_) => Err((
-                false,
-                format!("no answer within {:?}", shared.config.request_timeout),
-            )),
-        };
-        match outcome {
-            Ok(()) => {
+        let error = match tokio::time::timeout(shared.config.request_timeout, attempt).await {
+            Ok(Ok(())) => {
                 shared.connected.store(true, Ordering::Relaxed);
                 return Ok(());
             }
-            Err((true, reason)) => {
-                shared.events.send_error(topic, "permanent");
-                return Err(SinkError::Rejected {
-                    sink: "kafka",
-                    message: format!("topic {topic} partition {partition}: {reason}"),
-                });
+            Ok(Err(source)) => {
+                let permanent = is_permanent(&source);
+                let error = Error::Produce {
+                    topic: topic.clone(),
+                    partition,
+                    source: Arc::new(source),
+                };
+                if permanent {
+                    shared.events.send_error(topic, "permanent");
+                    return Err(SinkError::Rejected(error));
+                }
+                error
             }
-            Err((false, reason)) => {
-                // Start over with a fresh partition client: an interrupted request may
-                // leave the old one's connection in an unknown state.
-                *client = None;
-                shared.reset_client(&kafka).await;
-                shared.events.send_error(topic, "retryable");
-                shared.connected.store(false, Ordering::Relaxed);
-                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(topic, partition, retry_in = ?delay, "kafka produce failed, retrying: {reason}");
-                tokio::time::sleep(delay).await;
-            }
-        }
+            Err(_) => Error::Timeout {
+                topic: topic.clone(),
+                partition,
+                after: shared.config.request_timeout,
+            },
+        };
+        // Start over with a fresh partition client: an interrupted request may leave the
+        // old one's connection in an unknown state.
+        *client = None;
+        shared.reset_client(&kafka).await;
+        shared.events.send_error(topic, "retryable");
+        shared.connected.store(false, Ordering::Relaxed);
+        let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+        tracing::warn!(topic = %topic, partition, retry_in = ?delay, "kafka produce failed, retrying: {error}");
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -350,10 +351,10 @@ fn compression(shared: &Shared) -> Compression {
 }
 
 /// Errors that retrying cannot fix: the tailer reports them and restarts with backoff.
-pub fn is_permanent(error: &KafkaError) -> bool {
+pub fn is_permanent(error: &ClientError) -> bool {
     matches!(
         error,
-        KafkaError::ServerError {
+        ClientError::ServerError {
             protocol_error: ProtocolError::UnknownTopicOrPartition
                 | ProtocolError::MessageTooLarge
                 | ProtocolError::RecordListTooLarge
@@ -366,22 +367,6 @@ pub fn is_permanent(error: &KafkaError) -> bool {
             ..
         }
     )
-}
-
-/// A short description: the protocol error name and broker message, not rskafka's
-/// whole debug dump.
-pub fn describe(error: &KafkaError) -> String {
-    match error {
-        KafkaError::ServerError {
-            protocol_error,
-            error_message,
-            ..
-        } => match error_message {
-            Some(message) => format!("{protocol_error}: {message}"),
-            None => protocol_error.to_string(),
-        },
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]
