@@ -1,6 +1,7 @@
 //! Building the rskafka client from the config: brokers, client id, a bounded retry
 //! deadline per request, TLS (rustls) and SASL.
 
+use super::retry::{classify, Class};
 use crate::config::kafka::{KafkaConfig, TlsConfig};
 use rskafka::client::error::Error as ClientError;
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
@@ -61,6 +62,19 @@ pub enum ConnectError {
     Task(#[source] tokio::task::JoinError),
 }
 
+impl ConnectError {
+    /// What this failure calls for (connecting retries every class: see `Class::Fatal`).
+    pub fn class(&self) -> Class {
+        match self {
+            ConnectError::TlsFile { .. }
+            | ConnectError::Tls(_)
+            | ConnectError::PasswordFile { .. } => Class::Fatal,
+            ConnectError::Kafka { source, .. } => classify(source),
+            ConnectError::Timeout { .. } | ConnectError::Task(_) => Class::Retry,
+        }
+    }
+}
+
 /// What is wrong with a TLS file: it does not parse, or rustls refuses what it holds.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsFileError {
@@ -88,6 +102,9 @@ pub async fn connect(config: &KafkaConfig) -> Result<Client, ConnectError> {
 async fn connect_here(config: &KafkaConfig) -> Result<Client, ConnectError> {
     let mut builder = ClientBuilder::new(config.brokers.clone())
         .client_id(config.client_id.as_str())
+        // Not a retry policy of ours (that is `retry::Backoff`): rskafka retries within
+        // one request (a lost connection, a moved leader) and this deadline bounds that,
+        // after which its error comes back to be classified by `retry::classify`.
         .backoff_config(BackoffConfig {
             init_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
@@ -179,5 +196,68 @@ fn tls_file<E: Into<TlsFileError>>(
         field,
         path,
         source: source.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sinks_own_files_should_be_fatal_and_the_rest_retried() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let brokers = || "127.0.0.1:9092".to_string();
+        let table = [
+            (
+                ConnectError::PasswordFile {
+                    path: "/etc/kafka.pass".into(),
+                    source: io(),
+                },
+                Class::Fatal,
+            ),
+            (
+                ConnectError::TlsFile {
+                    field: "ca_file",
+                    path: "/etc/ca.pem".into(),
+                    source: rustls::Error::General("bad".into()).into(),
+                },
+                Class::Fatal,
+            ),
+            (
+                ConnectError::Kafka {
+                    brokers: brokers(),
+                    source: ClientError::Request(io().into()),
+                },
+                Class::Retry,
+            ),
+            (
+                ConnectError::Timeout {
+                    brokers: brokers(),
+                    after: Duration::from_secs(60),
+                },
+                Class::Retry,
+            ),
+        ];
+        for (error, class) in table {
+            assert_eq!(error.class(), class, "{error}");
+        }
+    }
+
+    #[test]
+    fn a_missing_password_file_should_be_named_with_its_field_and_cause() {
+        let config = KafkaConfig {
+            sasl: crate::config::kafka::SaslConfig {
+                mechanism: "PLAIN".into(),
+                username: "shipper".into(),
+                password_file: "/nonexistent/kafka.pass".into(),
+            },
+            ..KafkaConfig::default()
+        };
+        let error = sasl_config(&config).expect_err("no such file");
+        assert!(matches!(error, ConnectError::PasswordFile { .. }));
+        assert_eq!(
+            error.to_string(),
+            "sink.kafka.sasl.password_file /nonexistent/kafka.pass: No such file or directory (os error 2)"
+        );
     }
 }

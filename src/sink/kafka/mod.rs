@@ -8,6 +8,7 @@ mod encode;
 mod error;
 mod partitioner;
 mod producer;
+mod retry;
 
 pub use error::Error;
 
@@ -18,7 +19,7 @@ use connect::ConnectError;
 use futures::future::{BoxFuture, FutureExt};
 use partitioner::Partitioner;
 use producer::Job;
-use rskafka::client::error::{Error as ClientError, ProtocolError};
+use retry::{Backoff, Class};
 use rskafka::client::Client;
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -77,21 +78,29 @@ impl KafkaSink {
 }
 
 impl Shared {
-    /// The client, connecting (with retries, forever) when there is none.
+    /// The client, connecting when there is none. Connecting is retried whatever the
+    /// class of the error: without a client nothing ships, and each attempt reads the TLS
+    /// and password files again, so that fixing them heals without a restart. The class
+    /// only sets how loudly it is logged.
     async fn client(&self) -> Arc<Client> {
         let mut slot = self.client.lock().await;
         if let Some(client) = slot.as_ref() {
             return client.clone();
         }
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::default();
         let client = loop {
             match connect::connect(&self.config).await {
                 Ok(client) => break Arc::new(client),
                 Err(e) => {
-                    tracing::warn!(retry_in = ?delay, "kafka: {e}");
+                    let delay = backoff.next_delay();
+                    match e.class() {
+                        Class::Fatal => tracing::error!(retry_in = ?delay, "kafka: {e}"),
+                        Class::Retry | Class::Permanent => {
+                            tracing::warn!(retry_in = ?delay, "kafka: {e}")
+                        }
+                    }
                     *self.connect_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         };
@@ -115,7 +124,8 @@ impl Shared {
     }
 
     /// The partition count of `topic`, from cached metadata; creates the topic when
-    /// allowed. Retries connection trouble; a missing topic is a permanent error.
+    /// allowed. Retries what `Error::class` says is retried; a missing topic is a
+    /// permanent error.
     async fn partitions(&self, topic: &Arc<str>) -> Result<i32, SinkError> {
         if let Some((count, at)) = self
             .partitions
@@ -127,18 +137,19 @@ impl Shared {
                 return Ok(*count);
             }
         }
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         let count = loop {
-            match self.fetch_partitions(topic).await {
+            let error = match self.fetch_partitions(topic).await {
                 Ok(count) => break count,
-                Err(Fetch::Permanent(error)) => return Err(SinkError::Rejected(error)),
-                Err(Fetch::Retry(error)) => {
-                    self.connected.store(false, Ordering::Relaxed);
-                    tracing::warn!(topic = %topic, retry_in = ?delay, "kafka: {error}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
+                Err(error) => error,
+            };
+            if error.class() != Class::Retry {
+                return Err(SinkError::Rejected(error));
             }
+            self.connected.store(false, Ordering::Relaxed);
+            let delay = backoff.next_delay();
+            tracing::warn!(topic = %topic, retry_in = ?delay, "kafka: {error}");
+            tokio::time::sleep(delay).await;
         };
         self.partitions
             .lock()
@@ -147,12 +158,10 @@ impl Shared {
         Ok(count)
     }
 
-    async fn fetch_partitions(&self, topic: &Arc<str>) -> Result<i32, Fetch> {
-        let metadata = |source| {
-            Fetch::Retry(Error::Metadata {
-                topic: topic.clone(),
-                source: Arc::new(source),
-            })
+    async fn fetch_partitions(&self, topic: &Arc<str>) -> Result<i32, Error> {
+        let metadata = |source| Error::Metadata {
+            topic: topic.clone(),
+            source: Arc::new(source),
         };
         let client = self.client().await;
         let topics = client.list_topics().await.map_err(metadata)?;
@@ -160,21 +169,17 @@ impl Shared {
             return Ok(found.partitions.len().max(1) as i32);
         }
         if !self.config.create_topics {
-            return Err(Fetch::Permanent(Error::NoTopic {
+            return Err(Error::NoTopic {
                 topic: topic.clone(),
-            }));
+            });
         }
         let controller = client.controller_client().map_err(metadata)?;
-        let create = |source| Error::CreateTopic {
-            topic: topic.clone(),
-            source: Arc::new(source),
-        };
         let timeout_ms = self
             .config
             .request_timeout
             .as_millis()
             .min(i32::MAX as u128) as i32;
-        match controller
+        controller
             .create_topic(
                 &**topic,
                 self.config.topic_partitions as i32,
@@ -182,25 +187,16 @@ impl Shared {
                 timeout_ms,
             )
             .await
-        {
-            Ok(()) => {
-                tracing::info!(
-                    topic = %topic,
-                    partitions = self.config.topic_partitions,
-                    "created kafka topic"
-                );
-                Ok(self.config.topic_partitions as i32)
-            }
-            // Created meanwhile (by another agent): its metadata is asked for again.
-            Err(
-                source @ ClientError::ServerError {
-                    protocol_error: ProtocolError::TopicAlreadyExists,
-                    ..
-                },
-            ) => Err(Fetch::Retry(create(source))),
-            Err(source) if producer::is_permanent(&source) => Err(Fetch::Permanent(create(source))),
-            Err(source) => Err(Fetch::Retry(create(source))),
-        }
+            .map_err(|source| Error::CreateTopic {
+                topic: topic.clone(),
+                source: Arc::new(source),
+            })?;
+        tracing::info!(
+            topic = %topic,
+            partitions = self.config.topic_partitions,
+            "created kafka topic"
+        );
+        Ok(self.config.topic_partitions as i32)
     }
 
     fn producer(self: &Arc<Self>, topic: &Arc<str>, partition: i32) -> ProducerQueue {
@@ -214,11 +210,6 @@ impl Shared {
             })
             .clone()
     }
-}
-
-enum Fetch {
-    Retry(Error),
-    Permanent(Error),
 }
 
 impl Sink for KafkaSink {

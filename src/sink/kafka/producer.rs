@@ -1,7 +1,7 @@
 //! One producer task per (topic, partition), shared by every tailer writing there: it
 //! aggregates queued batches for up to `linger` or `max_batch_bytes`, produces them in
-//! one request, retries retryable errors with backoff (forever: the in-flight budget
-//! holds the data meanwhile), and acknowledges each batch.
+//! one request, retries what `retry::classify` says is retried with `retry::Backoff`
+//! (forever: the in-flight budget holds the data meanwhile), and acknowledges each batch.
 //!
 //! One request is in flight per partition, which keeps each file's order: the next
 //! request is sent only once the previous one is acknowledged. Meanwhile the batches of
@@ -11,17 +11,16 @@
 //! runtime thread of its own).
 
 use super::encode::{encode, record_overhead};
+use super::retry::{Backoff, Class};
 use super::{connect, Error, Shared};
 use crate::record::Batch;
 use crate::sink::SinkError;
-use backon::{BackoffBuilder, ExponentialBuilder};
-use rskafka::client::error::{Error as ClientError, ProtocolError};
+use rskafka::client::error::Error as ClientError;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::{EncodedBatch, EncodedRecords, RECORD_BATCH_OVERHEAD};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -277,12 +276,7 @@ async fn produce(
     client: &mut Option<PartitionClient>,
     records: EncodedBatch,
 ) -> Result<(), SinkError> {
-    let mut backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut backoff = Backoff::default();
     loop {
         let kafka = shared.client().await;
         let attempt = async {
@@ -308,32 +302,28 @@ async fn produce(
                 shared.connected.store(true, Ordering::Relaxed);
                 return Ok(());
             }
-            Ok(Err(source)) => {
-                let permanent = is_permanent(&source);
-                let error = Error::Produce {
-                    topic: topic.clone(),
-                    partition,
-                    source: Arc::new(source),
-                };
-                if permanent {
-                    shared.events.send_error(topic, "permanent");
-                    return Err(SinkError::Rejected(error));
-                }
-                error
-            }
+            Ok(Err(source)) => Error::Produce {
+                topic: topic.clone(),
+                partition,
+                source: Arc::new(source),
+            },
             Err(_) => Error::Timeout {
                 topic: topic.clone(),
                 partition,
                 after: shared.config.request_timeout,
             },
         };
+        let class = error.class();
+        shared.events.send_error(topic, class.label());
+        if class != Class::Retry {
+            return Err(SinkError::Rejected(error));
+        }
         // Start over with a fresh partition client: an interrupted request may leave the
         // old one's connection in an unknown state.
         *client = None;
         shared.reset_client(&kafka).await;
-        shared.events.send_error(topic, "retryable");
         shared.connected.store(false, Ordering::Relaxed);
-        let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+        let delay = backoff.next_delay();
         tracing::warn!(topic = %topic, partition, retry_in = ?delay, "kafka produce failed, retrying: {error}");
         tokio::time::sleep(delay).await;
     }
@@ -348,25 +338,6 @@ fn compression(shared: &Shared) -> Compression {
         C::Lz4 => Compression::Lz4,
         C::Zstd => Compression::Zstd,
     }
-}
-
-/// Errors that retrying cannot fix: the tailer reports them and restarts with backoff.
-pub fn is_permanent(error: &ClientError) -> bool {
-    matches!(
-        error,
-        ClientError::ServerError {
-            protocol_error: ProtocolError::UnknownTopicOrPartition
-                | ProtocolError::MessageTooLarge
-                | ProtocolError::RecordListTooLarge
-                | ProtocolError::InvalidTopicException
-                | ProtocolError::InvalidRecord
-                | ProtocolError::TopicAuthorizationFailed
-                | ProtocolError::ClusterAuthorizationFailed
-                | ProtocolError::SaslAuthenticationFailed
-                | ProtocolError::UnsupportedCompressionType,
-            ..
-        }
-    )
 }
 
 #[cfg(test)]
