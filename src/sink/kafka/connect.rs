@@ -1,5 +1,5 @@
 //! Building the rskafka client from the config: brokers, client id, a bounded retry
-//! deadline per request, TLS (rustls) and SASL.
+//! deadline per request, TLS (rustls) and SASL; the runtime its connections run on.
 
 use super::retry::{classify, Class};
 use crate::config::kafka::{KafkaConfig, TlsConfig};
@@ -7,8 +7,9 @@ use rskafka::client::error::Error as ClientError;
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::BackoffConfig;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::runtime::{Handle, Runtime};
 use tokio_util::task::AbortOnDropHandle;
 
 /// The runtime Kafka's connections live on, and the sender tasks that write requests to
@@ -17,18 +18,53 @@ use tokio_util::task::AbortOnDropHandle;
 /// encoding gets to them. One thread serves every partition: the work left on it is the
 /// kernel's copy into the sockets (and TLS). Measured in BENCHMARKS.md ("requests on a
 /// thread of their own").
-pub fn network() -> &'static tokio::runtime::Handle {
-    static NETWORK: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    NETWORK
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("kafka-network")
-                .enable_all()
-                .build()
-                .expect("a runtime for Kafka connections")
+///
+/// `sink::build` starts it for the Kafka sink, which owns it; tests run the sink on
+/// their own runtime instead ([`Network::current`]).
+pub struct Network {
+    handle: Handle,
+    /// The runtime when this started it, shut down when dropped.
+    runtime: Option<Runtime>,
+}
+
+impl Network {
+    /// Starts the `kafka-network` thread and its runtime.
+    pub fn start() -> std::io::Result<Network> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kafka-network")
+            .enable_all()
+            .build()?;
+        Ok(Network {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
         })
-        .handle()
+    }
+
+    /// The runtime this is called on, with no thread of its own (tests, examples).
+    pub fn current() -> Network {
+        Network {
+            handle: Handle::current(),
+            runtime: None,
+        }
+    }
+
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Drop for Network {
+    /// The sink is dropped inside the agent's runtime, where waiting for another
+    /// runtime's tasks is not allowed (a plain drop would panic): its tasks are dropped
+    /// without waiting. By then the sink is flushed or given up on: what they hold is
+    /// connections and requests not acknowledged, whose lines are read again at the next
+    /// start.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Why connecting to Kafka failed.
@@ -84,16 +120,16 @@ pub enum TlsFileError {
     Rustls(#[from] rustls::Error),
 }
 
-/// Connects once, on the `network` runtime (rskafka drives each connection from a task
-/// spawned where it was made; the partition clients connect from the sender tasks, which
-/// run there too). The deadline makes rskafka give up on a request after
+/// Connects once, on the `network` runtime ([`Network`]: rskafka drives each connection
+/// from a task spawned where it was made; the partition clients connect from the sender
+/// tasks, which run there too). The deadline makes rskafka give up on a request after
 /// `request_timeout` instead of retrying forever; the sink retries above it. The outer
 /// bound is twice that, so that rskafka's own error (which names the cause: a refused
 /// connection, an untrusted certificate, failed SASL) normally comes first, and only a
 /// hanging attempt ends in the bare timeout.
-pub async fn connect(config: &KafkaConfig) -> Result<Client, ConnectError> {
+pub async fn connect(config: &KafkaConfig, network: &Handle) -> Result<Client, ConnectError> {
     let config = config.clone();
-    let connecting = network().spawn(async move { connect_here(&config).await });
+    let connecting = network.spawn(async move { connect_here(&config).await });
     AbortOnDropHandle::new(connecting)
         .await
         .unwrap_or_else(|e| Err(ConnectError::Task(e)))
@@ -241,6 +277,19 @@ mod tests {
         for (error, class) in table {
             assert_eq!(error.class(), class, "{error}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_started_network_should_run_tasks_on_its_thread_and_drop_inside_a_runtime() {
+        let network = Network::start().expect("a runtime");
+        let thread = network
+            .handle()
+            .spawn(async { std::thread::current().name().map(str::to_string) })
+            .await
+            .expect("the task ran");
+        assert_eq!(thread.as_deref(), Some("kafka-network"));
+        // A runtime dropped the plain way inside another one panics.
+        drop(network);
     }
 
     #[test]

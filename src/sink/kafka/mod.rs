@@ -10,6 +10,7 @@ mod partitioner;
 mod producer;
 mod retry;
 
+pub use connect::Network;
 pub use error::Error;
 
 use super::{Ack, Batch, Sink, SinkError};
@@ -26,6 +27,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
@@ -37,11 +39,17 @@ type ProducerQueue = mpsc::UnboundedSender<Job>;
 
 pub struct KafkaSink {
     shared: Arc<Shared>,
+    /// Where connections and sender tasks run (`shared.network` is its handle); shut
+    /// down when the sink is dropped. The sink holds it, not `Shared`: the sender tasks
+    /// hold `Shared` and run on it, and a runtime is not to be dropped by its own task.
+    _network: Network,
 }
 
 pub(crate) struct Shared {
     config: KafkaConfig,
     node: Arc<str>,
+    /// The runtime of the connections and the sender tasks.
+    network: Handle,
     /// The connected client; `None` until connected or after `reset_client`.
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     connected: AtomicBool,
@@ -55,9 +63,16 @@ pub(crate) struct Shared {
 }
 
 impl KafkaSink {
-    /// Starts connecting in the background; `submit` waits for the connection.
-    pub fn new(config: KafkaConfig, node: Arc<str>, events: Arc<dyn Events>) -> Self {
+    /// Starts connecting in the background; `submit` waits for the connection. The
+    /// connections and the sender tasks run on `network`.
+    pub fn new(
+        config: KafkaConfig,
+        node: Arc<str>,
+        events: Arc<dyn Events>,
+        network: Network,
+    ) -> Self {
         let shared = Arc::new(Shared {
+            network: network.handle().clone(),
             budget: Arc::new(Semaphore::new(config.max_in_flight_bytes as usize)),
             partitioner: Partitioner::new(config.partitioning),
             config,
@@ -73,7 +88,10 @@ impl KafkaSink {
         tokio::spawn(async move {
             connecting.client().await;
         });
-        KafkaSink { shared }
+        KafkaSink {
+            shared,
+            _network: network,
+        }
     }
 }
 
@@ -89,7 +107,7 @@ impl Shared {
         }
         let mut backoff = Backoff::default();
         let client = loop {
-            match connect::connect(&self.config).await {
+            match connect::connect(&self.config, &self.network).await {
                 Ok(client) => break Arc::new(client),
                 Err(e) => {
                     let delay = backoff.next_delay();

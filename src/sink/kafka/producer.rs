@@ -12,7 +12,7 @@
 
 use super::encode::{encode, record_overhead};
 use super::retry::{Backoff, Class};
-use super::{connect, Error, Shared};
+use super::{Error, Shared};
 use crate::record::Batch;
 use crate::sink::SinkError;
 use rskafka::client::error::Error as ClientError;
@@ -196,7 +196,7 @@ pub async fn run(
     let compressing = !matches!(compression(&shared), Compression::NoCompression);
     let (to_sender, groups) = mpsc::channel::<Sealed>(1);
     // Ended with this task, should it be dropped (a runtime shutting down).
-    let sender = AbortOnDropHandle::new(connect::network().spawn(send(
+    let sender = AbortOnDropHandle::new(shared.network.spawn(send(
         shared.clone(),
         topic.clone(),
         partition,
@@ -345,6 +345,7 @@ mod tests {
     use super::*;
     use crate::config::kafka::{Compression, KafkaConfig};
     use crate::ports::NoEvents;
+    use crate::sink::kafka::Network;
     use crate::sink::KafkaSink;
     use std::path::Path;
     use tokio::sync::Semaphore;
@@ -377,7 +378,12 @@ mod tests {
             compression,
             ..KafkaConfig::default()
         };
-        KafkaSink::new(config, "node-1".into(), Arc::new(NoEvents))
+        KafkaSink::new(
+            config,
+            "node-1".into(),
+            Arc::new(NoEvents),
+            Network::current(),
+        )
     }
 
     #[tokio::test]
