@@ -221,22 +221,34 @@ mod tests {
             for (offset, line) in lines {
                 batch.push(offset, line);
             }
+            let before = Utc::now().timestamp_millis();
             let mut fast = EncodedRecords::default();
             encode(&config, "node-1", &batch, &mut fast).expect("encodes");
-            // The reference: each record with its three headers given as name and value.
-            let mut want = EncodedRecords::default();
-            let now = Utc::now();
-            for (offset, line) in lines {
-                let offset = offset.to_string();
-                let headers = [
-                    ("logcatch.node", &b"node-1"[..]),
-                    ("logcatch.offset", offset.as_bytes()),
-                    ("logcatch.path", path.as_bytes()),
-                ];
-                let key = matches!(key, RecordKey::Path).then_some(path.as_bytes());
-                want.push(now, key, Some(line), headers.into_iter())
-                    .expect("encodes");
-            }
+            let after = Utc::now().timestamp_millis();
+            // The reference: each record with its three headers given as name and value,
+            // stamped `now` (raw lines have no time of their own).
+            let reference = |now: i64| {
+                let now = chrono::DateTime::from_timestamp_millis(now).expect("a time");
+                let mut want = EncodedRecords::default();
+                for (offset, line) in lines {
+                    let offset = offset.to_string();
+                    let headers = [
+                        ("logcatch.node", &b"node-1"[..]),
+                        ("logcatch.offset", offset.as_bytes()),
+                        ("logcatch.path", path.as_bytes()),
+                    ];
+                    let key = matches!(key, RecordKey::Path).then_some(path.as_bytes());
+                    want.push(now, key, Some(line), headers.into_iter())
+                        .expect("encodes");
+                }
+                want
+            };
+            // `encode` read the clock between `before` and `after`: the reference stamped
+            // with that millisecond (Kafka's resolution), if any is equal.
+            let want = (before..=after)
+                .map(reference)
+                .find(|want| *want == fast)
+                .unwrap_or_else(|| reference(before));
             assert_eq!(fast.len(), 4);
             // Equal sets: the same encoded bytes, count and timestamps.
             assert_eq!(fast, want, "key {key:?}");
