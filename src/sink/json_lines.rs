@@ -55,9 +55,9 @@ impl JsonLinesSink {
 
     /// Appends to `path`, creating it and its directory.
     pub fn file(path: &Path, node: Arc<str>) -> Result<Self, SinkError> {
-        let io = |e: std::io::Error| SinkError::Io {
-            sink: "file",
-            message: format!("cannot open {}: {e}", path.display()),
+        let io = |e: std::io::Error| SinkError::Open {
+            path: path.to_path_buf(),
+            source: Arc::new(e),
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
@@ -103,7 +103,7 @@ fn write_loop(
             .and_then(|()| out.flush())
             .map_err(|e| SinkError::Io {
                 sink: name,
-                message: format!("write failed: {e}"),
+                source: Arc::new(e),
             });
         for (_, ack) in done.drain(..) {
             let _ = ack.send(result.clone());

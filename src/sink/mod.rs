@@ -13,17 +13,32 @@ use crate::config::{Config, SinkKind};
 use crate::ports::Events;
 use crate::record::Batch;
 use futures::future::BoxFuture;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Why a sink did not take or deliver a batch. I/O errors are shared (`Arc`): one failed
+/// write is the answer to every batch it carried.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
-    #[error("sink {sink}: {message}")]
-    Io { sink: &'static str, message: String },
+    #[error("sink file: cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("sink {sink}: write failed: {source}")]
+    Io {
+        sink: &'static str,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("sink {sink} is closed")]
     Closed { sink: &'static str },
     /// Refused for good (unknown topic, record too large, not authorized).
-    #[error("sink {sink}: {message}")]
-    Rejected { sink: &'static str, message: String },
+    #[error("sink kafka: {0}")]
+    Rejected(#[source] kafka::Error),
+    #[error("sink kafka: cannot start the kafka-network runtime: {0}")]
+    Network(#[source] Arc<std::io::Error>),
 }
 
 /// Resolves once every line of the batch is durably accepted, or with the reason not.
@@ -54,13 +69,21 @@ pub trait Sink: Send + Sync {
 }
 
 /// Builds the sink the config names (inside a tokio runtime: Kafka connects in the
-/// background).
+/// background, on a runtime of its own that the sink owns: `kafka::Network`).
 pub fn build(config: &Config, events: Arc<dyn Events>) -> Result<Arc<dyn Sink>, SinkError> {
     let node: Arc<str> = config.node_name().into();
     Ok(match config.sink.kind {
         SinkKind::Stdout => Arc::new(JsonLinesSink::stdout(node)),
         SinkKind::File => Arc::new(JsonLinesSink::file(&config.sink.file.path, node)?),
         SinkKind::Null => Arc::new(NullSink::default()),
-        SinkKind::Kafka => Arc::new(KafkaSink::new(config.sink.kafka.clone(), node, events)),
+        SinkKind::Kafka => {
+            let network = kafka::Network::start().map_err(|e| SinkError::Network(Arc::new(e)))?;
+            Arc::new(KafkaSink::new(
+                config.sink.kafka.clone(),
+                node,
+                events,
+                network,
+            ))
+        }
     })
 }

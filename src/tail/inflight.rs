@@ -165,10 +165,9 @@ mod tests {
         let (failed, failed_ack) = ack();
         inflight.push(identity(7), 20, failed_ack);
         failed
-            .send(Err(SinkError::Rejected {
-                sink: "test",
-                message: "too large".into(),
-            }))
+            .send(Err(SinkError::Rejected(
+                crate::sink::kafka::Error::NoTopic { topic: "t".into() },
+            )))
             .unwrap();
         assert!(matches!(
             inflight.next().await,

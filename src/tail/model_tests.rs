@@ -117,7 +117,7 @@ impl Sink for RecordingSink {
         let ack: Ack = if state.broken {
             let error = SinkError::Io {
                 sink: "model",
-                message: "broken".into(),
+                source: Arc::new(std::io::Error::other("broken")),
             };
             futures::future::ready(Err(error)).boxed()
         } else {

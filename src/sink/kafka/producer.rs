@@ -1,7 +1,7 @@
 //! One producer task per (topic, partition), shared by every tailer writing there: it
 //! aggregates queued batches for up to `linger` or `max_batch_bytes`, produces them in
-//! one request, retries retryable errors with backoff (forever: the in-flight budget
-//! holds the data meanwhile), and acknowledges each batch.
+//! one request, retries what `retry::classify` says is retried with `retry::Backoff`
+//! (forever: the in-flight budget holds the data meanwhile), and acknowledges each batch.
 //!
 //! One request is in flight per partition, which keeps each file's order: the next
 //! request is sent only once the previous one is acknowledged. Meanwhile the batches of
@@ -10,17 +10,17 @@
 //! own, which starts the next sealed group the moment the last one is answered, on a
 //! runtime thread of its own).
 
-use super::{connect, encode, Shared};
+use super::encode::{encode, record_overhead};
+use super::retry::{Backoff, Class};
+use super::{Error, Shared};
 use crate::record::Batch;
 use crate::sink::SinkError;
-use backon::{BackoffBuilder, ExponentialBuilder};
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::error::Error as ClientError;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::{EncodedBatch, EncodedRecords, RECORD_BATCH_OVERHEAD};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -59,7 +59,8 @@ impl Group {
     fn add(&mut self, shared: &Shared, job: Job) -> Option<Job> {
         let batch = &job.batch;
         let max_bytes = group_bytes(shared);
-        let bound = batch.bytes() + batch.len() * shared.record_overhead(batch);
+        let bound =
+            batch.bytes() + batch.len() * record_overhead(&shared.config, &shared.node, batch);
         if !self.jobs.is_empty() && self.bytes + bound > max_bytes {
             return Some(job);
         }
@@ -72,9 +73,9 @@ impl Group {
         };
         self.records.reserve(bound * scale);
         let mark = self.records.mark();
-        if let Err(e) = encode(shared, batch, &mut self.records) {
+        if let Err(e) = encode(&shared.config, &shared.node, batch, &mut self.records) {
             self.records.truncate(mark);
-            let _ = job.ack.send(Err(e));
+            let _ = job.ack.send(Err(SinkError::Rejected(e)));
             return None;
         }
         self.bytes = self.records.encoded_len();
@@ -101,11 +102,10 @@ impl Group {
     fn seal(mut self, shared: &Shared) -> (Vec<Sealed>, EncodedRecords) {
         let records = match self.records.freeze(compression(shared)) {
             Ok(records) => records,
-            Err(e) => {
-                let error = SinkError::Rejected {
-                    sink: "kafka",
-                    message: describe(&e),
-                };
+            Err(source) => {
+                let error = SinkError::Rejected(Error::Compress {
+                    source: Arc::new(source),
+                });
                 for job in self.jobs {
                     let _ = job.ack.send(Err(error.clone()));
                 }
@@ -196,7 +196,7 @@ pub async fn run(
     let compressing = !matches!(compression(&shared), Compression::NoCompression);
     let (to_sender, groups) = mpsc::channel::<Sealed>(1);
     // Ended with this task, should it be dropped (a runtime shutting down).
-    let sender = AbortOnDropHandle::new(connect::network().spawn(send(
+    let sender = AbortOnDropHandle::new(shared.network.spawn(send(
         shared.clone(),
         topic.clone(),
         partition,
@@ -271,24 +271,19 @@ pub async fn run(
 
 async fn produce(
     shared: &Shared,
-    topic: &str,
+    topic: &Arc<str>,
     partition: i32,
     client: &mut Option<PartitionClient>,
     records: EncodedBatch,
 ) -> Result<(), SinkError> {
-    let mut backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut backoff = Backoff::default();
     loop {
         let kafka = shared.client().await;
         let attempt = async {
             if client.is_none() {
                 *client = Some(
                     kafka
-                        .partition_client(topic, partition, UnknownTopicHandling::Error)
+                        .partition_client(&**topic, partition, UnknownTopicHandling::Error)
                         .await?,
                 );
             }
@@ -299,40 +294,38 @@ async fn produce(
             shared
                 .events
                 .produce_latency(started.elapsed().as_secs_f64());
-            Ok::<(), KafkaError>(())
+            Ok::<(), ClientError>(())
         };
         // rskafka keeps reconnecting to a dead broker inside one request: bound it.
-        let outcome = match tokio::time::timeout(shared.config.request_timeout, attempt).await {
-            Ok(result) => result.map_err(|e| (is_permanent(&e), describe(&e))),
-            Err(_) => Err((
-                false,
-                format!("no answer within {:?}", shared.config.request_timeout),
-            )),
-        };
-        match outcome {
-            Ok(()) => {
+        let error = match tokio::time::timeout(shared.config.request_timeout, attempt).await {
+            Ok(Ok(())) => {
                 shared.connected.store(true, Ordering::Relaxed);
                 return Ok(());
             }
-            Err((true, reason)) => {
-                shared.events.send_error(topic, "permanent");
-                return Err(SinkError::Rejected {
-                    sink: "kafka",
-                    message: format!("topic {topic} partition {partition}: {reason}"),
-                });
-            }
-            Err((false, reason)) => {
-                // Start over with a fresh partition client: an interrupted request may
-                // leave the old one's connection in an unknown state.
-                *client = None;
-                shared.reset_client(&kafka).await;
-                shared.events.send_error(topic, "retryable");
-                shared.connected.store(false, Ordering::Relaxed);
-                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(topic, partition, retry_in = ?delay, "kafka produce failed, retrying: {reason}");
-                tokio::time::sleep(delay).await;
-            }
+            Ok(Err(source)) => Error::Produce {
+                topic: topic.clone(),
+                partition,
+                source: Arc::new(source),
+            },
+            Err(_) => Error::Timeout {
+                topic: topic.clone(),
+                partition,
+                after: shared.config.request_timeout,
+            },
+        };
+        let class = error.class();
+        shared.events.send_error(topic, class.label());
+        if class != Class::Retry {
+            return Err(SinkError::Rejected(error));
         }
+        // Start over with a fresh partition client: an interrupted request may leave the
+        // old one's connection in an unknown state.
+        *client = None;
+        shared.reset_client(&kafka).await;
+        shared.connected.store(false, Ordering::Relaxed);
+        let delay = backoff.next_delay();
+        tracing::warn!(topic = %topic, partition, retry_in = ?delay, "kafka produce failed, retrying: {error}");
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -347,46 +340,12 @@ fn compression(shared: &Shared) -> Compression {
     }
 }
 
-/// Errors that retrying cannot fix: the tailer reports them and restarts with backoff.
-pub fn is_permanent(error: &KafkaError) -> bool {
-    matches!(
-        error,
-        KafkaError::ServerError {
-            protocol_error: ProtocolError::UnknownTopicOrPartition
-                | ProtocolError::MessageTooLarge
-                | ProtocolError::RecordListTooLarge
-                | ProtocolError::InvalidTopicException
-                | ProtocolError::InvalidRecord
-                | ProtocolError::TopicAuthorizationFailed
-                | ProtocolError::ClusterAuthorizationFailed
-                | ProtocolError::SaslAuthenticationFailed
-                | ProtocolError::UnsupportedCompressionType,
-            ..
-        }
-    )
-}
-
-/// A short description: the protocol error name and broker message, not rskafka's
-/// whole debug dump.
-pub fn describe(error: &KafkaError) -> String {
-    match error {
-        KafkaError::ServerError {
-            protocol_error,
-            error_message,
-            ..
-        } => match error_message {
-            Some(message) => format!("{protocol_error}: {message}"),
-            None => protocol_error.to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::kafka::{Compression, KafkaConfig};
     use crate::ports::NoEvents;
+    use crate::sink::kafka::Network;
     use crate::sink::KafkaSink;
     use std::path::Path;
     use tokio::sync::Semaphore;
@@ -419,7 +378,12 @@ mod tests {
             compression,
             ..KafkaConfig::default()
         };
-        KafkaSink::new(config, "node-1".into(), Arc::new(NoEvents))
+        KafkaSink::new(
+            config,
+            "node-1".into(),
+            Arc::new(NoEvents),
+            Network::current(),
+        )
     }
 
     #[tokio::test]

@@ -1,0 +1,340 @@
+//! A batch's Kafka records: value = the line, key and headers as configured, encoded
+//! straight from the batch into rskafka's wire format; and the most bytes that adds.
+
+use super::error::Error;
+use crate::config::kafka::{KafkaConfig, RecordKey};
+use crate::format;
+use crate::record::{Batch, ParseError};
+use chrono::Utc;
+use rskafka::client::error::Error as ClientError;
+use rskafka::record::EncodedRecords;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+/// Every header a record can carry, in name order: the order a record carries them in.
+/// The `k8s.*` headers come with a container log, the node, offset and path with
+/// `sink.kafka.headers`, the parse error, stream and time with a parsed format.
+mod header {
+    pub const CONTAINER: &str = "k8s.container";
+    pub const CONTAINER_ID: &str = "k8s.container_id";
+    pub const NAMESPACE: &str = "k8s.namespace";
+    pub const POD: &str = "k8s.pod";
+    pub const NODE: &str = "logcatch.node";
+    pub const OFFSET: &str = "logcatch.offset";
+    pub const PARSE_ERROR: &str = "logcatch.parse_error";
+    pub const PATH: &str = "logcatch.path";
+    pub const STREAM: &str = "logcatch.stream";
+    pub const TIME: &str = "logcatch.time";
+}
+
+/// The most bytes encoding adds to a line of `batch` (what `encode` writes besides the
+/// line): Kafka's record framing, the key and every header a record of the batch can
+/// carry. Splitting by it keeps a request's records within `max_batch_bytes`.
+pub fn record_overhead(config: &KafkaConfig, node: &str, batch: &Batch) -> usize {
+    // Length, value length, offset delta (5 bytes at most), timestamp delta (10),
+    // attributes and header count (1).
+    const FRAMING: usize = 5 + 5 + 5 + 10 + 1 + 1;
+    // Kafka's lengths are zig-zag varints: 7 bits a byte.
+    let varint = |n: usize| (usize::BITS - (2 * n).leading_zeros()).div_ceil(7).max(1) as usize;
+    let path = batch.path.as_os_str().len();
+    let key = match config.key {
+        RecordKey::None => 0,
+        RecordKey::Path => path,
+        RecordKey::Node => node.len(),
+    };
+    let mut bytes = FRAMING + varint(key) + key;
+    let mut header =
+        |name: &str, value: usize| bytes += varint(name.len()) + name.len() + varint(value) + value;
+    if let Some(pod) = batch.pod.as_deref() {
+        header(header::CONTAINER, pod.container.len());
+        header(
+            header::CONTAINER_ID,
+            pod.container_id.as_ref().map_or(0, |id| id.len()),
+        );
+        header(header::NAMESPACE, pod.namespace.len());
+        header(header::POD, pod.pod.len());
+    }
+    if config.headers {
+        header(header::NODE, node.len());
+        header(header::OFFSET, u64::MAX.to_string().len());
+        header(header::PATH, path);
+    }
+    if batch.has_meta() {
+        header(header::PARSE_ERROR, ParseError::MAX_REASON_LEN);
+        header(header::STREAM, "stderr".len());
+        header(header::TIME, "1970-01-01T00:00:00.000000000Z".len());
+    }
+    bytes
+}
+
+/// Appends the Kafka records of a batch to `out`: value = the line (a container log's
+/// message); key and headers as configured. Container logs add the stream, the runtime's
+/// time (also the record timestamp) and the pod; a line that could not be parsed says
+/// why. Records are encoded straight from the batch, headers in name order; the headers
+/// every record of the batch shares (the pod's, the node, the path) are encoded once.
+pub fn encode(
+    config: &KafkaConfig,
+    node: &str,
+    batch: &Batch,
+    out: &mut EncodedRecords,
+) -> Result<(), Error> {
+    let now = Utc::now();
+    let path = batch.path.as_os_str().as_bytes();
+    let node = node.as_bytes();
+    let key = match config.key {
+        RecordKey::None => None,
+        RecordKey::Path => Some(path),
+        RecordKey::Node => Some(node),
+    };
+    let with_headers = config.headers;
+    let rejected = |offset: u64, e: ClientError| Error::Encode {
+        path: batch.path.clone(),
+        offset,
+        source: Arc::new(e),
+    };
+    let first_offset = batch.lines().next().map_or(0, |(offset, _)| offset);
+    // The shared headers that sort before the offset, and the path (which sorts after
+    // the parse error).
+    let (mut before_offset, mut path_header) = (Headers::default(), Headers::default());
+    let mut shared_headers = || {
+        if let Some(pod) = batch.pod.as_deref() {
+            before_offset.put(header::CONTAINER, pod.container.as_bytes())?;
+            if let Some(id) = &pod.container_id {
+                before_offset.put(header::CONTAINER_ID, id.as_bytes())?;
+            }
+            before_offset.put(header::NAMESPACE, pod.namespace.as_bytes())?;
+            before_offset.put(header::POD, pod.pod.as_bytes())?;
+        }
+        if with_headers {
+            before_offset.put(header::NODE, node)?;
+            path_header.put(header::PATH, path)?;
+        }
+        Ok(())
+    };
+    shared_headers().map_err(|e| rejected(first_offset, e))?;
+    let (mut before_path, mut after_path) = (Headers::default(), Headers::default());
+    let mut offset_text = itoa::Buffer::new();
+    for (offset, line, meta) in batch.records() {
+        before_path.clear();
+        after_path.clear();
+        let mut record_headers = || {
+            if with_headers {
+                before_path.put(header::OFFSET, offset_text.format(offset).as_bytes())?;
+            }
+            if let Some(error) = meta.error {
+                before_path.put(header::PARSE_ERROR, error.reason().as_bytes())?;
+            }
+            if let Some(stream) = meta.stream.as_str() {
+                after_path.put(header::STREAM, stream.as_bytes())?;
+            }
+            if let Some(time) = meta.time {
+                after_path.put(header::TIME, format::format_time(time).as_bytes())?;
+            }
+            let parts = [&before_offset, &before_path, &path_header, &after_path];
+            let count = parts.iter().map(|part| part.count).sum();
+            let bytes = parts.map(|part| part.bytes.as_slice());
+            let timestamp = meta
+                .time
+                .map_or(now, chrono::DateTime::from_timestamp_nanos);
+            out.push_encoded_headers(timestamp, key, Some(line), count, &bytes)
+        };
+        record_headers().map_err(|e| rejected(offset, e))?;
+    }
+    Ok(())
+}
+
+/// Record headers encoded one after the other, and how many.
+#[derive(Default)]
+struct Headers {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Headers {
+    fn put(&mut self, name: &str, value: &[u8]) -> Result<(), ClientError> {
+        EncodedRecords::encode_header_bytes(&mut self.bytes, name.as_bytes())?;
+        EncodedRecords::encode_header_bytes(&mut self.bytes, value)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{PodMeta, RecordMeta, Stream};
+    use std::path::Path;
+
+    #[test]
+    fn record_overhead_should_bound_what_encoding_adds_to_every_line() {
+        let config = KafkaConfig {
+            key: RecordKey::Path,
+            ..KafkaConfig::default()
+        };
+        let node = "node-with-a-long-name-1";
+        let path = "/var/log/containers/web-7d9f_shop_nginx-0123456789abcdef.log";
+        let mut batch = Batch::new("t".into(), Path::new(path).into());
+        batch.pod = Some(Arc::new(PodMeta {
+            namespace: "shop".into(),
+            pod: "web-7d9f".into(),
+            container: "nginx".into(),
+            container_id: Some("0123456789abcdef".repeat(4)),
+        }));
+        // The most every part can take: the widest offset and time, the longest reason.
+        for error in ParseError::ALL.into_iter().map(Some).chain([None]) {
+            let meta = RecordMeta {
+                stream: Stream::Stderr,
+                time: Some(i64::MIN),
+                error,
+            };
+            batch.push_with(u64::MAX, &[b'x'; 300], meta);
+        }
+        assert_bounded(&config, node, &batch, 128);
+        // A raw file's lines: the bound is close (so requests stay near the limit).
+        let mut raw = Batch::new("t".into(), Path::new(path).into());
+        for offset in [0, 1 << 20, 1 << 40, u64::MAX] {
+            raw.push(offset, &[b'x'; 100]);
+        }
+        assert_bounded(&config, node, &raw, 32);
+    }
+
+    #[test]
+    fn a_raw_files_records_should_encode_as_with_their_headers_one_by_one() {
+        for key in [RecordKey::None, RecordKey::Path] {
+            let config = KafkaConfig {
+                key,
+                ..KafkaConfig::default()
+            };
+            let path = "/var/log/app/web.log";
+            let mut batch = Batch::new("t".into(), Path::new(path).into());
+            let lines: [(u64, &[u8]); 4] = [
+                (0, b"first"),
+                (6, b""),
+                (7, &[0xff; 300]),
+                (u64::MAX - 9, b"last"),
+            ];
+            for (offset, line) in lines {
+                batch.push(offset, line);
+            }
+            let before = Utc::now().timestamp_millis();
+            let mut fast = EncodedRecords::default();
+            encode(&config, "node-1", &batch, &mut fast).expect("encodes");
+            let after = Utc::now().timestamp_millis();
+            // The reference: each record with its three headers given as name and value,
+            // stamped `now` (raw lines have no time of their own).
+            let reference = |now: i64| {
+                let now = chrono::DateTime::from_timestamp_millis(now).expect("a time");
+                let mut want = EncodedRecords::default();
+                for (offset, line) in lines {
+                    let offset = offset.to_string();
+                    let headers = [
+                        ("logcatch.node", &b"node-1"[..]),
+                        ("logcatch.offset", offset.as_bytes()),
+                        ("logcatch.path", path.as_bytes()),
+                    ];
+                    let key = matches!(key, RecordKey::Path).then_some(path.as_bytes());
+                    want.push(now, key, Some(line), headers.into_iter())
+                        .expect("encodes");
+                }
+                want
+            };
+            // `encode` read the clock between `before` and `after`: the reference stamped
+            // with that millisecond (Kafka's resolution), if any is equal.
+            let want = (before..=after)
+                .map(reference)
+                .find(|want| *want == fast)
+                .unwrap_or_else(|| reference(before));
+            assert_eq!(fast.len(), 4);
+            // Equal sets: the same encoded bytes, count and timestamps.
+            assert_eq!(fast, want, "key {key:?}");
+        }
+    }
+
+    #[test]
+    fn a_container_logs_records_should_encode_as_with_their_headers_one_by_one() {
+        let path = "/var/log/containers/web_shop_nginx-0123.log";
+        let mut batch = Batch::new("t".into(), Path::new(path).into());
+        let pod = PodMeta {
+            namespace: "shop".into(),
+            pod: "web".into(),
+            container: "nginx".into(),
+            container_id: Some("0123".into()),
+        };
+        batch.pod = Some(Arc::new(pod));
+        // Every record with its own time: the record timestamps then do not depend on
+        // when each side encoded (records without one are the raw test's).
+        let time = Some(1_764_000_000_123_456_789);
+        let metas = [
+            RecordMeta {
+                time,
+                ..RecordMeta::default()
+            },
+            RecordMeta {
+                stream: Stream::Stderr,
+                time,
+                error: None,
+            },
+            RecordMeta {
+                stream: Stream::Unknown,
+                time,
+                error: Some(ParseError::CriTime),
+            },
+        ];
+        for (i, meta) in metas.into_iter().enumerate() {
+            batch.push_with(i as u64 * 10, b"message", meta);
+        }
+        let mut encoded = EncodedRecords::default();
+        encode(&KafkaConfig::default(), "node-1", &batch, &mut encoded).expect("encodes");
+        // The reference: each record's headers given as names and values, in name order.
+        let mut want = EncodedRecords::default();
+        for (offset, line, meta) in batch.records() {
+            let (offset, time) = (offset.to_string(), meta.time.map(format::format_time));
+            let mut headers = vec![
+                ("k8s.container", &b"nginx"[..]),
+                ("k8s.container_id", b"0123"),
+                ("k8s.namespace", b"shop"),
+                ("k8s.pod", b"web"),
+                ("logcatch.node", b"node-1"),
+                ("logcatch.offset", offset.as_bytes()),
+            ];
+            if let Some(error) = meta.error {
+                headers.push(("logcatch.parse_error", error.reason().as_bytes()));
+            }
+            headers.push(("logcatch.path", path.as_bytes()));
+            if let Some(stream) = meta.stream.as_str() {
+                headers.push(("logcatch.stream", stream.as_bytes()));
+            }
+            if let Some(time) = &time {
+                headers.push(("logcatch.time", time.as_bytes()));
+            }
+            let timestamp = chrono::DateTime::from_timestamp_nanos(meta.time.expect("a time"));
+            want.push(timestamp, None, Some(line), headers.into_iter())
+                .expect("encodes");
+        }
+        assert_eq!(encoded.len(), 3);
+        assert_eq!(
+            encoded, want,
+            "the same encoded bytes, count and timestamps"
+        );
+    }
+
+    /// Encoding `batch` takes at most `record_overhead` a line, and at most `slack` less.
+    fn assert_bounded(config: &KafkaConfig, node: &str, batch: &Batch, slack: usize) {
+        let overhead = record_overhead(config, node, batch);
+        let mut records = EncodedRecords::default();
+        encode(config, node, batch, &mut records).expect("encodes");
+        let bound = batch.bytes() + batch.len() * overhead;
+        assert!(
+            records.encoded_len() <= bound,
+            "{} > {bound}",
+            records.encoded_len()
+        );
+        let unused = (bound - records.encoded_len()) / batch.len();
+        assert!(unused <= slack, "{unused} bytes a record unused");
+    }
+}
