@@ -63,7 +63,7 @@ pub(crate) struct Shared {
     /// The agent's runtime, where producer tasks run: a batch may come from a tailer on a
     /// runtime of its own (a file on a network filesystem, `tail/remote.rs`), which ends
     /// with that tailer.
-    runtime: tokio::runtime::Handle,
+    runtime: Handle,
 }
 
 impl KafkaSink {
@@ -87,7 +87,7 @@ impl KafkaSink {
             partitions: Mutex::new(HashMap::new()),
             producers: Mutex::new(HashMap::new()),
             events,
-            runtime: tokio::runtime::Handle::current(),
+            runtime: Handle::current(),
         });
         let connecting = shared.clone();
         tokio::spawn(async move {
