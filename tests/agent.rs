@@ -76,6 +76,31 @@ fn sigterm_then_restart_ships_only_the_new_lines() {
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
+/// `kill -9` between two writes of the sink's buffer leaves part of a record at the end of
+/// its file: the next start cuts it off (its batch was not acknowledged, so the tailer
+/// sends it again whole) instead of appending the next record to it.
+#[test]
+fn a_record_torn_by_kill9_is_cut_and_written_again_whole() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    std::fs::write(&log, "one\ntwo\nthree\n").unwrap();
+    let torn = format!(
+        "{{\"topic\":\"app\",\"path\":\"{}\",\"offset\":0,\"li",
+        log.display()
+    );
+    std::fs::write(ws.out(), &torn).unwrap();
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = ws.start();
+    // Every whole line of the sink file must be a record (`read_records` fails otherwise).
+    let records = ws.wait_records(3, LONG);
+    let lines: Vec<&str> = records.iter().map(|r| r.line.as_str()).collect();
+    assert_eq!(lines, ["one", "two", "three"]);
+    let text = std::fs::read_to_string(ws.out()).unwrap();
+    assert!(!text.contains("\"li{"), "the torn record is gone: {text}");
+    assert!(agent.log().contains("cut a record torn by a crash"));
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
 #[test]
 fn kill9_during_a_write_stream_loses_no_line() {
     let ws = Workspace::new();

@@ -53,7 +53,9 @@ impl JsonLinesSink {
         Self::spawn("stdout", node, Box::new(std::io::stdout()))
     }
 
-    /// Appends to `path`, creating it and its directory.
+    /// Appends to `path`, creating it and its directory. A record torn by a crash (the
+    /// agent killed mid-write) is cut off first: its batch was not acknowledged, so it is
+    /// written again whole, and every line of the file stays one whole record.
     pub fn file(path: &Path, node: Arc<str>) -> Result<Self, SinkError> {
         let io = |e: std::io::Error| SinkError::Open {
             path: path.to_path_buf(),
@@ -64,9 +66,14 @@ impl JsonLinesSink {
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(io)?;
+        if let Some(whole) = cut_torn_record(&file).map_err(io)? {
+            tracing::warn!(path = %path.display(), kept = whole,
+                "cut a record torn by a crash off the end of the sink file; it is written again");
+        }
         Ok(Self::spawn("file", node, Box::new(file)))
     }
 
@@ -78,6 +85,31 @@ impl JsonLinesSink {
             .expect("spawning the sink writer thread");
         JsonLinesSink { name, jobs }
     }
+}
+
+/// Truncates `file` after its last newline when something follows it; returns the length
+/// kept then.
+fn cut_torn_record(file: &std::fs::File) -> std::io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let piece = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(piece, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', piece) {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end == len {
+        return Ok(None);
+    }
+    file.set_len(end)?;
+    file.sync_all()?;
+    Ok(Some(end))
 }
 
 fn write_loop(
@@ -180,5 +212,22 @@ mod tests {
         );
         assert_eq!(records[1]["line"], "\u{fffd}bad \"utf8\"");
         assert_eq!(records[1]["offset"], 6);
+    }
+
+    #[test]
+    fn a_torn_last_record_should_be_cut_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let whole = "{\"a\":1}\n".repeat(10_000);
+        for (text, kept) in [
+            (format!("{whole}{{\"torn"), whole.as_str()),
+            (whole.clone(), whole.as_str()),
+            ("{\"torn".to_string(), ""),
+            (String::new(), ""),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            drop(JsonLinesSink::file(&path, "n".into()).unwrap());
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        }
     }
 }

@@ -75,14 +75,21 @@ pub struct Record {
     pub container_id: Option<String>,
 }
 
-/// Every complete record in a JSON-lines sink file (a torn last line is ignored).
+/// Every record in a JSON-lines sink file. A last line without its newline is being
+/// written and is left for the next look; any whole line that is not a record fails the
+/// test (the sink must never leave a torn record behind).
 pub fn read_records(path: &Path) -> Vec<Record> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(_) => return Vec::new(),
     };
-    text.lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
+    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    whole
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: not a whole record ({e}): {line}", path.display()))
+        })
         .collect()
 }
 
