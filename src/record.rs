@@ -61,16 +61,20 @@ pub enum ParseError {
     CriTag,
     DockerJson,
     DockerTime,
+    /// A fragment (CRI `P`, a Docker line without its newline) whose rest never came
+    /// within `format::decoder::UNFINISHED_AFTER`: shipped as it is.
+    Unfinished,
 }
 
 impl ParseError {
-    pub const ALL: [ParseError; 6] = [
+    pub const ALL: [ParseError; 7] = [
         ParseError::CriFields,
         ParseError::CriTime,
         ParseError::CriStream,
         ParseError::CriTag,
         ParseError::DockerJson,
         ParseError::DockerTime,
+        ParseError::Unfinished,
     ];
 
     /// At least the length of every [`reason`](Self::reason) (a unit test checks), for
@@ -85,6 +89,7 @@ impl ParseError {
             ParseError::CriTag => "cri: the tag is not P or F",
             ParseError::DockerJson => "docker: not a JSON object with a string \"log\" field",
             ParseError::DockerTime => "docker: the time is not RFC 3339",
+            ParseError::Unfinished => "unfinished: the rest of the line did not come within 4 s",
         }
     }
 }

@@ -9,7 +9,7 @@ mod common;
 
 use common::kafka::{consume, create_topic};
 use common::servers::Broker;
-use common::{append_bytes, metric_sum, wait_for, Record, Workspace};
+use common::{all_acknowledged, append_bytes, metric_sum, wait_for, Record, Workspace};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -157,6 +157,43 @@ fn cri_fragments_are_joined_across_read_boundaries_and_restarts_and_bad_lines_sh
         6,
         "nothing repeated, no fragment shipped alone"
     );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// A container killed in the middle of a line leaves a `P` fragment whose rest never comes:
+/// it is shipped as it is after 4 s, marked and counted, and the checkpoint passes it.
+#[test]
+fn a_fragment_whose_rest_never_comes_is_shipped_unfinished() {
+    let ws = Workspace::new();
+    let log = ContainerLog::new(&ws, "batch", "job-x1", "worker");
+    ws.write_config(&ws.config(&entry(&ws.path("containers/*.log"), "k8s", ", format: cri")));
+    let agent = ws.start();
+    log.write(&cri(0, "stdout", "F", "started"));
+    log.write(&cri(1, "stdout", "P", "killed in the middle of "));
+    let records = ws.wait_records(2, LONG);
+    assert_eq!(lines_of(&records), ["started", "killed in the middle of "]);
+    let unfinished = &records[1];
+    let reason = unfinished.parse_error.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("unfinished: "), "{unfinished:?}");
+    assert_eq!(unfinished.stream.as_deref(), Some("stdout"));
+    assert_eq!(unfinished.time.as_deref(), Some(time(1).as_str()));
+    assert_eq!(unfinished.pod.as_deref(), Some("job-x1"));
+    let port = agent.http_port;
+    wait_for("the unfinished record counted", LONG, || {
+        (metric_sum(port, "logcatch_unfinished_records_total") == 1.0).then_some(())
+    });
+    // The checkpoint moved past it: a restart ships nothing again.
+    wait_for("the whole file acknowledged", LONG, || {
+        all_acknowledged(port).filter(|&running| running == 1)
+    });
+    assert_eq!(agent.terminate().code(), Some(0));
+    let agent = ws.start();
+    wait_for(
+        "the whole file acknowledged after the restart",
+        LONG,
+        || all_acknowledged(agent.http_port).filter(|&running| running == 1),
+    );
+    assert_eq!(ws.records().len(), 2, "nothing shipped twice");
     assert_eq!(agent.terminate().code(), Some(0));
 }
 

@@ -15,6 +15,7 @@ use super::multiline::Aggregator;
 use super::out::Out;
 use super::{cri, docker, Format, Parsing};
 use crate::record::{Batch, ParseError, RecordMeta, Stream};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// What a file turned out to hold (`auto` decides on its first line).
@@ -25,11 +26,19 @@ enum Kind {
     Docker,
 }
 
+/// How long fragments of a line wait for their rest (a container that died mid-line
+/// never writes it): then they are shipped as they are, marked
+/// [`ParseError::Unfinished`], so that they neither wait forever nor hold the checkpoint
+/// (Fluent Bit flushes after 4 s too).
+pub const UNFINISHED_AFTER: Duration = Duration::from_secs(4);
+
 /// Fragments of one line being joined on one stream.
 #[derive(Debug, Default)]
 struct Join {
     /// File offset of the first fragment.
     start: Option<u64>,
+    /// When the first fragment was read.
+    since: Option<Instant>,
     /// File offset of the latest fragment.
     last: u64,
     buf: Vec<u8>,
@@ -48,6 +57,8 @@ pub struct DecoderCounts {
     pub multiline_cut: u64,
     /// Joined fragments cut at `tail.max_line_bytes`.
     pub truncated: u64,
+    /// Fragments shipped unfinished after `UNFINISHED_AFTER`.
+    pub unfinished: u64,
 }
 
 #[derive(Debug)]
@@ -137,13 +148,35 @@ impl Decoder {
         joins.chain(multiline).min()
     }
 
-    /// When a pending multiline record times out.
+    /// When held fragments or a pending multiline record time out.
     pub fn deadline(&self) -> Option<Instant> {
-        self.multiline.as_ref().and_then(Aggregator::deadline)
+        let unfinished = self.joins.iter().filter_map(|j| j.since).min();
+        let unfinished = unfinished.map(|since| since + UNFINISHED_AFTER);
+        let multiline = self.multiline.as_ref().and_then(Aggregator::deadline);
+        unfinished.into_iter().chain(multiline).min()
     }
 
-    /// Ships multiline records whose timeout passed.
+    /// Ships fragments that waited `UNFINISHED_AFTER` for their rest, and multiline
+    /// records whose timeout passed.
     pub fn flush_expired(&mut self, now: Instant, batch: &mut Batch) {
+        let mut slots = [0, 1];
+        slots.sort_by_key(|&s| self.joins[s].start.unwrap_or(u64::MAX));
+        let mut spans = std::mem::take(&mut self.spans);
+        for slot in slots {
+            let join = &self.joins[slot];
+            if join
+                .since
+                .is_some_and(|since| now >= since + UNFINISHED_AFTER)
+            {
+                self.counts.unfinished += 1;
+                let out = &mut Out {
+                    batch,
+                    spans: &mut spans,
+                };
+                self.complete(slot, Some(ParseError::Unfinished), now, out);
+            }
+        }
+        self.spans = spans;
         if let Some(multiline) = &mut self.multiline {
             multiline.flush_expired(
                 now,
@@ -164,6 +197,7 @@ impl Decoder {
         for slot in slots {
             self.complete(
                 slot,
+                None,
                 now,
                 &mut Out {
                     batch,
@@ -230,6 +264,7 @@ impl Decoder {
         }
         if join.start.is_none() {
             join.start = Some(offset);
+            join.since = Some(now);
             join.time = time;
             join.stream = stream;
         }
@@ -239,21 +274,28 @@ impl Decoder {
             .extend_from_slice(&message[..message.len().min(room)]);
         join.last = offset;
         if !partial {
-            self.complete(slot, now, out);
+            self.complete(slot, None, now, out);
         }
     }
 
-    /// Ships the fragments joined on `slot`.
-    fn complete(&mut self, slot: usize, now: Instant, out: &mut Out<'_>) {
+    /// Ships the fragments joined on `slot` (`error`: why they are shipped unjoined).
+    fn complete(
+        &mut self,
+        slot: usize,
+        error: Option<ParseError>,
+        now: Instant,
+        out: &mut Out<'_>,
+    ) {
         let join = &mut self.joins[slot];
         let Some(start) = join.start.take() else {
             return;
         };
+        join.since = None;
         let buf = std::mem::take(&mut join.buf);
         let meta = RecordMeta {
             stream: join.stream,
             time: join.time,
-            error: None,
+            error,
         };
         self.counts.truncated += std::mem::take(&mut join.cut) as u64;
         let last = join.last;
@@ -311,7 +353,6 @@ mod tests {
     use crate::format::Multiline;
     use proptest::prelude::*;
     use std::path::Path;
-    use std::time::Duration;
 
     const T: &str = "2024-05-01T10:20:30.123456789Z";
 
@@ -372,6 +413,40 @@ mod tests {
         assert_eq!(records[0].2.stream, Stream::Stdout);
         assert_eq!(records[0].2.time, crate::format::parse_time(T.as_bytes()));
         assert_eq!(decoder.pending_start(), None);
+    }
+
+    #[test]
+    fn a_fragment_whose_rest_never_comes_should_ship_unfinished_after_the_timeout() {
+        let (p, r) = parsing(Format::Cri, None);
+        let mut decoder = Decoder::new(&p, r, 1 << 20);
+        let input = [
+            cri("stdout", "F", "whole"),
+            cri("stdout", "P", "the container died"),
+        ]
+        .concat();
+        let mut framer = Framer::new(0, 1 << 20);
+        let mut batch = Batch::new("t".into(), Path::new("/x").into());
+        let read_at = Instant::now();
+        framer.push(input.as_bytes(), &mut |line| {
+            decoder.line(line, read_at, &mut batch)
+        });
+        assert_eq!(batch.len(), 1, "only the whole line");
+        let fragment_at = cri("stdout", "F", "whole").len() as u64;
+        assert_eq!(decoder.pending_start(), Some(fragment_at));
+        assert_eq!(decoder.deadline(), Some(read_at + UNFINISHED_AFTER));
+
+        decoder.flush_expired(read_at + UNFINISHED_AFTER / 2, &mut batch);
+        assert_eq!(batch.len(), 1, "still waiting for its rest");
+        decoder.flush_expired(read_at + UNFINISHED_AFTER, &mut batch);
+        let records: Vec<_> = batch.records().collect();
+        assert_eq!(records.len(), 2);
+        let (offset, line, meta) = records[1];
+        assert_eq!((offset, line), (fragment_at, &b"the container died"[..]));
+        assert_eq!(meta.error, Some(ParseError::Unfinished));
+        assert_eq!(meta.stream, Stream::Stdout);
+        assert_eq!(decoder.pending_start(), None, "the checkpoint may pass it");
+        assert_eq!(decoder.deadline(), None);
+        assert_eq!(decoder.take_counts().unfinished, 1);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub trait Events: Send + Sync {
     fn parse_error(&self, _topic: &str, _format: &str) {}
     /// A multiline record cut at `max_lines` / `max_bytes`.
     fn multiline_cut(&self, _topic: &str) {}
+    /// Container-log fragments shipped without their rest, which never came.
+    fn unfinished_record(&self, _topic: &str) {}
 }
 
 /// Reports nothing.

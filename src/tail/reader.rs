@@ -250,6 +250,9 @@ impl Reader {
         for _ in 0..counts.multiline_cut {
             events.multiline_cut(topic);
         }
+        for _ in 0..counts.unfinished {
+            events.unfinished_record(topic);
+        }
     }
 
     /// Hands a batch to the sink (waiting while too much is in flight) and queues its ack.

@@ -28,6 +28,7 @@ pub struct Metrics {
     lines_truncated: IntCounterVec,
     parse_errors: IntCounterVec,
     multiline_cut: IntCounterVec,
+    unfinished: IntCounterVec,
     file_truncations: IntCounterVec,
     lag_bytes: IntGaugeVec,
     file_lag_bytes: Option<IntGaugeVec>,
@@ -172,6 +173,12 @@ impl Metrics {
                 r,
                 "logcatch_multiline_cut_total",
                 "Multiline records cut at multiline.max_lines or multiline.max_bytes.",
+                &["topic"],
+            ),
+            unfinished: counter(
+                r,
+                "logcatch_unfinished_records_total",
+                "Container-log fragments (CRI P, Docker without its newline) whose rest did not come within 4 s, shipped as they were with logcatch.parse_error \"unfinished: ...\".",
                 &["topic"],
             ),
             file_truncations: counter(
@@ -349,6 +356,10 @@ impl Events for Metrics {
 
     fn multiline_cut(&self, topic: &str) {
         self.multiline_cut.with_label_values(&[topic]).inc();
+    }
+
+    fn unfinished_record(&self, topic: &str) {
+        self.unfinished.with_label_values(&[topic]).inc();
     }
 
     fn file_truncated(&self, topic: &str) {
