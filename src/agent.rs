@@ -56,14 +56,20 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     let cwd = std::env::current_dir().map_err(AgentError::Cwd)?;
 
     let (checkpoints, recovered) = Checkpoints::open(&config.state_dir)?;
-    if let Some((aside, reason)) = recovered.moved_aside {
-        tracing::error!(moved_to = %aside.display(), "checkpoints {}: {reason}; moved aside, starting without checkpoints", checkpoints.path().display());
-    }
     let health = Arc::new(Health::new(
         &absolute(&cwd, config_path),
         checkpoints.path(),
     ));
     let metrics = Arc::new(Metrics::new(config.http.file_lag_metrics));
+    if let Some(what) = recovered.describe() {
+        tracing::error!(state_dir = %config.state_dir.display(), "checkpoints: {what}");
+        let loaded = match recovered.previous {
+            Some(_) => "previous",
+            None => "none",
+        };
+        metrics.checkpoint_recovered(loaded);
+        health.checkpoints_recovered(what);
+    }
     let events: Arc<dyn Events> = metrics.clone();
     let sink = sink::build(&config, events.clone())?;
     let board = Arc::new(StatusBoard::default());

@@ -7,12 +7,26 @@ use std::path::Path;
 /// Atomically replaces `path` with `bytes` (the temp file is `<path>.tmp`; a leftover
 /// one is an interrupted write and never the truth).
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_keeping(path, bytes, None)
+}
+
+/// The same, and the content replaced becomes `previous` (the last good generation, in
+/// case the new one is damaged later). A crash between the two renames leaves `previous`
+/// and no `path`.
+pub fn write_keeping(path: &Path, bytes: &[u8], previous: Option<&Path>) -> std::io::Result<()> {
     let tmp = tmp_path(path);
     let written = std::fs::File::create(&tmp).and_then(|mut file| {
         file.write_all(bytes)?;
         file.sync_all()
     });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+    let kept = written.and_then(|()| match previous {
+        Some(previous) => match std::fs::rename(path, previous) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+        None => Ok(()),
+    });
+    if let Err(e) = kept.and_then(|()| std::fs::rename(&tmp, path)) {
         // A half-written temp file would hold on to space a full disk needs back.
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

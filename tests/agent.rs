@@ -376,3 +376,106 @@ fn rename_rotation_finishes_the_old_file_first() {
     assert_eq!(ws.records().len(), 4_001);
     assert_eq!(agent.terminate().code(), Some(0));
 }
+
+/// A damaged `checkpoints.json` (a disk error, a bad edit) falls back to the generation
+/// written before it: only the lines acknowledged since then are shipped again, not every
+/// file from `start_at`.
+#[test]
+fn a_damaged_checkpoint_file_falls_back_to_the_previous_generation() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    append_lines(&log, lines("a", 0..100));
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = ws.start();
+    let first = std::fs::metadata(&log).unwrap().len();
+    wait_for("the first lines checkpointed", LONG, || {
+        (checkpointed_offset(&ws) == first).then_some(())
+    });
+    append_lines(&log, lines("b", 0..100));
+    let second = std::fs::metadata(&log).unwrap().len();
+    wait_for("every line checkpointed", LONG, || {
+        (checkpointed_offset(&ws) == second).then_some(())
+    });
+    assert_eq!(agent.terminate().code(), Some(0));
+    assert_eq!(ws.records().len(), 200);
+
+    std::fs::write(ws.path("state/checkpoints.json"), b"\0\0\0 a damaged block").unwrap();
+    let agent = ws.start();
+    let port = agent.http_port;
+    wait_for("the file acknowledged again", LONG, || {
+        common::all_acknowledged(port).filter(|&running| running == 1)
+    });
+    let records = ws.records();
+    let counts = count_lines(&records);
+    assert!(
+        lines("a", 0..100).all(|l| counts.get(l.as_str()) == Some(&1)),
+        "lines checkpointed before the previous generation are not shipped again"
+    );
+    assert!(lines("b", 0..100).all(|l| counts.contains_key(l.as_str())));
+    let status = agent.status();
+    let recovered = status["checkpoints"]["recovered"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        recovered.contains("loaded the previous generation"),
+        "{status}"
+    );
+    let metric = r#"logcatch_checkpoint_recoveries_total{loaded="previous"}"#;
+    assert_eq!(common::metric_sum(port, metric), 1.0);
+    assert!(agent.log().contains("moved aside"));
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// Two agents sharing a `state_dir` would overwrite each other's checkpoints: the second
+/// refuses to start, naming the directory and the first one's pid.
+#[test]
+fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    append_lines(&log, lines("a", 0..10));
+    let config = ws.config(&log_entry(&log, "app"));
+    ws.write_config(&config);
+    let first = ws.start();
+    let other_port = common::free_port();
+    let second_config = ws.path("second.yaml");
+    let text = config.replace(
+        &format!("127.0.0.1:{}", ws.http_port),
+        &format!("127.0.0.1:{other_port}"),
+    );
+    std::fs::write(&second_config, text).unwrap();
+    let stderr_path = ws.path("second.log");
+    /// Killed when the test ends, also when it fails while the agent still runs.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut second = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_logcatch"))
+            .args(["run", "--config"])
+            .arg(&second_config)
+            .current_dir(ws.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("running a second logcatch"),
+    );
+    let exited = wait_for("the second agent to exit", Duration::from_secs(20), || {
+        second.0.try_wait().unwrap()
+    });
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(!exited.success(), "{stderr}");
+    let state_dir = ws.path("state");
+    assert!(
+        stderr.contains(&format!(
+            "state_dir {} is in use by another logcatch (pid {})",
+            state_dir.display(),
+            first.pid()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(ws.wait_records(10, LONG).len(), 10, "the first goes on");
+    assert_eq!(first.terminate().code(), Some(0));
+}

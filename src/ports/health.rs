@@ -15,6 +15,9 @@ pub struct Condition {
     pub error: Option<String>,
     /// Milliseconds since the epoch when the current failure began.
     pub failing_since_ms: Option<u64>,
+    /// Checkpoints only: what loading them at start recovered from (a damaged file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<String>,
 }
 
 /// What a report changed.
@@ -87,6 +90,11 @@ impl Health {
     pub fn config_reloaded(&self, error: Option<String>, first: impl FnOnce(Change)) {
         let mut condition = lock(&self.config);
         first(condition.report(error));
+    }
+
+    /// Loading the checkpoints at start recovered from a damaged file (`what` says how).
+    pub fn checkpoints_recovered(&self, what: String) {
+        lock(&self.checkpoints).recovered = Some(what);
     }
 
     /// The result of a checkpoint write (`None` = written).

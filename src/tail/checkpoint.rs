@@ -8,6 +8,8 @@
 use super::fingerprint::FileIdentity;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,8 @@ pub enum CheckpointError {
         #[source]
         source: std::io::Error,
     },
+    #[error("state_dir {path} is in use by another logcatch ({holder}): two agents must not share checkpoints; give each its own state_dir")]
+    Locked { path: PathBuf, holder: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +77,10 @@ type Key = (String, u64, u64);
 #[derive(Debug)]
 pub struct Checkpoints {
     path: PathBuf,
+    /// `checkpoints.prev.json`: what `path` held before the last write.
+    previous: PathBuf,
+    /// The state directory's lock, held while the store lives.
+    _lock: File,
     entries: Mutex<HashMap<Key, Checkpoint>>,
     /// What truncated files held, oldest first, at most `TRUNCATED_KEPT_PER_PATH` per
     /// (topic, path) and for `TRUNCATED_KEPT_FOR`.
@@ -82,39 +90,154 @@ pub struct Checkpoints {
     written: AtomicU64,
 }
 
-/// What loading found besides the checkpoints: a corrupt file moved aside.
-#[derive(Debug)]
+/// The checkpoints written before the last write: loaded when the last one is damaged
+/// (or missing after a crash between the write's two renames).
+const PREVIOUS_NAME: &str = "checkpoints.prev.json";
+/// Held locked (`flock`) by the agent that uses the state directory; holds its pid.
+const LOCK_NAME: &str = "lock";
+
+/// What loading found besides the checkpoints, when the file was not usable.
+#[derive(Debug, Default)]
 pub struct Recovered {
-    pub moved_aside: Option<(PathBuf, String)>,
+    /// Damaged files moved aside, with why.
+    pub moved_aside: Vec<(PathBuf, String)>,
+    /// The previous generation was loaded instead: lines acknowledged after it was written
+    /// are shipped again. `None` with `moved_aside` empty: the file was fine (or new).
+    pub previous: Option<PathBuf>,
+}
+
+impl Recovered {
+    /// One sentence for the log and `/status` when something was recovered.
+    pub fn describe(&self) -> Option<String> {
+        let aside = self
+            .moved_aside
+            .iter()
+            .map(|(path, reason)| format!("{reason}; moved aside to {}", path.display()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match &self.previous {
+            Some(previous) if aside.is_empty() => Some(format!(
+                "the last checkpoint write did not finish; loaded the previous generation {}",
+                previous.display()
+            )),
+            Some(previous) => Some(format!(
+                "{aside}; loaded the previous generation {} (lines acknowledged since it was written are shipped again)",
+                previous.display()
+            )),
+            None if aside.is_empty() => None,
+            None => Some(format!("{aside}; started without checkpoints (files are read again by start_at)")),
+        }
+    }
+}
+
+/// What one state file held.
+enum Loaded {
+    Document(OnDisk),
+    Missing,
+    Damaged(String),
+}
+
+fn load(path: &Path) -> Result<Loaded, CheckpointError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(match parse(&bytes) {
+            Ok(document) => Loaded::Document(document),
+            Err(reason) => Loaded::Damaged(reason),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Loaded::Missing),
+        Err(source) => Err(CheckpointError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Moves a damaged state file aside (kept for inspection) and notes why.
+fn move_aside(
+    path: &Path,
+    reason: String,
+    recovered: &mut Recovered,
+) -> Result<(), CheckpointError> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{}", unix_now()));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).map_err(|source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    recovered
+        .moved_aside
+        .push((aside, format!("{}: {reason}", path.display())));
+    Ok(())
+}
+
+/// Locks `state_dir` for this process (released when the file closes, at exit).
+fn lock(state_dir: &Path) -> Result<File, CheckpointError> {
+    let path = state_dir.join(LOCK_NAME);
+    let io = |source| CheckpointError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    if let Err(e) = file.try_lock() {
+        let holder = match e {
+            std::fs::TryLockError::WouldBlock => std::fs::read_to_string(&path)
+                .ok()
+                .filter(|pid| !pid.trim().is_empty())
+                .map_or("its lock is held".to_string(), |pid| {
+                    format!("pid {}", pid.trim())
+                }),
+            std::fs::TryLockError::Error(e) => return Err(io(e)),
+        };
+        return Err(CheckpointError::Locked {
+            path: state_dir.to_path_buf(),
+            holder,
+        });
+    }
+    file.set_len(0).map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 impl Checkpoints {
-    /// Opens (creating) the state directory and loads its checkpoints. A corrupt file is
-    /// moved aside (reported in `Recovered`) and the agent starts without checkpoints.
+    /// Opens (creating) the state directory, locks it against a second agent, and loads
+    /// its checkpoints. A damaged file is moved aside and the previous generation loaded
+    /// instead (both reported in `Recovered`); with neither usable the agent starts
+    /// without checkpoints.
     pub fn open(state_dir: &Path) -> Result<(Arc<Self>, Recovered), CheckpointError> {
         std::fs::create_dir_all(state_dir).map_err(|source| CheckpointError::CreateDir {
             path: state_dir.to_path_buf(),
             source,
         })?;
+        let lock = lock(state_dir)?;
         let path = state_dir.join(FILE_NAME);
+        let previous = state_dir.join(PREVIOUS_NAME);
         // A temp file left by a write interrupted before its rename is never the truth.
         let _ = std::fs::remove_file(crate::atomic_file::tmp_path(&path));
-        let mut recovered = Recovered { moved_aside: None };
-        let document = match std::fs::read(&path) {
-            Ok(bytes) => match parse(&bytes) {
-                Ok(document) => Some(document),
-                Err(reason) => {
-                    let aside = path.with_extension(format!("json.corrupt-{}", unix_now()));
-                    std::fs::rename(&path, &aside).map_err(|source| CheckpointError::Write {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    recovered.moved_aside = Some((aside, reason));
-                    None
+        let mut recovered = Recovered::default();
+        let document = match load(&path)? {
+            Loaded::Document(document) => Some(document),
+            current => {
+                if let Loaded::Damaged(reason) = current {
+                    move_aside(&path, reason, &mut recovered)?;
                 }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(CheckpointError::Read { path, source }),
+                match load(&previous)? {
+                    Loaded::Document(document) => {
+                        recovered.previous = Some(previous.clone());
+                        Some(document)
+                    }
+                    Loaded::Missing => None,
+                    Loaded::Damaged(reason) => {
+                        move_aside(&previous, reason, &mut recovered)?;
+                        None
+                    }
+                }
+            }
         };
         let (entries, truncated) =
             document.map_or_else(Default::default, |d| (d.checkpoints, d.truncated));
@@ -123,6 +246,8 @@ impl Checkpoints {
             .map(|c| ((c.topic.clone(), c.file.dev, c.file.ino), c))
             .collect();
         let store = Checkpoints {
+            _lock: lock,
+            previous,
             path,
             entries: Mutex::new(entries),
             truncated: Mutex::new(truncated),
@@ -260,9 +385,12 @@ impl Checkpoints {
             source: e.into(),
         })?;
         bytes.push(b'\n');
-        crate::atomic_file::write(&self.path, &bytes).map_err(|source| CheckpointError::Write {
-            path: self.path.clone(),
-            source,
+        let keep = Some(self.previous.as_path());
+        crate::atomic_file::write_keeping(&self.path, &bytes, keep).map_err(|source| {
+            CheckpointError::Write {
+                path: self.path.clone(),
+                source,
+            }
         })?;
         self.written.store(generation, Ordering::Release);
         Ok(true)
@@ -378,8 +506,9 @@ mod tests {
         store.set("other", identity(7), 5, Path::new("/var/log/a.log"));
         assert!(store.flush().unwrap());
         assert!(!store.flush().unwrap(), "nothing changed, nothing written");
+        drop(store);
         let (again, recovered) = Checkpoints::open(dir.path()).unwrap();
-        assert!(recovered.moved_aside.is_none());
+        assert!(recovered.describe().is_none());
         assert_eq!(again.get("app", 1, 7).unwrap().offset, 120);
         assert_eq!(
             again.get("other", 1, 7).unwrap().offset,
@@ -404,6 +533,7 @@ mod tests {
         }
         store.truncated("app", full(9), 9, identity(8), Path::new("/b"));
         assert!(store.flush().unwrap());
+        drop(store);
         let (again, _) = Checkpoints::open(dir.path()).unwrap();
         let kept: Vec<u64> = (0..6)
             .filter(|&h| !again.originals("app", |c| c.file.hash == h).is_empty())
@@ -436,7 +566,7 @@ mod tests {
         )
         .unwrap();
         let (store, recovered) = Checkpoints::open(dir.path()).unwrap();
-        assert!(recovered.moved_aside.is_none());
+        assert!(recovered.describe().is_none());
         assert_eq!(store.get("app", 1, 7).unwrap().offset, 5);
     }
 
@@ -445,11 +575,75 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), b"{\"version\": 1, \"checkp").unwrap();
         let (store, recovered) = Checkpoints::open(dir.path()).unwrap();
-        let (aside, reason) = recovered.moved_aside.unwrap();
+        let (aside, reason) = &recovered.moved_aside[0];
         assert!(aside.exists());
         assert!(reason.contains("not a checkpoint file"), "{reason}");
+        assert!(recovered.previous.is_none(), "no earlier generation");
+        assert!(recovered
+            .describe()
+            .unwrap()
+            .contains("started without checkpoints"));
         assert!(store.get("app", 1, 7).is_none());
         assert!(!dir.path().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_damaged_file_should_fall_back_to_the_previous_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Checkpoints::open(dir.path()).unwrap();
+        store.set("app", identity(7), 10, Path::new("/a"));
+        store.flush().unwrap();
+        store.set("app", identity(7), 20, Path::new("/a"));
+        store.flush().unwrap();
+        drop(store);
+        std::fs::write(dir.path().join(FILE_NAME), b"\0\0\0garbage").unwrap();
+        let (again, recovered) = Checkpoints::open(dir.path()).unwrap();
+        assert_eq!(
+            again.get("app", 1, 7).unwrap().offset,
+            10,
+            "the generation before"
+        );
+        assert_eq!(
+            recovered.previous.as_deref(),
+            Some(dir.path().join(PREVIOUS_NAME).as_path())
+        );
+        assert_eq!(recovered.moved_aside.len(), 1);
+        let said = recovered.describe().unwrap();
+        assert!(said.contains("loaded the previous generation"), "{said}");
+
+        // A crash between the write's two renames: no current file, the previous one.
+        again.set("app", identity(7), 30, Path::new("/a"));
+        again.flush().unwrap();
+        drop(again);
+        std::fs::rename(dir.path().join(FILE_NAME), dir.path().join("moved")).unwrap();
+        let (third, recovered) = Checkpoints::open(dir.path()).unwrap();
+        assert_eq!(third.get("app", 1, 7).unwrap().offset, 10);
+        assert!(recovered.moved_aside.is_empty());
+        assert!(recovered.describe().unwrap().contains("did not finish"));
+
+        // Both damaged: both moved aside, nothing loaded.
+        drop(third);
+        std::fs::write(dir.path().join(FILE_NAME), b"{").unwrap();
+        std::fs::write(dir.path().join(PREVIOUS_NAME), b"[").unwrap();
+        let (fourth, recovered) = Checkpoints::open(dir.path()).unwrap();
+        assert!(fourth.get("app", 1, 7).is_none());
+        assert_eq!(recovered.moved_aside.len(), 2);
+        assert!(recovered.previous.is_none());
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_should_be_refused_while_the_first_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = Checkpoints::open(dir.path()).unwrap();
+        let refused = Checkpoints::open(dir.path()).map(|_| ()).unwrap_err();
+        let said = refused.to_string();
+        assert!(said.contains("in use by another logcatch"), "{said}");
+        assert!(
+            said.contains(&format!("pid {}", std::process::id())),
+            "{said}"
+        );
+        drop(first);
+        Checkpoints::open(dir.path()).expect("free again");
     }
 
     #[test]
@@ -459,8 +653,9 @@ mod tests {
         store.set("app", identity(7), 10, Path::new("/a"));
         store.flush().unwrap();
         std::fs::write(dir.path().join("checkpoints.json.tmp"), b"{half").unwrap();
+        drop(store);
         let (again, recovered) = Checkpoints::open(dir.path()).unwrap();
-        assert!(recovered.moved_aside.is_none());
+        assert!(recovered.describe().is_none());
         assert_eq!(again.get("app", 1, 7).unwrap().offset, 10);
         assert!(!dir.path().join("checkpoints.json.tmp").exists());
     }

@@ -226,7 +226,8 @@ impl Model {
 struct Harness {
     dir: tempfile::TempDir,
     sink: Arc<RecordingSink>,
-    checkpoints: Arc<Checkpoints>,
+    /// `None` only while a crash replaces it (a store locks its directory).
+    checkpoints: Option<Arc<Checkpoints>>,
     claims: Arc<Claims>,
     wakeups: Arc<Wakeups>,
     task: Option<(CancellationToken, JoinHandle<Result<(), TailError>>)>,
@@ -243,7 +244,7 @@ impl Harness {
         Harness {
             dir,
             sink,
-            checkpoints,
+            checkpoints: Some(checkpoints),
             claims: Arc::default(),
             wakeups: Wakeups::without_notifications(),
             task: None,
@@ -254,6 +255,10 @@ impl Harness {
 
     fn path(&self) -> PathBuf {
         self.dir.path().join("app.log")
+    }
+
+    fn store(&self) -> &Arc<Checkpoints> {
+        self.checkpoints.as_ref().expect("opened")
     }
 
     fn received(&self) -> HashSet<String> {
@@ -271,7 +276,7 @@ impl Harness {
         self.sink.repair();
         let ctx = Arc::new(TailerContext {
             sink: self.sink.clone(),
-            checkpoints: self.checkpoints.clone(),
+            checkpoints: self.store().clone(),
             events: Arc::new(NoEvents),
             claims: self.claims.clone(),
             wakeups: self.wakeups.clone(),
@@ -299,7 +304,7 @@ impl Harness {
             stop.cancel();
             // A failed sink makes the stop fail too; its lines are read again.
             let _ = task.await.unwrap();
-            self.checkpoints.flush().unwrap();
+            self.store().flush().unwrap();
             self.mark_on_disk();
         }
     }
@@ -308,8 +313,10 @@ impl Harness {
         if let Some((_, task)) = self.task.take() {
             task.abort();
             let _ = task.await;
+            // What the crashed process held goes with it, its lock on the directory too.
+            self.checkpoints = None;
             let (reopened, _) = Checkpoints::open(&self.dir.path().join("state")).unwrap();
-            self.checkpoints = reopened;
+            self.checkpoints = Some(reopened);
             self.model.may_repeat = true;
             let received = self.received();
             self.model.lose_deleted(&received);
@@ -460,7 +467,7 @@ impl Harness {
             }
             Op::Crash => self.crash().await,
             Op::Flush => {
-                self.checkpoints.flush().unwrap();
+                self.store().flush().unwrap();
                 self.mark_on_disk();
             }
             Op::FailNext => self.sink.state.lock().unwrap().fail_next = true,

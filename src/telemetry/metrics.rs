@@ -35,6 +35,7 @@ pub struct Metrics {
     inflight_bytes: IntGauge,
     checkpoint_writes: IntCounterVec,
     checkpoint_ok: IntGauge,
+    checkpoint_recoveries: IntCounterVec,
     config_reloads: IntCounterVec,
     config_ok: IntGauge,
     etcd_connected: IntGauge,
@@ -211,6 +212,12 @@ impl Metrics {
                 "Checkpoint file writes by result.",
                 &["result"],
             ),
+            checkpoint_recoveries: counter(
+                r,
+                "logcatch_checkpoint_recoveries_total",
+                "Damaged checkpoint files found at start, by what was loaded instead: previous (the generation before the last write) or none.",
+                &["loaded"],
+            ),
             checkpoint_ok: ok_gauge(scalar(
                 "logcatch_checkpoint_last_write_successful",
                 "1 when the last checkpoint write succeeded, 0 while they fail.",
@@ -258,6 +265,13 @@ impl Metrics {
     }
 
     /// Reads the state gauges from the status model and renders the text format.
+    /// A damaged checkpoint file was found at start; `loaded`: `previous` or `none`.
+    pub fn checkpoint_recovered(&self, loaded: &str) {
+        self.checkpoint_recoveries
+            .with_label_values(&[loaded])
+            .inc();
+    }
+
     pub fn render(
         &self,
         board: &StatusBoard,
