@@ -131,14 +131,36 @@ pub fn expand<'a>(
     settings: &TailerSettings,
     cwd: &Path,
 ) -> (DesiredSet, Vec<ExpandError>) {
+    expand_guarded(snapshots, settings, cwd, None)
+}
+
+/// Where an untrusted source's globs may look: the allow-list, and which sources are
+/// trusted (their globs walk wherever they point).
+pub struct Guard<'a> {
+    pub allow: &'a AllowList,
+    pub trusted: &'a dyn Fn(&SourceId) -> bool,
+}
+
+/// [`expand`], with the globs of sources `guard` does not trust walking only inside the
+/// allow-list's directories (symlinks resolved), so that a value such as `/**` cannot
+/// make every node walk its whole filesystem.
+pub fn expand_guarded<'a>(
+    snapshots: impl IntoIterator<Item = (&'a SourceId, &'a [LogSpec])>,
+    settings: &TailerSettings,
+    cwd: &Path,
+    guard: Option<&Guard<'_>>,
+) -> (DesiredSet, Vec<ExpandError>) {
     let mut desired = DesiredSet::new();
     let mut errors = Vec::new();
     for (source, specs) in snapshots {
+        let roots = guard
+            .filter(|g| !(g.trusted)(source))
+            .map(|g| g.allow.roots());
         for spec in specs {
             let pattern = absolute(cwd, Path::new(&spec.path));
             let excluded = exclusions(cwd, &spec.exclude);
             let files = if is_glob(&spec.path) {
-                match glob_files(&pattern) {
+                match glob_files(&pattern, roots.as_deref(), &WalkLimits::default()) {
                     Ok(files) => files,
                     Err(message) => {
                         errors.push(ExpandError {
@@ -188,6 +210,7 @@ pub fn expand<'a>(
 pub struct AllowList {
     set: GlobSet,
     empty: bool,
+    roots: Vec<PathBuf>,
 }
 
 /// An untrusted declaration that is not tailed, and why.
@@ -224,15 +247,24 @@ impl AllowList {
     /// Invalid patterns are skipped (the config validation refuses them first).
     pub fn new(patterns: &[String]) -> Self {
         let mut builder = GlobSetBuilder::new();
+        let mut roots = Vec::new();
         for pattern in patterns {
             if let Ok(glob) = GlobBuilder::new(pattern).literal_separator(true).build() {
                 builder.add(glob);
+                roots.push(literal_base(Path::new(pattern)));
             }
         }
         AllowList {
             set: builder.build().unwrap_or_else(|_| GlobSet::empty()),
             empty: patterns.is_empty(),
+            roots,
         }
+    }
+
+    /// The directories the allowed globs start from (each pattern's part before its first
+    /// glob character): nothing outside them can be allowed.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        self.roots.clone()
     }
 
     /// Checks `path` after resolving symlinks. A path that does not exist yet is checked
@@ -376,15 +408,8 @@ pub fn absolute(cwd: &Path, path: &Path) -> PathBuf {
     out
 }
 
-/// Regular files (symlinks followed) matching an absolute glob, sorted.
-fn glob_files(pattern: &Path) -> Result<Vec<PathBuf>, String> {
-    let text = pattern.to_string_lossy();
-    let matcher = GlobBuilder::new(&text)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| format!("invalid glob: {e}"))?
-        .compile_matcher();
-    // Walk from the deepest directory without glob characters.
+/// The deepest directory of `pattern` without glob characters, and the rest.
+fn split_base(pattern: &Path) -> (PathBuf, Vec<String>) {
     let mut base = PathBuf::new();
     let mut rest = Vec::new();
     for component in pattern.components() {
@@ -395,13 +420,65 @@ fn glob_files(pattern: &Path) -> Result<Vec<PathBuf>, String> {
             rest.push(part.into_owned());
         }
     }
+    (base, rest)
+}
+
+fn literal_base(pattern: &Path) -> PathBuf {
+    split_base(pattern).0
+}
+
+/// How much one glob's walk may look at: a pass expands every glob, so one glob over a
+/// huge tree (or `/**`) must not stall it.
+struct WalkLimits {
+    entries: usize,
+    time: std::time::Duration,
+}
+
+impl Default for WalkLimits {
+    fn default() -> Self {
+        WalkLimits {
+            entries: MAX_WALK_ENTRIES,
+            time: MAX_WALK_TIME,
+        }
+    }
+}
+
+/// Directory entries one glob's walk may look at before it is refused.
+const MAX_WALK_ENTRIES: usize = 200_000;
+/// How long one glob's walk may take before it is refused.
+const MAX_WALK_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Regular files (symlinks followed) matching an absolute glob, sorted. With `roots`
+/// (an untrusted source's), only directories that lie inside one of them, or on the way
+/// to one, after resolving symlinks, are listed.
+fn glob_files(
+    pattern: &Path,
+    roots: Option<&[PathBuf]>,
+    limits: &WalkLimits,
+) -> Result<Vec<PathBuf>, String> {
+    let text = pattern.to_string_lossy();
+    let matcher = GlobBuilder::new(&text)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("invalid glob: {e}"))?
+        .compile_matcher();
+    // Walk from the deepest directory without glob characters.
+    let (base, rest) = split_base(pattern);
     let max_depth = if rest.iter().any(|part| part.contains("**")) {
         MAX_RECURSIVE_DEPTH
     } else {
         rest.len()
     };
-    let mut files = Vec::new();
-    walk(&base, &matcher, max_depth, &mut files)?;
+    let mut walk = Walk {
+        matcher,
+        roots,
+        files: Vec::new(),
+        limits,
+        entries_left: limits.entries,
+        deadline: std::time::Instant::now() + limits.time,
+    };
+    walk.dir(&base, max_depth, true)?;
+    let mut files = walk.files;
     files.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
     Ok(files)
 }
@@ -409,37 +486,69 @@ fn glob_files(pattern: &Path) -> Result<Vec<PathBuf>, String> {
 /// How deep `**` descends; bounds the walk against symlink loops.
 const MAX_RECURSIVE_DEPTH: usize = 16;
 
-fn walk(
-    dir: &Path,
-    matcher: &GlobMatcher,
-    depth: usize,
-    files: &mut Vec<PathBuf>,
-) -> Result<(), String> {
-    if depth == 0 {
-        return Ok(());
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue; // dangling symlink or vanished meanwhile
+struct Walk<'a> {
+    matcher: GlobMatcher,
+    roots: Option<&'a [PathBuf]>,
+    limits: &'a WalkLimits,
+    files: Vec<PathBuf>,
+    entries_left: usize,
+    deadline: std::time::Instant,
+}
+
+impl Walk<'_> {
+    /// Whether `dir` may be listed: always for a trusted source; for an untrusted one
+    /// when, symlinks resolved, it lies inside an allowed root or on the way to one.
+    fn may_enter(&self, dir: &Path) -> bool {
+        let Some(roots) = self.roots else {
+            return true;
         };
-        if meta.is_dir() {
-            // A directory we cannot list below the base is skipped, not fatal.
-            let _ = walk(&path, matcher, depth - 1, files);
-        } else if meta.is_file()
-            && matcher.is_match(&path)
-            && !compressed::is_compressed(&path, &meta)
-        {
-            // A rotated `.gz` matched by `app.log*` would ship as garbage.
-            files.push(path);
-        }
+        let resolved = resolve(dir);
+        roots
+            .iter()
+            .any(|root| resolved.starts_with(root) || root.starts_with(&resolved))
     }
-    Ok(())
+
+    fn dir(&mut self, dir: &Path, depth: usize, base: bool) -> Result<(), String> {
+        if depth == 0 || !self.may_enter(dir) {
+            return Ok(());
+        }
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            // A directory we cannot list below the base is skipped, not fatal.
+            Err(_) if !base => return Ok(()),
+            Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+        };
+        for entry in entries.flatten() {
+            if self.entries_left == 0 {
+                return Err(format!(
+                    "the glob looked at more than {} directory entries; narrow it",
+                    self.limits.entries
+                ));
+            }
+            self.entries_left -= 1;
+            if std::time::Instant::now() > self.deadline {
+                return Err(format!(
+                    "listing the glob's directories took more than {:?}; narrow it",
+                    self.limits.time
+                ));
+            }
+            let path = entry.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue; // dangling symlink or vanished meanwhile
+            };
+            if meta.is_dir() {
+                self.dir(&path, depth - 1, false)?;
+            } else if meta.is_file()
+                && self.matcher.is_match(&path)
+                && !compressed::is_compressed(&path, &meta)
+            {
+                // A rotated `.gz` matched by `app.log*` would ship as garbage.
+                self.files.push(path);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -631,6 +740,71 @@ mod tests {
         assert_eq!(refusals.len(), 4, "a:/1 has two etcd owners");
         // The same desired set always gives the same outcome (level-triggered).
         assert_eq!(kept(3).0, three);
+    }
+
+    #[test]
+    fn an_untrusted_glob_should_walk_only_inside_the_allowed_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("allowed")).unwrap();
+        std::fs::create_dir_all(root.join("other")).unwrap();
+        std::fs::write(root.join("allowed/a.log"), "x\n").unwrap();
+        std::fs::write(root.join("other/b.log"), "x\n").unwrap();
+        std::os::unix::fs::symlink(root.join("other"), root.join("allowed/link")).unwrap();
+        let allow = AllowList::new(&[format!("{}/allowed/**", root.display())]);
+        let etcd: SourceId = "/logcatch/a".into();
+        let config: SourceId = crate::source::CONFIG_SOURCE.into();
+        let specs = [spec(&format!("{}/**/*.log", root.display()), "t")];
+        let trusted = |source: &SourceId| &**source == crate::source::CONFIG_SOURCE;
+        let guard = Guard {
+            allow: &allow,
+            trusted: &trusted,
+        };
+        let found = |source: &SourceId| {
+            let (desired, errors) =
+                expand_guarded([(source, &specs[..])], &settings(), &root, Some(&guard));
+            assert!(errors.is_empty(), "{errors:?}");
+            desired
+                .keys()
+                .map(|id| id.path.strip_prefix(&root).unwrap().display().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            found(&etcd),
+            ["allowed/a.log"],
+            "nothing outside, no symlink out"
+        );
+        assert_eq!(
+            found(&config),
+            ["allowed/a.log", "allowed/link/b.log", "other/b.log"],
+            "the config file is trusted"
+        );
+    }
+
+    #[test]
+    fn a_walk_beyond_its_limits_should_be_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..10 {
+            std::fs::write(dir.path().join(format!("{i}.log")), "x\n").unwrap();
+        }
+        let pattern = dir.path().join("*.log");
+        let few = WalkLimits {
+            entries: 5,
+            time: std::time::Duration::from_secs(60),
+        };
+        let refused = glob_files(&pattern, None, &few).unwrap_err();
+        assert!(
+            refused.contains("more than 5 directory entries"),
+            "{refused}"
+        );
+        let no_time = WalkLimits {
+            entries: 100,
+            time: std::time::Duration::ZERO,
+        };
+        let refused = glob_files(&pattern, None, &no_time).unwrap_err();
+        assert!(refused.contains("took more than"), "{refused}");
+        let enough = glob_files(&pattern, None, &WalkLimits::default()).unwrap();
+        assert_eq!(enough.len(), 10);
     }
 
     #[test]

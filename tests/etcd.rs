@@ -512,6 +512,25 @@ fn hostile_values_are_refused_with_a_reason_and_running_tailers_go_on() {
         .all(|r| r.path != shadow.display().to_string()));
 }
 
+/// A value whose glob covers the whole filesystem (`/**`, which follows symlinks such as
+/// `/proc/self/root` back to `/`) walks only the directories of `etcd.allowed_paths`: it
+/// ships the allowed files at once instead of making every node walk everything.
+#[test]
+fn a_glob_over_the_whole_filesystem_walks_only_the_allowed_directories() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let agent = start(&ws, &etcd, &["/lc/node"], &[]);
+    let app = root(&ws).join("logs/app.log");
+    append_lines(&app, ["first".to_string()]);
+    put(&etcd, "/lc/node", &[(Path::new("/**"), "all")]);
+    shipped(&ws, &app, "all", "second");
+    let (code, _) = common::http_get(agent.http_port, "/healthz").expect("/healthz");
+    assert_eq!(code, 200);
+    let running = tailers(&agent);
+    assert_eq!(running.len(), 1, "only the allowed file: {running:?}");
+    assert_eq!(running[0].1, app.display().to_string());
+}
+
 #[test]
 fn max_tailers_bounds_what_etcd_can_start_and_reports_the_rest() {
     let etcd = Etcd::start();

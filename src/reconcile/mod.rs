@@ -23,6 +23,11 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Config-file declarations are trusted; etcd's are checked against `etcd.allowed_paths`.
+fn trusted(source: &SourceId) -> bool {
+    &**source == crate::source::CONFIG_SOURCE
+}
+
 /// Per tailer: how to stop its task, its backoff state and its restart count.
 struct Control {
     stop: Option<CancellationToken>,
@@ -147,10 +152,16 @@ impl Reconciler {
         let config = self.config.borrow().clone();
         let settings = TailerSettings::from_config(&config.tail);
         let snapshots = self.sources.snapshot();
-        let (mut desired, errors) = spec::expand(
+        self.update_allow_list(&config);
+        let guard = spec::Guard {
+            allow: &self.allow.1,
+            trusted: &trusted,
+        };
+        let (mut desired, errors) = spec::expand_guarded(
             snapshots.iter().map(|(k, v)| (k, &v[..])),
             &settings,
             &self.cwd,
+            Some(&guard),
         );
         self.restrict(&mut desired, &config);
         if errors != self.last_errors {
@@ -173,11 +184,6 @@ impl Reconciler {
     /// symlinks are resolved, and at most `etcd.max_tailers` tailers run; config-file
     /// paths are trusted. Refusals go to the source status and are logged once.
     fn restrict(&mut self, desired: &mut spec::DesiredSet, config: &Config) {
-        if self.allow.0 != config.etcd.allowed_paths {
-            let list = spec::AllowList::new(&config.etcd.allowed_paths);
-            self.allow = (config.etcd.allowed_paths.clone(), list);
-        }
-        let trusted = |source: &SourceId| &**source == crate::source::CONFIG_SOURCE;
         let mut refusals = spec::restrict(desired, &self.allow.1, trusted);
         refusals.extend(spec::limit(desired, config.etcd.max_tailers, trusted));
         let mut table: BTreeMap<String, Vec<RefusedPath>> = BTreeMap::new();
@@ -208,6 +214,14 @@ impl Reconciler {
                 "etcd.max_tailers reached: {} more declared tailers not started, first {first}; see /status",
                 over_limit.len()
             );
+        }
+    }
+
+    /// Compiles `etcd.allowed_paths` again when it changed.
+    fn update_allow_list(&mut self, config: &Config) {
+        if self.allow.0 != config.etcd.allowed_paths {
+            let list = spec::AllowList::new(&config.etcd.allowed_paths);
+            self.allow = (config.etcd.allowed_paths.clone(), list);
         }
     }
 
