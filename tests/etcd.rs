@@ -531,6 +531,30 @@ fn a_glob_over_the_whole_filesystem_walks_only_the_allowed_directories() {
     assert_eq!(running[0].1, app.display().to_string());
 }
 
+/// An idle watch stays one watch: etcd (by default) closes the connection of a client
+/// that pings more often than every 5 s, and each close made the agent list the key again
+/// (in a loop, as its backoff was reset by every successful list).
+#[test]
+fn an_idle_watch_is_not_listed_again() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let agent = start(&ws, &etcd, &["/lc/node"], &[]);
+    let app = root(&ws).join("logs/app.log");
+    put(&etcd, "/lc/node", &[(&app, "app")]);
+    shipped(&ws, &app, "app", "first");
+    let last_list =
+        |agent: &Agent| agent.status()["sources"]["watches"][0]["last_sync_unix_ms"].as_u64();
+    let listed = last_list(&agent).expect("listed once");
+    std::thread::sleep(Duration::from_secs(20));
+    assert_eq!(
+        last_list(&agent),
+        Some(listed),
+        "listed again: {}",
+        agent.log()
+    );
+    shipped(&ws, &app, "app", "second");
+}
+
 #[test]
 fn max_tailers_bounds_what_etcd_can_start_and_reports_the_rest() {
     let etcd = Etcd::start();

@@ -7,7 +7,12 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use std::path::Path;
 use std::time::Duration;
 
-const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// HTTP/2 pings every this long, even while idle, so that a dead member is noticed: not
+/// more often than etcd allows (its `--grpc-keepalive-min-time`, 5 s by default; a client
+/// that pings sooner is disconnected with "too many pings", which broke every idle watch).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection is taken for dead.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -39,7 +44,7 @@ pub fn options(config: &EtcdConfig) -> Result<ConnectOptions, ClientError> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(config.dial_timeout)
         .with_timeout(config.request_timeout)
-        .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE)
+        .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE_TIMEOUT)
         .with_keep_alive_while_idle(true);
     if !config.username.is_empty() {
         let password = read("password_file", &config.password_file)?;

@@ -15,6 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// A watch that lived this long was a working session: the next failure starts the
+/// backoff over. A shorter one (a list that succeeds and a watch that breaks at once)
+/// keeps backing off, so that such a cycle cannot re-list in a tight loop.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
 
 fn new_backoff() -> ExponentialBackoff {
     ExponentialBuilder::default()
@@ -25,6 +29,28 @@ fn new_backoff() -> ExponentialBackoff {
         .build()
 }
 
+/// The delays between sessions.
+struct Retry {
+    backoff: ExponentialBackoff,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Retry {
+            backoff: new_backoff(),
+        }
+    }
+
+    /// The delay before the next session, after one whose watch lived `watched` (`None`:
+    /// it never got to watch).
+    fn after(&mut self, watched: Option<Duration>) -> Duration {
+        if watched.is_some_and(|lived| lived >= STABLE_AFTER) {
+            self.backoff = new_backoff();
+        }
+        self.backoff.next().unwrap_or(RETRY_MAX)
+    }
+}
+
 pub struct Watcher {
     target: Target,
     config: Arc<EtcdConfig>,
@@ -32,6 +58,8 @@ pub struct Watcher {
     tracker: Tracker,
     client: Option<Client>,
     synced_once: bool,
+    /// When the current session's watch was established.
+    watching_since: Option<tokio::time::Instant>,
 }
 
 impl Watcher {
@@ -51,17 +79,18 @@ impl Watcher {
             tracker,
             client: None,
             synced_once: false,
+            watching_since: None,
         }
     }
 
     /// Lists and watches until `shutdown`; never gives up on a key.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = new_backoff();
+        let mut retry = Retry::new();
         let mut last_error: Option<String> = None;
         loop {
             let error = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                error = self.session(&mut backoff) => error,
+                error = self.session() => error,
             };
             if !self.synced_once {
                 let served = self.tracker.serve_cache();
@@ -69,7 +98,8 @@ impl Watcher {
                     tracing::warn!(key = %self.target.key, served, "etcd unreachable; serving the cached snapshots");
                 }
             }
-            let delay = backoff.next().unwrap_or(RETRY_MAX);
+            let watched = self.watching_since.take().map(|since| since.elapsed());
+            let delay = retry.after(watched);
             // Log each distinct error once, not every retry.
             if last_error.as_ref() != Some(&error) {
                 tracing::warn!(retry_in = ?delay, "{error}; running tailers keep running");
@@ -90,7 +120,7 @@ impl Watcher {
     }
 
     /// One list + watch; returns why it ended.
-    async fn session(&mut self, backoff: &mut ExponentialBackoff) -> String {
+    async fn session(&mut self) -> String {
         let key = self.target.key.clone();
         let prefix = self.target.kind == WatchKind::Prefix;
         let what = if prefix { "prefix" } else { "key" };
@@ -120,7 +150,6 @@ impl Watcher {
             .collect();
         self.tracker.relist(listed);
         self.synced(revision);
-        *backoff = new_backoff();
 
         let mut options = WatchOptions::new().with_start_revision(revision + 1);
         if prefix {
@@ -130,6 +159,7 @@ impl Watcher {
             Ok(stream) => stream,
             Err(e) => return format!("etcd {what} {key}: watch failed: {e}"),
         };
+        self.watching_since = Some(tokio::time::Instant::now());
         loop {
             let response = match stream.message().await {
                 Ok(Some(r)) => r,
@@ -178,5 +208,25 @@ impl Watcher {
                 w.from_cache = false;
                 w.error = None;
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_watch_that_lived_should_start_the_backoff_over() {
+        let mut retry = Retry::new();
+        let first = retry.after(None);
+        assert!(first >= RETRY_MIN && first <= RETRY_MIN * 2, "{first:?}");
+        // Listed fine, watch broke at once, again and again: the delays keep growing.
+        let mut delays = Vec::new();
+        for _ in 0..6 {
+            delays.push(retry.after(Some(Duration::from_millis(10))));
+        }
+        assert!(delays[5] >= RETRY_MAX, "{delays:?}");
+        let after_stable = retry.after(Some(STABLE_AFTER));
+        assert!(after_stable <= RETRY_MIN * 2, "{after_stable:?}");
     }
 }
