@@ -121,7 +121,10 @@ fn several_rotations_in_a_row_while_busy_lose_and_repeat_nothing() {
         let fresh = lines(&format!("r{r}"), 0..3_000);
         append_lines(&log, fresh.clone());
         files.push((format!("r{r} "), fresh));
-        std::thread::sleep(Duration::from_millis(150));
+        // The agent holds the new file (the old one is app.log.{r} now) before the next.
+        wait_for("the new file opened", LONG, || {
+            open_files(&agent).contains(&log).then_some(())
+        });
     }
     let total: usize = files.iter().map(|(_, w)| w.len()).sum();
     let got = shipped(&ws, total);
@@ -150,8 +153,12 @@ fn rotation_under_a_glob_ships_the_renamed_file_once() {
         let fresh = lines(&format!("g{r}"), 0..20_000);
         append_lines(&log, fresh.clone());
         files.push((format!("g{r} "), fresh));
-        // Longer than the resync interval: the glob finds each rotated file.
-        std::thread::sleep(Duration::from_millis(500));
+        // The glob found the rotated file: a tailer of its own follows it.
+        wait_for("a tailer for the rotated file", LONG, || {
+            let status = agent.status();
+            let tailers = status["tailers"].as_array()?.len();
+            (tailers == r + 1).then_some(())
+        });
     }
     let total = files.iter().map(|(_, w)| w.len()).sum();
     // Every renamed file is followed by a tailer of its own that acknowledged its end.
@@ -226,7 +233,11 @@ fn a_file_moved_away_and_back_is_followed_on_without_repeating() {
     ws.wait_records(100, LONG);
     std::fs::rename(&log, &away).unwrap();
     append_lines(&away, lines("m", 100..200));
-    std::thread::sleep(Duration::from_millis(500));
+    // The tailer saw it renamed away (it lingers) and read what came meanwhile.
+    wait_for("the rename seen", LONG, || {
+        (metric(agent.http_port, "logcatch_file_rotations_total") == 1.0).then_some(())
+    });
+    ws.wait_records(200, LONG);
     std::fs::rename(&away, &log).unwrap();
     append_lines(&log, lines("m", 200..300));
     ws.wait_records(300, LONG);
@@ -251,7 +262,9 @@ fn a_tailer_stopped_while_its_renamed_file_lingers_ships_the_partial_last_line()
     let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     file.write_all(b"partial-last").unwrap();
     std::fs::rename(&log, ws.path("app.log.1")).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for("the rename seen", LONG, || {
+        (metric(agent.http_port, "logcatch_file_rotations_total") == 1.0).then_some(())
+    });
     ws.write_config(&ws.config("  []"));
     let got = shipped(&ws, 101);
     let mut expected = lines("s", 0..100);

@@ -29,6 +29,7 @@ pub struct Metrics {
     parse_errors: IntCounterVec,
     multiline_cut: IntCounterVec,
     unfinished: IntCounterVec,
+    file_rotations: IntCounterVec,
     file_truncations: IntCounterVec,
     lag_bytes: IntGaugeVec,
     file_lag_bytes: Option<IntGaugeVec>,
@@ -180,6 +181,12 @@ impl Metrics {
                 r,
                 "logcatch_unfinished_records_total",
                 "Container-log fragments (CRI P, Docker without its newline) whose rest did not come within 4 s, shipped as they were with logcatch.parse_error \"unfinished: ...\".",
+                &["topic"],
+            ),
+            file_rotations: counter(
+                r,
+                "logcatch_file_rotations_total",
+                "Files renamed away or deleted from a followed path: the tailer moved on to what the path names now.",
                 &["topic"],
             ),
             file_truncations: counter(
@@ -374,6 +381,10 @@ impl Events for Metrics {
 
     fn unfinished_record(&self, topic: &str) {
         self.unfinished.with_label_values(&[topic]).inc();
+    }
+
+    fn file_rotated(&self, topic: &str) {
+        self.file_rotations.with_label_values(&[topic]).inc();
     }
 
     fn file_truncated(&self, topic: &str) {
