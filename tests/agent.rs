@@ -479,3 +479,46 @@ fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     assert_eq!(ws.wait_records(10, LONG).len(), 10, "the first goes on");
     assert_eq!(first.terminate().code(), Some(0));
 }
+
+/// `tail.start_at: end` skips what a file held when it was first seen, not the head of a
+/// file that did not exist yet: a declared path created later is read from its beginning.
+#[test]
+fn start_at_end_reads_a_file_created_later_from_its_beginning() {
+    let ws = Workspace::new();
+    let old = ws.path("old.log");
+    append_lines(&old, lines("old", 0..50));
+    let later = ws.path("later.log");
+    let logs = format!("{}\n{}", log_entry(&old, "app"), log_entry(&later, "app"));
+    let config = ws.config(&logs).replace(
+        "tail: { poll_interval: 20ms }",
+        "tail: { poll_interval: 20ms, start_at: end }",
+    );
+    assert!(config.contains("start_at: end"), "{config}");
+    ws.write_config(&config);
+    let agent = ws.start();
+    // Both tailers looked: the existing file was skipped to its end, the other is missing.
+    wait_for("the missing file waited for", LONG, || {
+        let status = agent.status();
+        let tailers = status["tailers"].as_array()?.clone();
+        let waiting = tailers.iter().any(|t| t["state"] == "waiting");
+        let at_end = tailers.iter().any(|t| {
+            t["state"] == "running"
+                && t["offset"].as_u64() == std::fs::metadata(&old).ok().map(|m| m.len())
+        });
+        (waiting && at_end).then_some(())
+    });
+    append_lines(&later, lines("later", 0..20));
+    append_lines(&old, lines("old", 50..60));
+    let records = ws.wait_records(30, LONG);
+    let counts = count_lines(&records);
+    assert!(
+        lines("later", 0..20).all(|l| counts.get(l.as_str()) == Some(&1)),
+        "{records:?}"
+    );
+    assert!(lines("old", 50..60).all(|l| counts.get(l.as_str()) == Some(&1)));
+    assert!(
+        lines("old", 0..50).all(|l| !counts.contains_key(l.as_str())),
+        "skipped by start_at: end"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}

@@ -241,6 +241,9 @@ impl Tailer {
         }
         let missing = std::fs::metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
         if missing && self.files.parked().is_none() {
+            // A file that appears later is new: it is read from its beginning whatever
+            // `start_at` says, as a rotated one is.
+            self.first_open = false;
             // No slot needed to wait for a file to appear.
             self.waiting("file does not exist".into());
             return Ok(Next::Wait(Pace::Slower));
@@ -261,7 +264,10 @@ impl Tailer {
                 self.files.extend([file].into());
                 return Ok(Next::Step);
             }
-            Opened::Missing => (Pace::Slower, "file does not exist".into()),
+            Opened::Missing => {
+                self.first_open = false;
+                (Pace::Slower, "file does not exist".into())
+            }
             // Look again each poll: the copy grows while logrotate writes it.
             Opened::Undecided(why) => (Pace::Poll, why.to_string()),
             // Nothing tells us when the claim is released (a rotated file lingers for
