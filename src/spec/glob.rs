@@ -70,8 +70,8 @@ const MAX_WALK_ENTRIES: usize = 200_000;
 const MAX_WALK_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Regular files (symlinks followed) matching an absolute glob, sorted. With `roots`
-/// (an untrusted source's), only directories that lie inside one of them, or on the way
-/// to one, after resolving symlinks, are listed.
+/// (an untrusted source's), the glob's directory is listed, and below it only
+/// directories that lie inside one of them, or on the way to one, symlinks resolved.
 pub(super) fn glob_files(
     pattern: &Path,
     roots: Option<&[PathBuf]>,
@@ -130,7 +130,10 @@ impl Walk<'_> {
     }
 
     fn dir(&mut self, dir: &Path, depth: usize, base: bool) -> Result<(), String> {
-        if depth == 0 || !self.may_enter(dir) {
+        // The glob's own directory is always listed: its files (container-log symlinks
+        // into an allowed directory, or files the allow-list refuses with a reason) are
+        // judged one by one after the walk. Below it, only allowed directories.
+        if depth == 0 || (!base && !self.may_enter(dir)) {
             return Ok(());
         }
         let entries = match std::fs::read_dir(dir) {

@@ -618,6 +618,16 @@ mod tests {
             ["allowed/a.log", "allowed/link/b.log", "other/b.log"],
             "the config file is trusted"
         );
+        // The glob's own directory is listed (its files are judged by `restrict`, which
+        // refuses them with a reason); nothing below it outside the allowed roots.
+        let outside = [spec(&format!("{}/other/**", root.display()), "t")];
+        std::fs::create_dir_all(root.join("other/deeper")).unwrap();
+        std::fs::write(root.join("other/deeper/c.log"), "x\n").unwrap();
+        let (desired, errors) =
+            expand_guarded([(&etcd, &outside[..])], &settings(), &root, Some(&guard));
+        assert!(errors.is_empty(), "{errors:?}");
+        let listed: Vec<_> = desired.keys().map(|id| id.path.to_path_buf()).collect();
+        assert_eq!(listed, [root.join("other/b.log")]);
     }
 
     #[test]
