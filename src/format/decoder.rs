@@ -159,24 +159,12 @@ impl Decoder {
     /// Ships fragments that waited `UNFINISHED_AFTER` for their rest, and multiline
     /// records whose timeout passed.
     pub fn flush_expired(&mut self, now: Instant, batch: &mut Batch) {
-        let mut slots = [0, 1];
-        slots.sort_by_key(|&s| self.joins[s].start.unwrap_or(u64::MAX));
-        let mut spans = std::mem::take(&mut self.spans);
-        for slot in slots {
-            let join = &self.joins[slot];
-            if join
-                .since
+        let expired = |join: &Join| {
+            join.since
                 .is_some_and(|since| now >= since + UNFINISHED_AFTER)
-            {
-                self.counts.unfinished += 1;
-                let out = &mut Out {
-                    batch,
-                    spans: &mut spans,
-                };
-                self.complete(slot, Some(ParseError::Unfinished), now, out);
-            }
-        }
-        self.spans = spans;
+        };
+        let unfinished = Some(ParseError::Unfinished);
+        self.counts.unfinished += self.complete_joins(expired, unfinished, now, batch);
         if let Some(multiline) = &mut self.multiline {
             multiline.flush_expired(
                 now,
@@ -191,21 +179,7 @@ impl Decoder {
     /// The file ended (rotated away or deleted): ships held fragments as they are and
     /// every pending record.
     pub fn finish(&mut self, now: Instant, batch: &mut Batch) {
-        let mut slots = [0, 1];
-        slots.sort_by_key(|&s| self.joins[s].start.unwrap_or(u64::MAX));
-        let mut spans = std::mem::take(&mut self.spans);
-        for slot in slots {
-            self.complete(
-                slot,
-                None,
-                now,
-                &mut Out {
-                    batch,
-                    spans: &mut spans,
-                },
-            );
-        }
-        self.spans = spans;
+        self.complete_joins(|_| true, None, now, batch);
         self.flush_multiline(batch);
         self.spans.clear();
     }
@@ -276,6 +250,34 @@ impl Decoder {
         if !partial {
             self.complete(slot, None, now, out);
         }
+    }
+
+    /// Ships the fragments held on each stream that `due` picks, the earlier line first
+    /// (`error`: why they are shipped unjoined); returns how many records that made.
+    fn complete_joins(
+        &mut self,
+        due: impl Fn(&Join) -> bool,
+        error: Option<ParseError>,
+        now: Instant,
+        batch: &mut Batch,
+    ) -> u64 {
+        let mut slots = [0, 1];
+        slots.sort_by_key(|&s| self.joins[s].start.unwrap_or(u64::MAX));
+        let mut spans = std::mem::take(&mut self.spans);
+        let mut shipped = 0;
+        for slot in slots {
+            let join = &self.joins[slot];
+            if join.start.is_some() && due(join) {
+                shipped += 1;
+                let out = &mut Out {
+                    batch,
+                    spans: &mut spans,
+                };
+                self.complete(slot, error, now, out);
+            }
+        }
+        self.spans = spans;
+        shipped
     }
 
     /// Ships the fragments joined on `slot` (`error`: why they are shipped unjoined).
