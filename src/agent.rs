@@ -11,7 +11,7 @@ use crate::source::config_file::{specs, ConfigWatcher};
 use crate::source::etcd::EtcdSource;
 use crate::source::{Sources, CONFIG_SOURCE};
 use crate::tail::checkpoint::CheckpointError;
-use crate::tail::{Checkpoints, TailerContext};
+use crate::tail::{Checkpoints, Claims, TailerContext};
 use crate::telemetry::http::{self, HttpState};
 use crate::telemetry::{Metrics, StatusBoard};
 use std::path::{Path, PathBuf};
@@ -106,10 +106,20 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         });
         tracing::info!(%addr, "http server listening");
     }
-    tokio::spawn(checkpoints.clone().run(background.clone(), {
-        let (events, health) = (events.clone(), health.clone());
-        move |result| report_checkpoint_write(&*events, &health, result)
-    }));
+    let claims: Arc<Claims> = Arc::default();
+    tokio::spawn(checkpoints.clone().run(
+        background.clone(),
+        config.tail.checkpoint_expiry,
+        claims.clone(),
+        {
+            let (events, health) = (events.clone(), health.clone());
+            move |result| report_checkpoint_write(&*events, &health, result)
+        },
+        {
+            let events = events.clone();
+            move |swept| events.checkpoints_swept(swept.kept, swept.expired)
+        },
+    ));
     let etcd = EtcdSource::new(config_rx.clone(), sources.clone(), &config.state_dir);
     tokio::spawn(etcd.run(shutdown.clone()));
     let watcher = ConfigWatcher::new(
@@ -126,7 +136,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         sink: sink.clone(),
         checkpoints: checkpoints.clone(),
         events: events.clone(),
-        claims: Default::default(),
+        claims,
         wakeups: crate::tail::Wakeups::new(),
         open_files: Arc::new(tokio::sync::Semaphore::new(config.tail.max_open_files)),
     });

@@ -124,6 +124,11 @@ pub struct TailConfig {
     /// Files held open at once; idle files beyond it are closed and reopened by identity.
     /// Read at start.
     pub max_open_files: usize,
+    /// How long the checkpoint of a file that is gone (not on disk, not held open) is
+    /// kept after it was first found gone: a copy made before deleting it still resumes.
+    /// Read at start.
+    #[serde(deserialize_with = "units::duration")]
+    pub checkpoint_expiry: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -196,6 +201,7 @@ impl Default for TailConfig {
             poll_interval: Duration::from_millis(250),
             rotate_wait: Duration::from_secs(5),
             max_open_files: 1024,
+            checkpoint_expiry: Duration::from_secs(300),
         }
     }
 }

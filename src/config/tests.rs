@@ -73,6 +73,20 @@ fn parse_should_accept_a_rotate_wait_of_zero_and_name_a_bad_one() {
 }
 
 #[test]
+fn parse_should_read_checkpoint_expiry_and_name_a_bad_one() {
+    assert_eq!(
+        parse("tail: {}\n").unwrap().config.tail.checkpoint_expiry,
+        Duration::from_secs(300)
+    );
+    let config = parse("tail: { checkpoint_expiry: 1h }\n").unwrap().config;
+    assert_eq!(config.tail.checkpoint_expiry, Duration::from_secs(3600));
+    assert_eq!(
+        field_error("tail: { checkpoint_expiry: -1s }\n").0,
+        "tail.checkpoint_expiry"
+    );
+}
+
+#[test]
 fn parse_should_read_sizes_given_as_strings() {
     let config = parse("tail: { max_line_bytes: 1MiB }\n").unwrap().config;
     assert_eq!(config.tail.max_line_bytes, 1 << 20);

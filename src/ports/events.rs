@@ -10,6 +10,8 @@ pub trait Events: Send + Sync {
     fn send_error(&self, _topic: &str, _kind: &str) {}
     fn tailer_restarted(&self, _topic: &str) {}
     fn checkpoint_written(&self, _ok: bool) {}
+    /// A look for gone files: the checkpoints `kept`, and how many `expired`.
+    fn checkpoints_swept(&self, _kept: usize, _expired: usize) {}
     fn config_reloaded(&self, _ok: bool) {}
     fn reconciled(&self, _ok: bool, _seconds: f64) {}
     fn produce_latency(&self, _seconds: f64) {}

@@ -3,17 +3,21 @@
 //! and how far it had been acknowledged (a copy of it resumes there: `tail/copies.rs`).
 //! Kept in memory, written to `state_dir/checkpoints.json` soon after the first change,
 //! then at most once a second, and at shutdown, atomically (temp file, fsync, rename,
-//! fsync dir).
+//! fsync dir). The checkpoint of a file that is gone — held by no tailer and on disk
+//! neither at its path nor renamed beside it — expires `tail.checkpoint_expiry` after it
+//! was first found gone, so the store holds what exists, not the node's history.
 
+use super::claims::Claims;
 use super::fingerprint::FileIdentity;
+use super::siblings;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 const FILE_NAME: &str = "checkpoints.json";
@@ -85,6 +89,8 @@ pub struct Checkpoints {
     /// What truncated files held, oldest first, at most `TRUNCATED_KEPT_PER_PATH` per
     /// (topic, path) and for `TRUNCATED_KEPT_FOR`.
     truncated: Mutex<Vec<Checkpoint>>,
+    /// In memory only: when the file of each checkpoint was first found gone.
+    gone: Mutex<HashMap<Key, Instant>>,
     /// Bumped on every change; compared with `written` to know whether to flush.
     generation: AtomicU64,
     written: AtomicU64,
@@ -128,6 +134,15 @@ impl Recovered {
             None => Some(format!("{aside}; started without checkpoints (files are read again by start_at)")),
         }
     }
+}
+
+/// What one `Checkpoints::expire` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Checkpoints in the store after it.
+    pub kept: usize,
+    /// Checkpoints dropped because their file was gone for `tail.checkpoint_expiry`.
+    pub expired: usize,
 }
 
 /// What one state file held.
@@ -251,6 +266,7 @@ impl Checkpoints {
             path,
             entries: Mutex::new(entries),
             truncated: Mutex::new(truncated),
+            gone: Mutex::default(),
             generation: AtomicU64::new(0),
             written: AtomicU64::new(0),
         };
@@ -358,6 +374,51 @@ impl Checkpoints {
         found
     }
 
+    /// Expires the checkpoints of files gone for `expiry`: held by no tailer (`claims`)
+    /// and on disk neither at their path nor renamed beside it (`siblings::on_disk`, where
+    /// a restart looks for a file rotated while the agent was down). A file found again
+    /// (or claimed) is no longer gone. Blocking: it lists directories.
+    pub fn expire(&self, expiry: Duration, claims: &Claims) -> Swept {
+        let unheld: Vec<(Key, PathBuf)> = {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries
+                .iter()
+                .filter(|((topic, dev, ino), _)| !claims.holds(topic, *dev, *ino))
+                .map(|(key, c)| (key.clone(), c.path.clone()))
+                .collect()
+        };
+        let mut listings = siblings::Listings::new();
+        let absent: HashSet<Key> = unheld
+            .into_iter()
+            .filter(|((_, dev, ino), path)| !siblings::on_disk(path, *dev, *ino, &mut listings))
+            .map(|(key, _)| key)
+            .collect();
+        let now = Instant::now();
+        let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        gone.retain(|key, _| absent.contains(key));
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut expired = 0;
+        for key in absent {
+            let since = *gone.entry(key.clone()).or_insert(now);
+            let (topic, dev, ino) = &key;
+            if now.duration_since(since) >= expiry && !claims.holds(topic, *dev, *ino) {
+                if let Some(checkpoint) = entries.remove(&key) {
+                    tracing::debug!(topic, path = %checkpoint.path.display(), dev, ino,
+                        "checkpoint expired: the file is gone");
+                    expired += 1;
+                }
+                gone.remove(&key);
+            }
+        }
+        if expired > 0 {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+        Swept {
+            kept: entries.len(),
+            expired,
+        }
+    }
+
     /// Writes the checkpoints if they changed since the last write. Returns whether it wrote.
     pub fn flush(&self) -> Result<bool, CheckpointError> {
         let generation = self.generation.load(Ordering::Acquire);
@@ -405,18 +466,39 @@ impl Checkpoints {
     /// the first change, then at most once per `FLUSH_INTERVAL` (failures included). A
     /// fixed one-second tick would let an agent that crashes every second never record
     /// progress, and each life would repeat a growing backlog. The final flush is the
-    /// caller's, after the tailers have stopped.
+    /// caller's, after the tailers have stopped. Meanwhile expires the checkpoints of
+    /// files gone for `expiry`, looking every `sweep_interval(expiry)` on a thread of its
+    /// own (a hung network filesystem holds the sweep, never the writes).
     pub async fn run(
         self: Arc<Self>,
         shutdown: CancellationToken,
+        expiry: Duration,
+        claims: Arc<Claims>,
         on_write: impl Fn(Result<bool, CheckpointError>),
+        on_sweep: impl Fn(Swept),
     ) {
         let mut tick = tokio::time::interval(FLUSH_INTERVAL / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(sweep_interval(expiry));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweeping: Option<tokio::task::JoinHandle<Swept>> = None;
         let mut last_attempt: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                swept = async { sweeping.as_mut().expect("guarded").await }, if sweeping.is_some() => {
+                    sweeping = None;
+                    match swept {
+                        Ok(swept) => on_sweep(swept),
+                        Err(e) => tracing::error!("checkpoint expiry failed: {e}"),
+                    }
+                    continue;
+                }
+                _ = sweep.tick(), if sweeping.is_none() => {
+                    let (store, claims) = (self.clone(), claims.clone());
+                    sweeping = Some(tokio::task::spawn_blocking(move || store.expire(expiry, &claims)));
+                    continue;
+                }
                 _ = tick.tick() => {}
             }
             if !self.dirty() || last_attempt.is_some_and(|at| at.elapsed() < FLUSH_INTERVAL) {
@@ -430,6 +512,12 @@ impl Checkpoints {
             on_write(result);
         }
     }
+}
+
+/// How often gone files are looked for: often enough that a checkpoint outlives its
+/// expiry by little, rarely enough that a node's thousands of checkpoints cost nothing.
+fn sweep_interval(expiry: Duration) -> Duration {
+    (expiry / 2).clamp(Duration::from_millis(500), Duration::from_secs(60))
 }
 
 fn parse(bytes: &[u8]) -> Result<OnDisk, String> {
@@ -471,14 +559,21 @@ mod tests {
         let start = tokio::time::Instant::now();
         let writes = Arc::new(Mutex::new(Vec::new()));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(store.clone().run(shutdown.clone(), {
-            let writes = writes.clone();
-            move |result| {
-                if result.unwrap() {
-                    writes.lock().unwrap().push(start.elapsed());
+        let expiry = Duration::from_secs(3600);
+        let task = tokio::spawn(store.clone().run(
+            shutdown.clone(),
+            expiry,
+            Arc::default(),
+            {
+                let writes = writes.clone();
+                move |result| {
+                    if result.unwrap() {
+                        writes.lock().unwrap().push(start.elapsed());
+                    }
                 }
-            }
-        }));
+            },
+            |_| {},
+        ));
         tokio::time::sleep(Duration::from_millis(100)).await;
         for i in 0..30u64 {
             store.set("app", identity(7), i, Path::new("/var/log/a.log"));
@@ -496,6 +591,103 @@ mod tests {
             "then at most once per interval: {writes:?}"
         );
         assert!(writes.len() >= 2, "{writes:?}");
+    }
+
+    /// A checkpoint of the real file at `path`.
+    fn set_real(store: &Checkpoints, topic: &str, path: &Path) -> (u64, u64) {
+        let file = File::open(path).unwrap();
+        let meta = file.metadata().unwrap();
+        let identity = FileIdentity::of(&file, &meta).unwrap();
+        store.set(topic, identity, 3, path);
+        (identity.dev, identity.ino)
+    }
+
+    #[test]
+    fn expire_should_drop_only_checkpoints_of_files_gone_for_the_expiry_and_not_held() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Checkpoints::open(&dir.path().join("state")).unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(logs.join("pod")).unwrap();
+        let path = |name: &str| logs.join(name);
+        for name in [
+            "live.log",
+            "deleted.log",
+            "rotated.log",
+            "held.log",
+            "pod/0.log",
+        ] {
+            std::fs::write(path(name), b"a line\n").unwrap();
+        }
+        for name in [
+            "live.log",
+            "deleted.log",
+            "rotated.log",
+            "held.log",
+            "pod/0.log",
+        ] {
+            set_real(&store, "app", &path(name));
+        }
+        // The same file on another topic is its own checkpoint.
+        let (dev, ino) = set_real(&store, "other", &path("deleted.log"));
+        std::fs::remove_file(path("deleted.log")).unwrap();
+        std::fs::rename(path("rotated.log"), path("rotated.log.1")).unwrap();
+        let claims = Arc::new(Claims::default());
+        let held = std::fs::metadata(path("held.log")).unwrap();
+        let tailer = crate::spec::TailerId::new("app", &path("held.log"));
+        let claim = claims.claim(&tailer, held.dev(), held.ino()).unwrap();
+        std::fs::remove_file(path("held.log")).unwrap();
+        std::fs::remove_dir_all(logs.join("pod")).unwrap();
+        let hour = Duration::from_secs(3600);
+
+        let swept = store.expire(hour, &claims);
+        assert_eq!(
+            (swept.kept, swept.expired),
+            (6, 0),
+            "gone for less than the expiry"
+        );
+        let swept = store.expire(Duration::ZERO, &claims);
+        assert_eq!(
+            (swept.kept, swept.expired),
+            (3, 3),
+            "deleted twice and the pod's"
+        );
+        assert!(store.get("other", dev, ino).is_none());
+        let kept = |name: &str| {
+            let meta = std::fs::metadata(path(name)).unwrap();
+            store.get("app", meta.dev(), meta.ino()).is_some()
+        };
+        assert!(kept("live.log"));
+        assert!(
+            kept("rotated.log.1"),
+            "renamed beside its path: a restart finds it"
+        );
+        assert!(
+            store.get("app", held.dev(), held.ino()).is_some(),
+            "held open"
+        );
+
+        drop(claim);
+        assert_eq!(store.expire(hour, &claims).expired, 0, "gone from now on");
+        assert_eq!(store.expire(Duration::ZERO, &claims).expired, 1);
+        assert!(store.flush().unwrap(), "expiring is a change to write");
+    }
+
+    #[test]
+    fn a_file_found_again_should_start_its_gone_time_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Checkpoints::open(&dir.path().join("state")).unwrap();
+        let log = dir.path().join("a.log");
+        std::fs::write(&log, b"a line\n").unwrap();
+        set_real(&store, "app", &log);
+        let aside = dir.path().join("elsewhere");
+        std::fs::create_dir(&aside).unwrap();
+        std::fs::rename(&log, aside.join("a.log")).unwrap();
+        let claims = Claims::default();
+        assert_eq!(store.expire(Duration::from_secs(3600), &claims).expired, 0);
+        std::fs::rename(aside.join("a.log"), &log).unwrap();
+        assert_eq!(store.expire(Duration::from_secs(3600), &claims).kept, 1);
+        assert!(store.gone.lock().unwrap().is_empty(), "found again");
     }
 
     #[test]

@@ -45,6 +45,14 @@ impl Claims {
     }
 }
 
+impl Claims {
+    /// Whether some tailer holds (topic, dev, ino).
+    pub fn holds(&self, topic: &str, dev: u64, ino: u64) -> bool {
+        let owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        owners.contains_key(&(Arc::from(topic), dev, ino))
+    }
+}
+
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut owners = self.claims.owners.lock().unwrap_or_else(|e| e.into_inner());

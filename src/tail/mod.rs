@@ -16,6 +16,7 @@ mod parking;
 mod reader;
 mod remote;
 mod rotated;
+mod siblings;
 mod tailer;
 pub mod wakeup;
 mod watch;

@@ -3,7 +3,7 @@
 //! before the new `app.log`, even when only `app.log` is declared.
 
 use super::checkpoint::Checkpoint;
-use std::ffi::OsString;
+use super::siblings::directories;
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -86,55 +86,9 @@ pub fn find(path: &Path, checkpoints: &[Checkpoint]) -> Vec<Rotated> {
     found
 }
 
-/// The directory and file name of `path` and of the files its symlinks point to (a few
-/// hops).
-fn directories(path: &Path) -> Vec<(PathBuf, OsString)> {
-    let mut dirs: Vec<(PathBuf, OsString)> = Vec::new();
-    let mut at = path.to_path_buf();
-    for _ in 0..8 {
-        if let (Some(dir), Some(name)) = (at.parent(), at.file_name()) {
-            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            if !dirs.iter().any(|(d, n)| *d == dir && n == name) {
-                dirs.push((dir, name.to_os_string()));
-            }
-        }
-        let Ok(target) = std::fs::read_link(&at) else {
-            break;
-        };
-        at = match at.parent() {
-            Some(dir) if target.is_relative() => dir.join(target),
-            _ => target,
-        };
-    }
-    dirs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn directories_should_follow_symlinks_to_their_targets_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
-        let pods = root.join("pods/ns_pod_uid/c");
-        std::fs::create_dir_all(&pods).unwrap();
-        std::fs::create_dir_all(root.join("containers")).unwrap();
-        let link = root.join("containers/pod_ns_c-1.log");
-        std::os::unix::fs::symlink("../pods/ns_pod_uid/c/0.log", &link).unwrap();
-        // Dangling (0.log not created yet) still names the target's directory.
-        assert_eq!(
-            directories(&link),
-            vec![
-                (root.join("containers"), "pod_ns_c-1.log".into()),
-                (pods.clone(), "0.log".into())
-            ]
-        );
-        assert_eq!(
-            directories(&pods.join("0.log")),
-            vec![(pods, "0.log".into())]
-        );
-    }
 
     #[test]
     fn find_should_look_only_at_names_that_start_like_the_followed_file() {

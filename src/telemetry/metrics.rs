@@ -8,8 +8,8 @@ use crate::sink::Sink;
 use crate::source::status::{SourceStatusTable, WatchState};
 use crate::spec::RefusalKind;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -37,6 +37,8 @@ pub struct Metrics {
     checkpoint_writes: IntCounterVec,
     checkpoint_ok: IntGauge,
     checkpoint_recoveries: IntCounterVec,
+    checkpoints: IntGauge,
+    checkpoints_expired: IntCounter,
     config_reloads: IntCounterVec,
     config_ok: IntGauge,
     etcd_connected: IntGauge,
@@ -78,6 +80,13 @@ impl Metrics {
         let r = &registry;
         let scalar = |name: &str, help: &str| {
             let metric = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric registered once");
+            metric
+        };
+        let scalar_counter = |name: &str, help: &str| {
+            let metric = IntCounter::new(name, help).expect("valid metric");
             registry
                 .register(Box::new(metric.clone()))
                 .expect("metric registered once");
@@ -224,6 +233,14 @@ impl Metrics {
                 "logcatch_checkpoint_recoveries_total",
                 "Damaged checkpoint files found at start, by what was loaded instead: previous (the generation before the last write) or none.",
                 &["loaded"],
+            ),
+            checkpoints: scalar(
+                "logcatch_checkpoints",
+                "Checkpoints in the store (files on disk or held open, and those gone for less than tail.checkpoint_expiry).",
+            ),
+            checkpoints_expired: scalar_counter(
+                "logcatch_checkpoints_expired_total",
+                "Checkpoints dropped because their file was gone (deleted, not held open) for tail.checkpoint_expiry.",
             ),
             checkpoint_ok: ok_gauge(scalar(
                 "logcatch_checkpoint_last_write_successful",
@@ -410,6 +427,11 @@ impl Events for Metrics {
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
         self.checkpoint_ok.set(i64::from(ok));
+    }
+
+    fn checkpoints_swept(&self, kept: usize, expired: usize) {
+        self.checkpoints.set(kept as i64);
+        self.checkpoints_expired.inc_by(expired as u64);
     }
 
     fn config_reloaded(&self, ok: bool) {
