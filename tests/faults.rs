@@ -283,6 +283,106 @@ fn five_broker_restarts_during_the_stream_lose_no_line() {
     );
 }
 
+/// A file rotated faster than it is read — Kafka hangs, and the kubelet rotates a chatty
+/// container every few hundred milliseconds — loses no file that is still on disk: more
+/// rotations than a tailer holds files for (8), and rotations closer together than
+/// `poll_interval`, are all read, each file once, from the names they were renamed to.
+/// The one rotated file deleted before it was read is counted and logged as skipped.
+#[test]
+fn rotations_faster_than_reading_while_kafka_hangs_skip_no_file() {
+    let _serial = kafka_serial();
+    const MAX_IN_FLIGHT: usize = 256 * 1024;
+    let broker = Broker::start_memory();
+    let topic = unique_topic("fast-rotations");
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    let sink = kafka_sink_yaml(
+        &broker.address(),
+        &format!("    max_in_flight_bytes: {MAX_IN_FLIGHT}\n    max_batch_bytes: 64KiB\n"),
+    )
+    .replace("request_timeout: 5s", "request_timeout: 1s");
+    let config = ws
+        .config_with_sink(&log_entry(&log, &topic), &sink)
+        .replace("poll_interval: 20ms", "poll_interval: 200ms");
+    ws.write_config(&config);
+    let mut writer = LogWriter::new(&log, "rot");
+    writer.write(100);
+    let agent = ws.start();
+    wait_delivered(
+        writer.written(),
+        DELIVERY,
+        Duration::from_millis(200),
+        || {
+            kafka_records(&broker.address(), &topic, 100)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        },
+    );
+
+    broker.freeze();
+    // More than max_in_flight_bytes: the tailer waits for the sink, busy.
+    writer.write(20_000);
+    // Each rotation seen by the watch task (a poll apart): more than a tailer holds.
+    for _ in 0..12 {
+        writer.write(200);
+        writer.rotate();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Deleted before the tailer reached it (it holds 8 files, this is the 11th).
+    let deleted = ws.path("app.log.11");
+    let deleted_lines: Vec<String> = std::fs::read_to_string(&deleted)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    std::fs::remove_file(&deleted).unwrap();
+    // Then four within one poll interval: the files between were never at the path
+    // when anyone looked.
+    for _ in 0..4 {
+        writer.write(200);
+        writer.rotate();
+    }
+    writer.write(100);
+    std::thread::sleep(Duration::from_millis(500));
+    broker.thaw();
+
+    let written: Vec<String> = writer
+        .written()
+        .iter()
+        .filter(|l| !deleted_lines.contains(l))
+        .cloned()
+        .collect();
+    let delivered = wait_delivered(
+        &written,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || {
+            kafka_records(&broker.address(), &topic, written.len())
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        },
+    );
+    let accounting = Accounting::of(&written, &delivered);
+    println!("{}", accounting.summary());
+    assert_eq!(deleted_lines.len(), 200);
+    assert!(!delivered.iter().any(|l| deleted_lines.contains(l)));
+    let skipped = r#"logcatch_files_skipped_total{reason="deleted""#;
+    assert_eq!(common::metric_sum(agent.http_port, skipped), 1.0);
+    let log = agent.log();
+    assert!(log.contains("deleted before it was read"), "{log}");
+    assert_eq!(agent.terminate().code(), Some(0));
+    // The requests hanging when the broker froze time out and are sent again.
+    let shortest = written.iter().map(String::len).min().unwrap_or(1) + 1;
+    accounting.check(
+        "16 rotations while Kafka hangs",
+        MAX_IN_FLIGHT / shortest * 2,
+        "at most what was in flight when the broker froze, sent again",
+    );
+}
+
 /// The workspace dir with symlinks resolved (the allow-list compares resolved paths).
 fn root(ws: &Workspace) -> PathBuf {
     ws.dir.path().canonicalize().unwrap()

@@ -6,6 +6,8 @@ pub trait Events: Send + Sync {
     fn line_truncated(&self, _topic: &str) {}
     fn file_truncated(&self, _topic: &str) {}
     fn file_rotated(&self, _topic: &str) {}
+    /// A file that was at a followed path and was never read (`reason`: `deleted`).
+    fn file_skipped(&self, _topic: &str, _reason: &str) {}
     fn records_sent(&self, _topic: &str, _records: u64) {}
     fn send_error(&self, _topic: &str, _kind: &str) {}
     fn tailer_restarted(&self, _topic: &str) {}

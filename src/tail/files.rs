@@ -77,6 +77,22 @@ impl<F: Held> Files<F> {
         self.reading.iter().any(|f| f.identity().same_file(meta))
     }
 
+    /// Whether `meta` is a file held, read or lingering.
+    pub fn holds(&self, meta: &Metadata) -> bool {
+        self.reads(meta)
+            || self
+                .lingering
+                .iter()
+                .any(|l| l.open.identity().same_file(meta))
+    }
+
+    /// The newest file held: the back of the reading queue, else the newest lingering.
+    pub fn newest_held(&self) -> Option<&F> {
+        self.reading
+            .back()
+            .or_else(|| self.lingering.back().map(|l| &l.open))
+    }
+
     /// Whether another file may be queued for reading.
     pub fn has_room(&self) -> bool {
         self.reading.len() < MAX_FILES
@@ -310,6 +326,25 @@ mod tests {
         assert_eq!(evicted.0.ino, inos[0]);
         assert_eq!(files.lingering_len(), MAX_FILES);
         assert_eq!(files.pop_lingering().map(|f| f.0.ino), Some(inos[1]));
+    }
+
+    #[test]
+    fn the_newest_held_file_should_be_the_last_queued_else_the_last_lingering() {
+        let mut disk = Disk::new();
+        let (a, a_meta) = disk.file();
+        let (b, b_meta) = disk.file();
+        let (_, other_meta) = disk.file();
+        let (a_id, b_id) = (a.0, b.0);
+        let mut files = from([a, b]);
+        assert_eq!(files.newest_held().map(|f| f.0), Some(b_id));
+        let now = Instant::now();
+        let a = files.pop_front().unwrap();
+        files.linger(a, now, Duration::from_secs(1));
+        assert!(files.holds(&a_meta) && files.holds(&b_meta) && !files.holds(&other_meta));
+        let b = files.pop_front().unwrap();
+        files.linger(b, now, Duration::from_secs(1));
+        assert_eq!(files.newest_held().map(|f| f.0), Some(b_id));
+        assert_ne!(a_id, b_id);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod files;
 pub mod fingerprint;
 mod idle;
 mod inflight;
+mod missed;
 #[cfg(test)]
 mod model_tests;
 mod mounts;

@@ -10,6 +10,7 @@ use super::checkpoint::Checkpoints;
 use super::claims::Claims;
 use super::files::{Files, MAX_FILES};
 use super::idle::{Idle, Pace};
+use super::missed;
 use super::reader::{OpenFile, Reader, TURN_BYTES};
 use super::remote;
 use super::wakeup::Wakeups;
@@ -92,6 +93,8 @@ pub struct Tailer {
     permit: Option<OwnedSemaphorePermit>,
     /// No file has been opened at the path yet: `start_at` applies to a new one.
     first_open: bool,
+    /// A newer file found at the path, waiting for room behind the files missed before it.
+    deferred: Option<File>,
 }
 
 impl Tailer {
@@ -107,6 +110,7 @@ impl Tailer {
             idle: None,
             permit: None,
             first_open: true,
+            deferred: None,
         }
     }
 
@@ -261,6 +265,7 @@ impl Tailer {
         let (pace, why) = match self.open_at_path(self.first_open)? {
             Opened::File(file) => {
                 self.first_open = false;
+                self.reader.busy.forget_missed(&file.identity);
                 self.files.extend([file].into());
                 return Ok(Next::Step);
             }
@@ -405,39 +410,115 @@ impl Tailer {
         Ok(())
     }
 
-    /// Queues the files the watch task opened at the path.
+    /// Queues the files the watch task opened at the path, as long as there is room.
     fn take_found(&mut self, watch: &mut PathWatch) {
-        while let Ok(file) = watch.found.try_recv() {
+        if let Some(file) = self.deferred.take() {
+            self.enqueue(file);
+        }
+        while self.deferred.is_none() && self.files.has_room() {
+            let Ok(file) = watch.found.try_recv() else {
+                break;
+            };
             self.enqueue(file);
         }
     }
 
     /// Queues the file the path names now when it is not the newest one we hold.
     fn watch_path(&mut self) {
-        if !self.files.has_room() {
-            return;
-        }
-        let Ok(meta) = std::fs::metadata(&self.reader.id.path) else {
-            return;
-        };
-        if self.files.reads(&meta) {
+        if self.deferred.is_some() || !self.files.has_room() {
             return;
         }
         // A path we cannot open now is the next check's business, not a failure.
-        if let Ok(Opened::File(file)) = self.open_at_path(false) {
-            drop(self.files.queue(file));
+        if let Ok(Some((file, meta))) = adopt::open_path(&self.reader.id.path) {
+            if !self.files.reads(&meta) {
+                self.enqueue(file);
+            }
         }
     }
 
-    /// Queues a file the watch task opened at the path, unless we hold it already.
+    /// Queues a file opened at the path, unless we hold it already, after the files that
+    /// were at the path since the newest one we hold; waits in `deferred` for room.
     fn enqueue(&mut self, file: File) {
         let Ok(meta) = file.metadata() else { return };
-        if !self.files.has_room() || self.files.reads(&meta) {
+        if self.files.reads(&meta) {
+            return;
+        }
+        if !self.catch_up(&meta) || !self.files.has_room() {
+            self.deferred = Some(file);
             return;
         }
         if let Ok(Opened::File(open)) = self.adopt(file, &meta, false) {
-            drop(self.files.queue(open));
+            self.queue(open);
         }
+    }
+
+    /// Queues, oldest first, the files that were at the path between the newest file we
+    /// hold and `next` but were renamed away before anyone looked (`tail/missed.rs`), and
+    /// counts those seen at the path and deleted before they were read. False while some
+    /// wait for room.
+    fn catch_up(&mut self, next: &Metadata) -> bool {
+        let newest = self
+            .files
+            .newest_held()
+            .and_then(|f| f.file.metadata().ok());
+        let Some(newest) = newest else {
+            return true;
+        };
+        let missed = missed::between(&self.reader.id.path, &newest, next, |meta| {
+            self.files.holds(meta)
+        });
+        let mut all_queued = true;
+        for found in missed.into_iter().flatten() {
+            if !self.files.has_room() {
+                all_queued = false;
+                break;
+            }
+            tracing::warn!(tailer = %self.reader.id, rotated_to = %found.path.display(),
+                "a file was renamed away from the path before the tailer looked; reading it");
+            if let Ok(Opened::File(open)) = self.adopt(found.file, &found.meta, false) {
+                self.queue(open);
+            }
+        }
+        self.settle_missed();
+        all_queued
+    }
+
+    /// Settles the files the watch task saw at the path but could not queue (files
+    /// queued since are forgotten as they are queued): still on disk and not read to
+    /// their size (found by name later), read (checkpointed to their size), or deleted
+    /// before anyone read them — counted and logged as skipped.
+    fn settle_missed(&mut self) {
+        let reader = &self.reader;
+        let (topic, path) = (&reader.id.topic, &reader.id.path);
+        let mut kept = Vec::new();
+        for seen in reader.busy.take_missed() {
+            let id = seen.identity;
+            // The same content: a checkpoint of a reused inode is another file's.
+            let read = reader
+                .ctx
+                .checkpoints
+                .get(topic, id.dev, id.ino)
+                .is_some_and(|c| {
+                    c.offset >= seen.size && (c.file.fp_len != id.fp_len || c.file.hash == id.hash)
+                });
+            if read {
+                continue;
+            }
+            if missed::still_there(path, &seen) {
+                kept.push(seen);
+                continue;
+            }
+            reader.ctx.events.file_skipped(topic, "deleted");
+            tracing::warn!(tailer = %reader.id, lost_bytes = seen.size, inode = id.ino,
+                "a file rotated away from the path was deleted before it was read (rotation faster than reading); its lines are lost");
+        }
+        reader.busy.keep_missed(kept);
+    }
+
+    /// Queues a file for reading behind the others.
+    fn queue(&mut self, open: OpenFile) {
+        self.reader.busy.forget_missed(&open.identity);
+        drop(self.files.queue(open));
     }
 
     /// Opens the path and positions at its checkpoint.

@@ -1,14 +1,16 @@
 //! Notices new files at a tailer's path while the tailer is busy (reading a backlog or
 //! waiting for the sink): each one is opened at once and queued, so that several
-//! rotations in a row are all read, in order, however long the tailer is busy. An idle
-//! tailer checks its path itself; then this task sleeps without a timer.
+//! rotations in a row are all read, in order, however long the tailer is busy. When the
+//! queue is full a file is only noted (`Busy::take_missed`): the tailer finds it again by
+//! name beside the path (`tail/missed.rs`), or counts it skipped when it is gone by then.
+//! An idle tailer checks its path itself; then this task sleeps without a timer.
 
 use super::fingerprint::FileIdentity;
 use std::fs::{File, Metadata};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -19,7 +21,23 @@ pub struct Busy {
     woken: Notify,
     /// The newest file the tailer holds: not opened again (one fd less).
     newest: Mutex<Option<FileIdentity>>,
+    /// Files seen at the path while the queue was full, oldest first.
+    missed: Mutex<Vec<Seen>>,
 }
+
+/// A file seen at the path and not queued: what tells whether it was read later (an
+/// inode number alone does not: a deleted file's is soon another file's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub identity: FileIdentity,
+    pub born: Option<SystemTime>,
+    /// Its size when seen: what was lost if it is gone before it is read.
+    pub size: u64,
+}
+
+/// Files noted while the queue is full, at most: beyond, the oldest note is dropped (its
+/// file is still found by name if it exists).
+const MISSED_NOTES: usize = 256;
 
 impl Busy {
     pub fn set(&self, busy: bool) {
@@ -36,6 +54,34 @@ impl Busy {
     fn holds_newest(&self, meta: &Metadata) -> bool {
         let newest = *self.newest.lock().unwrap_or_else(|e| e.into_inner());
         newest.is_some_and(|file| file.same_file(meta))
+    }
+
+    /// The files seen at the path while the queue was full, oldest first.
+    pub fn take_missed(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.missed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Notes again files taken but not settled yet (before newer notes).
+    pub fn keep_missed(&self, kept: Vec<Seen>) {
+        let mut missed = self.missed.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = std::mem::replace(&mut *missed, kept);
+        missed.extend(newer);
+    }
+
+    /// Forgets the note of a file the tailer holds now.
+    pub fn forget_missed(&self, file: &FileIdentity) {
+        let mut missed = self.missed.lock().unwrap_or_else(|e| e.into_inner());
+        missed.retain(|seen| !seen.identity.same_file_as(file));
+    }
+
+    fn note_missed(&self, seen: Seen) {
+        let mut missed = self.missed.lock().unwrap_or_else(|e| e.into_inner());
+        if !missed.contains(&seen) {
+            if missed.len() >= MISSED_NOTES {
+                missed.remove(0);
+            }
+            missed.push(seen);
+        }
     }
 
     fn get(&self) -> bool {
@@ -95,9 +141,16 @@ async fn watch(
             continue;
         };
         last = FileIdentity::of(&file, &opened).ok();
-        // Waits when the tailer already holds `capacity` unread files (bounded fds).
-        if tx.send(file).await.is_err() {
-            return;
+        // The tailer holds at most `capacity` unread files here (bounded fds).
+        match (tx.try_send(file), last) {
+            (Ok(()), _) => {}
+            (Err(mpsc::error::TrySendError::Full(_)), Some(identity)) => busy.note_missed(Seen {
+                identity,
+                born: opened.created().ok(),
+                size: opened.len(),
+            }),
+            (Err(mpsc::error::TrySendError::Full(_)), None) => {}
+            (Err(mpsc::error::TrySendError::Closed(_)), _) => return,
         }
     }
 }

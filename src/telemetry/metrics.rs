@@ -30,6 +30,7 @@ pub struct Metrics {
     multiline_cut: IntCounterVec,
     unfinished: IntCounterVec,
     file_rotations: IntCounterVec,
+    files_skipped: IntCounterVec,
     file_truncations: IntCounterVec,
     lag_bytes: IntGaugeVec,
     file_lag_bytes: Option<IntGaugeVec>,
@@ -197,6 +198,12 @@ impl Metrics {
                 "logcatch_file_rotations_total",
                 "Files renamed away or deleted from a followed path: the tailer moved on to what the path names now.",
                 &["topic"],
+            ),
+            files_skipped: counter(
+                r,
+                "logcatch_files_skipped_total",
+                "Files that were at a followed path and were never read, by reason (deleted: rotated away and deleted before the tailer reached them).",
+                &["topic", "reason"],
             ),
             file_truncations: counter(
                 r,
@@ -398,6 +405,10 @@ impl Events for Metrics {
 
     fn unfinished_record(&self, topic: &str) {
         self.unfinished.with_label_values(&[topic]).inc();
+    }
+
+    fn file_skipped(&self, topic: &str, reason: &str) {
+        self.files_skipped.with_label_values(&[topic, reason]).inc();
     }
 
     fn file_rotated(&self, topic: &str) {

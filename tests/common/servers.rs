@@ -314,6 +314,22 @@ impl Broker {
         });
     }
 
+    /// Freezes the broker (SIGSTOP): its connections stay open and answer nothing, as a
+    /// hung broker's do; `thaw` lets it go on with everything it was sent.
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("broker running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the broker");
+    }
+
     /// The broker's own log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()

@@ -1,0 +1,137 @@
+//! Files rotated away before the tailer took them: several rotations within one poll
+//! interval (the path named a file nobody looked at), or while the tailer already held
+//! as many newer files as it may (`files::MAX_FILES`). Each was at the path between two
+//! files the tailer did see, so it is found by name beside the path — `app.log.3`,
+//! `0.log.20261203-221500` — among the files born (inode birth time) between them.
+
+use super::siblings::directories;
+use super::watch::Seen;
+use std::fs::{File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// A regular file that was at the path between two the tailer saw, opened.
+pub struct Missed {
+    pub path: PathBuf,
+    pub file: File,
+    pub meta: Metadata,
+    /// Birth, then last write: the order files were at the path.
+    born: (SystemTime, SystemTime),
+}
+
+/// The files beside `path` (or beside its symlinks' targets) whose name is the followed
+/// file's name with something appended, born from `after` to `before`, oldest first
+/// (then by last write), skipping `after` and `before` themselves, those `held` says the
+/// tailer holds, and compressed ones. Birth times come from the kernel's coarse clock
+/// (a few milliseconds): files created within one tick tie, so both ends are included
+/// (a file read before resumes at its checkpoint) and tied files may be read in either
+/// order. `None` when the filesystem keeps no birth times.
+pub fn between(
+    path: &Path,
+    after: &Metadata,
+    before: &Metadata,
+    held: impl Fn(&Metadata) -> bool,
+) -> Option<Vec<Missed>> {
+    let (after_meta, before_meta) = (after, before);
+    let (after, before) = (after.created().ok()?, before.created().ok()?);
+    let mut found: Vec<Missed> = Vec::new();
+    for (dir, name) in directories(path) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let entry_name = entry.file_name();
+            let (entry_name, name) = (entry_name.as_bytes(), name.as_bytes());
+            if entry_name.len() <= name.len() || !entry_name.starts_with(name) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let Ok(born) = meta.created() else { continue };
+            if !meta.is_file()
+                || born < after
+                || born > before
+                || same(&meta, after_meta)
+                || same(&meta, before_meta)
+                || held(&meta)
+                || crate::compressed::is_compressed(&path, &meta)
+            {
+                continue;
+            }
+            let Ok(file) = crate::open::open_for_reading(&path) else {
+                continue;
+            };
+            // What was opened, not what was looked at: a rename may fall in between.
+            let Ok(meta) = file.metadata() else { continue };
+            if !found.iter().any(|m| same(&m.meta, &meta)) {
+                let written = meta.modified().unwrap_or(born);
+                found.push(Missed {
+                    path,
+                    file,
+                    meta,
+                    born: (born, written),
+                });
+            }
+        }
+    }
+    found.sort_by_key(|m| m.born);
+    Some(found)
+}
+
+/// Whether the file `seen` at `path` is still on disk beside it: the same inode, born at
+/// the same time (a deleted file's inode number is soon another file's).
+pub fn still_there(path: &Path, seen: &Seen) -> bool {
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    directories(path).into_iter().any(|(dir, _)| {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            entry.ino() == seen.identity.ino
+                && std::fs::metadata(entry.path()).is_ok_and(|meta| {
+                    meta.dev() == seen.identity.dev && meta.created().ok() == seen.born
+                })
+        })
+    })
+}
+
+fn same(a: &Metadata, b: &Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn born_now(path: &Path) -> Metadata {
+        // Birth times come from a clock that ticks every few milliseconds.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(path, b"a line\n").unwrap();
+        std::fs::metadata(path).unwrap()
+    }
+
+    #[test]
+    fn between_should_find_the_rotations_born_between_two_files_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let old = born_now(&dir.path().join("app.log.1"));
+        let first = born_now(&dir.path().join("app.log.3"));
+        born_now(&dir.path().join("other.log.1"));
+        born_now(&dir.path().join("app.log.2.gz"));
+        let second = born_now(&dir.path().join("app.log.2"));
+        let held = born_now(&dir.path().join("app.log-held"));
+        let new = born_now(&log);
+        born_now(&dir.path().join("app.log.4"));
+        let missed = between(&log, &old, &new, |m| same(m, &held)).expect("birth times");
+        let names: Vec<_> = missed
+            .iter()
+            .map(|m| m.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["app.log.3", "app.log.2"], "by birth, not by name");
+        assert!(same(&missed[0].meta, &first) && same(&missed[1].meta, &second));
+    }
+}
