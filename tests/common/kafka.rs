@@ -55,6 +55,27 @@ pub fn create_topic(broker: &str, topic: &str, partitions: i32) {
     })
 }
 
+/// Creates a topic with topic configs (`(name, value)`, e.g. `max.message.bytes`).
+pub fn create_topic_with_configs(
+    broker: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
+    runtime().block_on(async {
+        let client = ClientBuilder::new(vec![broker.to_string()])
+            .build()
+            .await
+            .unwrap();
+        client
+            .controller_client()
+            .unwrap()
+            .create_topic_with_configs(topic, partitions, 1, configs, 5_000)
+            .await
+            .unwrap();
+    })
+}
+
 /// Reads every partition of `topic` from the start until at least `want` records were
 /// read (or `timeout`), fetching from batch boundaries only (tansu returns nothing for a
 /// fetch that starts inside a compressed batch).
