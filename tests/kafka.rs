@@ -394,7 +394,13 @@ fn a_record_over_the_topics_max_message_bytes_is_cut_or_dropped_and_the_file_goe
     let bound = Duration::from_secs(30);
     let records = consume(&broker.address(), &cut, 21, bound);
     let values: Vec<String> = records.iter().map(|r| r.value()).collect();
-    assert_eq!(values.len(), 21, "agent log:\n{}", agent.log());
+    assert_eq!(
+        values.len(),
+        21,
+        "agent log:\n{}\nbroker log:\n{}",
+        agent.log(),
+        broker.log()
+    );
     assert_eq!(
         values[..10],
         written[..10],
