@@ -511,6 +511,7 @@ mod tests {
     use super::*;
     use crate::config::kafka::{Compression, KafkaConfig};
     use crate::ports::NoEvents;
+    use crate::record::RecordMeta;
     use crate::sink::kafka::Network;
     use crate::sink::KafkaSink;
     use std::path::Path;
@@ -650,5 +651,147 @@ mod tests {
         let (sealed, _) = group.seal(shared, REQUEST);
         assert_eq!(sealed.len(), 1);
         assert!(sealed[0].records.encoded_len() < 64 * 1024);
+    }
+
+    /// Printable bytes that lz4 cannot shrink.
+    fn noise(n: usize) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b'!' + (state % 94) as u8
+            })
+            .collect()
+    }
+
+    /// A job of `lines` from file offset `offset`, with the receiver of its answer.
+    fn answered_job(
+        offset: u64,
+        lines: impl Iterator<Item = Vec<u8>>,
+    ) -> (Job, oneshot::Receiver<Result<(), SinkError>>) {
+        let mut job = job_of(offset, lines);
+        let (ack, answer) = oneshot::channel();
+        job.ack = ack;
+        (job, answer)
+    }
+
+    fn offsets(batch: &Batch) -> Vec<u64> {
+        batch.lines().map(|(offset, _)| offset).collect()
+    }
+
+    #[tokio::test]
+    async fn prepare_should_cut_a_record_too_long_split_the_job_and_answer_for_the_parts() {
+        let sink = sink_of_64_kib_requests(Compression::Lz4);
+        let shared = &sink.shared;
+        let long = noise(100_000);
+        let lines = [vec![b'a'; 100], long.clone(), vec![b'b'; 100]];
+        let (job, mut answer) = answered_job(0, lines.into_iter());
+        let parts = prepare(shared, job, REQUEST);
+        // The long record is cut to what a request takes with its headers and the mark.
+        let all: Vec<(u64, Vec<u8>, RecordMeta)> = parts
+            .iter()
+            .flat_map(|p| p.batch.records().map(|(o, l, m)| (o, l.to_vec(), m)))
+            .collect();
+        assert_eq!(
+            all.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![0, 101, 100_102]
+        );
+        let (_, cut, meta) = &all[1];
+        assert_eq!(meta.truncated_from, Some(100_000));
+        assert!(
+            long.starts_with(cut) && cut.len() > REQUEST - 400,
+            "{}",
+            cut.len()
+        );
+        // Each part fits one request, encoded.
+        assert!(parts.len() > 1, "the job no longer fits one request");
+        for part in &parts {
+            let mut records = EncodedRecords::default();
+            encode(&shared.config, &shared.node, &part.batch, &mut records).expect("encodes");
+            assert!(
+                records.encoded_len() <= REQUEST,
+                "{}",
+                records.encoded_len()
+            );
+        }
+        // The job is answered once every part is, with the first failure if any.
+        let mut acks: Vec<_> = parts.into_iter().map(|p| p.ack).collect();
+        let last = acks.pop().expect("parts");
+        for ack in acks {
+            ack.send(Ok(())).expect("answered");
+        }
+        tokio::task::yield_now().await;
+        assert!(answer.try_recv().is_err(), "not before the last part");
+        last.send(Err(SinkError::Closed { sink: "kafka" }))
+            .expect("answered");
+        assert!(matches!(answer.await, Ok(Err(SinkError::Closed { .. }))));
+    }
+
+    #[tokio::test]
+    async fn prepare_should_drop_records_whose_headers_alone_exceed_a_request() {
+        let sink = sink_of_64_kib_requests(Compression::Lz4);
+        let lines = [b"one".to_vec(), b"two".to_vec()];
+        let (job, answer) = answered_job(40, lines.into_iter());
+        // Room for less than a record's headers: nothing is left to ship.
+        assert!(prepare(&sink.shared, job, 50).is_empty());
+        assert!(matches!(answer.await, Ok(Ok(()))), "answered at once");
+    }
+
+    #[tokio::test]
+    async fn a_max_line_of_noise_should_go_as_one_request_within_the_default_limit() {
+        // The defaults of issue #23: max_line_bytes = max_batch_bytes = 1 MiB, lz4, and a
+        // broker limit of 1 MiB (tansu's, or the fallback).
+        let sink = KafkaSink::new(
+            KafkaConfig::default(),
+            "node-1".into(),
+            Arc::new(NoEvents),
+            Network::current(),
+        );
+        let shared = &sink.shared;
+        let request =
+            Limit::records_bytes(super::super::limit::FALLBACK_MESSAGE_BYTES, &shared.config);
+        let (job, _answer) = answered_job(0, [noise(1 << 20)].into_iter());
+        let mut held: VecDeque<Job> = prepare(shared, job, request).into();
+        assert_eq!(held.len(), 1);
+        let (mut group, mut spare) = (Group::default(), EncodedRecords::default());
+        group.join_held(shared, request, &mut spare, &mut held);
+        let (sealed, _) = group.seal(shared, request);
+        assert_eq!(sealed.len(), 1);
+        // lz4 grows noise: it goes uncompressed, within the limit.
+        assert!(sealed[0].records.encoded_len() <= request);
+        assert_eq!(sealed[0].records.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_should_be_regrouped_within_the_lower_limit_in_order() {
+        let sink = sink_of_64_kib_requests(Compression::None);
+        let shared = &sink.shared;
+        let (mut jobs, mut answers) = (Vec::new(), Vec::new());
+        for n in 0..3 {
+            let (job, answer) = answered_job(n * 10_100, (0..100).map(|_| vec![b'x'; 100]));
+            jobs.push(job);
+            answers.push(answer);
+        }
+        // The broker refused the three (about 54 KB) as one request: 8 KiB requests now.
+        let request = 8 * 1024 - RECORD_BATCH_OVERHEAD;
+        let sealed = regroup(shared, jobs, request);
+        assert!(sealed.len() >= 6, "{} requests", sealed.len());
+        let mut shipped = Vec::new();
+        for group in &sealed {
+            assert!(group.records.encoded_len() <= request);
+            shipped.extend(group.jobs.iter().flat_map(|job| offsets(&job.batch)));
+        }
+        let want: Vec<u64> = (0..300).map(|i| i * 101).collect();
+        assert_eq!(shipped, want, "every record once, in order");
+        for group in sealed {
+            for job in group.jobs {
+                job.ack.send(Ok(())).expect("answered");
+            }
+        }
+        for answer in answers {
+            assert!(matches!(answer.await, Ok(Ok(()))));
+        }
     }
 }
