@@ -456,6 +456,9 @@ fn a_record_over_the_topics_max_message_bytes_is_cut_or_dropped_and_the_file_goe
         format!("logcatch_records_dropped_total{{reason=\"too_large\",topic=\"{dropped}\"}}");
     assert_eq!(metric(port, &dropped_total), 3.0);
     let log = agent.log();
+    // The limit came from the broker (DescribeConfigs), as one log line per topic.
+    let learned = format!("topic {cut} are kept within 4096 bytes (the topic's max.message.bytes)");
+    assert_eq!(log.matches(&learned).count(), 1, "{log}");
     let b_path = b.display().to_string();
     for offset in [0, 15, 31] {
         let named = log
