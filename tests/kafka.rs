@@ -6,6 +6,7 @@ mod common;
 use common::accounting::Accounting;
 use common::kafka::{
     consume, consume_with, consume_with_librdkafka, create_topic, create_topic_with_configs,
+    SizeLimitProxy,
 };
 use common::servers::Broker;
 use common::tls::{TestPki, TlsProxy};
@@ -348,10 +349,10 @@ fn an_unknown_topic_is_reported_in_status_and_other_tailers_go_on() {
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
-/// `n` printable bytes that lz4 cannot shrink (xorshift), so that compression does not
-/// bring an oversized record under the limit by luck.
-fn noise(n: usize) -> String {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+/// `n` printable bytes that lz4 cannot shrink (xorshift from `seed`), so that compression
+/// does not bring an oversized record under the limit by luck.
+fn noise(seed: u64, n: usize) -> String {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
     (0..n)
         .map(|_| {
             state ^= state << 13;
@@ -381,7 +382,7 @@ fn a_record_over_the_topics_max_message_bytes_is_cut_or_dropped_and_the_file_goe
     );
     let ws = Workspace::new();
     let (a, b) = (ws.path("a.log"), ws.path("b.log"));
-    let huge = noise(20_000);
+    let huge = noise(0, 20_000);
     let mut written = lines("before", 0..10);
     written.push(huge.clone());
     written.extend(lines("after", 0..10));
@@ -471,6 +472,61 @@ fn a_record_over_the_topics_max_message_bytes_is_cut_or_dropped_and_the_file_goe
     assert!(
         consume(&broker.address(), &dropped, 1, Duration::from_secs(2)).is_empty(),
         "nothing of the dropped records shipped"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// Issue #23.2 with a broker that enforces a limit lower than the sink knows (tansu
+/// behind a proxy answering MESSAGE_TOO_LARGE to produce requests over 8 KiB, as Kafka
+/// does once a topic's max.message.bytes is lowered): before the fix the batches were
+/// rejected for good and the tailer re-sent the same request after every backoff, forever;
+/// now the limit is lowered and the same batches go as smaller requests, in order.
+#[test]
+fn a_broker_refusing_requests_as_too_large_gets_smaller_ones_and_every_line_once() {
+    let proxy_port = common::free_port();
+    let broker = Broker::start_memory_behind(proxy_port);
+    let upstream = broker.address().parse().unwrap();
+    let proxy = SizeLimitProxy::start(proxy_port, upstream, 8 * 1024);
+    let topic = topic("refused");
+    // No max.message.bytes on the topic, and tansu names no message.max.bytes: the sink
+    // starts from 1 MiB.
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    let huge = noise(0, 20_000);
+    let mut written: Vec<String> = (1..=200)
+        .map(|i| format!("{i:03} {}", noise(i, 500)))
+        .collect();
+    written.push(huge.clone());
+    written.extend(lines("after", 0..10));
+    append_lines(&log, written.iter().cloned());
+    let sink = format!(
+        "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    linger: 5ms\n    request_timeout: 5s\n",
+        proxy.address()
+    );
+    ws.write_config(&ws.config_with_sink(&log_entry(&log, &topic), &sink));
+    let agent = ws.start();
+
+    let bound = Duration::from_secs(30);
+    let records = consume(&broker.address(), &topic, written.len(), bound);
+    let values: Vec<String> = records.iter().map(|r| r.value()).collect();
+    assert_eq!(values.len(), written.len(), "agent log:\n{}", agent.log());
+    assert_eq!(values[..200], written[..200], "every line once, in order");
+    assert_eq!(values[201..], written[201..], "every line once, in order");
+    let value = &values[200];
+    assert!(
+        huge.starts_with(value.as_str()) && (1_000..8_192).contains(&value.len()),
+        "the big line cut to the lowered limit: {} bytes",
+        value.len()
+    );
+    assert_eq!(records[200].header("logcatch.truncated"), "20000");
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    wait_for("the file acknowledged", bound, || {
+        (all_acknowledged(ws.http_port) == Some(1)).then_some(())
+    });
+    assert!(
+        agent.log().contains("half a refused request"),
+        "the lowered limit is logged"
     );
     assert_eq!(agent.terminate().code(), Some(0));
 }
