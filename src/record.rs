@@ -102,12 +102,23 @@ pub struct RecordMeta {
     /// Nanoseconds since the Unix epoch, as the container runtime wrote it.
     pub time: Option<i64>,
     pub error: Option<ParseError>,
+    /// The record was cut by a sink to this many bytes (its whole length), to fit the
+    /// most a record may take there (Kafka's `max.message.bytes`).
+    pub truncated_from: Option<u32>,
 }
 
 impl RecordMeta {
     pub fn is_empty(&self) -> bool {
         *self == RecordMeta::default()
     }
+}
+
+/// What [`Batch::fit`] changed: the records it cut and those it dropped, each as
+/// `(offset, length before)`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Fitted {
+    pub cut: Vec<(u64, usize)>,
+    pub dropped: Vec<(u64, usize)>,
 }
 
 /// Where a line sits in its batch's buffer, and where it started in its file.
@@ -252,6 +263,40 @@ impl Batch {
         parts
     }
 
+    /// Makes every record at most `fits` bytes long: a longer one is cut to `cut_to`
+    /// bytes (what remains of the room once the cut is marked) and marked with its length
+    /// (`RecordMeta::truncated_from`); where that leaves no byte (`cut_to` 0), it is
+    /// dropped from the batch. Batches whose records all fit (nearly all) are left as
+    /// they are after one comparison; a cut leaves the bytes it removed unused in the
+    /// buffer (a sink's sizing by [`bytes`](Self::bytes) stays an upper bound).
+    pub fn fit(&mut self, fits: usize, cut_to: usize) -> Fitted {
+        let mut fitted = Fitted::default();
+        let too_long = |line: &LineRef| (line.end - line.start) as usize > fits;
+        if self.data.len() <= fits || !self.lines.iter().any(too_long) {
+            return fitted;
+        }
+        let cut_to = cut_to.min(fits) as u32;
+        self.meta.resize(self.lines.len(), RecordMeta::default());
+        let (mut lines, mut meta) = (Vec::with_capacity(self.lines.len()), Vec::new());
+        for (mut line, mut record) in self.lines.drain(..).zip(self.meta.drain(..)) {
+            let len = line.end - line.start;
+            if len as usize <= fits {
+            } else if cut_to == 0 {
+                fitted.dropped.push((line.offset, len as usize));
+                continue;
+            } else {
+                fitted.cut.push((line.offset, len as usize));
+                line.end = line.start + cut_to;
+                record.truncated_from = Some(record.truncated_from.unwrap_or(len));
+            }
+            lines.push(line);
+            meta.push(record);
+        }
+        self.lines = lines;
+        self.meta = meta;
+        fitted
+    }
+
     /// `(file offset of the line start, line bytes)` for every line, in file order.
     pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
         self.lines
@@ -288,6 +333,7 @@ mod tests {
             stream: Stream::Stdout,
             time: Some(7),
             error: None,
+            truncated_from: None,
         };
         let bad = RecordMeta {
             error: Some(ParseError::CriFields),
@@ -310,6 +356,64 @@ mod tests {
         let joined: Vec<_> = parts.iter().flat_map(|p| p.records()).collect();
         assert_eq!(joined, want);
         assert!(parts.len() > 1);
+    }
+
+    #[test]
+    fn fit_should_cut_longer_records_mark_them_and_drop_what_cannot_fit() {
+        let mut batch = Batch::new("t".into(), Path::new("/x").into());
+        batch.push(0, b"short");
+        batch.push(6, &[b'a'; 40]);
+        batch.push_with(
+            47,
+            b"out",
+            RecordMeta {
+                stream: Stream::Stdout,
+                ..RecordMeta::default()
+            },
+        );
+        batch.push(51, &[b'b'; 11]);
+        // Everything fits: nothing changes, and a raw batch gains no metadata.
+        let before = batch.clone();
+        assert_eq!(batch.fit(40, 30), Fitted::default());
+        assert_eq!(
+            batch.records().collect::<Vec<_>>(),
+            before.records().collect::<Vec<_>>()
+        );
+
+        let fitted = batch.fit(10, 8);
+        assert_eq!(fitted.cut, vec![(6, 40), (51, 11)]);
+        assert!(fitted.dropped.is_empty());
+        let records: Vec<_> = batch.records().collect();
+        let cut = |bytes| RecordMeta {
+            truncated_from: Some(bytes),
+            ..RecordMeta::default()
+        };
+        let out = RecordMeta {
+            stream: Stream::Stdout,
+            ..RecordMeta::default()
+        };
+        assert_eq!(
+            records,
+            vec![
+                (0, &b"short"[..], RecordMeta::default()),
+                (6, &[b'a'; 8][..], cut(40)),
+                (47, b"out", out),
+                (51, &[b'b'; 8][..], cut(11)),
+            ]
+        );
+        // Cut again (a lower limit later): the mark keeps the first length.
+        assert_eq!(batch.fit(6, 4).cut, vec![(6, 8), (51, 8)]);
+        assert_eq!(batch.records().nth(1), Some((6, &b"aaaa"[..], cut(40))));
+        // No room left after the mark: the long records are dropped, the rest stays.
+        let fitted = batch.fit(3, 0);
+        assert_eq!(fitted.dropped, vec![(0, 5), (6, 4), (51, 4)]);
+        assert_eq!(
+            batch.records().collect::<Vec<_>>(),
+            vec![(47, &b"out"[..], out)]
+        );
+        // Splitting afterwards keeps each record with its metadata.
+        let parts = batch.split(1, 0);
+        assert_eq!(parts.len(), 1);
     }
 
     #[test]

@@ -4,10 +4,13 @@
 mod common;
 
 use common::accounting::Accounting;
-use common::kafka::{consume, consume_with, consume_with_librdkafka, create_topic};
+use common::kafka::{
+    consume, consume_with, consume_with_librdkafka, create_topic, create_topic_with_configs,
+    SizeLimitProxy,
+};
 use common::servers::Broker;
 use common::tls::{TestPki, TlsProxy};
-use common::{append_lines, wait_for, Workspace};
+use common::{all_acknowledged, append_lines, metric, wait_for, Workspace};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -343,6 +346,188 @@ fn an_unknown_topic_is_reported_in_status_and_other_tailers_go_on() {
         (tailer["state"] == "backoff").then_some(reason)
     });
     assert!(reason.contains("no-such-topic does not exist"), "{reason}");
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// `n` printable bytes that lz4 cannot shrink (xorshift from `seed`), so that compression
+/// does not bring an oversized record under the limit by luck.
+fn noise(seed: u64, n: usize) -> String {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 94) as u8)
+        })
+        .collect()
+}
+
+/// Issue #23.2: a record larger than the topic's `max.message.bytes` (which the sink
+/// learns from the broker, DescribeConfigs) is cut to fit and marked; a record whose
+/// headers alone exceed it is dropped, counted and logged with its path and offset; the
+/// checkpoint moves past both and the file goes on. tansu stores a topic's configs but
+/// does not enforce `max.message.bytes`: before the fix the oversized record arrived
+/// whole here (a real Kafka refuses it, and the tailer re-sent it forever).
+#[test]
+fn a_record_over_the_topics_max_message_bytes_is_cut_or_dropped_and_the_file_goes_on() {
+    let broker = Broker::start_memory();
+    let (cut, dropped) = (topic("too-large-cut"), topic("too-large-drop"));
+    create_topic_with_configs(&broker.address(), &cut, 1, &[("max.message.bytes", "4096")]);
+    create_topic_with_configs(
+        &broker.address(),
+        &dropped,
+        1,
+        &[("max.message.bytes", "100")],
+    );
+    let ws = Workspace::new();
+    let (a, b) = (ws.path("a.log"), ws.path("b.log"));
+    let huge = noise(0, 20_000);
+    let mut written = lines("before", 0..10);
+    written.push(huge.clone());
+    written.extend(lines("after", 0..10));
+    append_lines(&a, written.iter().cloned());
+    append_lines(&b, lines("b", 0..3));
+    let logs = format!("{}\n{}", log_entry(&a, &cut), log_entry(&b, &dropped));
+    ws.write_config(&ws.config_with_sink(&logs, &kafka_sink(&broker, "")));
+    let agent = ws.start();
+
+    let bound = Duration::from_secs(30);
+    let records = consume(&broker.address(), &cut, 21, bound);
+    let values: Vec<String> = records.iter().map(|r| r.value()).collect();
+    assert_eq!(
+        values.len(),
+        21,
+        "agent log:\n{}\nbroker log:\n{}",
+        agent.log(),
+        broker.log()
+    );
+    assert_eq!(
+        values[..10],
+        written[..10],
+        "the lines before, once, in order"
+    );
+    assert_eq!(
+        values[11..],
+        written[11..],
+        "the lines after, once, in order"
+    );
+    let big = &records[10];
+    let value = big.value();
+    assert!(
+        huge.starts_with(&value) && value.len() < huge.len(),
+        "the big line is cut: {} of {} bytes",
+        value.len(),
+        huge.len()
+    );
+    assert!(
+        value.len() > 3_000,
+        "cut to fit, not gutted: {}",
+        value.len()
+    );
+    assert_eq!(
+        big.header("logcatch.truncated"),
+        "20000",
+        "marked with its size"
+    );
+    let offset: usize = written[..10].iter().map(|l| l.len() + 1).sum();
+    assert_eq!(big.header("logcatch.offset"), offset.to_string());
+    // What the record batch carries stays within the limit (61 bytes of batch header).
+    let headers: usize = big
+        .record
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    assert!(
+        value.len() + headers <= 4096 - 61,
+        "{} + {headers}",
+        value.len()
+    );
+
+    // Both files acknowledged to their ends: the checkpoints moved past the cut and the
+    // dropped records.
+    wait_for("both files acknowledged", bound, || {
+        (all_acknowledged(ws.http_port) == Some(2)).then_some(())
+    });
+    let port = ws.http_port;
+    let cut_total = format!("logcatch_records_cut_total{{topic=\"{cut}\"}}");
+    assert_eq!(metric(port, &cut_total), 1.0);
+    let dropped_total =
+        format!("logcatch_records_dropped_total{{reason=\"too_large\",topic=\"{dropped}\"}}");
+    assert_eq!(metric(port, &dropped_total), 3.0);
+    let log = agent.log();
+    // The limit came from the broker (DescribeConfigs), as one log line per topic.
+    let learned = format!("topic {cut} are kept within 4096 bytes (the topic's max.message.bytes)");
+    assert_eq!(log.matches(&learned).count(), 1, "{log}");
+    let b_path = b.display().to_string();
+    for offset in [0, 15, 31] {
+        let named = log
+            .lines()
+            .filter(|l| l.contains("dropped") && l.contains(&b_path))
+            .filter(|l| l.contains(&format!("offset {offset}:")))
+            .count();
+        assert_eq!(named, 1, "one log line for the record at {offset}:\n{log}");
+    }
+    assert!(
+        consume(&broker.address(), &dropped, 1, Duration::from_secs(2)).is_empty(),
+        "nothing of the dropped records shipped"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// Issue #23.2 with a broker that enforces a limit lower than the sink knows (tansu
+/// behind a proxy answering MESSAGE_TOO_LARGE to produce requests over 8 KiB, as Kafka
+/// does once a topic's max.message.bytes is lowered): before the fix the batches were
+/// rejected for good and the tailer re-sent the same request after every backoff, forever;
+/// now the limit is lowered and the same batches go as smaller requests, in order.
+#[test]
+fn a_broker_refusing_requests_as_too_large_gets_smaller_ones_and_every_line_once() {
+    let proxy_port = common::free_port();
+    let broker = Broker::start_memory_behind(proxy_port);
+    let upstream = broker.address().parse().unwrap();
+    let proxy = SizeLimitProxy::start(proxy_port, upstream, 8 * 1024);
+    let topic = topic("refused");
+    // No max.message.bytes on the topic, and tansu names no message.max.bytes: the sink
+    // starts from 1 MiB.
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    let huge = noise(0, 20_000);
+    let mut written: Vec<String> = (1..=200)
+        .map(|i| format!("{i:03} {}", noise(i, 500)))
+        .collect();
+    written.push(huge.clone());
+    written.extend(lines("after", 0..10));
+    append_lines(&log, written.iter().cloned());
+    let sink = format!(
+        "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    linger: 5ms\n    request_timeout: 5s\n",
+        proxy.address()
+    );
+    ws.write_config(&ws.config_with_sink(&log_entry(&log, &topic), &sink));
+    let agent = ws.start();
+
+    let bound = Duration::from_secs(30);
+    let records = consume(&broker.address(), &topic, written.len(), bound);
+    let values: Vec<String> = records.iter().map(|r| r.value()).collect();
+    assert_eq!(values.len(), written.len(), "agent log:\n{}", agent.log());
+    assert_eq!(values[..200], written[..200], "every line once, in order");
+    assert_eq!(values[201..], written[201..], "every line once, in order");
+    let value = &values[200];
+    assert!(
+        huge.starts_with(value.as_str()) && (1_000..8_192).contains(&value.len()),
+        "the big line cut to the lowered limit: {} bytes",
+        value.len()
+    );
+    assert_eq!(records[200].header("logcatch.truncated"), "20000");
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    wait_for("the file acknowledged", bound, || {
+        (all_acknowledged(ws.http_port) == Some(1)).then_some(())
+    });
+    assert!(
+        agent.log().contains("half a refused request"),
+        "the lowered limit is logged"
+    );
     assert_eq!(agent.terminate().code(), Some(0));
 }
 

@@ -31,6 +31,10 @@ pub enum RecordKey {
     Node,
 }
 
+/// The least `max_message_bytes` may be when set: below it a record's headers alone may
+/// not fit.
+pub const MIN_MESSAGE_BYTES: u64 = 1024;
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
@@ -43,6 +47,10 @@ pub struct KafkaConfig {
     pub max_batch_bytes: u64,
     #[serde(deserialize_with = "units::size")]
     pub max_in_flight_bytes: u64,
+    /// The most bytes a record batch may take on the broker, overriding what the broker
+    /// says (the topic's `max.message.bytes`); 0 asks the broker.
+    #[serde(deserialize_with = "units::size")]
+    pub max_message_bytes: u64,
     pub partitioning: Partitioning,
     pub key: RecordKey,
     /// `logcatch.path`, `logcatch.node`, `logcatch.offset` headers on every record.
@@ -89,6 +97,7 @@ impl Default for KafkaConfig {
             linger: Duration::from_millis(5),
             max_batch_bytes: 1024 * 1024,
             max_in_flight_bytes: 64 * 1024 * 1024,
+            max_message_bytes: 0,
             partitioning: Partitioning::File,
             key: RecordKey::None,
             headers: true,
@@ -124,6 +133,15 @@ impl KafkaConfig {
         }
         if self.max_batch_bytes == 0 {
             return Err(("max_batch_bytes".into(), "must be at least 1".into()));
+        }
+        if self.max_message_bytes != 0 && self.max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err((
+                "max_message_bytes".into(),
+                format!(
+                    "must be 0 (ask the broker) or at least {MIN_MESSAGE_BYTES} bytes, \
+                     room for a record's headers"
+                ),
+            ));
         }
         if self.max_in_flight_bytes < self.max_batch_bytes {
             return Err((

@@ -360,3 +360,17 @@ fn parse_should_refuse_an_in_flight_budget_of_4_gib_or_more() {
     assert!(message.contains("less than 4GiB"), "{message}");
     assert!(parse(&kafka("3GiB")).is_ok());
 }
+
+#[test]
+fn parse_should_refuse_a_max_message_bytes_too_small_for_a_records_headers() {
+    let kafka = |size: &str| {
+        format!(
+            "sink:\n  kind: kafka\n  kafka:\n    brokers: [\"127.0.0.1:9092\"]\n    max_message_bytes: {size}\n"
+        )
+    };
+    let (field, message) = field_error(&kafka("100"));
+    assert_eq!(field, "sink.kafka.max_message_bytes");
+    assert!(message.contains("at least 1024 bytes"), "{message}");
+    assert!(parse(&kafka("0")).is_ok(), "0 asks the broker");
+    assert!(parse(&kafka("1KiB")).is_ok());
+}

@@ -233,6 +233,7 @@ impl Decoder {
                 stream,
                 time,
                 error: None,
+                truncated_from: None,
             };
             return self.message((offset, offset), message, meta, now, out);
         }
@@ -298,6 +299,7 @@ impl Decoder {
             stream: join.stream,
             time: join.time,
             error,
+            truncated_from: None,
         };
         self.counts.truncated += std::mem::take(&mut join.cut) as u64;
         let last = join.last;
@@ -331,6 +333,7 @@ impl Decoder {
         }
         let meta = RecordMeta {
             error: Some(error),
+            truncated_from: None,
             ..RecordMeta::default()
         };
         out.ship((line.offset, line.offset), line.bytes, meta);

@@ -9,6 +9,10 @@ pub trait Events: Send + Sync {
     /// A file that was at a followed path and was never read (`reason`: `deleted`).
     fn file_skipped(&self, _topic: &str, _reason: &str) {}
     fn records_sent(&self, _topic: &str, _records: u64) {}
+    /// A record the sink cut to fit the most a record may take there.
+    fn record_cut(&self, _topic: &str) {}
+    /// A record the sink could not ship even cut (`reason`: `too_large`).
+    fn record_dropped(&self, _topic: &str, _reason: &str) {}
     fn send_error(&self, _topic: &str, _kind: &str) {}
     fn tailer_restarted(&self, _topic: &str) {}
     fn checkpoint_written(&self, _ok: bool) {}

@@ -26,6 +26,8 @@ pub struct Metrics {
     records_sent: IntCounterVec,
     send_errors: IntCounterVec,
     lines_truncated: IntCounterVec,
+    records_cut: IntCounterVec,
+    records_dropped: IntCounterVec,
     parse_errors: IntCounterVec,
     multiline_cut: IntCounterVec,
     unfinished: IntCounterVec,
@@ -174,6 +176,18 @@ impl Metrics {
                 "logcatch_lines_truncated_total",
                 "Lines cut to tail.max_line_bytes.",
                 &["topic"],
+            ),
+            records_cut: counter(
+                r,
+                "logcatch_records_cut_total",
+                "Records cut by the sink to fit the topic's max.message.bytes, marked with a logcatch.truncated header.",
+                &["topic"],
+            ),
+            records_dropped: counter(
+                r,
+                "logcatch_records_dropped_total",
+                "Records the sink dropped, by reason (too_large: not even cut could they fit the topic's max.message.bytes); the checkpoint moves past them.",
+                &["topic", "reason"],
             ),
             parse_errors: counter(
                 r,
@@ -393,6 +407,16 @@ impl Events for Metrics {
 
     fn line_truncated(&self, topic: &str) {
         self.lines_truncated.with_label_values(&[topic]).inc();
+    }
+
+    fn record_cut(&self, topic: &str) {
+        self.records_cut.with_label_values(&[topic]).inc();
+    }
+
+    fn record_dropped(&self, topic: &str, reason: &str) {
+        self.records_dropped
+            .with_label_values(&[topic, reason])
+            .inc();
     }
 
     fn parse_error(&self, topic: &str, format: &str) {

@@ -55,6 +55,27 @@ pub fn create_topic(broker: &str, topic: &str, partitions: i32) {
     })
 }
 
+/// Creates a topic with topic configs (`(name, value)`, e.g. `max.message.bytes`).
+pub fn create_topic_with_configs(
+    broker: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
+    runtime().block_on(async {
+        let client = ClientBuilder::new(vec![broker.to_string()])
+            .build()
+            .await
+            .unwrap();
+        client
+            .controller_client()
+            .unwrap()
+            .create_topic_with_configs(topic, partitions, 1, configs, 5_000)
+            .await
+            .unwrap();
+    })
+}
+
 /// Reads every partition of `topic` from the start until at least `want` records were
 /// read (or `timeout`), fetching from batch boundaries only (tansu returns nothing for a
 /// fetch that starts inside a compressed batch).
@@ -174,4 +195,127 @@ pub fn settled_end(broker: &str, topic: &str, partition: i32, from: i64) -> i64 
         }
         next
     })
+}
+
+/// A Kafka-protocol proxy in front of a broker that enforces a record size limit as a
+/// real Kafka does (tansu does not): a produce request over `max_request_bytes` (its whole
+/// frame) is answered `MESSAGE_TOO_LARGE` (10) and not forwarded; everything else passes.
+/// Produce versions 3 to 7 (rskafka's). Stopped with its connections on drop.
+pub struct SizeLimitProxy {
+    _runtime: tokio::runtime::Runtime,
+    pub port: u16,
+    /// Produce requests refused as too large.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SizeLimitProxy {
+    pub fn start(port: u16, upstream: std::net::SocketAddr, max_request_bytes: usize) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+            .unwrap();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let counter = refused.clone();
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(broker) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = (client.set_nodelay(true), broker.set_nodelay(true));
+                    let (mut from_client, to_client) = client.into_split();
+                    let (mut from_broker, mut to_broker) = broker.into_split();
+                    let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
+                    let answers = to_client.clone();
+                    // Broker → client, frame by frame (so that refusals never interleave).
+                    tokio::spawn(async move {
+                        while let Some(frame) = read_frame(&mut from_broker).await {
+                            if answers.lock().await.write_all(&frame).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    while let Some(frame) = read_frame(&mut from_client).await {
+                        let api_key = i16::from_be_bytes([frame[4], frame[5]]);
+                        if api_key == 0 && frame.len() > max_request_bytes {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            let answer = too_large_answer(&frame);
+                            if to_client.lock().await.write_all(&answer).await.is_err() {
+                                return;
+                            }
+                        } else if to_broker.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        async fn read_frame(from: &mut tokio::net::tcp::OwnedReadHalf) -> Option<Vec<u8>> {
+            let mut length = [0u8; 4];
+            from.read_exact(&mut length).await.ok()?;
+            let mut frame = length.to_vec();
+            frame.resize(4 + u32::from_be_bytes(length) as usize, 0);
+            from.read_exact(&mut frame[4..]).await.ok()?;
+            Some(frame)
+        }
+        SizeLimitProxy {
+            _runtime: runtime,
+            port,
+            refused,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// The produce answer (versions 3 to 7) refusing the first partition of `request` (a
+/// whole frame) with `MESSAGE_TOO_LARGE`.
+fn too_large_answer(request: &[u8]) -> Vec<u8> {
+    let mut at = 4;
+    let mut take = |n: usize| {
+        let bytes = &request[at..at + n];
+        at += n;
+        bytes
+    };
+    let i16_of = |b: &[u8]| i16::from_be_bytes([b[0], b[1]]);
+    let _api_key = take(2);
+    let version = i16_of(take(2));
+    let correlation_id = take(4).to_vec();
+    let client_id = i16_of(take(2)).max(0) as usize;
+    take(client_id);
+    let transactional_id = i16_of(take(2)).max(0) as usize;
+    take(transactional_id);
+    take(2 + 4 + 4); // acks, timeout, topic count
+    let name_len = i16_of(take(2)) as usize;
+    let name = take(name_len).to_vec();
+    take(4); // partition count
+    let partition = take(4).to_vec();
+    assert!((3..=7).contains(&version), "produce version {version}");
+
+    let mut body = correlation_id;
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(name_len as i16).to_be_bytes());
+    body.extend_from_slice(&name);
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&partition);
+    body.extend_from_slice(&10i16.to_be_bytes()); // MESSAGE_TOO_LARGE
+    body.extend_from_slice(&(-1i64).to_be_bytes()); // base offset
+    body.extend_from_slice(&(-1i64).to_be_bytes()); // log append time
+    if version >= 5 {
+        body.extend_from_slice(&(-1i64).to_be_bytes()); // log start offset
+    }
+    body.extend_from_slice(&0i32.to_be_bytes()); // throttle time
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
 }

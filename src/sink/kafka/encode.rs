@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 /// Every header a record can carry, in name order: the order a record carries them in.
 /// The `k8s.*` headers come with a container log, the node, offset and path with
-/// `sink.kafka.headers`, the parse error, stream and time with a parsed format.
+/// `sink.kafka.headers`, the parse error, stream and time with a parsed format, the
+/// length before a cut with a record cut to fit the topic's limit.
 mod header {
     pub const CONTAINER: &str = "k8s.container";
     pub const CONTAINER_ID: &str = "k8s.container_id";
@@ -25,12 +26,23 @@ mod header {
     pub const PATH: &str = "logcatch.path";
     pub const STREAM: &str = "logcatch.stream";
     pub const TIME: &str = "logcatch.time";
+    pub const TRUNCATED: &str = "logcatch.truncated";
 }
 
 /// The most bytes encoding adds to a line of `batch` (what `encode` writes besides the
 /// line): Kafka's record framing, the key and every header a record of the batch can
 /// carry. Splitting by it keeps a request's records within `max_batch_bytes`.
 pub fn record_overhead(config: &KafkaConfig, node: &str, batch: &Batch) -> usize {
+    overhead(config, node, batch, batch.has_meta())
+}
+
+/// [`record_overhead`] once a record of `batch` is cut and marked (`logcatch.truncated`):
+/// with room for every per-record header.
+pub fn marked_record_overhead(config: &KafkaConfig, node: &str, batch: &Batch) -> usize {
+    overhead(config, node, batch, true)
+}
+
+fn overhead(config: &KafkaConfig, node: &str, batch: &Batch, meta: bool) -> usize {
     // Length, value length, offset delta (5 bytes at most), timestamp delta (10),
     // attributes and header count (1).
     const FRAMING: usize = 5 + 5 + 5 + 10 + 1 + 1;
@@ -59,10 +71,11 @@ pub fn record_overhead(config: &KafkaConfig, node: &str, batch: &Batch) -> usize
         header(header::OFFSET, u64::MAX.to_string().len());
         header(header::PATH, path);
     }
-    if batch.has_meta() {
+    if meta {
         header(header::PARSE_ERROR, ParseError::MAX_REASON_LEN);
         header(header::STREAM, "stderr".len());
         header(header::TIME, "1970-01-01T00:00:00.000000000Z".len());
+        header(header::TRUNCATED, u32::MAX.to_string().len());
     }
     bytes
 }
@@ -130,6 +143,9 @@ pub fn encode(
             if let Some(time) = meta.time {
                 after_path.put(header::TIME, format::format_time(time).as_bytes())?;
             }
+            if let Some(bytes) = meta.truncated_from {
+                after_path.put(header::TRUNCATED, offset_text.format(bytes).as_bytes())?;
+            }
             let parts = [&before_offset, &before_path, &path_header, &after_path];
             let count = parts.iter().map(|part| part.count).sum();
             let bytes = parts.map(|part| part.bytes.as_slice());
@@ -191,6 +207,7 @@ mod tests {
                 stream: Stream::Stderr,
                 time: Some(i64::MIN),
                 error,
+                truncated_from: Some(u32::MAX),
             };
             batch.push_with(u64::MAX, &[b'x'; 300], meta);
         }
@@ -278,11 +295,13 @@ mod tests {
                 stream: Stream::Stderr,
                 time,
                 error: None,
+                truncated_from: None,
             },
             RecordMeta {
                 stream: Stream::Unknown,
                 time,
                 error: Some(ParseError::CriTime),
+                truncated_from: None,
             },
         ];
         for (i, meta) in metas.into_iter().enumerate() {

@@ -26,6 +26,12 @@ pub enum Error {
         #[source]
         source: Arc<ClientError>,
     },
+    #[error("topic {topic}: describing its configs: {}", describe(source))]
+    DescribeConfigs {
+        topic: Arc<str>,
+        #[source]
+        source: Arc<ClientError>,
+    },
     #[error("{}: the line at offset {offset}: {source}", path.display())]
     Encode {
         path: Arc<Path>,
@@ -64,9 +70,31 @@ impl Error {
             Error::Encode { .. } | Error::Compress { .. } => Class::Permanent,
             Error::Timeout { .. } => Class::Retry,
             Error::Metadata { source, .. }
+            | Error::DescribeConfigs { source, .. }
             | Error::CreateTopic { source, .. }
             | Error::Produce { source, .. } => classify(source),
         }
+    }
+}
+
+impl Error {
+    /// Whether the broker refused a produce request as too large (`MessageTooLarge`,
+    /// `RecordListTooLarge`): the same bytes never pass, smaller requests may.
+    pub fn is_too_large(&self) -> bool {
+        use rskafka::client::error::ProtocolError as P;
+        matches!(
+            self,
+            Error::Produce {
+                source,
+                ..
+            } if matches!(
+                **source,
+                ClientError::ServerError {
+                    protocol_error: P::MessageTooLarge | P::RecordListTooLarge,
+                    ..
+                }
+            )
+        )
     }
 }
 

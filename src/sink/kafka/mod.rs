@@ -1,11 +1,13 @@
-//! The Kafka sink (rskafka): batches are split to `max_batch_bytes`, charged against the
-//! `max_in_flight_bytes` budget (reading pauses when it is spent), routed to a partition
-//! and queued to that partition's producer task; each batch is acknowledged when Kafka
-//! acknowledged it. The client connects in the background and reconnects as needed.
+//! The Kafka sink (rskafka): batches are split to `max_batch_bytes` or the topic's limit
+//! (`limit.rs`), charged against the `max_in_flight_bytes` budget (reading pauses when it
+//! is spent), routed to a partition and queued to that partition's producer task; each
+//! batch is acknowledged when Kafka acknowledged it. The client connects in the
+//! background and reconnects as needed.
 
 mod connect;
 mod encode;
 mod error;
+mod limit;
 mod partitioner;
 mod producer;
 mod retry;
@@ -18,20 +20,21 @@ use crate::config::kafka::KafkaConfig;
 use crate::ports::Events;
 use connect::ConnectError;
 use futures::future::{BoxFuture, FutureExt};
+use limit::{Limit, Source};
 use partitioner::Partitioner;
 use producer::Job;
 use retry::{Backoff, Class};
 use rskafka::client::Client;
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
-/// How long a topic's partition count is trusted before metadata is asked again.
+/// How long a topic's partition count and limit are trusted before they are asked again.
 const METADATA_TTL: Duration = Duration::from_secs(60);
 
 /// The queue of one (topic, partition) producer task.
@@ -43,6 +46,15 @@ pub struct KafkaSink {
     /// down when the sink is dropped. The sink holds it, not `Shared`: the sender tasks
     /// hold `Shared` and run on it, and a runtime is not to be dropped by its own task.
     _network: Network,
+}
+
+/// What the sink knows of a topic, asked again after `METADATA_TTL`.
+struct TopicInfo {
+    partitions: i32,
+    /// The most bytes of one record batch on the topic (`limit.rs`), shared with its
+    /// producers, which read it for every request.
+    limit: Arc<AtomicUsize>,
+    at: Instant,
 }
 
 pub(crate) struct Shared {
@@ -57,7 +69,7 @@ pub(crate) struct Shared {
     connect_error: Mutex<Option<ConnectError>>,
     budget: Arc<Semaphore>,
     partitioner: Partitioner,
-    partitions: Mutex<HashMap<Arc<str>, (i32, Instant)>>,
+    topics: Mutex<HashMap<Arc<str>, TopicInfo>>,
     producers: Mutex<HashMap<(Arc<str>, i32), ProducerQueue>>,
     events: Arc<dyn Events>,
     /// The agent's runtime, where producer tasks run: a batch may come from a tailer on a
@@ -84,7 +96,7 @@ impl KafkaSink {
             client: tokio::sync::Mutex::new(None),
             connected: AtomicBool::new(false),
             connect_error: Mutex::new(None),
-            partitions: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
             producers: Mutex::new(HashMap::new()),
             events,
             runtime: Handle::current(),
@@ -146,24 +158,24 @@ impl Shared {
         }
     }
 
-    /// The partition count of `topic`, from cached metadata; creates the topic when
-    /// allowed. Retries what `Error::class` says is retried; a missing topic is a
+    /// The partition count and limit of `topic`, from cached metadata; creates the topic
+    /// when allowed. Retries what `Error::class` says is retried; a missing topic is a
     /// permanent error.
-    async fn partitions(&self, topic: &Arc<str>) -> Result<i32, SinkError> {
-        if let Some((count, at)) = self
-            .partitions
+    async fn topic(&self, topic: &Arc<str>) -> Result<(i32, Arc<AtomicUsize>), SinkError> {
+        if let Some(info) = self
+            .topics
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(topic)
         {
-            if at.elapsed() < METADATA_TTL {
-                return Ok(*count);
+            if info.at.elapsed() < METADATA_TTL {
+                return Ok((info.partitions, info.limit.clone()));
             }
         }
         let mut backoff = Backoff::default();
-        let count = loop {
-            let error = match self.fetch_partitions(topic).await {
-                Ok(count) => break count,
+        let (count, learned) = loop {
+            let error = match self.fetch_topic(topic).await {
+                Ok(found) => break found,
                 Err(error) => error,
             };
             if error.class() != Class::Retry {
@@ -174,11 +186,57 @@ impl Shared {
             tracing::warn!(topic = %topic, retry_in = ?delay, "kafka: {error}");
             tokio::time::sleep(delay).await;
         };
-        self.partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(topic.clone(), (count, Instant::now()));
-        Ok(count)
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = topics
+            .get(topic)
+            .map_or_else(|| Arc::new(AtomicUsize::new(0)), |info| info.limit.clone());
+        set_limit(topic, &limit, learned);
+        topics.insert(
+            topic.clone(),
+            TopicInfo {
+                partitions: count,
+                limit: limit.clone(),
+                at: Instant::now(),
+            },
+        );
+        Ok((count, limit))
+    }
+
+    async fn fetch_topic(&self, topic: &Arc<str>) -> Result<(i32, Limit), Error> {
+        let count = self.fetch_partitions(topic).await?;
+        let client = self.client().await;
+        let learned = limit::learn(&self.config, &client, topic)
+            .await
+            .map_err(|source| Error::DescribeConfigs {
+                topic: topic.clone(),
+                source: Arc::new(source),
+            })?;
+        Ok((count, learned))
+    }
+
+    /// The broker refused a request of `refused` bytes to `topic` as too large: asks the
+    /// broker's limit again and lowers `limit` (`Limit::after_refusal`). Returns the most
+    /// bytes of records a request may now carry, `None` when nothing smaller is left to
+    /// try.
+    async fn refused(
+        &self,
+        topic: &Arc<str>,
+        limit: &AtomicUsize,
+        refused: usize,
+    ) -> Option<usize> {
+        let client = self.client().await;
+        let asked = match limit::learn(&self.config, &client, topic).await {
+            Ok(asked) => asked,
+            // Unreachable meanwhile: what was known.
+            Err(_) => Limit {
+                bytes: limit.load(Ordering::Relaxed),
+                source: Source::Topic,
+            },
+        };
+        let lowered = Limit::after_refusal(asked, refused)?;
+        let bytes = lowered.bytes;
+        set_limit(topic, limit, lowered);
+        Some(Limit::records_bytes(bytes, &self.config))
     }
 
     async fn fetch_partitions(&self, topic: &Arc<str>) -> Result<i32, Error> {
@@ -222,13 +280,18 @@ impl Shared {
         Ok(self.config.topic_partitions as i32)
     }
 
-    fn producer(self: &Arc<Self>, topic: &Arc<str>, partition: i32) -> ProducerQueue {
+    fn producer(
+        self: &Arc<Self>,
+        topic: &Arc<str>,
+        partition: i32,
+        limit: &Arc<AtomicUsize>,
+    ) -> ProducerQueue {
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
         producers
             .entry((topic.clone(), partition))
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let run = producer::run(self.clone(), topic.clone(), partition, rx);
+                let run = producer::run(self.clone(), topic.clone(), partition, limit.clone(), rx);
                 self.runtime.spawn(run);
                 tx
             })
@@ -236,21 +299,42 @@ impl Shared {
     }
 }
 
+/// Sets a topic's limit, logging a change: a warning when the broker gave none or refused
+/// a request, else at info.
+fn set_limit(topic: &str, limit: &AtomicUsize, learned: Limit) {
+    let before = limit.swap(learned.bytes, Ordering::Relaxed);
+    if before == learned.bytes {
+        return;
+    }
+    let (bytes, source) = (learned.bytes, &learned.source);
+    match source {
+        Source::Fallback(_) | Source::Refused(_) => tracing::warn!(
+            topic,
+            "kafka: record batches to topic {topic} are kept within {bytes} bytes ({source})"
+        ),
+        _ => tracing::info!(
+            topic,
+            "kafka: record batches to topic {topic} are kept within {bytes} bytes ({source})"
+        ),
+    }
+}
+
 impl Sink for KafkaSink {
     fn submit(&self, batch: Batch) -> BoxFuture<'_, Result<Ack, SinkError>> {
         async move {
             let shared = &self.shared;
-            let partitions = shared.partitions(&batch.topic).await?;
+            let (partitions, limit) = shared.topic(&batch.topic).await?;
             let partition = shared.partitioner.choose(
                 &shared.node,
                 batch.path.as_os_str().as_bytes(),
                 partitions,
             );
-            let producer = shared.producer(&batch.topic, partition);
+            let producer = shared.producer(&batch.topic, partition, &limit);
             let mut acks = Vec::new();
             // Parts of at most a quarter request each, so that a request fills to at
-            // least three quarters of `max_batch_bytes`.
-            let part_bytes = (shared.config.max_batch_bytes as usize / 4).max(1);
+            // least three quarters of `max_batch_bytes` or the topic's limit.
+            let request = Limit::records_bytes(limit.load(Ordering::Relaxed), &shared.config);
+            let part_bytes = (request / 4).max(1);
             let per_line = encode::record_overhead(&shared.config, &shared.node, &batch);
             for part in batch.split(part_bytes, per_line) {
                 // Record overhead (headers, framing) counts against the budget too.
@@ -267,7 +351,7 @@ impl Sink for KafkaSink {
                     .send(Job {
                         batch: part,
                         ack,
-                        _permit: permit,
+                        _permit: Some(permit),
                     })
                     .map_err(|_| SinkError::Closed { sink: "kafka" })?;
                 acks.push(done);

@@ -1,7 +1,10 @@
 //! One producer task per (topic, partition), shared by every tailer writing there: it
-//! aggregates queued batches for up to `linger` or `max_batch_bytes`, produces them in
-//! one request, retries what `retry::classify` says is retried with `retry::Backoff`
-//! (forever: the in-flight budget holds the data meanwhile), and acknowledges each batch.
+//! aggregates queued batches for up to `linger` or `max_batch_bytes` (or the topic's
+//! limit, `limit.rs`), produces them in one request, retries what `retry::classify` says
+//! is retried with `retry::Backoff` (forever: the in-flight budget holds the data
+//! meanwhile), and acknowledges each batch. A record that cannot fit a request is cut to
+//! fit, or dropped when not even that fits (`prepare`); a request the broker refuses as
+//! too large lowers the limit and goes again as smaller requests (`send`).
 //!
 //! One request is in flight per partition, which keeps each file's order: the next
 //! request is sent only once the previous one is acknowledged. Meanwhile the batches of
@@ -10,7 +13,8 @@
 //! own, which starts the next sealed group the moment the last one is answered, on a
 //! runtime thread of its own).
 
-use super::encode::{encode, record_overhead};
+use super::encode::{encode, marked_record_overhead, record_overhead};
+use super::limit::Limit;
 use super::retry::{Backoff, Class};
 use super::{Error, Shared};
 use crate::record::Batch;
@@ -19,7 +23,7 @@ use rskafka::client::error::Error as ClientError;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::{EncodedBatch, EncodedRecords, RECORD_BATCH_OVERHEAD};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
@@ -27,11 +31,81 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 /// A batch waiting to be produced; `_permit` returns its bytes to the in-flight budget
-/// when the job is dropped after its acknowledgement.
+/// when the job is dropped after its acknowledgement (a job split in parts leaves it to
+/// the task that answers for the parts).
 pub struct Job {
     pub batch: Batch,
     pub ack: oneshot::Sender<Result<(), SinkError>>,
-    pub _permit: OwnedSemaphorePermit,
+    pub _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Makes `job` fit requests of `request` bytes of records: records too long are cut and
+/// marked, or dropped when not even a cut one fits (each counted and logged with its
+/// path and offset); a job left too big for one request (the limit was lowered after it
+/// was split) is split in parts, answered as one. An emptied job is answered at once.
+fn prepare(shared: &Shared, job: Job, request: usize) -> Vec<Job> {
+    let mut job = job;
+    let (config, node) = (&shared.config, &*shared.node);
+    let per_line = record_overhead(config, node, &job.batch);
+    let fits = request.saturating_sub(per_line);
+    let cut_to = request.saturating_sub(marked_record_overhead(config, node, &job.batch));
+    let fitted = job.batch.fit(fits, cut_to);
+    let (topic, path) = (&job.batch.topic, job.batch.path.display());
+    for (offset, bytes) in fitted.cut {
+        shared.events.record_cut(topic);
+        tracing::warn!(
+            topic = %topic,
+            "kafka: cut the record at {path} offset {offset}: {bytes} bytes do not fit topic \
+             {topic}'s {request} bytes a request; shipped the first {cut_to}, marked \
+             logcatch.truncated"
+        );
+    }
+    for (offset, bytes) in fitted.dropped {
+        shared.events.record_dropped(topic, "too_large");
+        tracing::error!(
+            topic = %topic,
+            "kafka: dropped the record at {path} offset {offset}: {bytes} bytes, and its \
+             headers alone do not fit topic {topic}'s {request} bytes a request"
+        );
+    }
+    if job.batch.is_empty() {
+        let _ = job.ack.send(Ok(()));
+        return Vec::new();
+    }
+    let per_line = record_overhead(config, node, &job.batch);
+    if job.batch.bytes() + job.batch.len() * per_line <= request || job.batch.len() == 1 {
+        return vec![job];
+    }
+    let Job {
+        batch,
+        ack,
+        _permit,
+    } = job;
+    let (mut parts, mut answers) = (Vec::new(), Vec::new());
+    for batch in batch.split(request, per_line) {
+        let (ack, answer) = oneshot::channel();
+        parts.push(Job {
+            batch,
+            ack,
+            _permit: None,
+        });
+        answers.push(answer);
+    }
+    // The parts' answers, in order, are the job's: the first failure, else success.
+    shared.runtime.spawn(async move {
+        let _permit = _permit;
+        for answer in answers {
+            let result = answer
+                .await
+                .unwrap_or(Err(SinkError::Closed { sink: "kafka" }));
+            if result.is_err() {
+                let _ = ack.send(result);
+                return;
+            }
+        }
+        let _ = ack.send(Ok(()));
+    });
+    parts
 }
 
 /// A group closed for more batches: its records compressed, waiting for the request in
@@ -54,11 +128,12 @@ struct Group {
 
 impl Group {
     /// Encodes `job` into the group. Hands it back, unencoded, when the group already
-    /// holds records and this job could take it over `max_batch_bytes` (the broker
-    /// refuses record batches over its `message.max.bytes`): it starts the next group.
-    fn add(&mut self, shared: &Shared, job: Job) -> Option<Job> {
+    /// holds records and this job could take it over `request` bytes of records (the
+    /// broker refuses record batches over the topic's `max.message.bytes`): it starts the
+    /// next group.
+    fn add(&mut self, shared: &Shared, request: usize, job: Job) -> Option<Job> {
         let batch = &job.batch;
-        let max_bytes = group_bytes(shared);
+        let max_bytes = group_bytes(shared, request);
         let bound =
             batch.bytes() + batch.len() * record_overhead(&shared.config, &shared.node, batch);
         if !self.jobs.is_empty() && self.bytes + bound > max_bytes {
@@ -87,20 +162,52 @@ impl Group {
 
     /// [`add`](Self::add), encoding a group's first job into `spare` (the emptied buffer
     /// of the group before).
-    fn join(&mut self, shared: &Shared, spare: &mut EncodedRecords, job: Job) -> Option<Job> {
+    fn join(
+        &mut self,
+        shared: &Shared,
+        request: usize,
+        spare: &mut EncodedRecords,
+        job: Job,
+    ) -> Option<Job> {
         if self.jobs.is_empty() {
             std::mem::swap(&mut self.records, spare);
         }
-        self.add(shared, job)
+        self.add(shared, request, job)
+    }
+
+    /// Joins the jobs of `held` in order until one is handed back (it stays first).
+    fn join_held(
+        &mut self,
+        shared: &Shared,
+        request: usize,
+        spare: &mut EncodedRecords,
+        held: &mut VecDeque<Job>,
+    ) {
+        while let Some(job) = held.pop_front() {
+            if let Some(back) = self.join(shared, request, spare, job) {
+                held.push_front(back);
+                return;
+            }
+        }
     }
 
     /// Compresses the records (while the previous request may still be in flight). A
-    /// group whose compressed records still exceed `max_batch_bytes` (data that does not
+    /// group whose compressed records still exceed `request` bytes (data that does not
     /// compress) is halved and each half sealed again, so that one group may become
-    /// several requests, in order. A failure is every batch's answer. Returns the emptied
-    /// record buffer for reuse.
-    fn seal(mut self, shared: &Shared) -> (Vec<Sealed>, EncodedRecords) {
-        let records = match self.records.freeze(compression(shared)) {
+    /// several requests, in order; a single batch that compression makes too big goes
+    /// uncompressed (`prepare` made it fit so). A failure is every batch's answer.
+    /// Returns the emptied record buffer for reuse.
+    fn seal(self, shared: &Shared, request: usize) -> (Vec<Sealed>, EncodedRecords) {
+        self.seal_with(shared, request, compression(shared))
+    }
+
+    fn seal_with(
+        mut self,
+        shared: &Shared,
+        request: usize,
+        compression: Compression,
+    ) -> (Vec<Sealed>, EncodedRecords) {
+        let records = match self.records.freeze(compression) {
             Ok(records) => records,
             Err(source) => {
                 let error = SinkError::Rejected(Error::Compress {
@@ -112,7 +219,16 @@ impl Group {
                 return (Vec::new(), self.records);
             }
         };
-        if records.encoded_len() <= max_records_bytes(shared) || self.jobs.len() == 1 {
+        let plain = matches!(compression, Compression::NoCompression);
+        if records.encoded_len() > request && self.jobs.len() == 1 && !plain {
+            let mut alone = Group {
+                records: std::mem::take(&mut self.records),
+                ..Group::default()
+            };
+            let _ = alone.add(shared, request, self.jobs.pop().expect("one job"));
+            return alone.seal_with(shared, request, Compression::NoCompression);
+        }
+        if records.encoded_len() <= request || self.jobs.len() == 1 {
             let sealed = Sealed {
                 records,
                 jobs: self.jobs,
@@ -128,9 +244,9 @@ impl Group {
             };
             for job in jobs {
                 // Half of a group fits where the group did: nothing is handed back.
-                let _ = half.add(shared, job);
+                let _ = half.add(shared, request, job);
             }
-            let (parts, buffer) = half.seal(shared);
+            let (parts, buffer) = half.seal_with(shared, request, compression);
             sealed.extend(parts);
             self.records = buffer;
         }
@@ -138,12 +254,10 @@ impl Group {
     }
 }
 
-/// The most bytes of records one request may carry: `max_batch_bytes` less the record
-/// batch's header.
-fn max_records_bytes(shared: &Shared) -> usize {
-    (shared.config.max_batch_bytes as usize)
-        .saturating_sub(RECORD_BATCH_OVERHEAD)
-        .max(1)
+/// The most bytes of records one request to the topic may carry now: `max_batch_bytes`
+/// or the topic's limit, less the record batch's header.
+fn request_bytes(shared: &Shared, limit: &AtomicUsize) -> usize {
+    Limit::records_bytes(limit.load(Ordering::Relaxed), &shared.config)
 }
 
 /// How far a group's records may grow before compression: compressed, they usually
@@ -151,11 +265,29 @@ fn max_records_bytes(shared: &Shared) -> usize {
 const COMPRESSED_GROUP_FACTOR: usize = 4;
 
 /// The most bytes of encoded records a group takes before it is sealed.
-fn group_bytes(shared: &Shared) -> usize {
+fn group_bytes(shared: &Shared, request: usize) -> usize {
     match compression(shared) {
-        Compression::NoCompression => max_records_bytes(shared),
-        _ => max_records_bytes(shared) * COMPRESSED_GROUP_FACTOR,
+        Compression::NoCompression => request,
+        _ => request * COMPRESSED_GROUP_FACTOR,
     }
+}
+
+/// The jobs of a request the broker refused as too large, as requests of at most
+/// `request` bytes of records, in order.
+fn regroup(shared: &Shared, jobs: Vec<Job>, request: usize) -> Vec<Sealed> {
+    let mut held: VecDeque<Job> = jobs
+        .into_iter()
+        .flat_map(|job| prepare(shared, job, request))
+        .collect();
+    let (mut sealed, mut spare) = (Vec::new(), EncodedRecords::default());
+    let mut group = Group::default();
+    while !held.is_empty() {
+        group.join_held(shared, request, &mut spare, &mut held);
+        let parts;
+        (parts, spare) = std::mem::take(&mut group).seal(shared, request);
+        sealed.extend(parts);
+    }
+    sealed
 }
 
 /// The sender task of one partition: produces the sealed groups one after the other, in
@@ -163,17 +295,45 @@ fn group_bytes(shared: &Shared) -> usize {
 /// next request leaves as soon as the last one is answered, whatever the encoding is busy
 /// with, instead of waiting for the encoding task to be scheduled to start it
 /// (BENCHMARKS.md, "a sender task").
+///
+/// A request the broker refuses as too large (its limit lowered, or lower than it says)
+/// is not sent again as it was: the limit is asked again and lowered (`Shared::refused`)
+/// and its batches go as smaller requests, before any later group.
 async fn send(
     shared: Arc<Shared>,
     topic: Arc<str>,
     partition: i32,
+    limit: Arc<AtomicUsize>,
     mut groups: mpsc::Receiver<Sealed>,
 ) {
     let mut client: Option<PartitionClient> = None;
+    let mut queue = VecDeque::new();
     while let Some(group) = groups.recv().await {
-        let result = produce(&shared, &topic, partition, &mut client, group.records).await;
-        for job in group.jobs {
-            let _ = job.ack.send(result.clone());
+        queue.push_back(group);
+        while let Some(group) = queue.pop_front() {
+            let refused = group.records.encoded_len() + RECORD_BATCH_OVERHEAD;
+            let result = produce(
+                &shared,
+                &topic,
+                partition,
+                &mut client,
+                group.records.clone(),
+            )
+            .await;
+            if let Err(SinkError::Rejected(error)) = &result {
+                if error.is_too_large() {
+                    if let Some(request) = shared.refused(&topic, &limit, refused).await {
+                        let parts = regroup(&shared, group.jobs, request);
+                        for part in parts.into_iter().rev() {
+                            queue.push_front(part);
+                        }
+                        continue;
+                    }
+                }
+            }
+            for job in group.jobs {
+                let _ = job.ack.send(result.clone());
+            }
         }
     }
 }
@@ -190,9 +350,9 @@ pub async fn run(
     shared: Arc<Shared>,
     topic: Arc<str>,
     partition: i32,
+    limit: Arc<AtomicUsize>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
-    let max_bytes = group_bytes(&shared);
     let compressing = !matches!(compression(&shared), Compression::NoCompression);
     let (to_sender, groups) = mpsc::channel::<Sealed>(1);
     // Ended with this task, should it be dropped (a runtime shutting down).
@@ -200,6 +360,7 @@ pub async fn run(
         shared.clone(),
         topic.clone(),
         partition,
+        limit.clone(),
         groups,
     )));
     let mut sealing: Option<JoinHandle<(Vec<Sealed>, EncodedRecords)>> = None;
@@ -209,29 +370,31 @@ pub async fn run(
     // Sealed groups waiting for room at the sender, in order.
     let mut sealed: VecDeque<Sealed> = VecDeque::new();
     let mut next = Group::default();
-    // A job that did not fit in `next`: it starts the group after it.
-    let mut held: Option<Job> = None;
+    // Jobs that did not fit in `next` (or parts of a job split to fit a request): they
+    // start the group after it.
+    let mut held: VecDeque<Job> = VecDeque::new();
     let mut open = true;
     loop {
-        let full = held.is_some() || next.bytes >= max_bytes;
+        let request = request_bytes(&shared, &limit);
+        let full = !held.is_empty() || next.bytes >= group_bytes(&shared, request);
         let lingered = next.linger_until.is_some_and(|t| t <= Instant::now());
         let idle_sealer = sealing.is_none() && sealed.is_empty();
         if idle_sealer && !next.jobs.is_empty() && (full || lingered || !open) {
             let group = std::mem::take(&mut next);
             if compressing && group.bytes >= COMPRESS_INLINE_BYTES {
                 let shared = shared.clone();
-                sealing = Some(tokio::task::spawn_blocking(move || group.seal(&shared)));
+                sealing = Some(tokio::task::spawn_blocking(move || {
+                    group.seal(&shared, request)
+                }));
             } else {
                 let parts;
-                (parts, spare) = group.seal(&shared);
+                (parts, spare) = group.seal(&shared, request);
                 sealed.extend(parts);
             }
-            if let Some(job) = held.take() {
-                held = next.join(&shared, &mut spare, job);
-            }
+            next.join_held(&shared, request, &mut spare, &mut held);
             continue;
         }
-        if !open && idle_sealer && next.jobs.is_empty() {
+        if !open && idle_sealer && next.jobs.is_empty() && held.is_empty() {
             break;
         }
         let linger_until = next.linger_until.unwrap_or_else(Instant::now);
@@ -257,7 +420,10 @@ pub async fn run(
                 }
             }
             job = jobs.recv(), if open && !full => match job {
-                Some(job) => held = next.join(&shared, &mut spare, job),
+                Some(job) => {
+                    held.extend(prepare(&shared, job, request));
+                    next.join_held(&shared, request, &mut spare, &mut held);
+                }
                 None => open = false,
             },
             _ = tokio::time::sleep_until(linger_until),
@@ -345,10 +511,14 @@ mod tests {
     use super::*;
     use crate::config::kafka::{Compression, KafkaConfig};
     use crate::ports::NoEvents;
+    use crate::record::RecordMeta;
     use crate::sink::kafka::Network;
     use crate::sink::KafkaSink;
     use std::path::Path;
     use tokio::sync::Semaphore;
+
+    /// What a request to the 64 KiB sink carries at most.
+    const REQUEST: usize = 64 * 1024 - RECORD_BATCH_OVERHEAD;
 
     /// A job of `lines` lines of 100 bytes, the first at file offset `offset`.
     fn job(offset: u64, lines: u64) -> Job {
@@ -367,7 +537,7 @@ mod tests {
         Job {
             batch,
             ack: oneshot::channel().0,
-            _permit: budget.try_acquire_owned().expect("a permit"),
+            _permit: Some(budget.try_acquire_owned().expect("a permit")),
         }
     }
 
@@ -394,7 +564,7 @@ mod tests {
         // 100 lines of 100 B with the default headers encode to about 18 KB: three fit.
         let mut handed_back = None;
         for n in 0..4 {
-            handed_back = group.join(shared, &mut spare, job(n * 10_100, 100));
+            handed_back = group.join(shared, REQUEST, &mut spare, job(n * 10_100, 100));
         }
         let back = handed_back.expect("the fourth job does not fit");
         assert_eq!(
@@ -410,15 +580,19 @@ mod tests {
             group.bytes
         );
         // What is sealed is exactly the three jobs' records.
-        let (sealed, _) = group.seal(shared);
+        let (sealed, _) = group.seal(shared, REQUEST);
         assert_eq!(sealed.len(), 1);
         assert_eq!(sealed[0].records.len(), 300);
 
         // A job bigger than the limit on its own still goes, alone in its group.
         let mut group = Group::default();
-        assert!(group.join(shared, &mut spare, job(0, 1000)).is_none());
+        assert!(group
+            .join(shared, REQUEST, &mut spare, job(0, 1000))
+            .is_none());
         assert!(group.bytes > 64 * 1024);
-        assert!(group.join(shared, &mut spare, job(101_000, 1)).is_some());
+        assert!(group
+            .join(shared, REQUEST, &mut spare, job(101_000, 1))
+            .is_some());
     }
 
     #[tokio::test]
@@ -442,6 +616,7 @@ mod tests {
         while group
             .join(
                 shared,
+                REQUEST,
                 &mut spare,
                 job_of(jobs * 40_100, (0..100).map(|_| noise())),
             )
@@ -453,7 +628,7 @@ mod tests {
             jobs >= 4,
             "a compressed group takes more than max_batch_bytes: {jobs}"
         );
-        let (sealed, _) = group.seal(shared);
+        let (sealed, _) = group.seal(shared, REQUEST);
         assert_eq!(sealed.len() as u64, jobs, "one request a job");
         for (i, part) in sealed.iter().enumerate() {
             assert!(part.records.encoded_len() <= 64 * 1024 - RECORD_BATCH_OVERHEAD);
@@ -466,15 +641,157 @@ mod tests {
         let mut group = Group::default();
         for n in 0..jobs {
             assert!(group
-                .join(shared, &mut spare, job(n * 10_100, 100))
+                .join(shared, REQUEST, &mut spare, job(n * 10_100, 100))
                 .is_none());
         }
         assert!(
             group.bytes > 64 * 1024,
             "more than a request before compression"
         );
-        let (sealed, _) = group.seal(shared);
+        let (sealed, _) = group.seal(shared, REQUEST);
         assert_eq!(sealed.len(), 1);
         assert!(sealed[0].records.encoded_len() < 64 * 1024);
+    }
+
+    /// Printable bytes that lz4 cannot shrink.
+    fn noise(n: usize) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b'!' + (state % 94) as u8
+            })
+            .collect()
+    }
+
+    /// A job of `lines` from file offset `offset`, with the receiver of its answer.
+    fn answered_job(
+        offset: u64,
+        lines: impl Iterator<Item = Vec<u8>>,
+    ) -> (Job, oneshot::Receiver<Result<(), SinkError>>) {
+        let mut job = job_of(offset, lines);
+        let (ack, answer) = oneshot::channel();
+        job.ack = ack;
+        (job, answer)
+    }
+
+    fn offsets(batch: &Batch) -> Vec<u64> {
+        batch.lines().map(|(offset, _)| offset).collect()
+    }
+
+    #[tokio::test]
+    async fn prepare_should_cut_a_record_too_long_split_the_job_and_answer_for_the_parts() {
+        let sink = sink_of_64_kib_requests(Compression::Lz4);
+        let shared = &sink.shared;
+        let long = noise(100_000);
+        let lines = [vec![b'a'; 100], long.clone(), vec![b'b'; 100]];
+        let (job, mut answer) = answered_job(0, lines.into_iter());
+        let parts = prepare(shared, job, REQUEST);
+        // The long record is cut to what a request takes with its headers and the mark.
+        let all: Vec<(u64, Vec<u8>, RecordMeta)> = parts
+            .iter()
+            .flat_map(|p| p.batch.records().map(|(o, l, m)| (o, l.to_vec(), m)))
+            .collect();
+        assert_eq!(
+            all.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![0, 101, 100_102]
+        );
+        let (_, cut, meta) = &all[1];
+        assert_eq!(meta.truncated_from, Some(100_000));
+        assert!(
+            long.starts_with(cut) && cut.len() > REQUEST - 400,
+            "{}",
+            cut.len()
+        );
+        // Each part fits one request, encoded.
+        assert!(parts.len() > 1, "the job no longer fits one request");
+        for part in &parts {
+            let mut records = EncodedRecords::default();
+            encode(&shared.config, &shared.node, &part.batch, &mut records).expect("encodes");
+            assert!(
+                records.encoded_len() <= REQUEST,
+                "{}",
+                records.encoded_len()
+            );
+        }
+        // The job is answered once every part is, with the first failure if any.
+        let mut acks: Vec<_> = parts.into_iter().map(|p| p.ack).collect();
+        let last = acks.pop().expect("parts");
+        for ack in acks {
+            ack.send(Ok(())).expect("answered");
+        }
+        tokio::task::yield_now().await;
+        assert!(answer.try_recv().is_err(), "not before the last part");
+        last.send(Err(SinkError::Closed { sink: "kafka" }))
+            .expect("answered");
+        assert!(matches!(answer.await, Ok(Err(SinkError::Closed { .. }))));
+    }
+
+    #[tokio::test]
+    async fn prepare_should_drop_records_whose_headers_alone_exceed_a_request() {
+        let sink = sink_of_64_kib_requests(Compression::Lz4);
+        let lines = [b"one".to_vec(), b"two".to_vec()];
+        let (job, answer) = answered_job(40, lines.into_iter());
+        // Room for less than a record's headers: nothing is left to ship.
+        assert!(prepare(&sink.shared, job, 50).is_empty());
+        assert!(matches!(answer.await, Ok(Ok(()))), "answered at once");
+    }
+
+    #[tokio::test]
+    async fn a_max_line_of_noise_should_go_as_one_request_within_the_default_limit() {
+        // The defaults of issue #23: max_line_bytes = max_batch_bytes = 1 MiB, lz4, and a
+        // broker limit of 1 MiB (tansu's, or the fallback).
+        let sink = KafkaSink::new(
+            KafkaConfig::default(),
+            "node-1".into(),
+            Arc::new(NoEvents),
+            Network::current(),
+        );
+        let shared = &sink.shared;
+        let request =
+            Limit::records_bytes(super::super::limit::FALLBACK_MESSAGE_BYTES, &shared.config);
+        let (job, _answer) = answered_job(0, [noise(1 << 20)].into_iter());
+        let mut held: VecDeque<Job> = prepare(shared, job, request).into();
+        assert_eq!(held.len(), 1);
+        let (mut group, mut spare) = (Group::default(), EncodedRecords::default());
+        group.join_held(shared, request, &mut spare, &mut held);
+        let (sealed, _) = group.seal(shared, request);
+        assert_eq!(sealed.len(), 1);
+        // lz4 grows noise: it goes uncompressed, within the limit.
+        assert!(sealed[0].records.encoded_len() <= request);
+        assert_eq!(sealed[0].records.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_should_be_regrouped_within_the_lower_limit_in_order() {
+        let sink = sink_of_64_kib_requests(Compression::None);
+        let shared = &sink.shared;
+        let (mut jobs, mut answers) = (Vec::new(), Vec::new());
+        for n in 0..3 {
+            let (job, answer) = answered_job(n * 10_100, (0..100).map(|_| vec![b'x'; 100]));
+            jobs.push(job);
+            answers.push(answer);
+        }
+        // The broker refused the three (about 54 KB) as one request: 8 KiB requests now.
+        let request = 8 * 1024 - RECORD_BATCH_OVERHEAD;
+        let sealed = regroup(shared, jobs, request);
+        assert!(sealed.len() >= 6, "{} requests", sealed.len());
+        let mut shipped = Vec::new();
+        for group in &sealed {
+            assert!(group.records.encoded_len() <= request);
+            shipped.extend(group.jobs.iter().flat_map(|job| offsets(&job.batch)));
+        }
+        let want: Vec<u64> = (0..300).map(|i| i * 101).collect();
+        assert_eq!(shipped, want, "every record once, in order");
+        for group in sealed {
+            for job in group.jobs {
+                job.ack.send(Ok(())).expect("answered");
+            }
+        }
+        for answer in answers {
+            assert!(matches!(answer.await, Ok(Ok(()))));
+        }
     }
 }

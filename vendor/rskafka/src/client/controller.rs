@@ -13,14 +13,20 @@ use crate::{
     messenger::RequestError,
     protocol::{
         error::Error as ProtocolError,
-        messages::{CreateTopicRequest, CreateTopicsRequest, DeleteTopicsRequest},
-        primitives::{Array, Int16, Int32, String_},
+        messages::{
+            CreateTopicConfig, CreateTopicRequest, CreateTopicsRequest, DeleteTopicsRequest,
+            DescribeConfigsRequest, DescribeConfigsResource,
+        },
+        primitives::{Array, Int16, Int32, NullableString, String_},
     },
     throttle::maybe_throttle,
     validation::ExactlyOne,
 };
 
 use super::error::RequestContext;
+
+/// logcatch patch: what [`ControllerClient::describe_configs`] describes.
+pub use crate::protocol::messages::ConfigResourceType;
 
 #[derive(Debug)]
 pub struct ControllerClient {
@@ -49,13 +55,35 @@ impl ControllerClient {
         replication_factor: i16,
         timeout_ms: i32,
     ) -> Result<()> {
+        self.create_topic_with_configs(name, num_partitions, replication_factor, &[], timeout_ms)
+            .await
+    }
+
+    /// logcatch patch: create a topic with topic configurations (`(name, value)`, e.g.
+    /// `("max.message.bytes", "2048")`).
+    pub async fn create_topic_with_configs(
+        &self,
+        name: impl Into<String> + Send,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: &[(&str, &str)],
+        timeout_ms: i32,
+    ) -> Result<()> {
+        let configs = configs
+            .iter()
+            .map(|(name, value)| CreateTopicConfig {
+                name: String_(name.to_string()),
+                value: NullableString(Some(value.to_string())),
+                tagged_fields: None,
+            })
+            .collect();
         let request = &CreateTopicsRequest {
             topics: vec![CreateTopicRequest {
                 name: String_(name.into()),
                 num_partitions: Int32(num_partitions),
                 replication_factor: Int16(replication_factor),
                 assignments: vec![],
-                configs: vec![],
+                configs,
                 tagged_fields: None,
             }],
             timeout_ms: Int32(timeout_ms),
@@ -151,6 +179,72 @@ impl ControllerClient {
         let _ = self.brokers.refresh_metadata().await;
 
         Ok(())
+    }
+
+    /// logcatch patch: the configuration values of one resource (a topic, or a broker by
+    /// its id as text), `(name, value)`; `keys` limits the answer to those names. Asked of
+    /// the controller. A broker without DescribeConfigs answers
+    /// `Error::Request(RequestError::NoVersionMatch { .. })`.
+    pub async fn describe_configs(
+        &self,
+        resource_type: ConfigResourceType,
+        name: impl Into<String> + Send,
+        keys: Option<&[&str]>,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let request = &DescribeConfigsRequest {
+            resources: vec![DescribeConfigsResource {
+                resource_type,
+                resource_name: name.into(),
+                configuration_keys: keys.map(|keys| keys.iter().map(|k| k.to_string()).collect()),
+            }],
+            include_synonyms: false,
+        };
+
+        maybe_retry(
+            &self.backoff_config,
+            self,
+            "describe_configs",
+            || async move {
+                let (broker, r#gen) = self
+                    .get()
+                    .await
+                    .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
+                let response = broker
+                    .request(request)
+                    .await
+                    .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
+
+                maybe_throttle(Some(response.throttle_time_ms))?;
+
+                let result = response.results.exactly_one().map_err(|e| {
+                    ErrorOrThrottle::Error((Error::exactly_one_topic(e), Some(r#gen)))
+                })?;
+
+                match result.error {
+                    None => Ok(result
+                        .configs
+                        .into_iter()
+                        .map(|entry| (entry.name, entry.value))
+                        .collect()),
+                    Some(protocol_error) => Err(ErrorOrThrottle::Error((
+                        Error::ServerError {
+                            protocol_error,
+                            error_message: result.error_message,
+                            request: RequestContext::Topic(result.resource_name),
+                            response: None,
+                            is_virtual: false,
+                        },
+                        Some(r#gen),
+                    ))),
+                }
+            },
+        )
+        .await
+    }
+
+    /// logcatch patch: the broker id of the controller (e.g. to describe its configs).
+    pub async fn controller_id(&self) -> Result<i32> {
+        self.get_controller_id().await
     }
 
     /// Retrieve the broker ID of the controller
