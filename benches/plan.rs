@@ -36,6 +36,7 @@ fn desired() -> DesiredSet {
                 DesiredTailer {
                     owners,
                     settings: settings(1 << 20),
+                    globs: Default::default(),
                 },
             )
         })

@@ -522,3 +522,106 @@ fn start_at_end_reads_a_file_created_later_from_its_beginning() {
     );
     assert_eq!(agent.terminate().code(), Some(0));
 }
+
+/// Like Fluent Bit and Vector, `start_at: end` applies to the files a glob matched when
+/// its declaration was first seen: a file it finds later (a new pod's log) is read from
+/// its beginning, not from its end.
+#[test]
+fn start_at_end_reads_files_a_glob_finds_later_from_their_beginning() {
+    let ws = Workspace::new();
+    let pods = ws.path("pods");
+    std::fs::create_dir(&pods).unwrap();
+    let old = pods.join("old.log");
+    append_lines(&old, lines("old", 0..50));
+    let config = ws.config(&log_entry(&pods.join("*.log"), "app")).replace(
+        "tail: { poll_interval: 20ms }",
+        "tail: { poll_interval: 20ms, start_at: end }",
+    );
+    ws.write_config(&config);
+    let agent = ws.start();
+    wait_for("the existing file followed from its end", LONG, || {
+        let status = agent.status();
+        let tailers = status["tailers"].as_array()?.clone();
+        tailers
+            .iter()
+            .any(|t| {
+                t["state"] == "running"
+                    && t["offset"].as_u64() == std::fs::metadata(&old).ok().map(|m| m.len())
+            })
+            .then_some(())
+    });
+    // A new pod's log, with lines already in it when the glob finds it.
+    let new = pods.join("new.log");
+    append_lines(&new, lines("new", 0..20));
+    append_lines(&old, lines("old", 50..60));
+    let records = ws.wait_records(30, LONG);
+    let counts = count_lines(&records);
+    assert!(
+        lines("new", 0..20).all(|l| counts.get(l.as_str()) == Some(&1)),
+        "the head of the new file: {records:?}"
+    );
+    assert!(lines("old", 50..60).all(|l| counts.get(l.as_str()) == Some(&1)));
+    assert!(lines("old", 0..50).all(|l| !counts.contains_key(l.as_str())));
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// `tail.ignore_older`: on a first deploy onto a node with old logs, a file not modified
+/// for longer when it is first found is not followed — listed in `/status` and counted —
+/// until it is written again; then only what is new is shipped.
+#[test]
+fn ignore_older_skips_files_not_modified_for_longer_until_they_are_written() {
+    let ws = Workspace::new();
+    let dir = ws.path("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let stale = dir.join("stale.log");
+    append_lines(&stale, lines("stale", 0..50));
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let fresh = dir.join("fresh.log");
+    append_lines(&fresh, lines("fresh", 0..10));
+    let config = ws.config(&log_entry(&dir.join("*.log"), "app")).replace(
+        "tail: { poll_interval: 20ms }",
+        "tail: { poll_interval: 20ms, ignore_older: 1h }",
+    );
+    ws.write_config(&config);
+    let agent = ws.start();
+    let port = agent.http_port;
+    ws.wait_records(10, LONG);
+    let ignored = wait_for("the stale file listed as ignored", LONG, || {
+        let status = agent.status();
+        let refused: Vec<serde_json::Value> = status["sources"]["keys"]
+            .as_array()?
+            .iter()
+            .flat_map(|k| k["refused"].as_array().cloned().unwrap_or_default())
+            .collect();
+        (!refused.is_empty()).then_some(refused)
+    });
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert_eq!(ignored[0]["kind"], "ignore_older");
+    assert_eq!(ignored[0]["path"], stale.display().to_string());
+    let gauge = r#"logcatch_refused_tailers{kind="ignore_older"}"#;
+    assert_eq!(common::metric_sum(port, gauge), 1.0);
+    assert_eq!(
+        agent.tailer_states().len(),
+        1,
+        "only the fresh file is followed"
+    );
+
+    append_lines(&stale, lines("stale", 50..55));
+    let records = ws.wait_records(15, LONG);
+    let counts = count_lines(&records);
+    assert!(lines("stale", 50..55).all(|l| counts.get(l.as_str()) == Some(&1)));
+    assert!(
+        lines("stale", 0..50).all(|l| !counts.contains_key(l.as_str())),
+        "what the file held when it was ignored is not shipped"
+    );
+    wait_for("no longer listed", LONG, || {
+        (common::metric_sum(port, gauge) == 0.0).then_some(())
+    });
+    assert_eq!(agent.terminate().code(), Some(0));
+}

@@ -129,6 +129,10 @@ pub struct TailConfig {
     /// Read at start.
     #[serde(deserialize_with = "units::duration")]
     pub checkpoint_expiry: Duration,
+    /// A file not modified for longer than this when first found is not followed until
+    /// it is written again; 0 = off.
+    #[serde(deserialize_with = "units::duration")]
+    pub ignore_older: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -202,6 +206,7 @@ impl Default for TailConfig {
             rotate_wait: Duration::from_secs(5),
             max_open_files: 1024,
             checkpoint_expiry: Duration::from_secs(300),
+            ignore_older: Duration::ZERO,
         }
     }
 }

@@ -3,13 +3,14 @@
 //! [`APPEARED_GAP`]) or the periodic resync (which re-expands globs in directories no
 //! notification covers), computes `plan`, and applies it. One task per tailer, never two.
 
+mod discovery;
 pub mod plan;
 
-use crate::config::{BackoffConfig, Config};
+use crate::config::{BackoffConfig, Config, StartAt};
 use crate::ports::Events;
 use crate::source::status::RefusedPath;
 use crate::source::Sources;
-use crate::spec::{self, ExpandError, RefusalKind, SourceId, TailerId, TailerSettings};
+use crate::spec::{self, ExpandError, Refusal, RefusalKind, SourceId, TailerId, TailerSettings};
 use crate::tail::{TailError, Tailer, TailerContext};
 use crate::telemetry::status::TailerEntry;
 use crate::telemetry::{StatusBoard, TailerProgress, TailerState};
@@ -75,6 +76,8 @@ pub struct Reconciler {
     last_errors: Vec<ExpandError>,
     /// The allow-list and the patterns it was built from.
     allow: (Vec<String>, spec::AllowList),
+    /// What is remembered of each desired file since it was first desired.
+    discovery: discovery::Discovery,
 }
 
 impl Reconciler {
@@ -101,6 +104,7 @@ impl Reconciler {
             task_ids: HashMap::new(),
             last_errors: Vec::new(),
             allow: (Vec::new(), spec::AllowList::new(&[])),
+            discovery: discovery::Discovery::default(),
         }
     }
 
@@ -163,7 +167,15 @@ impl Reconciler {
             &self.cwd,
             Some(&guard),
         );
-        self.restrict(&mut desired, &config);
+        let mut refusals = self.restrict(&mut desired, &config);
+        refusals.extend(self.discovery.update(
+            snapshots.iter().map(|(k, v)| (k, &v[..])),
+            &mut desired,
+            |id| self.running.contains_key(id),
+            config.tail.ignore_older,
+            &self.ctx.checkpoints,
+        ));
+        self.publish_refusals(refusals, &config);
         if errors != self.last_errors {
             for e in &errors {
                 tracing::warn!(source = %e.source, path = %e.path, "cannot expand declaration: {}", e.message);
@@ -182,10 +194,16 @@ impl Reconciler {
 
     /// The trust boundary: etcd-declared files must match `etcd.allowed_paths` once
     /// symlinks are resolved, and at most `etcd.max_tailers` tailers run; config-file
-    /// paths are trusted. Refusals go to the source status and are logged once.
-    fn restrict(&mut self, desired: &mut spec::DesiredSet, config: &Config) {
+    /// paths are trusted.
+    fn restrict(&mut self, desired: &mut spec::DesiredSet, config: &Config) -> Vec<Refusal> {
         let mut refusals = spec::restrict(desired, &self.allow.1, trusted);
         refusals.extend(spec::limit(desired, config.etcd.max_tailers, trusted));
+        refusals
+    }
+
+    /// Refusals go to the source status, and each is logged once (those of a rule that
+    /// refuses many at once in one line).
+    fn publish_refusals(&mut self, refusals: Vec<Refusal>, config: &Config) {
         let mut table: BTreeMap<String, Vec<RefusedPath>> = BTreeMap::new();
         for r in refusals {
             table
@@ -199,9 +217,12 @@ impl Reconciler {
                 });
         }
         let mut over_limit = Vec::new();
+        let mut ignored = Vec::new();
         for (source, refused) in self.sources.status().set_refused(table) {
             if refused.kind == RefusalKind::MaxTailers {
                 over_limit.push(format!("{}:{} ({source})", refused.topic, refused.path));
+            } else if refused.kind == RefusalKind::IgnoreOlder {
+                ignored.push(format!("{}:{}", refused.topic, refused.path));
             } else {
                 tracing::error!(source, topic = %refused.topic, path = %refused.path, "refused: {}", refused.reason);
             }
@@ -213,6 +234,14 @@ impl Reconciler {
                 not_started = over_limit.len(),
                 "etcd.max_tailers reached: {} more declared tailers not started, first {first}; see /status",
                 over_limit.len()
+            );
+        }
+        if let Some(first) = ignored.first() {
+            tracing::info!(
+                ignore_older = ?config.tail.ignore_older,
+                not_followed = ignored.len(),
+                "tail.ignore_older: {} files not modified for longer are not followed until written again, first {first}; see /status",
+                ignored.len()
             );
         }
     }
@@ -237,9 +266,15 @@ impl Reconciler {
                 let stop = CancellationToken::new();
                 control.stop = Some(stop.clone());
                 control.progress.set_state(TailerState::Starting, None);
+                // Not part of the settings `plan` compares: it is how this file is first
+                // opened, not how it is followed.
+                let mut tailer_settings = settings.clone();
+                if self.discovery.appeared_later(&id) {
+                    tailer_settings.start_at = StartAt::Beginning;
+                }
                 let tailer = Tailer::new(
                     id.clone(),
-                    settings.clone(),
+                    tailer_settings,
                     self.ctx.clone(),
                     control.progress.clone(),
                 );

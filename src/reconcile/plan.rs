@@ -155,6 +155,7 @@ mod tests {
                     DesiredTailer {
                         owners,
                         settings: settings(*max),
+                        globs: Default::default(),
                     },
                 )
             })

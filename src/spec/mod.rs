@@ -114,6 +114,9 @@ impl TailerSettings {
 pub struct DesiredTailer {
     pub owners: BTreeSet<SourceId>,
     pub settings: TailerSettings,
+    /// The glob declarations that match it, as (source, pattern): whether the file
+    /// appeared after a declaration was first seen decides how `start_at` applies.
+    pub globs: BTreeSet<(SourceId, String)>,
 }
 
 pub type DesiredSet = BTreeMap<TailerId, DesiredTailer>;
@@ -187,6 +190,7 @@ pub fn expand_guarded<'a>(
                             parsing: spec.parsing.clone(),
                             ..settings.clone()
                         },
+                        globs: BTreeSet::new(),
                     });
                 // The first declaration (config, then etcd keys in order) decides how
                 // the file is read; a different one is reported, not applied.
@@ -202,6 +206,9 @@ pub fn expand_guarded<'a>(
                     });
                 }
                 tailer.owners.insert(source.clone());
+                if is_glob(&spec.path) {
+                    tailer.globs.insert((source.clone(), spec.path.clone()));
+                }
             }
         }
     }
@@ -234,15 +241,22 @@ pub enum RefusalKind {
     AllowedPaths,
     /// Beyond `etcd.max_tailers`.
     MaxTailers,
+    /// Not modified for `tail.ignore_older` when first found (any source).
+    IgnoreOlder,
 }
 
 impl RefusalKind {
-    pub const ALL: [RefusalKind; 2] = [RefusalKind::AllowedPaths, RefusalKind::MaxTailers];
+    pub const ALL: [RefusalKind; 3] = [
+        RefusalKind::AllowedPaths,
+        RefusalKind::MaxTailers,
+        RefusalKind::IgnoreOlder,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalKind::AllowedPaths => "allowed_paths",
             RefusalKind::MaxTailers => "max_tailers",
+            RefusalKind::IgnoreOlder => "ignore_older",
         }
     }
 }
@@ -485,6 +499,7 @@ mod tests {
             DesiredTailer {
                 owners: owners.iter().map(|o| SourceId::from(*o)).collect(),
                 settings: settings(),
+                globs: BTreeSet::new(),
             },
         )]);
         let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
@@ -534,6 +549,7 @@ mod tests {
         let tailer = |owners: &[&str]| DesiredTailer {
             owners: owners.iter().map(|o| SourceId::from(*o)).collect(),
             settings: settings(),
+            globs: BTreeSet::new(),
         };
         let desired = DesiredSet::from([
             (TailerId::new("a", Path::new("/2")), tailer(&["etcd:/k"])),
