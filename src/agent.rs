@@ -10,6 +10,7 @@ use crate::sink::{self, SinkError};
 use crate::source::config_file::{specs, ConfigWatcher};
 use crate::source::etcd::EtcdSource;
 use crate::source::{Sources, CONFIG_SOURCE};
+use crate::supervise::{panic_message, Supervisor};
 use crate::tail::checkpoint::CheckpointError;
 use crate::tail::{Checkpoints, Claims, TailerContext};
 use crate::telemetry::http::{self, HttpState};
@@ -37,6 +38,8 @@ pub enum AgentError {
     Signal(#[source] std::io::Error),
     #[error("cannot read the working directory: {0}")]
     Cwd(#[source] std::io::Error),
+    #[error("the reconcile loop {0}; nothing else can follow or stop files")]
+    ReconcileLoop(String),
     #[error("shutdown took longer than shutdown_timeout ({0:?}); unacknowledged lines are read again at the next start")]
     ShutdownTimeout(std::time::Duration),
 }
@@ -82,13 +85,18 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     // Background tasks outlive the reconciler so that the final acks still checkpoint.
     let background = CancellationToken::new();
 
+    let supervisor = Supervisor {
+        events: events.clone(),
+        health: health.clone(),
+    };
     if let Some(addr) = config.http_listen() {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| AgentError::Listen {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let listen = |source| AgentError::Listen {
+            addr: addr.to_string(),
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
+        // Kept as a std listener so that a restarted server listens on the same socket.
+        let listener = listener.into_std().map_err(listen)?;
         let state = HttpState {
             board: board.clone(),
             sink: sink.clone(),
@@ -99,38 +107,60 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
             health: health.clone(),
         };
         let stop = background.clone();
-        tokio::spawn(async move {
-            if let Err(e) = http::serve(listener, state, stop).await {
-                tracing::error!("http server failed: {e}");
+        supervisor.spawn("http", background.clone(), move || {
+            let (listener, state, stop) = (listener.try_clone(), state.clone(), stop.clone());
+            async move {
+                let served = match listener.and_then(tokio::net::TcpListener::from_std) {
+                    Ok(listener) => http::serve(listener, state, stop).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    tracing::error!("http server failed: {e}");
+                }
             }
         });
         tracing::info!(%addr, "http server listening");
     }
     let claims: Arc<Claims> = Arc::default();
-    tokio::spawn(checkpoints.clone().run(
-        background.clone(),
-        config.tail.checkpoint_expiry,
-        claims.clone(),
-        {
-            let (events, health) = (events.clone(), health.clone());
-            move |result| report_checkpoint_write(&*events, &health, result)
-        },
-        {
-            let events = events.clone();
-            move |swept| events.checkpoints_swept(swept.kept, swept.expired)
-        },
-    ));
-    let etcd = EtcdSource::new(config_rx.clone(), sources.clone(), &config.state_dir);
-    tokio::spawn(etcd.run(shutdown.clone()));
-    let watcher = ConfigWatcher::new(
-        absolute(&cwd, config_path),
-        text,
-        config_tx,
-        sources.clone(),
-        events.clone(),
-        health.clone(),
-    );
-    tokio::spawn(watcher.run(shutdown.clone()));
+    supervisor.spawn("checkpoint-writer", background.clone(), {
+        let (checkpoints, stop, claims) = (checkpoints.clone(), background.clone(), claims.clone());
+        let (events, health) = (events.clone(), health.clone());
+        let expiry = config.tail.checkpoint_expiry;
+        move || {
+            let (events, health, swept) = (events.clone(), health.clone(), events.clone());
+            checkpoints.clone().run(
+                stop.clone(),
+                expiry,
+                claims.clone(),
+                move |result| report_checkpoint_write(&*events, &health, result),
+                move |s| swept.checkpoints_swept(s.kept, s.expired),
+            )
+        }
+    });
+    supervisor.spawn("etcd-source", shutdown.clone(), {
+        let (config_rx, sources, stop) = (config_rx.clone(), sources.clone(), shutdown.clone());
+        let state_dir = config.state_dir.clone();
+        move || EtcdSource::new(config_rx.clone(), sources.clone(), &state_dir).run(stop.clone())
+    });
+    supervisor.spawn("config-watcher", shutdown.clone(), {
+        let path = absolute(&cwd, config_path);
+        let (config_tx, sources, stop) = (config_tx.clone(), sources.clone(), shutdown.clone());
+        let (events, health) = (events.clone(), health.clone());
+        // A restarted watcher reads the file again (applying the same config changes
+        // nothing running).
+        let mut text = Some(text);
+        move || {
+            ConfigWatcher::new(
+                path.clone(),
+                text.take(),
+                config_tx.clone(),
+                sources.clone(),
+                events.clone(),
+                health.clone(),
+            )
+            .run(stop.clone())
+        }
+    });
 
     let ctx = Arc::new(TailerContext {
         sink: sink.clone(),
@@ -142,15 +172,35 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     });
     let reconciler = Reconciler::new(sources, config_rx, ctx, board, cwd);
     let reconcile = tokio::spawn(reconciler.run(shutdown.clone()));
+    // Without its reconcile loop the agent follows nothing new and stops nothing: that
+    // is not replaced, the agent exits with an error (its supervisor restarts the pod).
+    let reconcile = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let ended = reconcile.await;
+            if !shutdown.is_cancelled() {
+                let why = match ended {
+                    Err(e) if e.is_panic() => format!("panicked: {}", panic_message(e)),
+                    Err(e) => e.to_string(),
+                    Ok(()) => "ended".to_string(),
+                };
+                tracing::error!("the reconcile loop {why}; exiting");
+                shutdown.cancel();
+                return Err(why);
+            }
+            Ok(())
+        })
+    };
     tracing::info!(node = %node, config = %config_path.display(), sink = ?config.sink.kind, "logcatch started");
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: stopping tailers, flushing, checkpointing");
     let drained = tokio::time::timeout(config.shutdown_timeout, async {
-        let _ = reconcile.await;
+        let reconciled = reconcile.await.unwrap_or_else(|e| Err(e.to_string()));
         if let Err(e) = sink.flush().await {
             tracing::error!("{e}");
         }
+        reconciled
     })
     .await;
     background.cancel();
@@ -158,10 +208,11 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         tracing::error!("{e}");
     }
     match drained {
-        Ok(()) => {
+        Ok(Ok(())) => {
             tracing::info!("stopped");
             Ok(())
         }
+        Ok(Err(why)) => Err(AgentError::ReconcileLoop(why)),
         Err(_) => Err(AgentError::ShutdownTimeout(config.shutdown_timeout)),
     }
 }

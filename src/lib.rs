@@ -37,6 +37,7 @@ pub mod record;
 pub mod sink;
 pub mod source;
 pub mod spec;
+pub mod supervise;
 pub mod tail;
 // What the logic reports through, and who reads it.
 pub mod ports;
@@ -45,5 +46,6 @@ pub mod telemetry;
 pub mod agent;
 pub mod atomic_file;
 pub mod compressed;
+pub mod fault;
 pub mod open;
 pub mod units;

@@ -16,6 +16,8 @@ pub trait Events: Send + Sync {
     fn send_error(&self, _topic: &str, _kind: &str) {}
     fn tailer_restarted(&self, _topic: &str) {}
     fn checkpoint_written(&self, _ok: bool) {}
+    /// A supervised background task ended unexpectedly (a panic) and was started again.
+    fn task_restarted(&self, _task: &str) {}
     /// A look for gone files: the checkpoints `kept`, and how many `expired`.
     fn checkpoints_swept(&self, _kept: usize, _expired: usize) {}
     fn config_reloaded(&self, _ok: bool) {}

@@ -4,6 +4,7 @@
 //! so a failure repeated every second is one log line, and its end another.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,13 +62,25 @@ impl Condition {
 pub struct Health {
     config: Mutex<Condition>,
     checkpoints: Mutex<Condition>,
+    tasks: Mutex<BTreeMap<String, TaskView>>,
 }
 
-/// `/status` `config` and `checkpoints`.
+/// `/status` `config`, `checkpoints` and `tasks`.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthView {
     pub config: Condition,
     pub checkpoints: Condition,
+    /// Background tasks restarted after a panic or an unexpected end, by name.
+    pub tasks: BTreeMap<String, TaskView>,
+}
+
+/// A supervised background task that was restarted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TaskView {
+    pub restarts: u64,
+    /// Why it ended the last time.
+    pub last_error: String,
+    pub last_restart_unix_ms: u64,
 }
 
 impl Health {
@@ -81,6 +94,7 @@ impl Health {
         Health {
             config: condition(config_path),
             checkpoints: condition(checkpoints_path),
+            tasks: Mutex::default(),
         }
     }
 
@@ -102,10 +116,20 @@ impl Health {
         lock(&self.checkpoints).report(error)
     }
 
+    /// A background task ended (`why`) and is started again.
+    pub fn task_restarted(&self, task: &str, why: String) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let view = tasks.entry(task.to_string()).or_default();
+        view.restarts += 1;
+        view.last_error = why;
+        view.last_restart_unix_ms = unix_ms();
+    }
+
     pub fn view(&self) -> HealthView {
         HealthView {
             config: lock(&self.config).clone(),
             checkpoints: lock(&self.checkpoints).clone(),
+            tasks: self.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 }

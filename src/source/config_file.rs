@@ -39,10 +39,11 @@ pub struct ConfigWatcher {
 }
 
 impl ConfigWatcher {
-    /// `text` is what the running config was loaded from.
+    /// `text` is what the running config was loaded from (`None`: read and apply the
+    /// file at the first look).
     pub fn new(
         path: PathBuf,
-        text: Vec<u8>,
+        text: Option<Vec<u8>>,
         config: watch::Sender<Arc<Config>>,
         sources: Arc<Sources>,
         events: Arc<dyn Events>,
@@ -50,7 +51,7 @@ impl ConfigWatcher {
     ) -> Self {
         ConfigWatcher {
             path,
-            last_text: Some(text),
+            last_text: text,
             config,
             sources,
             events,

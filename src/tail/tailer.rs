@@ -26,7 +26,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +49,8 @@ pub enum TailError {
         #[source]
         source: io::Error,
     },
+    #[error("{path}: the task watching the path for new files stopped")]
+    WatchStopped { path: PathBuf },
     #[error("{path}: cannot start the tailer's own thread: {source}")]
     Thread {
         path: PathBuf,
@@ -184,7 +186,7 @@ impl Tailer {
         self.reader.current = self.files.current();
         self.reader.collect_acks()?;
         self.look_at_lingering().await?;
-        self.take_found(watch);
+        self.take_found(watch)?;
         self.reader.busy.set_newest(self.files.newest());
         let Some(open) = self.files.front_mut() else {
             return self.open_step(stop).await;
@@ -225,7 +227,7 @@ impl Tailer {
                 Ok(Next::Step)
             }
             Change::Gone => {
-                self.take_found(watch);
+                self.take_found(watch)?;
                 self.watch_path();
                 self.finish_front().await?;
                 Ok(Next::Step)
@@ -411,16 +413,24 @@ impl Tailer {
     }
 
     /// Queues the files the watch task opened at the path, as long as there is room.
-    fn take_found(&mut self, watch: &mut PathWatch) {
+    /// Fails when the watch task died (a panic): the reconcile loop starts the tailer
+    /// again, with a watch task of its own.
+    fn take_found(&mut self, watch: &mut PathWatch) -> Result<(), TailError> {
         if let Some(file) = self.deferred.take() {
             self.enqueue(file);
         }
         while self.deferred.is_none() && self.files.has_room() {
-            let Ok(file) = watch.found.try_recv() else {
-                break;
-            };
-            self.enqueue(file);
+            match watch.found.try_recv() {
+                Ok(file) => self.enqueue(file),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(TailError::WatchStopped {
+                        path: self.reader.id.path.to_path_buf(),
+                    })
+                }
+            }
         }
+        Ok(())
     }
 
     /// Queues the file the path names now when it is not the newest one we hold.

@@ -113,6 +113,7 @@ async fn watch(
     busy: Arc<Busy>,
     stop: CancellationToken,
 ) {
+    crate::fault::panic_once("path-watch");
     let mut last = None;
     loop {
         let wait = async {

@@ -41,6 +41,8 @@ struct StatusBody {
     config: Condition,
     /// Checkpoint writes: `error` is set while they fail (the agent keeps shipping).
     checkpoints: Condition,
+    /// Background tasks restarted after a panic or an unexpected end.
+    tasks: std::collections::BTreeMap<String, crate::ports::health::TaskView>,
 }
 
 #[derive(Serialize)]
@@ -153,6 +155,7 @@ async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
         sources: state.sources.status().view(),
         config: health.config,
         checkpoints: health.checkpoints,
+        tasks: health.tasks,
     };
     Json(serde_json::to_value(body).unwrap_or_default())
 }

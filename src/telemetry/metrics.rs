@@ -42,6 +42,7 @@ pub struct Metrics {
     checkpoint_recoveries: IntCounterVec,
     checkpoints: IntGauge,
     checkpoints_expired: IntCounter,
+    task_restarts: IntCounterVec,
     config_reloads: IntCounterVec,
     config_ok: IntGauge,
     etcd_connected: IntGauge,
@@ -263,6 +264,12 @@ impl Metrics {
                 "logcatch_checkpoints_expired_total",
                 "Checkpoints dropped because their file was gone (deleted, not held open) for tail.checkpoint_expiry.",
             ),
+            task_restarts: counter(
+                r,
+                "logcatch_task_restarts_total",
+                "Background tasks (http, checkpoint-writer, etcd-source, config-watcher, kafka-producer) restarted after a panic or an unexpected end.",
+                &["task"],
+            ),
             checkpoint_ok: ok_gauge(scalar(
                 "logcatch_checkpoint_last_write_successful",
                 "1 when the last checkpoint write succeeded, 0 while they fail.",
@@ -462,6 +469,10 @@ impl Events for Metrics {
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
         self.checkpoint_ok.set(i64::from(ok));
+    }
+
+    fn task_restarted(&self, task: &str) {
+        self.task_restarts.with_label_values(&[task]).inc();
     }
 
     fn checkpoints_swept(&self, kept: usize, expired: usize) {

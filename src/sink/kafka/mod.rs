@@ -287,8 +287,16 @@ impl Shared {
         limit: &Arc<AtomicUsize>,
     ) -> ProducerQueue {
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (topic.clone(), partition);
+        // A producer that died (a panic) fails the batches it held (their tailers send
+        // them again) and is replaced here, so that its partition ships again.
+        if producers.get(&key).is_some_and(|tx| tx.is_closed()) {
+            producers.remove(&key);
+            tracing::error!(topic = %topic, partition, "the kafka producer of the partition stopped; starting a new one");
+            self.events.task_restarted("kafka-producer");
+        }
         producers
-            .entry((topic.clone(), partition))
+            .entry(key)
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let run = producer::run(self.clone(), topic.clone(), partition, limit.clone(), rx);

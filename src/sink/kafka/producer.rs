@@ -353,6 +353,7 @@ pub async fn run(
     limit: Arc<AtomicUsize>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
+    crate::fault::panic_once("kafka-producer");
     let compressing = !matches!(compression(&shared), Compression::NoCompression);
     let (to_sender, groups) = mpsc::channel::<Sealed>(1);
     // Ended with this task, should it be dropped (a runtime shutting down).
