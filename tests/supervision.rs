@@ -123,3 +123,30 @@ fn a_kafka_producer_that_panics_is_replaced_and_its_partition_ships_again() {
     assert_eq!(restarts(agent.http_port, "kafka-producer"), 1.0);
     assert_eq!(agent.terminate().code(), Some(0));
 }
+
+/// Nothing replaces the reconcile loop (it owns every tailer): when it dies the agent
+/// says so and exits with an error, for its supervisor (the kubelet) to start it again.
+#[test]
+fn the_agent_exits_with_an_error_when_its_reconcile_loop_dies() {
+    let ws = Workspace::new();
+    let app = ws.path("app.log");
+    append_lines(&app, lines("app", 0..10));
+    ws.write_config(&ws.config(&log_entry(&app, "app")));
+    let stderr_path = ws.path("agent.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_logcatch"))
+        .args(["run", "--config"])
+        .arg(ws.config_path())
+        .env("LOGCATCH_PANIC_ONCE", "reconcile")
+        .current_dir(ws.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("running logcatch");
+    let exited = wait_for("the agent to exit", LONG, || child.try_wait().unwrap());
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(!exited.success(), "{stderr}");
+    assert!(
+        stderr.contains("the reconcile loop panicked: injected panic in reconcile"),
+        "{stderr}"
+    );
+}

@@ -111,6 +111,7 @@ impl Reconciler {
     /// Reconciles until `shutdown`, then stops every tailer and waits for them (their
     /// in-flight data acknowledged and checkpointed).
     pub async fn run(mut self, shutdown: CancellationToken) {
+        crate::fault::panic_once("reconcile");
         self.pass();
         loop {
             match self.wait(&shutdown).await {
