@@ -12,6 +12,7 @@ use crate::source::etcd::EtcdSource;
 use crate::source::{Sources, CONFIG_SOURCE};
 use crate::supervise::{panic_message, Supervisor};
 use crate::tail::checkpoint::CheckpointError;
+use crate::tail::deleted::DeletedFiles;
 use crate::tail::{Checkpoints, Claims, TailerContext};
 use crate::telemetry::http::{self, HttpState};
 use crate::telemetry::{Metrics, StatusBoard};
@@ -85,6 +86,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
     // Background tasks outlive the reconciler so that the final acks still checkpoint.
     let background = CancellationToken::new();
 
+    let deleted: Arc<DeletedFiles> = Arc::default();
     let supervisor = Supervisor {
         events: events.clone(),
         health: health.clone(),
@@ -162,7 +164,23 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         }
     });
 
+    let bounds = crate::tail::deleted::Bounds {
+        max_bytes: config.tail.deleted_files_max_bytes,
+        max_age: config.tail.deleted_files_max_age,
+    };
+    supervisor.spawn("deleted-files", background.clone(), {
+        let (deleted, events, stop) = (deleted.clone(), events.clone(), background.clone());
+        let health = health.clone();
+        let publish: Arc<dyn Fn(_) + Send + Sync> =
+            Arc::new(move |view| health.deleted_files(view));
+        move || {
+            deleted
+                .clone()
+                .run(bounds, events.clone(), publish.clone(), stop.clone())
+        }
+    });
     let ctx = Arc::new(TailerContext {
+        deleted: deleted.clone(),
         sink: sink.clone(),
         checkpoints: checkpoints.clone(),
         events: events.clone(),

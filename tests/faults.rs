@@ -383,6 +383,117 @@ fn rotations_faster_than_reading_while_kafka_hangs_skip_no_file() {
     );
 }
 
+/// The bytes of the deleted files the process holds open (from `/proc/PID/fd`).
+fn deleted_bytes_held(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().ends_with(" (deleted)"))
+        })
+        .filter_map(|fd| std::fs::metadata(fd.path()).ok())
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len())
+        .sum()
+}
+
+/// While Kafka hangs, rotated files the kubelet deletes stay open until shipped and pin
+/// the node's disk. Their bytes show (`/status`, metrics), and beyond
+/// `tail.deleted_files_max_bytes` the oldest are closed: their unshipped bytes are the
+/// one deliberate loss, counted exactly; every other line is delivered.
+#[test]
+fn deleted_files_held_while_kafka_hangs_are_shown_and_bounded() {
+    let _serial = kafka_serial();
+    const MAX_IN_FLIGHT: usize = 128 * 1024;
+    const BOUND: u64 = 600 * 1024;
+    let broker = Broker::start_memory();
+    let topic = unique_topic("deleted-bound");
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    let sink = kafka_sink_yaml(
+        &broker.address(),
+        &format!("    max_in_flight_bytes: {MAX_IN_FLIGHT}\n    max_batch_bytes: 64KiB\n"),
+    )
+    .replace("request_timeout: 5s", "request_timeout: 1s");
+    let config = ws
+        .config_with_sink(&log_entry(&log, &topic), &sink)
+        .replace(
+            "tail: { poll_interval: 20ms }",
+            &format!("tail: {{ poll_interval: 20ms, deleted_files_max_bytes: {BOUND}, deleted_files_max_age: 1h }}"),
+        );
+    ws.write_config(&config);
+    let mut writer = LogWriter::new(&log, "del");
+    writer.write(100);
+    let agent = ws.start();
+    let (port, pid) = (agent.http_port, agent.pid());
+    wait_delivered(
+        writer.written(),
+        DELIVERY,
+        Duration::from_millis(200),
+        || {
+            kafka_records(&broker.address(), &topic, 100)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        },
+    );
+
+    broker.freeze();
+    // Five rotations of ~250 KiB each, every rotated file deleted at once (as the
+    // kubelet does beyond containerLogMaxFiles): ~1.2 MiB deleted, the bound is 600 KiB.
+    for _ in 0..5 {
+        writer.write(6_000);
+        let rotated = writer.rotate();
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::remove_file(rotated).unwrap();
+    }
+    writer.write(100);
+    let status = eventually("the deleted files released down to the bound", || {
+        let status = agent.status();
+        let held = status["deleted_files"]["bytes"].as_u64()?;
+        let released = metric(port, "logcatch_deleted_bytes_released_total");
+        (released > 0.0 && held <= BOUND && deleted_bytes_held(pid) <= BOUND).then_some(status)
+    });
+    assert!(
+        status["deleted_files"]["files"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert!(metric(port, "logcatch_deleted_file_bytes") > 0.0);
+    let released = metric(port, "logcatch_deleted_bytes_released_total") as usize;
+    broker.thaw();
+
+    let written = writer.written().to_vec();
+    let delivered = wait_delivered(
+        &written,
+        Duration::from_secs(20),
+        Duration::from_secs(1),
+        || {
+            kafka_records(&broker.address(), &topic, written.len())
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        },
+    );
+    let accounting = Accounting::of(&written, &delivered);
+    println!("{}; released {released} bytes", accounting.summary());
+    assert!(accounting.unexpected.is_empty());
+    let lost: std::collections::HashSet<&str> = {
+        let got: std::collections::HashSet<&str> = delivered.iter().map(String::as_str).collect();
+        written
+            .iter()
+            .map(String::as_str)
+            .filter(|l| !got.contains(l))
+            .collect()
+    };
+    let lost_bytes: usize = lost.iter().map(|l| l.len() + 1).sum();
+    assert_eq!(lost_bytes, released, "exactly the released bytes are lost");
+    assert!(!lost.is_empty(), "the bound released something");
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
 /// The workspace dir with symlinks resolved (the allow-list compares resolved paths).
 fn root(ws: &Workspace) -> PathBuf {
     ws.dir.path().canonicalize().unwrap()

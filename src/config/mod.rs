@@ -133,6 +133,13 @@ pub struct TailConfig {
     /// it is written again; 0 = off.
     #[serde(deserialize_with = "units::duration")]
     pub ignore_older: Duration,
+    /// Deleted files held open (lines left to ship) are closed, oldest first, beyond
+    /// this many bytes node-wide; what they had not shipped is lost, counted. Read at start.
+    #[serde(deserialize_with = "units::size")]
+    pub deleted_files_max_bytes: u64,
+    /// ... and once deleted this long. Read at start.
+    #[serde(deserialize_with = "units::duration")]
+    pub deleted_files_max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -207,6 +214,10 @@ impl Default for TailConfig {
             max_open_files: 1024,
             checkpoint_expiry: Duration::from_secs(300),
             ignore_older: Duration::ZERO,
+            // Ten of the kubelet's default containerLogMaxSize (10Mi) rotations, and an
+            // hour of outage: docs/configuration.md says why.
+            deleted_files_max_bytes: 512 * 1024 * 1024,
+            deleted_files_max_age: Duration::from_secs(3600),
         }
     }
 }

@@ -16,6 +16,11 @@ pub trait Events: Send + Sync {
     fn send_error(&self, _topic: &str, _kind: &str) {}
     fn tailer_restarted(&self, _topic: &str) {}
     fn checkpoint_written(&self, _ok: bool) {}
+    /// What the deleted files held open are: how many, their bytes, the oldest's age.
+    fn deleted_files(&self, _files: u64, _bytes: u64, _oldest_seconds: u64) {}
+    /// A deleted file closed at a bound (`reason`: `max_bytes`, `max_age`); `lost`: its
+    /// bytes never handed to the sink.
+    fn deleted_file_released(&self, _topic: &str, _reason: &str, _lost: u64) {}
     /// A supervised background task ended unexpectedly (a panic) and was started again.
     fn task_restarted(&self, _task: &str) {}
     /// A look for gone files: the checkpoints `kept`, and how many `expired`.

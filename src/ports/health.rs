@@ -63,6 +63,7 @@ pub struct Health {
     config: Mutex<Condition>,
     checkpoints: Mutex<Condition>,
     tasks: Mutex<BTreeMap<String, TaskView>>,
+    deleted_files: Mutex<DeletedView>,
 }
 
 /// `/status` `config`, `checkpoints` and `tasks`.
@@ -72,6 +73,21 @@ pub struct HealthView {
     pub checkpoints: Condition,
     /// Background tasks restarted after a panic or an unexpected end, by name.
     pub tasks: BTreeMap<String, TaskView>,
+    pub deleted_files: DeletedView,
+}
+
+/// `/status` `deleted_files`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeletedView {
+    /// Deleted files still held open.
+    pub files: u64,
+    /// Their size: disk space the node gets back once they are closed.
+    pub bytes: u64,
+    /// Seconds since the oldest of them was found deleted.
+    pub oldest_seconds: u64,
+    /// Unshipped bytes of deleted files closed at the bounds, since start.
+    pub released_bytes: u64,
+    pub released_files: u64,
 }
 
 /// A supervised background task that was restarted.
@@ -95,6 +111,7 @@ impl Health {
             config: condition(config_path),
             checkpoints: condition(checkpoints_path),
             tasks: Mutex::default(),
+            deleted_files: Mutex::default(),
         }
     }
 
@@ -116,6 +133,11 @@ impl Health {
         lock(&self.checkpoints).report(error)
     }
 
+    /// What the last look at the deleted files held found.
+    pub fn deleted_files(&self, view: DeletedView) {
+        *self.deleted_files.lock().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+
     /// A background task ended (`why`) and is started again.
     pub fn task_restarted(&self, task: &str, why: String) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
@@ -130,6 +152,11 @@ impl Health {
             config: lock(&self.config).clone(),
             checkpoints: lock(&self.checkpoints).clone(),
             tasks: self.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            deleted_files: self
+                .deleted_files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }

@@ -150,7 +150,7 @@ impl Reader {
             ))
         });
         Ok(Opened::File(OpenFile {
-            file,
+            file: self.ctx.deleted.hold(file, &self.id),
             identity,
             framer: Framer::new(offset, self.settings.max_line_bytes as usize),
             decoder,
@@ -161,16 +161,18 @@ impl Reader {
 
     /// Whether the open file was truncated, or the path names another file (or none).
     pub fn check(&self, open: &mut OpenFile) -> Result<Change, TailError> {
-        let meta = open
-            .file
-            .metadata()
-            .map_err(|source| self.read_error(source))?;
+        let meta = match open.file.metadata() {
+            Ok(meta) => meta,
+            // Deleted and closed at the bounds: move on.
+            Err(_) if open.file.is_released() => return Ok(Change::Gone),
+            Err(source) => return Err(self.read_error(source)),
+        };
         self.progress.set_file_size(meta.len());
         if meta.len() < open.framer.position() {
             return Ok(Change::Truncated);
         }
         if open.identity.can_grow(meta.len()) {
-            if let Ok(grown) = FileIdentity::of(&open.file, &meta) {
+            if let Ok(grown) = open.identify() {
                 open.identity = grown;
             }
         }

@@ -5,6 +5,7 @@ mod adopt;
 pub mod checkpoint;
 pub mod claims;
 mod copies;
+pub mod deleted;
 mod files;
 pub mod fingerprint;
 mod idle;

@@ -281,6 +281,7 @@ impl Harness {
             claims: self.claims.clone(),
             wakeups: self.wakeups.clone(),
             open_files: Arc::new(Semaphore::new(64)),
+            deleted: Arc::default(),
         });
         let id = TailerId {
             topic: "app".into(),

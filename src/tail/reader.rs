@@ -3,6 +3,7 @@
 //! checkpoint (through `InFlight`, which owns every checkpoint move).
 
 use super::copies::Undecided;
+use super::deleted::Handle;
 use super::files::Held;
 use super::fingerprint::FileIdentity;
 use super::inflight::{InFlight, Settled};
@@ -14,9 +15,7 @@ use crate::record::{Batch, PodMeta};
 use crate::sink::SinkError;
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::TailerProgress;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 /// Bytes read per `read` call, at most; a tailer's buffer starts at `FIRST_READ_CHUNK`
@@ -32,7 +31,8 @@ pub const TURN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A file a tailer holds open.
 pub struct OpenFile {
-    pub file: File,
+    /// Closed under us once deleted beyond the bounds (`tail/deleted.rs`).
+    pub file: Handle,
     pub identity: FileIdentity,
     pub framer: Framer,
     /// Parses, joins and aggregates lines; `None` for raw lines (the fast path).
@@ -62,7 +62,11 @@ impl OpenFile {
 
     /// Identifies the file again from what it holds now.
     pub fn identify(&self) -> io::Result<FileIdentity> {
-        FileIdentity::of(&self.file, &self.file.metadata()?)
+        let file = self.file.file();
+        let file = file
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        FileIdentity::of(file, &file.metadata()?)
     }
 
     pub fn has_pending_record(&mut self) -> bool {
@@ -81,6 +85,7 @@ impl OpenFile {
             decoder.reset();
         }
         self.submitted = 0;
+        self.file.set_submitted(0);
         Ok(before)
     }
 }
@@ -204,6 +209,11 @@ impl Reader {
     pub async fn finish(&mut self, open: &mut OpenFile) -> Result<(), TailError> {
         let mut batch = self.new_batch();
         let now = tokio::time::Instant::now();
+        if open.file.is_released() {
+            // Closed at the deleted-file bounds: what was not submitted is counted lost,
+            // a partial last line or pending record included.
+            return self.drain().await;
+        }
         match open.decoder.as_mut() {
             None => open
                 .framer
@@ -276,6 +286,7 @@ impl Reader {
         }
         let identity = open.identity;
         open.submitted = end;
+        open.file.set_submitted(end);
         if batch.is_empty() {
             self.inflight.advance(identity, end);
             return Ok(());

@@ -8,6 +8,7 @@
 use super::adopt::{self, Change, Opened};
 use super::checkpoint::Checkpoints;
 use super::claims::Claims;
+use super::deleted::{DeletedFiles, Handle};
 use super::files::{Files, MAX_FILES};
 use super::idle::{Idle, Pace};
 use super::missed;
@@ -74,6 +75,8 @@ pub struct TailerContext {
     pub wakeups: Arc<Wakeups>,
     /// `tail.max_open_files` permits.
     pub open_files: Arc<Semaphore>,
+    /// Every file the tailers hold, for the deleted-file bounds.
+    pub deleted: Arc<DeletedFiles>,
 }
 
 /// What a step of the loop leaves to do.
@@ -96,7 +99,7 @@ pub struct Tailer {
     /// No file has been opened at the path yet: `start_at` applies to a new one.
     first_open: bool,
     /// A newer file found at the path, waiting for room behind the files missed before it.
-    deferred: Option<File>,
+    deferred: Option<Handle>,
 }
 
 impl Tailer {
@@ -136,10 +139,11 @@ impl Tailer {
         self.first_open = rotated.is_empty();
         self.files.extend(rotated);
         let mut watch = watch::spawn(
-            reader.id.path.clone(),
+            reader.id.clone(),
             reader.settings.poll_interval,
             reader.busy.clone(),
             MAX_FILES,
+            reader.ctx.deleted.clone(),
         );
         let mut followed = self.follow(&stop, &mut watch).await;
         if let (Ok(()), Some(open)) = (&followed, self.files.front_mut()) {
@@ -441,22 +445,25 @@ impl Tailer {
         // A path we cannot open now is the next check's business, not a failure.
         if let Ok(Some((file, meta))) = adopt::open_path(&self.reader.id.path) {
             if !self.files.reads(&meta) {
-                self.enqueue(file);
+                let held = self.reader.ctx.deleted.hold(file, &self.reader.id);
+                self.enqueue(held);
             }
         }
     }
 
     /// Queues a file opened at the path, unless we hold it already, after the files that
     /// were at the path since the newest one we hold; waits in `deferred` for room.
-    fn enqueue(&mut self, file: File) {
-        let Ok(meta) = file.metadata() else { return };
+    fn enqueue(&mut self, held: Handle) {
+        // A file closed at the deleted-file bounds while it waited was counted there.
+        let Ok(meta) = held.metadata() else { return };
         if self.files.reads(&meta) {
             return;
         }
         if !self.catch_up(&meta) || !self.files.has_room() {
-            self.deferred = Some(file);
+            self.deferred = Some(held);
             return;
         }
+        let Some(file) = held.take() else { return };
         if let Ok(Opened::File(open)) = self.adopt(file, &meta, false) {
             self.queue(open);
         }

@@ -5,8 +5,10 @@
 //! name beside the path (`tail/missed.rs`), or counts it skipped when it is gone by then.
 //! An idle tailer checks its path itself; then this task sleeps without a timer.
 
+use super::deleted::{DeletedFiles, Handle};
 use super::fingerprint::FileIdentity;
-use std::fs::{File, Metadata};
+use crate::spec::TailerId;
+use std::fs::Metadata;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,15 +93,23 @@ impl Busy {
 
 /// The tailer's end: files found at the path, oldest first. Stops the task when dropped.
 pub struct PathWatch {
-    pub found: mpsc::Receiver<File>,
+    pub found: mpsc::Receiver<Handle>,
     _stop: DropGuard,
 }
 
-/// Starts watching `path` every `interval` while `busy`; at most `capacity` files wait.
-pub fn spawn(path: Arc<Path>, interval: Duration, busy: Arc<Busy>, capacity: usize) -> PathWatch {
+/// Starts watching `tailer`'s path every `interval` while `busy`; at most `capacity`
+/// files wait, each held where the deleted-file bounds see it (`held`).
+pub fn spawn(
+    tailer: TailerId,
+    interval: Duration,
+    busy: Arc<Busy>,
+    capacity: usize,
+    held: Arc<DeletedFiles>,
+) -> PathWatch {
     let (tx, found) = mpsc::channel(capacity);
     let stop = CancellationToken::new();
-    tokio::spawn(watch(path, interval, tx, busy, stop.clone()));
+    let path = tailer.path.clone();
+    tokio::spawn(watch(path, interval, tx, held, tailer, busy, stop.clone()));
     PathWatch {
         found,
         _stop: stop.drop_guard(),
@@ -109,7 +119,9 @@ pub fn spawn(path: Arc<Path>, interval: Duration, busy: Arc<Busy>, capacity: usi
 async fn watch(
     path: Arc<Path>,
     interval: Duration,
-    tx: mpsc::Sender<File>,
+    tx: mpsc::Sender<Handle>,
+    held: Arc<DeletedFiles>,
+    tailer: TailerId,
     busy: Arc<Busy>,
     stop: CancellationToken,
 ) {
@@ -143,7 +155,7 @@ async fn watch(
         };
         last = FileIdentity::of(&file, &opened).ok();
         // The tailer holds at most `capacity` unread files here (bounded fds).
-        match (tx.try_send(file), last) {
+        match (tx.try_send(held.hold(file, &tailer)), last) {
             (Ok(()), _) => {}
             (Err(mpsc::error::TrySendError::Full(_)), Some(identity)) => busy.note_missed(Seen {
                 identity,

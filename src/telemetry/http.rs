@@ -43,6 +43,8 @@ struct StatusBody {
     checkpoints: Condition,
     /// Background tasks restarted after a panic or an unexpected end.
     tasks: std::collections::BTreeMap<String, crate::ports::health::TaskView>,
+    /// Deleted files held open (pinning disk) and those closed at the bounds.
+    deleted_files: crate::ports::health::DeletedView,
 }
 
 #[derive(Serialize)]
@@ -156,6 +158,7 @@ async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
         config: health.config,
         checkpoints: health.checkpoints,
         tasks: health.tasks,
+        deleted_files: health.deleted_files,
     };
     Json(serde_json::to_value(body).unwrap_or_default())
 }

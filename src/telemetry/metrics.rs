@@ -43,6 +43,11 @@ pub struct Metrics {
     checkpoints: IntGauge,
     checkpoints_expired: IntCounter,
     task_restarts: IntCounterVec,
+    deleted_files: IntGauge,
+    deleted_file_bytes: IntGauge,
+    deleted_file_oldest: IntGauge,
+    deleted_released_files: IntCounterVec,
+    deleted_released_bytes: IntCounter,
     config_reloads: IntCounterVec,
     config_ok: IntGauge,
     etcd_connected: IntGauge,
@@ -270,6 +275,28 @@ impl Metrics {
                 "Background tasks (http, checkpoint-writer, etcd-source, config-watcher, kafka-producer) restarted after a panic or an unexpected end.",
                 &["task"],
             ),
+            deleted_files: scalar(
+                "logcatch_deleted_files",
+                "Deleted files held open (lines left to ship): they pin disk until closed.",
+            ),
+            deleted_file_bytes: scalar(
+                "logcatch_deleted_file_bytes",
+                "Size of the deleted files held open: disk space the node gets back when they are closed.",
+            ),
+            deleted_file_oldest: scalar(
+                "logcatch_deleted_file_oldest_seconds",
+                "Seconds since the oldest deleted file held open was found deleted.",
+            ),
+            deleted_released_files: counter(
+                r,
+                "logcatch_deleted_files_released_total",
+                "Deleted files closed at tail.deleted_files_max_bytes / max_age before the sink took all of them, by reason.",
+                &["topic", "reason"],
+            ),
+            deleted_released_bytes: scalar_counter(
+                "logcatch_deleted_bytes_released_total",
+                "Bytes of deleted files closed at tail.deleted_files_max_bytes / max_age that were never handed to the sink: lost on purpose.",
+            ),
             checkpoint_ok: ok_gauge(scalar(
                 "logcatch_checkpoint_last_write_successful",
                 "1 when the last checkpoint write succeeded, 0 while they fail.",
@@ -469,6 +496,19 @@ impl Events for Metrics {
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
         self.checkpoint_ok.set(i64::from(ok));
+    }
+
+    fn deleted_files(&self, files: u64, bytes: u64, oldest_seconds: u64) {
+        self.deleted_files.set(files as i64);
+        self.deleted_file_bytes.set(bytes as i64);
+        self.deleted_file_oldest.set(oldest_seconds as i64);
+    }
+
+    fn deleted_file_released(&self, topic: &str, reason: &str, lost: u64) {
+        self.deleted_released_files
+            .with_label_values(&[topic, reason])
+            .inc();
+        self.deleted_released_bytes.inc_by(lost);
     }
 
     fn task_restarted(&self, task: &str) {

@@ -1,0 +1,254 @@
+//! Deleted files the tailers still hold. A file deleted while it has lines left (the
+//! kubelet removes rotated logs beyond `containerLogMaxFiles`) stays open until they are
+//! read and acknowledged — but while the sink is down that pins the node's disk, and the
+//! node goes into DiskPressure. Every file a tailer holds is opened through a [`Handle`]
+//! registered here; the warden (`run`) looks at them every second, shows what deleted
+//! ones hold (`/status` `deleted_files`, `logcatch_deleted_file_*`), and closes the
+//! oldest beyond `tail.deleted_files_max_bytes` or older than `tail.deleted_files_max_age`
+//! since their deletion. What a closed file had not handed to the sink is the one
+//! deliberate loss: counted in `logcatch_deleted_bytes_released_total` and logged with
+//! its path and size.
+
+use crate::ports::health::DeletedView;
+use crate::ports::Events;
+use crate::spec::TailerId;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often held files are looked at.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// A file a tailer holds; the warden may close it under the tailer once it is deleted.
+#[derive(Debug)]
+pub struct Handle(Arc<Slot>);
+
+#[derive(Debug)]
+struct Slot {
+    /// `None` once released: reads see its end, `metadata` fails.
+    file: Mutex<Option<File>>,
+    tailer: TailerId,
+    /// Where everything before was handed to the sink (what a release does not lose).
+    submitted: AtomicU64,
+    /// When it was first seen deleted.
+    deleted_since: Mutex<Option<Instant>>,
+}
+
+/// Every file held, and what the last look found.
+#[derive(Debug, Default)]
+pub struct DeletedFiles {
+    held: Mutex<Vec<Weak<Slot>>>,
+    view: Mutex<DeletedView>,
+}
+
+/// The bounds on deleted files held, node-wide.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub max_bytes: u64,
+    pub max_age: Duration,
+}
+
+impl Handle {
+    pub fn file(&self) -> std::sync::MutexGuard<'_, Option<File>> {
+        self.0.file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads at `offset`; a released file is at its end.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self.file().as_ref() {
+            Some(file) => file.read_at(buf, offset),
+            None => Ok(0),
+        }
+    }
+
+    pub fn metadata(&self) -> io::Result<Metadata> {
+        match self.file().as_ref() {
+            Some(file) => file.metadata(),
+            None => Err(released()),
+        }
+    }
+
+    /// The file, to be held under another handle; `None` if the warden closed it.
+    pub fn take(self) -> Option<File> {
+        self.file().take()
+    }
+
+    /// Whether the warden closed it (deleted, beyond the bounds).
+    pub fn is_released(&self) -> bool {
+        self.file().is_none()
+    }
+
+    /// Everything before `offset` was handed to the sink.
+    pub fn set_submitted(&self, offset: u64) {
+        self.0.submitted.store(offset, Ordering::Relaxed);
+    }
+}
+
+fn released() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        "deleted and closed at tail.deleted_files_max_bytes / max_age",
+    )
+}
+
+impl DeletedFiles {
+    /// Holds `file` for `tailer`, where the warden sees it.
+    pub fn hold(&self, file: File, tailer: &TailerId) -> Handle {
+        let slot = Arc::new(Slot {
+            file: Mutex::new(Some(file)),
+            tailer: tailer.clone(),
+            submitted: AtomicU64::new(0),
+            deleted_since: Mutex::new(None),
+        });
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.push(Arc::downgrade(&slot));
+        Handle(slot)
+    }
+
+    /// Looks at every held file once: notes the deleted ones and closes the oldest beyond
+    /// `bounds`. Blocking (an `fstat` per held file).
+    pub fn look(&self, bounds: Bounds, events: &dyn Events) -> DeletedView {
+        let now = Instant::now();
+        let slots: Vec<Arc<Slot>> = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.retain(|slot| slot.strong_count() > 0);
+            held.iter().filter_map(Weak::upgrade).collect()
+        };
+        // (since, size, slot) of each deleted file still open, oldest first.
+        let mut deleted: Vec<(Instant, u64, Arc<Slot>)> = slots
+            .into_iter()
+            .filter_map(|slot| {
+                let meta = slot.file.lock().ok()?.as_ref()?.metadata().ok()?;
+                if meta.nlink() > 0 {
+                    return None;
+                }
+                let since = *slot
+                    .deleted_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(now);
+                Some((since, meta.len(), slot))
+            })
+            .collect();
+        deleted.sort_by_key(|(since, _, _)| *since);
+        let mut bytes: u64 = deleted.iter().map(|(_, size, _)| size).sum();
+        let mut kept = Vec::new();
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        for (since, size, slot) in deleted {
+            let age = now.duration_since(since);
+            let reason = if age > bounds.max_age {
+                "max_age"
+            } else if bytes > bounds.max_bytes {
+                "max_bytes"
+            } else {
+                kept.push((since, size));
+                continue;
+            };
+            let Some(file) = slot.file.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                continue;
+            };
+            drop(file);
+            bytes -= size;
+            let lost = size.saturating_sub(slot.submitted.load(Ordering::Relaxed));
+            view.released_bytes += lost;
+            view.released_files += 1;
+            events.deleted_file_released(&slot.tailer.topic, reason, lost);
+            tracing::warn!(tailer = %slot.tailer, size, lost_bytes = lost, age_seconds = age.as_secs(),
+                "closed a deleted file the sink has not taken yet (tail.deleted_files_{reason}): its unshipped lines are lost");
+        }
+        view.files = kept.len() as u64;
+        view.bytes = kept.iter().map(|(_, size)| size).sum();
+        view.oldest_seconds = kept
+            .first()
+            .map_or(0, |(since, _)| now.duration_since(*since).as_secs());
+        view.clone()
+    }
+
+    /// Looks every second until `stop`, on the blocking pool, and hands each look's
+    /// result to `publish` (`/status`).
+    pub async fn run(
+        self: Arc<Self>,
+        bounds: Bounds,
+        events: Arc<dyn Events>,
+        publish: Arc<dyn Fn(DeletedView) + Send + Sync>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(LOOK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let (files, events, publish) = (self.clone(), events.clone(), publish.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let view = files.look(bounds, &*events);
+                events.deleted_files(view.files, view.bytes, view.oldest_seconds);
+                publish(view);
+            })
+            .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::NoEvents;
+
+    fn held(dir: &std::path::Path, files: &DeletedFiles, name: &str, size: usize) -> Handle {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![b'x'; size]).unwrap();
+        let handle = files.hold(File::open(&path).unwrap(), &TailerId::new("t", &path));
+        std::fs::remove_file(&path).unwrap();
+        handle
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_deleted_files_beyond_the_bounds_should_be_closed_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = DeletedFiles::default();
+        let bounds = Bounds {
+            max_bytes: 250,
+            max_age: Duration::from_secs(60),
+        };
+        let old = held(dir.path(), &files, "old", 100);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        files.look(bounds, &NoEvents);
+        let linked = dir.path().join("linked");
+        std::fs::write(&linked, b"kept").unwrap();
+        let _linked = files.hold(File::open(&linked).unwrap(), &TailerId::new("t", &linked));
+        let mid = held(dir.path(), &files, "mid", 100);
+        mid.set_submitted(40);
+        let view = files.look(bounds, &NoEvents);
+        assert_eq!((view.files, view.bytes, view.released_files), (2, 200, 0));
+        assert_eq!(view.oldest_seconds, 0);
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let new = held(dir.path(), &files, "new", 100);
+        let view = files.look(bounds, &NoEvents);
+        assert!(old.is_released(), "the oldest goes first");
+        assert!(!mid.is_released() && !new.is_released());
+        assert_eq!((view.files, view.bytes), (2, 200));
+        assert_eq!((view.released_files, view.released_bytes), (1, 100));
+        let mut buf = [0u8; 8];
+        assert_eq!(old.read_at(&mut buf, 0).unwrap(), 0, "at its end");
+        assert!(old.metadata().is_err());
+
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let view = files.look(bounds, &NoEvents);
+        assert!(mid.is_released(), "older than max_age");
+        assert_eq!(view.released_bytes, 100 + 60, "what was not submitted");
+        drop(new);
+        assert_eq!(
+            files.look(bounds, &NoEvents).files,
+            0,
+            "closed by its tailer"
+        );
+    }
+}
