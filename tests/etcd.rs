@@ -682,7 +682,10 @@ fn etcd_with_tls_and_auth_is_followed_and_a_wrong_password_is_retried_until_fixe
     );
     assert!(tailers(&agent).is_empty());
     assert!(agent.log().contains("authentication failed"));
-    assert_eq!(agent.status()["sources"]["watches"][0]["state"], "retrying");
+    assert_eq!(
+        agent.status()["sources"]["watches"][0]["state"],
+        "unauthorized"
+    );
 
     // The password file fixed: the next retry reads it, connects over TLS and tails.
     std::fs::write(&password_file, "right-Pa55\n").unwrap();
@@ -849,8 +852,8 @@ fn a_source_refused_by_etcd_is_not_ready_until_its_credentials_are_fixed() {
         "{status}"
     );
     assert_eq!(status["sources"]["ready"], false, "{status}");
-    assert_eq!(metric(agent.http_port, "logcatch_etcd_connected"), 0.0);
-    assert_eq!(metric(agent.http_port, "logcatch_ready"), 0.0);
+    assert_eq!(metric(agent.http_port, "logcatch_etcd_connected{}"), 0.0);
+    assert_eq!(metric(agent.http_port, "logcatch_ready{}"), 0.0);
     // Last known good: a's tailer never stops; b is not declared as far as it knows.
     shipped(&ws, &a, "app", "a-2");
     not_shipped(&ws, &b, "b-0");
@@ -861,7 +864,7 @@ fn a_source_refused_by_etcd_is_not_ready_until_its_credentials_are_fixed() {
     wait_for("/readyz 200 again", LONG, || {
         (readyz(&agent).0 == 200).then_some(())
     });
-    assert_eq!(metric(agent.http_port, "logcatch_etcd_connected"), 1.0);
+    assert_eq!(metric(agent.http_port, "logcatch_etcd_connected{}"), 1.0);
     assert_eq!(agent.status()["sources"]["watches"][0]["state"], "synced");
     shipped(&ws, &a, "app", "a-3");
 }
@@ -900,11 +903,26 @@ fn an_expired_client_certificate_replaced_in_its_files_is_used_when_the_watch_re
     // Expired: the reconnect after a restart is refused by etcd.
     etcd.restart();
     put(&etcd, "/lc/node", &[(&a, "app"), (&b, "app")]);
-    let body = wait_agent(&agent, "/readyz 503 naming the key", RECOVERY, || {
-        let (code, body) = readyz(&agent);
-        (code == 503 && body.contains("etcd key /lc/node")).then_some(body)
-    });
-    eprintln!("/readyz with an expired certificate: {body}");
+    let body = wait_agent(
+        &agent,
+        "/readyz 503 naming the key and the reason",
+        RECOVERY,
+        || {
+            let (code, body) = readyz(&agent);
+            let named = body.contains("etcd key /lc/node cannot sync: ")
+                && body.contains(&format!(
+                    "{}: the client certificate expired at",
+                    cert.display()
+                ));
+            (code == 503 && named).then_some(body)
+        },
+    );
+    assert!(body.starts_with("not ready: "), "{body}");
+    assert_eq!(
+        agent.status()["sources"]["watches"][0]["state"],
+        "unauthorized"
+    );
+    assert_eq!(metric(agent.http_port, "logcatch_etcd_connected{}"), 0.0);
     shipped(&ws, &a, "app", "a-2");
 
     // Rotated: a new certificate in the same files.
