@@ -763,9 +763,49 @@ fn shipped_within(
     });
 }
 
-/// A password rotation: the user's password changes in etcd (which drops its tokens) and
-/// in the password file; then the watch breaks (etcd restarts, and its simple tokens do
-/// not survive a restart either). The next session must log in again with the new file.
+/// A login that expired, without any rotation: etcd's simple tokens expire when unused
+/// for `--auth-token-ttl` (2 s here; 5 min by default), and the watch outlives its token.
+/// When the watch breaks (etcd frozen until the keep-alive gives up; a restart would not
+/// do, as etcd 3.4 accepts the tokens it issued before a restart), the list must log in
+/// again with the same password instead of failing with "invalid auth token" forever.
+#[test]
+fn an_expired_etcd_login_is_renewed_when_the_watch_reconnects() {
+    let mut etcd = Etcd::start_with_args(&["--auth-token-ttl", "2"]);
+    etcd.enable_auth("root-Pa55", "shipper", "same-Pa55", "/lc/");
+    let ws = Workspace::new();
+    let (a, b) = (root(&ws).join("logs/a.log"), root(&ws).join("logs/b.log"));
+    put(&etcd, "/lc/node", &[(&a, "app")]);
+    let password_file = ws.path("etcd.pass");
+    std::fs::write(&password_file, "same-Pa55\n").unwrap();
+    let agent = start_with_credentials(
+        &ws,
+        &etcd,
+        &format!(
+            "  username: shipper\n  password_file: {}\n",
+            password_file.display()
+        ),
+    );
+    shipped(&ws, &a, "app", "a-1");
+    std::thread::sleep(Duration::from_secs(4));
+
+    // Keep-alive: a ping every 10 s, unanswered for 5 s ends the watch.
+    etcd.freeze();
+    wait_agent(&agent, "the watch to break", LONG, || {
+        let status = agent.status();
+        (status["sources"]["watches"][0]["state"] != "synced").then_some(())
+    });
+    etcd.thaw();
+    put(&etcd, "/lc/node", &[(&a, "app"), (&b, "app")]);
+    shipped_within(&agent, &ws, &b, "app", "b-1", RECOVERY);
+    assert_eq!(agent.status()["sources"]["watches"][0]["state"], "synced");
+    assert_eq!(readyz(&agent).0, 200);
+    shipped(&ws, &a, "app", "a-2");
+}
+
+/// A password rotation: the user's password changes in etcd (which drops the user's
+/// tokens: the agent's next request is refused with "invalid auth token") and in the
+/// password file; then the watch breaks (etcd restarts). The next session must log in
+/// again with the new file, not retry the old token or the old password.
 #[test]
 fn a_rotated_etcd_password_is_used_when_the_watch_reconnects() {
     let mut etcd = Etcd::start();

@@ -184,6 +184,22 @@ impl Etcd {
         }
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open and answer nothing, so a
+    /// client's keep-alive ends its watch; `thaw` lets it go on, without a restart.
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("etcd running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal etcd");
+    }
+
     /// Starts the (stopped) server again on the same ports and data dir.
     pub fn restart(&mut self) {
         self.stop();

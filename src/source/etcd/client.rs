@@ -48,8 +48,9 @@ pub fn options(config: &EtcdConfig) -> Result<ConnectOptions, ClientError> {
         .with_timeout(config.request_timeout)
         .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE_TIMEOUT)
         .with_keep_alive_while_idle(true)
-        // etcd's simple tokens expire (5 min idle by default) and do not survive a
-        // restart: a request refused with "invalid auth token" logs in again and is retried.
+        // etcd's simple tokens expire when unused for `--auth-token-ttl` (5 min by default)
+        // and when the user's password changes: a request refused with "invalid auth
+        // token" logs in again and is retried (a new password is read by a new client).
         .with_auto_token_refresh(true);
     if !config.username.is_empty() {
         let password = read("password_file", &config.password_file)?;
