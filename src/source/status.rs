@@ -23,6 +23,10 @@ pub enum WatchState {
     Synced,
     /// Lost the server (or a compaction): retrying; snapshots stay in force.
     Retrying,
+    /// etcd refused the credentials (or they cannot be read): retrying with the files as
+    /// they are at each attempt; snapshots stay in force, but the source is not ready,
+    /// since only new credentials can heal it.
+    Unauthorized,
 }
 
 /// One configured etcd key or prefix.
@@ -45,6 +49,12 @@ pub struct WatchStatus {
 }
 
 impl WatchStatus {
+    /// Synced once or served from cache (a lost server keeps the last good snapshots
+    /// ready), and not refused by etcd: refused credentials do not heal by themselves.
+    pub fn ready(&self) -> bool {
+        (self.synced_once || self.from_cache) && self.state != WatchState::Unauthorized
+    }
+
     pub fn new(kind: WatchKind, key: &str) -> Self {
         WatchStatus {
             kind,
@@ -168,20 +178,15 @@ impl SourceStatusTable {
         new
     }
 
-    /// True when every watched key and prefix synced once or was served from cache.
+    /// True when every watched key and prefix synced once or was served from cache, and
+    /// none is refused by etcd now.
     pub fn ready(&self) -> bool {
-        self.lock()
-            .watches
-            .values()
-            .all(|w| w.synced_once || w.from_cache)
+        self.lock().watches.values().all(WatchStatus::ready)
     }
 
     pub fn view(&self) -> SourcesView {
         let inner = self.lock();
-        let ready = inner
-            .watches
-            .values()
-            .all(|w| w.synced_once || w.from_cache);
+        let ready = inner.watches.values().all(WatchStatus::ready);
         let mut keys: BTreeMap<String, KeyStatus> = inner
             .keys
             .values()
@@ -226,6 +231,22 @@ mod tests {
         table.update_watch(WatchKind::Key, "/a", |w| w.synced_once = true);
         assert!(!table.ready());
         table.update_watch(WatchKind::Prefix, "/p/", |w| w.from_cache = true);
+        assert!(table.ready());
+        // Lost the server: the last good snapshots keep it ready.
+        table.update_watch(WatchKind::Key, "/a", |w| w.state = WatchState::Retrying);
+        assert!(table.ready());
+    }
+
+    #[test]
+    fn ready_should_drop_while_etcd_refuses_the_credentials() {
+        let table = SourceStatusTable::default();
+        table.update_watch(WatchKind::Key, "/a", |w| {
+            w.synced_once = true;
+            w.state = WatchState::Unauthorized;
+        });
+        assert!(!table.ready());
+        assert!(!table.view().ready);
+        table.update_watch(WatchKind::Key, "/a", |w| w.state = WatchState::Synced);
         assert!(table.ready());
     }
 

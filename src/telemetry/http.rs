@@ -4,7 +4,7 @@ use super::metrics::Metrics;
 use super::status::{StatusBoard, TailerStatus};
 use crate::ports::health::{Condition, Health};
 use crate::sink::Sink;
-use crate::source::status::SourcesView;
+use crate::source::status::{SourcesView, WatchState};
 use crate::source::Sources;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -90,20 +90,19 @@ async fn healthz(State(state): State<HttpState>) -> (StatusCode, String) {
 }
 
 /// Ready once the config is loaded (it is, when this serves), every etcd key synced once
-/// or was served from cache, and the sink is connected.
+/// or was served from cache and none is refused by etcd now (credentials), and the sink is
+/// connected.
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
     let mut reasons = Vec::new();
     let sources = state.sources.status().view();
-    for watch in sources
-        .watches
-        .iter()
-        .filter(|w| !w.synced_once && !w.from_cache)
-    {
-        reasons.push(format!(
-            "etcd {} {} has not synced yet",
-            watch_kind(watch),
-            watch.key
-        ));
+    for watch in sources.watches.iter().filter(|w| !w.ready()) {
+        let (kind, key) = (watch_kind(watch), &watch.key);
+        reasons.push(match (watch.state, &watch.error) {
+            (WatchState::Unauthorized, Some(error)) => {
+                format!("etcd {kind} {key} cannot sync: {error}")
+            }
+            _ => format!("etcd {kind} {key} has not synced yet"),
+        });
     }
     if !state.sink.connected() {
         match state.sink.connect_error() {

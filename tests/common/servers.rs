@@ -81,6 +81,34 @@ impl Etcd {
         )
     }
 
+    /// Serving `https://` and requiring a client certificate signed by `pki`'s CA (mutual
+    /// TLS); etcdctl uses a client certificate of its own.
+    pub fn start_mtls(pki: &super::tls::TestPki) -> Etcd {
+        let (ctl_cert, ctl_key) = pki.client_cert("etcdctl", None);
+        let path = |p: &std::path::Path| p.display().to_string();
+        let (cert, key, ca) = (path(&pki.server_cert), path(&pki.server_key), path(&pki.ca));
+        Self::start_with(
+            "https",
+            &[
+                "--cert-file",
+                &cert,
+                "--key-file",
+                &key,
+                "--client-cert-auth",
+                "--trusted-ca-file",
+                &ca,
+            ],
+            &[
+                "--cacert",
+                &ca,
+                "--cert",
+                &path(&ctl_cert),
+                "--key",
+                &path(&ctl_key),
+            ],
+        )
+    }
+
     fn start_with(scheme: &str, server_args: &[&str], ctl_args: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
@@ -123,12 +151,53 @@ impl Etcd {
             .extend(["--user".to_string(), format!("root:{root_password}")]);
     }
 
+    /// Changes `user`'s password (`etcdctl user passwd`, the password on stdin). etcd
+    /// drops the user's tokens: every request made with one is refused from now on.
+    pub fn change_password(&self, user: &str, password: &str) {
+        use std::io::Write;
+        let mut child = Command::new(tool("etcdctl", "ETCDCTL_BIN"))
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint])
+            .args(&self.ctl_args)
+            .args(["user", "passwd", user, "--interactive=false"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running etcdctl");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "etcdctl user passwd {user}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// Kills the server (SIGKILL), keeping its data dir and ports.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): its connections stay open and answer nothing, so a
+    /// client's keep-alive ends its watch; `thaw` lets it go on, without a restart.
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("etcd running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal etcd");
     }
 
     /// Starts the (stopped) server again on the same ports and data dir.

@@ -5,6 +5,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_rustls::rustls;
 
 /// PEM files of a test CA and a server certificate it signed (for `localhost` and
@@ -13,6 +14,10 @@ pub struct TestPki {
     pub ca: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    /// Signs client certificates ([`TestPki::client_cert`]).
+    issuer: Issuer<'static, KeyPair>,
+    dir: PathBuf,
+    name: String,
 }
 
 impl TestPki {
@@ -37,11 +42,44 @@ impl TestPki {
             ca: dir.join(format!("{name}-ca.pem")),
             server_cert: dir.join(format!("{name}-server.pem")),
             server_key: dir.join(format!("{name}-server.key")),
+            issuer,
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
         };
         std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
         std::fs::write(&pki.server_cert, server_cert.pem()).unwrap();
         std::fs::write(&pki.server_key, server_key.serialize_pem()).unwrap();
         pki
+    }
+
+    /// A new client certificate (common name `client`) and its key, signed by this CA,
+    /// written to `NAME-client.pem` / `NAME-client.key` (replacing an earlier one, as a
+    /// rotation does). `valid_for`: it expires that long from now (default: years).
+    pub fn client_cert(&self, client: &str, valid_for: Option<Duration>) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, client);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        if let Some(valid_for) = valid_for {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            let epoch = rcgen::date_time_ymd(1970, 1, 1);
+            params.not_before = epoch + (now - Duration::from_secs(60));
+            params.not_after = epoch + (now + valid_for);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let paths = (
+            self.dir.join(format!("{}-{client}.pem", self.name)),
+            self.dir.join(format!("{}-{client}.key", self.name)),
+        );
+        // Written aside and renamed, as a secret mount swaps its files.
+        for (path, pem) in [(&paths.0, cert.pem()), (&paths.1, key.serialize_pem())] {
+            let temp = path.with_extension("new");
+            std::fs::write(&temp, pem).unwrap();
+            std::fs::rename(&temp, path).unwrap();
+        }
+        paths
     }
 
     fn server_config(&self) -> rustls::ServerConfig {

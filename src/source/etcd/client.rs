@@ -1,6 +1,8 @@
 //! Building an etcd client from the `etcd:` config. `Client::connect` is lazy (it never
 //! proves reachability), so every call is bounded: keep-alive 2s/2s ends a watch on a
-//! silent server, `request_timeout` bounds unary calls.
+//! silent server, `request_timeout` bounds unary calls. A client holds the credentials it
+//! was built with (password, certificate): [`credentials_digest`] tells when the files
+//! changed, and [`is_refusal`] when etcd refused them, so that the caller builds a new one.
 
 use crate::config::EtcdConfig;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
@@ -45,7 +47,11 @@ pub fn options(config: &EtcdConfig) -> Result<ConnectOptions, ClientError> {
         .with_connect_timeout(config.dial_timeout)
         .with_timeout(config.request_timeout)
         .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE_TIMEOUT)
-        .with_keep_alive_while_idle(true);
+        .with_keep_alive_while_idle(true)
+        // etcd's simple tokens expire when unused for `--auth-token-ttl` (5 min by default)
+        // and when the user's password changes: a request refused with "invalid auth
+        // token" logs in again and is retried (a new password is read by a new client).
+        .with_auto_token_refresh(true);
     if !config.username.is_empty() {
         let password = read("password_file", &config.password_file)?;
         let password = String::from_utf8_lossy(&password).trim_end().to_string();
@@ -69,6 +75,82 @@ pub fn options(config: &EtcdConfig) -> Result<ConnectOptions, ClientError> {
     Ok(options)
 }
 
+/// A digest of the credential files' contents (password, CA, certificate, key): a client
+/// built before the digest changed uses credentials that are no longer the configured ones.
+/// A file that cannot be read counts by its error, so that it reading again changes it.
+pub fn credentials_digest(config: &EtcdConfig) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let tls = &config.tls;
+    for path in [
+        &config.password_file,
+        &tls.ca_file,
+        &tls.cert_file,
+        &tls.key_file,
+    ] {
+        if path.as_os_str().is_empty() {
+            hasher.update(b"-");
+            continue;
+        }
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                hasher.update(&(bytes.len() as u64).to_le_bytes());
+                hasher.update(&bytes);
+            }
+            Err(e) => hasher.update(format!("error {:?}", e.kind()).as_bytes()),
+        }
+    }
+    hasher.digest()
+}
+
+/// etcd refused the credentials: a wrong password, an expired or unknown token, or a user
+/// without permission on the key. Retrying with the same client cannot help; a new one
+/// reads the files and logs in again.
+pub fn is_refusal(error: &etcd_client::Error) -> bool {
+    let refused = match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            status_is_refusal(status.code(), status.message())
+        }
+        _ => false,
+    };
+    // A TLS alert from the server about the client certificate (it shows only in the
+    // transport error's text).
+    refused
+        || CERTIFICATE_ALERTS
+            .iter()
+            .any(|a| error.to_string().contains(a))
+}
+
+const CERTIFICATE_ALERTS: [&str; 5] = [
+    "received fatal alert: BadCertificate",
+    "received fatal alert: CertificateExpired",
+    "received fatal alert: CertificateRevoked",
+    "received fatal alert: CertificateUnknown",
+    "received fatal alert: UnknownCA",
+];
+
+fn status_is_refusal(code: tonic::Code, message: &str) -> bool {
+    use tonic::Code;
+    match code {
+        Code::Unauthenticated | Code::PermissionDenied => true,
+        // etcd answers a wrong password with InvalidArgument; services built on its
+        // in-process client lose the code of an invalid token (Unknown).
+        Code::InvalidArgument | Code::Unknown => reason_is_refusal(message),
+        _ => false,
+    }
+}
+
+/// A watch canceled with this reason (etcd cancels a watch whose token it does not accept
+/// with "permission denied" instead of failing the call) was refused for its credentials.
+pub fn reason_is_refusal(reason: &str) -> bool {
+    [
+        "authentication failed",
+        "invalid auth token",
+        "permission denied",
+    ]
+    .iter()
+    .any(|r| reason.contains(r))
+}
+
 /// A (lazily connecting) client for `config`.
 pub async fn connect(config: &EtcdConfig) -> Result<Client, ClientError> {
     let options = options(config)?;
@@ -78,4 +160,64 @@ pub async fn connect(config: &EtcdConfig) -> Result<Client, ClientError> {
             endpoints: config.endpoints.join(","),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    fn status(code: Code, message: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(Status::new(code, message))
+    }
+
+    #[test]
+    fn is_refusal_should_tell_refused_credentials_from_a_lost_server() {
+        let refused = [
+            status(Code::Unauthenticated, "etcdserver: invalid auth token"),
+            status(Code::Unknown, "etcdserver: invalid auth token"),
+            status(
+                Code::InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+            status(Code::PermissionDenied, "etcdserver: permission denied"),
+            status(
+                Code::Unknown,
+                "transport error: received fatal alert: BadCertificate",
+            ),
+        ];
+        for error in &refused {
+            assert!(is_refusal(error), "{error}");
+        }
+        let lost = [
+            status(Code::Unavailable, "tcp connect error: Connection refused"),
+            status(Code::Unknown, "h2 protocol error: error reading a body"),
+            status(Code::Cancelled, "operation was canceled"),
+            status(Code::InvalidArgument, "etcdserver: key is not provided"),
+        ];
+        for error in &lost {
+            assert!(!is_refusal(error), "{error}");
+        }
+        assert!(reason_is_refusal("etcdserver: permission denied"));
+        assert!(!reason_is_refusal(""));
+    }
+
+    #[test]
+    fn credentials_digest_should_follow_the_files_contents_not_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let password_file = dir.path().join("pass");
+        std::fs::write(&password_file, "one\n").unwrap();
+        let config = EtcdConfig {
+            username: "u".into(),
+            password_file: password_file.clone(),
+            ..EtcdConfig::default()
+        };
+        let first = credentials_digest(&config);
+        assert_eq!(credentials_digest(&config), first);
+        std::fs::write(&password_file, "two\n").unwrap();
+        let second = credentials_digest(&config);
+        assert_ne!(second, first);
+        std::fs::remove_file(&password_file).unwrap();
+        assert_ne!(credentials_digest(&config), second, "a missing file counts");
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod cert;
 pub mod client;
 pub mod tracker;
 pub mod value;

@@ -1,8 +1,11 @@
 //! One task per configured key or prefix: list, then watch from the list's revision + 1
 //! (no gap). Any stream error, end, cancel or compaction ends the session; the task
-//! retries with backoff and re-lists, while the published snapshots stay in force.
+//! retries with backoff and re-lists, while the published snapshots stay in force. The
+//! client is rebuilt (files read again, logged in again) before a session when the
+//! credential files changed, and after etcd refused its credentials.
 
-use super::client;
+use super::cert;
+use super::client::{self, ClientError};
 use super::tracker::{Target, Tracker};
 use crate::config::EtcdConfig;
 use crate::source::status::{now_unix_ms, WatchKind, WatchState};
@@ -51,12 +54,28 @@ impl Retry {
     }
 }
 
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ended {
+    /// Names the key and the reason.
+    message: String,
+    /// etcd refused the credentials (or they could not be read): the source cannot sync
+    /// until they change, so it is not ready.
+    refused: bool,
+}
+
+/// A client and the digest of the credential files it was built from.
+struct Connected {
+    client: Client,
+    credentials: u64,
+}
+
 pub struct Watcher {
     target: Target,
     config: Arc<EtcdConfig>,
     sources: Arc<Sources>,
     tracker: Tracker,
-    client: Option<Client>,
+    client: Option<Connected>,
     synced_once: bool,
     /// When the current session's watch was established.
     watching_since: Option<tokio::time::Instant>,
@@ -86,12 +105,16 @@ impl Watcher {
     /// Lists and watches until `shutdown`; never gives up on a key.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut retry = Retry::new();
-        let mut last_error: Option<String> = None;
+        let mut last_error: Option<Ended> = None;
         loop {
-            let error = tokio::select! {
+            let ended = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                error = self.session() => error,
+                ended = self.session() => self.explain(ended),
             };
+            if ended.refused {
+                // Read the files and log in again next time.
+                self.client = None;
+            }
             if !self.synced_once {
                 let served = self.tracker.serve_cache();
                 if served > 0 {
@@ -101,16 +124,20 @@ impl Watcher {
             let watched = self.watching_since.take().map(|since| since.elapsed());
             let delay = retry.after(watched);
             // Log each distinct error once, not every retry.
-            if last_error.as_ref() != Some(&error) {
-                tracing::warn!(retry_in = ?delay, "{error}; running tailers keep running");
-                last_error = Some(error.clone());
+            if last_error.as_ref() != Some(&ended) {
+                tracing::warn!(retry_in = ?delay, "{}; running tailers keep running", ended.message);
+                last_error = Some(ended.clone());
             }
             let target = &self.target;
             self.sources
                 .status()
                 .update_watch(target.kind, &target.key, |w| {
-                    w.state = WatchState::Retrying;
-                    w.error = Some(error);
+                    w.state = if ended.refused {
+                        WatchState::Unauthorized
+                    } else {
+                        WatchState::Retrying
+                    };
+                    w.error = Some(ended.message);
                 });
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -119,25 +146,65 @@ impl Watcher {
         }
     }
 
+    /// A session that failed for no reason etcd gave may have failed on an expired client
+    /// certificate, which etcd refuses by closing the connection: that is a refusal too.
+    fn explain(&self, ended: Ended) -> Ended {
+        let cert_file = &self.config.tls.cert_file;
+        if ended.refused || cert_file.as_os_str().is_empty() {
+            return ended;
+        }
+        match cert::problem(cert_file, chrono::Utc::now()) {
+            Some(problem) => Ended {
+                message: format!("{}; {problem}", ended.message),
+                refused: true,
+            },
+            None => ended,
+        }
+    }
+
+    /// The client for this session: the one kept, unless the credential files changed
+    /// since it was built (a rotated password or certificate), else a new one.
+    async fn client(&mut self) -> Result<Client, ClientError> {
+        let credentials = client::credentials_digest(&self.config);
+        if let Some(connected) = &self.client {
+            if connected.credentials == credentials {
+                // A cheap handle on the shared channel.
+                return Ok(connected.client.clone());
+            }
+            tracing::info!(key = %self.target.key, "etcd credential files changed; connecting with the new ones");
+            self.client = None;
+        }
+        let client = client::connect(&self.config).await?;
+        self.client = Some(Connected {
+            client: client.clone(),
+            credentials,
+        });
+        Ok(client)
+    }
+
     /// One list + watch; returns why it ended.
-    async fn session(&mut self) -> String {
+    async fn session(&mut self) -> Ended {
         let key = self.target.key.clone();
         let prefix = self.target.kind == WatchKind::Prefix;
         let what = if prefix { "prefix" } else { "key" };
-        if self.client.is_none() {
-            match client::connect(&self.config).await {
-                Ok(c) => self.client = Some(c),
-                Err(e) => return format!("etcd {what} {key}: {e}"),
+        let failed = |message: String, refused: bool| Ended {
+            message: format!("etcd {what} {key}: {message}"),
+            refused,
+        };
+        let mut client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                let refused = match &e {
+                    ClientError::ReadFile { .. } => true,
+                    ClientError::Connect { source, .. } => client::is_refusal(source),
+                };
+                return failed(e.to_string(), refused);
             }
-        }
-        // A cheap handle on the shared channel.
-        let Some(mut client) = self.client.clone() else {
-            return format!("etcd {what} {key}: no client");
         };
         let options = prefix.then(|| GetOptions::new().with_prefix());
         let response = match client.get(key.as_str(), options).await {
             Ok(r) => r,
-            Err(e) => return format!("etcd {what} {key}: list failed: {e}"),
+            Err(e) => return failed(format!("list failed: {e}"), client::is_refusal(&e)),
         };
         let revision = response.header().map_or(0, |h| h.revision());
         let listed = response
@@ -157,23 +224,25 @@ impl Watcher {
         }
         let mut stream = match client.watch(key.as_str(), Some(options)).await {
             Ok(stream) => stream,
-            Err(e) => return format!("etcd {what} {key}: watch failed: {e}"),
+            Err(e) => return failed(format!("watch failed: {e}"), client::is_refusal(&e)),
         };
         self.watching_since = Some(tokio::time::Instant::now());
         loop {
             let response = match stream.message().await {
                 Ok(Some(r)) => r,
-                Ok(None) => return format!("etcd {what} {key}: watch stream ended"),
-                Err(e) => return format!("etcd {what} {key}: watch failed: {e}"),
+                Ok(None) => return failed("watch stream ended".into(), false),
+                Err(e) => return failed(format!("watch failed: {e}"), client::is_refusal(&e)),
             };
             if response.canceled() {
+                let reason = response.cancel_reason();
                 return match response.compact_revision() {
-                    0 => format!(
-                        "etcd {what} {key}: watch canceled: {}",
-                        response.cancel_reason()
+                    0 => failed(
+                        format!("watch canceled: {reason}"),
+                        client::reason_is_refusal(reason),
                     ),
-                    compacted => format!(
-                        "etcd {what} {key}: revision compacted (at {compacted}); re-listing"
+                    compacted => failed(
+                        format!("revision compacted (at {compacted}); re-listing"),
+                        false,
                     ),
                 };
             }
