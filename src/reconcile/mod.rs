@@ -302,6 +302,8 @@ impl Reconciler {
             Action::Forget { id } => {
                 self.running.remove(&id);
                 self.control.remove(&id);
+                // Not started again: the deleted files it held when it failed are let go.
+                self.ctx.deleted.forget(&id);
             }
         }
     }

@@ -71,6 +71,14 @@ impl Reader {
             .checkpoints
             .last_read_at(&self.id.topic, &self.id.path);
         let mut files = VecDeque::new();
+        // Deleted files this tailer held when it failed: the oldest content.
+        for file in self.ctx.deleted.take_kept(&self.id) {
+            let Ok(meta) = file.metadata() else { continue };
+            if let Ok(Opened::File(file)) = self.adopt(file, &meta, false) {
+                tracing::info!(tailer = %self.id, "reading on a deleted file held when the tailer failed");
+                files.push_back(file);
+            }
+        }
         for found in rotated::find(&self.id.path, &checkpoints) {
             if let Ok(Opened::File(file)) = self.adopt(found.file, &found.meta, false) {
                 tracing::info!(tailer = %self.id, rotated_to = %found.path.display(),

@@ -12,6 +12,7 @@
 use crate::ports::health::DeletedView;
 use crate::ports::Events;
 use crate::spec::TailerId;
+use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -44,6 +45,8 @@ struct Slot {
 pub struct DeletedFiles {
     held: Mutex<Vec<Weak<Slot>>>,
     view: Mutex<DeletedView>,
+    /// Deleted files of failed tailers, until they start again (oldest first).
+    kept: Mutex<HashMap<TailerId, Vec<Handle>>>,
 }
 
 /// The bounds on deleted files held, node-wide.
@@ -108,6 +111,26 @@ impl DeletedFiles {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.push(Arc::downgrade(&slot));
         Handle(slot)
+    }
+
+    /// Keeps a deleted file a failed tailer held, for its next start.
+    pub fn keep_for(&self, tailer: &TailerId, handle: Handle) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.entry(tailer.clone()).or_default().push(handle);
+    }
+
+    /// The deleted files kept for `tailer`, oldest first (those closed at the bounds
+    /// meanwhile are gone, counted).
+    pub fn take_kept(&self, tailer: &TailerId) -> Vec<File> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let handles = kept.remove(tailer).unwrap_or_default();
+        handles.into_iter().filter_map(Handle::take).collect()
+    }
+
+    /// Forgets what was kept for a tailer that will not start again.
+    pub fn forget(&self, tailer: &TailerId) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.remove(tailer);
     }
 
     /// Looks at every held file once: notes the deleted ones and closes the oldest beyond

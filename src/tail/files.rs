@@ -171,6 +171,13 @@ impl<F: Held> Files<F> {
         self.lingering.remove(i).map(|l| l.open)
     }
 
+    /// Every file held, reading then lingering (a failed tailer's).
+    pub fn take_all(&mut self) -> Vec<F> {
+        let mut all: Vec<F> = self.reading.drain(..).collect();
+        all.extend(self.lingering.drain(..).map(|l| l.open));
+        all
+    }
+
     /// The oldest lingering file (to finish at shutdown).
     pub fn pop_lingering(&mut self) -> Option<F> {
         self.lingering.pop_front().map(|l| l.open)

@@ -13,6 +13,7 @@
 
 use super::checkpoint::Checkpoints;
 use super::claims::Claims;
+use super::deleted::DeletedFiles;
 use super::tailer::{TailError, Tailer, TailerContext};
 use super::wakeup::Wakeups;
 use crate::config::StartAt;
@@ -212,9 +213,9 @@ impl Model {
 }
 
 impl Model {
-    /// The tailer holding deleted files ended: what it had not shipped of them is gone.
-    /// Inherent after a crash; after a sink failure a known defect (issue 23, deleted
-    /// files): the failed tailer closes them instead of holding them until it restarts.
+    /// The process holding deleted files died: what it had not shipped of them is gone
+    /// (inherent: nothing else holds them). A tailer that failed keeps them (the agent's
+    /// deleted-file registry holds them for its next start).
     fn lose_deleted(&mut self, received: &HashSet<String>) {
         for generation in self.generations.iter().filter(|g| g.deleted) {
             let unread = generation.lines.iter().filter(|l| !received.contains(*l));
@@ -230,6 +231,8 @@ struct Harness {
     checkpoints: Option<Arc<Checkpoints>>,
     claims: Arc<Claims>,
     wakeups: Arc<Wakeups>,
+    /// Outlives a failed tailer, as the agent's does: it keeps the deleted files.
+    deleted: Arc<DeletedFiles>,
     task: Option<(CancellationToken, JoinHandle<Result<(), TailError>>)>,
     renames: usize,
     model: Model,
@@ -247,6 +250,7 @@ impl Harness {
             checkpoints: Some(checkpoints),
             claims: Arc::default(),
             wakeups: Wakeups::without_notifications(),
+            deleted: Arc::default(),
             task: None,
             renames: 0,
             model: Model::default(),
@@ -281,7 +285,7 @@ impl Harness {
             claims: self.claims.clone(),
             wakeups: self.wakeups.clone(),
             open_files: Arc::new(Semaphore::new(64)),
-            deleted: Arc::default(),
+            deleted: self.deleted.clone(),
         });
         let id = TailerId {
             topic: "app".into(),
@@ -354,8 +358,7 @@ impl Harness {
             let (_, task) = self.task.take().unwrap();
             assert!(task.await.unwrap().is_err(), "a tailer ended by itself");
             self.model.may_repeat = true;
-            let received = self.received();
-            self.model.lose_deleted(&received);
+            // The deleted files it held are kept for its next start: nothing is lost.
             self.start();
             self.settle().await;
         }

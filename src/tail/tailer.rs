@@ -100,6 +100,8 @@ pub struct Tailer {
     first_open: bool,
     /// A newer file found at the path, waiting for room behind the files missed before it.
     deferred: Option<Handle>,
+    /// Files whose finishing failed: kept for `keep_deleted`.
+    failed: Vec<OpenFile>,
 }
 
 impl Tailer {
@@ -116,6 +118,7 @@ impl Tailer {
             permit: None,
             first_open: true,
             deferred: None,
+            failed: Vec::new(),
         }
     }
 
@@ -152,15 +155,51 @@ impl Tailer {
         // A stopped tailer may not be started again (its declaration removed): ship what
         // renamed files hold (a partial last line, a pending record) rather than leave it.
         while followed.is_ok() {
-            let Some(mut open) = self.files.pop_lingering() else {
+            let Some(open) = self.files.pop_lingering() else {
                 break;
             };
-            followed = self.reader.finish(&mut open).await;
+            followed = self.finish(open).await;
         }
         let drained = self.reader.drain().await;
+        let result = followed.and(drained);
+        if result.is_err() {
+            self.keep_deleted(&mut watch);
+        }
         // Claims are released only now, once the acknowledged offsets are checkpointed.
         drop(self.files);
-        followed.and(drained)
+        result
+    }
+
+    /// Ships what `open` holds, waits for its acknowledgements and closes it; kept open
+    /// for `keep_deleted` when that fails.
+    async fn finish(&mut self, mut open: OpenFile) -> Result<(), TailError> {
+        let finished = self.reader.finish(&mut open).await;
+        if finished.is_err() {
+            self.failed.push(open);
+        }
+        finished
+    }
+
+    /// A failed tailer (a sink error) leaves the deleted files it holds to the deleted-file
+    /// registry rather than closing them: its next start reads them on from their
+    /// checkpoints (`Reader::rotated_while_away`), within the deleted-file bounds. Files
+    /// still linked are found again by name.
+    fn keep_deleted(&mut self, watch: &mut PathWatch) {
+        let mut held: Vec<Handle> = std::mem::take(&mut self.failed)
+            .into_iter()
+            .chain(self.files.take_all())
+            .map(|open| open.file)
+            .collect();
+        held.extend(self.deferred.take());
+        while let Ok(found) = watch.found.try_recv() {
+            held.push(found);
+        }
+        let deleted = &self.reader.ctx.deleted;
+        for handle in held {
+            if handle.metadata().is_ok_and(|meta| meta.nlink() == 0) {
+                deleted.keep_for(&self.reader.id, handle);
+            }
+        }
     }
 
     async fn follow(
@@ -344,7 +383,7 @@ impl Tailer {
         };
         // Lines may have been appended between our last read and the rename.
         while self.reader.read_turn(open).await? > 0 {}
-        let mut open = self.files.pop_front().expect("checked above");
+        let open = self.files.pop_front().expect("checked above");
         let reader = &mut self.reader;
         // Its late acknowledgements no longer move `/status`.
         reader.current = self.files.current();
@@ -354,13 +393,13 @@ impl Tailer {
         let rotate_wait = reader.settings.rotate_wait;
         if !linked || rotate_wait.is_zero() {
             tracing::info!(tailer = %reader.id, "file rotated or deleted; finished the old file");
-            return reader.finish(&mut open).await;
+            return self.finish(open).await;
         }
         tracing::info!(tailer = %reader.id, ?rotate_wait,
             "file rotated; read to its end, looking at it until it is quiet for rotate_wait");
         let poll = reader.settings.poll_interval;
         match self.files.linger(open, Instant::now(), poll) {
-            Some(mut oldest) => reader.finish(&mut oldest).await,
+            Some(oldest) => self.finish(oldest).await,
             None => Ok(()),
         }
     }
@@ -405,8 +444,8 @@ impl Tailer {
                 }
             }
             if !grew && (file.quiet_since.elapsed() >= rotate_wait || !linked) {
-                let mut open = self.files.remove_lingering(i).expect("looked at");
-                self.reader.finish(&mut open).await?;
+                let open = self.files.remove_lingering(i).expect("looked at");
+                self.finish(open).await?;
                 tracing::info!(tailer = %self.reader.id, "finished the rotated file");
             } else {
                 file.next_look = Instant::now() + next_look;
