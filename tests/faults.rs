@@ -283,30 +283,32 @@ fn five_broker_restarts_during_the_stream_lose_no_line() {
     );
 }
 
-/// A file rotated faster than it is read — Kafka hangs, and the kubelet rotates a chatty
-/// container every few hundred milliseconds — loses no file that is still on disk: more
-/// rotations than a tailer holds files for (8), and rotations closer together than
-/// `poll_interval`, are all read, each file once, from the names they were renamed to.
-/// The one rotated file deleted before it was read is counted and logged as skipped.
-#[test]
-fn rotations_faster_than_reading_while_kafka_hangs_skip_no_file() {
-    let _serial = kafka_serial();
-    const MAX_IN_FLIGHT: usize = 256 * 1024;
+/// A broker and an agent following `app.log` into it with `max_in_flight` bytes in flight
+/// at most and `tail: { <tail> }`; returns once the first 100 lines were delivered.
+fn follow_one_file(
+    name: &str,
+    max_in_flight: usize,
+    tail: &str,
+) -> (Broker, String, Workspace, LogWriter, Agent) {
     let broker = Broker::start_memory();
-    let topic = unique_topic("fast-rotations");
+    let topic = unique_topic(name);
     create_topic(&broker.address(), &topic, 1);
     let ws = Workspace::new();
     let log = ws.path("app.log");
     let sink = kafka_sink_yaml(
         &broker.address(),
-        &format!("    max_in_flight_bytes: {MAX_IN_FLIGHT}\n    max_batch_bytes: 64KiB\n"),
+        &format!("    max_in_flight_bytes: {max_in_flight}\n    max_batch_bytes: 64KiB\n"),
     )
     .replace("request_timeout: 5s", "request_timeout: 1s");
     let config = ws
         .config_with_sink(&log_entry(&log, &topic), &sink)
-        .replace("poll_interval: 20ms", "poll_interval: 200ms");
+        .replace(
+            "tail: { poll_interval: 20ms }",
+            &format!("tail: {{ {tail} }}"),
+        );
+    assert!(config.contains(tail), "{config}");
     ws.write_config(&config);
-    let mut writer = LogWriter::new(&log, "rot");
+    let mut writer = LogWriter::new(&log, name);
     writer.write(100);
     let agent = ws.start();
     wait_delivered(
@@ -320,7 +322,20 @@ fn rotations_faster_than_reading_while_kafka_hangs_skip_no_file() {
                 .collect()
         },
     );
+    (broker, topic, ws, writer, agent)
+}
 
+/// A file rotated faster than it is read — Kafka hangs, and the kubelet rotates a chatty
+/// container every few hundred milliseconds — loses no file that is still on disk: more
+/// rotations than a tailer holds files for (8), and rotations closer together than
+/// `poll_interval`, are all read, each file once, from the names they were renamed to.
+/// The one rotated file deleted before it was read is counted and logged as skipped.
+#[test]
+fn rotations_faster_than_reading_while_kafka_hangs_skip_no_file() {
+    let _serial = kafka_serial();
+    const MAX_IN_FLIGHT: usize = 256 * 1024;
+    let (broker, topic, ws, mut writer, agent) =
+        follow_one_file("fast-rotations", MAX_IN_FLIGHT, "poll_interval: 200ms");
     broker.freeze();
     // More than max_in_flight_bytes: the tailer waits for the sink, busy.
     writer.write(20_000);
@@ -408,39 +423,11 @@ fn deleted_files_held_while_kafka_hangs_are_shown_and_bounded() {
     let _serial = kafka_serial();
     const MAX_IN_FLIGHT: usize = 128 * 1024;
     const BOUND: u64 = 600 * 1024;
-    let broker = Broker::start_memory();
-    let topic = unique_topic("deleted-bound");
-    create_topic(&broker.address(), &topic, 1);
-    let ws = Workspace::new();
-    let log = ws.path("app.log");
-    let sink = kafka_sink_yaml(
-        &broker.address(),
-        &format!("    max_in_flight_bytes: {MAX_IN_FLIGHT}\n    max_batch_bytes: 64KiB\n"),
-    )
-    .replace("request_timeout: 5s", "request_timeout: 1s");
-    let config = ws
-        .config_with_sink(&log_entry(&log, &topic), &sink)
-        .replace(
-            "tail: { poll_interval: 20ms }",
-            &format!("tail: {{ poll_interval: 20ms, deleted_files_max_bytes: {BOUND}, deleted_files_max_age: 1h }}"),
-        );
-    ws.write_config(&config);
-    let mut writer = LogWriter::new(&log, "del");
-    writer.write(100);
-    let agent = ws.start();
+    let tail =
+        format!("poll_interval: 20ms, deleted_files_max_bytes: {BOUND}, deleted_files_max_age: 1h");
+    let (broker, topic, _ws, mut writer, agent) =
+        follow_one_file("deleted-bound", MAX_IN_FLIGHT, &tail);
     let (port, pid) = (agent.http_port, agent.pid());
-    wait_delivered(
-        writer.written(),
-        DELIVERY,
-        Duration::from_millis(200),
-        || {
-            kafka_records(&broker.address(), &topic, 100)
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect()
-        },
-    );
-
     broker.freeze();
     // Five rotations of ~250 KiB each, every rotated file deleted at once (as the
     // kubelet does beyond containerLogMaxFiles): ~1.2 MiB deleted, the bound is 600 KiB.

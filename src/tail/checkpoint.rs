@@ -618,14 +618,6 @@ mod tests {
             "pod/0.log",
         ] {
             std::fs::write(path(name), b"a line\n").unwrap();
-        }
-        for name in [
-            "live.log",
-            "deleted.log",
-            "rotated.log",
-            "held.log",
-            "pod/0.log",
-        ] {
             set_real(&store, "app", &path(name));
         }
         // The same file on another topic is its own checkpoint.
