@@ -802,6 +802,25 @@ fn an_expired_etcd_login_is_renewed_when_the_watch_reconnects() {
     shipped(&ws, &a, "app", "a-2");
 }
 
+/// An agent watching `/lc/node` (declaring `logs/a.log`) as user `shipper` with the
+/// password `old-Pa55` in its password file: (workspace, a, b, password file, agent).
+fn start_as_shipper(etcd: &Etcd) -> (Workspace, PathBuf, PathBuf, PathBuf, Agent) {
+    let ws = Workspace::new();
+    let (a, b) = (root(&ws).join("logs/a.log"), root(&ws).join("logs/b.log"));
+    put(etcd, "/lc/node", &[(&a, "app")]);
+    let password_file = ws.path("etcd.pass");
+    std::fs::write(&password_file, "old-Pa55\n").unwrap();
+    let agent = start_with_credentials(
+        &ws,
+        etcd,
+        &format!(
+            "  username: shipper\n  password_file: {}\n",
+            password_file.display()
+        ),
+    );
+    (ws, a, b, password_file, agent)
+}
+
 /// A password rotation: the user's password changes in etcd (which drops the user's
 /// tokens: the agent's next request is refused with "invalid auth token") and in the
 /// password file; then the watch breaks (etcd restarts). The next session must log in
@@ -810,19 +829,7 @@ fn an_expired_etcd_login_is_renewed_when_the_watch_reconnects() {
 fn a_rotated_etcd_password_is_used_when_the_watch_reconnects() {
     let mut etcd = Etcd::start();
     etcd.enable_auth("root-Pa55", "shipper", "old-Pa55", "/lc/");
-    let ws = Workspace::new();
-    let (a, b) = (root(&ws).join("logs/a.log"), root(&ws).join("logs/b.log"));
-    put(&etcd, "/lc/node", &[(&a, "app")]);
-    let password_file = ws.path("etcd.pass");
-    std::fs::write(&password_file, "old-Pa55\n").unwrap();
-    let agent = start_with_credentials(
-        &ws,
-        &etcd,
-        &format!(
-            "  username: shipper\n  password_file: {}\n",
-            password_file.display()
-        ),
-    );
+    let (ws, a, b, password_file, agent) = start_as_shipper(&etcd);
     shipped(&ws, &a, "app", "a-1");
 
     etcd.change_password("shipper", "new-Pa55");
@@ -848,19 +855,7 @@ fn a_rotated_etcd_password_is_used_when_the_watch_reconnects() {
 fn a_source_refused_by_etcd_is_not_ready_until_its_credentials_are_fixed() {
     let mut etcd = Etcd::start();
     etcd.enable_auth("root-Pa55", "shipper", "old-Pa55", "/lc/");
-    let ws = Workspace::new();
-    let (a, b) = (root(&ws).join("logs/a.log"), root(&ws).join("logs/b.log"));
-    put(&etcd, "/lc/node", &[(&a, "app")]);
-    let password_file = ws.path("etcd.pass");
-    std::fs::write(&password_file, "old-Pa55\n").unwrap();
-    let agent = start_with_credentials(
-        &ws,
-        &etcd,
-        &format!(
-            "  username: shipper\n  password_file: {}\n",
-            password_file.display()
-        ),
-    );
+    let (ws, a, b, password_file, agent) = start_as_shipper(&etcd);
     shipped(&ws, &a, "app", "a-1");
     wait_for("/readyz 200", LONG, || {
         (readyz(&agent).0 == 200).then_some(())

@@ -283,6 +283,22 @@ fn five_broker_restarts_during_the_stream_lose_no_line() {
     );
 }
 
+/// Every record of the topic once every written line is in it, or after `timeout` (the
+/// accounting then shows what is missing).
+fn delivered_within(
+    broker: &Broker,
+    topic: &str,
+    written: &[String],
+    timeout: Duration,
+) -> Vec<String> {
+    wait_delivered(written, timeout, Duration::from_secs(1), || {
+        kafka_records(&broker.address(), topic, written.len())
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    })
+}
+
 /// A broker and an agent following `app.log` into it with `max_in_flight` bytes in flight
 /// at most and `tail: { <tail> }`; returns once the first 100 lines were delivered.
 fn follow_one_file(
@@ -369,17 +385,7 @@ fn rotations_faster_than_reading_while_kafka_hangs_skip_no_file() {
         .filter(|l| !deleted_lines.contains(l))
         .cloned()
         .collect();
-    let delivered = wait_delivered(
-        &written,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        || {
-            kafka_records(&broker.address(), &topic, written.len())
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect()
-        },
-    );
+    let delivered = delivered_within(&broker, &topic, &written, Duration::from_secs(60));
     let accounting = Accounting::of(&written, &delivered);
     println!("{}", accounting.summary());
     assert_eq!(deleted_lines.len(), 200);
@@ -453,17 +459,7 @@ fn deleted_files_held_while_kafka_hangs_are_shown_and_bounded() {
     broker.thaw();
 
     let written = writer.written().to_vec();
-    let delivered = wait_delivered(
-        &written,
-        Duration::from_secs(20),
-        Duration::from_secs(1),
-        || {
-            kafka_records(&broker.address(), &topic, written.len())
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect()
-        },
-    );
+    let delivered = delivered_within(&broker, &topic, &written, Duration::from_secs(20));
     let accounting = Accounting::of(&written, &delivered);
     println!("{}; released {released} bytes", accounting.summary());
     assert!(accounting.unexpected.is_empty());
