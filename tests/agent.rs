@@ -625,3 +625,24 @@ fn ignore_older_skips_files_not_modified_for_longer_until_they_are_written() {
     });
     assert_eq!(agent.terminate().code(), Some(0));
 }
+
+/// A glob's directory is watched from the start, not only once a tailer follows a file
+/// in it: the first pod's log is found at once, not at the next resync (an hour here).
+#[test]
+fn a_file_appearing_in_a_globs_empty_directory_is_followed_before_the_resync() {
+    let ws = Workspace::new();
+    let pods = ws.path("pods");
+    std::fs::create_dir(&pods).unwrap();
+    let config = ws
+        .config(&log_entry(&pods.join("*.log"), "app"))
+        .replace("resync_interval: 200ms", "resync_interval: 1h");
+    assert!(config.contains("resync_interval: 1h"));
+    ws.write_config(&config);
+    let agent = ws.start();
+    wait_for("the first pass", LONG, || {
+        (common::metric_sum(agent.http_port, "logcatch_reconcile_total") >= 1.0).then_some(())
+    });
+    append_lines(&pods.join("first.log"), lines("first", 0..10));
+    ws.wait_records(10, Duration::from_secs(15));
+    assert_eq!(agent.terminate().code(), Some(0));
+}

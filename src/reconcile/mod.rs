@@ -78,6 +78,9 @@ pub struct Reconciler {
     allow: (Vec<String>, spec::AllowList),
     /// What is remembered of each desired file since it was first desired.
     discovery: discovery::Discovery,
+    /// The directories globs look in, watched so that a file appearing there causes a
+    /// pass (not only once a tailer follows a file in them).
+    glob_dirs: HashMap<PathBuf, crate::tail::wakeup::Registration>,
 }
 
 impl Reconciler {
@@ -105,6 +108,7 @@ impl Reconciler {
             last_errors: Vec::new(),
             allow: (Vec::new(), spec::AllowList::new(&[])),
             discovery: discovery::Discovery::default(),
+            glob_dirs: HashMap::new(),
         }
     }
 
@@ -157,6 +161,7 @@ impl Reconciler {
         let config = self.config.borrow().clone();
         let settings = TailerSettings::from_config(&config.tail);
         let snapshots = self.sources.snapshot();
+        self.watch_glob_dirs(snapshots.values());
         self.update_allow_list(&config);
         let guard = spec::Guard {
             allow: &self.allow.1,
@@ -244,6 +249,25 @@ impl Reconciler {
                 "tail.ignore_older: {} files not modified for longer are not followed until written again, first {first}; see /status",
                 ignored.len()
             );
+        }
+    }
+
+    /// Watches the directory of every declared glob (its deepest literal one): a file
+    /// created there wakes the loop. A name no tailer follows stands for the directory.
+    fn watch_glob_dirs<'a>(&mut self, specs: impl Iterator<Item = &'a Arc<[spec::LogSpec]>>) {
+        let dirs: BTreeSet<PathBuf> = specs
+            .flat_map(|specs| specs.iter())
+            .filter_map(|spec| spec::glob_directory(&self.cwd, &spec.path))
+            .collect();
+        // A directory that could not be watched (missing yet) is tried again each pass.
+        self.glob_dirs
+            .retain(|dir, registration| dirs.contains(dir) && registration.is_watched());
+        for dir in dirs {
+            if !self.glob_dirs.contains_key(&dir) {
+                let stand_in = dir.join(".logcatch-glob-directory");
+                let registration = self.ctx.wakeups.register(&stand_in);
+                self.glob_dirs.insert(dir, registration);
+            }
         }
     }
 

@@ -390,6 +390,12 @@ fn exclusions(cwd: &Path, globs: &[String]) -> GlobSet {
 }
 
 /// `path` made absolute against `cwd`, with `.` and `..` resolved lexically.
+/// The deepest directory of a glob declaration without glob characters (absolute): new
+/// files there are what the glob finds next. `None` for a plain path.
+pub fn glob_directory(cwd: &Path, spec_path: &str) -> Option<PathBuf> {
+    is_glob(spec_path).then(|| glob::literal_base(&absolute(cwd, Path::new(spec_path))))
+}
+
 pub fn absolute(cwd: &Path, path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in cwd.join(path).components() {
