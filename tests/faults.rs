@@ -477,6 +477,55 @@ fn deleted_files_held_while_kafka_hangs_are_shown_and_bounded() {
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
+/// A pod's log deleted while Kafka hangs stops matching its glob, and its tailer is
+/// stopped: what the file still held is read and shipped all the same (a deleted file is
+/// never found again), not left behind.
+#[test]
+fn a_deleted_file_whose_glob_no_longer_matches_is_read_to_its_end() {
+    let _serial = kafka_serial();
+    let broker = Broker::start_memory();
+    let topic = unique_topic("deleted-glob");
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let pods = ws.path("pods");
+    std::fs::create_dir(&pods).unwrap();
+    let sink = kafka_sink_yaml(
+        &broker.address(),
+        "    max_in_flight_bytes: 128KiB\n    max_batch_bytes: 64KiB\n",
+    )
+    .replace("request_timeout: 5s", "request_timeout: 1s");
+    ws.write_config(&ws.config_with_sink(&log_entry(&pods.join("*.log"), &topic), &sink));
+    let mut writer = LogWriter::new(&pods.join("a.log"), "pod");
+    writer.write(100);
+    let agent = ws.start();
+    delivered_within(&broker, &topic, writer.written(), DELIVERY);
+
+    broker.freeze();
+    // More than a tailer reads in one turn (4 MiB).
+    writer.write(150_000);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_file(pods.join("a.log")).unwrap();
+    // The resync (200 ms) finds the glob empty and stops the tailer.
+    eventually("the tailer stopped", || {
+        agent.status()["tailers"]
+            .as_array()?
+            .iter()
+            .all(|t| t["state"] == "stopping")
+            .then_some(())
+    });
+    broker.thaw();
+    let written = writer.written().to_vec();
+    let delivered = delivered_within(&broker, &topic, &written, Duration::from_secs(60));
+    let accounting = Accounting::of(&written, &delivered);
+    println!("{}", accounting.summary());
+    assert_eq!(agent.terminate().code(), Some(0));
+    accounting.check(
+        "a deleted pod log stopped while Kafka hangs",
+        written.len(),
+        "requests that timed out while the broker was frozen are sent again",
+    );
+}
+
 /// The workspace dir with symlinks resolved (the allow-list compares resolved paths).
 fn root(ws: &Workspace) -> PathBuf {
     ws.dir.path().canonicalize().unwrap()

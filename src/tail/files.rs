@@ -171,6 +171,11 @@ impl<F: Held> Files<F> {
         self.lingering.remove(i).map(|l| l.open)
     }
 
+    /// The files held for reading, oldest first.
+    pub fn reading_mut(&mut self) -> impl Iterator<Item = &mut F> {
+        self.reading.iter_mut()
+    }
+
     /// Every file held, reading then lingering (a failed tailer's).
     pub fn take_all(&mut self) -> Vec<F> {
         let mut all: Vec<F> = self.reading.drain(..).collect();

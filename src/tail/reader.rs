@@ -202,6 +202,12 @@ impl Reader {
         Ok(read)
     }
 
+    /// Reads the file to its end, turn after turn.
+    pub async fn read_all(&mut self, open: &mut OpenFile) -> Result<(), TailError> {
+        while self.read_turn(open).await? > 0 {}
+        Ok(())
+    }
+
     /// Ships a file's held partial line and pending record, waits for every
     /// acknowledgement, and only then lets the caller close it and release its claim: a
     /// tailer that reaches the file under its new name resumes after the last line

@@ -31,6 +31,11 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Whether the file is deleted (no name left on disk).
+fn deleted(open: &OpenFile) -> bool {
+    open.file.metadata().is_ok_and(|meta| meta.nlink() == 0)
+}
+
 /// Idle waits before an idle file may be closed for others (`tail.max_open_files`).
 const IDLE_TURNS_BEFORE_CLOSING: u32 = 2;
 
@@ -149,16 +154,24 @@ impl Tailer {
             reader.ctx.deleted.clone(),
         );
         let mut followed = self.follow(&stop, &mut watch).await;
+        if followed.is_ok() {
+            followed = self.read_deleted_to_end().await;
+        }
         if let (Ok(()), Some(open)) = (&followed, self.files.front_mut()) {
             followed = self.reader.flush_at_shutdown(open).await;
         }
         // A stopped tailer may not be started again (its declaration removed): ship what
         // renamed files hold (a partial last line, a pending record) rather than leave it.
         while followed.is_ok() {
-            let Some(open) = self.files.pop_lingering() else {
+            let Some(mut open) = self.files.pop_lingering() else {
                 break;
             };
-            followed = self.finish(open).await;
+            if deleted(&open) {
+                followed = self.reader.read_all(&mut open).await;
+            }
+            if followed.is_ok() {
+                followed = self.finish(open).await;
+            }
         }
         let drained = self.reader.drain().await;
         let result = followed.and(drained);
@@ -168,6 +181,18 @@ impl Tailer {
         // Claims are released only now, once the acknowledged offsets are checkpointed.
         drop(self.files);
         result
+    }
+
+    /// Stopped: a deleted file is never found again (its glob no longer matching it is
+    /// what usually stops the tailer), so the files held for reading that are deleted are
+    /// read to their end now; files still on disk are left where the checkpoint says.
+    async fn read_deleted_to_end(&mut self) -> Result<(), TailError> {
+        for open in self.files.reading_mut() {
+            if deleted(open) {
+                self.reader.read_all(open).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Ships what `open` holds, waits for its acknowledgements and closes it; kept open
@@ -382,7 +407,7 @@ impl Tailer {
             return Ok(());
         };
         // Lines may have been appended between our last read and the rename.
-        while self.reader.read_turn(open).await? > 0 {}
+        self.reader.read_all(open).await?;
         let open = self.files.pop_front().expect("checked above");
         let reader = &mut self.reader;
         // Its late acknowledgements no longer move `/status`.
