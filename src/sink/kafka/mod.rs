@@ -71,6 +71,10 @@ pub(crate) struct Shared {
     partitioner: Partitioner,
     topics: Mutex<HashMap<Arc<str>, TopicInfo>>,
     producers: Mutex<HashMap<(Arc<str>, i32), ProducerQueue>>,
+    /// Bytes of memory in the producers' encoding buffers (`logcatch_kafka_buffer_bytes`).
+    buffer_bytes: AtomicUsize,
+    /// Producer tasks running (`logcatch_kafka_producers`).
+    running: AtomicUsize,
     events: Arc<dyn Events>,
     /// The agent's runtime, where producer tasks run: a batch may come from a tailer on a
     /// runtime of its own (a file on a network filesystem, `tail/remote.rs`), which ends
@@ -98,6 +102,8 @@ impl KafkaSink {
             connect_error: Mutex::new(None),
             topics: Mutex::new(HashMap::new()),
             producers: Mutex::new(HashMap::new()),
+            buffer_bytes: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
             events,
             runtime: Handle::current(),
         });
@@ -405,5 +411,13 @@ impl Sink for KafkaSink {
     fn in_flight_bytes(&self) -> u64 {
         let shared = &self.shared;
         shared.config.max_in_flight_bytes - shared.budget.available_permits() as u64
+    }
+
+    fn buffer_bytes(&self) -> u64 {
+        self.shared.buffer_bytes.load(Ordering::Relaxed) as u64
+    }
+
+    fn producers(&self) -> u64 {
+        self.shared.running.load(Ordering::Relaxed) as u64
     }
 }

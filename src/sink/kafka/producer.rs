@@ -338,6 +338,39 @@ async fn send(
     }
 }
 
+/// A producer task's share of `Shared::running` and of `Shared::buffer_bytes` (the
+/// capacity of the encoding buffers it holds), given back when the task ends, however it
+/// ends.
+struct Accounted<'a> {
+    shared: &'a Shared,
+    bytes: usize,
+}
+
+impl<'a> Accounted<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.running.fetch_add(1, Ordering::Relaxed);
+        Accounted { shared, bytes: 0 }
+    }
+
+    /// The producer holds `bytes` of buffers now.
+    fn hold(&mut self, bytes: usize) {
+        let total = &self.shared.buffer_bytes;
+        if bytes > self.bytes {
+            total.fetch_add(bytes - self.bytes, Ordering::Relaxed);
+        } else {
+            total.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for Accounted<'_> {
+    fn drop(&mut self) {
+        self.hold(0);
+        self.shared.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Groups smaller than this are compressed on the producer task itself; bigger ones on
 /// the blocking pool, so that the next group's encoding goes on meanwhile.
 const COMPRESS_INLINE_BYTES: usize = 64 * 1024;
@@ -353,6 +386,7 @@ pub async fn run(
     limit: Arc<AtomicUsize>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
+    let mut accounted = Accounted::new(&shared);
     crate::fault::panic_once("kafka-producer");
     let compressing = !matches!(compression(&shared), Compression::NoCompression);
     let (to_sender, groups) = mpsc::channel::<Sealed>(1);
@@ -365,6 +399,8 @@ pub async fn run(
         groups,
     )));
     let mut sealing: Option<JoinHandle<(Vec<Sealed>, EncodedRecords)>> = None;
+    // The capacity of the buffer being sealed on the blocking pool.
+    let mut sealing_bytes = 0;
     // The last sealed group's buffer, emptied: the next group encodes into it instead of
     // into fresh memory (which the kernel would zero page by page).
     let mut spare = EncodedRecords::default();
@@ -376,6 +412,7 @@ pub async fn run(
     let mut held: VecDeque<Job> = VecDeque::new();
     let mut open = true;
     loop {
+        accounted.hold(spare.capacity() + next.records.capacity() + sealing_bytes);
         let request = request_bytes(&shared, &limit);
         let full = !held.is_empty() || next.bytes >= group_bytes(&shared, request);
         let lingered = next.linger_until.is_some_and(|t| t <= Instant::now());
@@ -384,6 +421,7 @@ pub async fn run(
             let group = std::mem::take(&mut next);
             if compressing && group.bytes >= COMPRESS_INLINE_BYTES {
                 let shared = shared.clone();
+                sealing_bytes = group.records.capacity();
                 sealing = Some(tokio::task::spawn_blocking(move || {
                     group.seal(&shared, request)
                 }));
@@ -414,6 +452,7 @@ pub async fn run(
             }
             done = async { sealing.as_mut().expect("guarded").await }, if sealing.is_some() => {
                 sealing = None;
+                sealing_bytes = 0;
                 // A panicked sealer dropped its batches: their tailers see the sink closed.
                 if let Ok((parts, buffer)) = done {
                     sealed.extend(parts);
