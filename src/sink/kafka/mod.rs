@@ -4,6 +4,7 @@
 //! batch is acknowledged when Kafka acknowledged it. The client connects in the
 //! background and reconnects as needed.
 
+mod buffers;
 mod connect;
 mod encode;
 mod error;
@@ -18,6 +19,7 @@ pub use error::Error;
 use super::{Ack, Batch, Sink, SinkError};
 use crate::config::kafka::KafkaConfig;
 use crate::ports::Events;
+use buffers::Buffers;
 use connect::ConnectError;
 use futures::future::{BoxFuture, FutureExt};
 use limit::{Limit, Source};
@@ -71,7 +73,10 @@ pub(crate) struct Shared {
     partitioner: Partitioner,
     topics: Mutex<HashMap<Arc<str>, TopicInfo>>,
     producers: Mutex<HashMap<(Arc<str>, i32), ProducerQueue>>,
-    /// Bytes of memory in the producers' encoding buffers (`logcatch_kafka_buffer_bytes`).
+    /// Emptied encoding buffers kept for the producers' next groups, within a bound.
+    buffers: Buffers,
+    /// Bytes of memory in the encoding buffers producers hold (with those kept,
+    /// `logcatch_kafka_buffer_bytes`).
     buffer_bytes: AtomicUsize,
     /// Producer tasks running (`logcatch_kafka_producers`).
     running: AtomicUsize,
@@ -95,6 +100,7 @@ impl KafkaSink {
             network: network.handle().clone(),
             budget: Arc::new(Semaphore::new(config.max_in_flight_bytes as usize)),
             partitioner: Partitioner::new(config.partitioning),
+            buffers: Buffers::new(Buffers::keep_for(config.max_in_flight_bytes)),
             config,
             node,
             client: tokio::sync::Mutex::new(None),
@@ -414,7 +420,8 @@ impl Sink for KafkaSink {
     }
 
     fn buffer_bytes(&self) -> u64 {
-        self.shared.buffer_bytes.load(Ordering::Relaxed) as u64
+        let shared = &self.shared;
+        (shared.buffer_bytes.load(Ordering::Relaxed) + shared.buffers.kept()) as u64
     }
 
     fn producers(&self) -> u64 {

@@ -160,8 +160,8 @@ impl Group {
         None
     }
 
-    /// [`add`](Self::add), encoding a group's first job into `spare` (the emptied buffer
-    /// of the group before).
+    /// [`add`](Self::add), encoding a group's first job into `spare` (an emptied buffer,
+    /// `fill`).
     fn join(
         &mut self,
         shared: &Shared,
@@ -371,6 +371,20 @@ impl Drop for Accounted<'_> {
     }
 }
 
+/// Joins the jobs of `held` to `next` ([`Group::join_held`]); a group they start encodes
+/// into a buffer from the shared ones (the one emptied last: its pages are already
+/// faulted in, where the kernel would zero fresh ones page by page).
+fn fill(shared: &Shared, request: usize, next: &mut Group, held: &mut VecDeque<Job>) {
+    let mut spare = if next.jobs.is_empty() && !held.is_empty() {
+        shared.buffers.take()
+    } else {
+        EncodedRecords::default()
+    };
+    next.join_held(shared, request, &mut spare, held);
+    // What the group had before it started (an emptied buffer, if any).
+    shared.buffers.give(spare);
+}
+
 /// Groups smaller than this are compressed on the producer task itself; bigger ones on
 /// the blocking pool, so that the next group's encoding goes on meanwhile.
 const COMPRESS_INLINE_BYTES: usize = 64 * 1024;
@@ -401,9 +415,6 @@ pub async fn run(
     let mut sealing: Option<JoinHandle<(Vec<Sealed>, EncodedRecords)>> = None;
     // The capacity of the buffer being sealed on the blocking pool.
     let mut sealing_bytes = 0;
-    // The last sealed group's buffer, emptied: the next group encodes into it instead of
-    // into fresh memory (which the kernel would zero page by page).
-    let mut spare = EncodedRecords::default();
     // Sealed groups waiting for room at the sender, in order.
     let mut sealed: VecDeque<Sealed> = VecDeque::new();
     let mut next = Group::default();
@@ -412,7 +423,8 @@ pub async fn run(
     let mut held: VecDeque<Job> = VecDeque::new();
     let mut open = true;
     loop {
-        accounted.hold(spare.capacity() + next.records.capacity() + sealing_bytes);
+        // Between groups the producer holds no buffer (`buffers.rs`).
+        accounted.hold(next.records.capacity() + sealing_bytes);
         let request = request_bytes(&shared, &limit);
         let full = !held.is_empty() || next.bytes >= group_bytes(&shared, request);
         let lingered = next.linger_until.is_some_and(|t| t <= Instant::now());
@@ -426,11 +438,11 @@ pub async fn run(
                     group.seal(&shared, request)
                 }));
             } else {
-                let parts;
-                (parts, spare) = group.seal(&shared, request);
+                let (parts, buffer) = group.seal(&shared, request);
                 sealed.extend(parts);
+                shared.buffers.give(buffer);
             }
-            next.join_held(&shared, request, &mut spare, &mut held);
+            fill(&shared, request, &mut next, &mut held);
             continue;
         }
         if !open && idle_sealer && next.jobs.is_empty() && held.is_empty() {
@@ -456,13 +468,13 @@ pub async fn run(
                 // A panicked sealer dropped its batches: their tailers see the sink closed.
                 if let Ok((parts, buffer)) = done {
                     sealed.extend(parts);
-                    spare = buffer;
+                    shared.buffers.give(buffer);
                 }
             }
             job = jobs.recv(), if open && !full => match job {
                 Some(job) => {
                     held.extend(prepare(&shared, job, request));
-                    next.join_held(&shared, request, &mut spare, &mut held);
+                    fill(&shared, request, &mut next, &mut held);
                 }
                 None => open = false,
             },
@@ -633,6 +645,23 @@ mod tests {
         assert!(group
             .join(shared, REQUEST, &mut spare, job(101_000, 1))
             .is_some());
+    }
+
+    #[tokio::test]
+    async fn a_group_should_encode_into_the_buffer_the_last_group_gave_back() {
+        let sink = sink_of_64_kib_requests(Compression::Lz4);
+        let shared = &sink.shared;
+        let (mut next, mut held) = (Group::default(), VecDeque::from([job(0, 100)]));
+        fill(shared, REQUEST, &mut next, &mut held);
+        let capacity = next.records.capacity();
+        assert!(capacity > 0);
+        let (_, buffer) = std::mem::take(&mut next).seal(shared, REQUEST);
+        shared.buffers.give(buffer);
+        assert_eq!(shared.buffers.kept(), capacity, "kept for the next group");
+        held.push_back(job(10_100, 100));
+        fill(shared, REQUEST, &mut next, &mut held);
+        assert_eq!(next.records.capacity(), capacity, "the same buffer");
+        assert_eq!(shared.buffers.kept(), 0);
     }
 
     #[tokio::test]
