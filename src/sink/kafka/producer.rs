@@ -450,7 +450,7 @@ pub async fn run(task: Task, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut accounted = Accounted::new(&shared);
     crate::fault::panic_once("kafka-producer");
     if let Some(before) = after {
-        // Its jobs are older: they go first.
+        // The partition's older jobs, held by the producer before this one, go first.
         let _ = before.await;
     }
     let idle_timeout = shared.config.producer_idle_timeout;
