@@ -12,6 +12,7 @@ use common::servers::Broker;
 use common::tls::{TestPki, TlsProxy};
 use common::{all_acknowledged, append_lines, metric, wait_for, Workspace};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
@@ -696,4 +697,118 @@ fn kafka_with_sasl_scram_delivers_every_line_and_a_wrong_password_is_retried_unt
             "{secret} printed"
         );
     }
+}
+
+/// Issue #23.10: the producers' buffers are bounded by the budget whatever the partition
+/// count, and a producer idle for `producer_idle_timeout` is dropped; batches that race
+/// with its retirement are neither lost nor reordered. 256 files (spread by their path's
+/// hash) write to a topic of 64 partitions, lz4; before the fix each partition's producer
+/// kept its largest encoding buffer (here about 640 KB each, 40 MB in all) and never
+/// ended.
+#[test]
+fn producer_buffers_stay_bounded_whatever_the_partitions_and_idle_producers_end() {
+    let broker = Broker::start_memory();
+    let topic = topic("partitions-64");
+    create_topic(&broker.address(), &topic, 64);
+    let ws = Workspace::new();
+    let dir = ws.path("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let files: Vec<std::path::PathBuf> = (0..256)
+        .map(|i| dir.join(format!("app-{i:03}.log")))
+        .collect();
+    let mut written: HashMap<String, Vec<String>> = HashMap::new();
+    fn write(written: &mut HashMap<String, Vec<String>>, file: &Path, range: Range<usize>) {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let new = lines(&name, range);
+        append_lines(file, new.iter().cloned());
+        written
+            .entry(file.display().to_string())
+            .or_default()
+            .extend(new);
+    }
+    for file in &files {
+        write(&mut written, file, 0..1_000);
+    }
+    // An eighth of the budget is kept for reuse: 2 MiB.
+    let sink = kafka_sink(
+        &broker,
+        "    compression: lz4\n    max_in_flight_bytes: 16MiB\n    producer_idle_timeout: 1s\n",
+    );
+    let glob = format!("  - {{ path: '{}/*.log', topic: {topic} }}", dir.display());
+    ws.write_config(&ws.config_with_sink(&glob, &sink));
+    let agent = ws.start();
+    let port = ws.http_port;
+    // The most producers running at once, sampled during the burst.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut most = 0.0f64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if common::http_get(port, "/metrics").is_some() {
+                    most = most.max(metric(port, "logcatch_kafka_producers{}"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            most
+        })
+    };
+    let total =
+        |written: &HashMap<String, Vec<String>>| -> usize { written.values().map(Vec::len).sum() };
+    consume(&broker.address(), &topic, total(&written), LONG);
+    wait_for("every file acknowledged", LONG, || all_acknowledged(port));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+
+    let buffers = metric(port, "logcatch_kafka_buffer_bytes{}");
+    eprintln!(
+        "burst: at most {most} producers; after it {buffers} buffer bytes, RSS {} KiB",
+        rss_kib(agent.pid())
+    );
+    assert!(most >= 48.0, "the files spread over the partitions: {most}");
+    assert!(
+        buffers <= (2 << 20) as f64,
+        "buffers kept after the burst within max_in_flight_bytes / 8: {buffers} bytes"
+    );
+
+    // Idle producers end, and hold nothing.
+    wait_for("idle producers to end", Duration::from_secs(20), || {
+        (metric(port, "logcatch_kafka_producers{}") == 0.0).then_some(())
+    });
+    assert!(metric(port, "logcatch_kafka_buffer_bytes{}") <= (2 << 20) as f64);
+    eprintln!("after idle: RSS {} KiB", rss_kib(agent.pid()));
+
+    // Batches racing with the retirement of their partition's producer (written about
+    // when it goes idle) arrive once each, in order.
+    for round in 0..8u64 {
+        std::thread::sleep(Duration::from_millis(850 + 50 * round));
+        for file in files.iter().step_by(16) {
+            let from = 1_000 + round as usize * 100;
+            write(&mut written, file, from..from + 100);
+        }
+    }
+    let records = consume(&broker.address(), &topic, total(&written), LONG);
+    wait_for("every file acknowledged", LONG, || all_acknowledged(port));
+    let mut got: HashMap<String, Vec<String>> = HashMap::new();
+    for record in &records {
+        got.entry(record.header("logcatch.path"))
+            .or_default()
+            .push(record.value());
+    }
+    assert_eq!(got.len(), written.len());
+    for (path, lines) in &written {
+        assert!(
+            got.get(path) == Some(lines),
+            "{path}: every line once, in order"
+        );
+    }
+    assert_eq!(
+        metric(
+            port,
+            "logcatch_task_restarts_total{task=\"kafka-producer\"}"
+        ),
+        0.0,
+        "an idle producer that ended is no restart"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
 }

@@ -35,6 +35,12 @@ pub enum RecordKey {
 /// not fit.
 pub const MIN_MESSAGE_BYTES: u64 = 1024;
 
+/// The default `producer_idle_timeout`. Long against `linger` and the gaps of any file
+/// still written to, so a partition in use keeps its producer (a new one costs a task, a
+/// partition client and a metadata look-up); short enough that the producers of a burst
+/// over many partitions, or of a topic no longer written, are gone within a minute.
+pub const PRODUCER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
@@ -61,6 +67,10 @@ pub struct KafkaConfig {
     pub topic_replication_factor: u16,
     #[serde(deserialize_with = "units::duration")]
     pub request_timeout: Duration,
+    /// How long a partition's producer task waits for a batch before it ends, freeing
+    /// what it holds; the partition's next batch starts a new one.
+    #[serde(deserialize_with = "units::duration")]
+    pub producer_idle_timeout: Duration,
     pub tls: TlsConfig,
     pub sasl: SaslConfig,
 }
@@ -105,6 +115,7 @@ impl Default for KafkaConfig {
             topic_partitions: 1,
             topic_replication_factor: 1,
             request_timeout: Duration::from_secs(30),
+            producer_idle_timeout: PRODUCER_IDLE_TIMEOUT,
             tls: TlsConfig::default(),
             sasl: SaslConfig::default(),
         }
@@ -158,6 +169,12 @@ impl KafkaConfig {
         }
         if self.request_timeout.is_zero() {
             return Err(("request_timeout".into(), "must be greater than 0".into()));
+        }
+        if self.producer_idle_timeout.is_zero() {
+            return Err((
+                "producer_idle_timeout".into(),
+                "must be greater than 0".into(),
+            ));
         }
         if self.topic_partitions == 0 || self.topic_replication_factor == 0 {
             return Err((

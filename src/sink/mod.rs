@@ -66,6 +66,17 @@ pub trait Sink: Send + Sync {
     fn in_flight_bytes(&self) -> u64 {
         0
     }
+
+    /// Bytes of memory in the sink's own buffers (Kafka: encoding buffers, in use or kept
+    /// for reuse), besides the batches in flight.
+    fn buffer_bytes(&self) -> u64 {
+        0
+    }
+
+    /// Producer tasks running (Kafka: one per partition written to lately).
+    fn producers(&self) -> u64 {
+        0
+    }
 }
 
 /// Builds the sink the config names (inside a tokio runtime: Kafka connects in the

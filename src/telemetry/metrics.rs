@@ -37,6 +37,8 @@ pub struct Metrics {
     lag_bytes: IntGaugeVec,
     file_lag_bytes: Option<IntGaugeVec>,
     inflight_bytes: IntGauge,
+    kafka_buffer_bytes: IntGauge,
+    kafka_producers: IntGauge,
     checkpoint_writes: IntCounterVec,
     checkpoint_ok: IntGauge,
     checkpoint_recoveries: IntCounterVec,
@@ -249,6 +251,14 @@ impl Metrics {
                 "logcatch_inflight_bytes",
                 "Bytes handed to the sink and not yet acknowledged.",
             ),
+            kafka_buffer_bytes: scalar(
+                "logcatch_kafka_buffer_bytes",
+                "Bytes of memory in the Kafka producers' encoding buffers, in use or kept for reuse.",
+            ),
+            kafka_producers: scalar(
+                "logcatch_kafka_producers",
+                "Kafka producer tasks running (one per partition written to lately).",
+            ),
             checkpoint_writes: counter(
                 r,
                 "logcatch_checkpoint_writes_total",
@@ -400,6 +410,8 @@ impl Metrics {
             self.lag_bytes.with_label_values(&[topic]).set(bytes);
         }
         self.inflight_bytes.set(sink.in_flight_bytes() as i64);
+        self.kafka_buffer_bytes.set(sink.buffer_bytes() as i64);
+        self.kafka_producers.set(sink.producers() as i64);
         self.ready
             .set(i64::from(sources.ready() && sink.connected()));
         let view = sources.view();

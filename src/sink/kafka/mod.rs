@@ -4,6 +4,7 @@
 //! batch is acknowledged when Kafka acknowledged it. The client connects in the
 //! background and reconnects as needed.
 
+mod buffers;
 mod connect;
 mod encode;
 mod error;
@@ -18,8 +19,9 @@ pub use error::Error;
 use super::{Ack, Batch, Sink, SinkError};
 use crate::config::kafka::KafkaConfig;
 use crate::ports::Events;
+use buffers::Buffers;
 use connect::ConnectError;
-use futures::future::{BoxFuture, FutureExt};
+use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use limit::{Limit, Source};
 use partitioner::Partitioner;
 use producer::Job;
@@ -39,6 +41,30 @@ const METADATA_TTL: Duration = Duration::from_secs(60);
 
 /// The queue of one (topic, partition) producer task.
 type ProducerQueue = mpsc::UnboundedSender<Job>;
+
+/// Resolves once a producer task has ended, however it ended.
+type Ended = SharedFuture<oneshot::Receiver<()>>;
+
+type PartitionKey = (Arc<str>, i32);
+
+/// A producer task as the sink knows it.
+struct Producer {
+    queue: ProducerQueue,
+    /// Tells a task's entry from its successor's.
+    id: u64,
+    ended: Ended,
+}
+
+/// The producer tasks, one per partition written to within `producer_idle_timeout`.
+#[derive(Default)]
+struct Producers {
+    live: HashMap<PartitionKey, Producer>,
+    /// Producers that went idle and are still answering what they held. A partition's
+    /// next producer starts sending once the one before it has ended, so that the
+    /// partition keeps one request in flight, and its order.
+    retiring: HashMap<PartitionKey, (u64, Ended)>,
+    next_id: u64,
+}
 
 pub struct KafkaSink {
     shared: Arc<Shared>,
@@ -70,7 +96,14 @@ pub(crate) struct Shared {
     budget: Arc<Semaphore>,
     partitioner: Partitioner,
     topics: Mutex<HashMap<Arc<str>, TopicInfo>>,
-    producers: Mutex<HashMap<(Arc<str>, i32), ProducerQueue>>,
+    producers: Mutex<Producers>,
+    /// Emptied encoding buffers kept for the producers' next groups, within a bound.
+    buffers: Buffers,
+    /// Bytes of memory in the encoding buffers producers hold (with those kept,
+    /// `logcatch_kafka_buffer_bytes`).
+    buffer_bytes: AtomicUsize,
+    /// Producer tasks running (`logcatch_kafka_producers`).
+    running: AtomicUsize,
     events: Arc<dyn Events>,
     /// The agent's runtime, where producer tasks run: a batch may come from a tailer on a
     /// runtime of its own (a file on a network filesystem, `tail/remote.rs`), which ends
@@ -91,13 +124,16 @@ impl KafkaSink {
             network: network.handle().clone(),
             budget: Arc::new(Semaphore::new(config.max_in_flight_bytes as usize)),
             partitioner: Partitioner::new(config.partitioning),
+            buffers: Buffers::new(Buffers::keep_for(config.max_in_flight_bytes)),
             config,
             node,
             client: tokio::sync::Mutex::new(None),
             connected: AtomicBool::new(false),
             connect_error: Mutex::new(None),
             topics: Mutex::new(HashMap::new()),
-            producers: Mutex::new(HashMap::new()),
+            producers: Mutex::new(Producers::default()),
+            buffer_bytes: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
             events,
             runtime: Handle::current(),
         });
@@ -280,6 +316,7 @@ impl Shared {
         Ok(self.config.topic_partitions as i32)
     }
 
+    /// The queue of the partition's producer, started when there is none.
     fn producer(
         self: &Arc<Self>,
         topic: &Arc<str>,
@@ -288,22 +325,88 @@ impl Shared {
     ) -> ProducerQueue {
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
         let key = (topic.clone(), partition);
-        // A producer that died (a panic) fails the batches it held (their tailers send
-        // them again) and is replaced here, so that its partition ships again.
-        if producers.get(&key).is_some_and(|tx| tx.is_closed()) {
-            producers.remove(&key);
-            tracing::error!(topic = %topic, partition, "the kafka producer of the partition stopped; starting a new one");
-            self.events.task_restarted("kafka-producer");
+        match producers.live.get(&key) {
+            Some(producer) if !producer.queue.is_closed() => return producer.queue.clone(),
+            // A producer leaves `live` before it closes its queue when it goes idle
+            // (`retire`): a closed one here died (a panic). It failed the batches it held
+            // (their tailers send them again) and is replaced, so that its partition
+            // ships again.
+            Some(_) => {
+                producers.live.remove(&key);
+                tracing::error!(topic = %topic, partition, "the kafka producer of the partition stopped; starting a new one");
+                self.events.task_restarted("kafka-producer");
+            }
+            None => {}
         }
-        producers
-            .entry(key)
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let run = producer::run(self.clone(), topic.clone(), partition, limit.clone(), rx);
-                self.runtime.spawn(run);
-                tx
-            })
-            .clone()
+        let after = producers.retiring.get(&key).map(|(_, ended)| ended.clone());
+        let id = producers.next_id;
+        producers.next_id += 1;
+        let (queue, jobs) = mpsc::unbounded_channel();
+        let (done, ended) = oneshot::channel();
+        let task = producer::Task {
+            shared: self.clone(),
+            topic: topic.clone(),
+            partition,
+            limit: limit.clone(),
+            id,
+            after,
+            done,
+        };
+        self.runtime.spawn(producer::run(task, jobs));
+        let ended = ended.shared();
+        producers.live.insert(
+            key,
+            Producer {
+                queue: queue.clone(),
+                id,
+                ended,
+            },
+        );
+        queue
+    }
+
+    /// Queues `job` to its partition's producer. A producer that went idle closes its
+    /// queue: a job it refuses is handed back and goes to the producer after it.
+    fn enqueue(
+        self: &Arc<Self>,
+        topic: &Arc<str>,
+        partition: i32,
+        limit: &Arc<AtomicUsize>,
+        job: Job,
+    ) -> Result<(), SinkError> {
+        let mut job = job;
+        // A new producer refuses a job only if it died at once.
+        for _ in 0..3 {
+            match self.producer(topic, partition, limit).send(job) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(back)) => job = back,
+            }
+        }
+        Err(SinkError::Closed { sink: "kafka" })
+    }
+
+    /// The producer `id` went idle: out of `live` (under the map's lock), so that the
+    /// partition's next job starts a new producer, which waits for this one to end.
+    fn retire(&self, topic: &Arc<str>, partition: i32, id: u64) {
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (topic.clone(), partition);
+        if producers.live.get(&key).is_some_and(|p| p.id == id) {
+            let producer = producers.live.remove(&key).expect("found above");
+            producers.retiring.insert(key, (id, producer.ended));
+        }
+    }
+
+    /// The producer `id` ended: forgotten.
+    fn ended(&self, topic: &Arc<str>, partition: i32, id: u64) {
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (topic.clone(), partition);
+        if producers
+            .retiring
+            .get(&key)
+            .is_some_and(|(of, _)| *of == id)
+        {
+            producers.retiring.remove(&key);
+        }
     }
 }
 
@@ -337,13 +440,13 @@ impl Sink for KafkaSink {
                 batch.path.as_os_str().as_bytes(),
                 partitions,
             );
-            let producer = shared.producer(&batch.topic, partition, &limit);
             let mut acks = Vec::new();
             // Parts of at most a quarter request each, so that a request fills to at
             // least three quarters of `max_batch_bytes` or the topic's limit.
             let request = Limit::records_bytes(limit.load(Ordering::Relaxed), &shared.config);
             let part_bytes = (request / 4).max(1);
             let per_line = encode::record_overhead(&shared.config, &shared.node, &batch);
+            let topic = batch.topic.clone();
             for part in batch.split(part_bytes, per_line) {
                 // Record overhead (headers, framing) counts against the budget too.
                 let cost = (part.bytes() + per_line * part.len())
@@ -355,13 +458,14 @@ impl Sink for KafkaSink {
                     .await
                     .map_err(|_| SinkError::Closed { sink: "kafka" })?;
                 let (ack, done) = oneshot::channel();
-                producer
-                    .send(Job {
-                        batch: part,
-                        ack,
-                        _permit: Some(permit),
-                    })
-                    .map_err(|_| SinkError::Closed { sink: "kafka" })?;
+                let job = Job {
+                    batch: part,
+                    ack,
+                    _permit: Some(permit),
+                };
+                // Looked up for each part: a producer may go idle while this one waits
+                // for the budget.
+                shared.enqueue(&topic, partition, &limit, job)?;
                 acks.push(done);
             }
             let ack: Ack = async move {
@@ -405,5 +509,14 @@ impl Sink for KafkaSink {
     fn in_flight_bytes(&self) -> u64 {
         let shared = &self.shared;
         shared.config.max_in_flight_bytes - shared.budget.available_permits() as u64
+    }
+
+    fn buffer_bytes(&self) -> u64 {
+        let shared = &self.shared;
+        (shared.buffer_bytes.load(Ordering::Relaxed) + shared.buffers.kept()) as u64
+    }
+
+    fn producers(&self) -> u64 {
+        self.shared.running.load(Ordering::Relaxed) as u64
     }
 }

@@ -12,11 +12,16 @@
 //! so that both overlap the wait for the broker (requests are sent by a task of their
 //! own, which starts the next sealed group the moment the last one is answered, on a
 //! runtime thread of its own).
+//!
+//! A producer with no batch for `producer_idle_timeout` ends (issue #23.10: a burst over
+//! many partitions left a task each for good). It first leaves the sink's map, under its
+//! lock, and closes its queue: a batch sent to it after that is handed back and goes to
+//! a new producer, which starts once this one has answered everything it held.
 
 use super::encode::{encode, marked_record_overhead, record_overhead};
 use super::limit::Limit;
 use super::retry::{Backoff, Class};
-use super::{Error, Shared};
+use super::{Ended, Error, Shared};
 use crate::record::Batch;
 use crate::sink::SinkError;
 use rskafka::client::error::Error as ClientError;
@@ -160,8 +165,8 @@ impl Group {
         None
     }
 
-    /// [`add`](Self::add), encoding a group's first job into `spare` (the emptied buffer
-    /// of the group before).
+    /// [`add`](Self::add), encoding a group's first job into `spare` (an emptied buffer,
+    /// `fill`).
     fn join(
         &mut self,
         shared: &Shared,
@@ -338,6 +343,84 @@ async fn send(
     }
 }
 
+/// A producer task: its partition, and its place among the partition's producers.
+pub struct Task {
+    pub shared: Arc<Shared>,
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub limit: Arc<AtomicUsize>,
+    /// Tells its entry in the sink's map from its successor's.
+    pub id: u64,
+    /// The partition's producer before this one, still answering what it held: this one
+    /// starts once it has ended.
+    pub after: Option<Ended>,
+    /// Dropped when the task ends, which resolves its `Ended`.
+    pub done: oneshot::Sender<()>,
+}
+
+/// Forgets a producer in the sink's map when its task ends, however it ends, then lets
+/// its successor start (`_done` is dropped after `drop`).
+struct Ending {
+    shared: Arc<Shared>,
+    topic: Arc<str>,
+    partition: i32,
+    id: u64,
+    _done: oneshot::Sender<()>,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.shared.ended(&self.topic, self.partition, self.id);
+    }
+}
+
+/// A producer task's share of `Shared::running` and of `Shared::buffer_bytes` (the
+/// capacity of the encoding buffers it holds), given back when the task ends, however it
+/// ends.
+struct Accounted<'a> {
+    shared: &'a Shared,
+    bytes: usize,
+}
+
+impl<'a> Accounted<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.running.fetch_add(1, Ordering::Relaxed);
+        Accounted { shared, bytes: 0 }
+    }
+
+    /// The producer holds `bytes` of buffers now.
+    fn hold(&mut self, bytes: usize) {
+        let total = &self.shared.buffer_bytes;
+        if bytes > self.bytes {
+            total.fetch_add(bytes - self.bytes, Ordering::Relaxed);
+        } else {
+            total.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for Accounted<'_> {
+    fn drop(&mut self) {
+        self.hold(0);
+        self.shared.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Joins the jobs of `held` to `next` ([`Group::join_held`]); a group they start encodes
+/// into a buffer from the shared ones (the one emptied last: its pages are already
+/// faulted in, where the kernel would zero fresh ones page by page).
+fn fill(shared: &Shared, request: usize, next: &mut Group, held: &mut VecDeque<Job>) {
+    let mut spare = if next.jobs.is_empty() && !held.is_empty() {
+        shared.buffers.take()
+    } else {
+        EncodedRecords::default()
+    };
+    next.join_held(shared, request, &mut spare, held);
+    // What the group had before it started (an emptied buffer, if any).
+    shared.buffers.give(spare);
+}
+
 /// Groups smaller than this are compressed on the producer task itself; bigger ones on
 /// the blocking pool, so that the next group's encoding goes on meanwhile.
 const COMPRESS_INLINE_BYTES: usize = 64 * 1024;
@@ -346,14 +429,32 @@ const COMPRESS_INLINE_BYTES: usize = 64 * 1024;
 /// (compresses it) when it is full, has lingered or the queue closed, and hands sealed
 /// groups to its sender task, which holds one while its request is in flight. Encoding
 /// the next group, compressing the one before it and the request in flight overlap.
-pub async fn run(
-    shared: Arc<Shared>,
-    topic: Arc<str>,
-    partition: i32,
-    limit: Arc<AtomicUsize>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-) {
+pub async fn run(task: Task, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let Task {
+        shared,
+        topic,
+        partition,
+        limit,
+        id,
+        after,
+        done,
+    } = task;
+    // Dropped last, however the task ends.
+    let _ending = Ending {
+        shared: shared.clone(),
+        topic: topic.clone(),
+        partition,
+        id,
+        _done: done,
+    };
+    let mut accounted = Accounted::new(&shared);
     crate::fault::panic_once("kafka-producer");
+    if let Some(before) = after {
+        // The partition's older jobs, held by the producer before this one, go first.
+        let _ = before.await;
+    }
+    let idle_timeout = shared.config.producer_idle_timeout;
+    let mut last_job = Instant::now();
     let compressing = !matches!(compression(&shared), Compression::NoCompression);
     let (to_sender, groups) = mpsc::channel::<Sealed>(1);
     // Ended with this task, should it be dropped (a runtime shutting down).
@@ -365,9 +466,8 @@ pub async fn run(
         groups,
     )));
     let mut sealing: Option<JoinHandle<(Vec<Sealed>, EncodedRecords)>> = None;
-    // The last sealed group's buffer, emptied: the next group encodes into it instead of
-    // into fresh memory (which the kernel would zero page by page).
-    let mut spare = EncodedRecords::default();
+    // The capacity of the buffer being sealed on the blocking pool.
+    let mut sealing_bytes = 0;
     // Sealed groups waiting for room at the sender, in order.
     let mut sealed: VecDeque<Sealed> = VecDeque::new();
     let mut next = Group::default();
@@ -375,7 +475,11 @@ pub async fn run(
     // start the group after it.
     let mut held: VecDeque<Job> = VecDeque::new();
     let mut open = true;
+    // Out of the sink's map, its queue closed: it ends once it has answered what it holds.
+    let mut retired = false;
     loop {
+        // Between groups the producer holds no buffer (`buffers.rs`).
+        accounted.hold(next.records.capacity() + sealing_bytes);
         let request = request_bytes(&shared, &limit);
         let full = !held.is_empty() || next.bytes >= group_bytes(&shared, request);
         let lingered = next.linger_until.is_some_and(|t| t <= Instant::now());
@@ -384,15 +488,16 @@ pub async fn run(
             let group = std::mem::take(&mut next);
             if compressing && group.bytes >= COMPRESS_INLINE_BYTES {
                 let shared = shared.clone();
+                sealing_bytes = group.records.capacity();
                 sealing = Some(tokio::task::spawn_blocking(move || {
                     group.seal(&shared, request)
                 }));
             } else {
-                let parts;
-                (parts, spare) = group.seal(&shared, request);
+                let (parts, buffer) = group.seal(&shared, request);
                 sealed.extend(parts);
+                shared.buffers.give(buffer);
             }
-            next.join_held(&shared, request, &mut spare, &mut held);
+            fill(&shared, request, &mut next, &mut held);
             continue;
         }
         if !open && idle_sealer && next.jobs.is_empty() && held.is_empty() {
@@ -414,21 +519,32 @@ pub async fn run(
             }
             done = async { sealing.as_mut().expect("guarded").await }, if sealing.is_some() => {
                 sealing = None;
+                sealing_bytes = 0;
                 // A panicked sealer dropped its batches: their tailers see the sink closed.
                 if let Ok((parts, buffer)) = done {
                     sealed.extend(parts);
-                    spare = buffer;
+                    shared.buffers.give(buffer);
                 }
             }
             job = jobs.recv(), if open && !full => match job {
                 Some(job) => {
+                    last_job = Instant::now();
                     held.extend(prepare(&shared, job, request));
-                    next.join_held(&shared, request, &mut spare, &mut held);
+                    fill(&shared, request, &mut next, &mut held);
                 }
                 None => open = false,
             },
             _ = tokio::time::sleep_until(linger_until),
                 if idle_sealer && next.linger_until.is_some() => {}
+            // Nothing held, and no batch for `producer_idle_timeout`: out of the map, so
+            // that no new batch comes here; those already queued still come out of the
+            // closed queue.
+            _ = tokio::time::sleep_until(last_job + idle_timeout),
+                if open && !retired && idle_sealer && next.jobs.is_empty() && held.is_empty() => {
+                shared.retire(&topic, partition, id);
+                jobs.close();
+                retired = true;
+            }
         }
     }
     // The sender ends once it has answered every group handed to it.
@@ -515,7 +631,9 @@ mod tests {
     use crate::record::RecordMeta;
     use crate::sink::kafka::Network;
     use crate::sink::KafkaSink;
+    use crate::sink::Sink;
     use std::path::Path;
+    use std::time::Duration;
     use tokio::sync::Semaphore;
 
     /// What a request to the 64 KiB sink carries at most.
@@ -594,6 +712,134 @@ mod tests {
         assert!(group
             .join(shared, REQUEST, &mut spare, job(101_000, 1))
             .is_some());
+    }
+
+    /// Counts the tasks restarted.
+    #[derive(Default)]
+    struct Restarts(AtomicUsize);
+
+    impl crate::ports::Events for Restarts {
+        fn task_restarted(&self, _task: &str) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A Kafka sink whose producers go idle after 60 s and whose broker never answers
+    /// (nothing listens on port 1).
+    fn sink_without_broker(restarts: Arc<Restarts>) -> KafkaSink {
+        let config = KafkaConfig {
+            brokers: vec!["127.0.0.1:1".into()],
+            max_batch_bytes: 64 * 1024,
+            producer_idle_timeout: Duration::from_secs(60),
+            ..KafkaConfig::default()
+        };
+        KafkaSink::new(config, "node-1".into(), restarts, Network::current())
+    }
+
+    /// A job of no line (answered at once by the producer), with its answer.
+    fn empty_job() -> (Job, oneshot::Receiver<Result<(), SinkError>>) {
+        answered_job(0, std::iter::empty())
+    }
+
+    /// Lets the producer tasks run until they wait (time is paused: no timer fires).
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn producers_in_map(shared: &Shared) -> (usize, usize) {
+        let producers = shared.producers.lock().expect("not poisoned");
+        (producers.live.len(), producers.retiring.len())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_producer_should_end_and_the_next_job_should_start_one_without_a_restart() {
+        let restarts = Arc::new(Restarts::default());
+        let sink = sink_without_broker(restarts.clone());
+        let shared = &sink.shared;
+        let (topic, limit) = (Arc::<str>::from("t"), Arc::new(AtomicUsize::new(64 * 1024)));
+        let (job, answer) = empty_job();
+        shared.enqueue(&topic, 0, &limit, job).expect("queued");
+        assert!(matches!(answer.await, Ok(Ok(()))));
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        settle().await;
+        assert_eq!(sink.producers(), 1, "not idle for 60 s yet");
+        let (job, answer) = empty_job();
+        shared.enqueue(&topic, 0, &limit, job).expect("queued");
+        assert!(matches!(answer.await, Ok(Ok(()))));
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        settle().await;
+        assert_eq!(sink.producers(), 1, "a job starts the 60 s again");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        settle().await;
+        assert_eq!(sink.producers(), 0, "ended");
+        assert_eq!(producers_in_map(shared), (0, 0), "forgotten");
+        assert_eq!(sink.buffer_bytes(), 0);
+
+        let (job, answer) = empty_job();
+        shared.enqueue(&topic, 0, &limit, job).expect("queued");
+        assert!(matches!(answer.await, Ok(Ok(()))));
+        assert_eq!(sink.producers(), 1, "a new one");
+        assert_eq!(restarts.0.load(Ordering::Relaxed), 0, "no restart");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_racing_with_the_retirement_should_go_to_a_successor_that_waits_for_it() {
+        let restarts = Arc::new(Restarts::default());
+        let sink = sink_without_broker(restarts.clone());
+        let shared = &sink.shared;
+        let (topic, limit) = (Arc::<str>::from("t"), Arc::new(AtomicUsize::new(64 * 1024)));
+        // A submit that looked the producer up, then waited for the budget.
+        let stale = shared.producer(&topic, 0, &limit);
+        // The producer's one job waits for a broker that never answers.
+        let (held, mut held_answer) = answered_job(0, (0..10).map(|_| vec![b'x'; 100]));
+        stale.send(held).map_err(|_| "open").expect("queued");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        settle().await;
+        assert!(stale.is_closed(), "idle for 60 s: retired");
+        assert_eq!(
+            producers_in_map(shared),
+            (0, 1),
+            "retiring, still holding its job"
+        );
+
+        // The stale queue hands the job back; `enqueue` gives it to a new producer.
+        let (job, mut answer) = empty_job();
+        let Err(mpsc::error::SendError(job)) = stale.send(job) else {
+            panic!("a retired producer refuses jobs");
+        };
+        shared.enqueue(&topic, 0, &limit, job).expect("queued");
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        settle().await;
+        assert!(
+            held_answer.try_recv().is_err(),
+            "the old job is not answered"
+        );
+        assert!(
+            answer.try_recv().is_err(),
+            "the new job waits for the producer before it to end"
+        );
+        assert_eq!(sink.producers(), 2);
+        assert_eq!(producers_in_map(shared), (1, 1));
+        assert_eq!(restarts.0.load(Ordering::Relaxed), 0, "no restart");
+    }
+
+    #[tokio::test]
+    async fn a_group_should_encode_into_the_buffer_the_last_group_gave_back() {
+        let sink = sink_of_64_kib_requests(Compression::Lz4);
+        let shared = &sink.shared;
+        let (mut next, mut held) = (Group::default(), VecDeque::from([job(0, 100)]));
+        fill(shared, REQUEST, &mut next, &mut held);
+        let capacity = next.records.capacity();
+        assert!(capacity > 0);
+        let (_, buffer) = std::mem::take(&mut next).seal(shared, REQUEST);
+        shared.buffers.give(buffer);
+        assert_eq!(shared.buffers.kept(), capacity, "kept for the next group");
+        held.push_back(job(10_100, 100));
+        fill(shared, REQUEST, &mut next, &mut held);
+        assert_eq!(next.records.capacity(), capacity, "the same buffer");
+        assert_eq!(shared.buffers.kept(), 0);
     }
 
     #[tokio::test]

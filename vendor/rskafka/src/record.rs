@@ -134,6 +134,11 @@ impl EncodedRecords {
         self.bytes.len()
     }
 
+    /// Bytes of memory the buffer holds (its capacity), whatever it holds now.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// The finished set, compressed, for [`PartitionClient::produce_encoded`]: cheap to
     /// clone (for a retry). Compressing here rather than while the request is written
     /// lets a producer compress the next batch while one is in flight. Leaves the set
