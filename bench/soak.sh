@@ -59,7 +59,7 @@ start_etcd() {
     --initial-cluster "soak=http://127.0.0.1:$epeer" >>"$ROOT/etcd.log" 2>&1 &
   etcd_pid=$!
   pids+=("$etcd_pid")
-  for _ in $(seq 100); do etcdctl --endpoints "127.0.0.1:$eport" endpoint health >/dev/null 2>&1 && return; sleep 0.1; done
+  for _ in $(seq 100); do curl -sf "127.0.0.1:$eport/health" >/dev/null 2>&1 && return; sleep 0.1; done
   echo "etcd did not start: $(tail -3 "$ROOT/etcd.log")" >&2
   return 1
 }
@@ -67,6 +67,7 @@ eport=$(port) epeer=$(port) hport=$(port)
 start_etcd
 ctl() { etcdctl --endpoints "127.0.0.1:$eport" "$@"; }
 ctl user add root:soak-root >/dev/null
+ctl user grant-role root root >/dev/null
 ctl role add reader >/dev/null
 ctl role grant-permission reader --prefix=true read /logcatch/ >/dev/null
 ctl user add logcatch:first-password >/dev/null
@@ -120,8 +121,9 @@ probe() { # NAME
     if has_topic "soak-canary-$1"; then seen=$(printf '%.1f' "$(echo "$(now) - $put" | bc -l)"); break; fi
     sleep 0.5
   done
-  event "probe-$1 ${seen:+seen after ${seen}s}${seen:-NOT seen within 60s}"
-  echo "\"etcd_change_$1\": \"${seen:+seen after ${seen} s}${seen:-not seen within 60 s}\"," >>"$ROOT/extra.partial"
+  if [[ -n $seen ]]; then seen="seen after $seen s"; else seen="not seen within 60 s"; fi
+  event "probe-$1 $seen"
+  echo "\"etcd_change_$1\": \"$seen\"," >>"$ROOT/extra.partial"
 }
 for _ in $(seq 100); do curl -sf "127.0.0.1:$hport/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 

@@ -79,6 +79,8 @@ written = delivered = lost = dups = 0
 lost_by_fate = {"live": 0, "rotated": 0, "deleted": 0}
 lost_segments = {"whole": 0, "partial": 0}
 lost_examples = []
+lost_by_time = {}  # 10-s bucket of t_closed -> (segments, lines), for "deleted" segments
+lost_by_kind = {"chatty": 0, "other": 0}
 for key, info in containers.items():
     counts = seen[key]
     written += len(counts)
@@ -88,13 +90,19 @@ for key, info in containers.items():
     dups += sum(c - 1 for c in counts if c > 1)
     if not zero:
         continue
-    for first, end, fate in info["segments"]:
+    lost_by_kind["chatty" if key.startswith("soak-chatty/") else "other"] += zero
+    for first, end, fate, t_closed, t_deleted in info["segments"]:
         missing = counts[first:end].count(0)
         if missing:
             lost_by_fate[fate] += missing
+            if t_closed is not None:
+                b = int(t_closed // 10 * 10)
+                segs, lines = lost_by_time.get(b, (0, 0))
+                lost_by_time[b] = (segs + 1, lines + missing)
             lost_segments["whole" if missing == end - first else "partial"] += 1
             if len(lost_examples) < 8:
-                lost_examples.append(f"{key} seq {first}..{end - 1} ({fate}): {missing} missing")
+                gone = f", deleted {t_deleted - t_closed:.2f} s later" if t_deleted is not None else ""
+                lost_examples.append(f"{key} seq {first}..{end - 1} ({fate}, closed at {t_closed} s{gone}): {missing} missing")
 
 
 def metric(name, label=""):
@@ -156,6 +164,10 @@ report.append(f"| {written:,} | {delivered:,} | {lost:,} | {dups:,} | {corrupt:,
 report.append("")
 report.append(f"lost by the fate of their file: live {lost_by_fate['live']:,}, rotated (kept on disk) {lost_by_fate['rotated']:,}, "
               f"deleted by rotation {lost_by_fate['deleted']:,}; segments lost whole {lost_segments['whole']}, partly {lost_segments['partial']}")
+if lost:
+    report.append(f"lost lines of the chatty container {lost_by_kind['chatty']:,}, of the others {lost_by_kind['other']:,}")
+    report.append("segments lost by when they were rotated away (10 s buckets: segments/lines): "
+                  + ", ".join(f"{b}s {s}/{l}" for b, (s, l) in sorted(lost_by_time.items())))
 for e in lost_examples:
     report.append(f"  e.g. {e}")
 report.append(f"metrics: files_skipped_total{{deleted}} {skipped_deleted:.0f} (all reasons {skipped_all:.0f}), "
@@ -163,7 +175,8 @@ report.append(f"metrics: files_skipped_total{{deleted}} {skipped_deleted:.0f} (a
               f"lines_truncated_total {truncated:.0f}, file_rotations_total {rotations:.0f}; no deleted-file release metric exists")
 report.append(f"kubelet: {manifest['stats']}, containers {len(containers)}, "
               f"chatty rotations {sum(v['rotations'] for k, v in containers.items() if k.startswith('soak-chatty/'))}, "
-              f"all rotations {sum(v['rotations'] for v in containers.values())}")
+              f"all rotations {sum(v['rotations'] for v in containers.values())}, segments deleted by rotation "
+              f"{sum(1 for v in containers.values() for seg in v['segments'] if seg[2] == 'deleted')}")
 report.append("")
 report.append("| over the writing time | middle third | last third | peak | |")
 report.append("|---|---:|---:|---:|---|")

@@ -23,7 +23,9 @@ about 80 lines/s per container, so 300 pods stay within what one Python process 
 memory-backed broker can take for 30 minutes). SEED makes the run repeatable.
 
 The manifest (written at the end, and every 10 s so a crash leaves one) lists, per
-container, the lines written and every file segment: [first_seq, end_seq, fate], fate
+container, the lines written and every file segment: [first_seq, end_seq, fate,
+t_closed, t_deleted] (seconds since the start: rotated away or stopped; gzipped or
+removed), fate
 being "live" (its 0.log when the pod stopped or the run ended), "rotated" (still on disk
 uncompressed or gzipped: the agent could have read it) and "deleted" (removed by
 rotation beyond MAX_FILES, or gzipped and its original unlinked — compression counts as
@@ -127,7 +129,7 @@ class Container:
 
     def rotate(self):
         index = len(self.segments)
-        self.segments.append([self.segment_start, self.seq, "rotated"])
+        self.segments.append([self.segment_start, self.seq, "rotated", round(time.time() - START, 2), None])
         self.segment_start = self.seq
         # Compress the uncompressed rotated files (kubelet: all but the one renamed now).
         for i, (name, seg) in enumerate(self.rotated):
@@ -139,12 +141,15 @@ class Container:
             os.rename(src + ".tmp", src + ".gz")
             os.unlink(src)
             self.segments[seg][2] = "deleted"
+            self.segments[seg][4] = round(time.time() - START, 2)
             self.rotated[i] = (name + ".gz", seg)
         # Keep MAX_FILES - 1 rotated files beside the new 0.log.
         while len(self.rotated) >= MAX_FILES - 1:
             name, seg = self.rotated.pop(0)
             os.unlink(os.path.join(self.dir, name))
-            self.segments[seg][2] = "deleted"
+            if self.segments[seg][2] != "deleted":
+                self.segments[seg][2] = "deleted"
+                self.segments[seg][4] = round(time.time() - START, 2)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         name, n = f"0.log.{stamp}", 1
         while os.path.exists(os.path.join(self.dir, name)) or os.path.exists(os.path.join(self.dir, name + ".gz")):
@@ -157,14 +162,14 @@ class Container:
         self.rotations += 1
 
     def stop(self):
-        self.segments.append([self.segment_start, self.seq, "live"])
+        self.segments.append([self.segment_start, self.seq, "live", round(time.time() - START, 2), None])
         os.close(self.fd)
         self.fd = None
 
     def summary(self):
         segs = list(self.segments)
         if self.fd is not None:
-            segs.append([self.segment_start, self.seq, "live"])
+            segs.append([self.segment_start, self.seq, "live", None, None])
         return {"lines": self.seq, "rate": round(self.rate, 1), "rotations": self.rotations, "segments": segs}
 
 
@@ -213,6 +218,7 @@ def write_manifest(final):
     os.rename(tmp, manifest_path)
 
 
+START = time.time()
 alive = [Pod(chatty=True)] + [Pod() for _ in range(PODS)]
 stats["created"] = len(alive)
 gc_queue = []  # (remove_at, pod)
