@@ -206,7 +206,6 @@ seen_c=$(grep -c '^[0-9.]* probe-c seen' "$events" || true)
   echo "}"
 } >"$ROOT/extra.json"
 kill -TERM "$agent" && wait "$agent" 2>/dev/null || true
-grep -ciE ' (error|warn)' "$ROOT/agent.log" | sed 's/^/agent log warnings+errors: /' >&2 || true
 
 {
   echo "soak ${name}: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD), load before $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -214,6 +213,9 @@ grep -ciE ' (error|warn)' "$ROOT/agent.log" | sed 's/^/agent log warnings+errors
   echo "events (s since start): $(tr '\n' ';' <"$events")"
   echo
   python3 bench/soak_account.py "$ROOT/manifest.json" "127.0.0.1:$kport" soak "$ROOT/metrics.txt" "$OUT/$name.csv" "$SOAK_S" "$ROOT/extra.json"
+  echo
+  echo "agent log, WARN and ERROR lines by message (count, first 100 characters, tailer paths cut):"
+  grep -E '^[^ ]+ +(WARN|ERROR) ' "$ROOT/agent.log" | sed -E 's/^[^ ]+ +//; s/ tailer=[^ ]+//' | cut -c1-100 | sort | uniq -c | sort -rn | head -8
 } | tee "$OUT/$name.txt"
 stop_broker
 freeze_end=$((freeze_at + FREEZE_S))

@@ -10,8 +10,9 @@ delivered (distinct lines), lost, duplicates (extra copies), corrupt (a value wh
 is not <len>: a joined P/F line cut or mangled), foreign (not a soak line). Lost lines
 are split by the fate of the file segment they were written to (see soak_kubelet.py):
 "deleted" (rotated away and gzipped or removed by the kubelet: lost only if the agent
-could not keep up, and then it should be counted in logcatch_files_skipped_total), "live"
-and "rotated" (files that stayed on disk until the agent could read them: never allowed).
+could not keep up, and then it should be counted in logcatch_files_skipped_total), "gc"
+(removed with the pod 5-10 s after its last line), "live" and "rotated" (still on disk
+at the end: never allowed).
 
 Flatness: over the writing time (DURATION_S), the first third is warm-up; the last third's
 mean of RSS, open fds and checkpoints.json size must be within 25 % (+ a small absolute
@@ -76,7 +77,7 @@ while remaining:
 consumer.close()
 
 written = delivered = lost = dups = 0
-lost_by_fate = {"live": 0, "rotated": 0, "deleted": 0}
+lost_by_fate = {"live": 0, "rotated": 0, "deleted": 0, "gc": 0}
 lost_segments = {"whole": 0, "partial": 0}
 lost_examples = []
 lost_by_time = {}  # 10-s bucket of t_closed -> (segments, lines), for "deleted" segments
@@ -142,15 +143,20 @@ for col, label, slack in [("rss_mb", "RSS MiB", 8.0), ("fds", "open fds", 20.0),
     if not ok:
         verdict.append(f"{label} grew: last third {last:.1f} > 1.25 × middle third {mid:.1f} + {slack}")
 end_row = rows[-1] if rows else {}
+first_running = next((float(r["t_s"]) for r in rows if float(r["tailers"]) > 0), None)
+extra["first_tailer_running_s"] = first_running
+extra["deleted_files_held_peak"] = max(((float(r["deleted_mb"]), int(r["deleted_n"]), r["t_s"]) for r in rows), default=None)
 if end_row and float(end_row["lag_mb"]) > 0:
     verdict.append(f"lag not drained at the end: {end_row['lag_mb']} MiB")
 if end_row and float(end_row["deleted_mb"]) > 0:
     verdict.append(f"deleted files still held open at the end: {end_row['deleted_mb']} MiB in {end_row['deleted_n']} fds")
 if lost_by_fate["live"] or lost_by_fate["rotated"]:
-    verdict.append(f"{lost_by_fate['live'] + lost_by_fate['rotated']} lines lost from files that stayed on disk until the agent could read them")
-if lost_by_fate["deleted"] and lost_segments["partial"]:
+    verdict.append(f"{lost_by_fate['live'] + lost_by_fate['rotated']} lines lost from files still on disk at the end")
+if lost_by_fate["gc"]:
+    verdict.append(f"{lost_by_fate['gc']} lines lost from pods removed 5-10 s after their last line (the agent had that long)")
+if lost_segments["partial"]:
     verdict.append(f"{lost_segments['partial']} segments lost partly (a deleted file's rest was dropped: not counted by file)")
-if lost_by_fate["deleted"] and skipped_deleted < lost_segments["whole"]:
+if lost and skipped_deleted < lost_segments["whole"]:
     verdict.append(f"{lost_segments['whole']} whole segments lost but logcatch_files_skipped_total{{reason=\"deleted\"}} = {skipped_deleted:.0f}")
 if corrupt or unknown or too_far:
     verdict.append(f"{corrupt} corrupt, {unknown} unknown-container, {too_far} beyond-written records")
@@ -162,8 +168,9 @@ report.append(f"| written | delivered | lost | duplicates | corrupt | records re
 report.append(f"|---:|---:|---:|---:|---:|---:|")
 report.append(f"| {written:,} | {delivered:,} | {lost:,} | {dups:,} | {corrupt:,} | {records:,} |")
 report.append("")
-report.append(f"lost by the fate of their file: live {lost_by_fate['live']:,}, rotated (kept on disk) {lost_by_fate['rotated']:,}, "
-              f"deleted by rotation {lost_by_fate['deleted']:,}; segments lost whole {lost_segments['whole']}, partly {lost_segments['partial']}")
+report.append(f"lost by the fate of their file: on disk at the end {lost_by_fate['live'] + lost_by_fate['rotated']:,}, "
+              f"deleted by rotation (gzip / beyond 5 files) {lost_by_fate['deleted']:,}, removed with their pod 5-10 s after its last line "
+              f"{lost_by_fate['gc']:,}; segments lost whole {lost_segments['whole']}, partly {lost_segments['partial']}")
 if lost:
     report.append(f"lost lines of the chatty container {lost_by_kind['chatty']:,}, of the others {lost_by_kind['other']:,}")
     report.append("segments lost by when they were rotated away (10 s buckets: segments/lines): "

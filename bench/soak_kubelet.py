@@ -26,10 +26,11 @@ The manifest (written at the end, and every 10 s so a crash leaves one) lists, p
 container, the lines written and every file segment: [first_seq, end_seq, fate,
 t_closed, t_deleted] (seconds since the start: rotated away or stopped; gzipped or
 removed), fate
-being "live" (its 0.log when the pod stopped or the run ended), "rotated" (still on disk
-uncompressed or gzipped: the agent could have read it) and "deleted" (removed by
-rotation beyond MAX_FILES, or gzipped and its original unlinked — compression counts as
-deleted for the agent, which skips compressed files).
+being "live" (its 0.log when the run ended, on disk), "rotated" (renamed by rotation,
+still on disk uncompressed at the end), "deleted" (removed by rotation beyond MAX_FILES,
+or gzipped and its original unlinked — compression counts as deleted for the agent,
+which skips compressed files) and "gc" (0.log or the newest rotated file of a stopped
+pod, removed with its pod directory GC_MIN_S..GC_MAX_S after the pod's last line).
 """
 import gzip
 import hashlib
@@ -198,7 +199,11 @@ class Pod:
             c.stop()
 
     def remove(self):
+        t = round(time.time() - START, 2)
         for c in self.containers:
+            for seg in c.segments:
+                if seg[2] != "deleted":
+                    seg[2], seg[4] = "gc", t
             os.unlink(c.link)
         shutil.rmtree(self.dir)
 
