@@ -212,7 +212,7 @@ kill -TERM "$agent" && wait "$agent" 2>/dev/null || true
   echo "SOAK_S=$SOAK_S PODS=$PODS FREEZE_S=$FREEZE_S ROTATE_BYTES=$ROTATE_BYTES CHECKPOINT_EXPIRY=$CHECKPOINT_EXPIRY"
   echo "events (s since start): $(tr '\n' ';' <"$events")"
   echo
-  python3 bench/soak_account.py "$ROOT/manifest.json" "127.0.0.1:$kport" soak "$ROOT/metrics.txt" "$OUT/$name.csv" "$SOAK_S" "$ROOT/extra.json"
+  LOST_JSON=$ROOT/lost.json python3 bench/soak_account.py "$ROOT/manifest.json" "127.0.0.1:$kport" soak "$ROOT/metrics.txt" "$OUT/$name.csv" "$SOAK_S" "$ROOT/extra.json"
   echo
   echo "agent log, WARN and ERROR lines by message (count, first 100 characters, tailer paths cut):"
   grep -E '^[^ ]+ +(WARN|ERROR) ' "$ROOT/agent.log" | sed -E 's/^[^ ]+ +//; s/ tailer=[^ ]+//' | cut -c1-100 | sort | uniq -c | sort -rn | head -8

@@ -80,7 +80,8 @@ written = delivered = lost = dups = 0
 lost_by_fate = {"live": 0, "rotated": 0, "deleted": 0, "gc": 0}
 lost_segments = {"whole": 0, "partial": 0}
 lost_examples = []
-lost_by_time = {}  # 10-s bucket of t_closed -> (segments, lines), for "deleted" segments
+lost_by_time = {}  # (fate, 10-s bucket of t_closed) -> (segments, lines)
+lost_list = []  # every segment with missing lines, for a closer look (LOST_JSON)
 lost_by_kind = {"chatty": 0, "other": 0}
 for key, info in containers.items():
     counts = seen[key]
@@ -96,8 +97,9 @@ for key, info in containers.items():
         missing = counts[first:end].count(0)
         if missing:
             lost_by_fate[fate] += missing
+            lost_list.append([key, first, end, fate, t_closed, t_deleted, missing])
             if t_closed is not None:
-                b = int(t_closed // 10 * 10)
+                b = (fate, int(t_closed // 10 * 10))
                 segs, lines = lost_by_time.get(b, (0, 0))
                 lost_by_time[b] = (segs + 1, lines + missing)
             lost_segments["whole" if missing == end - first else "partial"] += 1
@@ -163,6 +165,10 @@ if corrupt or unknown or too_far:
 if not extra.get("etcd_change_after_rotation_seen"):
     verdict.append("a declaration changed in etcd after the password rotation never reached the agent")
 
+import os
+if os.environ.get("LOST_JSON"):
+    with open(os.environ["LOST_JSON"], "w") as f:
+        json.dump(lost_list, f)
 report = []
 report.append(f"| written | delivered | lost | duplicates | corrupt | records read |")
 report.append(f"|---:|---:|---:|---:|---:|---:|")
@@ -173,8 +179,10 @@ report.append(f"lost by the fate of their file: on disk at the end {lost_by_fate
               f"{lost_by_fate['gc']:,}; segments lost whole {lost_segments['whole']}, partly {lost_segments['partial']}")
 if lost:
     report.append(f"lost lines of the chatty container {lost_by_kind['chatty']:,}, of the others {lost_by_kind['other']:,}")
-    report.append("segments lost by when they were rotated away (10 s buckets: segments/lines): "
-                  + ", ".join(f"{b}s {s}/{l}" for b, (s, l) in sorted(lost_by_time.items())))
+    for fate in ("deleted", "gc", "rotated", "live"):
+        row = [f"{b}s {s}/{l}" for (f, b), (s, l) in sorted(lost_by_time.items()) if f == fate]
+        if row:
+            report.append(f"lost segments of fate {fate} by when they were closed (10 s buckets, segments/lines): " + ", ".join(row))
 for e in lost_examples:
     report.append(f"  e.g. {e}")
 report.append(f"metrics: files_skipped_total{{deleted}} {skipped_deleted:.0f} (all reasons {skipped_all:.0f}), "
