@@ -1,7 +1,7 @@
-# gnuplot -e "csv='soak.csv'; out='soak.svg'; down=60; up=105; rotated=126; written=180" bench/soak.gp
+# gnuplot -e "csv='soak.csv'; out='soak.png'; down=60; up=105; rotated=126; written=180" bench/soak.gp
 # The soak's samples over time (bench/soak.sh, bench/soak_sample.py): six panels. Dotted
 # lines: broker frozen (down → up), etcd password rotated, writing stopped.
-set terminal svg size 1100,900 dynamic font "sans,11" background rgb "white"
+set terminal png size 1100,900
 set termoption noenhanced
 set output out
 set datafile separator ","

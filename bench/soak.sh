@@ -16,7 +16,7 @@
 #     count, bytes held by deleted files, lag, in flight → CSV; bench/soak.gp plots it
 #   - after the writing stops, the agent drains (lag 0), then bench/soak_account.py reads
 #     the topic back with librdkafka and accounts for every line, and checks flatness
-# Results: bench/results/soak[-quick].{csv,svg,txt} (SOAK_OUT changes the directory).
+# Results: bench/results/soak[-quick].{csv,png,txt} (SOAK_OUT changes the directory).
 # Environment: QUICK, SOAK_S, PODS, FREEZE_S, ROTATE_BYTES, CHATTY_RATE,
 # CHATTY_ROTATE_BYTES, CHECKPOINT_EXPIRY (5m; QUICK 30s so that expiry happens within the
 # run), DRAIN_LIMIT_S (300), BENCH_DIR (/tmp/logcatch-bench), KEEP=1 keeps the node's logs.
@@ -219,5 +219,5 @@ kill -TERM "$agent" && wait "$agent" 2>/dev/null || true
 } | tee "$OUT/$name.txt"
 stop_broker
 freeze_end=$((freeze_at + FREEZE_S))
-gnuplot -e "csv='$OUT/$name.csv'; out='$OUT/$name.svg'; down=$freeze_at; up=$freeze_end; rotated=$rotate_at; written=$SOAK_S" bench/soak.gp
-echo "soak: $OUT/$name.txt, $OUT/$name.csv, $OUT/$name.svg; agent log and metrics in $ROOT" >&2
+gnuplot -e "csv='$OUT/$name.csv'; out='$OUT/$name.png'; down=$freeze_at; up=$freeze_end; rotated=$rotate_at; written=$SOAK_S" bench/soak.gp
+echo "soak: $OUT/$name.txt, $OUT/$name.csv, $OUT/$name.png; agent log and metrics in $ROOT" >&2

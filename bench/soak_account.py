@@ -139,7 +139,7 @@ verdict = []
 for col, label, slack in [("rss_mb", "RSS MiB", 8.0), ("fds", "open fds", 20.0), ("ckpt_kb", "checkpoints.json KiB", 16.0),
                           ("deleted_mb", "deleted-file MiB held", 1.0), ("cpu_pct", "CPU %", None), ("lag_mb", "lag MiB", None)]:
     mid, last = mean(col, third, 2 * third), mean(col, 2 * third, duration)
-    peak = max((float(r[col]) for r in rows), default=0.0)
+    peak = max((float(r[col]) for r in rows if r[col] != ""), default=0.0)
     ok = slack is None or last <= mid * 1.25 + slack
     flat.append((label, mid, last, peak, "checked" if slack is not None else "shown"))
     if not ok:

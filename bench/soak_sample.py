@@ -8,7 +8,8 @@ One CSV row per sample:
   rss_mb       VmRSS
   cpu_pct      utime + stime over the last interval, % of one core
   fds          entries of /proc/PID/fd
-  ckpt_kb      size of STATE_DIR/checkpoints.json
+  ckpt_kb      size of STATE_DIR/checkpoints.json (blank when it was absent: the agent
+               renames it away before renaming the new one in)
   ckpt_writes  logcatch_checkpoint_writes_total (all results): the agent exposes no
                write duration, so the write *rate* is what can be followed
   ckpt_entries logcatch_checkpoints
@@ -102,14 +103,19 @@ with open(csv_path, "w") as out:
         except OSError:
             break  # the agent is gone
         ms = metrics()
-        try:
-            ckpt = os.stat(os.path.join(state_dir, "checkpoints.json")).st_size
-        except OSError:
-            ckpt = 0
+        # The agent renames checkpoints.json to checkpoints.prev.json before renaming
+        # the new one in: the name is briefly absent. Look again; else leave it blank.
+        ckpt = ""
+        for _ in range(3):
+            try:
+                ckpt = os.stat(os.path.join(state_dir, "checkpoints.json")).st_size / 1024
+                break
+            except OSError:
+                time.sleep(0.01)
         cpu_pct = 100.0 * (cpu - prev_cpu) / hz / (now - prev_t)
         prev_t, prev_cpu = now, cpu
         out.write(
-            f"{now - start:.1f},{rss / 1024:.1f},{cpu_pct:.1f},{n},{ckpt / 1024:.1f},"
+            f"{now - start:.1f},{rss / 1024:.1f},{cpu_pct:.1f},{n},{ckpt if ckpt == '' else f'{ckpt:.1f}'},"
             f"{total(ms, 'logcatch_checkpoint_writes_total'):.0f},{total(ms, 'logcatch_checkpoints'):.0f},"
             f"{deleted / 2**20:.2f},{deleted_n},{total(ms, 'logcatch_lag_bytes') / 2**20:.2f},"
             f"{total(ms, 'logcatch_inflight_bytes') / 2**20:.2f},"
