@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint fmt deny check-config demo bench bench-deps clean
+.PHONY: run test deps build lint fmt deny check-config demo bench bench-deps soak clean
 
 ## Run the agent on config/local.yaml (example logs + a live writer → stdout). Ctrl-C stops it.
 run: build
@@ -29,6 +29,12 @@ demo:
 ## (about 25 minutes; QUICK=1 for a short trial that leaves BENCHMARKS.md alone).
 bench: deps bench-deps
 	scripts/bench.sh
+
+## The soak of issue #23: a simulated kubelet (300 pods, churn, rotation, CRI fragments),
+## the broker frozen 5 minutes, an etcd password rotation; every line accounted for from
+## Kafka, RSS / CPU / fds / checkpoints / deleted files / lag plotted (30 minutes; QUICK=1: 3).
+soak: deps bench-deps
+	bench/soak.sh
 
 ## Install the benchmark peers (kcat, rsyslog + omkafka, librdkafka from PyPI), perf, gnuplot.
 bench-deps:

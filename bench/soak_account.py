@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""The verdict of bench/soak.sh: every line accounted for from Kafka, and flatness.
+
+usage: soak_account.py MANIFEST BROKER TOPIC METRICS_TXT CSV DURATION_S EXTRA_JSON
+
+Consumes TOPIC from its beginning with librdkafka (PyPI confluent-kafka, assigned
+partitions, no consumer group) up to the high watermark, and matches each record's value
+`soak <ns>/<pod>/<container> <seq> <len> ...` against the simulator's MANIFEST: written,
+delivered (distinct lines), lost, duplicates (extra copies), corrupt (a value whose length
+is not <len>: a joined P/F line cut or mangled), foreign (not a soak line). Lost lines
+are split by the fate of the file segment they were written to (see soak_kubelet.py):
+"deleted" (rotated away and gzipped or removed by the kubelet: lost only if the agent
+could not keep up, and then it should be counted in logcatch_files_skipped_total), "gc"
+(removed with the pod 5-10 s after its last line), "live" and "rotated" (still on disk
+at the end: never allowed).
+
+Flatness: over the writing time (DURATION_S), the first third is warm-up; the last third's
+mean of RSS, open fds and checkpoints.json size must be within 25 % (+ a small absolute
+slack) of the middle third's. Prints a report and PASS/FAIL with the reasons; exits 0
+either way (the verdict is in the report).
+"""
+import csv
+import json
+import sys
+import uuid
+
+from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+
+manifest_path, broker, topic, metrics_path, csv_path, duration, extra_path = sys.argv[1:8]
+duration = float(duration)
+manifest = json.load(open(manifest_path))
+containers = manifest["containers"]
+seen = {k: bytearray(v["lines"]) for k, v in containers.items()}
+
+consumer = Consumer({
+    "bootstrap.servers": broker,
+    "group.id": "soak-" + uuid.uuid4().hex,
+    "enable.auto.commit": False,
+    "queued.min.messages": 200000,
+})
+md = consumer.list_topics(topic, timeout=30)
+partitions = sorted(md.topics[topic].partitions) if topic in md.topics else []
+ends = {}
+for p in partitions:
+    ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+records = corrupt = foreign = unknown = too_far = 0
+remaining = {p for p in partitions if ends[p] > 0}
+while remaining:
+    batch = consumer.consume(num_messages=10000, timeout=10)
+    if not batch:
+        print(f"account: no record for 10 s with {sorted(remaining)} short of their end", file=sys.stderr)
+        break
+    for msg in batch:
+        if msg.error():
+            raise SystemExit(f"account: {msg.error()}")
+        records += 1
+        if msg.offset() >= ends[msg.partition()] - 1:
+            remaining.discard(msg.partition())
+        v = msg.value()
+        parts = v.split(b" ", 4)
+        if len(parts) < 4 or parts[0] != b"soak":
+            foreign += 1
+            continue
+        key, seq, length = parts[1].decode(), int(parts[2]), int(parts[3])
+        if len(v) != length:
+            corrupt += 1
+        counts = seen.get(key)
+        if counts is None:
+            unknown += 1
+            continue
+        if seq >= len(counts):
+            too_far += 1
+            continue
+        if counts[seq] < 255:
+            counts[seq] += 1
+consumer.close()
+
+written = delivered = lost = dups = 0
+lost_by_fate = {"live": 0, "rotated": 0, "deleted": 0, "gc": 0}
+lost_segments = {"whole": 0, "partial": 0}
+lost_examples = []
+lost_by_time = {}  # (fate, 10-s bucket of t_closed) -> (segments, lines)
+lost_list = []  # every segment with missing lines, for a closer look (LOST_JSON)
+lost_by_kind = {"chatty": 0, "other": 0}
+for key, info in containers.items():
+    counts = seen[key]
+    written += len(counts)
+    zero = counts.count(0)
+    lost += zero
+    delivered += len(counts) - zero
+    dups += sum(c - 1 for c in counts if c > 1)
+    if not zero:
+        continue
+    lost_by_kind["chatty" if key.startswith("soak-chatty/") else "other"] += zero
+    for first, end, fate, t_closed, t_deleted in info["segments"]:
+        missing = counts[first:end].count(0)
+        if missing:
+            lost_by_fate[fate] += missing
+            lost_list.append([key, first, end, fate, t_closed, t_deleted, missing])
+            if t_closed is not None:
+                b = (fate, int(t_closed // 10 * 10))
+                segs, lines = lost_by_time.get(b, (0, 0))
+                lost_by_time[b] = (segs + 1, lines + missing)
+            lost_segments["whole" if missing == end - first else "partial"] += 1
+            if len(lost_examples) < 8:
+                gone = f", deleted {t_deleted - t_closed:.2f} s later" if t_deleted is not None else ""
+                lost_examples.append(f"{key} seq {first}..{end - 1} ({fate}, closed at {t_closed} s{gone}): {missing} missing")
+
+
+def metric(name, label=""):
+    total = 0.0
+    for line in open(metrics_path):
+        if line.startswith(name) and (line[len(name)] in " {") and label in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+skipped_deleted = metric("logcatch_files_skipped_total", 'reason="deleted"')
+skipped_all = metric("logcatch_files_skipped_total")
+dropped = metric("logcatch_records_dropped_total")
+unfinished = metric("logcatch_unfinished_records_total")
+parse_errors = metric("logcatch_parse_errors_total")
+truncated = metric("logcatch_lines_truncated_total")
+rotations = metric("logcatch_file_rotations_total")
+
+rows = list(csv.DictReader(open(csv_path)))
+extra = json.load(open(extra_path))
+
+
+def mean(col, lo, hi):
+    vals = [float(r[col]) for r in rows if lo <= float(r["t_s"]) < hi and r[col] != ""]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+third = duration / 3
+flat = []
+verdict = []
+for col, label, slack in [("rss_mb", "RSS MiB", 8.0), ("fds", "open fds", 20.0), ("ckpt_kb", "checkpoints.json KiB", 16.0),
+                          ("deleted_mb", "deleted-file MiB held", 1.0), ("cpu_pct", "CPU %", None), ("lag_mb", "lag MiB", None)]:
+    mid, last = mean(col, third, 2 * third), mean(col, 2 * third, duration)
+    peak = max((float(r[col]) for r in rows if r[col] != ""), default=0.0)
+    ok = slack is None or last <= mid * 1.25 + slack
+    flat.append((label, mid, last, peak, "checked" if slack is not None else "shown"))
+    if not ok:
+        verdict.append(f"{label} grew: last third {last:.1f} > 1.25 × middle third {mid:.1f} + {slack}")
+end_row = rows[-1] if rows else {}
+first_running = next((float(r["t_s"]) for r in rows if float(r["tailers"]) > 0), None)
+extra["first_tailer_running_s"] = first_running
+extra["deleted_files_held_peak"] = max(((float(r["deleted_mb"]), int(r["deleted_n"]), r["t_s"]) for r in rows), default=None)
+if end_row and float(end_row["lag_mb"]) > 0:
+    verdict.append(f"lag not drained at the end: {end_row['lag_mb']} MiB")
+if end_row and float(end_row["deleted_mb"]) > 0:
+    verdict.append(f"deleted files still held open at the end: {end_row['deleted_mb']} MiB in {end_row['deleted_n']} fds")
+if lost_by_fate["live"] or lost_by_fate["rotated"]:
+    verdict.append(f"{lost_by_fate['live'] + lost_by_fate['rotated']} lines lost from files still on disk at the end")
+if lost_by_fate["gc"]:
+    verdict.append(f"{lost_by_fate['gc']} lines lost from pods removed 5-10 s after their last line (the agent had that long)")
+if lost_segments["partial"]:
+    verdict.append(f"{lost_segments['partial']} segments lost partly (a deleted file's rest was dropped: not counted by file)")
+if lost and skipped_deleted < lost_segments["whole"]:
+    verdict.append(f"{lost_segments['whole']} whole segments lost but logcatch_files_skipped_total{{reason=\"deleted\"}} = {skipped_deleted:.0f}")
+if corrupt or unknown or too_far:
+    verdict.append(f"{corrupt} corrupt, {unknown} unknown-container, {too_far} beyond-written records")
+if not extra.get("etcd_change_after_rotation_seen"):
+    verdict.append("a declaration changed in etcd after the password rotation never reached the agent")
+
+import os
+if os.environ.get("LOST_JSON"):
+    with open(os.environ["LOST_JSON"], "w") as f:
+        json.dump(lost_list, f)
+report = []
+report.append(f"| written | delivered | lost | duplicates | corrupt | records read |")
+report.append(f"|---:|---:|---:|---:|---:|---:|")
+report.append(f"| {written:,} | {delivered:,} | {lost:,} | {dups:,} | {corrupt:,} | {records:,} |")
+report.append("")
+report.append(f"lost by the fate of their file: on disk at the end {lost_by_fate['live'] + lost_by_fate['rotated']:,}, "
+              f"deleted by rotation (gzip / beyond 5 files) {lost_by_fate['deleted']:,}, removed with their pod 5-10 s after its last line "
+              f"{lost_by_fate['gc']:,}; segments lost whole {lost_segments['whole']}, partly {lost_segments['partial']}")
+if lost:
+    report.append(f"lost lines of the chatty container {lost_by_kind['chatty']:,}, of the others {lost_by_kind['other']:,}")
+    for fate in ("deleted", "gc", "rotated", "live"):
+        row = [f"{b}s {s}/{l}" for (f, b), (s, l) in sorted(lost_by_time.items()) if f == fate]
+        if row:
+            report.append(f"lost segments of fate {fate} by when they were closed (10 s buckets, segments/lines): " + ", ".join(row))
+for e in lost_examples:
+    report.append(f"  e.g. {e}")
+report.append(f"metrics: files_skipped_total{{deleted}} {skipped_deleted:.0f} (all reasons {skipped_all:.0f}), "
+              f"records_dropped_total {dropped:.0f}, unfinished_records_total {unfinished:.0f}, parse_errors_total {parse_errors:.0f}, "
+              f"lines_truncated_total {truncated:.0f}, file_rotations_total {rotations:.0f}; no deleted-file release metric exists")
+report.append(f"kubelet: {manifest['stats']}, containers {len(containers)}, "
+              f"chatty rotations {sum(v['rotations'] for k, v in containers.items() if k.startswith('soak-chatty/'))}, "
+              f"all rotations {sum(v['rotations'] for v in containers.values())}, segments deleted by rotation "
+              f"{sum(1 for v in containers.values() for seg in v['segments'] if seg[2] == 'deleted')}")
+report.append("")
+report.append("| over the writing time | middle third | last third | peak | |")
+report.append("|---|---:|---:|---:|---|")
+for label, mid, last, peak, how in flat:
+    report.append(f"| {label} | {mid:.1f} | {last:.1f} | {peak:.1f} | {how} |")
+report.append("")
+for k, v in extra.items():
+    report.append(f"{k}: {v}")
+report.append("")
+report.append("PASS" if not verdict else "FAIL: " + "; ".join(verdict))
+print("\n".join(report))
