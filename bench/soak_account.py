@@ -119,6 +119,7 @@ def metric(name, label=""):
 skipped_deleted = metric("logcatch_files_skipped_total", 'reason="deleted"')
 skipped_all = metric("logcatch_files_skipped_total")
 dropped = metric("logcatch_records_dropped_total")
+released = metric("logcatch_deleted_bytes_released_total")
 unfinished = metric("logcatch_unfinished_records_total")
 parse_errors = metric("logcatch_parse_errors_total")
 truncated = metric("logcatch_lines_truncated_total")
@@ -187,7 +188,7 @@ for e in lost_examples:
     report.append(f"  e.g. {e}")
 report.append(f"metrics: files_skipped_total{{deleted}} {skipped_deleted:.0f} (all reasons {skipped_all:.0f}), "
               f"records_dropped_total {dropped:.0f}, unfinished_records_total {unfinished:.0f}, parse_errors_total {parse_errors:.0f}, "
-              f"lines_truncated_total {truncated:.0f}, file_rotations_total {rotations:.0f}; no deleted-file release metric exists")
+              f"lines_truncated_total {truncated:.0f}, file_rotations_total {rotations:.0f}, deleted_bytes_released_total {released:.0f}")
 report.append(f"kubelet: {manifest['stats']}, containers {len(containers)}, "
               f"chatty rotations {sum(v['rotations'] for k, v in containers.items() if k.startswith('soak-chatty/'))}, "
               f"all rotations {sum(v['rotations'] for v in containers.values())}, segments deleted by rotation "
