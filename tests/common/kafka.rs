@@ -41,18 +41,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Creates a topic through the Kafka protocol.
 pub fn create_topic(broker: &str, topic: &str, partitions: i32) {
-    runtime().block_on(async {
-        let client = ClientBuilder::new(vec![broker.to_string()])
-            .build()
-            .await
-            .unwrap();
-        client
-            .controller_client()
-            .unwrap()
-            .create_topic(topic, partitions, 1, 5_000)
-            .await
-            .unwrap();
-    })
+    create_topic_with_configs(broker, topic, partitions, &[]);
 }
 
 /// Creates a topic with topic configs (`(name, value)`, e.g. `max.message.bytes`).

@@ -195,9 +195,7 @@ impl Etcd {
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        let child = self.child.as_ref().expect("etcd running");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, signal).expect("signal etcd");
+        signal_child(self.child.as_ref(), signal, "etcd");
     }
 
     /// Starts the (stopped) server again on the same ports and data dir.
@@ -394,9 +392,7 @@ impl Broker {
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        let child = self.child.as_ref().expect("broker running");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, signal).expect("signal the broker");
+        signal_child(self.child.as_ref(), signal, "the broker");
     }
 
     /// The broker's own log so far.
@@ -443,4 +439,11 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends `signal` to a server the harness started (`what` names it in a failure).
+fn signal_child(child: Option<&Child>, signal: nix::sys::signal::Signal, what: &str) {
+    let child = child.unwrap_or_else(|| panic!("{what} is not running"));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("signal {what}: {e}"));
 }
