@@ -157,12 +157,13 @@ impl Reader {
                 self.settings.max_line_bytes as usize,
             ))
         });
+        let file = self.ctx.deleted.hold(file, &self.id);
+        file.set_submitted(offset);
         Ok(Opened::File(OpenFile {
-            file: self.ctx.deleted.hold(file, &self.id),
+            file,
             identity,
             framer: Framer::new(offset, self.settings.max_line_bytes as usize),
             decoder,
-            submitted: offset,
             _claim: claim,
         }))
     }

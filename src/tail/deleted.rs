@@ -9,6 +9,7 @@
 //! deliberate loss: counted in `logcatch_deleted_bytes_released_total` and logged with
 //! its path and size.
 
+use super::fingerprint::FileIdentity;
 use crate::ports::health::DeletedView;
 use crate::ports::Events;
 use crate::spec::TailerId;
@@ -81,6 +82,11 @@ impl Handle {
         self.file().take()
     }
 
+    /// Whether the file has no name left on disk (and is still open).
+    pub fn is_deleted(&self) -> bool {
+        self.metadata().is_ok_and(|meta| meta.nlink() == 0)
+    }
+
     /// Whether the warden closed it (deleted, beyond the bounds).
     pub fn is_released(&self) -> bool {
         self.file().is_none()
@@ -89,6 +95,18 @@ impl Handle {
     /// Everything before `offset` was handed to the sink.
     pub fn set_submitted(&self, offset: u64) {
         self.0.submitted.store(offset, Ordering::Relaxed);
+    }
+
+    /// The offset covered by the last submitted batch (or checkpoint-only entry).
+    pub fn submitted(&self) -> u64 {
+        self.0.submitted.load(Ordering::Relaxed)
+    }
+
+    /// Identifies the file from what it holds now.
+    pub fn identify(&self) -> io::Result<FileIdentity> {
+        let file = self.file();
+        let file = file.as_ref().ok_or_else(released)?;
+        FileIdentity::of(file, &file.metadata()?)
     }
 }
 

@@ -37,8 +37,6 @@ pub struct OpenFile {
     pub framer: Framer,
     /// Parses, joins and aggregates lines; `None` for raw lines (the fast path).
     pub decoder: Option<Box<Decoder>>,
-    /// The offset covered by the last submitted batch (or checkpoint-only entry).
-    pub submitted: u64,
     /// No other tailer on this topic reads this file while we hold it.
     pub _claim: super::claims::Claim,
 }
@@ -62,11 +60,7 @@ impl OpenFile {
 
     /// Identifies the file again from what it holds now.
     pub fn identify(&self) -> io::Result<FileIdentity> {
-        let file = self.file.file();
-        let file = file
-            .as_ref()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        FileIdentity::of(file, &file.metadata()?)
+        self.file.identify()
     }
 
     pub fn has_pending_record(&mut self) -> bool {
@@ -78,13 +72,12 @@ impl OpenFile {
     /// Starts over at offset 0 after a truncation, under the identity of what the file
     /// holds now; returns the identity it had and the offset it was submitted up to.
     pub fn restart(&mut self) -> io::Result<(FileIdentity, u64)> {
-        let before = (self.identity, self.submitted);
+        let before = (self.identity, self.file.submitted());
         self.identity = self.identify()?;
         self.framer.reset(0);
         if let Some(decoder) = self.decoder.as_mut() {
             decoder.reset();
         }
-        self.submitted = 0;
         self.file.set_submitted(0);
         Ok(before)
     }
@@ -275,7 +268,7 @@ impl Reader {
     /// An empty batch still queues a checkpoint advance when the framer moved on.
     async fn submit(&mut self, batch: Batch, open: &mut OpenFile) -> Result<(), TailError> {
         let end = open.committed();
-        if batch.is_empty() && end == open.submitted {
+        if batch.is_empty() && end == open.file.submitted() {
             return Ok(());
         }
         while self.inflight.is_full() {
@@ -291,7 +284,6 @@ impl Reader {
             }
         }
         let identity = open.identity;
-        open.submitted = end;
         open.file.set_submitted(end);
         if batch.is_empty() {
             self.inflight.advance(identity, end);

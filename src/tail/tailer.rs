@@ -31,11 +31,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Whether the file is deleted (no name left on disk).
-fn deleted(open: &OpenFile) -> bool {
-    open.file.metadata().is_ok_and(|meta| meta.nlink() == 0)
-}
-
 /// Idle waits before an idle file may be closed for others (`tail.max_open_files`).
 const IDLE_TURNS_BEFORE_CLOSING: u32 = 2;
 
@@ -166,7 +161,7 @@ impl Tailer {
             let Some(mut open) = self.files.pop_lingering() else {
                 break;
             };
-            if deleted(&open) {
+            if open.file.is_deleted() {
                 followed = self.reader.read_all(&mut open).await;
             }
             if followed.is_ok() {
@@ -188,7 +183,7 @@ impl Tailer {
     /// read to their end now; files still on disk are left where the checkpoint says.
     async fn read_deleted_to_end(&mut self) -> Result<(), TailError> {
         for open in self.files.reading_mut() {
-            if deleted(open) {
+            if open.file.is_deleted() {
                 self.reader.read_all(open).await?;
             }
         }
@@ -221,7 +216,7 @@ impl Tailer {
         }
         let deleted = &self.reader.ctx.deleted;
         for handle in held {
-            if handle.metadata().is_ok_and(|meta| meta.nlink() == 0) {
+            if handle.is_deleted() {
                 deleted.keep_for(&self.reader.id, handle);
             }
         }
