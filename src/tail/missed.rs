@@ -2,14 +2,26 @@
 //! interval (the path named a file nobody looked at), or while the tailer already held
 //! as many newer files as it may (`files::MAX_FILES`). Each was at the path between two
 //! files the tailer did see, so it is found by name beside the path — `app.log.3`,
-//! `0.log.20261203-221500` — among the files born (inode birth time) between them.
+//! `0.log.20261203-221500` — among the files born (inode birth time) between them: by
+//! the watch task between two of its looks (`tail/watch.rs`), and by the tailer between
+//! the newest file it holds and the next one it takes.
 
+use super::fingerprint::FileIdentity;
 use super::siblings::directories;
-use super::watch::Seen;
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+/// A file seen at the path and not queued: what tells whether it was read later (an
+/// inode number alone does not: a deleted file's is soon another file's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub identity: FileIdentity,
+    pub born: Option<SystemTime>,
+    /// Its size when seen: what was lost if it is gone before it is read.
+    pub size: u64,
+}
 
 /// A regular file that was at the path between two the tailer saw, opened.
 pub struct Missed {
@@ -98,7 +110,7 @@ pub fn still_there(path: &Path, seen: &Seen) -> bool {
     })
 }
 
-fn same(a: &Metadata, b: &Metadata) -> bool {
+pub(super) fn same(a: &Metadata, b: &Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
     (a.dev(), a.ino()) == (b.dev(), b.ino())
 }

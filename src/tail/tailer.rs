@@ -9,7 +9,7 @@ use super::adopt::{self, Change, Opened};
 use super::checkpoint::Checkpoints;
 use super::claims::Claims;
 use super::deleted::{DeletedFiles, Handle};
-use super::files::{Files, MAX_FILES};
+use super::files::Files;
 use super::idle::{Idle, Pace};
 use super::missed;
 use super::reader::{OpenFile, Reader, TURN_BYTES};
@@ -145,12 +145,13 @@ impl Tailer {
             reader.id.clone(),
             reader.settings.poll_interval,
             reader.busy.clone(),
-            MAX_FILES,
+            &reader.ctx.wakeups,
             reader.ctx.deleted.clone(),
+            watch::MAX_QUEUED,
         );
         let mut followed = self.follow(&stop, &mut watch).await;
         if followed.is_ok() {
-            followed = self.read_deleted_to_end().await;
+            followed = self.read_deleted_to_end(&mut watch).await;
         }
         if let (Ok(()), Some(open)) = (&followed, self.files.front_mut()) {
             followed = self.reader.flush_at_shutdown(open).await;
@@ -180,11 +181,28 @@ impl Tailer {
 
     /// Stopped: a deleted file is never found again (its glob no longer matching it is
     /// what usually stops the tailer), so the files held for reading that are deleted are
-    /// read to their end now; files still on disk are left where the checkpoint says.
-    async fn read_deleted_to_end(&mut self) -> Result<(), TailError> {
+    /// read to their end now, then the newer ones the watch task opened and the tailer
+    /// had not taken yet; files still on disk are left where the checkpoint says.
+    async fn read_deleted_to_end(&mut self, watch: &mut PathWatch) -> Result<(), TailError> {
         for open in self.files.reading_mut() {
             if open.file.is_deleted() {
                 self.reader.read_all(open).await?;
+            }
+        }
+        let waiting = self.deferred.take().into_iter();
+        let waiting: Vec<Handle> = waiting
+            .chain(std::iter::from_fn(|| watch.found.try_recv().ok()))
+            .collect();
+        for held in waiting {
+            // A file closed at the deleted-file bounds while it waited was counted there.
+            let Ok(meta) = held.metadata() else { continue };
+            if !held.is_deleted() || self.files.holds(&meta) {
+                continue;
+            }
+            let Some(file) = held.take() else { continue };
+            if let Opened::File(mut open) = self.adopt(file, &meta, false)? {
+                self.reader.read_all(&mut open).await?;
+                self.finish(open).await?;
             }
         }
         Ok(())
@@ -515,7 +533,11 @@ impl Tailer {
     fn enqueue(&mut self, held: Handle) {
         // A file closed at the deleted-file bounds while it waited was counted there.
         let Ok(meta) = held.metadata() else { return };
-        if self.files.reads(&meta) {
+        // A file renamed back to the path is reclaimed (`adopt`); one we hold that was
+        // found by name beside it is ours already.
+        let at_path =
+            || std::fs::metadata(&self.reader.id.path).is_ok_and(|path| missed::same(&path, &meta));
+        if self.files.reads(&meta) || (self.files.holds(&meta) && !at_path()) {
             return;
         }
         if !self.catch_up(&meta) || !self.files.has_room() {

@@ -45,10 +45,18 @@ impl Appeared {
     }
 }
 
+/// Who waits for a path's changes.
+struct Waiter {
+    notify: Weak<Notify>,
+    /// Woken only when a file arrives at the path or leaves it (not by writes).
+    names_only: bool,
+}
+
 #[derive(Default)]
 struct Table {
-    /// Followed path → the wake-ups of its tailers (one per topic).
-    by_path: HashMap<PathBuf, Vec<Weak<Notify>>>,
+    /// Followed path → the wake-ups of its tailers (one per topic) and of their watch
+    /// tasks (names only).
+    by_path: HashMap<PathBuf, Vec<Waiter>>,
     /// Watched directory → how many registrations use it.
     dirs: HashMap<PathBuf, usize>,
 }
@@ -96,7 +104,8 @@ impl Wakeups {
             if event.need_rescan() {
                 // The kernel queue overflowed: events were lost, so everyone looks.
                 let all = table.by_path.values().flatten();
-                all.filter_map(Weak::upgrade).for_each(|n| n.notify_one());
+                all.filter_map(|w| w.notify.upgrade())
+                    .for_each(|n| n.notify_one());
                 return;
             }
             let arrival = matches!(
@@ -104,11 +113,13 @@ impl Wakeups {
                 notify::EventKind::Create(_)
                     | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
             );
+            let renamed = arrival || matches!(event.kind, notify::EventKind::Remove(_));
             for path in &event.paths {
                 match table.by_path.get(path) {
                     Some(waiters) => waiters
                         .iter()
-                        .filter_map(Weak::upgrade)
+                        .filter(|w| renamed || !w.names_only)
+                        .filter_map(|w| w.notify.upgrade())
                         .for_each(|n| n.notify_one()),
                     None if arrival => on_appear.set(),
                     None => {}
@@ -152,13 +163,24 @@ impl Wakeups {
     /// A symlink (e.g. `/var/log/containers/*.log` into `/var/log/pods/`) is watched at
     /// its target too: appends change the target, not the link.
     pub fn register(self: &Arc<Self>, path: &Path) -> Registration {
+        self.register_as(path, false)
+    }
+
+    /// Like [`register`](Self::register), but woken only when a file is created at, renamed
+    /// to or from, or deleted at the path: what a busy tailer's watch task waits for
+    /// (`tail/watch.rs`), without a wake-up per write.
+    pub fn register_names(self: &Arc<Self>, path: &Path) -> Registration {
+        self.register_as(path, true)
+    }
+
+    fn register_as(self: &Arc<Self>, path: &Path, names_only: bool) -> Registration {
         let notify = Arc::new(Notify::new());
-        let mut paths = vec![(path.to_path_buf(), self.add(path, &notify))];
+        let mut paths = vec![(path.to_path_buf(), self.add(path, &notify, names_only))];
         let mut unresolved = false;
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
             match std::fs::canonicalize(path) {
                 Ok(target) if target != path => {
-                    let watched = self.add(&target, &notify);
+                    let watched = self.add(&target, &notify, names_only);
                     paths.push((target, watched));
                 }
                 Ok(_) => {}
@@ -174,7 +196,7 @@ impl Wakeups {
     }
 
     /// Adds `notify` as a waiter for `path`; true when its directory is watched.
-    fn add(&self, path: &Path, notify: &Arc<Notify>) -> bool {
+    fn add(&self, path: &Path, notify: &Arc<Notify>, names_only: bool) -> bool {
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let remote = self.mounts.is_remote(path);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
@@ -182,7 +204,10 @@ impl Wakeups {
             .by_path
             .entry(path.to_path_buf())
             .or_default()
-            .push(Arc::downgrade(notify));
+            .push(Waiter {
+                notify: Arc::downgrade(notify),
+                names_only,
+            });
         if remote {
             // Writes made on other hosts raise no local notification: the tailer polls.
             return false;
@@ -214,7 +239,8 @@ impl Wakeups {
     fn remove(&self, path: &Path, notify: &Arc<Notify>, dir_watched: bool) {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(waiters) = table.by_path.get_mut(path) {
-            waiters.retain(|w| w.strong_count() > 0 && !Weak::ptr_eq(w, &Arc::downgrade(notify)));
+            let gone = Arc::downgrade(notify);
+            waiters.retain(|w| w.notify.strong_count() > 0 && !Weak::ptr_eq(&w.notify, &gone));
             if waiters.is_empty() {
                 table.by_path.remove(path);
             }
@@ -270,6 +296,30 @@ mod tests {
         assert!(quiet.await.is_err(), "another path is not woken");
         drop((followed, other));
         assert!(wakeups.table.lock().unwrap().dirs.is_empty(), "unwatched");
+    }
+
+    #[tokio::test]
+    async fn a_names_registration_should_wake_on_rotation_but_not_on_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, "x\n").unwrap();
+        let wakeups = Wakeups::new();
+        let names = wakeups.register_names(&path);
+        let writes = wakeups.register(&path);
+        std::fs::write(&path, "y\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), writes.notify.notified())
+            .await
+            .expect("the write wakes the tailer's registration");
+        let quiet = tokio::time::timeout(Duration::from_millis(200), names.notify.notified());
+        assert!(quiet.await.is_err(), "a write does not wake the watch task");
+        std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), names.notify.notified())
+            .await
+            .expect("woken by the rename away");
+        std::fs::write(&path, "").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), names.notify.notified())
+            .await
+            .expect("woken by the new file");
     }
 
     #[tokio::test]

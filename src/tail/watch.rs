@@ -1,15 +1,25 @@
 //! Notices new files at a tailer's path while the tailer is busy (reading a backlog or
 //! waiting for the sink): each one is opened at once and queued, so that several
-//! rotations in a row are all read, in order, however long the tailer is busy. When the
-//! queue is full a file is only noted (`Busy::take_missed`): the tailer finds it again by
-//! name beside the path (`tail/missed.rs`), or counts it skipped when it is gone by then.
-//! An idle tailer checks its path itself; then this task sleeps without a timer.
+//! rotations in a row are all read, in order, however long the tailer is busy. It looks
+//! when a file arrives at the path (a notification: the kubelet may rotate a chatty
+//! container several times a second and gzip each rotated file at the next rotation,
+//! so a file may be at the path for less than a poll interval) and every poll interval
+//! (no notifications on network filesystems, lost ones). Files rotated away between two
+//! looks are found by name beside the path (`tail/missed.rs`) and queued before the new
+//! one. Every queued file is held open, deleted or not, within the deleted-file bounds
+//! (`tail/deleted.rs`). When the queue is full a file is only noted
+//! (`Busy::take_missed`): the tailer finds it again by name, or counts it skipped when it
+//! is gone by then. An idle tailer checks its path itself; then this task sleeps without
+//! a timer.
 
 use super::deleted::{DeletedFiles, Handle};
 use super::fingerprint::FileIdentity;
+use super::missed::{self, Seen};
+use super::wakeup::Wakeups;
 use crate::spec::TailerId;
-use std::fs::Metadata;
-use std::path::Path;
+use std::collections::VecDeque;
+use std::fs::{File, Metadata};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -25,16 +35,6 @@ pub struct Busy {
     newest: Mutex<Option<FileIdentity>>,
     /// Files seen at the path while the queue was full, oldest first.
     missed: Mutex<Vec<Seen>>,
-}
-
-/// A file seen at the path and not queued: what tells whether it was read later (an
-/// inode number alone does not: a deleted file's is soon another file's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seen {
-    pub identity: FileIdentity,
-    pub born: Option<SystemTime>,
-    /// Its size when seen: what was lost if it is gone before it is read.
-    pub size: u64,
 }
 
 /// Files noted while the queue is full, at most: beyond, the oldest note is dropped (its
@@ -97,73 +97,218 @@ pub struct PathWatch {
     _stop: DropGuard,
 }
 
-/// Starts watching `tailer`'s path every `interval` while `busy`; at most `capacity`
-/// files wait, each held where the deleted-file bounds see it (`held`).
+/// Files queued for the tailer at most: each is an open file descriptor. A container
+/// rotated six times a second during a 45 s outage fills 270; beyond, files are noted
+/// (found by name while on disk, counted when deleted) and the deleted-file bounds still
+/// apply to the queued ones.
+pub const MAX_QUEUED: usize = 1024;
+
+/// Files this task queued lately, not queued twice when found by name again (birth times
+/// tie within a clock tick, so two looks may both find a file born at their boundary).
+const RECENT: usize = 64;
+
+/// Starts watching `tailer`'s path while `busy`: when a file arrives at the path
+/// (`wakeups`) and every `interval`. At most `capacity` files wait (`MAX_QUEUED`), each
+/// held where the deleted-file bounds see it (`held`).
 pub fn spawn(
     tailer: TailerId,
     interval: Duration,
     busy: Arc<Busy>,
-    capacity: usize,
+    wakeups: &Arc<Wakeups>,
     held: Arc<DeletedFiles>,
+    capacity: usize,
 ) -> PathWatch {
     let (tx, found) = mpsc::channel(capacity);
     let stop = CancellationToken::new();
-    let path = tailer.path.clone();
-    tokio::spawn(watch(path, interval, tx, held, tailer, busy, stop.clone()));
+    let watch = Watch {
+        arrivals: wakeups.register_names(&tailer.path),
+        tx,
+        held,
+        tailer,
+        busy,
+        last: None,
+        recent: VecDeque::with_capacity(RECENT),
+    };
+    tokio::spawn(watch.run(interval, stop.clone()));
     PathWatch {
         found,
         _stop: stop.drop_guard(),
     }
 }
 
-async fn watch(
-    path: Arc<Path>,
-    interval: Duration,
+struct Watch {
+    /// Wakes the task when a file arrives at the path or leaves it.
+    arrivals: super::wakeup::Registration,
     tx: mpsc::Sender<Handle>,
     held: Arc<DeletedFiles>,
     tailer: TailerId,
     busy: Arc<Busy>,
-    stop: CancellationToken,
-) {
-    crate::fault::panic_once("path-watch");
-    let mut last = None;
-    loop {
-        let wait = async {
-            if busy.get() {
-                tokio::time::sleep(interval).await;
-            } else {
-                busy.woken.notified().await;
+    /// The file the path named at the last look in this busy spell: files born after it
+    /// and rotated away before this look are queued first.
+    last: Option<Metadata>,
+    /// (device, inode, birth) of the files queued lately.
+    recent: VecDeque<(u64, u64, Option<SystemTime>)>,
+}
+
+/// The tailer is gone.
+struct Closed;
+
+impl Watch {
+    async fn run(mut self, interval: Duration, stop: CancellationToken) {
+        crate::fault::panic_once("path-watch");
+        loop {
+            let busy = self.busy.get();
+            if !busy {
+                // What the tailer read meanwhile is its own: start from its newest file.
+                self.last = None;
             }
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = wait => {}
+            let wait = async {
+                if busy {
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = self.arrivals.notify.notified() => {}
+                    }
+                } else {
+                    self.busy.woken.notified().await;
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = wait => {}
+            }
+            if self.look().is_err() {
+                return;
+            }
         }
+    }
+
+    /// Queues the file the path names if it is new, after those rotated away since the
+    /// last look.
+    fn look(&mut self) -> Result<(), Closed> {
+        let path = self.tailer.path.clone();
         let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
+            return Ok(());
         };
-        let opened_last = last.is_some_and(|file: FileIdentity| file.same_file(&meta));
-        if opened_last || busy.holds_newest(&meta) || !meta.is_file() {
-            continue;
+        let looked = self
+            .last
+            .as_ref()
+            .is_some_and(|last| missed::same(last, &meta));
+        if looked || !meta.is_file() {
+            return Ok(());
+        }
+        if self.busy.holds_newest(&meta) {
+            self.last = Some(meta);
+            return Ok(());
         }
         let Ok(file) = crate::open::open_for_reading(&path) else {
-            continue;
+            return Ok(());
         };
         // Identify what was opened, not what was stat'ed: a rename may fall in between.
         let Ok(opened) = file.metadata() else {
-            continue;
+            return Ok(());
         };
-        last = FileIdentity::of(&file, &opened).ok();
-        // The tailer holds at most `capacity` unread files here (bounded fds).
-        match (tx.try_send(held.hold(file, &tailer)), last) {
-            (Ok(()), _) => {}
-            (Err(mpsc::error::TrySendError::Full(_)), Some(identity)) => busy.note_missed(Seen {
-                identity,
-                born: opened.created().ok(),
-                size: opened.len(),
-            }),
-            (Err(mpsc::error::TrySendError::Full(_)), None) => {}
-            (Err(mpsc::error::TrySendError::Closed(_)), _) => return,
+        if let Some(last) = self.last.take() {
+            let queued = |m: &Metadata| self.busy.holds_newest(m) || self.was_queued(m);
+            let rotated = missed::between(&path, &last, &opened, queued);
+            for found in rotated.into_iter().flatten() {
+                tracing::debug!(tailer = %self.tailer, rotated_to = %found.path.display(),
+                    "a file was at the path between two looks; queued");
+                self.queue(found.file, &found.meta)?;
+            }
         }
+        self.queue(file, &opened)?;
+        self.last = Some(opened);
+        Ok(())
+    }
+
+    fn was_queued(&self, meta: &Metadata) -> bool {
+        let born = meta.created().ok();
+        self.recent.contains(&(meta.dev(), meta.ino(), born))
+    }
+
+    /// Queues `file` for the tailer, or notes it when the queue is full.
+    fn queue(&mut self, file: File, meta: &Metadata) -> Result<(), Closed> {
+        let identity = FileIdentity::of(&file, meta).ok();
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        let born = meta.created().ok();
+        self.recent.push_back((meta.dev(), meta.ino(), born));
+        match (
+            self.tx.try_send(self.held.hold(file, &self.tailer)),
+            identity,
+        ) {
+            (Ok(()), _) => Ok(()),
+            (Err(mpsc::error::TrySendError::Full(_)), Some(identity)) => {
+                self.busy.note_missed(Seen {
+                    identity,
+                    born,
+                    size: meta.len(),
+                });
+                Ok(())
+            }
+            (Err(mpsc::error::TrySendError::Full(_)), None) => Ok(()),
+            (Err(mpsc::error::TrySendError::Closed(_)), _) => Err(Closed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(path: &std::path::Path) -> FileIdentity {
+        let file = File::open(path).unwrap();
+        FileIdentity::of(&file, &file.metadata().unwrap()).unwrap()
+    }
+
+    /// Renames the file at `path` to `path.<n>` and creates the next one holding `n`.
+    fn rotate(path: &std::path::Path, n: u32) {
+        std::fs::rename(path, format!("{}.{n}", path.display())).unwrap();
+        std::fs::write(path, format!("file {n}\n")).unwrap();
+    }
+
+    async fn next(watch: &mut PathWatch) -> String {
+        let found = tokio::time::timeout(Duration::from_secs(10), watch.found.recv());
+        let held = found.await.expect("a file queued").expect("open");
+        let mut buf = vec![0; 64];
+        let n = held.read_at(&mut buf, 0).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Without a poll (an hour apart), rotations are seen as they happen; those rotated
+    /// away between two looks are queued first, in order; beyond the queue they are noted.
+    #[tokio::test]
+    async fn rotations_between_looks_should_be_queued_in_order_and_noted_beyond_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, "file 0\n").unwrap();
+        let busy = Arc::new(Busy::default());
+        busy.set_newest(Some(identity(&path)));
+        let tailer = TailerId::new("app", &path);
+        let held = Arc::new(DeletedFiles::default());
+        let hour = Duration::from_secs(3600);
+        let mut watch = spawn(tailer, hour, busy.clone(), &Wakeups::new(), held, 2);
+        busy.set(true);
+        rotate(&path, 1);
+        assert_eq!(next(&mut watch).await, "file 1\n");
+        // The task waits now, its poll an hour away: a notification wakes it. (This
+        // runtime has one thread: the task runs only after all three rotations.) Birth
+        // times tick every few milliseconds: keep the files apart.
+        for n in 2..=4 {
+            std::thread::sleep(Duration::from_millis(20));
+            rotate(&path, n);
+        }
+        assert_eq!(next(&mut watch).await, "file 2\n", "seen by notification");
+        assert_eq!(next(&mut watch).await, "file 3\n");
+        let four = identity(&path);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut missed = Vec::new();
+        while missed.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            missed = busy.take_missed();
+        }
+        let noted: Vec<_> = missed.iter().map(|seen| seen.identity).collect();
+        assert_eq!(noted, [four], "the queue was full: noted");
     }
 }
