@@ -391,17 +391,18 @@ fn rotations_faster_than_reading_while_kafka_hangs_lose_no_file() {
 /// deleted at the next rotation (the kubelet gzips it): no tailer look falls between, so
 /// each file is opened as it appears at the path (a notification, not the poll), held
 /// while deleted, and shipped once the broker is back. Nothing is lost or skipped.
-#[test]
-fn rotations_between_two_polls_deleted_at_the_next_rotation_are_all_read() {
+/// `backlog` lines written first keep the tailer waiting to submit (more than
+/// `max_in_flight_bytes`); without, it waits for the acknowledgements of the first
+/// rotated file it finishes (deleted while it lingered, looked at every poll).
+fn rotations_between_two_polls_each_deleted_at_the_next(name: &str, backlog: usize) {
     let _serial = kafka_serial();
     const MAX_IN_FLIGHT: usize = 128 * 1024;
     let (broker, topic, _ws, mut writer, agent) =
-        follow_one_file("unseen-rotations", MAX_IN_FLIGHT, "poll_interval: 5s");
+        follow_one_file(name, MAX_IN_FLIGHT, "poll_interval: 1s");
     broker.freeze();
-    // More than max_in_flight_bytes: the tailer waits for the sink, busy.
-    writer.write(5_000);
+    writer.write(backlog);
     let mut previous: Option<PathBuf> = None;
-    for _ in 0..20 {
+    for _ in 0..30 {
         writer.write(100);
         let rotated = writer.rotate();
         std::thread::sleep(Duration::from_millis(150));
@@ -417,8 +418,18 @@ fn rotations_between_two_polls_deleted_at_the_next_rotation_are_all_read() {
         &writer,
         agent,
         MAX_IN_FLIGHT,
-        "20 rotations 150 ms apart while Kafka hangs, each deleted at the next",
+        &format!("30 rotations 150 ms apart while Kafka hangs, each deleted at the next ({backlog} lines before)"),
     );
+}
+
+#[test]
+fn rotations_between_two_polls_deleted_at_the_next_rotation_are_all_read() {
+    rotations_between_two_polls_each_deleted_at_the_next("unseen-rotations", 5_000);
+}
+
+#[test]
+fn rotations_while_the_tailer_waits_for_a_rotated_files_acks_are_all_read() {
+    rotations_between_two_polls_each_deleted_at_the_next("unseen-while-finishing", 0);
 }
 
 /// After the broker thawed: every line written is delivered, none lost, no file skipped;

@@ -4,6 +4,7 @@
 
 use super::copies::{self, Verdict};
 use super::fingerprint::FileIdentity;
+use super::missed::Born;
 use super::reader::{OpenFile, Reader};
 use super::rotated;
 use super::TailError;
@@ -162,6 +163,7 @@ impl Reader {
         Ok(Opened::File(OpenFile {
             file,
             identity,
+            born: Born::of(meta),
             framer: Framer::new(offset, self.settings.max_line_bytes as usize),
             decoder,
             _claim: claim,

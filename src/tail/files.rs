@@ -59,8 +59,9 @@ impl<F: Held> Files<F> {
     }
 
     /// The newest file held: the watch task looks for files other than it.
-    pub fn newest(&self) -> Option<FileIdentity> {
-        self.reading.back().map(Held::identity)
+    /// The newest file being read (the back of the queue).
+    pub fn newest_reading(&self) -> Option<&F> {
+        self.reading.back()
     }
 
     pub fn front_mut(&mut self) -> Option<&mut F> {
@@ -268,7 +269,7 @@ mod tests {
         assert!(!files.has_newer());
         files.queue(new).map_err(|_| "queued").unwrap();
         assert_eq!(files.current(), Some(old_id));
-        assert_eq!(files.newest(), Some(new_id));
+        assert_eq!(files.newest_reading().map(Held::identity), Some(new_id));
         assert!(files.has_newer());
         assert!(files.reads(&new_meta));
         assert_eq!(files.pop_front().map(|f| f.0), Some(old_id));

@@ -23,6 +23,31 @@ pub struct Seen {
     pub size: u64,
 }
 
+/// One end of a window of births: a file by device, inode and birth time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Born {
+    pub dev: u64,
+    pub ino: u64,
+    pub at: SystemTime,
+}
+
+impl Born {
+    /// `None` when the filesystem keeps no birth times.
+    pub fn of(meta: &Metadata) -> Option<Born> {
+        use std::os::unix::fs::MetadataExt;
+        Some(Born {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            at: meta.created().ok()?,
+        })
+    }
+
+    pub fn is(&self, meta: &Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino()) == (self.dev, self.ino)
+    }
+}
+
 /// A regular file that was at the path between two the tailer saw, opened.
 pub struct Missed {
     pub path: PathBuf,
@@ -38,15 +63,13 @@ pub struct Missed {
 /// tailer holds, and compressed ones. Birth times come from the kernel's coarse clock
 /// (a few milliseconds): files created within one tick tie, so both ends are included
 /// (a file read before resumes at its checkpoint) and tied files may be read in either
-/// order. `None` when the filesystem keeps no birth times.
+/// order.
 pub fn between(
     path: &Path,
-    after: &Metadata,
-    before: &Metadata,
+    after: Born,
+    before: Born,
     held: impl Fn(&Metadata) -> bool,
-) -> Option<Vec<Missed>> {
-    let (after_meta, before_meta) = (after, before);
-    let (after, before) = (after.created().ok()?, before.created().ok()?);
+) -> Vec<Missed> {
     let mut found: Vec<Missed> = Vec::new();
     for (dir, name) in directories(path) {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -64,10 +87,10 @@ pub fn between(
             };
             let Ok(born) = meta.created() else { continue };
             if !meta.is_file()
-                || born < after
-                || born > before
-                || same(&meta, after_meta)
-                || same(&meta, before_meta)
+                || born < after.at
+                || born > before.at
+                || after.is(&meta)
+                || before.is(&meta)
                 || held(&meta)
                 || crate::compressed::is_compressed(&path, &meta)
             {
@@ -90,7 +113,7 @@ pub fn between(
         }
     }
     found.sort_by_key(|m| m.born);
-    Some(found)
+    found
 }
 
 /// Whether the file `seen` at `path` is still on disk beside it: the same inode, born at
@@ -138,7 +161,8 @@ mod tests {
         let held = born_now(&dir.path().join("app.log-held"));
         let new = born_now(&log);
         born_now(&dir.path().join("app.log.4"));
-        let missed = between(&log, &old, &new, |m| same(m, &held)).expect("birth times");
+        let (old, new) = (Born::of(&old).unwrap(), Born::of(&new).unwrap());
+        let missed = between(&log, old, new, |m| same(m, &held));
         let names: Vec<_> = missed
             .iter()
             .map(|m| m.path.file_name().unwrap().to_string_lossy().into_owned())

@@ -7,6 +7,7 @@ use super::deleted::Handle;
 use super::files::Held;
 use super::fingerprint::FileIdentity;
 use super::inflight::{InFlight, Settled};
+use super::missed::Born;
 use super::watch::Busy;
 use super::TailError;
 use crate::format::framer::Framer;
@@ -34,6 +35,9 @@ pub struct OpenFile {
     /// Closed under us once deleted beyond the bounds (`tail/deleted.rs`).
     pub file: Handle,
     pub identity: FileIdentity,
+    /// When the file was created (device, inode, birth time): files rotated away after
+    /// it are those born since (`tail/missed.rs`). `None` without birth times.
+    pub born: Option<Born>,
     pub framer: Framer,
     /// Parses, joins and aggregates lines; `None` for raw lines (the fast path).
     pub decoder: Option<Box<Decoder>>,
@@ -334,6 +338,10 @@ impl Reader {
 
     /// Waits for every batch in flight to be settled.
     pub async fn drain(&mut self) -> Result<(), TailError> {
+        if !self.inflight.is_empty() {
+            // Waiting for the sink is not looking at the path: the watch task does.
+            self.busy.set(true);
+        }
         while let Some(done) = self.inflight.next().await {
             self.on_ack(done)?;
         }

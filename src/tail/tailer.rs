@@ -11,7 +11,7 @@ use super::claims::Claims;
 use super::deleted::{DeletedFiles, Handle};
 use super::files::Files;
 use super::idle::{Idle, Pace};
-use super::missed;
+use super::missed::{self, Born};
 use super::reader::{OpenFile, Reader, TURN_BYTES};
 use super::remote;
 use super::wakeup::Wakeups;
@@ -268,8 +268,16 @@ impl Tailer {
         self.reader.collect_acks()?;
         self.look_at_lingering().await?;
         self.take_found(watch)?;
-        self.reader.busy.set_newest(self.files.newest());
+        self.note_newest();
+        // An undecided file waits its turn: nothing newer at the path comes before it.
+        let pace = match self.deferred {
+            Some(_) => Pace::Poll,
+            None => Pace::Slower,
+        };
         let Some(open) = self.files.front_mut() else {
+            if self.deferred.is_some() {
+                return Ok(Next::Wait(pace));
+            }
             return self.open_step(stop).await;
         };
         if self.reader.read_turn(open).await? > 0 {
@@ -291,7 +299,7 @@ impl Tailer {
                     self.permit = None;
                     tracing::debug!(tailer = %self.reader.id, "closed while idle (tail.max_open_files)");
                 }
-                Ok(Next::Wait(Pace::Slower))
+                Ok(Next::Wait(pace))
             }
             Change::Truncated => {
                 // Settle what was sent before the truncation, then start over at 0
@@ -544,9 +552,18 @@ impl Tailer {
             self.deferred = Some(held);
             return;
         }
-        let Some(file) = held.take() else { return };
-        if let Ok(Opened::File(open)) = self.adopt(file, &meta, false) {
-            self.queue(open);
+        // Adopt a second descriptor: the handle stays ours while the file is undecided.
+        let Some(Ok(file)) = held.file().as_ref().map(File::try_clone) else {
+            return;
+        };
+        match self.adopt(file, &meta, false) {
+            Ok(Opened::File(open)) => self.queue(open),
+            // A new file shorter than a KiB (the kubelet's next 0.log, just created) may
+            // be a copy being written: looked at again each poll, in its turn, while held
+            // (it may be rotated away and deleted meanwhile).
+            Ok(Opened::Undecided(_)) => self.deferred = Some(held),
+            // Finished by the tailer that claims it, or unreadable: not ours to ship.
+            _ => {}
         }
     }
 
@@ -555,18 +572,16 @@ impl Tailer {
     /// counts those seen at the path and deleted before they were read. False while some
     /// wait for room.
     fn catch_up(&mut self, next: &Metadata) -> bool {
-        let newest = self
-            .files
-            .newest_held()
-            .and_then(|f| f.file.metadata().ok());
-        let Some(newest) = newest else {
+        let newest = self.files.newest_held().and_then(|f| f.born);
+        // Without birth times, only the files seen at the path are read.
+        let (Some(newest), Some(next)) = (newest, Born::of(next)) else {
             return true;
         };
-        let missed = missed::between(&self.reader.id.path, &newest, next, |meta| {
+        let missed = missed::between(&self.reader.id.path, newest, next, |meta| {
             self.files.holds(meta)
         });
         let mut all_queued = true;
-        for found in missed.into_iter().flatten() {
+        for found in missed {
             if !self.files.has_room() {
                 all_queued = false;
                 break;
@@ -617,6 +632,14 @@ impl Tailer {
     fn queue(&mut self, open: OpenFile) {
         self.reader.busy.forget_missed(&open.identity);
         drop(self.files.queue(open));
+        self.note_newest();
+    }
+
+    /// Tells the watch task the newest file we read: where its look starts.
+    fn note_newest(&self) {
+        let newest = self.files.newest_reading();
+        let newest = newest.map(|open| (open.identity, open.born));
+        self.reader.busy.set_newest(newest);
     }
 
     /// Opens the path and positions at its checkpoint.

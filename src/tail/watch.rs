@@ -14,7 +14,7 @@
 
 use super::deleted::{DeletedFiles, Handle};
 use super::fingerprint::FileIdentity;
-use super::missed::{self, Seen};
+use super::missed::{self, Born, Seen};
 use super::wakeup::Wakeups;
 use crate::spec::TailerId;
 use std::collections::VecDeque;
@@ -26,13 +26,16 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// Whether the tailer is busy; shared between the tailer and its watch task.
+/// Whether the tailer is busy — reading, or waiting for the sink (to submit, or for the
+/// acknowledgements of a file it finishes) — rather than waiting for its path to change;
+/// shared between the tailer and its watch task.
 #[derive(Debug, Default)]
 pub struct Busy {
     flag: AtomicBool,
     woken: Notify,
-    /// The newest file the tailer holds: not opened again (one fd less).
-    newest: Mutex<Option<FileIdentity>>,
+    /// The newest file the tailer reads: not opened again (one fd less), and where a
+    /// look for files rotated away starts.
+    newest: Mutex<Option<(FileIdentity, Option<Born>)>>,
     /// Files seen at the path while the queue was full, oldest first.
     missed: Mutex<Vec<Seen>>,
 }
@@ -48,14 +51,17 @@ impl Busy {
         }
     }
 
-    pub fn set_newest(&self, file: Option<FileIdentity>) {
+    pub fn set_newest(&self, file: Option<(FileIdentity, Option<Born>)>) {
         *self.newest.lock().unwrap_or_else(|e| e.into_inner()) = file;
     }
 
-    /// Whether `meta` is the newest file the tailer holds.
+    fn newest(&self) -> Option<(FileIdentity, Option<Born>)> {
+        *self.newest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `meta` is the newest file the tailer reads.
     fn holds_newest(&self, meta: &Metadata) -> bool {
-        let newest = *self.newest.lock().unwrap_or_else(|e| e.into_inner());
-        newest.is_some_and(|file| file.same_file(meta))
+        self.newest().is_some_and(|(file, _)| file.same_file(meta))
     }
 
     /// The files seen at the path while the queue was full, oldest first.
@@ -143,9 +149,9 @@ struct Watch {
     held: Arc<DeletedFiles>,
     tailer: TailerId,
     busy: Arc<Busy>,
-    /// The file the path named at the last look in this busy spell: files born after it
-    /// and rotated away before this look are queued first.
-    last: Option<Metadata>,
+    /// The file the path named at the last look in this busy spell (else the tailer's
+    /// newest): files born after it and rotated away before this look are queued first.
+    last: Option<Born>,
     /// (device, inode, birth) of the files queued lately.
     recent: VecDeque<(u64, u64, Option<SystemTime>)>,
 }
@@ -189,15 +195,12 @@ impl Watch {
         let Ok(meta) = std::fs::metadata(&path) else {
             return Ok(());
         };
-        let looked = self
-            .last
-            .as_ref()
-            .is_some_and(|last| missed::same(last, &meta));
+        let looked = self.last.is_some_and(|last| last.is(&meta));
         if looked || !meta.is_file() {
             return Ok(());
         }
         if self.busy.holds_newest(&meta) {
-            self.last = Some(meta);
+            self.last = Born::of(&meta);
             return Ok(());
         }
         let Ok(file) = crate::open::open_for_reading(&path) else {
@@ -207,17 +210,18 @@ impl Watch {
         let Ok(opened) = file.metadata() else {
             return Ok(());
         };
-        if let Some(last) = self.last.take() {
+        // Without birth times, only the files seen at the path are queued.
+        let since = self.last.take().or_else(|| self.busy.newest()?.1);
+        if let (Some(after), Some(before)) = (since, Born::of(&opened)) {
             let queued = |m: &Metadata| self.busy.holds_newest(m) || self.was_queued(m);
-            let rotated = missed::between(&path, &last, &opened, queued);
-            for found in rotated.into_iter().flatten() {
+            for found in missed::between(&path, after, before, queued) {
                 tracing::debug!(tailer = %self.tailer, rotated_to = %found.path.display(),
                     "a file was at the path between two looks; queued");
                 self.queue(found.file, &found.meta)?;
             }
         }
         self.queue(file, &opened)?;
-        self.last = Some(opened);
+        self.last = Born::of(&opened);
         Ok(())
     }
 
@@ -284,7 +288,8 @@ mod tests {
         let path = dir.path().join("app.log");
         std::fs::write(&path, "file 0\n").unwrap();
         let busy = Arc::new(Busy::default());
-        busy.set_newest(Some(identity(&path)));
+        let born = Born::of(&std::fs::metadata(&path).unwrap());
+        busy.set_newest(Some((identity(&path), born)));
         let tailer = TailerId::new("app", &path);
         let held = Arc::new(DeletedFiles::default());
         let hour = Duration::from_secs(3600);
