@@ -289,6 +289,102 @@ fn paths_outside_allowed_paths_are_refused_even_through_a_symlink() {
     assert!(agent.log().contains("refused"));
 }
 
+/// Tenants: the keys under a policy's prefix are held to its rules — its paths, its
+/// topics, its own tailer bound — and each refusal names the policy in /status and counts
+/// in the metric; a key under no policy keeps the global rules.
+#[test]
+fn keys_under_a_policy_prefix_are_held_to_its_rules() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let logs = root(&ws).join("logs");
+    std::fs::create_dir_all(logs.join("pay")).unwrap();
+    let policy = format!(
+        "  policies:\n    - {{prefix: /lc/teams/pay/, allowed_paths: [\"{}/pay/**\"], allowed_topics: [\"pay-*\"], max_tailers: 1}}\n",
+        logs.display()
+    );
+    ws.write_config(&(config(&ws, &etcd, &[], &["/lc/"]) + &policy));
+    let agent = ws.start();
+    let (a, b, web) = (
+        logs.join("pay/a.log"),
+        logs.join("pay/b.log"),
+        logs.join("web.log"),
+    );
+    for file in [&a, &b, &web] {
+        std::fs::write(file, "").unwrap();
+    }
+    let team = "/lc/teams/pay/api";
+    put(
+        &etcd,
+        team,
+        &[
+            (&a, "pay-api"),
+            (&b, "pay-api"),
+            (&web, "pay-api"),
+            (&a, "web"),
+        ],
+    );
+    put(&etcd, "/lc/nodes/n1", &[(&web, "web")]);
+    shipped(&ws, &a, "pay-api", "pay-1");
+    shipped(&ws, &web, "web", "web-1");
+    let refused = wait_for("three refusals under the policy", LONG, || {
+        let refused = key_status(&agent, team)?["refused"].as_array()?.clone();
+        (refused.len() == 3).then_some(refused)
+    });
+    let mut got: Vec<(String, String, String, String)> = refused
+        .iter()
+        .map(|r| {
+            let field = |name: &str| r[name].as_str().unwrap().to_string();
+            let path = field("path");
+            let file = Path::new(&path).file_name().unwrap();
+            let file = file.to_string_lossy().into_owned();
+            (field("topic"), file, field("kind"), field("reason"))
+        })
+        .collect();
+    got.sort();
+    let pay = "etcd.policies[prefix /lc/teams/pay/]";
+    let expected = [
+        (
+            "pay-api",
+            "b.log",
+            "max_tailers",
+            format!("not started: {pay}.max_tailers (1) reached (in topic, path order)"),
+        ),
+        (
+            "pay-api",
+            "web.log",
+            "allowed_paths",
+            format!("outside {pay}.allowed_paths"),
+        ),
+        (
+            "web",
+            "a.log",
+            "allowed_topics",
+            format!("topic web is outside {pay}.allowed_topics"),
+        ),
+    ]
+    .map(|(t, f, k, r)| (t.to_string(), f.to_string(), k.to_string(), r));
+    assert_eq!(got, expected);
+    assert!(key_status(&agent, "/lc/nodes/n1").unwrap()["refused"]
+        .as_array()
+        .is_none_or(|r| r.is_empty()));
+    let kind = |k: &str| {
+        metric(
+            agent.http_port,
+            &format!("logcatch_refused_tailers{{kind=\"{k}\"}}"),
+        )
+    };
+    assert_eq!(
+        (
+            kind("allowed_topics"),
+            kind("allowed_paths"),
+            kind("max_tailers")
+        ),
+        (1.0, 1.0, 1.0)
+    );
+    not_shipped(&ws, &b, "pay-b-1");
+    assert_eq!(tailers(&agent).len(), 2, "pay-api a.log and web web.log");
+}
+
 fn cli(etcd: &Etcd, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_logcatch"))
@@ -617,7 +713,7 @@ fn max_tailers_bounds_what_etcd_can_start_and_reports_the_rest() {
     not_shipped(&ws, &files[4], "f04-1");
     let log = agent.log();
     assert_eq!(
-        log.matches("etcd.max_tailers reached: 16 more declared tailers not started")
+        log.matches("etcd.max_tailers (5) reached (config-file tailers count first, then etcd ones in topic, path order): 16 more declared tailers not started")
             .count(),
         1,
         "logged once, in one line:\n{log}"

@@ -17,9 +17,14 @@ pub struct EtcdConfig {
     pub prefixes: Vec<String>,
     /// Globs the resolved (symlink-free) path of an etcd-declared file must match.
     pub allowed_paths: Vec<String>,
+    /// Globs of the topics etcd may declare (`["*"]`: any).
+    pub allowed_topics: Vec<String>,
     /// At most this many tailers run; config-file ones count first (and always run),
     /// etcd ones fill the rest in (topic, path) order.
     pub max_tailers: usize,
+    /// Rules per key prefix (tenants): a key under a policy's prefix (the longest that
+    /// matches) is held to its rules instead of the global ones above.
+    pub policies: Vec<EtcdPolicy>,
     pub username: String,
     pub password_file: PathBuf,
     pub tls: EtcdTlsConfig,
@@ -27,6 +32,21 @@ pub struct EtcdConfig {
     pub dial_timeout: Duration,
     #[serde(deserialize_with = "units::duration")]
     pub request_timeout: Duration,
+}
+
+/// What the keys under `prefix` may declare. A field left out is the global one; the
+/// global `max_tailers` still bounds all etcd tailers together.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdPolicy {
+    pub prefix: String,
+    #[serde(default)]
+    pub allowed_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_topics: Option<Vec<String>>,
+    /// At most this many tailers declared by the keys under the prefix.
+    #[serde(default)]
+    pub max_tailers: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -46,7 +66,9 @@ impl Default for EtcdConfig {
             keys: Vec::new(),
             prefixes: Vec::new(),
             allowed_paths: Vec::new(),
+            allowed_topics: vec!["*".into()],
             max_tailers: DEFAULT_MAX_TAILERS,
+            policies: Vec::new(),
             username: String::new(),
             password_file: PathBuf::new(),
             tls: EtcdTlsConfig::default(),
@@ -103,22 +125,31 @@ impl EtcdConfig {
                 }
             }
         }
-        for (index, pattern) in self.allowed_paths.iter().enumerate() {
-            let field = format!("etcd.allowed_paths[{index}]");
-            if !pattern.starts_with('/') {
-                return Err((
-                    field,
-                    format!("{pattern:?} must be an absolute path or glob"),
-                ));
+        validate_rules(
+            "etcd",
+            Some(&self.allowed_paths),
+            Some(&self.allowed_topics),
+            Some(self.max_tailers),
+        )?;
+        for (index, policy) in self.policies.iter().enumerate() {
+            let at = format!("etcd.policies[{index}]");
+            if !policy.prefix.starts_with('/') {
+                let message = format!("{:?} must be a key prefix starting with /", policy.prefix);
+                return Err((format!("{at}.prefix"), message));
             }
-            globset::Glob::new(pattern).map_err(|e| (field, format!("invalid glob: {e}")))?;
-        }
-        if self.max_tailers == 0 {
-            return Err((
-                "etcd.max_tailers".into(),
-                "must be at least 1 (use an empty etcd.allowed_paths to tail nothing from etcd)"
-                    .into(),
-            ));
+            if let Some(other) = self.policies[..index]
+                .iter()
+                .position(|p| p.prefix == policy.prefix)
+            {
+                let message = format!("{:?} is also etcd.policies[{other}]'s", policy.prefix);
+                return Err((format!("{at}.prefix"), message));
+            }
+            validate_rules(
+                &at,
+                policy.allowed_paths.as_ref(),
+                policy.allowed_topics.as_ref(),
+                policy.max_tailers,
+            )?;
         }
         let has_password = !self.password_file.as_os_str().is_empty();
         if self.username.is_empty() == has_password {
@@ -149,6 +180,37 @@ impl EtcdConfig {
         }
         Ok(())
     }
+}
+
+/// The rules of the global section or of a policy (`at`): absolute path globs, topic
+/// globs, a positive tailer bound.
+fn validate_rules(
+    at: &str,
+    allowed_paths: Option<&Vec<String>>,
+    allowed_topics: Option<&Vec<String>>,
+    max_tailers: Option<usize>,
+) -> Result<(), (String, String)> {
+    for (index, pattern) in allowed_paths.into_iter().flatten().enumerate() {
+        let field = format!("{at}.allowed_paths[{index}]");
+        if !pattern.starts_with('/') {
+            return Err((
+                field,
+                format!("{pattern:?} must be an absolute path or glob"),
+            ));
+        }
+        globset::Glob::new(pattern).map_err(|e| (field, format!("invalid glob: {e}")))?;
+    }
+    for (index, pattern) in allowed_topics.into_iter().flatten().enumerate() {
+        let field = format!("{at}.allowed_topics[{index}]");
+        globset::Glob::new(pattern).map_err(|e| (field, format!("invalid glob: {e}")))?;
+    }
+    if max_tailers == Some(0) {
+        return Err((
+            format!("{at}.max_tailers"),
+            "must be at least 1 (use an empty allowed_paths to tail nothing from etcd)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_endpoint(endpoint: &str) -> Result<(), String> {
@@ -224,6 +286,24 @@ request_timeout: 5s
             ("tls: { cert_file: /c }", "etcd.tls"),
             ("request_timeout: 0s", "etcd.request_timeout"),
             ("max_tailers: 0", "etcd.max_tailers"),
+            ("allowed_topics: [\"a[\"]", "etcd.allowed_topics[0]"),
+            ("policies: [{prefix: team/}]", "etcd.policies[0].prefix"),
+            (
+                "policies: [{prefix: /t/}, {prefix: /t/}]",
+                "etcd.policies[1].prefix",
+            ),
+            (
+                "policies: [{prefix: /t/, allowed_paths: [var/*]}]",
+                "etcd.policies[0].allowed_paths[0]",
+            ),
+            (
+                "policies: [{prefix: /t/, allowed_topics: [\"[\"]}]",
+                "etcd.policies[0].allowed_topics[0]",
+            ),
+            (
+                "policies: [{prefix: /t/, max_tailers: 0}]",
+                "etcd.policies[0].max_tailers",
+            ),
         ];
         for (yaml, field) in cases {
             let (got, _) = config(yaml).validate().unwrap_err();

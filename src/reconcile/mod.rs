@@ -75,7 +75,8 @@ pub struct Reconciler {
     task_ids: HashMap<tokio::task::Id, TailerId>,
     last_errors: Vec<ExpandError>,
     /// The allow-list and the patterns it was built from.
-    allow: (Vec<String>, spec::AllowList),
+    /// The `etcd:` section's rules, compiled: global and per key prefix.
+    policies: (crate::config::EtcdConfig, spec::Policies),
     /// What is remembered of each desired file since it was first desired.
     discovery: discovery::Discovery,
     /// The directories globs look in, watched so that a file appearing there causes a
@@ -106,7 +107,11 @@ impl Reconciler {
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
             last_errors: Vec::new(),
-            allow: (Vec::new(), spec::AllowList::new(&[])),
+            policies: {
+                let etcd = crate::config::EtcdConfig::default();
+                let policies = spec::Policies::new(&etcd);
+                (etcd, policies)
+            },
             discovery: discovery::Discovery::default(),
             glob_dirs: HashMap::new(),
         }
@@ -162,9 +167,9 @@ impl Reconciler {
         let settings = TailerSettings::from_config(&config.tail);
         let snapshots = self.sources.snapshot();
         self.watch_glob_dirs(snapshots.values());
-        self.update_allow_list(&config);
+        self.update_policies(&config);
         let guard = spec::Guard {
-            allow: &self.allow.1,
+            policies: &self.policies.1,
             trusted: &trusted,
         };
         let (mut desired, errors) = spec::expand_guarded(
@@ -199,10 +204,13 @@ impl Reconciler {
     }
 
     /// The trust boundary: etcd-declared files must match `etcd.allowed_paths` once
-    /// symlinks are resolved, and at most `etcd.max_tailers` tailers run; config-file
-    /// paths are trusted.
+    /// symlinks are resolved and their topics `etcd.allowed_topics` (a key under a policy's
+    /// prefix: the policy's), each policy's keys run at most its `max_tailers`, and at
+    /// most `etcd.max_tailers` tailers run; config-file declarations are trusted.
     fn restrict(&mut self, desired: &mut spec::DesiredSet, config: &Config) -> Vec<Refusal> {
-        let mut refusals = spec::restrict(desired, &self.allow.1, trusted);
+        let policies = &self.policies.1;
+        let mut refusals = spec::restrict(desired, policies, trusted);
+        refusals.extend(spec::limit_policies(desired, policies, trusted));
         refusals.extend(spec::limit(desired, config.etcd.max_tailers, trusted));
         refusals
     }
@@ -222,24 +230,25 @@ impl Reconciler {
                     reason: r.reason,
                 });
         }
-        let mut over_limit = Vec::new();
+        // Per bound (the global one, each policy's): how many, and the first.
+        let mut over_limit: BTreeMap<String, (usize, String)> = BTreeMap::new();
         let mut ignored = Vec::new();
         for (source, refused) in self.sources.status().set_refused(table) {
             if refused.kind == RefusalKind::MaxTailers {
-                over_limit.push(format!("{}:{} ({source})", refused.topic, refused.path));
+                let first = format!("{}:{} ({source})", refused.topic, refused.path);
+                over_limit.entry(refused.reason).or_insert((0, first)).0 += 1;
             } else if refused.kind == RefusalKind::IgnoreOlder {
                 ignored.push(format!("{}:{}", refused.topic, refused.path));
             } else {
                 tracing::error!(source, topic = %refused.topic, path = %refused.path, "refused: {}", refused.reason);
             }
         }
-        // One line for however many, so a flood of declarations does not flood the log.
-        if let Some(first) = over_limit.first() {
+        // One line per bound for however many, so a flood of declarations does not flood
+        // the log.
+        for (reason, (count, first)) in over_limit {
             tracing::error!(
-                max_tailers = config.etcd.max_tailers,
-                not_started = over_limit.len(),
-                "etcd.max_tailers reached: {} more declared tailers not started, first {first}; see /status",
-                over_limit.len()
+                not_started = count,
+                "{reason}: {count} more declared tailers not started, first {first}; see /status"
             );
         }
         if let Some(first) = ignored.first() {
@@ -271,11 +280,11 @@ impl Reconciler {
         }
     }
 
-    /// Compiles `etcd.allowed_paths` again when it changed.
-    fn update_allow_list(&mut self, config: &Config) {
-        if self.allow.0 != config.etcd.allowed_paths {
-            let list = spec::AllowList::new(&config.etcd.allowed_paths);
-            self.allow = (config.etcd.allowed_paths.clone(), list);
+    /// Compiles the `etcd:` section's rules again when it changed.
+    fn update_policies(&mut self, config: &Config) {
+        if self.policies.0 != config.etcd {
+            let policies = spec::Policies::new(&config.etcd);
+            self.policies = (config.etcd.clone(), policies);
         }
     }
 

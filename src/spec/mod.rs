@@ -10,9 +10,11 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 mod glob;
+mod policy;
 
 pub use glob::is_glob;
 use glob::{glob_files, literal_base, resolve, WalkLimits};
+pub use policy::{Policies, Rules};
 
 /// A source of declarations: `config` for the config file, `etcd:<key>` for an etcd key.
 pub type SourceId = Arc<str>;
@@ -144,7 +146,7 @@ pub fn expand<'a>(
 /// Where an untrusted source's globs may look: the allow-list, and which sources are
 /// trusted (their globs walk wherever they point).
 pub struct Guard<'a> {
-    pub allow: &'a AllowList,
+    pub policies: &'a Policies,
     pub trusted: &'a dyn Fn(&SourceId) -> bool,
 }
 
@@ -162,7 +164,7 @@ pub fn expand_guarded<'a>(
     for (source, specs) in snapshots {
         let roots = guard
             .filter(|g| !(g.trusted)(source))
-            .map(|g| g.allow.roots());
+            .map(|g| g.policies.for_source(source).allow.roots());
         for spec in specs {
             let pattern = absolute(cwd, Path::new(&spec.path));
             let excluded = exclusions(cwd, &spec.exclude);
@@ -222,6 +224,8 @@ pub struct AllowList {
     set: GlobSet,
     empty: bool,
     roots: Vec<PathBuf>,
+    /// How refusals name the list (`etcd.allowed_paths`, or a policy's).
+    field: String,
 }
 
 /// An untrusted declaration that is not tailed, and why.
@@ -237,8 +241,10 @@ pub struct Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefusalKind {
-    /// Outside `etcd.allowed_paths` after symlinks are resolved.
+    /// Outside `etcd.allowed_paths` (or its policy's) after symlinks are resolved.
     AllowedPaths,
+    /// A topic outside `etcd.allowed_topics` (or its policy's).
+    AllowedTopics,
     /// Beyond `etcd.max_tailers`.
     MaxTailers,
     /// Not modified for `tail.ignore_older` when first found (any source).
@@ -246,8 +252,9 @@ pub enum RefusalKind {
 }
 
 impl RefusalKind {
-    pub const ALL: [RefusalKind; 3] = [
+    pub const ALL: [RefusalKind; 4] = [
         RefusalKind::AllowedPaths,
+        RefusalKind::AllowedTopics,
         RefusalKind::MaxTailers,
         RefusalKind::IgnoreOlder,
     ];
@@ -255,6 +262,7 @@ impl RefusalKind {
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalKind::AllowedPaths => "allowed_paths",
+            RefusalKind::AllowedTopics => "allowed_topics",
             RefusalKind::MaxTailers => "max_tailers",
             RefusalKind::IgnoreOlder => "ignore_older",
         }
@@ -276,6 +284,7 @@ impl AllowList {
             set: builder.build().unwrap_or_else(|_| GlobSet::empty()),
             empty: patterns.is_empty(),
             roots,
+            field: "etcd.allowed_paths".into(),
         }
     }
 
@@ -289,52 +298,104 @@ impl AllowList {
     /// with its existing ancestors resolved; every pass checks again, so a file that
     /// later appears as a symlink pointing outside is stopped.
     pub fn check(&self, path: &Path) -> Result<(), String> {
+        let field = &self.field;
         if self.empty {
-            return Err("etcd.allowed_paths is empty, so no path from etcd is tailed".into());
+            return Err(format!("{field} is empty, so no path from etcd is tailed"));
         }
         let resolved = resolve(path);
         if self.set.is_match(&resolved) {
             Ok(())
         } else if resolved != path {
             Err(format!(
-                "resolves to {} (symlink), which is outside etcd.allowed_paths",
+                "resolves to {} (symlink), which is outside {field}",
                 resolved.display()
             ))
         } else {
-            Err("outside etcd.allowed_paths".into())
+            Err(format!("outside {field}"))
         }
     }
 }
 
-/// Removes the owners `trusted` rejects from tailers whose file fails the allow-list;
-/// a tailer left without owners is no longer desired. Returns the refusals.
+/// Removes from each tailer the owners `trusted` rejects whose rules (`policies`: the
+/// key's policy, else the global ones) refuse its file (outside their allowed paths once
+/// symlinks are resolved) or its topic; a tailer left without owners is no longer
+/// desired. Returns the refusals.
 pub fn restrict(
     desired: &mut DesiredSet,
-    allow: &AllowList,
+    policies: &Policies,
     trusted: impl Fn(&SourceId) -> bool,
 ) -> Vec<Refusal> {
     let mut refusals = Vec::new();
     desired.retain(|id, tailer| {
-        if tailer.owners.iter().all(&trusted) {
-            return true;
-        }
-        let Err(reason) = allow.check(&id.path) else {
-            return true;
-        };
         tailer.owners.retain(|owner| {
-            let keep = trusted(owner);
-            if !keep {
-                refusals.push(Refusal {
-                    source: owner.clone(),
-                    id: id.clone(),
-                    kind: RefusalKind::AllowedPaths,
-                    reason: reason.clone(),
-                });
+            if trusted(owner) {
+                return true;
             }
-            keep
+            let rules = policies.for_source(owner);
+            let (kind, reason) = match rules.allow.check(&id.path) {
+                Err(reason) => (RefusalKind::AllowedPaths, reason),
+                Ok(()) if !rules.allows_topic(&id.topic) => (
+                    RefusalKind::AllowedTopics,
+                    format!(
+                        "topic {} is outside {}",
+                        id.topic,
+                        rules.field("allowed_topics")
+                    ),
+                ),
+                Ok(()) => return true,
+            };
+            refusals.push(Refusal {
+                source: owner.clone(),
+                id: id.clone(),
+                kind,
+                reason,
+            });
+            false
         });
         !tailer.owners.is_empty()
     });
+    refusals
+}
+
+/// Bounds, per policy with a `max_tailers` of its own, the tailers its keys declare, in
+/// `TailerId` order (topic, then path): an owner beyond is refused, and a tailer left
+/// without owners is no longer desired. Returns the refusals.
+pub fn limit_policies(
+    desired: &mut DesiredSet,
+    policies: &Policies,
+    trusted: impl Fn(&SourceId) -> bool,
+) -> Vec<Refusal> {
+    let mut refusals = Vec::new();
+    for (rules, max) in policies.bounded() {
+        let member =
+            |owner: &SourceId| !trusted(owner) && std::ptr::eq(policies.for_source(owner), rules);
+        let mut room = max;
+        for (id, tailer) in desired.iter_mut() {
+            if !tailer.owners.iter().any(member) {
+                continue;
+            }
+            if room > 0 {
+                room -= 1;
+                continue;
+            }
+            tailer.owners.retain(|owner| {
+                if !member(owner) {
+                    return true;
+                }
+                refusals.push(Refusal {
+                    source: owner.clone(),
+                    id: id.clone(),
+                    kind: RefusalKind::MaxTailers,
+                    reason: format!(
+                        "not started: {} ({max}) reached (in topic, path order)",
+                        rules.field("max_tailers")
+                    ),
+                });
+                false
+            });
+        }
+    }
+    desired.retain(|_, tailer| !tailer.owners.is_empty());
     refusals
 }
 
@@ -508,8 +569,11 @@ mod tests {
                 globs: BTreeSet::new(),
             },
         )]);
-        let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
-        let refusals = restrict(&mut desired, &AllowList::new(&allowed), |s| {
+        let config = crate::config::EtcdConfig {
+            allowed_paths: allowed.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let refusals = restrict(&mut desired, &Policies::new(&config), |s| {
             !s.starts_with("etcd:")
         });
         (desired.contains_key(&id), refusals)
@@ -603,6 +667,99 @@ mod tests {
         assert_eq!(kept(3).0, three);
     }
 
+    fn desired_of(tailers: &[(&str, &str, &[&str])]) -> DesiredSet {
+        tailers
+            .iter()
+            .map(|(topic, path, owners)| {
+                let tailer = DesiredTailer {
+                    owners: owners.iter().map(|o| SourceId::from(*o)).collect(),
+                    settings: settings(),
+                    globs: BTreeSet::new(),
+                };
+                (TailerId::new(topic, Path::new(path)), tailer)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_policy_should_refuse_topics_and_tailers_beyond_its_rules_naming_itself() {
+        let config: crate::config::EtcdConfig = serde_yaml::from_str(
+            r#"
+allowed_paths: ["/logs/**"]
+policies:
+  - { prefix: /t/pay/, allowed_topics: ["pay-*"], max_tailers: 1 }
+"#,
+        )
+        .unwrap();
+        let policies = Policies::new(&config);
+        let mut desired = desired_of(&[
+            ("pay-a", "/logs/a.log", &["etcd:/t/pay/x"]),
+            ("pay-a", "/logs/b.log", &["etcd:/t/pay/x", "etcd:/nodes/n1"]),
+            ("pay-b", "/logs/c.log", &["etcd:/t/pay/y"]),
+            ("web", "/logs/d.log", &["etcd:/t/pay/x", "config"]),
+            ("web", "/logs/e.log", &["etcd:/nodes/n1"]),
+            ("web", "/secret", &["etcd:/nodes/n1"]),
+        ]);
+        let trusted = |s: &SourceId| &**s == "config";
+        let mut refusals = restrict(&mut desired, &policies, trusted);
+        refusals.extend(limit_policies(&mut desired, &policies, trusted));
+        let got: Vec<_> = refusals
+            .iter()
+            .map(|r| {
+                (
+                    &*r.source,
+                    r.id.path.to_str().unwrap(),
+                    r.kind,
+                    r.reason.as_str(),
+                )
+            })
+            .collect();
+        let pay = "etcd.policies[prefix /t/pay/]";
+        assert_eq!(
+            got,
+            [
+                (
+                    "etcd:/t/pay/x",
+                    "/logs/d.log",
+                    RefusalKind::AllowedTopics,
+                    &*format!("topic web is outside {pay}.allowed_topics")
+                ),
+                (
+                    "etcd:/nodes/n1",
+                    "/secret",
+                    RefusalKind::AllowedPaths,
+                    "outside etcd.allowed_paths"
+                ),
+                (
+                    "etcd:/t/pay/x",
+                    "/logs/b.log",
+                    RefusalKind::MaxTailers,
+                    &*format!("not started: {pay}.max_tailers (1) reached (in topic, path order)")
+                ),
+                (
+                    "etcd:/t/pay/y",
+                    "/logs/c.log",
+                    RefusalKind::MaxTailers,
+                    &*format!("not started: {pay}.max_tailers (1) reached (in topic, path order)")
+                ),
+            ]
+        );
+        let left: Vec<_> = desired
+            .iter()
+            .map(|(id, t)| (id.path.to_str().unwrap(), t.owners.len()))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("/logs/a.log", 1),
+                ("/logs/b.log", 1),
+                ("/logs/d.log", 1),
+                ("/logs/e.log", 1)
+            ],
+            "b.log runs for its other owner, d.log for the config"
+        );
+    }
+
     #[test]
     fn an_untrusted_glob_should_walk_only_inside_the_allowed_directories() {
         let dir = tempfile::tempdir().unwrap();
@@ -612,13 +769,16 @@ mod tests {
         std::fs::write(root.join("allowed/a.log"), "x\n").unwrap();
         std::fs::write(root.join("other/b.log"), "x\n").unwrap();
         std::os::unix::fs::symlink(root.join("other"), root.join("allowed/link")).unwrap();
-        let allow = AllowList::new(&[format!("{}/allowed/**", root.display())]);
+        let policies = Policies::new(&crate::config::EtcdConfig {
+            allowed_paths: vec![format!("{}/allowed/**", root.display())],
+            ..Default::default()
+        });
         let etcd: SourceId = "/logcatch/a".into();
         let config: SourceId = crate::source::CONFIG_SOURCE.into();
         let specs = [spec(&format!("{}/**/*.log", root.display()), "t")];
         let trusted = |source: &SourceId| &**source == crate::source::CONFIG_SOURCE;
         let guard = Guard {
-            allow: &allow,
+            policies: &policies,
             trusted: &trusted,
         };
         let found = |source: &SourceId| {
