@@ -6,6 +6,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+/// A declaration's labels (owner, ticket, ...): listed in `/status` and sent with every
+/// record as Kafka headers `label.<name>`.
+pub type Labels = std::collections::BTreeMap<String, String>;
+
 /// Where a container log line came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodMeta {
@@ -137,6 +141,8 @@ pub struct Batch {
     pub path: Arc<Path>,
     /// The pod a container log file belongs to (the same for every record).
     pub pod: Option<Arc<PodMeta>>,
+    /// The declaration's labels (the same for every record); `None` without any.
+    pub labels: Option<Arc<Labels>>,
     data: Vec<u8>,
     lines: Vec<LineRef>,
     /// Per-record stream, time and parse error, parallel to `lines`; stays empty (and
@@ -150,6 +156,7 @@ impl Batch {
             topic,
             path,
             pod: None,
+            labels: None,
             data: Vec::new(),
             lines: Vec::new(),
             meta: Vec::new(),
@@ -253,6 +260,7 @@ impl Batch {
                 topic: self.topic.clone(),
                 path: self.path.clone(),
                 pod: self.pod.clone(),
+                labels: self.labels.clone(),
                 data,
                 lines,
                 meta,

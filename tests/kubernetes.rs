@@ -373,7 +373,7 @@ fn multiline_joins_a_java_stack_trace_cuts_at_max_lines_and_flushes_on_timeout_a
 }
 
 #[test]
-fn pod_metadata_stream_and_runtime_time_arrive_in_kafka() {
+fn pod_metadata_labels_stream_and_runtime_time_arrive_in_kafka() {
     let broker = Broker::start_memory();
     let topic = format!("k8s-{}", std::process::id());
     create_topic(&broker.address(), &topic, 1);
@@ -384,7 +384,11 @@ fn pod_metadata_stream_and_runtime_time_arrive_in_kafka() {
         broker.address()
     );
     ws.write_config(&ws.config_with_sink(
-        &entry(&ws.path("containers/*.log"), &topic, ", format: cri"),
+        &entry(
+            &ws.path("containers/*.log"),
+            &topic,
+            ", format: cri, labels: {owner: payments, ticket: PAY-1}",
+        ),
         &sink,
     ));
     let agent = ws.start();
@@ -396,6 +400,17 @@ fn pod_metadata_stream_and_runtime_time_arrive_in_kafka() {
     let records = consume(&broker.address(), &topic, 3, LONG);
     let values: Vec<String> = records.iter().map(|r| r.value()).collect();
     assert_eq!(values, ["warning: disk 91%", "hello world", "garbage"]);
+    // The declaration's labels: with every record, and in /status.
+    for record in &records {
+        assert_eq!(record.header("label.owner"), "payments");
+        assert_eq!(record.header("label.ticket"), "PAY-1");
+    }
+    let status = agent.status();
+    let labels = &status["tailers"][0]["labels"];
+    assert_eq!(
+        labels,
+        &serde_json::json!({"owner": "payments", "ticket": "PAY-1"})
+    );
     for record in &records[..2] {
         assert_eq!(record.header("k8s.namespace"), "payments");
         assert_eq!(record.header("k8s.pod"), "api-0");

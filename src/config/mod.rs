@@ -68,6 +68,9 @@ pub struct LogEntry {
     /// Joining continuation lines into one record.
     #[serde(default)]
     pub multiline: Option<Multiline>,
+    /// Owner, ticket, ...: in `/status` and as Kafka headers `label.<name>`.
+    #[serde(default)]
+    pub labels: crate::record::Labels,
 }
 
 impl LogEntry {
@@ -346,6 +349,7 @@ impl Config {
             log.parsing()
                 .validate()
                 .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
+            validate_labels(&log.labels).map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
         }
         if self.state_dir.as_os_str().is_empty() {
             return Err(("state_dir".into(), "must not be empty".into()));
@@ -395,6 +399,44 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// At most this many labels per declaration.
+pub const MAX_LABELS: usize = 32;
+/// The longest label value, in bytes.
+pub const MAX_LABEL_VALUE: usize = 256;
+
+/// A declaration's labels: at most [`MAX_LABELS`], names of 1-63 characters of
+/// `[a-zA-Z0-9._-]` starting with a letter or digit (Kafka header `label.<name>`), values
+/// of at most [`MAX_LABEL_VALUE`] bytes without control characters. Errors are
+/// `(field, message)` with the field `labels` or `labels.<name>`.
+pub fn validate_labels(labels: &crate::record::Labels) -> Result<(), (String, String)> {
+    if labels.len() > MAX_LABELS {
+        let message = format!("{} labels; at most {MAX_LABELS}", labels.len());
+        return Err(("labels".into(), message));
+    }
+    for (name, value) in labels {
+        let field = format!("labels.{name}");
+        let valid_name = name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid_name {
+            let message = format!(
+                "label name {name:?}: 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            );
+            return Err((field, message));
+        }
+        if value.len() > MAX_LABEL_VALUE {
+            let message = format!("{} bytes; at most {MAX_LABEL_VALUE}", value.len());
+            return Err((field, message));
+        }
+        if value.chars().any(char::is_control) {
+            return Err((field, "must not contain control characters".into()));
+        }
+    }
+    Ok(())
 }
 
 /// Validates a Kafka topic name: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.

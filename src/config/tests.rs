@@ -49,6 +49,7 @@ fn parse_should_accept_the_documented_example_and_match_the_defaults() {
         exclude: vec![],
         format: Default::default(),
         multiline: None,
+        labels: Default::default(),
     });
     assert_eq!(loaded.config, expected);
 }
@@ -209,6 +210,7 @@ fn parse_should_accept_the_legacy_seed_format_with_a_warning() {
             exclude: vec![],
             format: Default::default(),
             multiline: None,
+            labels: Default::default(),
         }]
     );
     assert_eq!(loaded.warnings.len(), 1);

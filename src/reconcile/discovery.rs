@@ -166,6 +166,7 @@ mod tests {
                 topic: "t".into(),
                 exclude: Vec::new(),
                 parsing: Default::default(),
+                labels: Default::default(),
             };
             Passes {
                 dir,

@@ -432,6 +432,7 @@ impl Reconciler {
                 id.clone(),
                 TailerEntry {
                     owners,
+                    labels: tailer.settings.labels.clone(),
                     phase,
                     restarts: control.restarts,
                     progress: control.progress.clone(),

@@ -25,6 +25,7 @@ pub fn specs(logs: &[LogEntry]) -> Vec<LogSpec> {
             topic: log.topic.clone(),
             exclude: log.exclude.clone(),
             parsing: log.parsing(),
+            labels: log.labels.clone(),
         })
         .collect()
 }

@@ -82,6 +82,7 @@ mod tests {
             topic: "t".into(),
             exclude: vec![],
             parsing: Default::default(),
+            labels: Default::default(),
         }
     }
 

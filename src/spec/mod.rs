@@ -2,6 +2,7 @@
 //! `(topic, file path)` with the set of sources that own each.
 
 use crate::format::Parsing;
+use crate::record::Labels;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -28,6 +29,8 @@ pub struct LogSpec {
     pub exclude: Vec<String>,
     /// Format and multiline joining of the files' lines.
     pub parsing: Parsing,
+    /// Owner, ticket, ...: in `/status` and as Kafka headers.
+    pub labels: Labels,
 }
 
 /// A tailer's identity: one file on one topic. The same file on two topics is two tailers.
@@ -97,6 +100,8 @@ pub struct TailerSettings {
     pub start_at: crate::config::StartAt,
     /// The declaration's format and multiline joining.
     pub parsing: Parsing,
+    /// The declaration's labels.
+    pub labels: Arc<Labels>,
 }
 
 impl TailerSettings {
@@ -107,6 +112,7 @@ impl TailerSettings {
             rotate_wait: tail.rotate_wait,
             start_at: tail.start_at,
             parsing: Parsing::default(),
+            labels: Arc::default(),
         }
     }
 }
@@ -190,18 +196,20 @@ pub fn expand_guarded<'a>(
                         owners: BTreeSet::new(),
                         settings: TailerSettings {
                             parsing: spec.parsing.clone(),
+                            labels: Arc::new(spec.labels.clone()),
                             ..settings.clone()
                         },
                         globs: BTreeSet::new(),
                     });
                 // The first declaration (config, then etcd keys in order) decides how
                 // the file is read; a different one is reported, not applied.
-                if tailer.settings.parsing != spec.parsing {
+                if tailer.settings.parsing != spec.parsing || *tailer.settings.labels != spec.labels
+                {
                     errors.push(ExpandError {
                         source: source.clone(),
                         path: file.display().to_string(),
                         message: format!(
-                            "declared on topic {} with another format or multiline setting than by {}; the first declaration's is used",
+                            "declared on topic {} with another format, multiline setting or labels than by {}; the first declaration's are used",
                             spec.topic,
                             tailer.owners.iter().next().map_or("another source", |o| o),
                         ),
@@ -483,6 +491,7 @@ mod tests {
             rotate_wait: Duration::from_secs(5),
             start_at: crate::config::StartAt::Beginning,
             parsing: Default::default(),
+            labels: Default::default(),
         }
     }
 
@@ -492,6 +501,7 @@ mod tests {
             topic: topic.into(),
             exclude: vec![],
             parsing: Default::default(),
+            labels: Default::default(),
         }
     }
 

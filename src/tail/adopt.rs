@@ -24,8 +24,9 @@ pub enum Opened {
     Missing,
     /// Another tailer on the topic reads this file under another name.
     Claimed(TailerId),
-    /// A new file that may be a copy still being written (why): looked at again later.
-    Undecided(&'static str),
+    /// A new file that may be a copy still being written (why): looked at again later,
+    /// held open meanwhile (it may be renamed away and deleted before it is decided).
+    Undecided(&'static str, File),
 }
 
 /// What the path names now compared with the open file.
@@ -126,7 +127,7 @@ impl Reader {
                 Verdict::CopyOf(original) => Some(original),
                 Verdict::New => None,
                 Verdict::Undecided(why) if !self.undecided.settled(meta) => {
-                    return Ok(Opened::Undecided(why))
+                    return Ok(Opened::Undecided(why, file))
                 }
                 Verdict::Undecided(_) => None,
             },

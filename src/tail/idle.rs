@@ -52,20 +52,23 @@ impl Idle {
 
     /// Waits at `pace`, handling the reader's acknowledgements as they come; ends early
     /// for the reader's multiline deadline and for `next_look` (a renamed file, which
-    /// raises no notification for our path).
+    /// raises no notification for our path). `holding`: the tailer waits for a file it
+    /// holds to be decided (`tail/copies.rs`), not for its path, so its watch task goes on
+    /// opening the files that arrive there.
     pub async fn wait(
         &mut self,
         pace: Pace,
         stop: &CancellationToken,
         reader: &mut Reader,
         next_look: Option<Instant>,
+        holding: bool,
     ) -> Result<(), TailError> {
         match pace {
             Pace::Slower => {}
             Pace::Poll => self.streak = 0,
             Pace::Soon => self.streak = self.streak.min(2),
         }
-        reader.busy.set(false);
+        reader.busy.set(holding);
         let base = reader.settings.poll_interval;
         let cap = match self.wakeup.is_watched() {
             true => MAX_IDLE_POLL_NOTIFIED,

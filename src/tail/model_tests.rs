@@ -297,6 +297,7 @@ impl Harness {
             rotate_wait: ROTATE_WAIT,
             start_at: StartAt::Beginning,
             parsing: Default::default(),
+            labels: Default::default(),
         };
         let tailer = Tailer::new(id, settings, ctx, Arc::new(TailerProgress::default()));
         let stop = CancellationToken::new();

@@ -351,6 +351,9 @@ impl Reader {
     fn new_batch(&self) -> Batch {
         let mut batch = Batch::new(self.id.topic.clone(), self.id.path.clone());
         batch.pod = self.pod.clone();
+        if !self.settings.labels.is_empty() {
+            batch.labels = Some(self.settings.labels.clone());
+        }
         batch
     }
 

@@ -252,7 +252,9 @@ impl Tailer {
                 Next::Wait(pace) => {
                     let idle = self.idle.as_mut().expect("set by run");
                     let next_look = self.files.next_look();
-                    idle.wait(pace, stop, &mut self.reader, next_look).await?;
+                    let holding = self.deferred.is_some();
+                    idle.wait(pace, stop, &mut self.reader, next_look, holding)
+                        .await?;
                 }
             }
         }
@@ -365,7 +367,14 @@ impl Tailer {
                 (Pace::Slower, "file does not exist".into())
             }
             // Look again each poll: the copy grows while logrotate writes it.
-            Opened::Undecided(why) => (Pace::Poll, why.to_string()),
+            Opened::Undecided(why, file) => {
+                // Held, and taken in its turn once decided (`take_found`); a first open
+                // (where `start_at` applies) looks at the path again instead.
+                if !self.first_open {
+                    self.deferred = Some(self.reader.ctx.deleted.hold(file, &self.reader.id));
+                }
+                (Pace::Poll, why.to_string())
+            }
             // Nothing tells us when the claim is released (a rotated file lingers for
             // `rotate_wait`): keep looking every few intervals.
             Opened::Claimed(owner) => (
@@ -561,7 +570,7 @@ impl Tailer {
             // A new file shorter than a KiB (the kubelet's next 0.log, just created) may
             // be a copy being written: looked at again each poll, in its turn, while held
             // (it may be rotated away and deleted meanwhile).
-            Ok(Opened::Undecided(_)) => self.deferred = Some(held),
+            Ok(Opened::Undecided(..)) => self.deferred = Some(held),
             // Finished by the tailer that claims it, or unreadable: not ours to ship.
             _ => {}
         }

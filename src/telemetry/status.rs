@@ -1,6 +1,7 @@
 //! The status model: what every tailer is doing, shared between the tailer tasks (live
 //! progress, lock-free), the reconcile loop (phase, owners, restarts) and HTTP `/status`.
 
+use crate::record::Labels;
 use crate::spec::{SourceId, TailerId};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -100,6 +101,9 @@ pub struct TailerStatus {
     pub topic: String,
     pub path: String,
     pub owners: Vec<String>,
+    /// The declaration's labels.
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
     pub state: TailerState,
     pub reason: Option<String>,
     pub restarts: u32,
@@ -114,6 +118,7 @@ pub struct TailerStatus {
 #[derive(Debug, Clone)]
 pub struct TailerEntry {
     pub owners: Vec<SourceId>,
+    pub labels: Arc<Labels>,
     /// `Some` overrides the task's own state (backoff, stopping).
     pub phase: Option<(TailerState, Option<String>)>,
     pub restarts: u32,
@@ -167,6 +172,7 @@ impl StatusBoard {
                     topic: id.topic.to_string(),
                     path: id.path.display().to_string(),
                     owners: entry.owners.iter().map(|o| o.to_string()).collect(),
+                    labels: (*entry.labels).clone(),
                     state,
                     reason,
                     restarts: entry.restarts,

@@ -12,7 +12,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 /// Every header a record can carry, in name order: the order a record carries them in.
-/// The `k8s.*` headers come with a container log, the node, offset and path with
+/// The `k8s.*` headers come with a container log, the `label.*` ones with a declaration's
+/// labels (in name order, between the `k8s.*` and `logcatch.*` ones), the node, offset and path with
 /// `sink.kafka.headers`, the parse error, stream and time with a parsed format, the
 /// length before a cut with a record cut to fit the topic's limit.
 mod header {
@@ -20,6 +21,8 @@ mod header {
     pub const CONTAINER_ID: &str = "k8s.container_id";
     pub const NAMESPACE: &str = "k8s.namespace";
     pub const POD: &str = "k8s.pod";
+    /// Followed by the label's name.
+    pub const LABEL: &str = "label.";
     pub const NODE: &str = "logcatch.node";
     pub const OFFSET: &str = "logcatch.offset";
     pub const PARSE_ERROR: &str = "logcatch.parse_error";
@@ -65,6 +68,9 @@ fn overhead(config: &KafkaConfig, node: &str, batch: &Batch, meta: bool) -> usiz
         );
         header(header::NAMESPACE, pod.namespace.len());
         header(header::POD, pod.pod.len());
+    }
+    for (name, value) in batch.labels.iter().flat_map(|labels| labels.iter()) {
+        header(&format!("{}{name}", header::LABEL), value.len());
     }
     if config.headers {
         header(header::NODE, node.len());
@@ -117,6 +123,10 @@ pub fn encode(
             }
             before_offset.put(header::NAMESPACE, pod.namespace.as_bytes())?;
             before_offset.put(header::POD, pod.pod.as_bytes())?;
+        }
+        for (name, value) in batch.labels.iter().flat_map(|labels| labels.iter()) {
+            let name = format!("{}{name}", header::LABEL);
+            before_offset.put(&name, value.as_bytes())?;
         }
         if with_headers {
             before_offset.put(header::NODE, node)?;
@@ -201,6 +211,8 @@ mod tests {
             container: "nginx".into(),
             container_id: Some("0123456789abcdef".repeat(4)),
         }));
+        let label = |i: usize| (format!("name-{i}"), "v".repeat(i * 10));
+        batch.labels = Some(Arc::new((0..5).map(label).collect()));
         // The most every part can take: the widest offset and time, the longest reason.
         for error in ParseError::ALL.into_iter().map(Some).chain([None]) {
             let meta = RecordMeta {
@@ -276,6 +288,9 @@ mod tests {
     fn a_container_logs_records_should_encode_as_with_their_headers_one_by_one() {
         let path = "/var/log/containers/web_shop_nginx-0123.log";
         let mut batch = Batch::new("t".into(), Path::new(path).into());
+        let labels = [("owner", "payments"), ("ticket", "PAY-1")];
+        let labels = labels.map(|(k, v)| (k.to_string(), v.to_string()));
+        batch.labels = Some(Arc::new(labels.into_iter().collect()));
         let pod = PodMeta {
             namespace: "shop".into(),
             pod: "web".into(),
@@ -318,6 +333,8 @@ mod tests {
                 ("k8s.container_id", b"0123"),
                 ("k8s.namespace", b"shop"),
                 ("k8s.pod", b"web"),
+                ("label.owner", b"payments"),
+                ("label.ticket", b"PAY-1"),
                 ("logcatch.node", b"node-1"),
                 ("logcatch.offset", offset.as_bytes()),
             ];

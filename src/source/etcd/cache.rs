@@ -154,6 +154,7 @@ mod tests {
             topic: "t".into(),
             exclude: vec![],
             parsing: Default::default(),
+            labels: Default::default(),
         }
     }
 

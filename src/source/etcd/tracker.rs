@@ -275,6 +275,7 @@ mod tests {
                     topic: "t".into(),
                     exclude: vec![],
                     parsing: Default::default(),
+                    labels: Default::default(),
                 }],
             )
             .unwrap();

@@ -1,8 +1,9 @@
 //! An etcd value: a JSON array `[{"path": "/var/log/app/*.log", "topic": "app"}]`, as in
 //! the Go system logcatch replaces; strictly validated, errors name the key and index.
 
-use crate::config::{validate_exclude, validate_topic};
+use crate::config::{validate_exclude, validate_labels, validate_topic};
 use crate::format::{Format, Multiline, Parsing};
+use crate::record::Labels;
 use crate::spec::LogSpec;
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,9 @@ pub struct Entry {
     pub format: Format,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multiline: Option<Multiline>,
+    /// Owner, ticket, ...: a map of strings.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
 }
 
 impl Entry {
@@ -40,6 +44,7 @@ impl Entry {
             exclude: spec.exclude.clone(),
             format: spec.parsing.format,
             multiline: spec.parsing.multiline.clone(),
+            labels: spec.labels.clone(),
         }
     }
 
@@ -52,6 +57,7 @@ impl Entry {
                 format: self.format,
                 multiline: self.multiline.clone(),
             },
+            labels: self.labels.clone(),
         }
     }
 }
@@ -125,6 +131,7 @@ pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
         spec.parsing
             .validate()
             .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
+        validate_labels(&spec.labels).map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
         specs.push(spec);
     }
     Ok(specs)
@@ -176,16 +183,31 @@ mod tests {
                     topic: "app".into(),
                     exclude: vec![],
                     parsing: Parsing::default(),
+                    labels: Default::default(),
                 },
                 LogSpec {
                     path: "/var/log/x.log".into(),
                     topic: "x.y_z-1".into(),
                     exclude: vec![],
                     parsing: Parsing::default(),
+                    labels: Default::default(),
                 },
             ]
         );
         assert_eq!(parse("/k", b" [] ").unwrap(), []);
+        let labelled = parse(
+            "/k",
+            br#"[{"path": "/a", "topic": "a", "labels": {"owner": "payments", "ticket": "PAY-1"}}]"#,
+        )
+        .unwrap();
+        let labels: Vec<_> = labelled[0].labels.iter().collect();
+        assert_eq!(
+            labels,
+            [
+                (&"owner".to_string(), &"payments".to_string()),
+                (&"ticket".to_string(), &"PAY-1".to_string())
+            ]
+        );
     }
 
     #[test]
@@ -219,6 +241,22 @@ mod tests {
             (
                 r#"[{"path": "/a"}]"#.to_string(),
                 "etcd key /logcatch/all: [0]: missing field `topic`",
+            ),
+            (
+                format!(r#"[{ok}, {{"path": "/a", "topic": "a", "labels": ["owner"]}}]"#),
+                "etcd key /logcatch/all: [1].labels: invalid type: sequence, expected a map",
+            ),
+            (
+                r#"[{"path": "/a", "topic": "a", "labels": {"owner": 5}}]"#.to_string(),
+                "etcd key /logcatch/all: [0].labels.owner: invalid type: integer `5`, expected a string",
+            ),
+            (
+                r#"[{"path": "/a", "topic": "a", "labels": {"team name": "x"}}]"#.to_string(),
+                "etcd key /logcatch/all: [0].labels.team name: label name \"team name\": 1-63",
+            ),
+            (
+                r#"[{"path": "/a", "topic": "a", "labels": {"owner": "a\nb"}}]"#.to_string(),
+                "etcd key /logcatch/all: [0].labels.owner: must not contain control characters",
             ),
         ];
         for (value, expected) in cases {
