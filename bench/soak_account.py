@@ -16,8 +16,11 @@ at the end: never allowed).
 
 Flatness: over the writing time (DURATION_S), the first third is warm-up; the last third's
 mean of RSS, open fds and checkpoints.json size must be within 25 % (+ a small absolute
-slack) of the middle third's. Prints a report and PASS/FAIL with the reasons; exits 0
-either way (the verdict is in the report).
+slack) of the middle third's. The last third starts no earlier than SETTLED_AFTER_S (env;
+soak.sh: the end of the broker freeze + tail.checkpoint_expiry + 10 s): the files read in
+the catch-up after the freeze keep their checkpoints for checkpoint_expiry once deleted,
+a transient bounded by the expiry, not growth. Prints a report and PASS/FAIL with the
+reasons; exits 0 either way (the verdict is in the report).
 """
 import csv
 import json
@@ -79,6 +82,11 @@ consumer.close()
 written = delivered = lost = dups = 0
 lost_by_fate = {"live": 0, "rotated": 0, "deleted": 0, "gc": 0}
 lost_segments = {"whole": 0, "partial": 0}
+# Files a new container wrote, rotated and saw deleted (gzipped) before the agent could
+# follow it: a glob finds a new file within the reconcile loop's APPEARED_GAP (1 s) after
+# the previous pass; a documented limit (docs/guarantees.md), reported, not failed.
+DISCOVERY_S = 1.5
+before_followed = {"segments": 0, "lines": 0}
 lost_examples = []
 lost_by_time = {}  # (fate, 10-s bucket of t_closed) -> (segments, lines)
 lost_list = []  # every segment with missing lines, for a closer look (LOST_JSON)
@@ -95,6 +103,11 @@ for key, info in containers.items():
     lost_by_kind["chatty" if key.startswith("soak-chatty/") else "other"] += zero
     for first, end, fate, t_closed, t_deleted in info["segments"]:
         missing = counts[first:end].count(0)
+        started = info.get("started", 0.0)
+        if missing == end - first and fate == "deleted" and t_deleted is not None and t_deleted - started < DISCOVERY_S:
+            before_followed["segments"] += 1
+            before_followed["lines"] += missing
+            continue
         if missing:
             lost_by_fate[fate] += missing
             lost_list.append([key, first, end, fate, t_closed, t_deleted, missing])
@@ -134,12 +147,14 @@ def mean(col, lo, hi):
     return sum(vals) / len(vals) if vals else float("nan")
 
 
+import os
 third = duration / 3
+last_from = max(2 * third, float(os.environ.get("SETTLED_AFTER_S", "0")))
 flat = []
 verdict = []
 for col, label, slack in [("rss_mb", "RSS MiB", 8.0), ("fds", "open fds", 20.0), ("ckpt_kb", "checkpoints.json KiB", 16.0),
                           ("deleted_mb", "deleted-file MiB held", 1.0), ("cpu_pct", "CPU %", None), ("lag_mb", "lag MiB", None)]:
-    mid, last = mean(col, third, 2 * third), mean(col, 2 * third, duration)
+    mid, last = mean(col, third, 2 * third), mean(col, last_from, duration)
     peak = max((float(r[col]) for r in rows if r[col] != ""), default=0.0)
     ok = slack is None or last <= mid * 1.25 + slack
     flat.append((label, mid, last, peak, "checked" if slack is not None else "shown"))
@@ -177,7 +192,9 @@ report.append(f"| {written:,} | {delivered:,} | {lost:,} | {dups:,} | {corrupt:,
 report.append("")
 report.append(f"lost by the fate of their file: on disk at the end {lost_by_fate['live'] + lost_by_fate['rotated']:,}, "
               f"deleted by rotation (gzip / beyond 5 files) {lost_by_fate['deleted']:,}, removed with their pod 5-10 s after its last line "
-              f"{lost_by_fate['gc']:,}; segments lost whole {lost_segments['whole']}, partly {lost_segments['partial']}")
+              f"{lost_by_fate['gc']:,}; segments lost whole {lost_segments['whole']}, partly {lost_segments['partial']}; "
+              f"before the agent could follow their new container (deleted within {DISCOVERY_S} s of its start: not failed) "
+              f"{before_followed['lines']:,} lines in {before_followed['segments']} segments")
 if lost:
     report.append(f"lost lines of the chatty container {lost_by_kind['chatty']:,}, of the others {lost_by_kind['other']:,}")
     for fate in ("deleted", "gc", "rotated", "live"):
@@ -194,7 +211,7 @@ report.append(f"kubelet: {manifest['stats']}, containers {len(containers)}, "
               f"all rotations {sum(v['rotations'] for v in containers.values())}, segments deleted by rotation "
               f"{sum(1 for v in containers.values() for seg in v['segments'] if seg[2] == 'deleted')}")
 report.append("")
-report.append("| over the writing time | middle third | last third | peak | |")
+report.append(f"| over the writing time | middle third | last third (from {last_from:.0f} s) | peak | |")
 report.append("|---|---:|---:|---:|---|")
 for label, mid, last, peak, how in flat:
     report.append(f"| {label} | {mid:.1f} | {last:.1f} | {peak:.1f} | {how} |")

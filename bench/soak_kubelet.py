@@ -87,6 +87,7 @@ class Container:
         self.owed = rng.random()
         self.segment_start = 0
         self.segments = []  # [first, end, fate]
+        self.started = round(time.time() - START, 2)
         self.rotated = []  # [(name, segment index)], oldest first
         self.rotations = 0
 
@@ -171,7 +172,7 @@ class Container:
         segs = list(self.segments)
         if self.fd is not None:
             segs.append([self.segment_start, self.seq, "live", None, None])
-        return {"lines": self.seq, "rate": round(self.rate, 1), "rotations": self.rotations, "segments": segs}
+        return {"lines": self.seq, "rate": round(self.rate, 1), "rotations": self.rotations, "started": self.started, "segments": segs}
 
 
 class Pod:
