@@ -968,3 +968,60 @@ fn an_expired_client_certificate_replaced_in_its_files_is_used_when_the_watch_re
     });
     shipped(&ws, &a, "app", "a-3");
 }
+
+/// The port of `etcd`'s client URL.
+fn client_port(etcd: &Etcd) -> u16 {
+    etcd.endpoint.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// How many logins (`Authenticate` calls) `etcd` has served.
+fn logins(etcd: &Etcd) -> f64 {
+    common::metric_sum(
+        client_port(etcd),
+        "grpc_server_started_total{grpc_method=\"Authenticate\"",
+    )
+}
+
+/// Every key and prefix is listed and watched through the agent's one client: one
+/// connection to etcd and one login, however many keys and prefixes are configured.
+#[test]
+fn every_key_and_prefix_is_watched_over_one_connection_and_one_login() {
+    let mut etcd = Etcd::start();
+    etcd.enable_auth("root-Pa55", "shipper", "one-Pa55", "/lc/");
+    let ws = Workspace::new();
+    let keys = ["/lc/a", "/lc/b", "/lc/c"];
+    let prefixes = ["/lc/p/", "/lc/q/"];
+    let declared = ["/lc/a", "/lc/b", "/lc/c", "/lc/p/one", "/lc/q/two"];
+    let paths: Vec<PathBuf> = (0..declared.len())
+        .map(|i| root(&ws).join(format!("logs/{i}.log")))
+        .collect();
+    for (key, path) in declared.iter().zip(&paths) {
+        put(&etcd, key, &[(path, "app")]);
+    }
+    let password_file = ws.path("etcd.pass");
+    std::fs::write(&password_file, "one-Pa55\n").unwrap();
+    std::fs::create_dir_all(root(&ws).join("logs")).unwrap();
+    ws.write_config(&format!(
+        "{}  username: shipper\n  password_file: {}\n",
+        config(&ws, &etcd, &keys, &prefixes),
+        password_file.display()
+    ));
+    let before = logins(&etcd);
+    let agent = ws.start();
+    wait_agent(&agent, "every watch synced", LONG, || {
+        let status = agent.status();
+        let watches = status["sources"]["watches"].as_array()?.clone();
+        (watches.len() == keys.len() + prefixes.len()
+            && watches.iter().all(|w| w["state"] == "synced"))
+        .then_some(())
+    });
+    for path in &paths {
+        shipped(&ws, path, "app", &format!("{}-1", path.display()));
+    }
+    assert_eq!(
+        common::established_connections(agent.pid(), client_port(&etcd)),
+        1,
+        "connections from the agent to etcd"
+    );
+    assert_eq!(logins(&etcd) - before, 1.0, "logins of the agent");
+}
