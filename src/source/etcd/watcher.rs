@@ -45,12 +45,13 @@ impl Retry {
     }
 
     /// The delay before the next session, after one whose watch lived `watched` (`None`:
-    /// it never got to watch).
+    /// it never got to watch). At most `RETRY_MAX`: the jitter adds up to the delay itself,
+    /// which would let a watch moved off a lost cluster member wait twice as long.
     fn after(&mut self, watched: Option<Duration>) -> Duration {
         if watched.is_some_and(|lived| lived >= STABLE_AFTER) {
             self.backoff = new_backoff();
         }
-        self.backoff.next().unwrap_or(RETRY_MAX)
+        self.backoff.next().unwrap_or(RETRY_MAX).min(RETRY_MAX)
     }
 }
 
@@ -273,6 +274,7 @@ mod tests {
             delays.push(retry.after(Some(Duration::from_millis(10))));
         }
         assert!(delays[5] >= RETRY_MAX, "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= RETRY_MAX), "{delays:?}");
         let after_stable = retry.after(Some(STABLE_AFTER));
         assert!(after_stable <= RETRY_MIN * 2, "{after_stable:?}");
     }
