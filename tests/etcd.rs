@@ -1064,3 +1064,132 @@ fn an_expired_client_certificate_replaced_in_its_files_is_used_when_the_watch_re
     });
     shipped(&ws, &a, "app", "a-3");
 }
+
+/// The port of `etcd`'s client URL.
+fn client_port(etcd: &Etcd) -> u16 {
+    etcd.endpoint.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// How many logins (`Authenticate` calls) `etcd` has served.
+fn logins(etcd: &Etcd) -> f64 {
+    common::metric_sum(
+        client_port(etcd),
+        "grpc_server_started_total{grpc_method=\"Authenticate\"",
+    )
+}
+
+/// Three keys and two prefixes, the agent logged in as `shipper` with `password`.
+struct FiveWatches {
+    ws: Workspace,
+    agent: Agent,
+    paths: Vec<PathBuf>,
+    password_file: PathBuf,
+    /// etcd's count of logins before the agent started.
+    logins_before: f64,
+}
+
+const KEYS: [&str; 3] = ["/lc/a", "/lc/b", "/lc/c"];
+const PREFIXES: [&str; 2] = ["/lc/p/", "/lc/q/"];
+
+fn watch_five(etcd: &Etcd, password: &str) -> FiveWatches {
+    let ws = Workspace::new();
+    let declared = ["/lc/a", "/lc/b", "/lc/c", "/lc/p/one", "/lc/q/two"];
+    let paths: Vec<PathBuf> = (0..declared.len())
+        .map(|i| root(&ws).join(format!("logs/{i}.log")))
+        .collect();
+    for (key, path) in declared.iter().zip(&paths) {
+        put(etcd, key, &[(path, "app")]);
+    }
+    let password_file = ws.path("etcd.pass");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    std::fs::create_dir_all(root(&ws).join("logs")).unwrap();
+    ws.write_config(&format!(
+        "{}  username: shipper\n  password_file: {}\n",
+        config(&ws, etcd, &KEYS, &PREFIXES),
+        password_file.display()
+    ));
+    let logins_before = logins(etcd);
+    let agent = ws.start();
+    let five = FiveWatches {
+        ws,
+        agent,
+        paths,
+        password_file,
+        logins_before,
+    };
+    five.all_synced_since(0);
+    five.all_ship("1");
+    five
+}
+
+impl FiveWatches {
+    /// Waits until every watch synced at or after `since_ms` (ms since the epoch).
+    fn all_synced_since(&self, since_ms: u64) {
+        let agent = &self.agent;
+        wait_agent(agent, "every watch synced", LONG, || {
+            let status = agent.status();
+            let watches = status["sources"]["watches"].as_array()?.clone();
+            let synced = |w: &Value| {
+                w["state"] == "synced" && w["last_sync_unix_ms"].as_u64() >= Some(since_ms)
+            };
+            (watches.len() == KEYS.len() + PREFIXES.len() && watches.iter().all(synced))
+                .then_some(())
+        });
+    }
+
+    fn all_ship(&self, marker: &str) {
+        for path in &self.paths {
+            shipped(
+                &self.ws,
+                path,
+                "app",
+                &format!("{}-{marker}", path.display()),
+            );
+        }
+    }
+}
+
+/// Every key and prefix is listed and watched through the agent's one client: one
+/// connection to etcd and one login, however many keys and prefixes are configured.
+#[test]
+fn every_key_and_prefix_is_watched_over_one_connection_and_one_login() {
+    let mut etcd = Etcd::start();
+    etcd.enable_auth("root-Pa55", "shipper", "one-Pa55", "/lc/");
+    let five = watch_five(&etcd, "one-Pa55");
+    assert_eq!(
+        common::established_connections(five.agent.pid(), client_port(&etcd)),
+        1,
+        "connections from the agent to etcd"
+    );
+    assert_eq!(
+        logins(&etcd) - five.logins_before,
+        1.0,
+        "logins of the agent"
+    );
+}
+
+/// A rotated password: the shared client is built again once, for every key and prefix.
+#[test]
+fn a_rotated_password_rebuilds_the_client_once_for_every_key_and_prefix() {
+    let mut etcd = Etcd::start();
+    etcd.enable_auth("root-Pa55", "shipper", "old-Pa55", "/lc/");
+    let five = watch_five(&etcd, "old-Pa55");
+    etcd.change_password("shipper", "new-Pa55");
+    std::fs::write(&five.password_file, "new-Pa55\n").unwrap();
+    let restarted_ms = logcatch::source::status::now_unix_ms();
+    // Every watch ends; each watcher's next session finds the files changed.
+    etcd.restart();
+    five.all_synced_since(restarted_ms);
+    five.all_ship("2");
+    let rebuilds = five
+        .agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("etcd credential files changed"))
+        .count();
+    assert_eq!(rebuilds, 1, "{}", five.agent.log());
+    assert_eq!(
+        common::established_connections(five.agent.pid(), client_port(&etcd)),
+        1
+    );
+}

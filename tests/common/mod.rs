@@ -422,3 +422,36 @@ pub fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
     }
     file.write_all(buf.as_bytes()).unwrap();
 }
+
+/// How many TCP connections process `pid` has established to `port` (any address): its
+/// sockets (the `socket:[inode]` links in /proc/PID/fd) matched against the kernel's
+/// table of TCP sockets (/proc/PID/net/tcp and tcp6, state 01 = ESTABLISHED).
+pub fn established_connections(pid: i32, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter_map(|link| {
+                    let link = link.to_string_lossy().into_owned();
+                    Some(
+                        link.strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let port = format!(":{port:04X}");
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 9
+                && fields[2].ends_with(&port)
+                && fields[3] == "01"
+                && inodes.contains(fields[9])
+        })
+        .count()
+}

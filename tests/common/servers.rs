@@ -1,6 +1,7 @@
 //! Real etcd and Kafka-protocol (tansu) servers for tests, on free loopback ports.
 
 use super::{free_port, wait_for};
+use nix::sys::signal::Signal;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -273,18 +274,7 @@ impl Etcd {
 
     /// Runs `etcdctl` against this server; `Err(stderr)` on failure.
     pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new(tool("etcdctl", "ETCDCTL_BIN"))
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint])
-            .args(&self.ctl_args)
-            .args(args)
-            .output()
-            .expect("running etcdctl");
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
+        ctl(&self.endpoint, &self.ctl_args, args)
     }
 }
 
@@ -446,4 +436,228 @@ fn signal_child(child: Option<&Child>, signal: nix::sys::signal::Signal, what: &
     let child = child.unwrap_or_else(|| panic!("{what} is not running"));
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("signal {what}: {e}"));
+}
+
+/// One member of an [`EtcdCluster`].
+struct Member {
+    name: String,
+    client_url: String,
+    peer_url: String,
+    child: Option<Child>,
+    frozen: bool,
+}
+
+impl Member {
+    fn data_dir(&self, root: &std::path::Path) -> PathBuf {
+        root.join(&self.name)
+    }
+
+    fn live(&self) -> bool {
+        self.child.is_some() && !self.frozen
+    }
+}
+
+/// A throwaway etcd cluster of real members on free loopback ports, each with its own data
+/// dir, as the seed deploys it (`--initial-cluster`); a member can be killed, frozen,
+/// restarted, or replaced by an empty one; every member is stopped on drop.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    token: String,
+    dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until each answers.
+    pub fn start(size: usize) -> EtcdCluster {
+        let members: Vec<Member> = (0..size)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{}", free_port()),
+                peer_url: format!("http://127.0.0.1:{}", free_port()),
+                child: None,
+                frozen: false,
+            })
+            .collect();
+        let mut cluster = EtcdCluster {
+            token: format!("logcatch-{}", members[0].client_url),
+            members,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        // The members wait for each other: start them all, then wait.
+        for i in 0..size {
+            cluster.launch(i, "new");
+        }
+        for i in 0..size {
+            cluster.wait_healthy(i);
+        }
+        cluster
+    }
+
+    /// Every member's client URL, as the agent is configured with them.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    pub fn size(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Kills member `i` (SIGKILL), keeping its data dir and ports.
+    pub fn kill(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        if let Some(mut child) = member.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        member.frozen = false;
+    }
+
+    /// Starts the (killed) member `i` again on its data dir and ports.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.launch(i, "existing");
+        self.wait_healthy(i);
+    }
+
+    /// Freezes member `i` (SIGSTOP): its connections stay open and answer nothing.
+    pub fn freeze(&mut self, i: usize) {
+        signal_child(self.members[i].child.as_ref(), Signal::SIGSTOP, "etcd");
+        self.members[i].frozen = true;
+    }
+
+    pub fn thaw(&mut self, i: usize) {
+        signal_child(self.members[i].child.as_ref(), Signal::SIGCONT, "etcd");
+        self.members[i].frozen = false;
+        self.wait_healthy(i);
+    }
+
+    /// Replaces member `i` by an empty one, as after a lost disk: killed, its data dir
+    /// wiped, removed from the cluster and added again (`etcdctl member remove/add`), then
+    /// started with `--initial-cluster-state existing` to fetch everything from the others.
+    pub fn replace_empty(&mut self, i: usize) {
+        self.kill(i);
+        let data = self.members[i].data_dir(self.dir.path());
+        std::fs::remove_dir_all(&data).unwrap();
+        let (name, peer_url) = (&self.members[i].name, &self.members[i].peer_url);
+        // Each step is retried until the live members have a leader (a killed leader is
+        // replaced by an election first); a step that did apply is not done twice.
+        wait_for(&format!("{name} removed"), Duration::from_secs(30), || {
+            let Some(member) = self.member(|m| m["peerURLs"][0] == peer_url.as_str())? else {
+                return Some(());
+            };
+            let id = member["ID"].as_u64().expect("member ID");
+            let _ = self.etcdctl(&["member", "remove", &format!("{id:x}")]);
+            None
+        });
+        let peer_urls = format!("--peer-urls={peer_url}");
+        wait_for(&format!("{name} added"), Duration::from_secs(30), || {
+            if self
+                .member(|m| m["peerURLs"][0] == peer_url.as_str())?
+                .is_some()
+            {
+                return Some(());
+            }
+            let _ = self.etcdctl(&["member", "add", name, &peer_urls]);
+            None
+        });
+        self.launch(i, "existing");
+        self.wait_healthy(i);
+    }
+
+    /// The first member of `etcdctl member list` that matches, `Ok(None)` if none; `None`
+    /// when the list fails.
+    fn member(
+        &self,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<Option<serde_json::Value>> {
+        let list = self.etcdctl(&["member", "list", "-w", "json"]).ok()?;
+        let list: serde_json::Value = serde_json::from_str(&list).ok()?;
+        let members = list["members"].as_array()?;
+        Some(members.iter().find(|m| matches(m)).cloned())
+    }
+
+    fn launch(&mut self, i: usize, state: &str) {
+        let initial_cluster = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let member = &self.members[i];
+        let data = member.data_dir(self.dir.path());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", member.name)))
+            .unwrap();
+        let child = Command::new(tool("etcd", "ETCD_BIN"))
+            .args(["--name", &member.name])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &member.client_url])
+            .args(["--advertise-client-urls", &member.client_url])
+            .args(["--listen-peer-urls", &member.peer_url])
+            .args(["--initial-advertise-peer-urls", &member.peer_url])
+            .args(["--initial-cluster", &initial_cluster])
+            .args(["--initial-cluster-state", state])
+            .args(["--initial-cluster-token", &self.token])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting etcd");
+        self.members[i].child = Some(child);
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let endpoint = &self.members[i].client_url;
+        wait_for(
+            &format!("etcd member {} to answer", self.members[i].name),
+            Duration::from_secs(30),
+            || ctl(endpoint, &[], &["endpoint", "health"]).ok(),
+        );
+    }
+
+    /// The member log of `i` so far (for failure messages).
+    pub fn log(&self, i: usize) -> String {
+        let name = &self.members[i].name;
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Runs `etcdctl` against the live members (not killed, not frozen); `Err(stderr)` on
+    /// failure.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let live: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|m| m.live())
+            .map(|m| m.client_url.as_str())
+            .collect();
+        // Bounded: a member without a leader would keep a write waiting.
+        let timeout = ["--command-timeout".to_string(), "5s".to_string()];
+        ctl(&live.join(","), &timeout, args)
+    }
+}
+
+/// `etcdctl --endpoints <endpoints> <options> <args>`; `Err(stderr)` on failure.
+fn ctl(endpoints: &str, options: &[String], args: &[&str]) -> Result<String, String> {
+    let output = Command::new(tool("etcdctl", "ETCDCTL_BIN"))
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints])
+        .args(options)
+        .args(args)
+        .output()
+        .expect("running etcdctl");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! Building an etcd client from the `etcd:` config. `Client::connect` is lazy (it never
-//! proves reachability), so every call is bounded: keep-alive 2s/2s ends a watch on a
-//! silent server, `request_timeout` bounds unary calls. A client holds the credentials it
-//! was built with (password, certificate): [`credentials_digest`] tells when the files
-//! changed, and [`is_refusal`] when etcd refused them, so that the caller builds a new one.
+//! proves reachability), so every call is bounded: keep-alive 10s/5s ends a watch on a
+//! silent server, the leader is required (a member without one cancels its watches),
+//! `request_timeout` bounds unary calls. A client holds the credentials it was built with
+//! (password, certificate): [`credentials_digest`] tells when the files changed, and
+//! [`is_refusal`] when etcd refused them, so that the caller builds a new one.
 
 use crate::config::EtcdConfig;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
@@ -48,6 +49,11 @@ pub fn options(config: &EtcdConfig) -> Result<ConnectOptions, ClientError> {
         .with_timeout(config.request_timeout)
         .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE_TIMEOUT)
         .with_keep_alive_while_idle(true)
+        // A member cut off from its cluster's leader answers no linearizable read, and
+        // its watches would stay open delivering nothing: with the leader required
+        // (gRPC metadata `hasleader: true`) it refuses such requests and cancels such
+        // watches ("no leader"), so the watcher re-lists through another member.
+        .with_require_leader(true)
         // etcd's simple tokens expire when unused for `--auth-token-ttl` (5 min by default)
         // and when the user's password changes: a request refused with "invalid auth
         // token" logs in again and is retried (a new password is read by a new client).

@@ -1,5 +1,6 @@
 //! The etcd source: per configured key or prefix, list (Get) then watch from the list's
 //! revision + 1; each etcd key is one source `etcd:<key>` publishing its full snapshot.
+//! All of them share one client ([`shared::SharedClient`]: one connection, one login).
 //! Follows config reloads: keys and prefixes are added and removed live; changed
 //! connection settings reconnect every watcher (their snapshots stay in force).
 
@@ -7,6 +8,7 @@ pub mod admin;
 pub mod cache;
 pub mod cert;
 pub mod client;
+pub mod shared;
 pub mod tracker;
 pub mod value;
 pub mod watcher;
@@ -15,6 +17,7 @@ use crate::config::{Config, EtcdConfig};
 use crate::source::status::WatchKind;
 use crate::source::Sources;
 use cache::SnapshotCache;
+use shared::SharedClient;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -33,8 +36,8 @@ pub struct EtcdSource {
     config: watch::Receiver<Arc<Config>>,
     sources: Arc<Sources>,
     cache: Arc<SnapshotCache>,
-    /// The connection settings the running watchers use.
-    connection: Option<Arc<EtcdConfig>>,
+    /// The client the running watchers share, built from the connection settings.
+    client: Option<Arc<SharedClient>>,
     running: BTreeMap<Target, Running>,
 }
 
@@ -73,7 +76,7 @@ impl EtcdSource {
             config,
             sources,
             cache: Arc::new(cache),
-            connection: None,
+            client: None,
             running: BTreeMap::new(),
         }
     }
@@ -97,15 +100,16 @@ impl EtcdSource {
     async fn apply(&mut self, etcd: EtcdConfig) {
         let desired = targets(&etcd);
         let reconnect = self
-            .connection
+            .client
             .as_ref()
-            .is_some_and(|c| !c.same_connection(&etcd));
+            .is_some_and(|c| !c.config().same_connection(&etcd));
         if reconnect {
             tracing::info!("etcd connection settings changed; reconnecting");
             for (_, running) in std::mem::take(&mut self.running) {
                 running.stop.cancel();
                 let _ = running.task.await;
             }
+            self.client = None;
         }
         let removed: Vec<Target> = self
             .running
@@ -120,7 +124,10 @@ impl EtcdSource {
             }
             self.forget(&target, &desired);
         }
-        let connection = Arc::new(etcd);
+        let client = self
+            .client
+            .get_or_insert_with(|| Arc::new(SharedClient::new(Arc::new(etcd))))
+            .clone();
         for target in desired {
             if self.running.contains_key(&target) {
                 continue;
@@ -129,7 +136,7 @@ impl EtcdSource {
             let tracker = Tracker::new(target.clone(), self.sources.clone(), self.cache.clone());
             let watcher = Watcher::new(
                 target.clone(),
-                connection.clone(),
+                client.clone(),
                 self.sources.clone(),
                 tracker,
             );
@@ -137,7 +144,6 @@ impl EtcdSource {
             let task = tokio::spawn(watcher.run(stop.clone()));
             self.running.insert(target, Running { stop, task });
         }
-        self.connection = Some(connection);
     }
 
     /// `target` left the config: its keys stop being sources (unless another target

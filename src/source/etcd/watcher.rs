@@ -1,17 +1,17 @@
 //! One task per configured key or prefix: list, then watch from the list's revision + 1
 //! (no gap). Any stream error, end, cancel or compaction ends the session; the task
-//! retries with backoff and re-lists, while the published snapshots stay in force. The
-//! client is rebuilt (files read again, logged in again) before a session when the
-//! credential files changed, and after etcd refused its credentials.
+//! retries with backoff and re-lists, while the published snapshots stay in force. Every
+//! task uses the agent's one [`SharedClient`]; a task whose credentials etcd refused has
+//! it rebuilt (once for all tasks) before its next session.
 
 use super::cert;
 use super::client::{self, ClientError};
+use super::shared::{Handle, SharedClient};
 use super::tracker::{Target, Tracker};
-use crate::config::EtcdConfig;
 use crate::source::status::{now_unix_ms, WatchKind, WatchState};
 use crate::source::Sources;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -45,12 +45,13 @@ impl Retry {
     }
 
     /// The delay before the next session, after one whose watch lived `watched` (`None`:
-    /// it never got to watch).
+    /// it never got to watch). At most `RETRY_MAX`: the jitter adds up to the delay itself,
+    /// which would let a watch moved off a lost cluster member wait twice as long.
     fn after(&mut self, watched: Option<Duration>) -> Duration {
         if watched.is_some_and(|lived| lived >= STABLE_AFTER) {
             self.backoff = new_backoff();
         }
-        self.backoff.next().unwrap_or(RETRY_MAX)
+        self.backoff.next().unwrap_or(RETRY_MAX).min(RETRY_MAX)
     }
 }
 
@@ -64,18 +65,13 @@ struct Ended {
     refused: bool,
 }
 
-/// A client and the digest of the credential files it was built from.
-struct Connected {
-    client: Client,
-    credentials: u64,
-}
-
 pub struct Watcher {
     target: Target,
-    config: Arc<EtcdConfig>,
+    shared: Arc<SharedClient>,
     sources: Arc<Sources>,
     tracker: Tracker,
-    client: Option<Connected>,
+    /// The client of the current (or last) session.
+    client: Option<Handle>,
     synced_once: bool,
     /// When the current session's watch was established.
     watching_since: Option<tokio::time::Instant>,
@@ -84,7 +80,7 @@ pub struct Watcher {
 impl Watcher {
     pub fn new(
         target: Target,
-        config: Arc<EtcdConfig>,
+        shared: Arc<SharedClient>,
         sources: Arc<Sources>,
         tracker: Tracker,
     ) -> Self {
@@ -93,7 +89,7 @@ impl Watcher {
             .update_watch(target.kind, &target.key, |_| {});
         Watcher {
             target,
-            config,
+            shared,
             sources,
             tracker,
             client: None,
@@ -111,9 +107,9 @@ impl Watcher {
                 _ = shutdown.cancelled() => return,
                 ended = self.session() => self.explain(ended),
             };
-            if ended.refused {
-                // Read the files and log in again next time.
-                self.client = None;
+            if let Some(handle) = self.client.take().filter(|_| ended.refused) {
+                // Read the files and log in again next time (once for every watcher).
+                self.shared.refused(&handle).await;
             }
             if !self.synced_once {
                 let served = self.tracker.serve_cache();
@@ -149,7 +145,7 @@ impl Watcher {
     /// A session that failed for no reason etcd gave may have failed on an expired client
     /// certificate, which etcd refuses by closing the connection: that is a refusal too.
     fn explain(&self, ended: Ended) -> Ended {
-        let cert_file = &self.config.tls.cert_file;
+        let cert_file = &self.shared.config().tls.cert_file;
         if ended.refused || cert_file.as_os_str().is_empty() {
             return ended;
         }
@@ -162,26 +158,6 @@ impl Watcher {
         }
     }
 
-    /// The client for this session: the one kept, unless the credential files changed
-    /// since it was built (a rotated password or certificate), else a new one.
-    async fn client(&mut self) -> Result<Client, ClientError> {
-        let credentials = client::credentials_digest(&self.config);
-        if let Some(connected) = &self.client {
-            if connected.credentials == credentials {
-                // A cheap handle on the shared channel.
-                return Ok(connected.client.clone());
-            }
-            tracing::info!(key = %self.target.key, "etcd credential files changed; connecting with the new ones");
-            self.client = None;
-        }
-        let client = client::connect(&self.config).await?;
-        self.client = Some(Connected {
-            client: client.clone(),
-            credentials,
-        });
-        Ok(client)
-    }
-
     /// One list + watch; returns why it ended.
     async fn session(&mut self) -> Ended {
         let key = self.target.key.clone();
@@ -191,8 +167,11 @@ impl Watcher {
             message: format!("etcd {what} {key}: {message}"),
             refused,
         };
-        let mut client = match self.client().await {
-            Ok(c) => c,
+        let mut client = match self.shared.client().await {
+            Ok(handle) => {
+                self.client = Some(handle.clone());
+                handle.client
+            }
             Err(e) => {
                 let refused = match &e {
                     ClientError::ReadFile { .. } => true,
@@ -295,6 +274,7 @@ mod tests {
             delays.push(retry.after(Some(Duration::from_millis(10))));
         }
         assert!(delays[5] >= RETRY_MAX, "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= RETRY_MAX), "{delays:?}");
         let after_stable = retry.after(Some(STABLE_AFTER));
         assert!(after_stable <= RETRY_MIN * 2, "{after_stable:?}");
     }

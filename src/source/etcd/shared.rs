@@ -1,0 +1,158 @@
+//! The one etcd client of the agent: every watched key and prefix lists and watches
+//! through it, so the agent holds one HTTP/2 connection per endpoint and logs in once,
+//! each watch being a gRPC stream multiplexed on that connection. It is rebuilt (files
+//! read again, logged in again) once for all its users: when the credential files changed
+//! since it was built, and after etcd refused its credentials.
+
+use super::client::{self, ClientError};
+use crate::config::EtcdConfig;
+use etcd_client::Client;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// A client and what it was built from.
+struct Connected {
+    client: Client,
+    /// The digest of the credential files it was built with.
+    credentials: u64,
+    /// Which build it is, so that a refusal seen with an older build does not throw away
+    /// the newer one another user already made.
+    build: u64,
+}
+
+#[derive(Default)]
+struct State {
+    connected: Option<Connected>,
+    builds: u64,
+}
+
+/// A cheap handle on the shared client, naming the build it came from.
+#[derive(Clone)]
+pub struct Handle {
+    pub client: Client,
+    build: u64,
+}
+
+pub struct SharedClient {
+    config: Arc<EtcdConfig>,
+    state: Mutex<State>,
+}
+
+impl SharedClient {
+    /// Connects lazily: nothing happens before the first [`SharedClient::client`].
+    pub fn new(config: Arc<EtcdConfig>) -> Self {
+        SharedClient {
+            config,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The connection settings the client is built from.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.config
+    }
+
+    /// The client: the one kept, unless the credential files changed since it was built
+    /// (a rotated password or certificate) or it was refused, else a new one. Concurrent
+    /// callers wait for one build.
+    pub async fn client(&self) -> Result<Handle, ClientError> {
+        let credentials = client::credentials_digest(&self.config);
+        let mut state = self.state.lock().await;
+        if let Some(connected) = &state.connected {
+            if connected.credentials == credentials {
+                return Ok(Handle {
+                    client: connected.client.clone(),
+                    build: connected.build,
+                });
+            }
+            tracing::info!("etcd credential files changed; connecting with the new ones");
+            state.connected = None;
+        }
+        let client = client::connect(&self.config).await?;
+        state.builds += 1;
+        let build = state.builds;
+        state.connected = Some(Connected {
+            client: client.clone(),
+            credentials,
+            build,
+        });
+        Ok(Handle { client, build })
+    }
+
+    /// etcd refused the credentials `handle`'s client logged in with: the next
+    /// [`SharedClient::client`] builds a new one, unless a newer one was built already.
+    pub async fn refused(&self, handle: &Handle) {
+        let mut state = self.state.lock().await;
+        if state
+            .connected
+            .as_ref()
+            .is_some_and(|c| c.build == handle.build)
+        {
+            state.connected = None;
+        }
+    }
+
+    /// How many clients were built so far.
+    #[cfg(test)]
+    async fn builds(&self) -> u64 {
+        self.state.lock().await.builds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(dir: &std::path::Path) -> (SharedClient, std::path::PathBuf) {
+        let password_file = dir.join("pass");
+        std::fs::write(&password_file, "one\n").unwrap();
+        // Without a user, `connect` does not talk to etcd: it builds a lazy channel.
+        let config = EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            password_file: password_file.clone(),
+            ..EtcdConfig::default()
+        };
+        (SharedClient::new(Arc::new(config)), password_file)
+    }
+
+    #[tokio::test]
+    async fn every_user_should_share_one_build_until_the_credentials_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, password_file) = shared(dir.path());
+        let first = shared.client().await.unwrap();
+        for _ in 0..5 {
+            shared.client().await.unwrap();
+        }
+        assert_eq!(shared.builds().await, 1);
+        std::fs::write(&password_file, "two\n").unwrap();
+        let second = shared.client().await.unwrap();
+        shared.client().await.unwrap();
+        assert_eq!(shared.builds().await, 2, "rebuilt once for all users");
+        // A refusal seen with the old build does not throw away the new one.
+        shared.refused(&first).await;
+        shared.client().await.unwrap();
+        assert_eq!(shared.builds().await, 2);
+        shared.refused(&second).await;
+        shared.client().await.unwrap();
+        assert_eq!(shared.builds().await, 3);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_should_rebuild_once_for_all_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, _) = shared(dir.path());
+        let handles: Vec<Handle> = futures::future::join_all((0..4).map(|_| shared.client()))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        // Every watcher sees the refusal; one new client serves them all.
+        for handle in &handles {
+            shared.refused(handle).await;
+        }
+        for _ in 0..4 {
+            shared.client().await.unwrap();
+        }
+        assert_eq!(shared.builds().await, 2);
+    }
+}
