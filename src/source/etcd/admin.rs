@@ -1,10 +1,11 @@
-//! `logcatch etcd put|get|del|list`: the operator's side of the etcd source. `put`
+//! `logcatch etcd put|get|del|list|status`: the operator's side of the etcd source. `put`
 //! validates with the same parser the agent uses, so a value the agent would refuse never
 //! reaches etcd.
 
 use super::client::{self, ClientError};
+use super::gather::{self, Gathered};
 use super::value::{self, ValueError};
-use crate::config::EtcdConfig;
+use crate::config::{EtcdConfig, EtcdStatusConfig};
 use etcd_client::{Client, GetOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,41 @@ impl Admin {
                 }
             })
             .collect())
+    }
+}
+
+impl Admin {
+    /// The status every node (or `node` only) wrote back for `key` under `status`'s
+    /// prefix, with the key's current revision.
+    pub async fn status(
+        &mut self,
+        status: &EtcdStatusConfig,
+        key: &str,
+        node: Option<&str>,
+    ) -> Result<Gathered> {
+        let error = self.error("get", key);
+        let response = self.client.get(key, None).await.map_err(error)?;
+        let revision = response.kvs().first().map(|kv| kv.mod_revision());
+        let prefix = status.key_prefix();
+        let (path, options) = match node {
+            Some(node) => (status.key(node, key), None),
+            None => (prefix.clone(), Some(GetOptions::new().with_prefix())),
+        };
+        let error = self.error("list", &path);
+        let response = self
+            .client
+            .get(path.as_str(), options)
+            .await
+            .map_err(error)?;
+        let values = response
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let node = gather::node_of(&prefix, kv.key_str().ok()?, key)?;
+                Some((node.to_string(), kv.value().to_vec()))
+            })
+            .collect();
+        Ok(Gathered::new(key, revision, values))
     }
 }
 

@@ -7,6 +7,8 @@ pub mod admin;
 pub mod cache;
 pub mod cert;
 pub mod client;
+pub mod gather;
+pub mod publish;
 pub mod tracker;
 pub mod value;
 pub mod watcher;
