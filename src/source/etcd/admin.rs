@@ -128,24 +128,36 @@ impl Admin {
         let response = self.client.get(key, None).await.map_err(error)?;
         let revision = response.kvs().first().map(|kv| kv.mod_revision());
         let prefix = status.key_prefix();
-        let (path, options) = match node {
-            Some(node) => (status.key(node, key), None),
-            None => (prefix.clone(), Some(GetOptions::new().with_prefix())),
+        // Every node's status keys first (names only: a fleet's values are large), then
+        // the values of the key's.
+        let paths = match node {
+            Some(node) => vec![status.key(node, key)],
+            None => {
+                let error = self.error("list", &prefix);
+                let options = GetOptions::new().with_prefix().with_keys_only();
+                let listed = self.client.get(prefix.as_str(), Some(options)).await;
+                let response = listed.map_err(error)?;
+                response
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| kv.key_str().ok())
+                    .filter(|k| gather::node_of(&prefix, k, key).is_some())
+                    .map(str::to_string)
+                    .collect()
+            }
         };
-        let error = self.error("list", &path);
-        let response = self
-            .client
-            .get(path.as_str(), options)
-            .await
-            .map_err(error)?;
-        let values = response
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let node = gather::node_of(&prefix, kv.key_str().ok()?, key)?;
-                Some((node.to_string(), kv.value().to_vec()))
-            })
-            .collect();
+        let mut values = Vec::new();
+        for path in paths {
+            let error = self.error("get", &path);
+            let response = self.client.get(path.as_str(), None).await.map_err(error)?;
+            // Gone since it was listed (its node stopped): not a node of the key any more.
+            let Some(kv) = response.kvs().first() else {
+                continue;
+            };
+            if let Some(node) = gather::node_of(&prefix, &path, key) {
+                values.push((node.to_string(), kv.value().to_vec()));
+            }
+        }
         Ok(Gathered::new(key, revision, values))
     }
 }
