@@ -82,6 +82,22 @@ fn file_states(report: &Value, entry: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Appends `line` and waits until the sink has it.
+fn shipped(ws: &Workspace, path: &Path, line: &str) {
+    append_lines(path, [line.to_string()]);
+    wait_for(&format!("{line} shipped"), LONG, || {
+        ws.records().iter().any(|r| r.line == line).then_some(())
+    });
+}
+
+/// Waits until `/status` `status_publish` is in `state`; returns it.
+fn publish_state(agent: &Agent, state: &str) -> Value {
+    wait_for(&format!("status_publish {state}"), LONG, || {
+        let publish = agent.status()["status_publish"].clone();
+        (publish["state"] == state).then_some(publish)
+    })
+}
+
 fn logcatch(args: &[&str]) -> (i32, String, String) {
     common::logcatch(args, Path::new("/"))
 }
@@ -340,17 +356,8 @@ fn a_node_that_cannot_write_its_status_keeps_shipping_and_says_so() {
     );
     let agent = start(&ws, &etcd, "reader", &logs, &credentials);
 
-    append_lines(&app, ["shipped-1".to_string()]);
-    wait_for("the line shipped", LONG, || {
-        ws.records()
-            .iter()
-            .any(|r| r.line == "shipped-1")
-            .then_some(())
-    });
-    let publish = wait_for("the publish failure in /status", LONG, || {
-        let publish = agent.status()["status_publish"].clone();
-        (publish["state"] == "failing").then_some(publish)
-    });
+    shipped(&ws, &app, "shipped-1");
+    let publish = publish_state(&agent, "failing");
     let error = publish["error"].as_str().unwrap();
     assert!(error.contains("permission denied"), "{publish}");
     assert!(
@@ -366,13 +373,42 @@ fn a_node_that_cannot_write_its_status_keeps_shipping_and_says_so() {
         (metric_sum(agent.http_port, "logcatch_etcd_status_publish_errors_total") >= 2.0)
             .then_some(())
     });
-    append_lines(&app, ["shipped-2".to_string()]);
-    wait_for("the next line shipped", LONG, || {
-        ws.records()
-            .iter()
-            .any(|r| r.line == "shipped-2")
-            .then_some(())
-    });
+    shipped(&ws, &app, "shipped-2");
     assert!(report(&etcd, "reader").is_none());
     assert_eq!(agent.status()["sources"]["ready"], true);
+}
+
+#[test]
+fn a_lost_etcd_fails_the_status_until_it_returns_then_it_is_written_again() {
+    let mut etcd = Etcd::start();
+    let ws = Workspace::new();
+    let logs = real(ws.dir.path()).join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let app = logs.join("app.log");
+    let revision = put(&etcd, &[(&app, "app")]);
+    let agent = start(&ws, &etcd, "lost", &logs, "");
+    wait_for("the status", LONG, || {
+        (report(&etcd, "lost")?["observed_revision"] == revision).then_some(())
+    });
+    let lease = agent.status()["status_publish"]["lease_id"].clone();
+
+    etcd.stop();
+    let publish = publish_state(&agent, "failing");
+    assert!(publish["failing_since_ms"].as_u64().is_some(), "{publish}");
+    shipped(&ws, &app, "while-etcd-is-down");
+
+    etcd.restart();
+    let publish = publish_state(&agent, "publishing");
+    assert_ne!(publish["lease_id"], lease, "a new lease: {publish}");
+    assert_eq!(publish["error"], Value::Null);
+    // Written again under the new lease, not left to the old one's expiry.
+    wait_for("the status under the new lease", LONG, || {
+        let kv = meta(&etcd, &status_key("lost"))?;
+        (kv["lease"] == publish["lease_id"]).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        report(&etcd, "lost").is_some(),
+        "outlives the old lease's TTL"
+    );
 }
