@@ -262,6 +262,7 @@ fn status_reports(
             &board.tailers(),
             &sources.status().view(),
             &sources.snapshot(),
+            &board.applied(),
             &cwd,
         )
     })

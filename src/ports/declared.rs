@@ -12,9 +12,9 @@ pub struct DeclarationReport {
     pub version: String,
     /// The declaring etcd key.
     pub key: String,
-    /// The etcd mod revision of the key's value this node has seen last (as Kubernetes'
-    /// `observedGeneration`): compare it with the key's revision to see whether every
-    /// node has seen a change.
+    /// The etcd mod revision of the key's value this node's reconcile loop has applied
+    /// (as Kubernetes' `observedGeneration`): compare it with the key's revision to see
+    /// whether every node has acted on a change.
     pub observed_revision: i64,
     /// Why the value at `observed_revision` was refused; the entries are then those of
     /// the last valid value, still in force.

@@ -1,29 +1,36 @@
 //! The status each declaring etcd key gets back in etcd, derived from the status model
 //! (`/status` tailers and source rows) and the sources' snapshots: for each entry, the
 //! files it matched with their state, and the files refused. Pure, so it is unit-tested.
+//! A key whose latest snapshot the reconcile loop has not applied yet has no report this
+//! time (`None`: what was written stays), so `observed_revision` is always a revision the
+//! loop acted on, and the files are those of its entries.
 
-use super::status::TailerStatus;
+use super::status::{Snapshots, TailerStatus};
 use crate::ports::declared::{
     coarse_lag, DeclarationReport, EntryReport, FileReport, RefusedReport,
 };
 use crate::source::status::SourcesView;
-use crate::spec::{Declares, LogSpec, SourceId};
+use crate::spec::{Declares, LogSpec};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
-/// One report per etcd key that is a source now, by key.
+/// One report per etcd key that is a source now, by key; `None` for a key whose
+/// snapshot differs from the one the last reconcile pass `applied`.
 pub fn reports(
     node: &str,
     tailers: &[TailerStatus],
     sources: &SourcesView,
-    snapshots: &BTreeMap<SourceId, Arc<[LogSpec]>>,
+    snapshots: &Snapshots,
+    applied: &Snapshots,
     cwd: &Path,
-) -> BTreeMap<String, DeclarationReport> {
+) -> BTreeMap<String, Option<DeclarationReport>> {
     snapshots
         .iter()
         .filter_map(|(source, specs)| {
             let key = source.strip_prefix("etcd:")?;
+            if applied.get(source) != Some(specs) {
+                return Some((key.to_string(), None));
+            }
             let row = sources.keys.iter().find(|k| k.source == **source);
             let entries = specs
                 .iter()
@@ -38,7 +45,7 @@ pub fn reports(
                 from_cache: row.is_some_and(|r| r.from_cache),
                 entries,
             };
-            Some((key.to_string(), report))
+            Some((key.to_string(), Some(report)))
         })
         .collect()
 }
@@ -114,7 +121,7 @@ mod tests {
 
     #[test]
     fn reports_should_give_each_entry_its_own_files_and_refusals() {
-        let snapshots: BTreeMap<SourceId, Arc<[LogSpec]>> = BTreeMap::from([
+        let snapshots: Snapshots = BTreeMap::from([
             ("config".into(), vec![spec("/l/c.log", "t")].into()),
             (
                 "etcd:/k".into(),
@@ -149,9 +156,16 @@ mod tests {
                 }],
             }],
         };
-        let reports = reports("n1", &tailers, &sources, &snapshots, Path::new("/"));
+        let reports = reports(
+            "n1",
+            &tailers,
+            &sources,
+            &snapshots,
+            &snapshots,
+            Path::new("/"),
+        );
         assert_eq!(reports.keys().collect::<Vec<_>>(), ["/k"], "etcd keys only");
-        let report = &reports["/k"];
+        let report = reports["/k"].as_ref().unwrap();
         assert_eq!((report.node.as_str(), report.observed_revision), ("n1", 7));
         assert_eq!(report.error.as_deref(), Some("invalid JSON"));
         let files = |i: usize| -> Vec<(&str, &str)> {
@@ -168,5 +182,23 @@ mod tests {
         assert_eq!(report.entries[2].refused[0].rule, "allowed_paths");
         assert!(report.entries[0].refused.is_empty());
         assert_eq!(report.errors().len(), 3);
+    }
+
+    #[test]
+    fn a_key_whose_snapshot_is_not_applied_yet_should_have_no_report() {
+        let old: Snapshots =
+            BTreeMap::from([("etcd:/k".into(), vec![spec("/l/a.log", "t")].into())]);
+        let new: Snapshots =
+            BTreeMap::from([("etcd:/k".into(), vec![spec("/l/b.log", "t")].into())]);
+        let sources = SourcesView {
+            ready: true,
+            watches: vec![],
+            keys: vec![],
+        };
+        let cwd = Path::new("/");
+        let reports = |applied: &Snapshots| super::reports("n1", &[], &sources, &new, applied, cwd);
+        assert_eq!(reports(&old)["/k"], None);
+        assert_eq!(reports(&BTreeMap::new())["/k"], None, "never applied");
+        assert!(reports(&new)["/k"].is_some());
     }
 }

@@ -21,8 +21,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The reports to publish now, by declaring key (built from the status model).
-pub type Reports = Arc<dyn Fn() -> BTreeMap<String, DeclarationReport> + Send + Sync>;
+/// The reports to publish now, by declaring key (built from the status model); `None`:
+/// keep what is written (the reconcile loop has not applied the key's latest value yet).
+pub type Reports = Arc<dyn Fn() -> BTreeMap<String, Option<DeclarationReport>> + Send + Sync>;
 
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -56,13 +57,15 @@ pub enum Write {
     Delete { key: String },
 }
 
-/// What turns `written` (status key → value held under the lease) into `desired`.
+/// What turns `written` (status key → value held under the lease) into `desired`; a
+/// `None` in `desired` keeps what is written.
 pub fn writes(
     written: &BTreeMap<String, String>,
-    desired: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, Option<String>>,
 ) -> Vec<Write> {
     let puts = desired
         .iter()
+        .filter_map(|(key, value)| Some((key, value.as_ref()?)))
         .filter(|(key, value)| written.get(*key) != Some(*value))
         .map(|(key, value)| Write::Put {
             key: key.clone(),
@@ -243,13 +246,13 @@ impl Publisher {
         Ok(next_round.min(session.kept_at + keep_every))
     }
 
-    /// Status key → JSON value of every report.
-    fn desired(&self, etcd: &EtcdConfig) -> BTreeMap<String, String> {
+    /// Status key → JSON value of every report (`None`: keep what is written).
+    fn desired(&self, etcd: &EtcdConfig) -> BTreeMap<String, Option<String>> {
         (self.reports)()
             .into_iter()
-            .filter_map(|(key, report)| {
-                let value = serde_json::to_string(&report).ok()?;
-                Some((etcd.status.key(&self.node, &key), value))
+            .map(|(key, report)| {
+                let value = report.and_then(|r| serde_json::to_string(&r).ok());
+                (etcd.status.key(&self.node, &key), value)
             })
             .collect()
     }
@@ -342,7 +345,7 @@ async fn keep_alive(session: &mut Session, etcd: &EtcdConfig) -> Result<()> {
 async fn round(
     session: &mut Session,
     etcd: &EtcdConfig,
-    desired: BTreeMap<String, String>,
+    desired: BTreeMap<String, Option<String>>,
 ) -> (usize, Result<()>) {
     let mut made = 0;
     for write in writes(&session.written, &desired) {
@@ -392,8 +395,19 @@ mod tests {
 
     #[test]
     fn writes_should_put_only_changed_reports_and_delete_undeclared_keys() {
-        let written = map(&[("/s/n//a", "1"), ("/s/n//b", "2"), ("/s/n//gone", "3")]);
-        let desired = map(&[("/s/n//a", "1"), ("/s/n//b", "2b"), ("/s/n//new", "4")]);
+        let written = map(&[
+            ("/s/n//a", "1"),
+            ("/s/n//b", "2"),
+            ("/s/n//gone", "3"),
+            ("/s/n//pending", "5"),
+        ]);
+        let mut desired: BTreeMap<String, Option<String>> =
+            map(&[("/s/n//a", "1"), ("/s/n//b", "2b"), ("/s/n//new", "4")])
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect();
+        // Not applied yet: what is written stays.
+        desired.insert("/s/n//pending".into(), None);
         assert_eq!(
             writes(&written, &desired),
             [
@@ -410,8 +424,9 @@ mod tests {
                 },
             ]
         );
+        let done = map(&[("/s/n//a", "1"), ("/s/n//b", "2b"), ("/s/n//new", "4")]);
         assert!(
-            writes(&desired, &desired).is_empty(),
+            writes(&done, &desired).is_empty(),
             "nothing changed, nothing written"
         );
     }
