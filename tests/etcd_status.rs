@@ -223,7 +223,7 @@ fn each_node_writes_its_status_under_a_lease_and_the_cli_gathers_it() {
     assert_eq!(gathered["nodes"][0]["report"], report_a);
     let (code, out, err) = logcatch(&["etcd", "status", KEY, &endpoints, "--node", "node-a"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("1 nodes, 1 synced, 0 failing"), "{out}");
+    assert!(out.contains("1 node, 1 synced, 0 failing"), "{out}");
 
     // The observed revision follows a put.
     let revision = put(&etcd, &[(&app, "app")]);

@@ -88,9 +88,10 @@ impl Gathered {
         let synced = self.nodes.iter().filter(|n| n.seen == "synced").count();
         let _ = writeln!(
             out,
-            "key {} ({revision}): {} nodes, {synced} synced, {} failing",
+            "key {} ({revision}): {} node{}, {synced} synced, {} failing",
             self.key,
             self.nodes.len(),
+            if self.nodes.len() == 1 { "" } else { "s" },
             self.failing()
         );
         let width = self
