@@ -17,22 +17,25 @@ fn real(path: &Path) -> PathBuf {
     path.canonicalize().unwrap()
 }
 
-/// An agent named `node` watching [`KEY`], allowed to tail under `allowed`, writing its
-/// status every `interval` under a 2 s lease.
-fn start(ws: &Workspace, etcd: &Etcd, node: &str, allowed: &Path, extra: &str) -> Agent {
+/// The config of an agent named `node` watching [`KEY`], allowed to tail under
+/// `allowed`, writing its status every 300 ms under a 2 s lease unless `extra` (more of
+/// the `etcd:` section) says otherwise.
+fn config(ws: &Workspace, etcd: &Etcd, node: &str, allowed: &Path, extra: &str) -> String {
     let config = format!(
         "{}etcd:\n  endpoints: [\"{}\"]\n  keys: [\"{KEY}\"]\n  allowed_paths: [\"{}/**\"]\n  dial_timeout: 1s\n  request_timeout: 2s\n{extra}",
         ws.config("  []").replace("node: test-node", &format!("node: {node}")),
         etcd.endpoint,
         allowed.display(),
     );
-    let extra_has_status = extra.contains("status:");
-    let config = if extra_has_status {
+    if extra.contains("status:") {
         config
     } else {
         format!("{config}  status: {{ interval: 300ms, lease_ttl: 2s }}\n")
-    };
-    ws.write_config(&config);
+    }
+}
+
+fn start(ws: &Workspace, etcd: &Etcd, node: &str, allowed: &Path, extra: &str) -> Agent {
+    ws.write_config(&config(ws, etcd, node, allowed, extra));
     ws.start()
 }
 
@@ -411,4 +414,43 @@ fn a_lost_etcd_fails_the_status_until_it_returns_then_it_is_written_again() {
         report(&etcd, "lost").is_some(),
         "outlives the old lease's TTL"
     );
+}
+
+#[test]
+fn a_reloaded_config_whose_status_prefix_overlaps_a_watched_prefix_is_refused_and_nothing_stops() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let logs = real(ws.dir.path()).join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let app = logs.join("app.log");
+    let revision = put(&etcd, &[(&app, "app")]);
+    let agent = start(&ws, &etcd, "reload", &logs, "");
+    shipped(&ws, &app, "before");
+    wait_for("the status", LONG, || {
+        (report(&etcd, "reload")?["observed_revision"] == revision).then_some(())
+    });
+
+    // /logcatch/ covers the default status prefix /logcatch/status.
+    let overlapping = "  prefixes: [\"/logcatch/\"]\n";
+    ws.write_config(&config(&ws, &etcd, "reload", &logs, overlapping));
+    let error = wait_for("the refused reload", LONG, || {
+        let error = agent.status()["config"]["error"].as_str()?.to_string();
+        Some(error)
+    });
+    assert!(error.contains("etcd.status.prefix"), "{error}");
+    assert!(error.contains("etcd.prefixes[0] \"/logcatch/\""), "{error}");
+    assert_eq!(
+        agent.status()["sources"]["watches"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the prefix is not watched"
+    );
+    shipped(&ws, &app, "after");
+    assert_eq!(agent.status()["status_publish"]["state"], "publishing");
+    let revision = put(&etcd, &[(&app, "app")]);
+    wait_for("the status still written", LONG, || {
+        (report(&etcd, "reload")?["observed_revision"] == revision).then_some(())
+    });
 }
