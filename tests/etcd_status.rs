@@ -454,3 +454,32 @@ fn a_reloaded_config_whose_status_prefix_overlaps_a_watched_prefix_is_refused_an
         (report(&etcd, "reload")?["observed_revision"] == revision).then_some(())
     });
 }
+
+#[test]
+fn an_agent_stopped_while_etcd_hangs_exits_cleanly_within_its_shutdown_timeout() {
+    let etcd = Etcd::start();
+    let ws = Workspace::new();
+    let logs = real(ws.dir.path()).join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let app = logs.join("app.log");
+    let revision = put(&etcd, &[(&app, "app")]);
+    // Requests to a hung etcd take their whole timeout: longer than shutdown_timeout (10 s)
+    // if a stop waited for them one after the other.
+    let slow = "  status: { interval: 300ms, lease_ttl: 2s }\n";
+    let config = config(&ws, &etcd, "hung", &logs, slow)
+        .replace("request_timeout: 2s", "request_timeout: 8s");
+    ws.write_config(&config);
+    let agent = ws.start();
+    wait_for("the status", LONG, || {
+        (report(&etcd, "hung")?["observed_revision"] == revision).then_some(())
+    });
+    etcd.freeze();
+    // A keep-alive (every 2 s / 3) is now waiting for an answer.
+    std::thread::sleep(Duration::from_secs(1));
+    let stopping = Instant::now();
+    let exit = agent.terminate();
+    let took = stopping.elapsed();
+    etcd.thaw();
+    assert!(exit.success(), "{exit:?} after {took:?}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+}

@@ -27,6 +27,8 @@ pub type Reports = Arc<dyn Fn() -> BTreeMap<String, Option<DeclarationReport>> +
 
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long a clean stop waits for etcd to revoke the lease.
+const REVOKE_AT_STOP: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -142,7 +144,11 @@ impl Publisher {
             let config = self.config.borrow_and_update().clone();
             let etcd = &config.etcd;
             let wake = if enabled(etcd) {
-                Some(self.attempt(etcd).await)
+                // A frozen etcd must not hold the shutdown for its request timeouts.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = self.attempt(etcd) => Some(next),
+                }
             } else {
                 self.revoke().await;
                 self.update(|p| *p = PublishView::default());
@@ -154,7 +160,8 @@ impl Publisher {
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
             }
         }
-        self.revoke().await;
+        // Bounded: an etcd that does not answer lets the lease expire instead.
+        let _ = tokio::time::timeout(REVOKE_AT_STOP, self.revoke()).await;
     }
 
     fn update(&self, f: impl FnOnce(&mut PublishView)) {
