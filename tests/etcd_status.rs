@@ -101,6 +101,26 @@ fn publish_state(agent: &Agent, state: &str) -> Value {
     })
 }
 
+/// A workspace with a logs dir and `app.log` in it (not created), declared on topic
+/// `app` at [`KEY`]: the workspace, the logs dir, the file and the key's revision.
+fn one_log(etcd: &Etcd) -> (Workspace, PathBuf, PathBuf, i64) {
+    let ws = Workspace::new();
+    let logs = real(ws.dir.path()).join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let app = logs.join("app.log");
+    let revision = put(etcd, &[(&app, "app")]);
+    (ws, logs, app, revision)
+}
+
+/// Waits until `node`'s status reports `revision` observed.
+fn observed(etcd: &Etcd, node: &str, revision: i64) {
+    wait_for(
+        &format!("{node} to observe revision {revision}"),
+        LONG,
+        || (report(etcd, node)?["observed_revision"] == revision).then_some(()),
+    );
+}
+
 fn logcatch(args: &[&str]) -> (i32, String, String) {
     common::logcatch(args, Path::new("/"))
 }
@@ -346,11 +366,7 @@ fn a_node_that_cannot_write_its_status_keeps_shipping_and_says_so() {
     let mut etcd = Etcd::start();
     // `shipper` may read /lc/ and write nothing.
     etcd.enable_auth("root-Pa55", "shipper", "ship-Pa55", "/lc/");
-    let ws = Workspace::new();
-    let logs = real(ws.dir.path()).join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let app = logs.join("app.log");
-    put(&etcd, &[(&app, "app")]);
+    let (ws, logs, app, _) = one_log(&etcd);
     let password_file = ws.path("etcd.pass");
     std::fs::write(&password_file, "ship-Pa55\n").unwrap();
     let credentials = format!(
@@ -384,15 +400,9 @@ fn a_node_that_cannot_write_its_status_keeps_shipping_and_says_so() {
 #[test]
 fn a_lost_etcd_fails_the_status_until_it_returns_then_it_is_written_again() {
     let mut etcd = Etcd::start();
-    let ws = Workspace::new();
-    let logs = real(ws.dir.path()).join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let app = logs.join("app.log");
-    let revision = put(&etcd, &[(&app, "app")]);
+    let (ws, logs, app, revision) = one_log(&etcd);
     let agent = start(&ws, &etcd, "lost", &logs, "");
-    wait_for("the status", LONG, || {
-        (report(&etcd, "lost")?["observed_revision"] == revision).then_some(())
-    });
+    observed(&etcd, "lost", revision);
     let lease = agent.status()["status_publish"]["lease_id"].clone();
 
     etcd.stop();
@@ -419,16 +429,10 @@ fn a_lost_etcd_fails_the_status_until_it_returns_then_it_is_written_again() {
 #[test]
 fn a_reloaded_config_whose_status_prefix_overlaps_a_watched_prefix_is_refused_and_nothing_stops() {
     let etcd = Etcd::start();
-    let ws = Workspace::new();
-    let logs = real(ws.dir.path()).join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let app = logs.join("app.log");
-    let revision = put(&etcd, &[(&app, "app")]);
+    let (ws, logs, app, revision) = one_log(&etcd);
     let agent = start(&ws, &etcd, "reload", &logs, "");
     shipped(&ws, &app, "before");
-    wait_for("the status", LONG, || {
-        (report(&etcd, "reload")?["observed_revision"] == revision).then_some(())
-    });
+    observed(&etcd, "reload", revision);
 
     // /logcatch/ covers the default status prefix /logcatch/status.
     let overlapping = "  prefixes: [\"/logcatch/\"]\n";
@@ -458,11 +462,7 @@ fn a_reloaded_config_whose_status_prefix_overlaps_a_watched_prefix_is_refused_an
 #[test]
 fn an_agent_stopped_while_etcd_hangs_exits_cleanly_within_its_shutdown_timeout() {
     let etcd = Etcd::start();
-    let ws = Workspace::new();
-    let logs = real(ws.dir.path()).join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let app = logs.join("app.log");
-    let revision = put(&etcd, &[(&app, "app")]);
+    let (ws, logs, _, revision) = one_log(&etcd);
     // Requests to a hung etcd take their whole timeout: longer than shutdown_timeout (10 s)
     // if a stop waited for them one after the other.
     let slow = "  status: { interval: 300ms, lease_ttl: 2s }\n";
@@ -470,9 +470,7 @@ fn an_agent_stopped_while_etcd_hangs_exits_cleanly_within_its_shutdown_timeout()
         .replace("request_timeout: 2s", "request_timeout: 8s");
     ws.write_config(&config);
     let agent = ws.start();
-    wait_for("the status", LONG, || {
-        (report(&etcd, "hung")?["observed_revision"] == revision).then_some(())
-    });
+    observed(&etcd, "hung", revision);
     etcd.freeze();
     // A keep-alive (every 2 s / 3) is now waiting for an answer.
     std::thread::sleep(Duration::from_secs(1));
