@@ -75,6 +75,8 @@ ctl user add root:soak-root >/dev/null
 ctl user grant-role root root >/dev/null
 ctl role add reader >/dev/null
 ctl role grant-permission reader --prefix=true read /logcatch/ >/dev/null
+# The agent writes its status back (etcd.status) under its own node's prefix.
+ctl role grant-permission reader --prefix=true readwrite /logcatch/status/ >/dev/null
 ctl user add logcatch:first-password >/dev/null
 ctl user grant-role logcatch reader >/dev/null
 ctl auth enable >/dev/null

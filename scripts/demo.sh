@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole product in one command. Starts a local etcd and a tansu Kafka
 # broker on loopback, declares a log in etcd with `logcatch etcd put`, runs the agent with
-# the Kafka sink, appends lines, and prints the records read back from Kafka and the
-# agent's `logcatch status`. Everything lives in data/demo and stops at the end.
+# the Kafka sink, appends lines, and prints the records read back from Kafka, the
+# agent's `logcatch status` and the status it wrote back to etcd (`logcatch etcd status`). Everything lives in data/demo and stops at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh >/dev/null
@@ -55,3 +55,8 @@ python3 tests/tools/consume.py "127.0.0.1:$kafka_port" demo 20 30
 echo "== logcatch status"
 for _ in $(seq 50); do "$bin" status --addr "http://127.0.0.1:$http_port" >/dev/null 2>&1 && break; sleep 0.2; done
 "$bin" status --addr "http://127.0.0.1:$http_port"
+echo "== what the node wrote back to etcd, gathered across nodes (logcatch etcd status)"
+status() { "$bin" etcd status /logcatch/nodes/demo-node --endpoints "http://127.0.0.1:$etcd_port" "$@"; }
+# Written at most once per etcd.status.interval (5 s): wait for the running tailer.
+for _ in $(seq 75); do status 2>/dev/null | grep -qE 'synced +1/1' && break; sleep 0.2; done
+status

@@ -8,6 +8,8 @@ use crate::ports::{Events, Health};
 use crate::reconcile::Reconciler;
 use crate::sink::{self, SinkError};
 use crate::source::config_file::{specs, ConfigWatcher};
+use crate::source::etcd::publish::{Publisher, Reports};
+use crate::source::etcd::shared::ClientSlot;
 use crate::source::etcd::EtcdSource;
 use crate::source::{Sources, CONFIG_SOURCE};
 use crate::supervise::{panic_message, Supervisor};
@@ -139,10 +141,31 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
             )
         }
     });
+    // One etcd client for the watches and the status writer: one connection, one login.
+    let etcd_client = Arc::new(ClientSlot::default());
     supervisor.spawn("etcd-source", shutdown.clone(), {
         let (config_rx, sources, stop) = (config_rx.clone(), sources.clone(), shutdown.clone());
-        let state_dir = config.state_dir.clone();
-        move || EtcdSource::new(config_rx.clone(), sources.clone(), &state_dir).run(stop.clone())
+        let (state_dir, slot) = (config.state_dir.clone(), etcd_client.clone());
+        move || {
+            EtcdSource::new(config_rx.clone(), sources.clone(), &state_dir, slot.clone())
+                .run(stop.clone())
+        }
+    });
+    // Awaited at shutdown: it revokes its lease, so a node stopped cleanly leaves no status.
+    let status_publisher = supervisor.spawn("etcd-status", shutdown.clone(), {
+        let (config_rx, sources, stop) = (config_rx.clone(), sources.clone(), shutdown.clone());
+        let reports = status_reports(&node, &board, &sources, &cwd);
+        let (node, slot) = (node.clone(), etcd_client.clone());
+        move || {
+            Publisher::new(
+                config_rx.clone(),
+                sources.clone(),
+                &node,
+                reports.clone(),
+                slot.clone(),
+            )
+            .run(stop.clone())
+        }
     });
     supervisor.spawn("config-watcher", shutdown.clone(), {
         let path = absolute(&cwd, config_path);
@@ -218,6 +241,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         if let Err(e) = sink.flush().await {
             tracing::error!("{e}");
         }
+        let _ = status_publisher.await;
         reconciled
     })
     .await;
@@ -233,6 +257,27 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         Ok(Err(why)) => Err(AgentError::ReconcileLoop(why)),
         Err(_) => Err(AgentError::ShutdownTimeout(config.shutdown_timeout)),
     }
+}
+
+/// What `etcd.status` publishes: the status model seen per declaring etcd key.
+fn status_reports(
+    node: &Arc<str>,
+    board: &Arc<StatusBoard>,
+    sources: &Arc<Sources>,
+    cwd: &Path,
+) -> Reports {
+    let (node, board, sources) = (node.clone(), board.clone(), sources.clone());
+    let cwd = cwd.to_path_buf();
+    Arc::new(move || {
+        crate::telemetry::declared::reports(
+            &node,
+            &board.tailers(),
+            &sources.status().view(),
+            &sources.snapshot(),
+            &board.applied(),
+            &cwd,
+        )
+    })
 }
 
 /// Counts a checkpoint write and logs only the transitions: a full or read-only state

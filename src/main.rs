@@ -99,6 +99,20 @@ enum EtcdCommand {
         #[arg(default_value = "/")]
         prefix: String,
     },
+    /// Show what every node does with a key's declaration, from the status the agents
+    /// write back (etcd.status); exit 1 when a node reports an error for it.
+    Status {
+        key: String,
+        /// Only this node's status.
+        #[arg(long)]
+        node: Option<String>,
+        /// Where the agents write their status (default: the config's etcd.status.prefix).
+        #[arg(long)]
+        status_prefix: Option<String>,
+        /// `table` (like kubectl get) or `json`.
+        #[arg(long, short, value_enum, default_value_t = StatusOutput::Table)]
+        output: StatusOutput,
+    },
 }
 
 fn main() -> ExitCode {
@@ -256,6 +270,28 @@ fn etcd(connection: EtcdConnection, command: EtcdCommand) -> anyhow::Result<()> 
             EtcdCommand::Del { key } => {
                 admin.delete(&key).await?;
                 println!("deleted {key}");
+            }
+            EtcdCommand::Status {
+                key,
+                node,
+                status_prefix,
+                output,
+            } => {
+                let mut status = config.status.clone();
+                if let Some(prefix) = status_prefix {
+                    status.prefix = prefix;
+                }
+                let gathered = admin.status(&status, &key, node.as_deref()).await?;
+                match output {
+                    StatusOutput::Json => println!("{}", serde_json::to_string_pretty(&gathered)?),
+                    StatusOutput::Table => print!("{}", gathered.table()),
+                }
+                let failing = gathered.failing();
+                anyhow::ensure!(
+                    failing == 0,
+                    "{failing} of {} nodes report errors for etcd key {key}",
+                    gathered.nodes.len()
+                );
             }
             EtcdCommand::List { prefix } => {
                 for row in admin.list(&prefix).await? {

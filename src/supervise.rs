@@ -25,8 +25,13 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Runs what `make` returns as task `name` until `stop`, starting it again whenever
-    /// it panics or ends before `stop`.
-    pub fn spawn<F, Fut>(&self, name: &'static str, stop: CancellationToken, mut make: F)
+    /// it panics or ends before `stop`. The handle ends once the task ended after `stop`.
+    pub fn spawn<F, Fut>(
+        &self,
+        name: &'static str,
+        stop: CancellationToken,
+        mut make: F,
+    ) -> tokio::task::JoinHandle<()>
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -62,7 +67,7 @@ impl Supervisor {
                 }
                 delay = (delay * 2).min(MAX_DELAY);
             }
-        });
+        })
     }
 }
 

@@ -1,20 +1,9 @@
 //! `logcatch check` and argument handling.
 
-use std::process::Command;
+mod common;
 
-fn logcatch(args: &[&str], cwd: &std::path::Path) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_logcatch"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("LOGCATCH_CONFIG")
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use common::logcatch;
+use std::process::Command;
 
 #[test]
 fn check_prints_the_desired_tailers_after_glob_expansion() {

@@ -32,6 +32,93 @@ pub struct EtcdConfig {
     pub dial_timeout: Duration,
     #[serde(deserialize_with = "units::duration")]
     pub request_timeout: Duration,
+    /// Status written back to etcd per declaring key, under a lease.
+    pub status: EtcdStatusConfig,
+}
+
+/// `etcd.status`: what this node does with each declaring key, written to
+/// `<prefix>/<node>/<key>` under a lease it keeps alive.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdStatusConfig {
+    pub enabled: bool,
+    pub prefix: String,
+    /// A key's status is written at most once per interval, and only when it changed.
+    #[serde(deserialize_with = "units::duration")]
+    pub interval: Duration,
+    /// The lease's time to live: a node that stops keeping it alive (killed, cut off)
+    /// has its status removed by etcd this long after.
+    #[serde(deserialize_with = "units::duration")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for EtcdStatusConfig {
+    fn default() -> Self {
+        EtcdStatusConfig {
+            enabled: true,
+            prefix: "/logcatch/status".into(),
+            interval: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+impl EtcdStatusConfig {
+    /// The prefix every status key starts with (`<prefix>/`).
+    pub fn key_prefix(&self) -> String {
+        format!("{}/", self.prefix.trim_end_matches('/'))
+    }
+
+    /// Where `node` writes the status of the declaring `key`.
+    pub fn key(&self, node: &str, key: &str) -> String {
+        format!("{}{node}/{key}", self.key_prefix())
+    }
+
+    fn validate(&self, keys: &[String], prefixes: &[String]) -> Result<(), (String, String)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.prefix.trim_end_matches('/').is_empty() {
+            return Err(("etcd.status.prefix".into(), "must not be empty".into()));
+        }
+        // The agent must never watch its own writes: every status write would be a
+        // declaration change on every node.
+        let status = self.key_prefix();
+        let watched = keys.iter().enumerate().map(|(i, k)| ("keys", i, k, false));
+        let watched = watched.chain(
+            prefixes
+                .iter()
+                .enumerate()
+                .map(|(i, k)| ("prefixes", i, k, true)),
+        );
+        for (name, index, key, prefix) in watched {
+            let overlaps = key.starts_with(&status) || (prefix && status.starts_with(key.as_str()));
+            if overlaps {
+                return Err((
+                    "etcd.status.prefix".into(),
+                    format!(
+                        "{:?} overlaps etcd.{name}[{index}] {key:?}: the agent would watch its own status writes",
+                        self.prefix
+                    ),
+                ));
+            }
+        }
+        for (name, d) in [
+            ("etcd.status.interval", self.interval),
+            ("etcd.status.lease_ttl", self.lease_ttl),
+        ] {
+            if d.is_zero() {
+                return Err((name.into(), "must be greater than 0".into()));
+            }
+        }
+        if self.lease_ttl < Duration::from_secs(2) {
+            return Err((
+                "etcd.status.lease_ttl".into(),
+                "must be at least 2s (etcd leases count in whole seconds)".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What the keys under `prefix` may declare. A field left out is the global one; the
@@ -74,6 +161,7 @@ impl Default for EtcdConfig {
             tls: EtcdTlsConfig::default(),
             dial_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            status: EtcdStatusConfig::default(),
         }
     }
 }
@@ -178,7 +266,7 @@ impl EtcdConfig {
                 return Err((name.into(), "must be greater than 0".into()));
             }
         }
-        Ok(())
+        self.status.validate(&self.keys, &self.prefixes)
     }
 }
 
@@ -304,11 +392,53 @@ request_timeout: 5s
                 "policies: [{prefix: /t/, max_tailers: 0}]",
                 "etcd.policies[0].max_tailers",
             ),
+            ("status: { prefix: \"/\" }", "etcd.status.prefix"),
+            ("status: { interval: 0s }", "etcd.status.interval"),
+            ("status: { lease_ttl: 1s }", "etcd.status.lease_ttl"),
         ];
         for (yaml, field) in cases {
             let (got, _) = config(yaml).validate().unwrap_err();
             assert_eq!(got, field, "for {yaml:?}");
         }
+    }
+
+    #[test]
+    fn a_status_prefix_overlapping_a_watched_key_or_prefix_should_be_refused() {
+        let cases = [
+            ("keys: [/logcatch/status/n1//k]", "etcd.keys[0]"),
+            ("prefixes: [/logcatch/]", "etcd.prefixes[0]"),
+            ("prefixes: [/a/, /logcatch/status/n1/]", "etcd.prefixes[1]"),
+            ("keys: [/s/n1//k]\nstatus: { prefix: /s/ }", "etcd.keys[0]"),
+        ];
+        for (yaml, named) in cases {
+            let yaml = format!("endpoints: [\"h:1\"]\n{yaml}");
+            let (field, message) = config(&yaml).validate().unwrap_err();
+            assert_eq!(field, "etcd.status.prefix", "for {yaml:?}");
+            assert!(message.contains(named), "for {yaml:?}: {message}");
+        }
+        let fine = [
+            "keys: [/logcatch/status-of-things, /logcatch/status]",
+            "prefixes: [/logcatch/statuses/]",
+            "prefixes: [/logcatch/]\nstatus: { enabled: false }",
+            "prefixes: [/logcatch/decl/]\nstatus: { prefix: /status/ }",
+        ];
+        for yaml in fine {
+            let yaml = format!("endpoints: [\"h:1\"]\n{yaml}");
+            assert_eq!(config(&yaml).validate(), Ok(()), "for {yaml:?}");
+        }
+    }
+
+    #[test]
+    fn a_status_key_should_name_the_node_and_the_declaring_key() {
+        let status = EtcdStatusConfig {
+            prefix: "/s/".into(),
+            ..EtcdStatusConfig::default()
+        };
+        assert_eq!(status.key("n1", "/logs/app"), "/s/n1//logs/app");
+        assert_eq!(
+            EtcdStatusConfig::default().key_prefix(),
+            "/logcatch/status/"
+        );
     }
 
     #[test]

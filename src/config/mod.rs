@@ -5,7 +5,7 @@ pub mod etcd;
 pub mod kafka;
 mod legacy;
 
-pub use etcd::EtcdConfig;
+pub use etcd::{EtcdConfig, EtcdStatusConfig};
 pub use kafka::KafkaConfig;
 
 use crate::format::{Format, Multiline, Parsing};

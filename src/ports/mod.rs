@@ -2,6 +2,7 @@
 //! and the health conditions `/status` shows. A leaf: it imports nothing of the crate, so
 //! sources, tailers and sinks report without depending on `telemetry`, which reads them.
 
+pub mod declared;
 pub mod events;
 pub mod health;
 

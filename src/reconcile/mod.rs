@@ -199,6 +199,7 @@ impl Reconciler {
         }
         self.owners = desired.into_iter().map(|(id, d)| (id, d.owners)).collect();
         self.publish_status();
+        self.board.set_applied(snapshots);
         self.events
             .reconciled(true, started.elapsed().as_secs_f64());
     }

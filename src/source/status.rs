@@ -111,10 +111,45 @@ struct Inner {
     refused: BTreeMap<String, Vec<RefusedPath>>,
 }
 
+/// The state of the status written back to etcd (`etcd.status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishState {
+    /// `etcd.status.enabled` is false, or the etcd source is off.
+    #[default]
+    Disabled,
+    /// Not written yet.
+    Starting,
+    /// Held under a live lease, written on change.
+    Publishing,
+    /// The lease or a write failed (etcd down, no write permission): retried with
+    /// backoff; shipping goes on.
+    Failing,
+}
+
+/// `/status` `status_publish`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PublishView {
+    pub state: PublishState,
+    /// Where this node's status keys are: `<etcd.status.prefix>/<node>/`.
+    pub prefix: String,
+    /// The lease the status keys are held under.
+    pub lease_id: Option<i64>,
+    /// Status keys written and held now.
+    pub keys: usize,
+    /// Keys written (puts and deletes) since the start.
+    pub writes: u64,
+    /// Failed attempts since the start, for `logcatch_etcd_status_publish_errors_total`.
+    pub errors: u64,
+    pub error: Option<String>,
+    pub failing_since_ms: Option<u64>,
+}
+
 /// The table, shared by the etcd source, the reconciler and HTTP.
 #[derive(Debug, Default)]
 pub struct SourceStatusTable {
     inner: Mutex<Inner>,
+    publish: Mutex<PublishView>,
 }
 
 pub fn now_unix_ms() -> u64 {
@@ -176,6 +211,18 @@ impl SourceStatusTable {
         }
         inner.refused = refused;
         new
+    }
+
+    /// Updates the state of the status written back to etcd.
+    pub fn update_publish(&self, f: impl FnOnce(&mut PublishView)) {
+        f(&mut self.publish.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn publish_view(&self) -> PublishView {
+        self.publish
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// True when every watched key and prefix synced once or was served from cache, and

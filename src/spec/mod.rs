@@ -458,6 +458,42 @@ fn exclusions(cwd: &Path, globs: &[String]) -> GlobSet {
     builder.build().unwrap_or_else(|_| GlobSet::empty())
 }
 
+/// Tells whether a file is one that a declaration names: its path, or a match of its
+/// glob, and not excluded. For reporting which entry a tailer serves.
+pub struct Declares {
+    path: PathBuf,
+    glob: Option<globset::GlobMatcher>,
+    excluded: GlobSet,
+}
+
+impl Declares {
+    pub fn new(cwd: &Path, spec: &LogSpec) -> Self {
+        let path = absolute(cwd, Path::new(&spec.path));
+        let glob = is_glob(&spec.path)
+            .then(|| {
+                GlobBuilder::new(&path.to_string_lossy())
+                    .literal_separator(true)
+                    .build()
+                    .ok()
+            })
+            .flatten()
+            .map(|g| g.compile_matcher());
+        Declares {
+            path,
+            glob,
+            excluded: exclusions(cwd, &spec.exclude),
+        }
+    }
+
+    pub fn matches(&self, file: &Path) -> bool {
+        let named = match &self.glob {
+            Some(glob) => glob.is_match(file),
+            None => self.path == file,
+        };
+        named && !self.excluded.is_match(file)
+    }
+}
+
 /// `path` made absolute against `cwd`, with `.` and `..` resolved lexically.
 /// The deepest directory of a glob declaration without glob characters (absolute): new
 /// files there are what the glob finds next. `None` for a plain path.

@@ -4,7 +4,7 @@ use super::metrics::Metrics;
 use super::status::{StatusBoard, TailerStatus};
 use crate::ports::health::{Condition, Health};
 use crate::sink::Sink;
-use crate::source::status::{SourcesView, WatchState};
+use crate::source::status::{PublishView, SourcesView, WatchState};
 use crate::source::Sources;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -37,6 +37,8 @@ struct StatusBody {
     tailers: Vec<TailerStatus>,
     sink: SinkStatus,
     sources: SourcesView,
+    /// The status written back to etcd (`etcd.status`): state, lease, last error.
+    status_publish: PublishView,
     /// The last config reload: `error` is set while the running config is the last good one.
     config: Condition,
     /// Checkpoint writes: `error` is set while they fail (the agent keeps shipping).
@@ -154,6 +156,7 @@ async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
             in_flight_bytes: state.sink.in_flight_bytes(),
         },
         sources: state.sources.status().view(),
+        status_publish: state.sources.status().publish_view(),
         config: health.config,
         checkpoints: health.checkpoints,
         tasks: health.tasks,

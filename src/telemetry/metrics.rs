@@ -58,6 +58,10 @@ pub struct Metrics {
     etcd_invalid_values: IntCounterVec,
     refused_tailers: IntGaugeVec,
     produce_latency: Histogram,
+    etcd_status_published: IntGauge,
+    etcd_status_keys: IntGauge,
+    etcd_status_writes: IntCounter,
+    etcd_status_errors: IntCounter,
     /// What the etcd counters were last moved to, per key (they count in the status table).
     etcd_exported: Mutex<HashMap<(String, bool), u64>>,
 }
@@ -348,6 +352,22 @@ impl Metrics {
                 &["kind"],
             ),
             produce_latency,
+            etcd_status_published: scalar(
+                "logcatch_etcd_status_published",
+                "1 while this node's status is held in etcd under a live lease (etcd.status), else 0.",
+            ),
+            etcd_status_keys: scalar(
+                "logcatch_etcd_status_keys",
+                "Status keys this node holds in etcd (one per declaring key).",
+            ),
+            etcd_status_writes: scalar_counter(
+                "logcatch_etcd_status_writes_total",
+                "Status keys written to etcd (puts of changed reports and deletes).",
+            ),
+            etcd_status_errors: scalar_counter(
+                "logcatch_etcd_status_publish_errors_total",
+                "Failed attempts to hold this node's status in etcd (lease grant, keep-alive or write); retried with backoff.",
+            ),
             etcd_exported: Mutex::new(HashMap::new()),
             registry,
         }
@@ -428,6 +448,18 @@ impl Metrics {
             self.refused_tailers
                 .with_label_values(&[kind.as_str()])
                 .set(n as i64);
+        }
+        let publish = sources.publish_view();
+        self.etcd_status_published.set(i64::from(
+            publish.state == crate::source::status::PublishState::Publishing,
+        ));
+        self.etcd_status_keys.set(publish.keys as i64);
+        // Counted in the status table: move the counters up to it.
+        for (counter, total) in [
+            (&self.etcd_status_writes, publish.writes),
+            (&self.etcd_status_errors, publish.errors),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
         let mut exported = self.etcd_exported.lock().unwrap_or_else(|e| e.into_inner());
         for w in &view.watches {

@@ -2,7 +2,7 @@
 //! progress, lock-free), the reconcile loop (phase, owners, restarts) and HTTP `/status`.
 
 use crate::record::Labels;
-use crate::spec::{SourceId, TailerId};
+use crate::spec::{LogSpec, SourceId, TailerId};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -130,13 +130,31 @@ pub struct TailerEntry {
 pub struct StatusBoard {
     tailers: Mutex<BTreeMap<TailerId, TailerEntry>>,
     last_update: Mutex<Option<Instant>>,
+    /// The sources' snapshots the last pass applied: a declaration's status reports the
+    /// revision the loop acted on, not one it has not seen yet.
+    applied: Mutex<Arc<Snapshots>>,
 }
+
+/// Source id → snapshot, as `Sources::snapshot` gives them.
+pub type Snapshots = BTreeMap<SourceId, Arc<[LogSpec]>>;
 
 impl StatusBoard {
     /// Replaces the table; called by the reconcile loop on every pass.
     pub fn replace(&self, tailers: BTreeMap<TailerId, TailerEntry>) {
         *self.tailers.lock().unwrap_or_else(|e| e.into_inner()) = tailers;
         *self.last_update.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Records the snapshots a pass applied (after [`StatusBoard::replace`]).
+    pub fn set_applied(&self, snapshots: Snapshots) {
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshots);
+    }
+
+    pub fn applied(&self) -> Arc<Snapshots> {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// When the reconcile loop last published (for liveness).

@@ -328,6 +328,21 @@ impl Drop for Agent {
     }
 }
 
+/// Runs the `logcatch` binary (not `run`) in `cwd`: exit code, stdout, stderr.
+pub fn logcatch(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_logcatch"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LOGCATCH_CONFIG")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// GET on 127.0.0.1 with the agent's own client: `(status, body)`, `None` when refused.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     logcatch::telemetry::client::get(&format!("http://127.0.0.1:{port}"), path).ok()

@@ -1,10 +1,11 @@
-//! `logcatch etcd put|get|del|list`: the operator's side of the etcd source. `put`
+//! `logcatch etcd put|get|del|list|status`: the operator's side of the etcd source. `put`
 //! validates with the same parser the agent uses, so a value the agent would refuse never
 //! reaches etcd.
 
 use super::client::{self, ClientError};
+use super::gather::{self, Gathered};
 use super::value::{self, ValueError};
-use crate::config::EtcdConfig;
+use crate::config::{EtcdConfig, EtcdStatusConfig};
 use etcd_client::{Client, GetOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,53 @@ impl Admin {
                 }
             })
             .collect())
+    }
+}
+
+impl Admin {
+    /// The status every node (or `node` only) wrote back for `key` under `status`'s
+    /// prefix, with the key's current revision.
+    pub async fn status(
+        &mut self,
+        status: &EtcdStatusConfig,
+        key: &str,
+        node: Option<&str>,
+    ) -> Result<Gathered> {
+        let error = self.error("get", key);
+        let response = self.client.get(key, None).await.map_err(error)?;
+        let revision = response.kvs().first().map(|kv| kv.mod_revision());
+        let prefix = status.key_prefix();
+        // Every node's status keys first (names only: a fleet's values are large), then
+        // the values of the key's.
+        let paths = match node {
+            Some(node) => vec![status.key(node, key)],
+            None => {
+                let error = self.error("list", &prefix);
+                let options = GetOptions::new().with_prefix().with_keys_only();
+                let listed = self.client.get(prefix.as_str(), Some(options)).await;
+                let response = listed.map_err(error)?;
+                response
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| kv.key_str().ok())
+                    .filter(|k| gather::node_of(&prefix, k, key).is_some())
+                    .map(str::to_string)
+                    .collect()
+            }
+        };
+        let mut values = Vec::new();
+        for path in paths {
+            let error = self.error("get", &path);
+            let response = self.client.get(path.as_str(), None).await.map_err(error)?;
+            // Gone since it was listed (its node stopped): not a node of the key any more.
+            let Some(kv) = response.kvs().first() else {
+                continue;
+            };
+            if let Some(node) = gather::node_of(&prefix, &path, key) {
+                values.push((node.to_string(), kv.value().to_vec()));
+            }
+        }
+        Ok(Gathered::new(key, revision, values))
     }
 }
 

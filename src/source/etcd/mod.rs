@@ -8,6 +8,8 @@ pub mod admin;
 pub mod cache;
 pub mod cert;
 pub mod client;
+pub mod gather;
+pub mod publish;
 pub mod shared;
 pub mod tracker;
 pub mod value;
@@ -17,7 +19,7 @@ use crate::config::{Config, EtcdConfig};
 use crate::source::status::WatchKind;
 use crate::source::Sources;
 use cache::SnapshotCache;
-use shared::SharedClient;
+use shared::{ClientSlot, SharedClient};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub struct EtcdSource {
     cache: Arc<SnapshotCache>,
     /// The client the running watchers share, built from the connection settings.
     client: Option<Arc<SharedClient>>,
+    /// Where the client is shared with the status writer.
+    slot: Arc<ClientSlot>,
     running: BTreeMap<Target, Running>,
 }
 
@@ -61,6 +65,7 @@ impl EtcdSource {
         config: watch::Receiver<Arc<Config>>,
         sources: Arc<Sources>,
         state_dir: &Path,
+        slot: Arc<ClientSlot>,
     ) -> Self {
         let (cache, error) = SnapshotCache::open(state_dir);
         if let Some(e) = error {
@@ -77,6 +82,7 @@ impl EtcdSource {
             sources,
             cache: Arc::new(cache),
             client: None,
+            slot,
             running: BTreeMap::new(),
         }
     }
@@ -126,7 +132,7 @@ impl EtcdSource {
         }
         let client = self
             .client
-            .get_or_insert_with(|| Arc::new(SharedClient::new(Arc::new(etcd))))
+            .get_or_insert_with(|| self.slot.for_config(&etcd))
             .clone();
         for target in desired {
             if self.running.contains_key(&target) {

@@ -26,6 +26,28 @@ struct State {
     builds: u64,
 }
 
+/// Where the agent's one client lives, for the etcd source's watches and the status
+/// writer alike (`publish.rs`): the client for the current connection settings, made at
+/// first use and replaced when they change.
+#[derive(Default)]
+pub struct ClientSlot(std::sync::Mutex<Option<Arc<SharedClient>>>);
+
+impl ClientSlot {
+    /// The shared client for `etcd`'s connection settings: the one in the slot, or a new
+    /// one (lazy: it connects at its first use) when there is none or the settings changed.
+    pub fn for_config(&self, etcd: &EtcdConfig) -> Arc<SharedClient> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(shared) if shared.config().same_connection(etcd) => shared.clone(),
+            _ => {
+                let shared = Arc::new(SharedClient::new(Arc::new(etcd.clone())));
+                *slot = Some(shared.clone());
+                shared
+            }
+        }
+    }
+}
+
 /// A cheap handle on the shared client, naming the build it came from.
 #[derive(Clone)]
 pub struct Handle {
