@@ -383,6 +383,20 @@ fn keys_under_a_policy_prefix_are_held_to_its_rules() {
     );
     not_shipped(&ws, &b, "pay-b-1");
     assert_eq!(tailers(&agent).len(), 2, "pay-api a.log and web web.log");
+    // A tailer's log lines name the key and the revision of the value that started it.
+    let revision = key_status(&agent, team).unwrap()["revision"]
+        .as_i64()
+        .unwrap();
+    let started = format!("declared_by={}", format_args!("etcd:{team}@{revision}"));
+    let log = agent.log();
+    let following = |line: &&str| line.contains("following file") && line.contains("pay/a.log");
+    assert!(
+        log.lines()
+            .filter(following)
+            .all(|line| line.contains(&started)),
+        "{started} in:\n{log}"
+    );
+    assert!(log.lines().any(|line| following(&line)), "{log}");
 }
 
 fn cli(etcd: &Etcd, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {

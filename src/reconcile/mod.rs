@@ -194,10 +194,11 @@ impl Reconciler {
             self.last_errors = errors;
         }
         let now = Instant::now();
-        for action in plan(&desired, &self.running, now) {
+        let actions = plan(&desired, &self.running, now);
+        self.owners = desired.into_iter().map(|(id, d)| (id, d.owners)).collect();
+        for action in actions {
             self.apply(action, now, &config.reconcile.backoff);
         }
-        self.owners = desired.into_iter().map(|(id, d)| (id, d.owners)).collect();
         self.publish_status();
         self.board.set_applied(snapshots);
         self.events
@@ -281,6 +282,18 @@ impl Reconciler {
         }
     }
 
+    /// The sources declaring `id`: `config`, `etcd:/logcatch/nodes/n1@1234` (the mod
+    /// revision of the key's value in force).
+    fn declared_by(&self, id: &TailerId) -> String {
+        let owners = self.owners.get(id).into_iter().flatten();
+        let status = self.sources.status();
+        let named = owners.map(|owner| match status.revision(owner) {
+            Some(revision) => format!("{owner}@{revision}"),
+            None => owner.to_string(),
+        });
+        named.collect::<Vec<_>>().join(",")
+    }
+
     /// Compiles the `etcd:` section's rules again when it changed.
     fn update_policies(&mut self, config: &Config) {
         if self.policies.0 != config.etcd {
@@ -313,7 +326,10 @@ impl Reconciler {
                     self.ctx.clone(),
                     control.progress.clone(),
                 );
-                let handle = self.tasks.spawn(tailer.into_task(stop));
+                // Every log line of the tailer names the declarations that started it:
+                // each owner, an etcd key with the revision of its value.
+                let span = tracing::info_span!("tailer", declared_by = %self.declared_by(&id));
+                let handle = self.tasks.spawn(tailer.into_task(stop, span));
                 self.task_ids.insert(handle.id(), id.clone());
                 tracing::debug!(tailer = %id, "tailer started");
                 self.running.insert(

@@ -189,6 +189,12 @@ impl SourceStatusTable {
             }));
     }
 
+    /// The mod revision of the value in force of the source `etcd:<key>`.
+    pub fn revision(&self, source: &str) -> Option<i64> {
+        let key = source.strip_prefix("etcd:")?;
+        self.lock().keys.get(key).map(|k| k.revision)
+    }
+
     pub fn remove_key(&self, key: &str) {
         self.lock().keys.remove(key);
     }

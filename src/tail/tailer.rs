@@ -124,12 +124,20 @@ impl Tailer {
 
     /// The task that follows the file until `stop`: on a thread of its own for a file on
     /// a network or FUSE filesystem, where a call may block indefinitely (`tail/remote.rs`).
-    pub fn into_task(self, stop: CancellationToken) -> BoxFuture<'static, Result<(), TailError>> {
-        let path = &self.reader.id.path;
-        if self.reader.ctx.wakeups.is_remote(path) {
-            return remote::on_own_thread(path.to_path_buf(), self.run(stop));
+    /// Its log lines carry `span` (which declarations started it).
+    pub fn into_task(
+        self,
+        stop: CancellationToken,
+        span: tracing::Span,
+    ) -> BoxFuture<'static, Result<(), TailError>> {
+        use tracing::Instrument;
+        let path = self.reader.id.path.clone();
+        let remote = self.reader.ctx.wakeups.is_remote(&path);
+        let run = self.run(stop).instrument(span);
+        if remote {
+            return remote::on_own_thread(path.to_path_buf(), run);
         }
-        self.run(stop).boxed()
+        run.boxed()
     }
 
     /// Follows the file until `stop`, then lets in-flight batches be acknowledged and
