@@ -42,9 +42,12 @@ impl Born {
         })
     }
 
+    /// Whether `meta` is this very file: the same device and inode, born at the same
+    /// time (a deleted file's inode number is soon another file's: while a tailer
+    /// catches up, it closes a deleted file every few milliseconds).
     pub fn is(&self, meta: &Metadata) -> bool {
         use std::os::unix::fs::MetadataExt;
-        (meta.dev(), meta.ino()) == (self.dev, self.ino)
+        (meta.dev(), meta.ino()) == (self.dev, self.ino) && meta.created().ok() == Some(self.at)
     }
 }
 
@@ -147,6 +150,22 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(path, b"a line\n").unwrap();
         std::fs::metadata(path).unwrap()
+    }
+
+    /// While a tailer catches up it closes a deleted file every few milliseconds, and
+    /// the kubelet's next `0.log` may get the freed inode number: a watch task that took
+    /// it for the file it had looked at never opened it (12 files lost in the soak).
+    #[test]
+    fn a_file_that_took_a_deleted_files_inode_number_should_not_be_taken_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = born_now(&dir.path().join("0.log"));
+        let mut deleted = Born::of(&meta).expect("birth times");
+        assert!(deleted.is(&meta));
+        deleted.at -= std::time::Duration::from_millis(300);
+        assert!(
+            !deleted.is(&meta),
+            "same inode number, born at another time"
+        );
     }
 
     #[test]

@@ -59,9 +59,12 @@ impl Busy {
         *self.newest.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `meta` is the newest file the tailer reads.
+    /// Whether `meta` is the newest file the tailer reads (not a new file that took the
+    /// inode number of one it closed: birth times tell them apart).
     fn holds_newest(&self, meta: &Metadata) -> bool {
-        self.newest().is_some_and(|(file, _)| file.same_file(meta))
+        self.newest().is_some_and(|(file, born)| {
+            file.same_file(meta) && born.is_none_or(|born| born.is(meta))
+        })
     }
 
     /// The files seen at the path while the queue was full, oldest first.
