@@ -26,6 +26,8 @@ pub fn specs(logs: &[LogEntry]) -> Vec<LogSpec> {
             exclude: log.exclude.clone(),
             parsing: log.parsing(),
             labels: log.labels.clone(),
+            filters: log.filters(),
+            fields: log.fields.clone(),
         })
         .collect()
 }
