@@ -6,7 +6,7 @@
 
 use super::{MAX_PATTERN_LEN, REGEX_SIZE_LIMIT};
 use crate::record::Batch;
-use regex::bytes::{RegexSet, RegexSetBuilder};
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 /// The most regexes in one list (etcd values are untrusted).
 pub const MAX_PATTERNS: usize = 64;
@@ -93,8 +93,27 @@ impl LineFilters {
     }
 }
 
-/// One list's set; each regex first alone, so that an error names its index.
-fn compile(name: &str, list: &[String]) -> Result<Option<RegexSet>, (String, String)> {
+/// One list's regexes, as one matcher: a `Regex` for one (a `RegexSet` of one costs
+/// about twice as much a record: 38 against 20 ns), a `RegexSet` for more (as fast as
+/// their alternation, which a `(?x)` comment could break).
+#[derive(Debug, Clone)]
+enum Matcher {
+    One(Regex),
+    Any(RegexSet),
+}
+
+impl Matcher {
+    #[inline]
+    fn is_match(&self, record: &[u8]) -> bool {
+        match self {
+            Matcher::One(regex) => regex.is_match(record),
+            Matcher::Any(set) => set.is_match(record),
+        }
+    }
+}
+
+/// One list's matcher; each regex first alone, so that an error names its index.
+fn compile(name: &str, list: &[String]) -> Result<Option<Matcher>, (String, String)> {
     if list.is_empty() {
         return Ok(None);
     }
@@ -102,17 +121,21 @@ fn compile(name: &str, list: &[String]) -> Result<Option<RegexSet>, (String, Str
         let message = format!("{} regexes; at most {MAX_PATTERNS}", list.len());
         return Err((name.into(), message));
     }
+    let mut compiled = Vec::with_capacity(list.len());
     for (i, pattern) in list.iter().enumerate() {
-        check(pattern).map_err(|m| (format!("{name}[{i}]"), m))?;
+        compiled.push(check(pattern).map_err(|m| (format!("{name}[{i}]"), m))?);
+    }
+    if compiled.len() == 1 {
+        return Ok(compiled.pop().map(Matcher::One));
     }
     RegexSetBuilder::new(list)
         .size_limit(SET_SIZE_LIMIT)
         .build()
-        .map(Some)
+        .map(|set| Some(Matcher::Any(set)))
         .map_err(|e| (name.into(), format!("the regexes together: {}", reason(&e))))
 }
 
-fn check(pattern: &str) -> Result<(), String> {
+fn check(pattern: &str) -> Result<Regex, String> {
     if pattern.is_empty() {
         return Err("must not be empty (it would match every record)".into());
     }
@@ -122,10 +145,9 @@ fn check(pattern: &str) -> Result<(), String> {
             pattern.len()
         ));
     }
-    regex::bytes::RegexBuilder::new(pattern)
+    RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map(|_| ())
         .map_err(|e| format!("invalid regex {pattern:?}: {}", reason(&e)))
 }
 
@@ -138,8 +160,8 @@ fn reason(error: &regex::Error) -> String {
 /// A declaration's compiled filters.
 #[derive(Debug, Clone)]
 pub struct Filter {
-    include: Option<RegexSet>,
-    exclude: Option<RegexSet>,
+    include: Option<Matcher>,
+    exclude: Option<Matcher>,
 }
 
 impl Filter {
