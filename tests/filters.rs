@@ -302,3 +302,31 @@ fn etcd_values_carry_filters_and_fields_and_a_bad_one_is_refused_while_the_last_
     assert_eq!(agent.terminate().code(), Some(0));
     assert_no_more(&broker, &topic, want.len());
 }
+
+#[test]
+fn a_reloaded_global_field_goes_with_the_next_records_and_nothing_is_shipped_twice() {
+    let broker = Broker::start_memory();
+    let topic = topic("fields-reload");
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    let logs = format!("  - {{ path: {}, topic: {topic} }}", log.display());
+    let config = ws.config_with_sink(&logs, &kafka_sink_yaml(&broker.address(), ""));
+    ws.write_config(&format!("{config}fields: {{ cluster: blue }}\n"));
+    let agent = ws.start();
+    append_lines(&log, ["before".to_string()]);
+    let records = consume_json_with_librdkafka(&broker.address(), &topic, 1);
+    assert_eq!(records[0]["headers"]["cluster"], "blue");
+
+    ws.write_config(&format!("{config}fields: {{ cluster: green }}\n"));
+    wait_for("the new field in /status", LONG, || {
+        let status = agent.status();
+        (status["tailers"][0]["fields"]["cluster"] == "green").then_some(())
+    });
+    append_lines(&log, ["after".to_string()]);
+    let records = consume_json_with_librdkafka(&broker.address(), &topic, 2);
+    assert_eq!(values(&records), ["before", "after"]);
+    assert_eq!(records[1]["headers"]["cluster"], "green");
+    assert_eq!(agent.terminate().code(), Some(0));
+    assert_no_more(&broker, &topic, 2);
+}
