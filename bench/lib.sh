@@ -2,12 +2,13 @@
 # port: a free loopback port. now: seconds with nanoseconds. cpu_s PID: user + system
 # seconds of a process. start_broker DIR: a tansu broker ($tansu) on memory storage in a
 # fresh directory under DIR; sets kport, bdir, broker. stop_broker: stops it.
-# run_agent BIN FILE SINK_YAML: BIN tails FILE (topic $TOPIC, default bench) into the sink
-# SINK_YAML until /status shows every byte acknowledged; prints "seconds cpu_seconds"
+# run_agent BIN FILE SINK_YAML: BIN tails FILE (topic $TOPIC, default bench; $LOG_EXTRA
+# adds keys to the log entry, e.g. ", exclude_lines: [x]") into the sink SINK_YAML until
+# /status shows every byte acknowledged; prints "seconds cpu_seconds"
 # (needs `cargo build --release --example await_acked`).
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
-await_acked=$PWD/target/release/examples/await_acked
+await_acked=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/await_acked
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 start_broker() {
   kport=$(port) bdir=$(mktemp -d "${1:-/tmp}/broker.XXXX")
@@ -19,8 +20,8 @@ stop_broker() { kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null |
 run_agent() {
   local bin=$1 file=$2 sink=$3 work http size start end cpu pid
   work=$(mktemp -d "${BENCH_DIR:-/tmp}/run.XXXX") http=$(port) size=$(stat -c %s "$file")
-  printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s, topic: %s}]\nsink:\n%s\nhttp: {listen: "127.0.0.1:%s"}\ntail: {poll_interval: 20ms}\n' \
-    "$work" "$file" "${TOPIC:-bench}" "$sink" "$http" >"$work/c.yaml"
+  printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s, topic: %s%s}]\nsink:\n%s\nhttp: {listen: "127.0.0.1:%s"}\ntail: {poll_interval: 20ms}\n' \
+    "$work" "$file" "${TOPIC:-bench}" "${LOG_EXTRA:-}" "$sink" "$http" >"$work/c.yaml"
   start=$(now)
   "$bin" run --config "$work/c.yaml" 2>"$work/agent.log" &
   pid=$!

@@ -200,7 +200,7 @@ fn check(config_path: PathBuf) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let source: SourceId = logcatch::source::CONFIG_SOURCE.into();
     let declared = specs(&config.logs);
-    let settings = TailerSettings::from_config(&config.tail);
+    let settings = TailerSettings::of(&config);
     let (desired, errors) = spec::expand([(&source, &declared[..])], &settings, &cwd);
     println!(
         "config {}: ok ({} declared logs)",

@@ -10,6 +10,10 @@ use std::sync::Arc;
 /// record as Kafka headers `label.<name>`.
 pub type Labels = std::collections::BTreeMap<String, String>;
 
+/// Static fields (`cluster: prod-eu`, ...): the config's global `fields` merged with a
+/// declaration's, sent with every record as Kafka headers named exactly as the fields.
+pub type Fields = std::collections::BTreeMap<String, String>;
+
 /// Where a container log line came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodMeta {
@@ -143,6 +147,8 @@ pub struct Batch {
     pub pod: Option<Arc<PodMeta>>,
     /// The declaration's labels (the same for every record); `None` without any.
     pub labels: Option<Arc<Labels>>,
+    /// The static fields (the same for every record); `None` without any.
+    pub fields: Option<Arc<Fields>>,
     data: Vec<u8>,
     lines: Vec<LineRef>,
     /// Per-record stream, time and parse error, parallel to `lines`; stays empty (and
@@ -157,6 +163,7 @@ impl Batch {
             path,
             pod: None,
             labels: None,
+            fields: None,
             data: Vec::new(),
             lines: Vec::new(),
             meta: Vec::new(),
@@ -261,6 +268,7 @@ impl Batch {
                 path: self.path.clone(),
                 pod: self.pod.clone(),
                 labels: self.labels.clone(),
+                fields: self.fields.clone(),
                 data,
                 lines,
                 meta,
@@ -310,6 +318,39 @@ impl Batch {
         self.lines
             .iter()
             .map(|l| (l.offset, &self.data[l.start as usize..l.end as usize]))
+    }
+
+    /// Keeps only the records for whose bytes `keep` is true, in order, with their
+    /// metadata; the buffer is compacted in place (no allocation).
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let (mut kept, mut at) = (0, 0u32);
+        for read in 0..self.lines.len() {
+            let line = self.lines[read];
+            if !keep(&self.data[line.start as usize..line.end as usize]) {
+                continue;
+            }
+            // Records lie in the buffer in order, so `at` never passes `line.start`.
+            let len = line.end - line.start;
+            if line.start != at {
+                self.data
+                    .copy_within(line.start as usize..line.end as usize, at as usize);
+            }
+            self.lines[kept] = LineRef {
+                offset: line.offset,
+                start: at,
+                end: at + len,
+            };
+            if !self.meta.is_empty() {
+                self.meta[kept] = self.meta[read];
+            }
+            kept += 1;
+            at += len;
+        }
+        self.lines.truncate(kept);
+        self.data.truncate(at as usize);
+        if !self.meta.is_empty() {
+            self.meta.truncate(kept);
+        }
     }
 
     /// `(offset, bytes, metadata)` for every record, in order.
@@ -364,6 +405,43 @@ mod tests {
         let joined: Vec<_> = parts.iter().flat_map(|p| p.records()).collect();
         assert_eq!(joined, want);
         assert!(parts.len() > 1);
+    }
+
+    #[test]
+    fn retain_should_keep_the_chosen_records_with_their_metadata_in_order() {
+        let mut batch = Batch::new("t".into(), Path::new("/x").into());
+        let err = RecordMeta {
+            stream: Stream::Stderr,
+            ..RecordMeta::default()
+        };
+        batch.push(0, b"drop first");
+        batch.push(11, b"keep a");
+        batch.push_with(18, b"drop err", err);
+        batch.push_with(27, b"keep err", err);
+        batch.push(36, b"keep b");
+        batch.push(43, b"drop last");
+        batch.retain(|line| line.starts_with(b"keep"));
+        let want = [
+            (11, &b"keep a"[..], RecordMeta::default()),
+            (27, b"keep err", err),
+            (36, b"keep b", RecordMeta::default()),
+        ];
+        assert_eq!(batch.records().collect::<Vec<_>>(), want);
+        assert_eq!(batch.bytes(), "keep akeep errkeep b".len(), "compacted");
+        // Still a batch like any other: it splits and takes more records.
+        batch.push(50, b"after");
+        assert_eq!(
+            batch
+                .clone()
+                .split(10, 0)
+                .iter()
+                .map(Batch::len)
+                .sum::<usize>(),
+            4
+        );
+        batch.retain(|_| false);
+        assert!(batch.is_empty());
+        assert_eq!(batch.bytes(), 0);
     }
 
     #[test]

@@ -8,7 +8,8 @@ mod legacy;
 pub use etcd::{EtcdConfig, EtcdStatusConfig};
 pub use kafka::KafkaConfig;
 
-use crate::format::{Format, Multiline, Parsing};
+use crate::format::{Format, LineFilters, Multiline, Parsing};
+use crate::record::Fields;
 use crate::units;
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -51,6 +52,9 @@ pub struct Config {
     #[serde(deserialize_with = "units::duration")]
     pub shutdown_timeout: Duration,
     pub etcd: EtcdConfig,
+    /// Static fields sent with every record (Kafka headers named as the fields); a
+    /// declaration's own `fields` override these by name.
+    pub fields: Fields,
 }
 
 /// One `(topic, path)` declaration.
@@ -71,6 +75,15 @@ pub struct LogEntry {
     /// Owner, ticket, ...: in `/status` and as Kafka headers `label.<name>`.
     #[serde(default)]
     pub labels: crate::record::Labels,
+    /// Regexes: only records matching one of them are shipped (all when empty).
+    #[serde(default)]
+    pub include_lines: Vec<String>,
+    /// Regexes: records matching one of them are not shipped.
+    #[serde(default)]
+    pub exclude_lines: Vec<String>,
+    /// Static fields, over the global ones of the same name.
+    #[serde(default)]
+    pub fields: Fields,
 }
 
 impl LogEntry {
@@ -78,6 +91,13 @@ impl LogEntry {
         Parsing {
             format: self.format,
             multiline: self.multiline.clone(),
+        }
+    }
+
+    pub fn filters(&self) -> LineFilters {
+        LineFilters {
+            include_lines: self.include_lines.clone(),
+            exclude_lines: self.exclude_lines.clone(),
         }
     }
 }
@@ -185,6 +205,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
             etcd: EtcdConfig::default(),
+            fields: Fields::new(),
         }
     }
 }
@@ -350,7 +371,12 @@ impl Config {
                 .validate()
                 .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
             validate_labels(&log.labels).map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
+            log.filters()
+                .validate()
+                .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
+            validate_fields(&log.fields).map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
         }
+        validate_fields(&self.fields)?;
         if self.state_dir.as_os_str().is_empty() {
             return Err(("state_dir".into(), "must not be empty".into()));
         }
@@ -428,13 +454,62 @@ pub fn validate_labels(labels: &crate::record::Labels) -> Result<(), (String, St
             );
             return Err((field, message));
         }
-        if value.len() > MAX_LABEL_VALUE {
-            let message = format!("{} bytes; at most {MAX_LABEL_VALUE}", value.len());
+        check_value(value, MAX_LABEL_VALUE).map_err(|m| (field, m))?;
+    }
+    Ok(())
+}
+
+/// A label's or field's value: at most `max` bytes, no control characters.
+fn check_value(value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!("{} bytes; at most {max}", value.len()));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// At most this many static fields in one map.
+pub const MAX_FIELDS: usize = 32;
+/// The longest field name and value, in bytes.
+pub const MAX_FIELD_NAME: usize = 255;
+pub const MAX_FIELD_VALUE: usize = 1024;
+/// Header name prefixes of the agent's own headers, refused as field names.
+pub const RESERVED_FIELD_PREFIXES: [&str; 3] = ["k8s.", "logcatch.", "label."];
+
+/// Static fields: at most [`MAX_FIELDS`], names (the Kafka header names) of 1-255 bytes
+/// without control characters and not starting with a reserved prefix (`k8s.`,
+/// `logcatch.`, `label.`: the agent's own headers), values of at most
+/// [`MAX_FIELD_VALUE`] bytes without control characters. Errors are `(field, message)`
+/// with the field `fields` or `fields.<name>`.
+pub fn validate_fields(fields: &Fields) -> Result<(), (String, String)> {
+    if fields.len() > MAX_FIELDS {
+        let message = format!("{} fields; at most {MAX_FIELDS}", fields.len());
+        return Err(("fields".into(), message));
+    }
+    for (name, value) in fields {
+        let field = format!("fields.{name}");
+        if name.is_empty() {
+            return Err(("fields".into(), "a field name must not be empty".into()));
+        }
+        if name.len() > MAX_FIELD_NAME {
+            let message = format!("the name is {} bytes; at most {MAX_FIELD_NAME}", name.len());
             return Err((field, message));
         }
-        if value.chars().any(char::is_control) {
-            return Err((field, "must not contain control characters".into()));
+        if name.chars().any(char::is_control) {
+            return Err((field, "the name must not contain control characters".into()));
         }
+        if let Some(prefix) = RESERVED_FIELD_PREFIXES
+            .iter()
+            .find(|p| name.starts_with(*p))
+        {
+            let message = format!(
+                "names starting with {prefix:?} are reserved for the agent's own headers (k8s., logcatch., label.)"
+            );
+            return Err((field, message));
+        }
+        check_value(value, MAX_FIELD_VALUE).map_err(|m| (field, m))?;
     }
     Ok(())
 }

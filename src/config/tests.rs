@@ -50,6 +50,9 @@ fn parse_should_accept_the_documented_example_and_match_the_defaults() {
         format: Default::default(),
         multiline: None,
         labels: Default::default(),
+        include_lines: Default::default(),
+        exclude_lines: Default::default(),
+        fields: Default::default(),
     });
     assert_eq!(loaded.config, expected);
 }
@@ -211,6 +214,9 @@ fn parse_should_accept_the_legacy_seed_format_with_a_warning() {
             format: Default::default(),
             multiline: None,
             labels: Default::default(),
+            include_lines: Default::default(),
+            exclude_lines: Default::default(),
+            fields: Default::default(),
         }]
     );
     assert_eq!(loaded.warnings.len(), 1);
@@ -375,4 +381,115 @@ fn parse_should_refuse_a_max_message_bytes_too_small_for_a_records_headers() {
     assert!(message.contains("at least 1024 bytes"), "{message}");
     assert!(parse(&kafka("0")).is_ok(), "0 asks the broker");
     assert!(parse(&kafka("1KiB")).is_ok());
+}
+
+#[test]
+fn parse_should_read_line_filters_and_fields_with_environment_variables() {
+    let env = |name: &str| (name == "CLUSTER").then(|| "prod-eu".to_string());
+    let text = r#"
+fields: { cluster: "${CLUSTER}", env: production }
+logs:
+  - path: /var/log/containers/web_shop_nginx-0123.log
+    topic: k8s
+    format: cri
+    include_lines: ['^\{', 'level=(warn|error)']
+    exclude_lines: ['kube-probe/', 'GET /healthz']
+    fields: { env: staging, team: shop }
+"#;
+    let config = Config::parse(text, "t.yaml", &env).unwrap().config;
+    let global: Vec<_> = config
+        .fields
+        .iter()
+        .map(|(k, v)| (&k[..], &v[..]))
+        .collect();
+    assert_eq!(global, [("cluster", "prod-eu"), ("env", "production")]);
+    let log = &config.logs[0];
+    assert_eq!(log.include_lines, ["^\\{", "level=(warn|error)"]);
+    assert_eq!(log.exclude_lines, ["kube-probe/", "GET /healthz"]);
+    assert_eq!(log.fields["env"], "staging");
+    // The declaration's fields over the global ones, as its tailers get them.
+    let settings = crate::spec::TailerSettings::of(&config);
+    let specs = crate::source::config_file::specs(&config.logs);
+    let source: crate::spec::SourceId = "config".into();
+    let (desired, _) = crate::spec::expand([(&source, &specs[..])], &settings, Path::new("/"));
+    // A plain path is desired whether or not the file exists.
+    let tailer = desired.values().next().expect("one tailer");
+    let merged: Vec<_> = tailer
+        .settings
+        .fields
+        .iter()
+        .map(|(k, v)| (&k[..], &v[..]))
+        .collect();
+    assert_eq!(
+        merged,
+        [("cluster", "prod-eu"), ("env", "staging"), ("team", "shop")]
+    );
+    assert_eq!(tailer.settings.filters.exclude_lines, log.exclude_lines);
+}
+
+#[test]
+fn parse_should_name_the_field_of_a_bad_line_filter_or_field() {
+    let entry = |extra: &str| format!("logs:\n  - path: /a.log\n    topic: a\n{extra}");
+    let cases = [
+        (
+            entry("    exclude_lines: [ok, '[z-a]']\n"),
+            "logs[0].exclude_lines[1]",
+            "invalid regex",
+        ),
+        (
+            entry("    include_lines: ['']\n"),
+            "logs[0].include_lines[0]",
+            "must not be empty",
+        ),
+        (
+            entry("    include_lines: GET\n"),
+            "logs[0].include_lines",
+            "expected a sequence",
+        ),
+        (
+            entry("    fields: { replicas: 3 }\n"),
+            "logs[0].fields.replicas",
+            "expected a string",
+        ),
+        (
+            entry("    fields: { label.owner: x }\n"),
+            "logs[0].fields.label.owner",
+            "reserved",
+        ),
+        (
+            entry("    fields: { '': x }\n"),
+            "logs[0].fields",
+            "must not be empty",
+        ),
+        (
+            "fields: { logcatch.node: x }\n".to_string(),
+            "fields.logcatch.node",
+            "reserved",
+        ),
+        (
+            "fields: { k8s.namespace: x }\n".to_string(),
+            "fields.k8s.namespace",
+            "reserved",
+        ),
+        (
+            "fields: { cluster: \"a\\nb\" }\n".to_string(),
+            "fields.cluster",
+            "control characters",
+        ),
+        (
+            "fields: { cluster: '${NOPE}' }\n".to_string(),
+            "fields.cluster",
+            "NOPE is not set",
+        ),
+        (
+            "fields: [cluster]\n".to_string(),
+            "fields",
+            "expected a map",
+        ),
+    ];
+    for (text, field, message) in cases {
+        let (f, m) = field_error(&text);
+        assert_eq!(f, field, "{text}");
+        assert!(m.contains(message), "{text}: {m}");
+    }
 }

@@ -1,11 +1,13 @@
 //! Log formats: what a file's lines are (`raw`, the container runtimes' `cri` and
 //! `docker` json-file, or `auto`), how to join partial lines and multiline records, and
-//! the pod metadata in a kubelet log file's name. Declared per log entry, in the config
-//! file and in etcd values alike; validated here for both.
+//! the pod metadata in a kubelet log file's name, which records to ship (`filter.rs`).
+//! Declared per log entry, in the config file and in etcd values alike; validated here
+//! for both.
 
 pub mod cri;
 mod decoder;
 pub mod docker;
+pub mod filter;
 pub mod framer;
 pub mod kubelet;
 mod multiline;
@@ -13,6 +15,7 @@ mod newlines;
 mod out;
 
 pub use decoder::{Decoder, DecoderCounts};
+pub use filter::LineFilters;
 
 use crate::units;
 use serde::{Deserialize, Serialize};

@@ -9,6 +9,9 @@ pub trait Events: Send + Sync {
     /// A file that was at a followed path and was never read (`reason`: `deleted`).
     fn file_skipped(&self, _topic: &str, _reason: &str) {}
     fn records_sent(&self, _topic: &str, _records: u64) {}
+    /// Records a declaration's line filters kept from the sink (`reason`: `include_lines`,
+    /// `exclude_lines`).
+    fn records_filtered(&self, _topic: &str, _reason: &str, _records: u64) {}
     /// A record the sink cut to fit the most a record may take there.
     fn record_cut(&self, _topic: &str) {}
     /// A record the sink could not ship even cut (`reason`: `too_large`).

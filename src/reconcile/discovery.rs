@@ -167,6 +167,8 @@ mod tests {
                 exclude: Vec::new(),
                 parsing: Default::default(),
                 labels: Default::default(),
+                filters: Default::default(),
+                fields: Default::default(),
             };
             Passes {
                 dir,

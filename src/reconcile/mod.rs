@@ -164,7 +164,7 @@ impl Reconciler {
         // causes another pass.
         self.ctx.wakeups.appeared().take();
         let config = self.config.borrow().clone();
-        let settings = TailerSettings::from_config(&config.tail);
+        let settings = TailerSettings::of(&config);
         let snapshots = self.sources.snapshot();
         self.watch_glob_dirs(snapshots.values());
         self.update_policies(&config);
@@ -450,6 +450,7 @@ impl Reconciler {
                 TailerEntry {
                     owners,
                     labels: tailer.settings.labels.clone(),
+                    fields: tailer.settings.fields.clone(),
                     phase,
                     restarts: control.restarts,
                     progress: control.progress.clone(),

@@ -1,7 +1,7 @@
 //! The config file as a source: watched with notify on its parent directory (which also
 //! sees Kubernetes' ConfigMap `..data` symlink swap) plus polling as a fallback. A valid
-//! new config is applied live for `logs`, `tail` and `reconcile`; other changes wait for
-//! a restart. An invalid one is refused and the running config stays in force.
+//! new config is applied live for `logs`, `fields`, `tail` and `reconcile`; other changes
+//! wait for a restart. An invalid one is refused and the running config stays in force.
 
 use super::{Sources, CONFIG_SOURCE};
 use crate::config::{Config, LogEntry};
@@ -26,6 +26,8 @@ pub fn specs(logs: &[LogEntry]) -> Vec<LogSpec> {
             exclude: log.exclude.clone(),
             parsing: log.parsing(),
             labels: log.labels.clone(),
+            filters: log.filters(),
+            fields: log.fields.clone(),
         })
         .collect()
 }

@@ -83,6 +83,8 @@ mod tests {
             exclude: vec![],
             parsing: Default::default(),
             labels: Default::default(),
+            filters: Default::default(),
+            fields: Default::default(),
         }
     }
 

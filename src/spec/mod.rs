@@ -1,8 +1,8 @@
 //! What is desired: `(source, topic, path)` declarations, expanded into tailers keyed by
 //! `(topic, file path)` with the set of sources that own each.
 
-use crate::format::Parsing;
-use crate::record::Labels;
+use crate::format::{LineFilters, Parsing};
+use crate::record::{Fields, Labels};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -31,6 +31,10 @@ pub struct LogSpec {
     pub parsing: Parsing,
     /// Owner, ticket, ...: in `/status` and as Kafka headers.
     pub labels: Labels,
+    /// Which records are shipped (`include_lines`, `exclude_lines`).
+    pub filters: LineFilters,
+    /// Static fields; they override the config's global ones of the same name.
+    pub fields: Fields,
 }
 
 /// A tailer's identity: one file on one topic. The same file on two topics is two tailers.
@@ -102,6 +106,10 @@ pub struct TailerSettings {
     pub parsing: Parsing,
     /// The declaration's labels.
     pub labels: Arc<Labels>,
+    /// The declaration's line filters.
+    pub filters: Arc<LineFilters>,
+    /// The static fields: the config's global ones, overridden by the declaration's.
+    pub fields: Arc<Fields>,
 }
 
 impl TailerSettings {
@@ -113,7 +121,27 @@ impl TailerSettings {
             start_at: tail.start_at,
             parsing: Parsing::default(),
             labels: Arc::default(),
+            filters: Arc::default(),
+            fields: Arc::default(),
         }
+    }
+
+    /// The settings every tailer starts from: `tail`'s, and the global `fields`.
+    pub fn of(config: &crate::config::Config) -> Self {
+        TailerSettings {
+            fields: Arc::new(config.fields.clone()),
+            ..Self::from_config(&config.tail)
+        }
+    }
+
+    /// The fields of a tailer of `spec`: the global ones with the declaration's over them.
+    fn fields_of(&self, spec: &LogSpec) -> Arc<Fields> {
+        if spec.fields.is_empty() {
+            return self.fields.clone();
+        }
+        let mut fields = (*self.fields).clone();
+        fields.extend(spec.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Arc::new(fields)
     }
 }
 
@@ -174,6 +202,7 @@ pub fn expand_guarded<'a>(
         for spec in specs {
             let pattern = absolute(cwd, Path::new(&spec.path));
             let excluded = exclusions(cwd, &spec.exclude);
+            let (filters, fields) = (Arc::new(spec.filters.clone()), settings.fields_of(spec));
             let files = if is_glob(&spec.path) {
                 match glob_files(&pattern, roots.as_deref(), &WalkLimits::default()) {
                     Ok(files) => files,
@@ -197,19 +226,25 @@ pub fn expand_guarded<'a>(
                         settings: TailerSettings {
                             parsing: spec.parsing.clone(),
                             labels: Arc::new(spec.labels.clone()),
+                            filters: filters.clone(),
+                            fields: fields.clone(),
                             ..settings.clone()
                         },
                         globs: BTreeSet::new(),
                     });
                 // The first declaration (config, then etcd keys in order) decides how
                 // the file is read; a different one is reported, not applied.
-                if tailer.settings.parsing != spec.parsing || *tailer.settings.labels != spec.labels
+                let first = &tailer.settings;
+                if first.parsing != spec.parsing
+                    || *first.labels != spec.labels
+                    || first.filters != filters
+                    || first.fields != fields
                 {
                     errors.push(ExpandError {
                         source: source.clone(),
                         path: file.display().to_string(),
                         message: format!(
-                            "declared on topic {} with another format, multiline setting or labels than by {}; the first declaration's are used",
+                            "declared on topic {} with another format, multiline setting, labels, line filters or fields than by {}; the first declaration's are used",
                             spec.topic,
                             tailer.owners.iter().next().map_or("another source", |o| o),
                         ),
@@ -528,6 +563,8 @@ mod tests {
             start_at: crate::config::StartAt::Beginning,
             parsing: Default::default(),
             labels: Default::default(),
+            filters: Default::default(),
+            fields: Default::default(),
         }
     }
 
@@ -538,6 +575,8 @@ mod tests {
             exclude: vec![],
             parsing: Default::default(),
             labels: Default::default(),
+            filters: Default::default(),
+            fields: Default::default(),
         }
     }
 
@@ -923,5 +962,50 @@ policies:
             "{}",
             errors[0].message
         );
+    }
+
+    #[test]
+    fn expand_should_lay_a_declarations_fields_over_the_global_ones_and_keep_the_first_filters() {
+        let fields = |pairs: &[(&str, &str)]| -> Fields {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let global = TailerSettings {
+            fields: Arc::new(fields(&[("cluster", "prod-eu"), ("env", "production")])),
+            ..settings()
+        };
+        let filtered = LogSpec {
+            filters: LineFilters {
+                include_lines: vec![],
+                exclude_lines: vec!["kube-probe".into()],
+            },
+            fields: fields(&[("env", "staging"), ("team", "shop")]),
+            ..spec("/var/log/a.log", "t")
+        };
+        let (config, etcd): (SourceId, SourceId) = ("config".into(), "etcd:/k".into());
+        let (a, b) = (
+            [filtered.clone(), spec("/var/log/b.log", "t")],
+            [spec("/var/log/a.log", "t")],
+        );
+        let (desired, errors) = expand(
+            [(&config, &a[..]), (&etcd, &b[..])],
+            &global,
+            Path::new("/"),
+        );
+        let a = &desired[&TailerId::new("t", Path::new("/var/log/a.log"))].settings;
+        let b = &desired[&TailerId::new("t", Path::new("/var/log/b.log"))].settings;
+        assert_eq!(
+            *a.fields,
+            fields(&[("cluster", "prod-eu"), ("env", "staging"), ("team", "shop")])
+        );
+        assert_eq!(*a.filters, filtered.filters, "the first declaration's");
+        assert_eq!(b.fields, global.fields, "the global fields alone");
+        assert!(b.filters.is_empty());
+        // etcd declares a.log without filters or fields: reported, not applied.
+        assert_eq!(errors.len(), 1);
+        assert_eq!(&*errors[0].source, "etcd:/k");
+        assert!(errors[0].message.contains("line filters or fields"));
     }
 }

@@ -298,6 +298,8 @@ impl Harness {
             start_at: StartAt::Beginning,
             parsing: Default::default(),
             labels: Default::default(),
+            filters: Default::default(),
+            fields: Default::default(),
         };
         let tailer = Tailer::new(id, settings, ctx, Arc::new(TailerProgress::default()));
         let stop = CancellationToken::new();

@@ -10,6 +10,7 @@ use super::inflight::{InFlight, Settled};
 use super::missed::Born;
 use super::watch::Busy;
 use super::TailError;
+use crate::format::filter::{Filter, Filtered};
 use crate::format::framer::Framer;
 use crate::format::Decoder;
 use crate::record::{Batch, PodMeta};
@@ -100,6 +101,10 @@ pub struct Reader {
     pub start_pattern: Option<regex::bytes::Regex>,
     /// The pod of a container log file (from its name), on every batch.
     pod: Option<Arc<PodMeta>>,
+    /// The declaration's line filters, compiled; `None` without any.
+    filter: Option<Filter>,
+    /// Records the filters dropped since `submit` last reported them.
+    filtered: Filtered,
     /// When a pending multiline record of the file read times out: an idle wait ends by
     /// then.
     pub deadline: Option<tokio::time::Instant>,
@@ -127,6 +132,12 @@ impl Reader {
             .then(|| PodMeta::from_path(&id.path))
             .flatten()
             .map(Arc::new);
+        // Validated by the config and etcd parsers too; filters that fail here anyway
+        // ship every record rather than drop what they were not meant to.
+        let filter = settings.filters.compile().unwrap_or_else(|(field, message)| {
+            tracing::error!(%field, %message, "line filters do not compile; shipping every record");
+            None
+        });
         Reader {
             id,
             settings,
@@ -136,6 +147,8 @@ impl Reader {
             busy: Arc::default(),
             start_pattern,
             pod,
+            filter,
+            filtered: Filtered::default(),
             deadline: None,
             current: None,
             undecided: Undecided::default(),
@@ -169,12 +182,19 @@ impl Reader {
                 batch.reserve(BATCH_BYTES + READ_CHUNK, 64);
             }
             let mut truncated = 0u64;
-            match open.decoder.as_mut() {
-                None => open.framer.push(&self.buf[..n], &mut |line| {
+            match (open.decoder.as_mut(), &self.filter) {
+                (None, None) => open.framer.push(&self.buf[..n], &mut |line| {
                     truncated += line.truncated as u64;
                     batch.push(line.offset, line.bytes);
                 }),
-                Some(decoder) => {
+                // Raw lines are whole records: filtered as they are framed.
+                (None, Some(filter)) => open.framer.push(&self.buf[..n], &mut |line| {
+                    truncated += line.truncated as u64;
+                    if filter.keeps(line.bytes, &mut self.filtered) {
+                        batch.push(line.offset, line.bytes);
+                    }
+                }),
+                (Some(decoder), _) => {
                     let now = tokio::time::Instant::now();
                     open.framer.push(&self.buf[..n], &mut |line| {
                         truncated += line.truncated as u64;
@@ -218,9 +238,12 @@ impl Reader {
             return self.drain().await;
         }
         match open.decoder.as_mut() {
-            None => open
-                .framer
-                .finish(&mut |line| batch.push(line.offset, line.bytes)),
+            None => open.framer.finish(&mut |line| {
+                let filter = self.filter.as_ref();
+                if filter.is_none_or(|f| f.keeps(line.bytes, &mut self.filtered)) {
+                    batch.push(line.offset, line.bytes);
+                }
+            }),
             Some(decoder) => {
                 open.framer
                     .finish(&mut |line| decoder.line(line, now, &mut batch));
@@ -269,8 +292,14 @@ impl Reader {
     }
 
     /// Hands a batch to the sink (waiting while too much is in flight) and queues its ack.
-    /// An empty batch still queues a checkpoint advance when the framer moved on.
-    async fn submit(&mut self, batch: Batch, open: &mut OpenFile) -> Result<(), TailError> {
+    /// An empty batch still queues a checkpoint advance when the framer moved on: the
+    /// records filtered out are passed like those shipped.
+    async fn submit(&mut self, mut batch: Batch, open: &mut OpenFile) -> Result<(), TailError> {
+        if let (Some(filter), Some(_)) = (&self.filter, &open.decoder) {
+            // Decoded records are whole only now (joined fragments and lines).
+            filter.apply(&mut batch, &mut self.filtered);
+        }
+        self.count_read(&batch);
         let end = open.committed();
         if batch.is_empty() && end == open.file.submitted() {
             return Ok(());
@@ -293,10 +322,6 @@ impl Reader {
             self.inflight.advance(identity, end);
             return Ok(());
         }
-        self.ctx
-            .events
-            .lines_read(&self.id.topic, batch.len() as u64, batch.bytes() as u64);
-        self.progress.line_seen();
         let records = batch.len() as u64;
         let ack = self
             .ctx
@@ -315,6 +340,22 @@ impl Reader {
         };
         self.inflight.push(identity, end, counted);
         Ok(())
+    }
+
+    /// Reports the records read into `batch` and those filtered out before it (all read).
+    fn count_read(&mut self, batch: &Batch) {
+        let filtered = std::mem::take(&mut self.filtered);
+        let lines = batch.len() as u64 + filtered.records();
+        if lines == 0 {
+            return;
+        }
+        let bytes = batch.bytes() as u64 + filtered.bytes;
+        let events = &self.ctx.events;
+        events.lines_read(&self.id.topic, lines, bytes);
+        for (reason, records) in filtered.by_reason() {
+            events.records_filtered(&self.id.topic, reason.as_str(), records);
+        }
+        self.progress.line_seen();
     }
 
     /// A settled batch: `/status` shows its offset when it is of the followed file.
@@ -353,6 +394,9 @@ impl Reader {
         batch.pod = self.pod.clone();
         if !self.settings.labels.is_empty() {
             batch.labels = Some(self.settings.labels.clone());
+        }
+        if !self.settings.fields.is_empty() {
+            batch.fields = Some(self.settings.fields.clone());
         }
         batch
     }

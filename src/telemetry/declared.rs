@@ -103,6 +103,8 @@ mod tests {
             exclude: vec![],
             parsing: Default::default(),
             labels: Default::default(),
+            filters: Default::default(),
+            fields: Default::default(),
         }
     }
 
@@ -112,6 +114,7 @@ mod tests {
             path: path.into(),
             owners: vec![owner.into()],
             labels: Default::default(),
+            fields: Default::default(),
             state,
             reason: (state == TailerState::Backoff).then(|| "topic missing".into()),
             restarts: 2,

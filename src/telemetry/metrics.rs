@@ -28,6 +28,7 @@ pub struct Metrics {
     lines_truncated: IntCounterVec,
     records_cut: IntCounterVec,
     records_dropped: IntCounterVec,
+    records_filtered: IntCounterVec,
     parse_errors: IntCounterVec,
     multiline_cut: IntCounterVec,
     unfinished: IntCounterVec,
@@ -199,6 +200,12 @@ impl Metrics {
                 r,
                 "logcatch_records_dropped_total",
                 "Records the sink dropped, by reason (too_large: not even cut could they fit the topic's max.message.bytes); the checkpoint moves past them.",
+                &["topic", "reason"],
+            ),
+            records_filtered: counter(
+                r,
+                "logcatch_records_filtered_total",
+                "Records a declaration's line filters kept from the sink, by reason (include_lines: matching none of them, exclude_lines: matching one); the checkpoint moves past them.",
                 &["topic", "reason"],
             ),
             parse_errors: counter(
@@ -524,6 +531,12 @@ impl Events for Metrics {
     fn records_sent(&self, topic: &str, records: u64) {
         self.records_sent
             .with_label_values(&[topic])
+            .inc_by(records);
+    }
+
+    fn records_filtered(&self, topic: &str, reason: &str, records: u64) {
+        self.records_filtered
+            .with_label_values(&[topic, reason])
             .inc_by(records);
     }
 

@@ -1,7 +1,7 @@
 //! The status model: what every tailer is doing, shared between the tailer tasks (live
 //! progress, lock-free), the reconcile loop (phase, owners, restarts) and HTTP `/status`.
 
-use crate::record::Labels;
+use crate::record::{Fields, Labels};
 use crate::spec::{LogSpec, SourceId, TailerId};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -104,6 +104,9 @@ pub struct TailerStatus {
     /// The declaration's labels.
     #[serde(skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
+    /// The static fields sent with every record.
+    #[serde(skip_serializing_if = "Fields::is_empty")]
+    pub fields: Fields,
     pub state: TailerState,
     pub reason: Option<String>,
     pub restarts: u32,
@@ -119,6 +122,7 @@ pub struct TailerStatus {
 pub struct TailerEntry {
     pub owners: Vec<SourceId>,
     pub labels: Arc<Labels>,
+    pub fields: Arc<Fields>,
     /// `Some` overrides the task's own state (backoff, stopping).
     pub phase: Option<(TailerState, Option<String>)>,
     pub restarts: u32,
@@ -191,6 +195,7 @@ impl StatusBoard {
                     path: id.path.display().to_string(),
                     owners: entry.owners.iter().map(|o| o.to_string()).collect(),
                     labels: (*entry.labels).clone(),
+                    fields: (*entry.fields).clone(),
                     state,
                     reason,
                     restarts: entry.restarts,

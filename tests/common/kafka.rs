@@ -145,6 +145,20 @@ pub fn consume_with_librdkafka(broker: &str, topic: &str, want: usize) -> Vec<St
         .collect()
 }
 
+/// The records of `topic` as librdkafka reads them, each `{"value": ..., "headers":
+/// {name: value}}` (an independent client; a repeated header name keeps its last value).
+pub fn consume_json_with_librdkafka(
+    broker: &str,
+    topic: &str,
+    want: usize,
+) -> Vec<serde_json::Value> {
+    let args = ["--json", broker, topic, &want.to_string(), "60"];
+    super::servers::python_tool("consume.py", &args)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("consume.py --json prints JSON lines"))
+        .collect()
+}
+
 /// The `sink:` body of a config shipping to `broker` with fast batching; `extra` adds
 /// indented `kafka:` keys.
 pub fn kafka_sink_yaml(broker: &str, extra: &str) -> String {

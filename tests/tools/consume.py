@@ -2,16 +2,22 @@
 """Consume a topic from the beginning with librdkafka (PyPI confluent-kafka) and print
 each record's value on a line. An independent client for logcatch's Kafka tests.
 
-usage: consume.py BROKER TOPIC COUNT TIMEOUT_S
+usage: consume.py [--json] BROKER TOPIC COUNT TIMEOUT_S
+--json prints each record as a JSON object {"value": ..., "headers": {name: value}}
+(UTF-8, invalid bytes replaced) instead of its bare value.
 Exits 0 once COUNT records were read, 1 on timeout (after printing what it read).
 """
+import json
 import sys
 import time
 import uuid
 
 from confluent_kafka import Consumer, KafkaException
 
-broker, topic, want, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+args = sys.argv[1:]
+as_json = "--json" in args
+args = [a for a in args if a != "--json"]
+broker, topic, want, timeout = args[0], args[1], int(args[2]), float(args[3])
 consumer = Consumer({
     "bootstrap.servers": broker,
     "group.id": "logcatch-test-" + uuid.uuid4().hex,
@@ -30,7 +36,15 @@ while got < want and time.time() < deadline:
         continue
     if msg.error():
         raise KafkaException(msg.error())
-    out.write(msg.value() + b"\n")
+    if as_json:
+        text = lambda b: (b or b"").decode("utf-8", "replace")
+        record = {
+            "value": text(msg.value()),
+            "headers": {name: text(value) for name, value in (msg.headers() or [])},
+        }
+        out.write(json.dumps(record).encode() + b"\n")
+    else:
+        out.write(msg.value() + b"\n")
     got += 1
 consumer.close()
 out.flush()

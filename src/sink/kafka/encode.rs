@@ -11,8 +11,9 @@ use rskafka::record::EncodedRecords;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-/// Every header a record can carry, in name order: the order a record carries them in.
-/// The `k8s.*` headers come with a container log, the `label.*` ones with a declaration's
+/// Every header of the agent's own a record can carry, in name order: the order a record
+/// carries them in, after the static fields (headers named as the fields, in name order;
+/// no field name starts like these). The `k8s.*` headers come with a container log, the `label.*` ones with a declaration's
 /// labels (in name order, between the `k8s.*` and `logcatch.*` ones), the node, offset and path with
 /// `sink.kafka.headers`, the parse error, stream and time with a parsed format, the
 /// length before a cut with a record cut to fit the topic's limit.
@@ -60,6 +61,9 @@ fn overhead(config: &KafkaConfig, node: &str, batch: &Batch, meta: bool) -> usiz
     let mut bytes = FRAMING + varint(key) + key;
     let mut header =
         |name: &str, value: usize| bytes += varint(name.len()) + name.len() + varint(value) + value;
+    for (name, value) in batch.fields.iter().flat_map(|fields| fields.iter()) {
+        header(name, value.len());
+    }
     if let Some(pod) = batch.pod.as_deref() {
         header(header::CONTAINER, pod.container.len());
         header(
@@ -116,6 +120,9 @@ pub fn encode(
     // the parse error).
     let (mut before_offset, mut path_header) = (Headers::default(), Headers::default());
     let mut shared_headers = || {
+        for (name, value) in batch.fields.iter().flat_map(|fields| fields.iter()) {
+            before_offset.put(name, value.as_bytes())?;
+        }
         if let Some(pod) = batch.pod.as_deref() {
             before_offset.put(header::CONTAINER, pod.container.as_bytes())?;
             if let Some(id) = &pod.container_id {
@@ -213,6 +220,8 @@ mod tests {
         }));
         let label = |i: usize| (format!("name-{i}"), "v".repeat(i * 10));
         batch.labels = Some(Arc::new((0..5).map(label).collect()));
+        let field = |i: usize| (format!("field-{i}"), "f".repeat(i * 100));
+        batch.fields = Some(Arc::new((0..4).map(field).collect()));
         // The most every part can take: the widest offset and time, the longest reason.
         for error in ParseError::ALL.into_iter().map(Some).chain([None]) {
             let meta = RecordMeta {
@@ -291,6 +300,9 @@ mod tests {
         let labels = [("owner", "payments"), ("ticket", "PAY-1")];
         let labels = labels.map(|(k, v)| (k.to_string(), v.to_string()));
         batch.labels = Some(Arc::new(labels.into_iter().collect()));
+        let fields = [("cluster", "prod-eu"), ("Team Name", "shop")];
+        let fields = fields.map(|(k, v)| (k.to_string(), v.to_string()));
+        batch.fields = Some(Arc::new(fields.into_iter().collect()));
         let pod = PodMeta {
             namespace: "shop".into(),
             pod: "web".into(),
@@ -329,7 +341,9 @@ mod tests {
         for (offset, line, meta) in batch.records() {
             let (offset, time) = (offset.to_string(), meta.time.map(format::format_time));
             let mut headers = vec![
-                ("k8s.container", &b"nginx"[..]),
+                ("Team Name", &b"shop"[..]),
+                ("cluster", b"prod-eu"),
+                ("k8s.container", b"nginx"),
                 ("k8s.container_id", b"0123"),
                 ("k8s.namespace", b"shop"),
                 ("k8s.pod", b"web"),

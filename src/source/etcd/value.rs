@@ -1,9 +1,9 @@
 //! An etcd value: a JSON array `[{"path": "/var/log/app/*.log", "topic": "app"}]`, as in
 //! the Go system logcatch replaces; strictly validated, errors name the key and index.
 
-use crate::config::{validate_exclude, validate_labels, validate_topic};
-use crate::format::{Format, Multiline, Parsing};
-use crate::record::Labels;
+use crate::config::{validate_exclude, validate_fields, validate_labels, validate_topic};
+use crate::format::{Format, LineFilters, Multiline, Parsing};
+use crate::record::{Fields, Labels};
 use crate::spec::LogSpec;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,15 @@ pub struct Entry {
     /// Owner, ticket, ...: a map of strings.
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
+    /// Regexes: only records matching one of them are shipped (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_lines: Vec<String>,
+    /// Regexes: records matching one of them are not shipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_lines: Vec<String>,
+    /// Static fields (Kafka headers named as the fields): a map of strings.
+    #[serde(default, skip_serializing_if = "Fields::is_empty")]
+    pub fields: Fields,
 }
 
 impl Entry {
@@ -45,6 +54,9 @@ impl Entry {
             format: spec.parsing.format,
             multiline: spec.parsing.multiline.clone(),
             labels: spec.labels.clone(),
+            include_lines: spec.filters.include_lines.clone(),
+            exclude_lines: spec.filters.exclude_lines.clone(),
+            fields: spec.fields.clone(),
         }
     }
 
@@ -58,6 +70,11 @@ impl Entry {
                 multiline: self.multiline.clone(),
             },
             labels: self.labels.clone(),
+            filters: LineFilters {
+                include_lines: self.include_lines.clone(),
+                exclude_lines: self.exclude_lines.clone(),
+            },
+            fields: self.fields.clone(),
         }
     }
 }
@@ -132,6 +149,10 @@ pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
             .validate()
             .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
         validate_labels(&spec.labels).map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
+        spec.filters
+            .validate()
+            .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
+        validate_fields(&spec.fields).map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
         specs.push(spec);
     }
     Ok(specs)
@@ -184,6 +205,8 @@ mod tests {
                     exclude: vec![],
                     parsing: Parsing::default(),
                     labels: Default::default(),
+                    filters: Default::default(),
+                    fields: Default::default(),
                 },
                 LogSpec {
                     path: "/var/log/x.log".into(),
@@ -191,6 +214,8 @@ mod tests {
                     exclude: vec![],
                     parsing: Parsing::default(),
                     labels: Default::default(),
+                    filters: Default::default(),
+                    fields: Default::default(),
                 },
             ]
         );
@@ -258,6 +283,26 @@ mod tests {
                 r#"[{"path": "/a", "topic": "a", "labels": {"owner": "a\nb"}}]"#.to_string(),
                 "etcd key /logcatch/all: [0].labels.owner: must not contain control characters",
             ),
+            (
+                format!(r#"[{ok}, {{"path": "/a", "topic": "a", "exclude_lines": ["ok", "(unclosed"]}}]"#),
+                "etcd key /logcatch/all: [1].exclude_lines[1]: invalid regex \"(unclosed\"",
+            ),
+            (
+                r#"[{"path": "/a", "topic": "a", "include_lines": "GET"}]"#.to_string(),
+                "etcd key /logcatch/all: [0].include_lines: invalid type: string \"GET\", expected a sequence",
+            ),
+            (
+                r#"[{"path": "/a", "topic": "a", "fields": {"replicas": 3}}]"#.to_string(),
+                "etcd key /logcatch/all: [0].fields.replicas: invalid type: integer `3`, expected a string",
+            ),
+            (
+                r#"[{"path": "/a", "topic": "a", "fields": {"k8s.pod": "x"}}]"#.to_string(),
+                "etcd key /logcatch/all: [0].fields.k8s.pod: names starting with \"k8s.\" are reserved",
+            ),
+            (
+                r#"[{"path": "/a", "topic": "a", "fields": {"": "x"}}]"#.to_string(),
+                "etcd key /logcatch/all: [0].fields: a field name must not be empty",
+            ),
         ];
         for (value, expected) in cases {
             let got = error(&value);
@@ -266,6 +311,24 @@ mod tests {
                 "{value}\n got: {got}\nwant: {expected}"
             );
         }
+    }
+
+    #[test]
+    fn parse_should_carry_line_filters_and_fields_and_write_them_back_alike() {
+        let value = br#"[{"path": "/a", "topic": "a", "include_lines": ["^GET"], "exclude_lines": ["kube-probe", "/healthz"], "fields": {"cluster": "prod-eu", "team": "shop"}}]"#;
+        let specs = parse("/k", value).unwrap();
+        let filters = &specs[0].filters;
+        assert_eq!(filters.include_lines, ["^GET"]);
+        assert_eq!(filters.exclude_lines, ["kube-probe", "/healthz"]);
+        let fields: Vec<_> = specs[0]
+            .fields
+            .iter()
+            .map(|(k, v)| (&k[..], &v[..]))
+            .collect();
+        assert_eq!(fields, [("cluster", "prod-eu"), ("team", "shop")]);
+        // `logcatch etcd put` writes what it parsed: the same entry again.
+        let written = serde_json::to_vec(&[Entry::of(&specs[0])]).unwrap();
+        assert_eq!(parse("/k", &written).unwrap(), specs);
     }
 
     #[test]

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# A/B of one build under several log-entry settings: wall time from start until the last
+# byte of FILE is acknowledged, and the agent's CPU, for each variant in turn, 3 rounds
+# (ROUNDS="1 2 3 4 5" for more). A variant is YAML added to the log entry ("" = none).
+# SINK=null (default): beside `wc -l` on the same page-cached file. SINK=kafka: into a
+# fresh tansu broker per round (lz4, headers, as kafka_ab.sh); COMP=none for no compression.
+# Usage: [SINK=null|kafka] bench/config_ab.sh FILE BIN VARIANT...
+# e.g.   bench/config_ab.sh lines.log target/release/logcatch "" \
+#          ", exclude_lines: ['kube-probe/', '^GET /healthz', 'ELB-HealthChecker/']"
+set -u
+file=$(realpath "$1") bin=$(realpath "$2"); shift 2
+cd "$(dirname "$0")/.."
+sink=${SINK:-null}
+tansu=$(scripts/deps.sh --print-tansu)
+cargo build --release --quiet --example await_acked
+cat "$file" >/dev/null
+. bench/lib.sh
+run() {
+  local t c yaml='  kind: "null"'
+  [ "$sink" = kafka ] && yaml="  kind: kafka
+  kafka: {brokers: [\"127.0.0.1:$kport\"], compression: ${COMP:-lz4}, create_topics: true}"
+  read -r t c < <(LOG_EXTRA=$1 TOPIC=$2 run_agent "$bin" "$file" "$yaml") && printf '%.3f/%.2f' "$t" "$c"
+}
+for r in ${ROUNDS:-1 2 3}; do
+  if [ "$sink" = kafka ]; then start_broker; else
+    s=$(now); wc -l "$file" >/dev/null; e=$(now); printf 'wc %.3f  ' "$(echo "$e - $s" | bc -l)"
+  fi
+  for v in $(seq 1 $#); do printf 'v%s %s  ' "$v" "$(run "${!v}" "v$v-$r")"; done; echo
+  [ "$sink" = kafka ] && stop_broker
+done
