@@ -71,6 +71,9 @@ pub struct LogEntry {
     /// Owner, ticket, ...: in `/status` and as Kafka headers `label.<name>`.
     #[serde(default)]
     pub labels: crate::record::Labels,
+    /// A rate limit: pause (default) or drop over it.
+    #[serde(default)]
+    pub throttle: Option<crate::throttle::Throttle>,
 }
 
 impl LogEntry {
@@ -350,6 +353,11 @@ impl Config {
                 .validate()
                 .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
             validate_labels(&log.labels).map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
+            if let Some(throttle) = &log.throttle {
+                throttle
+                    .validate()
+                    .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
+            }
         }
         if self.state_dir.as_os_str().is_empty() {
             return Err(("state_dir".into(), "must not be empty".into()));

@@ -50,6 +50,7 @@ fn parse_should_accept_the_documented_example_and_match_the_defaults() {
         format: Default::default(),
         multiline: None,
         labels: Default::default(),
+        throttle: None,
     });
     assert_eq!(loaded.config, expected);
 }
@@ -211,6 +212,7 @@ fn parse_should_accept_the_legacy_seed_format_with_a_warning() {
             format: Default::default(),
             multiline: None,
             labels: Default::default(),
+            throttle: None,
         }]
     );
     assert_eq!(loaded.warnings.len(), 1);
@@ -375,4 +377,58 @@ fn parse_should_refuse_a_max_message_bytes_too_small_for_a_records_headers() {
     assert!(message.contains("at least 1024 bytes"), "{message}");
     assert!(parse(&kafka("0")).is_ok(), "0 asks the broker");
     assert!(parse(&kafka("1KiB")).is_ok());
+}
+
+#[test]
+fn parse_should_read_a_log_entrys_throttle_and_name_its_bad_fields() {
+    let loaded = parse(
+        "logs:\n  - path: /var/log/containers/*.log\n    topic: k8s\n    throttle: { lines_per_s: 500, bytes_per_s: 1MiB, burst: 2s, per: container, on_limit: drop }\n",
+    )
+    .unwrap();
+    let throttle = loaded.config.logs[0].throttle.as_ref().unwrap();
+    assert_eq!(throttle.lines_per_s, Some(500));
+    assert_eq!(throttle.bytes_per_s, Some(1 << 20));
+    assert_eq!(throttle.burst, Duration::from_secs(2));
+    assert_eq!(throttle.per, crate::throttle::Per::Container);
+    assert_eq!(throttle.on_limit, crate::throttle::OnLimit::Drop);
+    let entry = |throttle: &str| {
+        format!("logs:\n  - {{ path: /a.log, topic: a }}\n  - path: /b.log\n    topic: b\n    throttle: {throttle}\n")
+    };
+    let cases = [
+        (
+            "{ burst: 2s }",
+            "logs[1].throttle",
+            "set lines_per_s, bytes_per_s or both",
+        ),
+        (
+            "{ lines_per_s: 0 }",
+            "logs[1].throttle.lines_per_s",
+            "must be at least 1",
+        ),
+        (
+            "{ bytes_per_s: lots }",
+            "logs[1].throttle.bytes_per_s",
+            "invalid size",
+        ),
+        (
+            "{ lines_per_s: 1, burst: 0s }",
+            "logs[1].throttle.burst",
+            "must be greater than 0",
+        ),
+        (
+            "{ lines_per_s: 1, per: pod }",
+            "logs[1].throttle.per",
+            "unknown variant `pod`",
+        ),
+        (
+            "{ lines_per_s: 1, on_limit: block }",
+            "logs[1].throttle.on_limit",
+            "unknown variant `block`",
+        ),
+    ];
+    for (throttle, field, message) in cases {
+        let (got_field, got_message) = field_error(&entry(throttle));
+        assert_eq!(got_field, field, "{throttle}: {got_message}");
+        assert!(got_message.contains(message), "{throttle}: {got_message}");
+    }
 }

@@ -167,6 +167,7 @@ mod tests {
                 exclude: Vec::new(),
                 parsing: Default::default(),
                 labels: Default::default(),
+                throttle: None,
             };
             Passes {
                 dir,

@@ -26,6 +26,7 @@ pub fn specs(logs: &[LogEntry]) -> Vec<LogSpec> {
             exclude: log.exclude.clone(),
             parsing: log.parsing(),
             labels: log.labels.clone(),
+            throttle: log.throttle.clone(),
         })
         .collect()
 }

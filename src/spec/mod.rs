@@ -3,6 +3,7 @@
 
 use crate::format::Parsing;
 use crate::record::Labels;
+use crate::throttle::Throttle;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -31,6 +32,8 @@ pub struct LogSpec {
     pub parsing: Parsing,
     /// Owner, ticket, ...: in `/status` and as Kafka headers.
     pub labels: Labels,
+    /// A rate limit on reading (`throttle.rs`).
+    pub throttle: Option<Throttle>,
 }
 
 /// A tailer's identity: one file on one topic. The same file on two topics is two tailers.
@@ -102,6 +105,8 @@ pub struct TailerSettings {
     pub parsing: Parsing,
     /// The declaration's labels.
     pub labels: Arc<Labels>,
+    /// The declaration's rate limit.
+    pub throttle: Option<Throttle>,
 }
 
 impl TailerSettings {
@@ -113,6 +118,7 @@ impl TailerSettings {
             start_at: tail.start_at,
             parsing: Parsing::default(),
             labels: Arc::default(),
+            throttle: None,
         }
     }
 }
@@ -197,19 +203,22 @@ pub fn expand_guarded<'a>(
                         settings: TailerSettings {
                             parsing: spec.parsing.clone(),
                             labels: Arc::new(spec.labels.clone()),
+                            throttle: spec.throttle.clone(),
                             ..settings.clone()
                         },
                         globs: BTreeSet::new(),
                     });
                 // The first declaration (config, then etcd keys in order) decides how
                 // the file is read; a different one is reported, not applied.
-                if tailer.settings.parsing != spec.parsing || *tailer.settings.labels != spec.labels
+                if tailer.settings.parsing != spec.parsing
+                    || *tailer.settings.labels != spec.labels
+                    || tailer.settings.throttle != spec.throttle
                 {
                     errors.push(ExpandError {
                         source: source.clone(),
                         path: file.display().to_string(),
                         message: format!(
-                            "declared on topic {} with another format, multiline setting or labels than by {}; the first declaration's are used",
+                            "declared on topic {} with another format, multiline setting, labels or throttle than by {}; the first declaration's are used",
                             spec.topic,
                             tailer.owners.iter().next().map_or("another source", |o| o),
                         ),
@@ -528,6 +537,7 @@ mod tests {
             start_at: crate::config::StartAt::Beginning,
             parsing: Default::default(),
             labels: Default::default(),
+            throttle: None,
         }
     }
 
@@ -538,6 +548,7 @@ mod tests {
             exclude: vec![],
             parsing: Default::default(),
             labels: Default::default(),
+            throttle: None,
         }
     }
 

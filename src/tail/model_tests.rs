@@ -298,6 +298,7 @@ impl Harness {
             start_at: StartAt::Beginning,
             parsing: Default::default(),
             labels: Default::default(),
+            throttle: None,
         };
         let tailer = Tailer::new(id, settings, ctx, Arc::new(TailerProgress::default()));
         let stop = CancellationToken::new();

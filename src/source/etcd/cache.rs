@@ -155,6 +155,7 @@ mod tests {
             exclude: vec![],
             parsing: Default::default(),
             labels: Default::default(),
+            throttle: None,
         }
     }
 

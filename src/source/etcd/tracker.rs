@@ -276,6 +276,7 @@ mod tests {
                     exclude: vec![],
                     parsing: Default::default(),
                     labels: Default::default(),
+                    throttle: None,
                 }],
             )
             .unwrap();

@@ -5,6 +5,7 @@ use crate::config::{validate_exclude, validate_labels, validate_topic};
 use crate::format::{Format, Multiline, Parsing};
 use crate::record::Labels;
 use crate::spec::LogSpec;
+use crate::throttle::Throttle;
 use serde::{Deserialize, Serialize};
 
 /// Why a value was refused: `etcd key /logcatch/all: [2].topic: ...`.
@@ -34,6 +35,9 @@ pub struct Entry {
     /// Owner, ticket, ...: a map of strings.
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
+    /// A rate limit: pause (default) or drop over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
 }
 
 impl Entry {
@@ -45,6 +49,7 @@ impl Entry {
             format: spec.parsing.format,
             multiline: spec.parsing.multiline.clone(),
             labels: spec.labels.clone(),
+            throttle: spec.throttle.clone(),
         }
     }
 
@@ -58,6 +63,7 @@ impl Entry {
                 multiline: self.multiline.clone(),
             },
             labels: self.labels.clone(),
+            throttle: self.throttle.clone(),
         }
     }
 }
@@ -132,6 +138,11 @@ pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
             .validate()
             .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
         validate_labels(&spec.labels).map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
+        if let Some(throttle) = &spec.throttle {
+            throttle
+                .validate()
+                .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
+        }
         specs.push(spec);
     }
     Ok(specs)
@@ -184,6 +195,7 @@ mod tests {
                     exclude: vec![],
                     parsing: Parsing::default(),
                     labels: Default::default(),
+                    throttle: None,
                 },
                 LogSpec {
                     path: "/var/log/x.log".into(),
@@ -191,6 +203,7 @@ mod tests {
                     exclude: vec![],
                     parsing: Parsing::default(),
                     labels: Default::default(),
+                    throttle: None,
                 },
             ]
         );
@@ -335,6 +348,70 @@ mod tests {
             assert!(
                 got.starts_with(expected),
                 "{extra}\n got: {got}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_should_read_a_throttle_and_name_the_key_index_and_field_of_a_bad_one() {
+        let specs = parse(
+            "/k",
+            br#"[{"path": "/var/log/pods/*/*/*.log", "topic": "k8s",
+                 "throttle": {"lines_per_s": 100, "bytes_per_s": "64KiB", "per": "namespace"}}]"#,
+        )
+        .unwrap();
+        let throttle = specs[0].throttle.as_ref().unwrap();
+        assert_eq!(throttle.lines_per_s, Some(100));
+        assert_eq!(throttle.bytes_per_s, Some(65536));
+        assert_eq!(throttle.per, crate::throttle::Per::Namespace);
+        // The cache writes entries back: the same spec comes out.
+        let entry = Entry::of(&specs[0]);
+        let again = parse("/k", &serde_json::to_vec(&[entry]).unwrap()).unwrap();
+        assert_eq!(again, specs);
+        let entry = |throttle: &str| {
+            format!(
+                r#"[{{"path": "/a", "topic": "a"}}, {{"path": "/b", "topic": "b", "throttle": {throttle}}}]"#
+            )
+        };
+        let cases = [
+            (
+                r#"{}"#,
+                "etcd key /logcatch/all: [1].throttle: set lines_per_s, bytes_per_s or both",
+            ),
+            (
+                r#"{"lines_per_s": 0}"#,
+                "etcd key /logcatch/all: [1].throttle.lines_per_s: must be at least 1",
+            ),
+            (
+                r#"{"lines_per_s": -5}"#,
+                "etcd key /logcatch/all: [1].throttle.lines_per_s: invalid value",
+            ),
+            (
+                r#"{"bytes_per_s": "fast"}"#,
+                "etcd key /logcatch/all: [1].throttle.bytes_per_s: invalid size",
+            ),
+            (
+                r#"{"lines_per_s": 1, "burst": "0s"}"#,
+                "etcd key /logcatch/all: [1].throttle.burst: must be greater than 0",
+            ),
+            (
+                r#"{"lines_per_s": 1, "per": "pod"}"#,
+                "etcd key /logcatch/all: [1].throttle.per: unknown variant `pod`",
+            ),
+            (
+                r#"{"lines_per_s": 1, "on_limit": "block"}"#,
+                "etcd key /logcatch/all: [1].throttle.on_limit: unknown variant `block`",
+            ),
+            (
+                r#"{"lines_per_s": 1, "rate": 1}"#,
+                "etcd key /logcatch/all: [1].throttle.rate: unknown field `rate`",
+            ),
+        ];
+        for (throttle, expected) in cases {
+            let got = error(&entry(throttle));
+            assert!(
+                got.starts_with(expected),
+                "{throttle}\n got: {got}\nwant: {expected}"
             );
         }
     }
