@@ -305,6 +305,24 @@ impl Batch {
         fitted
     }
 
+    /// Keeps the records `keep` accepts, in order; returns how many it removed. Their
+    /// bytes stay unused in the buffer, as with [`fit`](Self::fit).
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) -> usize {
+        let data = &self.data;
+        let kept: Vec<bool> = self
+            .lines
+            .iter()
+            .map(|l| keep(&data[l.start as usize..l.end as usize]))
+            .collect();
+        let mut verdict = kept.iter();
+        self.lines.retain(|_| verdict.next() == Some(&true));
+        if !self.meta.is_empty() {
+            let mut verdict = kept.iter();
+            self.meta.retain(|_| verdict.next() == Some(&true));
+        }
+        kept.iter().filter(|k| !**k).count()
+    }
+
     /// `(file offset of the line start, line bytes)` for every line, in file order.
     pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
         self.lines
@@ -323,6 +341,28 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retain_should_keep_the_accepted_records_with_their_metadata_in_order() {
+        let mut batch = Batch::new("t".into(), Path::new("/a").into());
+        batch.push(0, b"keep 1");
+        let meta = RecordMeta {
+            stream: Stream::Stderr,
+            ..RecordMeta::default()
+        };
+        batch.push_with(7, b"drop 2", meta);
+        batch.push_with(14, b"keep 3", meta);
+        assert_eq!(batch.retain(|line| line.starts_with(b"keep")), 1);
+        let kept: Vec<(u64, &[u8], Stream)> =
+            batch.records().map(|(o, l, m)| (o, l, m.stream)).collect();
+        assert_eq!(
+            kept,
+            [
+                (0, &b"keep 1"[..], Stream::Unknown),
+                (14, &b"keep 3"[..], Stream::Stderr)
+            ]
+        );
+    }
 
     #[test]
     fn every_parse_error_reason_should_fit_the_size_the_kafka_sink_reserves() {
