@@ -210,6 +210,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         claims,
         wakeups: crate::tail::Wakeups::new(),
         open_files: Arc::new(tokio::sync::Semaphore::new(config.tail.max_open_files)),
+        throttles: Arc::default(),
     });
     let reconciler = Reconciler::new(sources, config_rx, ctx, board, cwd);
     let reconcile = tokio::spawn(reconciler.run(shutdown.clone()));

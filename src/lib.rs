@@ -39,6 +39,7 @@ pub mod source;
 pub mod spec;
 pub mod supervise;
 pub mod tail;
+pub mod throttle;
 // What the logic reports through, and who reads it.
 pub mod ports;
 pub mod telemetry;

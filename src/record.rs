@@ -321,8 +321,10 @@ impl Batch {
     }
 
     /// Keeps only the records for whose bytes `keep` is true, in order, with their
-    /// metadata; the buffer is compacted in place (no allocation).
-    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+    /// metadata; the buffer is compacted in place (no allocation). Returns how many it
+    /// removed.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) -> usize {
+        let before = self.lines.len();
         let (mut kept, mut at) = (0, 0u32);
         for read in 0..self.lines.len() {
             let line = self.lines[read];
@@ -351,6 +353,7 @@ impl Batch {
         if !self.meta.is_empty() {
             self.meta.truncate(kept);
         }
+        before - kept
     }
 
     /// `(offset, bytes, metadata)` for every record, in order.
@@ -364,6 +367,28 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retain_should_keep_the_accepted_records_with_their_metadata_in_order() {
+        let mut batch = Batch::new("t".into(), Path::new("/a").into());
+        batch.push(0, b"keep 1");
+        let meta = RecordMeta {
+            stream: Stream::Stderr,
+            ..RecordMeta::default()
+        };
+        batch.push_with(7, b"drop 2", meta);
+        batch.push_with(14, b"keep 3", meta);
+        assert_eq!(batch.retain(|line| line.starts_with(b"keep")), 1);
+        let kept: Vec<(u64, &[u8], Stream)> =
+            batch.records().map(|(o, l, m)| (o, l, m.stream)).collect();
+        assert_eq!(
+            kept,
+            [
+                (0, &b"keep 1"[..], Stream::Unknown),
+                (14, &b"keep 3"[..], Stream::Stderr)
+            ]
+        );
+    }
 
     #[test]
     fn every_parse_error_reason_should_fit_the_size_the_kafka_sink_reserves() {

@@ -42,6 +42,21 @@ pub fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error>
     }
 }
 
+/// An optional size (`None` when absent: use with `#[serde(default)]`).
+pub fn optional_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    size(deserializer).map(Some)
+}
+
+/// A size written back (e.g. the etcd value cache) as a plain number of bytes.
+pub fn serialize_size<S: serde::Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(*bytes)
+}
+
+/// A duration written back as the config writes it (`1s`, `250ms`).
+pub fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

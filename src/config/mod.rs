@@ -84,6 +84,9 @@ pub struct LogEntry {
     /// Static fields, over the global ones of the same name.
     #[serde(default)]
     pub fields: Fields,
+    /// A rate limit: pause (default) or drop over it.
+    #[serde(default)]
+    pub throttle: Option<crate::throttle::Throttle>,
 }
 
 impl LogEntry {
@@ -375,6 +378,11 @@ impl Config {
                 .validate()
                 .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
             validate_fields(&log.fields).map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
+            if let Some(throttle) = &log.throttle {
+                throttle
+                    .validate()
+                    .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
+            }
         }
         validate_fields(&self.fields)?;
         if self.state_dir.as_os_str().is_empty() {

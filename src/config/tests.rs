@@ -53,6 +53,7 @@ fn parse_should_accept_the_documented_example_and_match_the_defaults() {
         include_lines: Default::default(),
         exclude_lines: Default::default(),
         fields: Default::default(),
+        throttle: None,
     });
     assert_eq!(loaded.config, expected);
 }
@@ -217,6 +218,7 @@ fn parse_should_accept_the_legacy_seed_format_with_a_warning() {
             include_lines: Default::default(),
             exclude_lines: Default::default(),
             fields: Default::default(),
+            throttle: None,
         }]
     );
     assert_eq!(loaded.warnings.len(), 1);
@@ -491,5 +493,59 @@ fn parse_should_name_the_field_of_a_bad_line_filter_or_field() {
         let (f, m) = field_error(&text);
         assert_eq!(f, field, "{text}");
         assert!(m.contains(message), "{text}: {m}");
+    }
+}
+
+#[test]
+fn parse_should_read_a_log_entrys_throttle_and_name_its_bad_fields() {
+    let loaded = parse(
+        "logs:\n  - path: /var/log/containers/*.log\n    topic: k8s\n    throttle: { lines_per_s: 500, bytes_per_s: 1MiB, burst: 2s, per: container, on_limit: drop }\n",
+    )
+    .unwrap();
+    let throttle = loaded.config.logs[0].throttle.as_ref().unwrap();
+    assert_eq!(throttle.lines_per_s, Some(500));
+    assert_eq!(throttle.bytes_per_s, Some(1 << 20));
+    assert_eq!(throttle.burst, Duration::from_secs(2));
+    assert_eq!(throttle.per, crate::throttle::Per::Container);
+    assert_eq!(throttle.on_limit, crate::throttle::OnLimit::Drop);
+    let entry = |throttle: &str| {
+        format!("logs:\n  - {{ path: /a.log, topic: a }}\n  - path: /b.log\n    topic: b\n    throttle: {throttle}\n")
+    };
+    let cases = [
+        (
+            "{ burst: 2s }",
+            "logs[1].throttle",
+            "set lines_per_s, bytes_per_s or both",
+        ),
+        (
+            "{ lines_per_s: 0 }",
+            "logs[1].throttle.lines_per_s",
+            "must be at least 1",
+        ),
+        (
+            "{ bytes_per_s: lots }",
+            "logs[1].throttle.bytes_per_s",
+            "invalid size",
+        ),
+        (
+            "{ lines_per_s: 1, burst: 0s }",
+            "logs[1].throttle.burst",
+            "must be greater than 0",
+        ),
+        (
+            "{ lines_per_s: 1, per: pod }",
+            "logs[1].throttle.per",
+            "unknown variant `pod`",
+        ),
+        (
+            "{ lines_per_s: 1, on_limit: block }",
+            "logs[1].throttle.on_limit",
+            "unknown variant `block`",
+        ),
+    ];
+    for (throttle, field, message) in cases {
+        let (got_field, got_message) = field_error(&entry(throttle));
+        assert_eq!(got_field, field, "{throttle}: {got_message}");
+        assert!(got_message.contains(message), "{throttle}: {got_message}");
     }
 }

@@ -67,14 +67,14 @@ pub struct Multiline {
     #[serde(
         default = "default_max_bytes",
         deserialize_with = "units::size",
-        serialize_with = "serialize_size"
+        serialize_with = "units::serialize_size"
     )]
     pub max_bytes: u64,
     /// A pending record is shipped after this long without a new line.
     #[serde(
         default = "default_timeout",
         deserialize_with = "units::duration",
-        serialize_with = "serialize_duration"
+        serialize_with = "units::serialize_duration"
     )]
     pub timeout: Duration,
 }
@@ -89,14 +89,6 @@ fn default_max_bytes() -> u64 {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(1)
-}
-
-fn serialize_size<S: serde::Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(*bytes)
-}
-
-fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 /// The longest `start_pattern` accepted (etcd values are untrusted).

@@ -98,9 +98,10 @@ impl EntryReport {
         self.files.iter().all(|f| f.state == "waiting") && self.refused.is_empty()
     }
 
-    /// Files shipped now.
+    /// Files shipped now (a throttled one too, at its limit).
     pub fn running(&self) -> usize {
-        self.files.iter().filter(|f| f.state == "running").count()
+        let shipping = |state: &str| state == "running" || state == "throttled";
+        self.files.iter().filter(|f| shipping(&f.state)).count()
     }
 }
 
@@ -171,5 +172,12 @@ mod tests {
             ]
         );
         assert!(!report.entries[0].matches_no_file());
+        // A throttled file is shipped (at its limit), and not an error.
+        assert_eq!(report.entries[0].running(), 0);
+        report.entries[0]
+            .files
+            .push(file("throttled", Some("reading paused at the throttle")));
+        assert_eq!(report.entries[0].running(), 1);
+        assert_eq!(report.errors().len(), 2);
     }
 }

@@ -16,6 +16,15 @@ pub trait Events: Send + Sync {
     fn record_cut(&self, _topic: &str) {}
     /// A record the sink could not ship even cut (`reason`: `too_large`).
     fn record_dropped(&self, _topic: &str, _reason: &str) {}
+    /// `count` records dropped at once (`reason`: `throttled`, over a declaration's
+    /// `throttle` with `on_limit: drop`).
+    fn records_dropped(&self, topic: &str, reason: &str, count: u64) {
+        for _ in 0..count {
+            self.record_dropped(topic, reason);
+        }
+    }
+    /// A tailer paused reading for `seconds` over its declaration's `throttle`.
+    fn throttled(&self, _topic: &str, _seconds: f64) {}
     fn send_error(&self, _topic: &str, _kind: &str) {}
     fn tailer_restarted(&self, _topic: &str) {}
     fn checkpoint_written(&self, _ok: bool) {}

@@ -169,6 +169,7 @@ mod tests {
                 labels: Default::default(),
                 filters: Default::default(),
                 fields: Default::default(),
+                throttle: None,
             };
             Passes {
                 dir,

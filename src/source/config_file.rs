@@ -28,6 +28,7 @@ pub fn specs(logs: &[LogEntry]) -> Vec<LogSpec> {
             labels: log.labels.clone(),
             filters: log.filters(),
             fields: log.fields.clone(),
+            throttle: log.throttle.clone(),
         })
         .collect()
 }

@@ -85,6 +85,7 @@ mod tests {
             labels: Default::default(),
             filters: Default::default(),
             fields: Default::default(),
+            throttle: None,
         }
     }
 

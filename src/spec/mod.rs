@@ -3,6 +3,7 @@
 
 use crate::format::{LineFilters, Parsing};
 use crate::record::{Fields, Labels};
+use crate::throttle::Throttle;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -35,6 +36,8 @@ pub struct LogSpec {
     pub filters: LineFilters,
     /// Static fields; they override the config's global ones of the same name.
     pub fields: Fields,
+    /// A rate limit on reading (`throttle.rs`).
+    pub throttle: Option<Throttle>,
 }
 
 /// A tailer's identity: one file on one topic. The same file on two topics is two tailers.
@@ -110,6 +113,8 @@ pub struct TailerSettings {
     pub filters: Arc<LineFilters>,
     /// The static fields: the config's global ones, overridden by the declaration's.
     pub fields: Arc<Fields>,
+    /// The declaration's rate limit.
+    pub throttle: Option<Throttle>,
 }
 
 impl TailerSettings {
@@ -123,6 +128,7 @@ impl TailerSettings {
             labels: Arc::default(),
             filters: Arc::default(),
             fields: Arc::default(),
+            throttle: None,
         }
     }
 
@@ -228,6 +234,7 @@ pub fn expand_guarded<'a>(
                             labels: Arc::new(spec.labels.clone()),
                             filters: filters.clone(),
                             fields: fields.clone(),
+                            throttle: spec.throttle.clone(),
                             ..settings.clone()
                         },
                         globs: BTreeSet::new(),
@@ -239,12 +246,13 @@ pub fn expand_guarded<'a>(
                     || *first.labels != spec.labels
                     || first.filters != filters
                     || first.fields != fields
+                    || first.throttle != spec.throttle
                 {
                     errors.push(ExpandError {
                         source: source.clone(),
                         path: file.display().to_string(),
                         message: format!(
-                            "declared on topic {} with another format, multiline setting, labels, line filters or fields than by {}; the first declaration's are used",
+                            "declared on topic {} with another format, multiline setting, labels, line filters, fields or throttle than by {}; the first declaration's are used",
                             spec.topic,
                             tailer.owners.iter().next().map_or("another source", |o| o),
                         ),
@@ -565,6 +573,7 @@ mod tests {
             labels: Default::default(),
             filters: Default::default(),
             fields: Default::default(),
+            throttle: None,
         }
     }
 
@@ -577,6 +586,7 @@ mod tests {
             labels: Default::default(),
             filters: Default::default(),
             fields: Default::default(),
+            throttle: None,
         }
     }
 

@@ -85,6 +85,36 @@ impl Idle {
         if let Some(look) = next_look {
             until = until.min(look);
         }
+        self.sleep(until, true, stop, reader).await
+    }
+
+    /// Waits, over the throttle, until `until` (or the multiline deadline, or `next_look`),
+    /// handling acknowledgements. Notifications do not end it (the file grows, which is
+    /// why it pauses); the watch task looks at the path meanwhile, as for a busy tailer.
+    pub async fn pause(
+        &mut self,
+        until: Instant,
+        stop: &CancellationToken,
+        reader: &mut Reader,
+        next_look: Option<Instant>,
+    ) -> Result<(), TailError> {
+        reader.busy.set(true);
+        let deadline = reader.deadline.filter(|d| *d > Instant::now());
+        let until = [Some(until), deadline, next_look]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(until);
+        self.sleep(until, false, stop, reader).await
+    }
+
+    async fn sleep(
+        &mut self,
+        until: Instant,
+        notifications: bool,
+        stop: &CancellationToken,
+        reader: &mut Reader,
+    ) -> Result<(), TailError> {
         let sleep = tokio::time::sleep_until(until);
         tokio::pin!(sleep);
         let notified = self.wakeup.notify.notified();
@@ -94,7 +124,7 @@ impl Idle {
             let done = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = &mut sleep => return Ok(()),
-                _ = &mut notified => {
+                _ = &mut notified, if notifications => {
                     self.streak = 0;
                     return Ok(());
                 }

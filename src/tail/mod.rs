@@ -20,6 +20,7 @@ mod remote;
 mod rotated;
 mod siblings;
 mod tailer;
+pub mod throttle;
 pub mod wakeup;
 mod watch;
 

@@ -8,6 +8,7 @@ use super::files::Held;
 use super::fingerprint::FileIdentity;
 use super::inflight::{InFlight, Settled};
 use super::missed::Born;
+use super::throttle::{Allowance, Limiter};
 use super::watch::Busy;
 use super::TailError;
 use crate::format::filter::{Filter, Filtered};
@@ -17,6 +18,7 @@ use crate::record::{Batch, PodMeta};
 use crate::sink::SinkError;
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::TailerProgress;
+use crate::throttle::OnLimit;
 use std::io;
 use std::sync::Arc;
 
@@ -114,6 +116,10 @@ pub struct Reader {
     pub undecided: Undecided,
     /// Batches in flight and every move of the checkpoints.
     pub inflight: InFlight,
+    /// The bucket of the declaration's `throttle`.
+    pub throttle: Option<Limiter>,
+    /// The last turn stopped at an empty bucket (`on_limit: pause`): when to read again.
+    pub paused_until: Option<tokio::time::Instant>,
 }
 
 impl Reader {
@@ -138,6 +144,10 @@ impl Reader {
             tracing::error!(%field, %message, "line filters do not compile; shipping every record");
             None
         });
+        let throttle = settings
+            .throttle
+            .as_ref()
+            .map(|t| ctx.throttles.limiter(&id.topic, t, &id.path));
         Reader {
             id,
             settings,
@@ -153,20 +163,56 @@ impl Reader {
             current: None,
             undecided: Undecided::default(),
             inflight,
+            throttle,
+            paused_until: None,
         }
     }
 
-    /// Reads up to `TURN_BYTES`, submitting batches as they fill. Returns bytes read.
+    /// Reads up to `TURN_BYTES`, submitting batches as they fill, within the throttle:
+    /// a turn stopped at its empty bucket sets `paused_until`. Returns bytes read.
     pub async fn read_turn(&mut self, open: &mut OpenFile) -> Result<u64, TailError> {
+        self.read(open, true).await
+    }
+
+    /// [`read_turn`](Self::read_turn) past the throttle, charged to its bucket.
+    pub async fn read_unthrottled(&mut self, open: &mut OpenFile) -> Result<u64, TailError> {
+        self.read(open, false).await
+    }
+
+    /// What may be read now under a pausing throttle (`None`: no limit), or when to look
+    /// again; `throttled` false reads on regardless, counting what it reads.
+    fn allowance(&self, throttled: bool) -> Result<Option<Allowance>, tokio::time::Instant> {
+        let Some(limiter) = self.throttle.as_ref() else {
+            return Ok(None);
+        };
+        match (limiter.on_limit, throttled) {
+            (OnLimit::Drop, _) => Ok(None),
+            (OnLimit::Pause, true) => limiter.allowance(tokio::time::Instant::now()).map(Some),
+            (OnLimit::Pause, false) => Ok(Some(limiter.unlimited())),
+        }
+    }
+
+    async fn read(&mut self, open: &mut OpenFile, throttled: bool) -> Result<u64, TailError> {
         self.busy.set(true);
+        self.paused_until = None;
         let mut batch = self.new_batch();
         let mut read = 0u64;
         while read < TURN_BYTES {
+            let allowance = match self.allowance(throttled) {
+                Ok(allowance) => allowance,
+                Err(until) => {
+                    self.paused_until = Some(until);
+                    break;
+                }
+            };
+            let room = allowance
+                .and_then(|a| a.bytes)
+                .map_or(self.buf.len(), |bytes| self.buf.len().min(bytes as usize));
             // Blocking positional read: regular files answer from the page cache in
             // microseconds, which costs less than a thread hop per chunk.
             let n = open
                 .file
-                .read_at(&mut self.buf, open.framer.position())
+                .read_at(&mut self.buf[..room], open.framer.position())
                 .map_err(|source| self.read_error(source))?;
             if n == 0 {
                 break;
@@ -175,6 +221,16 @@ impl Reader {
                 // A busy file: read bigger chunks from now on.
                 self.buf.resize(n * 2, 0);
             }
+            // Under a throttle, up to the last line the bucket allows (the rest is read
+            // again next time: reads are positional).
+            let n = match (allowance, self.throttle.as_ref()) {
+                (Some(allowance), Some(limiter)) => {
+                    let (n, lines) = allowance.prefix(&self.buf[..n]);
+                    limiter.charge(lines, n as u64, tokio::time::Instant::now());
+                    n
+                }
+                _ => n,
+            };
             read += n as u64;
             if n == READ_CHUNK && batch.is_empty() {
                 // A busy file fills this batch: size it once, with one chunk of slack
@@ -219,9 +275,10 @@ impl Reader {
         Ok(read)
     }
 
-    /// Reads the file to its end, turn after turn.
+    /// Reads the file to its end, turn after turn, whatever the throttle says (a file
+    /// finished at rotation or at stop is not left unread); its bucket is charged.
     pub async fn read_all(&mut self, open: &mut OpenFile) -> Result<(), TailError> {
-        while self.read_turn(open).await? > 0 {}
+        while self.read_unthrottled(open).await? > 0 {}
         Ok(())
     }
 
@@ -304,6 +361,7 @@ impl Reader {
         if batch.is_empty() && end == open.file.submitted() {
             return Ok(());
         }
+        self.drop_over_limit(&mut batch);
         while self.inflight.is_full() {
             if let Some(done) = self.inflight.next().await {
                 self.on_ack(done)?;
@@ -356,6 +414,23 @@ impl Reader {
             events.records_filtered(&self.id.topic, reason.as_str(), records);
         }
         self.progress.line_seen();
+    }
+
+    /// `on_limit: drop`: removes the records over the throttle, counted; the checkpoint
+    /// moves past them with the batch (or alone, when none is left).
+    fn drop_over_limit(&self, batch: &mut Batch) {
+        let Some(limiter) = self.throttle.as_ref() else {
+            return;
+        };
+        if limiter.on_limit != OnLimit::Drop {
+            return;
+        }
+        let dropped = limiter.retain(batch, tokio::time::Instant::now());
+        if dropped > 0 {
+            self.ctx
+                .events
+                .records_dropped(&self.id.topic, "throttled", dropped);
+        }
     }
 
     /// A settled batch: `/status` shows its offset when it is of the followed file.

@@ -14,6 +14,7 @@ use super::idle::{Idle, Pace};
 use super::missed::{self, Born};
 use super::reader::{OpenFile, Reader, TURN_BYTES};
 use super::remote;
+use super::throttle::Throttles;
 use super::wakeup::Wakeups;
 use super::watch::{self, PathWatch};
 use crate::ports::Events;
@@ -77,6 +78,8 @@ pub struct TailerContext {
     pub open_files: Arc<Semaphore>,
     /// Every file the tailers hold, for the deleted-file bounds.
     pub deleted: Arc<DeletedFiles>,
+    /// The buckets of the declarations' `throttle`s.
+    pub throttles: Arc<Throttles>,
 }
 
 /// What a step of the loop leaves to do.
@@ -87,6 +90,9 @@ enum Next {
     Yield,
     /// Nothing to do until the path changes, an acknowledgement comes or time passes.
     Wait(Pace),
+    /// Over the throttle: no reading until then (acknowledgements and renamed files are
+    /// still handled, the watch task follows the path).
+    Pause(Instant),
 }
 
 pub struct Tailer {
@@ -195,6 +201,10 @@ impl Tailer {
         for open in self.files.reading_mut() {
             if open.file.is_deleted() {
                 self.reader.read_all(open).await?;
+                // Never found again: its partial last line and pending record go too (a
+                // tailer behind its file, throttled or held back by the sink, gets here
+                // before it saw the file deleted).
+                self.reader.finish(open).await?;
             }
         }
         let waiting = self.deferred.take().into_iter();
@@ -264,6 +274,15 @@ impl Tailer {
                     idle.wait(pace, stop, &mut self.reader, next_look, holding)
                         .await?;
                 }
+                Next::Pause(until) => {
+                    let idle = self.idle.as_mut().expect("set by run");
+                    let next_look = self.files.next_look();
+                    let paused = Instant::now();
+                    idle.pause(until, stop, &mut self.reader, next_look).await?;
+                    let reader = &self.reader;
+                    let seconds = paused.elapsed().as_secs_f64();
+                    reader.ctx.events.throttled(&reader.id.topic, seconds);
+                }
             }
         }
         Ok(())
@@ -296,6 +315,13 @@ impl Tailer {
             }
             return Ok(Next::Yield);
         }
+        // Paused before the end of the file: rotation and truncation are looked at once
+        // it is read to its end, as without a throttle.
+        if let Some(until) = self.reader.paused_until {
+            self.show_throttled(true);
+            return Ok(Next::Pause(until));
+        }
+        self.show_throttled(false);
         if self.files.has_newer() {
             self.finish_front().await?;
             return Ok(Next::Step);
@@ -393,6 +419,22 @@ impl Tailer {
         self.permit = None;
         self.waiting(why);
         Ok(Next::Wait(pace))
+    }
+
+    /// `/status` says `throttled` from the first pause until the file is read to its end.
+    fn show_throttled(&self, paused: bool) {
+        let progress = &self.reader.progress;
+        let shown = progress.state() == TailerState::Throttled;
+        if paused && !shown {
+            let limit = self.reader.throttle.as_ref().map(|l| l.describe.as_str());
+            let why = format!(
+                "reading paused at the throttle ({}); the file holds the rest",
+                limit.unwrap_or_default()
+            );
+            progress.set_state(TailerState::Throttled, Some(why));
+        } else if !paused && shown {
+            progress.set_state(TailerState::Running, None);
+        }
     }
 
     fn waiting(&self, why: String) {
@@ -499,7 +541,10 @@ impl Tailer {
             };
             let mut next_look = poll;
             if grew {
-                let read = self.reader.read_turn(&mut file.open).await?;
+                // Past the throttle (charged to it): a renamed file is kept read to its
+                // end, so that finishing it (when quiet, at the bound on lingering files,
+                // at stop) never cuts a line.
+                let read = self.reader.read_unthrottled(&mut file.open).await?;
                 file.quiet_since = Instant::now();
                 if read >= TURN_BYTES {
                     // More to read: come back after the next turn, not a poll.

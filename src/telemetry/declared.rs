@@ -105,6 +105,7 @@ mod tests {
             labels: Default::default(),
             filters: Default::default(),
             fields: Default::default(),
+            throttle: None,
         }
     }
 

@@ -8,8 +8,8 @@ use crate::sink::Sink;
 use crate::source::status::{SourceStatusTable, WatchState};
 use crate::spec::RefusalKind;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -29,6 +29,7 @@ pub struct Metrics {
     records_cut: IntCounterVec,
     records_dropped: IntCounterVec,
     records_filtered: IntCounterVec,
+    throttled_seconds: CounterVec,
     parse_errors: IntCounterVec,
     multiline_cut: IntCounterVec,
     unfinished: IntCounterVec,
@@ -199,7 +200,7 @@ impl Metrics {
             records_dropped: counter(
                 r,
                 "logcatch_records_dropped_total",
-                "Records the sink dropped, by reason (too_large: not even cut could they fit the topic's max.message.bytes); the checkpoint moves past them.",
+                "Records dropped, by reason (too_large: not even cut could they fit the topic's max.message.bytes; throttled: over a throttle with on_limit: drop); the checkpoint moves past them.",
                 &["topic", "reason"],
             ),
             records_filtered: counter(
@@ -208,6 +209,19 @@ impl Metrics {
                 "Records a declaration's line filters kept from the sink, by reason (include_lines: matching none of them, exclude_lines: matching one); the checkpoint moves past them.",
                 &["topic", "reason"],
             ),
+            throttled_seconds: {
+                let metric = CounterVec::new(
+                    Opts::new(
+                        "logcatch_throttled_seconds_total",
+                        "Seconds tailers paused reading over their declaration's throttle (summed over tailers).",
+                    ),
+                    &["topic"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(metric.clone()))
+                    .expect("metric registered once");
+                metric
+            },
             parse_errors: counter(
                 r,
                 "logcatch_parse_errors_total",
@@ -502,6 +516,18 @@ impl Events for Metrics {
         self.records_dropped
             .with_label_values(&[topic, reason])
             .inc();
+    }
+
+    fn records_dropped(&self, topic: &str, reason: &str, count: u64) {
+        self.records_dropped
+            .with_label_values(&[topic, reason])
+            .inc_by(count);
+    }
+
+    fn throttled(&self, topic: &str, seconds: f64) {
+        self.throttled_seconds
+            .with_label_values(&[topic])
+            .inc_by(seconds);
     }
 
     fn parse_error(&self, topic: &str, format: &str) {

@@ -21,15 +21,20 @@ pub enum TailerState {
     /// agent, as with a Kubernetes controller's backoff).
     Backoff,
     Stopping,
+    /// Paused over its declaration's `throttle` (`on_limit: pause`) since it last caught
+    /// up with its file: shipping, slower than the file grows.
+    Throttled,
 }
 
 impl TailerState {
-    pub const ALL: [TailerState; 5] = [
+    /// In the order of the variants: a state is stored as its index.
+    pub const ALL: [TailerState; 6] = [
         TailerState::Starting,
         TailerState::Waiting,
         TailerState::Running,
         TailerState::Backoff,
         TailerState::Stopping,
+        TailerState::Throttled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +44,7 @@ impl TailerState {
             TailerState::Running => "running",
             TailerState::Backoff => "backoff",
             TailerState::Stopping => "stopping",
+            TailerState::Throttled => "throttled",
         }
     }
 }

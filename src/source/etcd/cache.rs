@@ -157,6 +157,7 @@ mod tests {
             labels: Default::default(),
             filters: Default::default(),
             fields: Default::default(),
+            throttle: None,
         }
     }
 

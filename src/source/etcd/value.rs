@@ -5,6 +5,7 @@ use crate::config::{validate_exclude, validate_fields, validate_labels, validate
 use crate::format::{Format, LineFilters, Multiline, Parsing};
 use crate::record::{Fields, Labels};
 use crate::spec::LogSpec;
+use crate::throttle::Throttle;
 use serde::{Deserialize, Serialize};
 
 /// Why a value was refused: `etcd key /logcatch/all: [2].topic: ...`.
@@ -43,6 +44,9 @@ pub struct Entry {
     /// Static fields (Kafka headers named as the fields): a map of strings.
     #[serde(default, skip_serializing_if = "Fields::is_empty")]
     pub fields: Fields,
+    /// A rate limit: pause (default) or drop over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
 }
 
 impl Entry {
@@ -57,6 +61,7 @@ impl Entry {
             include_lines: spec.filters.include_lines.clone(),
             exclude_lines: spec.filters.exclude_lines.clone(),
             fields: spec.fields.clone(),
+            throttle: spec.throttle.clone(),
         }
     }
 
@@ -75,6 +80,7 @@ impl Entry {
                 exclude_lines: self.exclude_lines.clone(),
             },
             fields: self.fields.clone(),
+            throttle: self.throttle.clone(),
         }
     }
 }
@@ -153,6 +159,11 @@ pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
             .validate()
             .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
         validate_fields(&spec.fields).map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
+        if let Some(throttle) = &spec.throttle {
+            throttle
+                .validate()
+                .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
+        }
         specs.push(spec);
     }
     Ok(specs)
@@ -207,6 +218,7 @@ mod tests {
                     labels: Default::default(),
                     filters: Default::default(),
                     fields: Default::default(),
+                    throttle: None,
                 },
                 LogSpec {
                     path: "/var/log/x.log".into(),
@@ -216,6 +228,7 @@ mod tests {
                     labels: Default::default(),
                     filters: Default::default(),
                     fields: Default::default(),
+                    throttle: None,
                 },
             ]
         );
@@ -398,6 +411,70 @@ mod tests {
             assert!(
                 got.starts_with(expected),
                 "{extra}\n got: {got}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_should_read_a_throttle_and_name_the_key_index_and_field_of_a_bad_one() {
+        let specs = parse(
+            "/k",
+            br#"[{"path": "/var/log/pods/*/*/*.log", "topic": "k8s",
+                 "throttle": {"lines_per_s": 100, "bytes_per_s": "64KiB", "per": "namespace"}}]"#,
+        )
+        .unwrap();
+        let throttle = specs[0].throttle.as_ref().unwrap();
+        assert_eq!(throttle.lines_per_s, Some(100));
+        assert_eq!(throttle.bytes_per_s, Some(65536));
+        assert_eq!(throttle.per, crate::throttle::Per::Namespace);
+        // The cache writes entries back: the same spec comes out.
+        let entry = Entry::of(&specs[0]);
+        let again = parse("/k", &serde_json::to_vec(&[entry]).unwrap()).unwrap();
+        assert_eq!(again, specs);
+        let entry = |throttle: &str| {
+            format!(
+                r#"[{{"path": "/a", "topic": "a"}}, {{"path": "/b", "topic": "b", "throttle": {throttle}}}]"#
+            )
+        };
+        let cases = [
+            (
+                r#"{}"#,
+                "etcd key /logcatch/all: [1].throttle: set lines_per_s, bytes_per_s or both",
+            ),
+            (
+                r#"{"lines_per_s": 0}"#,
+                "etcd key /logcatch/all: [1].throttle.lines_per_s: must be at least 1",
+            ),
+            (
+                r#"{"lines_per_s": -5}"#,
+                "etcd key /logcatch/all: [1].throttle.lines_per_s: invalid value",
+            ),
+            (
+                r#"{"bytes_per_s": "fast"}"#,
+                "etcd key /logcatch/all: [1].throttle.bytes_per_s: invalid size",
+            ),
+            (
+                r#"{"lines_per_s": 1, "burst": "0s"}"#,
+                "etcd key /logcatch/all: [1].throttle.burst: must be greater than 0",
+            ),
+            (
+                r#"{"lines_per_s": 1, "per": "pod"}"#,
+                "etcd key /logcatch/all: [1].throttle.per: unknown variant `pod`",
+            ),
+            (
+                r#"{"lines_per_s": 1, "on_limit": "block"}"#,
+                "etcd key /logcatch/all: [1].throttle.on_limit: unknown variant `block`",
+            ),
+            (
+                r#"{"lines_per_s": 1, "rate": 1}"#,
+                "etcd key /logcatch/all: [1].throttle.rate: unknown field `rate`",
+            ),
+        ];
+        for (throttle, expected) in cases {
+            let got = error(&entry(throttle));
+            assert!(
+                got.starts_with(expected),
+                "{throttle}\n got: {got}\nwant: {expected}"
             );
         }
     }
