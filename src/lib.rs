@@ -43,6 +43,8 @@ pub mod throttle;
 // What the logic reports through, and who reads it.
 pub mod ports;
 pub mod telemetry;
+// Topic and key templates (`k8s-{{namespace}}`), shared by config, spec and sinks.
+pub mod template;
 // Wiring and helpers.
 pub mod agent;
 pub mod atomic_file;

@@ -216,8 +216,28 @@ fn check(config_path: PathBuf) -> anyhow::Result<()> {
         .max()
         .unwrap_or(5)
         .max(5);
-    println!("{:<width$}  {:<8}  {:<16}  PATH", "TOPIC", "FILE", "FORMAT");
-    for (id, tailer) in &desired {
+    // The key as far as it does not depend on the record (`{{stream}}` does).
+    let keys: Vec<String> = desired
+        .iter()
+        .map(|(id, tailer)| {
+            let Some(template) = &tailer.settings.key else {
+                return "-".to_string();
+            };
+            let pod = logcatch::record::PodMeta::from_path(&id.path);
+            template.render_partial(&logcatch::template::Context {
+                node: &tailer.settings.node,
+                pod: pod.as_ref().map(|p| p.names()),
+                stream: None,
+                fields: &tailer.settings.fields,
+            })
+        })
+        .collect();
+    let key_width = keys.iter().map(String::len).max().unwrap_or(3).max(3);
+    println!(
+        "{:<width$}  {:<key_width$}  {:<8}  {:<16}  PATH",
+        "TOPIC", "KEY", "FILE", "FORMAT"
+    );
+    for ((id, tailer), key) in desired.iter().zip(&keys) {
         let state = if id.path.exists() {
             "exists"
         } else {
@@ -229,12 +249,15 @@ fn check(config_path: PathBuf) -> anyhow::Result<()> {
             format.push_str("+multiline");
         }
         println!(
-            "{:<width$}  {:<8}  {:<16}  {}",
+            "{:<width$}  {key:<key_width$}  {:<8}  {:<16}  {}",
             id.topic,
             state,
             format,
             id.path.display()
         );
+        if let Some(why) = &tailer.settings.fallback {
+            println!("  fallback: {why}");
+        }
     }
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! The record model every stage shares: a file's lines in a [`Batch`] (one buffer, no
 //! allocation per line), each record's [`RecordMeta`] (stream, time, parse error) and a
-//! container log's [`PodMeta`]. It imports nothing of the crate: the format stage fills
-//! batches, the tailer submits them, sinks encode them.
+//! container log's [`PodMeta`]. It imports nothing of the crate but the templates a
+//! batch's key is rendered from: the format stage fills batches, the tailer submits them,
+//! sinks encode them.
 
+use crate::template::{self, Template};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,6 +24,17 @@ pub struct PodMeta {
     pub container: String,
     /// Only in the `/var/log/containers` name.
     pub container_id: Option<String>,
+}
+
+impl PodMeta {
+    /// The names templates use (`{{namespace}}`, `{{pod}}`, `{{container}}`).
+    pub fn names(&self) -> template::Pod<'_> {
+        template::Pod {
+            namespace: &self.namespace,
+            pod: &self.pod,
+            container: &self.container,
+        }
+    }
 }
 
 /// The output stream a container line was written to.
@@ -149,6 +162,8 @@ pub struct Batch {
     pub labels: Option<Arc<Labels>>,
     /// The static fields (the same for every record); `None` without any.
     pub fields: Option<Arc<Fields>>,
+    /// The declaration's record key template; `None`: the sink's own key setting.
+    pub key: Option<Arc<Template>>,
     data: Vec<u8>,
     lines: Vec<LineRef>,
     /// Per-record stream, time and parse error, parallel to `lines`; stays empty (and
@@ -164,6 +179,7 @@ impl Batch {
             pod: None,
             labels: None,
             fields: None,
+            key: None,
             data: Vec::new(),
             lines: Vec::new(),
             meta: Vec::new(),
@@ -269,6 +285,7 @@ impl Batch {
                 pod: self.pod.clone(),
                 labels: self.labels.clone(),
                 fields: self.fields.clone(),
+                key: self.key.clone(),
                 data,
                 lines,
                 meta,

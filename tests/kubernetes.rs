@@ -488,3 +488,82 @@ fn container_logs_declared_in_etcd_are_allowed_by_their_pods_target() {
     assert!(ws.records().iter().all(|r| r.line != "from other"));
     assert_eq!(agent.terminate().code(), Some(0));
 }
+
+#[test]
+fn a_topic_template_sends_each_namespace_to_its_topic_and_unnamed_files_to_the_fallback() {
+    let broker = Broker::start_memory();
+    let pid = std::process::id();
+    let topic = |ns: &str| format!("k8s-{ns}-{pid}");
+    let fallback = format!("k8s-other-{pid}");
+    let ws = Workspace::new();
+    let shop = ContainerLog::new(&ws, "shop", "cart-0", "app");
+    let payments = ContainerLog::new(&ws, "payments", "api-0", "server");
+    // A file in the same directory that is no container log: no {{namespace}}.
+    let plain = ws.path("containers/node-agent.log");
+    std::fs::write(&plain, "").unwrap();
+    let sink = format!(
+        "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    linger: 5ms\n    request_timeout: 5s\n    create_topics: true\n",
+        broker.address()
+    );
+    let declared = entry(
+        &ws.path("containers/*.log"),
+        &format!("\"k8s-{{{{namespace}}}}-{pid}\""),
+        &format!(", format: cri, fallback_topic: {fallback}, key: \"{{{{pod}}}}/{{{{stream}}}}\""),
+    );
+    ws.write_config(&ws.config_with_sink(&declared, &sink));
+    let agent = ws.start();
+    shop.write(&cri(0, "stdout", "F", "cart one"));
+    payments.write(&cri(1, "stderr", "F", "payment one"));
+    shop.write(&cri(2, "stderr", "F", "cart two"));
+    payments.write(&cri(3, "stdout", "F", "payment two"));
+    append_bytes(
+        &plain,
+        format!("{}\n", cri(4, "stdout", "F", "plain")).as_bytes(),
+    );
+
+    // Read back by the independent client: each namespace in its own topic, in order.
+    let values =
+        |topic: &str, want| common::kafka::consume_with_librdkafka(&broker.address(), topic, want);
+    assert_eq!(values(&topic("shop"), 2), ["cart one", "cart two"]);
+    assert_eq!(
+        values(&topic("payments"), 2),
+        ["payment one", "payment two"]
+    );
+    // The plain file's line is not CRI: shipped raw (with its parse error) to the fallback.
+    let other = values(&fallback, 1);
+    assert_eq!(other.len(), 1);
+    assert!(other[0].ends_with("plain"), "{other:?}");
+
+    // Keys: the pod and the record's stream.
+    let keys = |topic: &str| -> Vec<String> {
+        consume(&broker.address(), topic, 2, LONG)
+            .iter()
+            .map(|r| String::from_utf8(r.record.key.clone().unwrap_or_default()).unwrap())
+            .collect()
+    };
+    assert_eq!(keys(&topic("shop")), ["cart-0/stdout", "cart-0/stderr"]);
+    assert_eq!(keys(&topic("payments")), ["api-0/stderr", "api-0/stdout"]);
+    // The plain file has neither pod nor stream: its record has no key.
+    let fell_back = consume(&broker.address(), &fallback, 1, LONG);
+    assert_eq!(fell_back[0].record.key, None);
+
+    // Counted, and the reason shown.
+    wait_for("the fallback counted", LONG, || {
+        let counted = metric_sum(agent.http_port, "logcatch_topic_fallback_records_total");
+        (counted == 1.0).then_some(())
+    });
+    let status = agent.status();
+    let tailers = status["tailers"].as_array().unwrap();
+    let plain_row = tailers
+        .iter()
+        .find(|t| t["path"].as_str() == Some(&plain.display().to_string()))
+        .expect("the plain file's tailer");
+    assert_eq!(plain_row["topic"], fallback.as_str());
+    let why = plain_row["fallback"].as_str().unwrap();
+    assert!(why.contains("{{namespace}} has no value"), "{why}");
+    assert!(tailers
+        .iter()
+        .filter(|t| t["path"] != plain_row["path"])
+        .all(|t| t["fallback"].is_null()));
+    assert_eq!(agent.terminate().code(), Some(0));
+}

@@ -87,6 +87,12 @@ pub struct LogEntry {
     /// A rate limit: pause (default) or drop over it.
     #[serde(default)]
     pub throttle: Option<crate::throttle::Throttle>,
+    /// The Kafka record key, a template (`{{pod}}`); instead of `sink.kafka.key`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Where records go when a templated `topic` renders no legal topic name.
+    #[serde(default)]
+    pub fallback_topic: Option<String>,
 }
 
 impl LogEntry {
@@ -366,7 +372,12 @@ impl Config {
             if let Err(e) = globset::Glob::new(&log.path) {
                 return Err((format!("logs[{index}].path"), format!("invalid glob: {e}")));
             }
-            validate_topic(&log.topic).map_err(|m| (format!("logs[{index}].topic"), m))?;
+            validate_routing(
+                &log.topic,
+                log.key.as_deref(),
+                log.fallback_topic.as_deref(),
+            )
+            .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
             for (i, glob) in log.exclude.iter().enumerate() {
                 validate_exclude(glob).map_err(|m| (format!("logs[{index}].exclude[{i}]"), m))?;
             }
@@ -522,7 +533,6 @@ pub fn validate_fields(fields: &Fields) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// Validates a Kafka topic name: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 /// An `exclude` entry: a non-empty glob.
 pub fn validate_exclude(glob: &str) -> Result<(), String> {
     if glob.trim().is_empty() {
@@ -532,6 +542,50 @@ pub fn validate_exclude(glob: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A declaration's `topic` (a name, or a template with a `fallback_topic`), `key` (a
+/// template) and `fallback_topic`; the error names the field.
+pub fn validate_routing(
+    topic: &str,
+    key: Option<&str>,
+    fallback_topic: Option<&str>,
+) -> Result<(), (String, String)> {
+    use crate::template::{is_template, Template, Var};
+    fn field(name: &'static str) -> impl Fn(String) -> (String, String) {
+        move |message| (name.to_string(), message)
+    }
+    if is_template(topic) {
+        let template = Template::parse(topic).map_err(field("topic"))?;
+        if template.vars().any(|v| *v == Var::Stream) {
+            return Err(field("topic")(
+                "{{stream}} varies from record to record, and a file's records go to one topic (their order holds within it); use it in `key`".into(),
+            ));
+        }
+        let Some(fallback) = fallback_topic else {
+            return Err(field("fallback_topic")(format!(
+                "must be set when topic is a template ({topic:?}): records whose rendered topic is not a legal Kafka topic name go there"
+            )));
+        };
+        validate_topic(fallback).map_err(field("fallback_topic"))?;
+    } else {
+        validate_topic(topic).map_err(field("topic"))?;
+        if fallback_topic.is_some() {
+            return Err(field("fallback_topic")(
+                "applies only when topic is a template ({{namespace}}, ...)".into(),
+            ));
+        }
+    }
+    if let Some(key) = key {
+        if key.is_empty() {
+            return Err(field("key")(
+                "must not be empty (leave it out for no key)".into(),
+            ));
+        }
+        Template::parse(key).map_err(field("key"))?;
+    }
+    Ok(())
+}
+
+/// Validates a Kafka topic name: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
         return Err("topic must not be empty".into());

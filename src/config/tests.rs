@@ -54,6 +54,8 @@ fn parse_should_accept_the_documented_example_and_match_the_defaults() {
         exclude_lines: Default::default(),
         fields: Default::default(),
         throttle: None,
+        key: None,
+        fallback_topic: None,
     });
     assert_eq!(loaded.config, expected);
 }
@@ -219,9 +221,57 @@ fn parse_should_accept_the_legacy_seed_format_with_a_warning() {
             exclude_lines: Default::default(),
             fields: Default::default(),
             throttle: None,
+            key: None,
+            fallback_topic: None,
         }]
     );
     assert_eq!(loaded.warnings.len(), 1);
+}
+
+#[test]
+fn parse_should_read_topic_and_key_templates_and_name_the_field_of_a_bad_one() {
+    let config = |log: &str| format!("logs:\n  - {{path: /var/log/containers/*.log, {log}}}\n");
+    let loaded = parse(&config(
+        r#"topic: "k8s-{{namespace}}", fallback_topic: k8s-other, key: "{{pod}}""#,
+    ))
+    .unwrap();
+    let log = &loaded.config.logs[0];
+    assert_eq!(log.topic, "k8s-{{namespace}}");
+    assert_eq!(log.fallback_topic.as_deref(), Some("k8s-other"));
+    assert_eq!(log.key.as_deref(), Some("{{pod}}"));
+    // `${ENV}` is expanded at load and leaves `{{…}}` alone.
+    let env = |name: &str| (name == "CLUSTER").then(|| "eu1".to_string());
+    let text = config(r#"topic: "${CLUSTER}-{{namespace}}", fallback_topic: "${CLUSTER}""#);
+    let loaded = Config::parse(&text, "test.yaml", &env).unwrap();
+    assert_eq!(loaded.config.logs[0].topic, "eu1-{{namespace}}");
+    let cases = [
+        (
+            r#"topic: "k8s-{{ns}}", fallback_topic: x"#,
+            "logs[0].topic",
+            "unknown variable {{ns}}",
+        ),
+        (
+            r#"topic: "k8s-{{pod}}""#,
+            "logs[0].fallback_topic",
+            "must be set when topic is a template",
+        ),
+        (
+            r#"topic: "{{stream}}", fallback_topic: x"#,
+            "logs[0].topic",
+            "{{stream}} varies",
+        ),
+        (
+            r#"topic: app, key: "{{pod}}}}""#,
+            "logs[0].key",
+            "without an opening",
+        ),
+        (r#"topic: app, key: """#, "logs[0].key", "must not be empty"),
+    ];
+    for (log, field, message) in cases {
+        let (got_field, got) = field_error(&config(log));
+        assert_eq!(got_field, field, "{log}: {got}");
+        assert!(got.contains(message), "{log}: {got}");
+    }
 }
 
 #[test]

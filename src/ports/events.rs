@@ -12,6 +12,9 @@ pub trait Events: Send + Sync {
     /// Records a declaration's line filters kept from the sink (`reason`: `include_lines`,
     /// `exclude_lines`).
     fn records_filtered(&self, _topic: &str, _reason: &str, _records: u64) {}
+    /// Records sent to a declaration's `fallback_topic` because its topic template
+    /// rendered no legal name for their file.
+    fn topic_fallback(&self, _topic: &str, _records: u64) {}
     /// A record the sink cut to fit the most a record may take there.
     fn record_cut(&self, _topic: &str) {}
     /// A record the sink could not ship even cut (`reason`: `too_large`).

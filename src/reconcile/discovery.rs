@@ -170,6 +170,8 @@ mod tests {
                 filters: Default::default(),
                 fields: Default::default(),
                 throttle: None,
+                key: None,
+                fallback_topic: None,
             };
             Passes {
                 dir,

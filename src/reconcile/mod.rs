@@ -316,7 +316,7 @@ impl Reconciler {
                 control.progress.set_state(TailerState::Starting, None);
                 // Not part of the settings `plan` compares: it is how this file is first
                 // opened, not how it is followed.
-                let mut tailer_settings = settings.clone();
+                let mut tailer_settings = (*settings).clone();
                 if self.discovery.appeared_later(&id) {
                     tailer_settings.start_at = StartAt::Beginning;
                 }
@@ -335,7 +335,7 @@ impl Reconciler {
                 self.running.insert(
                     id,
                     RunningTailer {
-                        settings,
+                        settings: *settings,
                         phase: Phase::Running { since: now },
                     },
                 );
@@ -451,6 +451,7 @@ impl Reconciler {
                     owners,
                     labels: tailer.settings.labels.clone(),
                     fields: tailer.settings.fields.clone(),
+                    fallback: tailer.settings.fallback.clone(),
                     phase,
                     restarts: control.restarts,
                     progress: control.progress.clone(),

@@ -31,7 +31,7 @@ pub type RunningSet = BTreeMap<TailerId, RunningTailer>;
 pub enum Action {
     Start {
         id: TailerId,
-        settings: TailerSettings,
+        settings: Box<TailerSettings>,
     },
     Stop {
         id: TailerId,
@@ -60,7 +60,7 @@ pub fn plan(desired: &DesiredSet, running: &RunningSet, now: Instant) -> Vec<Act
     for (id, want) in desired {
         let start = || Action::Start {
             id: id.clone(),
-            settings: want.settings.clone(),
+            settings: Box::new(want.settings.clone()),
         };
         let mut current = None;
         while let Some((running_id, tailer)) = running_iter.peek() {
@@ -201,7 +201,7 @@ mod tests {
                 running: running(&[]),
                 expect: vec![Action::Start {
                     id: id("/a"),
-                    settings: settings(10),
+                    settings: Box::new(settings(10)),
                 }],
             },
             Case {
@@ -237,7 +237,7 @@ mod tests {
                 running: running(&[("/a", 10, backoff(earlier))]),
                 expect: vec![Action::Start {
                     id: id("/a"),
-                    settings: settings(10),
+                    settings: Box::new(settings(10)),
                 }],
             },
             Case {
@@ -246,7 +246,7 @@ mod tests {
                 running: running(&[("/a", 10, backoff(later))]),
                 expect: vec![Action::Start {
                     id: id("/a"),
-                    settings: settings(20),
+                    settings: Box::new(settings(20)),
                 }],
             },
             Case {
@@ -274,7 +274,7 @@ mod tests {
                 expect: vec![
                     Action::Start {
                         id: id("/c"),
-                        settings: settings(10),
+                        settings: Box::new(settings(10)),
                     },
                     Action::Stop { id: id("/b") },
                 ],

@@ -29,6 +29,8 @@ pub fn specs(logs: &[LogEntry]) -> Vec<LogSpec> {
             filters: log.filters(),
             fields: log.fields.clone(),
             throttle: log.throttle.clone(),
+            key: log.key.clone(),
+            fallback_topic: log.fallback_topic.clone(),
         })
         .collect()
 }

@@ -86,6 +86,8 @@ mod tests {
             filters: Default::default(),
             fields: Default::default(),
             throttle: None,
+            key: None,
+            fallback_topic: None,
         }
     }
 

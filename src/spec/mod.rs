@@ -2,7 +2,8 @@
 //! `(topic, file path)` with the set of sources that own each.
 
 use crate::format::{LineFilters, Parsing};
-use crate::record::{Fields, Labels};
+use crate::record::{Fields, Labels, PodMeta};
+use crate::template::{self, Template};
 use crate::throttle::Throttle;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +39,10 @@ pub struct LogSpec {
     pub fields: Fields,
     /// A rate limit on reading (`throttle.rs`).
     pub throttle: Option<Throttle>,
+    /// The record key template (instead of `sink.kafka.key`).
+    pub key: Option<String>,
+    /// Where a templated topic's records go when it renders no legal name.
+    pub fallback_topic: Option<String>,
 }
 
 /// A tailer's identity: one file on one topic. The same file on two topics is two tailers.
@@ -115,6 +120,13 @@ pub struct TailerSettings {
     pub fields: Arc<Fields>,
     /// The declaration's rate limit.
     pub throttle: Option<Throttle>,
+    /// This node's name (templates' `{{node}}`).
+    pub node: Arc<str>,
+    /// The declaration's record key template.
+    pub key: Option<Arc<Template>>,
+    /// Why the records go to the declaration's `fallback_topic`: its topic template
+    /// rendered no legal name for this file.
+    pub fallback: Option<Arc<str>>,
 }
 
 impl TailerSettings {
@@ -129,6 +141,17 @@ impl TailerSettings {
             filters: Arc::default(),
             fields: Arc::default(),
             throttle: None,
+            node: Arc::from(""),
+            key: None,
+            fallback: None,
+        }
+    }
+
+    /// On the node `node` (what templates' `{{node}}` renders).
+    pub fn on_node(self, node: &str) -> Self {
+        TailerSettings {
+            node: node.into(),
+            ..self
         }
     }
 
@@ -136,6 +159,7 @@ impl TailerSettings {
     pub fn of(config: &crate::config::Config) -> Self {
         TailerSettings {
             fields: Arc::new(config.fields.clone()),
+            node: config.node_name().into(),
             ..Self::from_config(&config.tail)
         }
     }
@@ -224,9 +248,15 @@ pub fn expand_guarded<'a>(
             } else {
                 vec![pattern]
             };
+            let key = spec
+                .key
+                .as_deref()
+                .and_then(|k| Template::parse(k).ok())
+                .map(Arc::new);
             for file in files.into_iter().filter(|f| !excluded.is_match(f)) {
+                let (topic, fallback) = route(spec, &file, &settings.node, &fields);
                 let tailer = desired
-                    .entry(TailerId::new(&spec.topic, &file))
+                    .entry(TailerId::new(&topic, &file))
                     .or_insert_with(|| DesiredTailer {
                         owners: BTreeSet::new(),
                         settings: TailerSettings {
@@ -235,6 +265,8 @@ pub fn expand_guarded<'a>(
                             filters: filters.clone(),
                             fields: fields.clone(),
                             throttle: spec.throttle.clone(),
+                            key: key.clone(),
+                            fallback: fallback.map(Arc::from),
                             ..settings.clone()
                         },
                         globs: BTreeSet::new(),
@@ -247,13 +279,13 @@ pub fn expand_guarded<'a>(
                     || first.filters != filters
                     || first.fields != fields
                     || first.throttle != spec.throttle
+                    || first.key != key
                 {
                     errors.push(ExpandError {
                         source: source.clone(),
                         path: file.display().to_string(),
                         message: format!(
-                            "declared on topic {} with another format, multiline setting, labels, line filters, fields or throttle than by {}; the first declaration's are used",
-                            spec.topic,
+                            "declared on topic {topic} with another format, multiline setting, labels, line filters, fields, throttle or key than by {}; the first declaration's are used",
                             tailer.owners.iter().next().map_or("another source", |o| o),
                         ),
                     });
@@ -266,6 +298,40 @@ pub fn expand_guarded<'a>(
         }
     }
     (desired, errors)
+}
+
+/// The topic `spec` sends `file`'s records to, and why it is the `fallback_topic` when it
+/// is: its topic template rendered from the file's container log names, the node's name
+/// and the declaration's fields. A file's records all go to one topic (their order holds
+/// there), so the topic is chosen per file, not per record.
+pub fn route(spec: &LogSpec, file: &Path, node: &str, fields: &Fields) -> (String, Option<String>) {
+    if !template::is_template(&spec.topic) {
+        return (spec.topic.clone(), None);
+    }
+    let fallback = spec.fallback_topic.clone().unwrap_or_default();
+    let pod = PodMeta::from_path(file);
+    let context = template::Context {
+        node,
+        pod: pod.as_ref().map(PodMeta::names),
+        stream: None,
+        fields,
+    };
+    let why = match Template::parse(&spec.topic).map(|t| t.render(&context)) {
+        Ok(Ok(topic)) => match crate::config::validate_topic(&topic) {
+            Ok(()) => return (topic, None),
+            Err(m) => format!("topic template {:?} rendered {topic:?}: {m}", spec.topic),
+        },
+        Ok(Err(var)) => format!(
+            "topic template {:?}: {{{{{var}}}}} has no value for {}",
+            spec.topic,
+            file.display()
+        ),
+        Err(m) => m,
+    };
+    (
+        fallback.clone(),
+        Some(format!("{why}; shipped to fallback_topic {fallback}")),
+    )
 }
 
 /// The trust boundary: the globs an untrusted (etcd) declaration's file must match once
@@ -574,7 +640,104 @@ mod tests {
             filters: Default::default(),
             fields: Default::default(),
             throttle: None,
+            node: "n1".into(),
+            key: None,
+            fallback: None,
         }
+    }
+
+    #[test]
+    fn route_should_render_the_topic_per_file_and_fall_back_with_the_reason() {
+        let templated = LogSpec {
+            topic: "k8s-{{namespace}}-{{node}}".into(),
+            fallback_topic: Some("k8s-other".into()),
+            ..spec("/var/log/containers/*.log", "unused")
+        };
+        let id = "5f2b7c3d9e1a4b6c8d0e2f4a6b8c0d1e3f5a7b9c1d3e5f7a9b1c3d5e7f9a1b3c";
+        let link = format!("/var/log/containers/cart-0_shop_app-{id}.log");
+        assert_eq!(
+            route(&templated, Path::new(&link), "n1", &Fields::new()),
+            ("k8s-shop-n1".to_string(), None)
+        );
+        let target = Path::new("/var/log/pods/payments_api-0_uid/server/0.log");
+        assert_eq!(
+            route(&templated, target, "n1", &Fields::new()).0,
+            "k8s-payments-n1"
+        );
+        // No namespace in a plain file's name: the fallback, with the reason.
+        let (topic, why) = route(
+            &templated,
+            Path::new("/var/log/containers/x.log"),
+            "n1",
+            &Fields::new(),
+        );
+        assert_eq!(topic, "k8s-other");
+        let why = why.unwrap();
+        assert!(
+            why.contains("{{namespace}} has no value for /var/log/containers/x.log"),
+            "{why}"
+        );
+        // A node name Kafka refuses in a topic.
+        let (topic, why) = route(&templated, Path::new(&link), "node one", &Fields::new());
+        assert_eq!(topic, "k8s-other");
+        assert!(why.unwrap().contains("rendered \"k8s-shop-node one\""));
+        // A plain topic is used as it is.
+        let plain = spec("/var/log/a.log", "app");
+        assert_eq!(
+            route(&plain, Path::new("/var/log/a.log"), "n1", &Fields::new()),
+            ("app".into(), None)
+        );
+    }
+
+    #[test]
+    fn expand_should_render_fields_in_a_topic_template_the_declarations_over_the_global_ones() {
+        let source: SourceId = "config".into();
+        let templated = |fields: &[(&str, &str)]| LogSpec {
+            topic: "logs-{{fields.team}}".into(),
+            fallback_topic: Some("logs".into()),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..spec("/var/log/a.log", "unused")
+        };
+        let settings = TailerSettings {
+            fields: Arc::new(Fields::from([("team".to_string(), "core".to_string())])),
+            ..settings()
+        };
+        let topics = |specs: &[LogSpec]| {
+            let (desired, _) = expand([(&source, specs)], &settings, Path::new("/"));
+            desired
+                .iter()
+                .map(|(id, t)| (id.topic.to_string(), t.settings.fallback.is_some()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            topics(&[templated(&[])]),
+            [("logs-core".to_string(), false)]
+        );
+        assert_eq!(
+            topics(&[templated(&[("team", "shop")])]),
+            [("logs-shop".to_string(), false)]
+        );
+        // No such field anywhere: the fallback topic, with the reason.
+        let no_field = TailerSettings {
+            fields: Arc::default(),
+            ..settings.clone()
+        };
+        let (desired, _) = expand(
+            [(&source, &[templated(&[])][..])],
+            &no_field,
+            Path::new("/"),
+        );
+        let (id, tailer) = desired.iter().next().unwrap();
+        assert_eq!(&*id.topic, "logs");
+        assert!(tailer
+            .settings
+            .fallback
+            .as_deref()
+            .unwrap()
+            .contains("fields.team"));
     }
 
     fn spec(path: &str, topic: &str) -> LogSpec {
@@ -587,6 +750,8 @@ mod tests {
             filters: Default::default(),
             fields: Default::default(),
             throttle: None,
+            key: None,
+            fallback_topic: None,
         }
     }
 
@@ -1016,6 +1181,6 @@ policies:
         // etcd declares a.log without filters or fields: reported, not applied.
         assert_eq!(errors.len(), 1);
         assert_eq!(&*errors[0].source, "etcd:/k");
-        assert!(errors[0].message.contains("line filters or fields"));
+        assert!(errors[0].message.contains("line filters, fields"));
     }
 }

@@ -314,6 +314,9 @@ impl Harness {
             filters: Default::default(),
             fields: Default::default(),
             throttle: self.throttle.clone(),
+            node: "n1".into(),
+            key: None,
+            fallback: None,
         };
         let tailer = Tailer::new(id, settings, ctx, Arc::new(TailerProgress::default()));
         let stop = CancellationToken::new();

@@ -380,6 +380,11 @@ impl Reader {
             self.inflight.advance(identity, end);
             return Ok(());
         }
+        if self.settings.fallback.is_some() {
+            self.ctx
+                .events
+                .topic_fallback(&self.id.topic, batch.len() as u64);
+        }
         let records = batch.len() as u64;
         let ack = self
             .ctx
@@ -473,6 +478,7 @@ impl Reader {
         if !self.settings.fields.is_empty() {
             batch.fields = Some(self.settings.fields.clone());
         }
+        batch.key = self.settings.key.clone();
         batch
     }
 

@@ -106,6 +106,8 @@ mod tests {
             filters: Default::default(),
             fields: Default::default(),
             throttle: None,
+            key: None,
+            fallback_topic: None,
         }
     }
 
@@ -116,6 +118,7 @@ mod tests {
             owners: vec![owner.into()],
             labels: Default::default(),
             fields: Default::default(),
+            fallback: None,
             state,
             reason: (state == TailerState::Backoff).then(|| "topic missing".into()),
             restarts: 2,

@@ -24,6 +24,7 @@ pub struct Metrics {
     lines_read: IntCounterVec,
     bytes_read: IntCounterVec,
     records_sent: IntCounterVec,
+    topic_fallback: IntCounterVec,
     send_errors: IntCounterVec,
     lines_truncated: IntCounterVec,
     records_cut: IntCounterVec,
@@ -177,6 +178,12 @@ impl Metrics {
                 r,
                 "logcatch_records_sent_total",
                 "Records acknowledged by the sink.",
+                &["topic"],
+            ),
+            topic_fallback: counter(
+                r,
+                "logcatch_topic_fallback_records_total",
+                "Records sent to a declaration's fallback_topic because its topic template rendered no legal topic name for their file.",
                 &["topic"],
             ),
             send_errors: counter(
@@ -563,6 +570,12 @@ impl Events for Metrics {
     fn records_filtered(&self, topic: &str, reason: &str, records: u64) {
         self.records_filtered
             .with_label_values(&[topic, reason])
+            .inc_by(records);
+    }
+
+    fn topic_fallback(&self, topic: &str, records: u64) {
+        self.topic_fallback
+            .with_label_values(&[topic])
             .inc_by(records);
     }
 

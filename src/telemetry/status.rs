@@ -113,6 +113,10 @@ pub struct TailerStatus {
     /// The static fields sent with every record.
     #[serde(skip_serializing_if = "Fields::is_empty")]
     pub fields: Fields,
+    /// Why the records go to the declaration's `fallback_topic` (its topic template
+    /// rendered no legal name for this file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     pub state: TailerState,
     pub reason: Option<String>,
     pub restarts: u32,
@@ -129,6 +133,7 @@ pub struct TailerEntry {
     pub owners: Vec<SourceId>,
     pub labels: Arc<Labels>,
     pub fields: Arc<Fields>,
+    pub fallback: Option<Arc<str>>,
     /// `Some` overrides the task's own state (backoff, stopping).
     pub phase: Option<(TailerState, Option<String>)>,
     pub restarts: u32,
@@ -202,6 +207,7 @@ impl StatusBoard {
                     owners: entry.owners.iter().map(|o| o.to_string()).collect(),
                     labels: (*entry.labels).clone(),
                     fields: (*entry.fields).clone(),
+                    fallback: entry.fallback.as_deref().map(str::to_string),
                     state,
                     reason,
                     restarts: entry.restarts,

@@ -4,7 +4,8 @@
 use super::error::Error;
 use crate::config::kafka::{KafkaConfig, RecordKey};
 use crate::format;
-use crate::record::{Batch, ParseError};
+use crate::record::{Batch, Fields, ParseError, Stream};
+use crate::template::{Context, Template};
 use chrono::Utc;
 use rskafka::client::error::Error as ClientError;
 use rskafka::record::EncodedRecords;
@@ -53,10 +54,15 @@ fn overhead(config: &KafkaConfig, node: &str, batch: &Batch, meta: bool) -> usiz
     // Kafka's lengths are zig-zag varints: 7 bits a byte.
     let varint = |n: usize| (usize::BITS - (2 * n).leading_zeros()).div_ceil(7).max(1) as usize;
     let path = batch.path.as_os_str().len();
-    let key = match config.key {
-        RecordKey::None => 0,
-        RecordKey::Path => path,
-        RecordKey::Node => node.len(),
+    let key = match (&batch.key, config.key) {
+        (Some(template), _) => rendered_keys(template, node, batch)
+            .iter()
+            .map(|k| k.as_ref().map_or(0, Vec::len))
+            .max()
+            .unwrap_or(0),
+        (None, RecordKey::None) => 0,
+        (None, RecordKey::Path) => path,
+        (None, RecordKey::Node) => node.len(),
     };
     let mut bytes = FRAMING + varint(key) + key;
     let mut header =
@@ -90,6 +96,31 @@ fn overhead(config: &KafkaConfig, node: &str, batch: &Batch, meta: bool) -> usiz
     bytes
 }
 
+/// A batch's key template rendered for a record without stream, one of stdout and one of
+/// stderr (the only part of a key that varies within a file); `None` (no key) where a
+/// variable has no value.
+fn rendered_keys(template: &Template, node: &str, batch: &Batch) -> [Option<Vec<u8>>; 3] {
+    let none = Fields::new();
+    let fields = batch.fields.as_deref().unwrap_or(&none);
+    [None, Some("stdout"), Some("stderr")].map(|stream| {
+        let context = Context {
+            node,
+            pod: batch.pod.as_deref().map(|p| p.names()),
+            stream,
+            fields,
+        };
+        template.render(&context).ok().map(String::into_bytes)
+    })
+}
+
+fn key_slot(stream: Stream) -> usize {
+    match stream {
+        Stream::Unknown => 0,
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+    }
+}
+
 /// Appends the Kafka records of a batch to `out`: value = the line (a container log's
 /// message); key and headers as configured. Container logs add the stream, the runtime's
 /// time (also the record timestamp) and the pod; a line that could not be parsed says
@@ -103,6 +134,7 @@ pub fn encode(
 ) -> Result<(), Error> {
     let now = Utc::now();
     let path = batch.path.as_os_str().as_bytes();
+    let templated = batch.key.as_deref().map(|t| rendered_keys(t, node, batch));
     let node = node.as_bytes();
     let key = match config.key {
         RecordKey::None => None,
@@ -169,6 +201,10 @@ pub fn encode(
             let timestamp = meta
                 .time
                 .map_or(now, chrono::DateTime::from_timestamp_nanos);
+            let key = match &templated {
+                Some(keys) => keys[key_slot(meta.stream)].as_deref(),
+                None => key,
+            };
             out.push_encoded_headers(timestamp, key, Some(line), count, &bytes)
         };
         record_headers().map_err(|e| rejected(offset, e))?;

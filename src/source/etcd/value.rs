@@ -1,7 +1,7 @@
 //! An etcd value: a JSON array `[{"path": "/var/log/app/*.log", "topic": "app"}]`, as in
 //! the Go system logcatch replaces; strictly validated, errors name the key and index.
 
-use crate::config::{validate_exclude, validate_fields, validate_labels, validate_topic};
+use crate::config::{validate_exclude, validate_fields, validate_labels, validate_routing};
 use crate::format::{Format, LineFilters, Multiline, Parsing};
 use crate::record::{Fields, Labels};
 use crate::spec::LogSpec;
@@ -47,6 +47,12 @@ pub struct Entry {
     /// A rate limit: pause (default) or drop over it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<Throttle>,
+    /// The record key, a template (`{{pod}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Where a templated topic's records go when it renders no legal name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_topic: Option<String>,
 }
 
 impl Entry {
@@ -62,6 +68,8 @@ impl Entry {
             exclude_lines: spec.filters.exclude_lines.clone(),
             fields: spec.fields.clone(),
             throttle: spec.throttle.clone(),
+            key: spec.key.clone(),
+            fallback_topic: spec.fallback_topic.clone(),
         }
     }
 
@@ -81,6 +89,8 @@ impl Entry {
             },
             fields: self.fields.clone(),
             throttle: self.throttle.clone(),
+            key: self.key.clone(),
+            fallback_topic: self.fallback_topic.clone(),
         }
     }
 }
@@ -146,7 +156,12 @@ pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
     let mut specs = Vec::with_capacity(entries.len());
     for (index, entry) in entries.into_iter().enumerate() {
         validate_path(&entry.path).map_err(|m| error(format!("[{index}].path"), m))?;
-        validate_topic(&entry.topic).map_err(|m| error(format!("[{index}].topic"), m))?;
+        validate_routing(
+            &entry.topic,
+            entry.key.as_deref(),
+            entry.fallback_topic.as_deref(),
+        )
+        .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
         for (i, glob) in entry.exclude.iter().enumerate() {
             validate_exclude(glob).map_err(|m| error(format!("[{index}].exclude[{i}]"), m))?;
         }
@@ -219,6 +234,8 @@ mod tests {
                     filters: Default::default(),
                     fields: Default::default(),
                     throttle: None,
+                    key: None,
+                    fallback_topic: None,
                 },
                 LogSpec {
                     path: "/var/log/x.log".into(),
@@ -229,6 +246,8 @@ mod tests {
                     filters: Default::default(),
                     fields: Default::default(),
                     throttle: None,
+                    key: None,
+                    fallback_topic: None,
                 },
             ]
         );
@@ -475,6 +494,53 @@ mod tests {
             assert!(
                 got.starts_with(expected),
                 "{throttle}\n got: {got}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_should_name_the_key_index_and_field_of_a_bad_template() {
+        let good = r#"[{"path": "/a", "topic": "k8s-{{namespace}}", "fallback_topic": "k8s", "key": "{{pod}}-{{stream}}"}]"#;
+        let specs = parse("/logcatch/all", good.as_bytes()).unwrap();
+        assert_eq!(specs[0].topic, "k8s-{{namespace}}");
+        assert_eq!(specs[0].key.as_deref(), Some("{{pod}}-{{stream}}"));
+        assert_eq!(specs[0].fallback_topic.as_deref(), Some("k8s"));
+        let cases = [
+            (
+                r#""topic": "k8s-{{namespaces}}", "fallback_topic": "k8s""#,
+                r#"etcd key /logcatch/all: [1].topic: "k8s-{{namespaces}}": unknown variable {{namespaces}}"#,
+            ),
+            (
+                r#""topic": "k8s-{{namespace}}""#,
+                "etcd key /logcatch/all: [1].fallback_topic: must be set when topic is a template",
+            ),
+            (
+                r#""topic": "k8s-{{stream}}", "fallback_topic": "k8s""#,
+                "etcd key /logcatch/all: [1].topic: {{stream}} varies from record to record",
+            ),
+            (
+                r#""topic": "k8s-{{pod}}", "fallback_topic": "bad topic""#,
+                r#"etcd key /logcatch/all: [1].fallback_topic: topic "bad topic" contains ' '"#,
+            ),
+            (
+                r#""topic": "a", "fallback_topic": "b""#,
+                "etcd key /logcatch/all: [1].fallback_topic: applies only when topic is a template",
+            ),
+            (
+                r#""topic": "a", "key": "{{pod""#,
+                r#"etcd key /logcatch/all: [1].key: "{{pod": "{{" is not closed"#,
+            ),
+            (
+                r#""topic": "a", "key": 7"#,
+                "etcd key /logcatch/all: [1].key: invalid type: integer",
+            ),
+        ];
+        for (fields, expected) in cases {
+            let value = format!(r#"[{{"path": "/a", "topic": "a"}}, {{"path": "/b", {fields}}}]"#);
+            let got = error(&value);
+            assert!(
+                got.starts_with(expected),
+                "{fields}\n got: {got}\nwant: {expected}"
             );
         }
     }
