@@ -314,7 +314,7 @@ mod tests {
         // Batch i holds i + 1 records; the ring keeps the last RING batches.
         let sent = RING + 5;
         for i in 0..sent {
-            sink.submit(batch("t", "/a", i + 1)).await.unwrap();
+            sink.submit(batch("t", "/a", i + 1)).await.unwrap().await.unwrap();
         }
         let (batch, skipped) = subscription.recv().await.unwrap();
         assert_eq!(batch.len(), 6, "the oldest batch the ring still holds");
