@@ -80,6 +80,11 @@ impl Tap {
         });
     }
 
+    /// Taps connected now (`/status`).
+    pub fn taps(&self) -> usize {
+        self.taps.load(Ordering::Relaxed)
+    }
+
     /// A tap: the batches published from now on.
     pub fn subscribe(self: &Arc<Self>) -> Result<Subscription, TapError> {
         if self.taps.fetch_add(1, Ordering::Relaxed) >= MAX_TAPS {
@@ -314,7 +319,11 @@ mod tests {
         // Batch i holds i + 1 records; the ring keeps the last RING batches.
         let sent = RING + 5;
         for i in 0..sent {
-            sink.submit(batch("t", "/a", i + 1)).await.unwrap().await.unwrap();
+            sink.submit(batch("t", "/a", i + 1))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
         }
         let (batch, skipped) = subscription.recv().await.unwrap();
         assert_eq!(batch.len(), 6, "the oldest batch the ring still holds");

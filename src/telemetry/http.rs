@@ -53,6 +53,8 @@ struct StatusBody {
     tasks: std::collections::BTreeMap<String, crate::ports::health::TaskView>,
     /// Deleted files held open (pinning disk) and those closed at the bounds.
     deleted_files: crate::ports::health::DeletedView,
+    /// `logcatch tap` clients connected (`/tap`).
+    taps: usize,
 }
 
 #[derive(Serialize)]
@@ -173,6 +175,7 @@ async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
         checkpoints: health.checkpoints,
         tasks: health.tasks,
         deleted_files: health.deleted_files,
+        taps: state.tap.taps(),
     };
     Json(serde_json::to_value(body).unwrap_or_default())
 }
