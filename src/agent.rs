@@ -77,7 +77,11 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         health.checkpoints_recovered(what);
     }
     let events: Arc<dyn Events> = metrics.clone();
-    let sink = sink::build(&config, events.clone())?;
+    let tap = Arc::new(sink::tap::Tap::default());
+    let sink: Arc<dyn sink::Sink> = Arc::new(sink::tap::TapSink::new(
+        sink::build(&config, events.clone())?,
+        tap.clone(),
+    ));
     let board = Arc::new(StatusBoard::default());
     let sources = Arc::new(Sources::default());
     sources.publish(CONFIG_SOURCE, specs(&config.logs));
@@ -109,6 +113,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
             sources: sources.clone(),
             metrics: metrics.clone(),
             health: health.clone(),
+            tap: tap.clone(),
         };
         let stop = background.clone();
         supervisor.spawn("http", background.clone(), move || {

@@ -21,7 +21,7 @@
 //!              acknowledged lines advance the checkpoints (tail::checkpoint)
 //!
 //!  ports       what the logic reports through (Events, health conditions)
-//!  telemetry   metrics, /healthz /readyz /status /metrics, `logcatch status`
+//!  telemetry   metrics, /healthz /readyz /status /metrics /tap, `logcatch status`, `logcatch tap`
 //! ```
 //!
 //! Modules are listed in that order; `docs/architecture.md` describes each and the

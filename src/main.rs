@@ -57,6 +57,22 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = StatusOutput::Table)]
         output: StatusOutput,
     },
+    /// Print the records a running agent ships, after filters and templates, one JSON
+    /// object a line (topic, key, headers, value, path, offset), until Ctrl-C or --limit.
+    Tap {
+        /// Only this topic's records.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only the records of files matching this path or glob.
+        #[arg(long)]
+        path: Option<String>,
+        /// Stop after this many records.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// The agent's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:9733")]
+        addr: String,
+    },
     /// Read and write the log declarations in etcd.
     Etcd {
         #[command(flatten)]
@@ -122,6 +138,12 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
         Command::Status { addr, output } => status(&addr, output),
+        Command::Tap {
+            topic,
+            path,
+            limit,
+            addr,
+        } => tap(&addr, topic.as_deref(), path.as_deref(), limit),
         Command::Etcd {
             connection,
             command,
@@ -166,6 +188,33 @@ fn status(addr: &str, output: StatusOutput) -> anyhow::Result<()> {
         }
         .into());
     }
+    Ok(())
+}
+
+/// Prints the agent's `/tap` lines as they come; counts records (not the `skipped` and
+/// `error` lines) against `limit`.
+fn tap(
+    addr: &str,
+    topic: Option<&str>,
+    path: Option<&str>,
+    limit: Option<u64>,
+) -> anyhow::Result<()> {
+    use logcatch::telemetry::client;
+    use std::io::Write;
+    // A bad glob is refused here, before the agent is asked ("--path \"[\": invalid glob").
+    logcatch::sink::tap::Filter::new(topic, path).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let mut records = 0;
+    let mut out = std::io::stdout().lock();
+    client::get_lines(addr, &client::tap_path(topic, path), |line| {
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            // Whoever reads stdout went away (`| head`): done.
+            return false;
+        }
+        if line.starts_with("{\"topic\"") {
+            records += 1;
+        }
+        limit.is_none_or(|limit| records < limit)
+    })?;
     Ok(())
 }
 
@@ -221,7 +270,7 @@ fn check(config_path: PathBuf) -> anyhow::Result<()> {
         .iter()
         .map(|(id, tailer)| {
             let Some(template) = &tailer.settings.key else {
-                return "-".to_string();
+                return sink_key(&config, id);
             };
             let pod = logcatch::record::PodMeta::from_path(&id.path);
             template.render_partial(&logcatch::template::Context {
@@ -258,8 +307,32 @@ fn check(config_path: PathBuf) -> anyhow::Result<()> {
         if let Some(why) = &tailer.settings.fallback {
             println!("  fallback: {why}");
         }
+        if !tailer.settings.fields.is_empty() {
+            let fields: Vec<String> = tailer
+                .settings
+                .fields
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            println!("  fields: {}", fields.join(" "));
+        }
     }
     Ok(())
+}
+
+/// The record key `sink.kafka.key` gives a tailer's records (no key template): `-` for
+/// none, and for the other sinks (they have no key).
+fn sink_key(config: &Config, id: &spec::TailerId) -> String {
+    use logcatch::config::kafka::RecordKey;
+    use logcatch::config::SinkKind;
+    if config.sink.kind != SinkKind::Kafka {
+        return "-".to_string();
+    }
+    match config.sink.kafka.key {
+        RecordKey::None => "-".to_string(),
+        RecordKey::Path => id.path.display().to_string(),
+        RecordKey::Node => config.node_name(),
+    }
 }
 
 fn etcd(connection: EtcdConnection, command: EtcdCommand) -> anyhow::Result<()> {

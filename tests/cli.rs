@@ -22,22 +22,60 @@ fn check_prints_the_desired_tailers_after_glob_expansion() {
     let root = dir.path().canonicalize().unwrap();
     assert!(
         out.contains(&format!(
-            "app    exists    raw               {}/logs/a.log",
+            "app    -    exists    raw               {}/logs/a.log",
             root.display()
         )),
         "{out}"
     );
     assert!(
         out.contains(&format!(
-            "app    exists    raw               {}/logs/b.log",
+            "app    -    exists    raw               {}/logs/b.log",
             root.display()
         )),
         "{out}"
     );
     assert!(
-        out.contains("other  waiting   cri+multiline     /nonexistent/x.log"),
+        out.contains("other  -    waiting   cri+multiline     /nonexistent/x.log"),
         "{out}"
     );
+}
+
+#[test]
+fn check_prints_each_tailers_key_and_fields_as_far_as_they_do_not_depend_on_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = "0123456789abcdef".repeat(4);
+    let web = format!("/var/log/containers/web-1_shop_nginx-{id}.log");
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        format!(
+            "node: node-7\nfields: {{ cluster: eu1, env: prod }}\nsink: {{ kind: kafka, kafka: {{ brokers: [\"k:9092\"], key: path }} }}\nlogs:\n  - {{ path: '{web}', topic: 'k8s-{{{{namespace}}}}', fallback_topic: k8s-other, key: '{{{{pod}}}}-{{{{stream}}}}', fields: {{ env: staging, team: shop }} }}\n  - {{ path: /nonexistent/plain.log, topic: plain }}\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = logcatch(&["check", "--config", "c.yaml"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let row = |path: &str| {
+        let at = lines
+            .iter()
+            .position(|l| l.ends_with(path))
+            .unwrap_or_else(|| panic!("{out}"));
+        (lines[at], lines.get(at + 1).copied().unwrap_or(""))
+    };
+    // The topic rendered, the key as far as the record does not matter, the fields merged.
+    let (web_row, web_fields) = row(&web);
+    assert!(web_row.starts_with("k8s-shop  web-1-{{stream}}  "), "{out}");
+    assert_eq!(
+        web_fields, "  fields: cluster=eu1 env=staging team=shop",
+        "{out}"
+    );
+    // No key template: `sink.kafka.key: path` gives the path.
+    let (plain_row, plain_fields) = row("/nonexistent/plain.log");
+    assert!(
+        plain_row.starts_with("plain     /nonexistent/plain.log  waiting"),
+        "{out}"
+    );
+    assert_eq!(plain_fields, "  fields: cluster=eu1 env=prod", "{out}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! bounded channel to it is the backpressure. A batch is acknowledged after it was
 //! written and flushed to the OS (it survives the agent's crash).
 
-use super::{Ack, Batch, Sink, SinkError};
+use super::{Ack, Batch, Shipped, Sink, SinkError};
 use futures::future::{BoxFuture, FutureExt};
 use serde::Serialize;
 use std::io::{BufWriter, Write};
@@ -22,6 +22,7 @@ type Job = (Batch, oneshot::Sender<Result<(), SinkError>>);
 
 pub struct JsonLinesSink {
     name: &'static str,
+    node: Arc<str>,
     jobs: mpsc::Sender<Job>,
 }
 
@@ -79,11 +80,12 @@ impl JsonLinesSink {
 
     fn spawn(name: &'static str, node: Arc<str>, out: Box<dyn Write + Send>) -> Self {
         let (jobs, rx) = mpsc::channel(QUEUE);
+        let writer_node = node.clone();
         std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || write_loop(name, &node, out, rx))
+            .spawn(move || write_loop(name, &writer_node, out, rx))
             .expect("spawning the sink writer thread");
-        JsonLinesSink { name, jobs }
+        JsonLinesSink { name, node, jobs }
     }
 }
 
@@ -144,6 +146,18 @@ fn write_loop(
 }
 
 fn write_batch(out: &mut impl Write, batch: &Batch, node: &str) -> std::io::Result<()> {
+    each_record(batch, node, |_, record| {
+        serde_json::to_writer(&mut *out, record)?;
+        out.write_all(b"\n")
+    })
+}
+
+/// Calls `write` with each record of `batch` as the sink writes it, and its offset.
+fn each_record<E>(
+    batch: &Batch,
+    node: &str,
+    mut write: impl FnMut(u64, &Record<'_>) -> Result<(), E>,
+) -> Result<(), E> {
     let pod = batch.pod.as_deref();
     for (offset, line, meta) in batch.records() {
         let line = String::from_utf8_lossy(line);
@@ -161,8 +175,7 @@ fn write_batch(out: &mut impl Write, batch: &Batch, node: &str) -> std::io::Resu
             container: pod.map(|p| p.container.as_str()),
             container_id: pod.and_then(|p| p.container_id.as_deref()),
         };
-        serde_json::to_writer(&mut *out, &record)?;
-        out.write_all(b"\n")?;
+        write(offset, &record)?;
     }
     Ok(())
 }
@@ -185,6 +198,27 @@ impl Sink for JsonLinesSink {
     fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         // Every acknowledged batch is already flushed; nothing is buffered past an ack.
         futures::future::ready(Ok(())).boxed()
+    }
+
+    /// Each record's JSON line (without its newline) as the value.
+    fn shipped(&self, batch: &Batch) -> Result<Vec<Shipped>, SinkError> {
+        let mut shipped = Vec::with_capacity(batch.len());
+        each_record(batch, &self.node, |offset, record| {
+            shipped.push(Shipped {
+                topic: batch.topic.clone(),
+                key: None,
+                headers: Vec::new(),
+                value: serde_json::to_vec(record)?,
+                path: batch.path.clone(),
+                offset,
+            });
+            Ok::<(), serde_json::Error>(())
+        })
+        .map_err(|e| SinkError::Io {
+            sink: self.name,
+            source: Arc::new(e.into()),
+        })?;
+        Ok(shipped)
     }
 }
 
@@ -212,6 +246,17 @@ mod tests {
         );
         assert_eq!(records[1]["line"], "\u{fffd}bad \"utf8\"");
         assert_eq!(records[1]["offset"], 6);
+        // What `logcatch tap` shows is what was written.
+        let mut batch = Batch::new("app".into(), Path::new("/var/log/a.log").into());
+        batch.push(0, b"hello");
+        batch.push(6, b"\xffbad \"utf8\"");
+        let shipped = sink.shipped(&batch).unwrap();
+        let values: Vec<String> = shipped
+            .iter()
+            .map(|s| String::from_utf8(s.value.clone()).unwrap())
+            .collect();
+        assert_eq!(values, text.lines().collect::<Vec<_>>());
+        assert_eq!(shipped.iter().map(|s| s.offset).collect::<Vec<_>>(), [0, 6]);
     }
 
     #[test]

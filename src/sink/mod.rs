@@ -1,9 +1,11 @@
 //! Sinks take batches of lines and acknowledge them once durably accepted; only
-//! acknowledged lines advance checkpoints. One trait: stdout, file (JSON lines), null.
+//! acknowledged lines advance checkpoints. One trait: stdout, file (JSON lines), null;
+//! `tap` shares what they ship with `logcatch tap`.
 
 mod json_lines;
 pub mod kafka;
 mod null;
+pub mod tap;
 
 pub use json_lines::JsonLinesSink;
 pub use kafka::KafkaSink;
@@ -13,7 +15,7 @@ use crate::config::{Config, SinkKind};
 use crate::ports::Events;
 use crate::record::Batch;
 use futures::future::BoxFuture;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Why a sink did not take or deliver a batch. I/O errors are shared (`Arc`): one failed
@@ -44,6 +46,36 @@ pub enum SinkError {
 /// Resolves once every line of the batch is durably accepted, or with the reason not.
 pub type Ack = BoxFuture<'static, Result<(), SinkError>>;
 
+/// A record as a sink ships it (`logcatch tap`): Kafka's topic, key, headers and value;
+/// the stdout and file sinks' JSON line as the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shipped {
+    pub topic: Arc<str>,
+    pub key: Option<Vec<u8>>,
+    /// By name (Kafka's record carries the static fields first).
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub value: Vec<u8>,
+    pub path: Arc<Path>,
+    pub offset: u64,
+}
+
+impl Shipped {
+    /// The records of `batch` as their lines, without key or headers (the null sink's).
+    pub fn lines(batch: &Batch) -> Vec<Shipped> {
+        batch
+            .lines()
+            .map(|(offset, line)| Shipped {
+                topic: batch.topic.clone(),
+                key: None,
+                headers: Vec::new(),
+                value: line.to_vec(),
+                path: batch.path.clone(),
+                offset,
+            })
+            .collect()
+    }
+}
+
 pub trait Sink: Send + Sync {
     /// Hands over a batch. Waits while the sink is full (backpressure); the returned
     /// [`Ack`] resolves when the batch is durable.
@@ -51,6 +83,12 @@ pub trait Sink: Send + Sync {
 
     /// Delivers whatever is buffered (at shutdown, after the tailers stopped).
     fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// What the sink ships for `batch`, record by record, by its own encoding run again
+    /// (`logcatch tap`; never on the way to shipping).
+    fn shipped(&self, batch: &Batch) -> Result<Vec<Shipped>, SinkError> {
+        Ok(Shipped::lines(batch))
+    }
 
     /// Whether the sink can currently deliver (for readiness and status).
     fn connected(&self) -> bool {

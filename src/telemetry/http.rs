@@ -1,16 +1,20 @@
-//! The HTTP server: `/healthz` (the reconcile loop is alive) and `/status` (JSON).
+//! The HTTP server: `/healthz` (the reconcile loop is alive), `/readyz`, `/metrics`,
+//! `/status` (JSON) and `/tap` (what the sink ships, as JSON lines, while connected).
 
 use super::metrics::Metrics;
 use super::status::{StatusBoard, TailerStatus};
 use crate::ports::health::{Condition, Health};
+use crate::sink::tap::{self, Tap};
 use crate::sink::Sink;
 use crate::source::status::{PublishView, SourcesView, WatchState};
 use crate::source::Sources;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -28,6 +32,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// The config file's and the checkpoint store's conditions.
     pub health: Arc<Health>,
+    /// What the sink ships, for `/tap`.
+    pub tap: Arc<Tap>,
 }
 
 #[derive(Serialize)]
@@ -47,6 +53,8 @@ struct StatusBody {
     tasks: std::collections::BTreeMap<String, crate::ports::health::TaskView>,
     /// Deleted files held open (pinning disk) and those closed at the bounds.
     deleted_files: crate::ports::health::DeletedView,
+    /// `logcatch tap` clients connected (`/tap`).
+    taps: usize,
 }
 
 #[derive(Serialize)]
@@ -57,12 +65,18 @@ struct SinkStatus {
     in_flight_bytes: u64,
 }
 
-pub fn router(state: HttpState) -> Router {
+/// The routes; `/tap` streams end at `stop` (a graceful shutdown waits for every
+/// response to end).
+pub fn router(state: HttpState, stop: CancellationToken) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route(
+            "/tap",
+            get(move |state, query| tap(state, query, stop.clone())),
+        )
         .with_state(state)
 }
 
@@ -72,7 +86,7 @@ pub async fn serve(
     state: HttpState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state, shutdown.clone()))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
@@ -161,6 +175,90 @@ async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
         checkpoints: health.checkpoints,
         tasks: health.tasks,
         deleted_files: health.deleted_files,
+        taps: state.tap.taps(),
     };
     Json(serde_json::to_value(body).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct TapQuery {
+    /// Only this topic's records.
+    topic: Option<String>,
+    /// Only the records of files matching this glob.
+    path: Option<String>,
+}
+
+/// `GET /tap?topic=&path=`: the records the sink ships from now on, one JSON object a
+/// line (`sink::tap::write_json_line`); `{"skipped": N}` when this tap fell behind and N
+/// records (of any topic or path) went by unseen; `{"error": ...}` when a batch could not
+/// be shown. 400 for a bad glob, 429 when `MAX_TAPS` taps are connected.
+async fn tap(
+    State(state): State<HttpState>,
+    Query(query): Query<TapQuery>,
+    stop: CancellationToken,
+) -> Response {
+    let filter = match tap::Filter::new(query.topic.as_deref(), query.path.as_deref()) {
+        Ok(filter) => filter,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let subscription = match state.tap.subscribe() {
+        Ok(subscription) => subscription,
+        Err(e) => return (StatusCode::TOO_MANY_REQUESTS, format!("{e}\n")).into_response(),
+    };
+    let tapped = (subscription, filter, state.sink, stop);
+    let lines = futures::stream::unfold(tapped, |tapped| async move {
+        let (mut subscription, filter, sink, stop) = tapped;
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => None,
+                next = subscription.recv() => next,
+            };
+            let (batch, skipped) = next?;
+            let chunk = tap_chunk(&*sink, &filter, &batch, skipped);
+            if !chunk.is_empty() {
+                let chunk = Ok::<_, std::convert::Infallible>(Bytes::from(chunk));
+                return Some((chunk, (subscription, filter, sink, stop)));
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+/// The lines a tap shows for `batch`: the skipped count before it, then its records.
+fn tap_chunk(
+    sink: &dyn Sink,
+    filter: &tap::Filter,
+    batch: &crate::record::Batch,
+    skipped: u64,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    if skipped > 0 {
+        out.extend_from_slice(
+            serde_json::json!({ "skipped": skipped })
+                .to_string()
+                .as_bytes(),
+        );
+        out.push(b'\n');
+    }
+    if !filter.matches(batch) {
+        return out;
+    }
+    match sink.shipped(batch) {
+        Ok(records) => {
+            for record in &records {
+                tap::write_json_line(record, &mut out);
+            }
+        }
+        Err(e) => {
+            let error =
+                serde_json::json!({ "error": e.to_string(), "path": batch.path.to_string_lossy() });
+            out.extend_from_slice(error.to_string().as_bytes());
+            out.push(b'\n');
+        }
+    }
+    out
 }

@@ -145,8 +145,8 @@ pub fn consume_with_librdkafka(broker: &str, topic: &str, want: usize) -> Vec<St
         .collect()
 }
 
-/// The records of `topic` as librdkafka reads them, each `{"value": ..., "headers":
-/// {name: value}}` (an independent client; a repeated header name keeps its last value).
+/// The records of `topic` as librdkafka reads them, each `{"key": ..., "value": ...,
+/// "headers": {name: value}}` (an independent client; a repeated header name keeps its last value).
 pub fn consume_json_with_librdkafka(
     broker: &str,
     topic: &str,

@@ -3,7 +3,7 @@
 each record's value on a line. An independent client for logcatch's Kafka tests.
 
 usage: consume.py [--json] BROKER TOPIC COUNT TIMEOUT_S
---json prints each record as a JSON object {"value": ..., "headers": {name: value}}
+--json prints each record as a JSON object {"key": ..., "value": ..., "headers": {name: value}}
 (UTF-8, invalid bytes replaced) instead of its bare value.
 Exits 0 once COUNT records were read, 1 on timeout (after printing what it read).
 """
@@ -39,6 +39,7 @@ while got < want and time.time() < deadline:
     if as_json:
         text = lambda b: (b or b"").decode("utf-8", "replace")
         record = {
+            "key": None if msg.key() is None else text(msg.key()),
             "value": text(msg.value()),
             "headers": {name: text(value) for name, value in (msg.headers() or [])},
         }

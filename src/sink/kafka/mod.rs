@@ -16,7 +16,7 @@ mod retry;
 pub use connect::Network;
 pub use error::Error;
 
-use super::{Ack, Batch, Sink, SinkError};
+use super::{Ack, Batch, Shipped, Sink, SinkError};
 use crate::config::kafka::KafkaConfig;
 use crate::ports::Events;
 use buffers::Buffers;
@@ -494,6 +494,32 @@ impl Sink for KafkaSink {
             Ok(())
         }
         .boxed()
+    }
+
+    /// The batch encoded as the producers encode it, and read back.
+    fn shipped(&self, batch: &Batch) -> Result<Vec<Shipped>, SinkError> {
+        let shared = &self.shared;
+        let mut records = rskafka::record::EncodedRecords::default();
+        encode::encode(&shared.config, &shared.node, batch, &mut records)
+            .map_err(SinkError::Rejected)?;
+        let decoded = records.decode().map_err(|source| {
+            SinkError::Rejected(Error::Encode {
+                path: batch.path.clone(),
+                offset: batch.lines().next().map_or(0, |(offset, _)| offset),
+                source: Arc::new(source),
+            })
+        })?;
+        let shipped = decoded.into_iter().zip(batch.lines());
+        Ok(shipped
+            .map(|(record, (offset, _))| Shipped {
+                topic: batch.topic.clone(),
+                key: record.key,
+                headers: record.headers.into_iter().collect(),
+                value: record.value.unwrap_or_default(),
+                path: batch.path.clone(),
+                offset,
+            })
+            .collect())
     }
 
     fn connected(&self) -> bool {

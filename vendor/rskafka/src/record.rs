@@ -134,6 +134,31 @@ impl EncodedRecords {
         self.bytes.len()
     }
 
+    /// logcatch patch: the records as they were encoded, read back (for `logcatch tap`,
+    /// which shows what a producer ships): key, value, headers and timestamp each. A
+    /// header name that is not UTF-8 is refused, as in a fetched record.
+    pub fn decode(&self) -> Result<Vec<Record>, crate::client::error::Error> {
+        use crate::protocol::traits::ReadType;
+        let mut reader = std::io::Cursor::new(&self.bytes[..]);
+        let mut records = Vec::with_capacity(self.count);
+        for _ in 0..self.count {
+            let record = crate::protocol::record::Record::read(&mut reader)
+                .map_err(|e| encode_error(&format!("cannot read an encoded record: {e}")))?;
+            let millis = self.first_timestamp + record.timestamp_delta;
+            records.push(Record {
+                key: record.key,
+                value: record.value,
+                headers: record
+                    .headers
+                    .into_iter()
+                    .map(|header| (header.key, header.value))
+                    .collect(),
+                timestamp: chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default(),
+            });
+        }
+        Ok(records)
+    }
+
     /// Bytes of memory the buffer holds (its capacity), whatever it holds now.
     pub fn capacity(&self) -> usize {
         self.bytes.capacity()
@@ -290,5 +315,37 @@ mod tests {
         };
 
         assert_eq!(record.approximate_size(), 23 + 45 + 1 + 5 + 1 + 7);
+    }
+
+    #[test]
+    fn decode_should_read_back_what_push_and_push_encoded_headers_wrote() {
+        let at = |millis| Utc.timestamp_millis_opt(millis).unwrap();
+        let mut records = EncodedRecords::default();
+        let headers = [("a", &b"1"[..]), ("b", &b""[..])];
+        records
+            .push(at(1_000), Some(b"key"), Some(b"value"), headers.into_iter())
+            .unwrap();
+        let mut shared = Vec::new();
+        EncodedRecords::encode_header_bytes(&mut shared, b"name").unwrap();
+        EncodedRecords::encode_header_bytes(&mut shared, &[0xff, 0]).unwrap();
+        records
+            .push_encoded_headers(at(900), None, Some(b""), 1, &[&shared])
+            .unwrap();
+        let want = [
+            Record {
+                key: Some(b"key".to_vec()),
+                value: Some(b"value".to_vec()),
+                headers: [("a".into(), b"1".to_vec()), ("b".into(), Vec::new())].into(),
+                timestamp: at(1_000),
+            },
+            Record {
+                key: None,
+                value: Some(Vec::new()),
+                headers: [("name".into(), vec![0xff, 0])].into(),
+                timestamp: at(900),
+            },
+        ];
+        assert_eq!(records.decode().unwrap(), want);
+        assert!(EncodedRecords::default().decode().unwrap().is_empty());
     }
 }
