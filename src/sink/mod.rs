@@ -1,7 +1,9 @@
 //! Sinks take batches of lines and acknowledge them once durably accepted; only
 //! acknowledged lines advance checkpoints. One trait: stdout, file (JSON lines), null.
+//! Kafka values are the lines or JSON objects (`json_value.rs`).
 
 mod json_lines;
+pub mod json_value;
 pub mod kafka;
 mod null;
 

@@ -434,6 +434,13 @@ impl Sink for KafkaSink {
     fn submit(&self, batch: Batch) -> BoxFuture<'_, Result<Ack, SinkError>> {
         async move {
             let shared = &self.shared;
+            let mut batch = batch;
+            if batch.json.is_some() {
+                // Encoded here, on the tailer's task, so that every size below is the
+                // values' own and the producers only copy them.
+                let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+                crate::sink::json_value::encode(&mut batch, &shared.node, now);
+            }
             let (partitions, limit) = shared.topic(&batch.topic).await?;
             let partition = shared.partitioner.choose(
                 &shared.node,
