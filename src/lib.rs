@@ -31,6 +31,7 @@
 
 // The data flow.
 pub mod config;
+pub mod encoding;
 pub mod format;
 pub mod reconcile;
 pub mod record;

@@ -1,9 +1,10 @@
 //! The record model every stage shares: a file's lines in a [`Batch`] (one buffer, no
 //! allocation per line), each record's [`RecordMeta`] (stream, time, parse error) and a
 //! container log's [`PodMeta`]. It imports nothing of the crate but the templates a
-//! batch's key is rendered from: the format stage fills batches, the tailer submits them,
+//! batch's key is rendered from and its JSON value settings: the format stage fills batches, the tailer submits them,
 //! sinks encode them.
 
+use crate::encoding::JsonValue;
 use crate::template::{self, Template};
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct PodMeta {
     pub container: String,
     /// Only in the `/var/log/containers` name.
     pub container_id: Option<String>,
+    /// Only in the `/var/log/pods` path.
+    pub pod_uid: Option<String>,
 }
 
 impl PodMeta {
@@ -164,6 +167,11 @@ pub struct Batch {
     pub fields: Option<Arc<Fields>>,
     /// The declaration's record key template; `None`: the sink's own key setting.
     pub key: Option<Arc<Template>>,
+    /// The declaration's JSON value settings; `None`: the value is the record's bytes.
+    pub json: Option<Arc<JsonValue>>,
+    /// The records' bytes are JSON values already (`sink/json_value.rs`): a cut must
+    /// keep them valid JSON ([`fit_with`](Self::fit_with)).
+    pub json_values: bool,
     data: Vec<u8>,
     lines: Vec<LineRef>,
     /// Per-record stream, time and parse error, parallel to `lines`; stays empty (and
@@ -180,6 +188,8 @@ impl Batch {
             labels: None,
             fields: None,
             key: None,
+            json: None,
+            json_values: false,
             data: Vec::new(),
             lines: Vec::new(),
             meta: Vec::new(),
@@ -286,6 +296,8 @@ impl Batch {
                 labels: self.labels.clone(),
                 fields: self.fields.clone(),
                 key: self.key.clone(),
+                json: self.json.clone(),
+                json_values: self.json_values,
                 data,
                 lines,
                 meta,
@@ -328,6 +340,72 @@ impl Batch {
         self.lines = lines;
         self.meta = meta;
         fitted
+    }
+
+    /// [`fit`](Self::fit) for records that cannot simply be cut short (JSON values): a
+    /// record longer than `fits` bytes is given to `cut` with the room left once it is
+    /// marked (`cut_to`), which returns its replacement (at most `cut_to` bytes) and the
+    /// length to mark it with, or `None` when it cannot fit (dropped). A replacement is
+    /// appended to the buffer (the bytes it replaces stay unused there).
+    pub fn fit_with(
+        &mut self,
+        fits: usize,
+        cut_to: usize,
+        mut cut: impl FnMut(&[u8], usize) -> Option<(Vec<u8>, u32)>,
+    ) -> Fitted {
+        let mut fitted = Fitted::default();
+        let too_long = |line: &LineRef| (line.end - line.start) as usize > fits;
+        if self.data.len() <= fits || !self.lines.iter().any(too_long) {
+            return fitted;
+        }
+        let cut_to = cut_to.min(fits);
+        self.meta.resize(self.lines.len(), RecordMeta::default());
+        let (mut lines, mut meta) = (Vec::with_capacity(self.lines.len()), Vec::new());
+        let old: Vec<(LineRef, RecordMeta)> =
+            self.lines.drain(..).zip(self.meta.drain(..)).collect();
+        for (mut line, mut record) in old {
+            let len = (line.end - line.start) as usize;
+            if len > fits {
+                let bytes = &self.data[line.start as usize..line.end as usize];
+                match cut(bytes, cut_to).filter(|(value, _)| value.len() <= cut_to) {
+                    None => {
+                        fitted.dropped.push((line.offset, len));
+                        continue;
+                    }
+                    Some((value, from)) => {
+                        fitted.cut.push((line.offset, len));
+                        let start = self.data.len() as u32;
+                        self.data.extend_from_slice(&value);
+                        (line.start, line.end) = (start, self.data.len() as u32);
+                        record.truncated_from = Some(record.truncated_from.unwrap_or(from));
+                    }
+                }
+            }
+            lines.push(line);
+            meta.push(record);
+        }
+        self.lines = lines;
+        self.meta = meta;
+        fitted
+    }
+
+    /// Replaces every record's bytes with what `write` appends for it to a new buffer of
+    /// `capacity` bytes (a sink's encoding of the record, such as a JSON value), keeping
+    /// its offset and metadata: one buffer a batch, nothing allocated a record.
+    pub fn rewrite(
+        &mut self,
+        capacity: usize,
+        mut write: impl FnMut(u64, &[u8], RecordMeta, &mut Vec<u8>),
+    ) {
+        let mut data = Vec::with_capacity(capacity);
+        for (i, line) in self.lines.iter_mut().enumerate() {
+            let meta = self.meta.get(i).copied().unwrap_or_default();
+            let start = data.len() as u32;
+            let bytes = &self.data[line.start as usize..line.end as usize];
+            write(line.offset, bytes, meta, &mut data);
+            (line.start, line.end) = (start, data.len() as u32);
+        }
+        self.data = data;
     }
 
     /// `(file offset of the line start, line bytes)` for every line, in file order.

@@ -93,6 +93,12 @@ pub struct LogEntry {
     /// Where records go when a templated `topic` renders no legal topic name.
     #[serde(default)]
     pub fallback_topic: Option<String>,
+    /// The Kafka record value: `raw` (the line, default) or `json` (docs/json-value.md).
+    #[serde(default)]
+    pub encoding: crate::encoding::Encoding,
+    /// With `json`: a line that is a JSON object goes under this member as an object.
+    #[serde(default)]
+    pub merge_json: Option<String>,
 }
 
 impl LogEntry {
@@ -394,6 +400,8 @@ impl Config {
                     .validate()
                     .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
             }
+            crate::encoding::validate(log.encoding, log.merge_json.as_deref())
+                .map_err(|(f, m)| (format!("logs[{index}].{f}"), m))?;
         }
         validate_fields(&self.fields)?;
         if self.state_dir.as_os_str().is_empty() {

@@ -56,6 +56,8 @@ fn parse_should_accept_the_documented_example_and_match_the_defaults() {
         throttle: None,
         key: None,
         fallback_topic: None,
+        encoding: Default::default(),
+        merge_json: None,
     });
     assert_eq!(loaded.config, expected);
 }
@@ -223,6 +225,8 @@ fn parse_should_accept_the_legacy_seed_format_with_a_warning() {
             throttle: None,
             key: None,
             fallback_topic: None,
+            encoding: Default::default(),
+            merge_json: None,
         }]
     );
     assert_eq!(loaded.warnings.len(), 1);
@@ -597,5 +601,58 @@ fn parse_should_read_a_log_entrys_throttle_and_name_its_bad_fields() {
         let (got_field, got_message) = field_error(&entry(throttle));
         assert_eq!(got_field, field, "{throttle}: {got_message}");
         assert!(got_message.contains(message), "{throttle}: {got_message}");
+    }
+}
+
+#[test]
+fn parse_should_read_a_log_entrys_encoding_and_name_a_bad_one() {
+    let loaded = parse(
+        "logs:\n  - path: /var/log/containers/*.log\n    topic: k8s\n    encoding: json\n    merge_json: log\n  - { path: /b.log, topic: b }\n",
+    )
+    .unwrap();
+    let logs = &loaded.config.logs;
+    assert_eq!(logs[0].encoding, crate::encoding::Encoding::Json);
+    assert_eq!(logs[0].merge_json.as_deref(), Some("log"));
+    assert_eq!(
+        logs[1].encoding,
+        crate::encoding::Encoding::Raw,
+        "the default"
+    );
+    let entry = |extra: &str| {
+        format!(
+            "logs:\n  - {{ path: /a.log, topic: a }}\n  - {{ path: /b.log, topic: b, {extra} }}\n"
+        )
+    };
+    let cases = [
+        (
+            "encoding: avro",
+            "logs[1].encoding",
+            "unknown variant `avro`",
+        ),
+        (
+            "merge_json: log",
+            "logs[1].merge_json",
+            "applies only with encoding: json",
+        ),
+        (
+            "encoding: json, merge_json: ''",
+            "logs[1].merge_json",
+            "must not be empty",
+        ),
+        (
+            "encoding: json, merge_json: offset",
+            "logs[1].merge_json",
+            "\"offset\" is a member the agent writes",
+        ),
+        (
+            "encoding: json, merge_json: [a]",
+            "logs[1].merge_json",
+            "invalid type",
+        ),
+    ];
+    for (extra, field, message) in cases {
+        let (got_field, got_message) = field_error(&entry(extra));
+        assert_eq!(got_field, field, "{extra}: {got_message}");
+        assert!(got_message.contains(message), "{extra}: {got_message}");
     }
 }

@@ -30,6 +30,7 @@ fn from_containers_name(path: &Path) -> Option<PodMeta> {
         pod: pod.into(),
         container: container.into(),
         container_id: Some(id.into()),
+        pod_uid: None,
     })
 }
 
@@ -57,6 +58,7 @@ fn from_pods_path(path: &Path) -> Option<PodMeta> {
         pod: pod.into(),
         container: container.into(),
         container_id: None,
+        pod_uid: Some(uid.into()),
     })
 }
 
@@ -77,6 +79,7 @@ mod tests {
                 pod: "payments-api-7d9f8-x2x9q".into(),
                 container: "api-server".into(),
                 container_id: Some(ID.into()),
+                pod_uid: None,
             })
         );
     }
@@ -91,6 +94,7 @@ mod tests {
                 pod: "payments-api-7d9f8-x2x9q".into(),
                 container: "api-server".into(),
                 container_id: None,
+                pod_uid: Some("0b6e-11ef".into()),
             })
         );
         let rotated = "/var/log/pods/ns_pod_uid/c/0.log.20240501-102030";

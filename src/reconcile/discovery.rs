@@ -172,6 +172,8 @@ mod tests {
                 throttle: None,
                 key: None,
                 fallback_topic: None,
+                encoding: Default::default(),
+                merge_json: None,
             };
             Passes {
                 dir,

@@ -1,8 +1,10 @@
 //! Sinks take batches of lines and acknowledge them once durably accepted; only
 //! acknowledged lines advance checkpoints. One trait: stdout, file (JSON lines), null;
-//! `tap` shares what they ship with `logcatch tap`.
+//! `tap` shares what they ship with `logcatch tap`. Kafka values are the lines or JSON
+//! objects (`json_value.rs`).
 
 mod json_lines;
+pub mod json_value;
 pub mod kafka;
 mod null;
 pub mod tap;

@@ -31,6 +31,8 @@ pub fn specs(logs: &[LogEntry]) -> Vec<LogSpec> {
             throttle: log.throttle.clone(),
             key: log.key.clone(),
             fallback_topic: log.fallback_topic.clone(),
+            encoding: log.encoding,
+            merge_json: log.merge_json.clone(),
         })
         .collect()
 }

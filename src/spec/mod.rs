@@ -1,6 +1,7 @@
 //! What is desired: `(source, topic, path)` declarations, expanded into tailers keyed by
 //! `(topic, file path)` with the set of sources that own each.
 
+use crate::encoding::{Encoding, JsonValue};
 use crate::format::{LineFilters, Parsing};
 use crate::record::{Fields, Labels, PodMeta};
 use crate::template::{self, Template};
@@ -43,6 +44,10 @@ pub struct LogSpec {
     pub key: Option<String>,
     /// Where a templated topic's records go when it renders no legal name.
     pub fallback_topic: Option<String>,
+    /// The Kafka record value: the line or a JSON object (`encoding.rs`).
+    pub encoding: Encoding,
+    /// With `json`: a line that is a JSON object goes under this member.
+    pub merge_json: Option<String>,
 }
 
 /// A tailer's identity: one file on one topic. The same file on two topics is two tailers.
@@ -127,6 +132,8 @@ pub struct TailerSettings {
     /// Why the records go to the declaration's `fallback_topic`: its topic template
     /// rendered no legal name for this file.
     pub fallback: Option<Arc<str>>,
+    /// The declaration's JSON value settings; `None`: raw values.
+    pub json: Option<Arc<JsonValue>>,
 }
 
 impl TailerSettings {
@@ -144,6 +151,7 @@ impl TailerSettings {
             node: Arc::from(""),
             key: None,
             fallback: None,
+            json: None,
         }
     }
 
@@ -253,6 +261,8 @@ pub fn expand_guarded<'a>(
                 .as_deref()
                 .and_then(|k| Template::parse(k).ok())
                 .map(Arc::new);
+            let json = crate::encoding::json_value(spec.encoding, spec.merge_json.as_deref())
+                .map(Arc::new);
             for file in files.into_iter().filter(|f| !excluded.is_match(f)) {
                 let (topic, fallback) = route(spec, &file, &settings.node, &fields);
                 let tailer = desired
@@ -267,6 +277,7 @@ pub fn expand_guarded<'a>(
                             throttle: spec.throttle.clone(),
                             key: key.clone(),
                             fallback: fallback.map(Arc::from),
+                            json: json.clone(),
                             ..settings.clone()
                         },
                         globs: BTreeSet::new(),
@@ -280,12 +291,13 @@ pub fn expand_guarded<'a>(
                     || first.fields != fields
                     || first.throttle != spec.throttle
                     || first.key != key
+                    || first.json != json
                 {
                     errors.push(ExpandError {
                         source: source.clone(),
                         path: file.display().to_string(),
                         message: format!(
-                            "declared on topic {topic} with another format, multiline setting, labels, line filters, fields, throttle or key than by {}; the first declaration's are used",
+                            "declared on topic {topic} with another format, multiline setting, labels, line filters, fields, throttle, key or encoding than by {}; the first declaration's are used",
                             tailer.owners.iter().next().map_or("another source", |o| o),
                         ),
                     });
@@ -643,6 +655,7 @@ mod tests {
             node: "n1".into(),
             key: None,
             fallback: None,
+            json: None,
         }
     }
 
@@ -752,6 +765,8 @@ mod tests {
             throttle: None,
             key: None,
             fallback_topic: None,
+            encoding: Default::default(),
+            merge_json: None,
         }
     }
 

@@ -317,6 +317,7 @@ impl Harness {
             node: "n1".into(),
             key: None,
             fallback: None,
+            json: None,
         };
         let tailer = Tailer::new(id, settings, ctx, Arc::new(TailerProgress::default()));
         let stop = CancellationToken::new();

@@ -479,6 +479,7 @@ impl Reader {
             batch.fields = Some(self.settings.fields.clone());
         }
         batch.key = self.settings.key.clone();
+        batch.json = self.settings.json.clone();
         batch
     }
 

@@ -253,6 +253,7 @@ mod tests {
             pod: "web-7d9f".into(),
             container: "nginx".into(),
             container_id: Some("0123456789abcdef".repeat(4)),
+            pod_uid: None,
         }));
         let label = |i: usize| (format!("name-{i}"), "v".repeat(i * 10));
         batch.labels = Some(Arc::new((0..5).map(label).collect()));
@@ -344,6 +345,7 @@ mod tests {
             pod: "web".into(),
             container: "nginx".into(),
             container_id: Some("0123".into()),
+            pod_uid: None,
         };
         batch.pod = Some(Arc::new(pod));
         // Every record with its own time: the record timestamps then do not depend on

@@ -434,6 +434,13 @@ impl Sink for KafkaSink {
     fn submit(&self, batch: Batch) -> BoxFuture<'_, Result<Ack, SinkError>> {
         async move {
             let shared = &self.shared;
+            let mut batch = batch;
+            if batch.json.is_some() {
+                // Encoded here, on the tailer's task, so that every size below is the
+                // values' own and the producers only copy them.
+                let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+                crate::sink::json_value::encode(&mut batch, &shared.node, now);
+            }
             let (partitions, limit) = shared.topic(&batch.topic).await?;
             let partition = shared.partitioner.choose(
                 &shared.node,
@@ -499,6 +506,18 @@ impl Sink for KafkaSink {
     /// The batch encoded as the producers encode it, and read back.
     fn shipped(&self, batch: &Batch) -> Result<Vec<Shipped>, SinkError> {
         let shared = &self.shared;
+        // `encoding: json`: the values as `submit` makes them (the read time of a raw
+        // file's records is the tap's).
+        let json;
+        let batch = if batch.json.is_some() && !batch.json_values {
+            let mut copy = batch.clone();
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            crate::sink::json_value::encode(&mut copy, &shared.node, now);
+            json = copy;
+            &json
+        } else {
+            batch
+        };
         let mut records = rskafka::record::EncodedRecords::default();
         encode::encode(&shared.config, &shared.node, batch, &mut records)
             .map_err(SinkError::Rejected)?;

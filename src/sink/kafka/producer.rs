@@ -23,6 +23,7 @@ use super::limit::Limit;
 use super::retry::{Backoff, Class};
 use super::{Ended, Error, Shared};
 use crate::record::Batch;
+use crate::sink::json_value;
 use crate::sink::SinkError;
 use rskafka::client::error::Error as ClientError;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
@@ -54,14 +55,23 @@ fn prepare(shared: &Shared, job: Job, request: usize) -> Vec<Job> {
     let per_line = record_overhead(config, node, &job.batch);
     let fits = request.saturating_sub(per_line);
     let cut_to = request.saturating_sub(marked_record_overhead(config, node, &job.batch));
-    let fitted = job.batch.fit(fits, cut_to);
+    let fitted = if job.batch.json_values {
+        // A JSON value is cut inside, to stay a JSON object.
+        let json = job.batch.json.clone();
+        let merge = json.as_ref().and_then(|j| j.merge_json.as_deref());
+        job.batch.fit_with(fits, cut_to, |value, room| {
+            json_value::cut(value, room, merge)
+        })
+    } else {
+        job.batch.fit(fits, cut_to)
+    };
     let (topic, path) = (&job.batch.topic, job.batch.path.display());
     for (offset, bytes) in fitted.cut {
         shared.events.record_cut(topic);
         tracing::warn!(
             topic = %topic,
             "kafka: cut the record at {path} offset {offset}: {bytes} bytes do not fit topic \
-             {topic}'s {request} bytes a request; shipped the first {cut_to}, marked \
+             {topic}'s {request} bytes a request; shipped cut to {cut_to} bytes, marked \
              logcatch.truncated"
         );
     }
@@ -974,6 +984,39 @@ mod tests {
         last.send(Err(SinkError::Closed { sink: "kafka" }))
             .expect("answered");
         assert!(matches!(answer.await, Ok(Err(SinkError::Closed { .. }))));
+    }
+
+    #[tokio::test]
+    async fn prepare_should_cut_a_json_value_inside_its_message_and_keep_it_json() {
+        let sink = sink_of_64_kib_requests(Compression::Lz4);
+        let shared = &sink.shared;
+        // Quotes and newlines: the escaped message is far longer than the line.
+        let long = "say \"hi\"\n".repeat(20_000);
+        let lines = [b"short".to_vec(), long.clone().into_bytes()];
+        let (mut job, _answer) = answered_job(0, lines.into_iter());
+        job.batch.json = Some(Arc::new(crate::encoding::JsonValue { merge_json: None }));
+        crate::sink::json_value::encode(&mut job.batch, &shared.node, 0);
+        let parts = prepare(shared, job, REQUEST);
+        let records: Vec<(Vec<u8>, RecordMeta)> = parts
+            .iter()
+            .flat_map(|p| p.batch.records().map(|(_, v, m)| (v.to_vec(), m)))
+            .collect();
+        assert_eq!(records.len(), 2);
+        let value: serde_json::Value = serde_json::from_slice(&records[1].0).expect("JSON");
+        assert_eq!(value["truncated"], long.len());
+        assert_eq!(value["offset"], 6);
+        let message = value["message"].as_str().expect("a string");
+        assert!(long.starts_with(message) && message.len() > REQUEST / 3);
+        assert_eq!(records[1].1.truncated_from, Some(long.len() as u32));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&records[0].0).unwrap()["message"],
+            "short"
+        );
+        for part in &parts {
+            let mut encoded = EncodedRecords::default();
+            encode(&shared.config, &shared.node, &part.batch, &mut encoded).expect("encodes");
+            assert!(encoded.encoded_len() <= REQUEST);
+        }
     }
 
     #[tokio::test]

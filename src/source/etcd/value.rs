@@ -2,6 +2,7 @@
 //! the Go system logcatch replaces; strictly validated, errors name the key and index.
 
 use crate::config::{validate_exclude, validate_fields, validate_labels, validate_routing};
+use crate::encoding::Encoding;
 use crate::format::{Format, LineFilters, Multiline, Parsing};
 use crate::record::{Fields, Labels};
 use crate::spec::LogSpec;
@@ -53,6 +54,12 @@ pub struct Entry {
     /// Where a templated topic's records go when it renders no legal name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_topic: Option<String>,
+    /// The Kafka record value: `raw` (default) or `json`.
+    #[serde(default, skip_serializing_if = "Encoding::is_raw")]
+    pub encoding: Encoding,
+    /// With `json`: a line that is a JSON object goes under this member as an object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_json: Option<String>,
 }
 
 impl Entry {
@@ -70,6 +77,8 @@ impl Entry {
             throttle: spec.throttle.clone(),
             key: spec.key.clone(),
             fallback_topic: spec.fallback_topic.clone(),
+            encoding: spec.encoding,
+            merge_json: spec.merge_json.clone(),
         }
     }
 
@@ -91,6 +100,8 @@ impl Entry {
             throttle: self.throttle.clone(),
             key: self.key.clone(),
             fallback_topic: self.fallback_topic.clone(),
+            encoding: self.encoding,
+            merge_json: self.merge_json.clone(),
         }
     }
 }
@@ -179,6 +190,8 @@ pub fn parse(key: &str, value: &[u8]) -> Result<Vec<LogSpec>, ValueError> {
                 .validate()
                 .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
         }
+        crate::encoding::validate(spec.encoding, spec.merge_json.as_deref())
+            .map_err(|(f, m)| error(format!("[{index}].{f}"), m))?;
         specs.push(spec);
     }
     Ok(specs)
@@ -236,6 +249,8 @@ mod tests {
                     throttle: None,
                     key: None,
                     fallback_topic: None,
+                    encoding: Default::default(),
+                    merge_json: None,
                 },
                 LogSpec {
                     path: "/var/log/x.log".into(),
@@ -248,6 +263,8 @@ mod tests {
                     throttle: None,
                     key: None,
                     fallback_topic: None,
+                    encoding: Default::default(),
+                    merge_json: None,
                 },
             ]
         );
@@ -430,6 +447,52 @@ mod tests {
             assert!(
                 got.starts_with(expected),
                 "{extra}\n got: {got}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_should_read_an_encoding_and_name_the_key_index_and_field_of_a_bad_one() {
+        let specs = parse(
+            "/k",
+            br#"[{"path": "/var/log/pods/*/*/*.log", "topic": "k8s", "encoding": "json", "merge_json": "log"},
+                 {"path": "/var/log/a.log", "topic": "a"}]"#,
+        )
+        .unwrap();
+        assert_eq!(specs[0].encoding, Encoding::Json);
+        assert_eq!(specs[0].merge_json.as_deref(), Some("log"));
+        assert_eq!(specs[1].encoding, Encoding::Raw);
+        // The cache writes entries back: the same specs come out, raw left unsaid.
+        let entries: Vec<Entry> = specs.iter().map(Entry::of).collect();
+        let text = serde_json::to_string(&entries).unwrap();
+        assert!(!text.contains("raw"), "{text}");
+        assert_eq!(parse("/k", text.as_bytes()).unwrap(), specs);
+        let cases = [
+            (
+                r#""encoding": "xml""#,
+                "etcd key /logcatch/all: [1].encoding: unknown variant `xml`",
+            ),
+            (
+                r#""merge_json": "log""#,
+                "etcd key /logcatch/all: [1].merge_json: applies only with encoding: json",
+            ),
+            (
+                r#""encoding": "json", "merge_json": "time""#,
+                "etcd key /logcatch/all: [1].merge_json: \"time\" is a member the agent writes",
+            ),
+            (
+                r#""encoding": "json", "merge_json": 3"#,
+                "etcd key /logcatch/all: [1].merge_json: invalid type: integer",
+            ),
+        ];
+        for (fields, expected) in cases {
+            let value = format!(
+                r#"[{{"path": "/a", "topic": "a"}}, {{"path": "/b", "topic": "b", {fields}}}]"#
+            );
+            let got = error(&value);
+            assert!(
+                got.starts_with(expected),
+                "{fields}\n got: {got}\nwant: {expected}"
             );
         }
     }

@@ -1,0 +1,513 @@
+//! The JSON record value (`encoding: json`, docs/json-value.md): a batch's records
+//! rewritten as one JSON object each — the members every record of the batch shares
+//! written once, each record's written with serde_json into the batch's one new buffer —
+//! and a value cut to fit a size limit while it stays a JSON object.
+
+use crate::encoding::{MEMBERS, SCHEMA};
+use crate::record::{Batch, RecordMeta};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+
+/// Writes what serde_json writes for `value`: to a `Vec`, which cannot fail.
+fn put(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    serde_json::to_writer(&mut *out, value).expect("serializing strings and maps to a Vec");
+}
+
+/// `,"name":` (the name needs no escaping: one of the agent's own members).
+fn member(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// Rewrites the records of `batch` (when its declaration asks for `encoding: json` and
+/// they are not JSON values yet) as JSON values; `now` (ns since the epoch) is the time
+/// of records without one of their own (raw files).
+pub fn encode(batch: &mut Batch, node: &str, now: i64) {
+    let Some(json) = batch.json.clone() else {
+        return;
+    };
+    if batch.json_values {
+        return;
+    }
+    let (head, tail) = shared_members(batch, node);
+    let mut clock = Clock::default();
+    let mut offset_text = itoa::Buffer::new();
+    let merge = json.merge_json.as_deref();
+    // Escaping rarely adds much: room for the members and a little more.
+    let capacity = batch.bytes() + batch.len() * (head.len() + tail.len() + 160);
+    batch.rewrite(capacity, |offset, line, meta, out| {
+        out.extend_from_slice(b"{\"schema\":\"");
+        out.extend_from_slice(SCHEMA.as_bytes());
+        out.extend_from_slice(b"\",\"time\":\"");
+        clock.write(meta.time.unwrap_or(now), out);
+        out.push(b'"');
+        out.extend_from_slice(&head);
+        member(out, "offset");
+        out.extend_from_slice(offset_text.format(offset).as_bytes());
+        if let Some(stream) = meta.stream.as_str() {
+            member(out, "stream");
+            put(out, stream);
+        }
+        out.extend_from_slice(&tail);
+        record_members(out, meta, &mut offset_text);
+        message(out, line, merge);
+        out.push(b'}');
+    });
+    batch.json_values = true;
+}
+
+/// The members every record of `batch` carries alike, serialized once: `node` and `path`
+/// (after `time`), and the pod's, `labels` and `fields` (after `stream`).
+fn shared_members(batch: &Batch, node: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut head = Vec::with_capacity(64 + batch.path.as_os_str().len());
+    member(&mut head, "node");
+    put(&mut head, node);
+    member(&mut head, "path");
+    let path = batch.path.as_os_str().as_bytes();
+    put(&mut head, &*String::from_utf8_lossy(path));
+    let mut tail = Vec::new();
+    if let Some(pod) = batch.pod.as_deref() {
+        for (name, value) in [
+            ("namespace", Some(&pod.namespace)),
+            ("pod", Some(&pod.pod)),
+            ("pod_uid", pod.pod_uid.as_ref()),
+            ("container", Some(&pod.container)),
+            ("container_id", pod.container_id.as_ref()),
+        ] {
+            if let Some(value) = value {
+                member(&mut tail, name);
+                put(&mut tail, value);
+            }
+        }
+    }
+    if let Some(labels) = batch.labels.as_deref().filter(|l| !l.is_empty()) {
+        member(&mut tail, "labels");
+        put(&mut tail, labels);
+    }
+    if let Some(fields) = batch.fields.as_deref().filter(|f| !f.is_empty()) {
+        member(&mut tail, "fields");
+        put(&mut tail, fields);
+    }
+    (head, tail)
+}
+
+/// `parse_error` and `truncated`, when the record has them.
+fn record_members(out: &mut Vec<u8>, meta: RecordMeta, numbers: &mut itoa::Buffer) {
+    if let Some(error) = meta.error {
+        member(out, "parse_error");
+        put(out, error.reason());
+    }
+    if let Some(bytes) = meta.truncated_from {
+        member(out, "truncated");
+        out.extend_from_slice(numbers.format(bytes).as_bytes());
+    }
+}
+
+/// The record's line: under `merge` as it is when it is a JSON object, else as the
+/// `message` string (invalid UTF-8 replaced by U+FFFD).
+fn message(out: &mut Vec<u8>, line: &[u8], merge: Option<&str>) {
+    let Ok(text) = std::str::from_utf8(line) else {
+        member(out, "message");
+        put(out, &*String::from_utf8_lossy(line));
+        return;
+    };
+    if let Some(name) = merge {
+        let object = text.trim_ascii();
+        if object.starts_with('{') && is_json(object) {
+            out.extend_from_slice(b",");
+            put(out, name);
+            out.push(b':');
+            out.extend_from_slice(object.as_bytes());
+            return;
+        }
+    }
+    member(out, "message");
+    put_str(out, text);
+}
+
+/// A JSON string of `text`, as serde_json writes it; most log lines need no escape, and
+/// are copied whole after a check that vectorizes (serde_json goes byte by byte).
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    let plain = text.as_bytes().chunks(32).all(|chunk| {
+        !chunk.iter().fold(false, |any, &b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        })
+    });
+    if plain {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        put(out, text);
+    }
+}
+
+/// Whether `text` is one JSON value (checked without building it).
+fn is_json(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// RFC 3339 times with nanoseconds, as `format::format_time` writes them, without an
+/// allocation a record: the date and time of day are formatted once a second.
+#[derive(Default)]
+struct Clock {
+    second: Option<i64>,
+    /// `2026-12-04T12:29:21.` for `second`.
+    prefix: Vec<u8>,
+}
+
+impl Clock {
+    const NANOS: i64 = 1_000_000_000;
+
+    fn write(&mut self, nanos: i64, out: &mut Vec<u8>) {
+        let (second, fraction) = (nanos.div_euclid(Self::NANOS), nanos.rem_euclid(Self::NANOS));
+        if self.second != Some(second) {
+            let whole = crate::format::format_time(second.saturating_mul(Self::NANOS));
+            // `.000000000Z` follows the seconds.
+            self.prefix.clear();
+            self.prefix
+                .extend_from_slice(&whole.as_bytes()[..whole.len() - 10]);
+            self.second = Some(second);
+        }
+        out.extend_from_slice(&self.prefix);
+        let mut digits = [b'0'; 9];
+        let mut rest = fraction;
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.extend_from_slice(&digits);
+        out.push(b'Z');
+    }
+}
+
+/// A JSON value (as `encode` wrote it) cut to at most `room` bytes: its message cut, at a
+/// character, as the `message` string (a merged object becomes its text there), with
+/// `truncated`, the message's length in bytes before the first cut; the other members as
+/// they were. Returns it and that length; `None` when not even an empty message fits.
+pub fn cut(value: &[u8], room: usize, merge: Option<&str>) -> Option<(Vec<u8>, u32)> {
+    let mut members: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(value).ok()?;
+    let raw = merge
+        .and_then(|name| members.remove(name))
+        .or_else(|| members.remove("message"));
+    // A string's text, or the merged object's as it was written.
+    let text = match raw {
+        Some(raw) => match serde_json::from_str::<String>(raw.get()) {
+            Ok(text) => text,
+            Err(_) => raw.get().to_string(),
+        },
+        None => String::new(),
+    };
+    let before = match members.remove("truncated") {
+        Some(raw) => serde_json::from_str::<u32>(raw.get()).ok()?,
+        None => u32::try_from(text.len()).unwrap_or(u32::MAX),
+    };
+    // The members in the order `encode` writes them, the message last.
+    let mut out = Vec::with_capacity(room);
+    out.push(b'{');
+    let mut numbers = itoa::Buffer::new();
+    let names = MEMBERS.iter().copied().chain(
+        members
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !MEMBERS.contains(name)),
+    );
+    for name in names {
+        if name == "truncated" {
+            out.extend_from_slice(b",\"truncated\":");
+            out.extend_from_slice(numbers.format(before).as_bytes());
+            continue;
+        }
+        if let Some(value) = members.get(name) {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            put(&mut out, name);
+            out.push(b':');
+            out.extend_from_slice(value.get().as_bytes());
+        }
+    }
+    out.extend_from_slice(b",\"message\":\"");
+    // What the message may take, its quotes and the closing brace written.
+    let left = room.checked_sub(out.len() + 2)?;
+    let (mut used, mut end) = (0, 0);
+    for (at, c) in text.char_indices() {
+        let escaped = escaped_len(c);
+        if used + escaped > left {
+            break;
+        }
+        used += escaped;
+        end = at + c.len_utf8();
+    }
+    out.pop();
+    put(&mut out, &text[..end]);
+    out.push(b'}');
+    Some((out, before))
+}
+
+/// The bytes serde_json writes for `c` in a string.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+        '\0'..='\u{1f}' => 6,
+        _ => c.len_utf8(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::JsonValue;
+    use crate::record::{Fields, Labels, ParseError, PodMeta, Stream};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    const NOW: i64 = 1_764_851_361_000_000_007;
+
+    fn batch(merge: Option<&str>) -> Batch {
+        let mut batch = Batch::new("t".into(), Path::new("/var/log/app.log").into());
+        batch.json = Some(Arc::new(JsonValue {
+            merge_json: merge.map(Box::from),
+        }));
+        batch
+    }
+
+    fn values(batch: &Batch) -> Vec<serde_json::Value> {
+        batch
+            .lines()
+            .map(|(_, value)| serde_json::from_slice(value).expect("a JSON value"))
+            .collect()
+    }
+
+    fn encoded(merge: Option<&str>, lines: &[&[u8]]) -> Vec<serde_json::Value> {
+        let mut batch = batch(merge);
+        for (i, line) in lines.iter().enumerate() {
+            batch.push(i as u64 * 100, line);
+        }
+        encode(&mut batch, "node-1", NOW);
+        assert!(batch.json_values);
+        values(&batch)
+    }
+
+    #[test]
+    fn a_raw_files_record_should_carry_the_read_time_node_path_and_offset() {
+        let mut batch = batch(None);
+        batch.push(1 << 40, b"GET /index.html 200");
+        encode(&mut batch, "node-1", NOW);
+        let (_, value) = batch.lines().next().unwrap();
+        assert_eq!(
+            std::str::from_utf8(value).unwrap(),
+            r#"{"schema":"logcatch.v1","time":"2025-12-04T12:29:21.000000007Z","node":"node-1","path":"/var/log/app.log","offset":1099511627776,"message":"GET /index.html 200"}"#
+        );
+        // Encoded once: a second call leaves the values as they are.
+        let before = batch.clone();
+        encode(&mut batch, "node-2", 0);
+        assert_eq!(
+            batch.lines().collect::<Vec<_>>(),
+            before.lines().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_container_logs_record_should_carry_its_pod_stream_time_labels_and_fields() {
+        let mut batch = batch(None);
+        batch.pod = Some(Arc::new(PodMeta {
+            namespace: "shop".into(),
+            pod: "web-0".into(),
+            container: "nginx".into(),
+            container_id: None,
+            pod_uid: Some("0b6e-11ef".into()),
+        }));
+        batch.labels = Some(Arc::new(Labels::from([("owner".into(), "team-a".into())])));
+        batch.fields = Some(Arc::new(Fields::from([(
+            "cluster".into(),
+            "prod \"eu\"".into(),
+        )])));
+        let meta = RecordMeta {
+            stream: Stream::Stderr,
+            time: Some(1_764_000_000_123_456_789),
+            error: None,
+            truncated_from: None,
+        };
+        batch.push_with(7, b"boom", meta);
+        let bad = RecordMeta {
+            error: Some(ParseError::CriTime),
+            ..RecordMeta::default()
+        };
+        batch.push_with(20, b"garbage", bad);
+        encode(&mut batch, "node-1", NOW);
+        let values = values(&batch);
+        assert_eq!(
+            values[0],
+            serde_json::json!({
+                "schema": "logcatch.v1",
+                "time": "2025-11-24T16:00:00.123456789Z",
+                "node": "node-1",
+                "path": "/var/log/app.log",
+                "offset": 7,
+                "stream": "stderr",
+                "namespace": "shop",
+                "pod": "web-0",
+                "pod_uid": "0b6e-11ef",
+                "container": "nginx",
+                "labels": {"owner": "team-a"},
+                "fields": {"cluster": "prod \"eu\""},
+                "message": "boom",
+            })
+        );
+        assert_eq!(values[1]["parse_error"], ParseError::CriTime.reason());
+        assert_eq!(values[1]["time"], "2025-12-04T12:29:21.000000007Z");
+        assert!(values[1].get("stream").is_none());
+    }
+
+    #[test]
+    fn messages_should_be_escaped_and_invalid_utf8_replaced() {
+        let lines: [&[u8]; 5] = [
+            b"quote \" backslash \\ tab \t nul \0 esc \x1b",
+            "caf\u{e9} \u{1F600} \u{2028}".as_bytes(),
+            b"bad \xff\xfe bytes",
+            b"",
+            b"{\"not\": \"merged without merge_json\"}",
+        ];
+        let values = encoded(None, &lines);
+        let messages: Vec<_> = values.iter().map(|v| v["message"].clone()).collect();
+        assert_eq!(
+            messages,
+            [
+                "quote \" backslash \\ tab \t nul \0 esc \x1b",
+                "caf\u{e9} \u{1F600} \u{2028}",
+                "bad \u{FFFD}\u{FFFD} bytes",
+                "",
+                "{\"not\": \"merged without merge_json\"}",
+            ]
+        );
+    }
+
+    #[test]
+    fn put_str_should_write_what_serde_json_writes() {
+        let mut texts = vec![String::new(), "x".repeat(100), "é😀\u{7f}".repeat(20)];
+        for special in ['"', '\\', '\n', '\0', '\u{1f}'] {
+            for at in [0, 31, 32, 33, 99] {
+                let mut text = "a".repeat(100);
+                text.insert(at, special);
+                texts.push(text);
+            }
+        }
+        for text in texts {
+            let mut out = Vec::new();
+            put_str(&mut out, &text);
+            assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn merge_json_should_put_an_object_under_its_name_and_leave_anything_else_a_string() {
+        let lines: [&[u8]; 7] = [
+            br#"  {"level": "info", "n": 1.50, "nested": {"a": [1, null]}}  "#,
+            br#"{"level": "info""#,
+            b"[1, 2]",
+            b"42",
+            br#"{"a": 1} {"b": 2}"#,
+            b"{\"bad utf8\": \"\xff\"}",
+            b"plain text",
+        ];
+        let values = encoded(Some("log"), &lines);
+        assert_eq!(
+            values[0]["log"],
+            serde_json::json!({"level": "info", "n": 1.50, "nested": {"a": [1, null]}})
+        );
+        assert!(values[0].get("message").is_none());
+        for (value, line) in values.iter().zip(lines).skip(1) {
+            assert!(value.get("log").is_none(), "{value}");
+            let text = String::from_utf8_lossy(line);
+            assert_eq!(value["message"], *text, "a string as it is");
+        }
+        // Merged under `message` itself: an object there, or a string.
+        let values = encoded(Some("message"), &[br#"{"k": "v"}"#, b"text"]);
+        assert_eq!(values[0]["message"], serde_json::json!({"k": "v"}));
+        assert_eq!(values[1]["message"], "text");
+    }
+
+    #[test]
+    fn a_merged_object_keeps_its_numbers_as_written() {
+        let mut batch = batch(Some("log"));
+        batch.push(0, br#"{"big": 123456789012345678901234567890, "f": 1.0e3}"#);
+        encode(&mut batch, "n", NOW);
+        let (_, value) = batch.lines().next().unwrap();
+        let text = std::str::from_utf8(value).unwrap();
+        assert!(
+            text.ends_with(r#","log":{"big": 123456789012345678901234567890, "f": 1.0e3}}"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_clock_should_write_what_format_time_writes() {
+        let mut clock = Clock::default();
+        for nanos in [
+            0,
+            1,
+            999_999_999,
+            NOW,
+            NOW + 1,
+            NOW + 1_000_000_000,
+            -1,
+            -1_000_000_001,
+            1_764_000_000_123_456_789,
+        ] {
+            let mut out = Vec::new();
+            clock.write(nanos, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                crate::format::format_time(nanos),
+                "{nanos}"
+            );
+        }
+    }
+
+    #[test]
+    fn cut_should_keep_a_valid_object_within_the_room_with_the_length_before() {
+        let long = "é\"\n".repeat(1000);
+        let mut batch = batch(Some("log"));
+        batch.labels = Some(Arc::new(Labels::from([("owner".into(), "a".into())])));
+        batch.push(5, long.as_bytes());
+        let object = format!(r#"{{"msg": "{}"}}"#, "x".repeat(500));
+        batch.push(9, object.as_bytes());
+        encode(&mut batch, "node-1", NOW);
+        let values: Vec<Vec<u8>> = batch.lines().map(|(_, v)| v.to_vec()).collect();
+        for (value, before) in values.iter().zip([long.len(), object.len()]) {
+            for room in [value.len() - 1, 400, 250] {
+                let (value_cut, from) = cut(value, room, Some("log")).expect("fits");
+                assert!(value_cut.len() <= room, "{} > {room}", value_cut.len());
+                assert_eq!(from as usize, before);
+                let parsed: serde_json::Value = serde_json::from_slice(&value_cut).expect("JSON");
+                assert_eq!(parsed["truncated"], before);
+                assert_eq!(
+                    parsed["offset"],
+                    serde_json::from_slice::<serde_json::Value>(value).unwrap()["offset"]
+                );
+                assert_eq!(parsed["labels"]["owner"], "a");
+                assert!(parsed.get("log").is_none());
+                let message = parsed["message"].as_str().expect("a string");
+                assert!(!message.is_empty() && message.len() < before);
+                // Nearly all the room is used (a character is at most 6 bytes escaped).
+                assert!(value_cut.len() + 6 >= room, "{} of {room}", value_cut.len());
+                // Written in the order `encode` writes them, the message last.
+                let text = String::from_utf8(value_cut.clone()).unwrap();
+                assert!(
+                    text.starts_with(r#"{"schema":"logcatch.v1","time":"#),
+                    "{text}"
+                );
+                // Cut again, smaller: the first length stays.
+                let (again, from) = cut(&value_cut, room - 50, Some("log")).expect("fits");
+                assert_eq!(from as usize, before);
+                assert!(again.len() <= room - 50);
+            }
+            // Not even the members fit: no cut.
+            assert_eq!(cut(value, 100, Some("log")), None);
+        }
+    }
+}
