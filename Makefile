@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint fmt deny check-config demo bench bench-deps soak clean
+.PHONY: run test deps build lint fmt deny check-config demo bench bench-deps soak bench-fleet clean
 
 ## Run the agent on config/local.yaml (example logs + a live writer → stdout). Ctrl-C stops it.
 run: build
@@ -35,6 +35,12 @@ bench: deps bench-deps
 ## Kafka, RSS / CPU / fds / checkpoints / deleted files / lag plotted (30 minutes; QUICK=1: 3).
 soak: deps bench-deps
 	bench/soak.sh
+
+## The fleet benchmark of issue #24: N simulated agents (the real etcd source and status
+## writer) on one real etcd per row; convergence p50/p99/max, etcd CPU / memory / writes
+## (ROWS="100:1 1000:1 ..." as AGENTS:KEYS; about 15 minutes).
+bench-fleet: deps
+	bench/fleet.sh
 
 ## Install the benchmark peers (kcat, rsyslog + omkafka, librdkafka from PyPI), perf, gnuplot.
 bench-deps:
