@@ -180,7 +180,10 @@ impl Reader {
             Err(source) => return Err(self.read_error(source)),
         };
         self.progress.set_file_size(meta.len());
-        if meta.len() < open.framer.position() {
+        // Shorter than the bytes it is known by: truncated too, even before anything was
+        // read (a file queued behind a backlog, truncated before its turn). Its identity
+        // must follow, or a restart would take it for another file that reused the inode.
+        if meta.len() < open.framer.position() || meta.len() < open.identity.fp_len {
             return Ok(Change::Truncated);
         }
         if open.identity.can_grow(meta.len()) {

@@ -10,11 +10,12 @@
 
 use super::checkpoint::{Checkpoint, Checkpoints};
 use super::fingerprint::{hash_prefix, FINGERPRINT_BYTES};
+use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How long a new file that may be a copy still being written must keep its size before
 /// it is read from 0 anyway: logrotate writes a copy's first KiB as soon as it creates
@@ -33,27 +34,50 @@ pub enum Verdict {
     Undecided(&'static str),
 }
 
-/// A tailer's memory of the undecided file it last looked at: which, how long, since when.
+/// How long an undecided file the tailer no longer looks at is remembered (it was decided,
+/// read, or is gone); looked at again later, its wait starts over.
+const FORGET_AFTER: Duration = Duration::from_secs(10);
+
+/// A tailer's memory of the undecided files it looks at: for each, since when it has kept
+/// its size. Several at once, each with its own clock: after rotations while the agent was
+/// down, the short new files found beside the path and the one at it are looked at in
+/// turn, every poll (with one clock, each look restarted the others' and none settled
+/// while they alternated).
 #[derive(Debug, Default)]
 pub struct Undecided {
-    seen: Option<(u64, u64, u64, tokio::time::Instant)>,
+    seen: HashMap<FileKey, Look>,
+}
+
+/// A file by device, inode and birth time (an inode number is soon another file's).
+type FileKey = (u64, u64, Option<SystemTime>);
+
+#[derive(Debug, Clone, Copy)]
+struct Look {
+    size: u64,
+    since: tokio::time::Instant,
+    last: tokio::time::Instant,
 }
 
 impl Undecided {
     /// Whether the file has kept its size for `COPY_SETTLE` since it was first seen
-    /// undecided (then it is read as a new file).
+    /// undecided at that size (then it is read as a new file).
     pub fn settled(&mut self, meta: &Metadata) -> bool {
         let now = tokio::time::Instant::now();
-        let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
-        match self.seen {
-            Some((d, i, s, since)) if (d, i, s) == (dev, ino, size) => {
-                now.duration_since(since) >= COPY_SETTLE
-            }
-            _ => {
-                self.seen = Some((dev, ino, size, now));
-                false
-            }
+        self.seen
+            .retain(|_, look| now.duration_since(look.last) < FORGET_AFTER);
+        let key = (meta.dev(), meta.ino(), meta.created().ok());
+        let size = meta.len();
+        let look = self.seen.entry(key).or_insert(Look {
+            size,
+            since: now,
+            last: now,
+        });
+        look.last = now;
+        if look.size != size {
+            look.size = size;
+            look.since = now;
         }
+        now.duration_since(look.since) >= COPY_SETTLE
     }
 }
 
@@ -263,6 +287,38 @@ mod tests {
         );
         tokio::time::advance(COPY_SETTLE / 2).await;
         assert!(undecided.settled(&meta()), "the same size for COPY_SETTLE");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn undecided_files_looked_at_in_turn_should_each_settle() {
+        // Several rotations while the agent was down leave several new short files beside
+        // a shipped one: the tailer looks at each in turn, every poll. Each keeps its own
+        // clock; before, each look restarted the others' and none settled while they
+        // alternated.
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<_> = (1..=3)
+            .map(|i| dir.path().join(format!("app.log.{i}")))
+            .collect();
+        for path in &paths {
+            std::fs::File::create(path).unwrap();
+        }
+        let metas: Vec<_> = paths
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap())
+            .collect();
+        let mut undecided = Undecided::default();
+        let poll = Duration::from_millis(20);
+        let mut waited = Duration::ZERO;
+        while waited < COPY_SETTLE {
+            for meta in &metas {
+                assert!(!undecided.settled(meta), "settled after {waited:?}");
+            }
+            tokio::time::advance(poll).await;
+            waited += poll;
+        }
+        for meta in &metas {
+            assert!(undecided.settled(meta), "unchanged for COPY_SETTLE");
+        }
     }
 
     #[test]
