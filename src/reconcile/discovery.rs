@@ -164,16 +164,7 @@ mod tests {
             let spec = LogSpec {
                 path: dir.path().join(pattern).display().to_string(),
                 topic: "t".into(),
-                exclude: Vec::new(),
-                parsing: Default::default(),
-                labels: Default::default(),
-                filters: Default::default(),
-                fields: Default::default(),
-                throttle: None,
-                key: None,
-                fallback_topic: None,
-                encoding: Default::default(),
-                merge_json: None,
+                ..Default::default()
             };
             Passes {
                 dir,

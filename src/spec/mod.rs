@@ -25,7 +25,7 @@ pub type SourceId = Arc<str>;
 
 /// One declaration as a source publishes it: a path (maybe a glob), a topic, and globs
 /// of files not to tail.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LogSpec {
     pub path: String,
     pub topic: String,
@@ -757,16 +757,7 @@ mod tests {
         LogSpec {
             path: path.into(),
             topic: topic.into(),
-            exclude: vec![],
-            parsing: Default::default(),
-            labels: Default::default(),
-            filters: Default::default(),
-            fields: Default::default(),
-            throttle: None,
-            key: None,
-            fallback_topic: None,
-            encoding: Default::default(),
-            merge_json: None,
+            ..Default::default()
         }
     }
 

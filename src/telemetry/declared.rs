@@ -100,16 +100,7 @@ mod tests {
         LogSpec {
             path: path.into(),
             topic: topic.into(),
-            exclude: vec![],
-            parsing: Default::default(),
-            labels: Default::default(),
-            filters: Default::default(),
-            fields: Default::default(),
-            throttle: None,
-            key: None,
-            fallback_topic: None,
-            encoding: Default::default(),
-            merge_json: None,
+            ..Default::default()
         }
     }
 

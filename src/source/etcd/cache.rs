@@ -152,16 +152,7 @@ mod tests {
         LogSpec {
             path: path.into(),
             topic: "t".into(),
-            exclude: vec![],
-            parsing: Default::default(),
-            labels: Default::default(),
-            filters: Default::default(),
-            fields: Default::default(),
-            throttle: None,
-            key: None,
-            fallback_topic: None,
-            encoding: Default::default(),
-            merge_json: None,
+            ..Default::default()
         }
     }
 

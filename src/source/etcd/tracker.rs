@@ -273,16 +273,7 @@ mod tests {
                 &[LogSpec {
                     path: "/var/log/a.log".into(),
                     topic: "t".into(),
-                    exclude: vec![],
-                    parsing: Default::default(),
-                    labels: Default::default(),
-                    filters: Default::default(),
-                    fields: Default::default(),
-                    throttle: None,
-                    key: None,
-                    fallback_topic: None,
-                    encoding: Default::default(),
-                    merge_json: None,
+                    ..Default::default()
                 }],
             )
             .unwrap();

@@ -241,30 +241,12 @@ mod tests {
                 LogSpec {
                     path: "/var/log/app/*.log".into(),
                     topic: "app".into(),
-                    exclude: vec![],
-                    parsing: Parsing::default(),
-                    labels: Default::default(),
-                    filters: Default::default(),
-                    fields: Default::default(),
-                    throttle: None,
-                    key: None,
-                    fallback_topic: None,
-                    encoding: Default::default(),
-                    merge_json: None,
+                    ..Default::default()
                 },
                 LogSpec {
                     path: "/var/log/x.log".into(),
                     topic: "x.y_z-1".into(),
-                    exclude: vec![],
-                    parsing: Parsing::default(),
-                    labels: Default::default(),
-                    filters: Default::default(),
-                    fields: Default::default(),
-                    throttle: None,
-                    key: None,
-                    fallback_topic: None,
-                    encoding: Default::default(),
-                    merge_json: None,
+                    ..Default::default()
                 },
             ]
         );
