@@ -15,7 +15,8 @@
 #   - bench/soak_sample.py every 2 s: RSS, CPU, fds, checkpoints.json size and write
 #     count, bytes held by deleted files, lag, in flight → CSV; bench/soak.gp plots it
 #   - after the writing stops, the agent drains (lag 0), then bench/soak_account.py reads
-#     the topic back with librdkafka and accounts for every line, and checks flatness
+#     the topic back with librdkafka and accounts for every line, and checks flatness;
+#     bench/soak_reconcile.py sets each container's losses against the agent's log
 # Results: bench/results/soak[-quick].{csv,png,txt} (SOAK_OUT changes the directory).
 # Environment: QUICK, SOAK_S, PODS, FREEZE_S, ROTATE_BYTES, CHATTY_RATE,
 # CHATTY_ROTATE_BYTES, CHECKPOINT_EXPIRY (5m; QUICK 30s so that expiry happens within the
@@ -228,6 +229,9 @@ kill -TERM "$agent" && wait "$agent" 2>/dev/null || true
   # dropped expiry later: flatness is judged once they are.
   settled=$((freeze_at + FREEZE_S + 2 * $(expiry_s) + 10))
   SETTLED_AFTER_S=$settled LOST_JSON=$ROOT/lost.json python3 bench/soak_account.py "$ROOT/manifest.json" "127.0.0.1:$kport" soak "$ROOT/metrics.txt" "$OUT/$name.csv" "$SOAK_S" "$ROOT/extra.json"
+  # The totals above can hide a file lost uncounted in one container behind one counted
+  # twice in another: per container, against the agent's log.
+  python3 bench/soak_reconcile.py "$ROOT/lost.json" "$ROOT/agent.log"
   echo
   echo "agent log, WARN and ERROR lines by message (count, first 100 characters, tailer paths cut):"
   grep -E '^[^ ]+ +(WARN|ERROR) ' "$ROOT/agent.log" | sed -E 's/^[^ ]+ +//; s/ tailer=[^ ]+//' | cut -c1-100 | sort | uniq -c | sort -rn | head -8
