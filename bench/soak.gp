@@ -16,7 +16,9 @@ set arrow 3 from rotated, graph 0 to rotated, graph 1 nohead dashtype 3 linecolo
 set arrow 4 from written, graph 0 to written, graph 1 nohead dashtype 3 linecolor rgb "#555555"
 set multiplot layout 3,2 title sprintf("logcatch soak: broker frozen %d–%d s (blue), etcd password rotated at %d s (orange), writing stops at %d s (grey)", down, up, rotated, written)
 set title "RSS (MiB)"
-plot csv skip 1 using 1:2 title "RSS" linewidth 2 linecolor rgb "#cc3311"
+plot csv skip 1 using 1:2 title "RSS" linewidth 2 linecolor rgb "#cc3311", \
+     csv skip 1 using 1:($2 - $14) title "RSS − LazyFree (MADV_FREE'd, not yet reclaimed)" linewidth 1 linecolor rgb "#4477aa", \
+     csv skip 1 using 1:16 title "in transparent huge pages" linewidth 1 linecolor rgb "#999933"
 set title "CPU (% of one core)"
 plot csv skip 1 using 1:3 title "CPU" linewidth 1 linecolor rgb "#332288"
 set title "open fds"

@@ -9,10 +9,27 @@ partitions, no consumer group) up to the high watermark, and matches each record
 delivered (distinct lines), lost, duplicates (extra copies), corrupt (a value whose length
 is not <len>: a joined P/F line cut or mangled), foreign (not a soak line). Lost lines
 are split by the fate of the file segment they were written to (see soak_kubelet.py):
-"deleted" (rotated away and gzipped or removed by the kubelet: lost only if the agent
-could not keep up, and then it should be counted in logcatch_files_skipped_total), "gc"
-(removed with the pod 5-10 s after its last line), "live" and "rotated" (still on disk
-at the end: never allowed).
+"deleted" (rotated away and gzipped or removed by the kubelet), "gc" (removed with the
+pod 5-10 s after its last line), "live" and "rotated" (still on disk at the end: never
+allowed).
+
+A deleted file's lines may be lost only as the agent counts them: closed at the
+deleted-file bounds (tail.deleted_files_max_bytes / max_age: the file in
+logcatch_deleted_files_released_total, its bytes never handed to the sink in
+logcatch_deleted_bytes_released_total), or deleted before the agent opened it
+(logcatch_files_skipped_total{reason="deleted"}: lost whole; never opened, so its bytes
+are not the agent's to count). So the verdict checks, besides lines:
+  - files: the segments with a lost line <= files released + files skipped;
+  - bytes: the on-disk bytes of the lost lines (a whole segment: the file's size, from
+    the manifest; a partly lost one: each missing line's CRI bytes, fragments included,
+    from soak_lines.py — checked against the file's size) are not below the bytes
+    released (the agent counted as lost what was delivered), and exceed them by no
+    more than the sizes of the `skipped` largest segments lost whole (what the skipped
+    files can explain). With no file skipped, the two must be equal: the agent's count
+    of released bytes starts at the end of the last record it handed to the sink, so
+    each lost line is counted with all its bytes.
+Files a new container wrote, rotated and saw gzipped within DISCOVERY_S of its start
+(before a glob pass could find it: docs/guarantees.md) are reported apart.
 
 Flatness: over the writing time (DURATION_S), the first third is warm-up; the last third's
 mean of RSS, open fds and checkpoints.json size must be within 25 % (+ a small absolute
@@ -24,15 +41,19 @@ reasons; exits 0 either way (the verdict is in the report).
 """
 import csv
 import json
+import os
 import sys
 import uuid
 
 from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
 
+from soak_lines import disk_bytes
+
 manifest_path, broker, topic, metrics_path, csv_path, duration, extra_path = sys.argv[1:8]
 duration = float(duration)
 manifest = json.load(open(manifest_path))
 containers = manifest["containers"]
+long_every = manifest.get("long_every", 1000)
 seen = {k: bytearray(v["lines"]) for k, v in containers.items()}
 
 consumer = Consumer({
@@ -82,6 +103,11 @@ consumer.close()
 written = delivered = lost = dups = 0
 lost_by_fate = {"live": 0, "rotated": 0, "deleted": 0, "gc": 0}
 lost_segments = {"whole": 0, "partial": 0}
+# On-disk bytes of the lost lines (whole segments: the file's size; partly lost ones: the
+# sum of each missing line's CRI bytes, and the formula checked against the file's size).
+lost_bytes = {"whole": 0, "partial": 0}
+whole_sizes = []  # the size of each segment lost whole (what a skipped file may explain)
+formula_mismatch = []
 # Files a new container wrote, rotated and saw deleted (gzipped) before the agent could
 # follow it: a glob finds a new file within the reconcile loop's APPEARED_GAP (1 s) after
 # the previous pass; a documented limit (docs/guarantees.md), reported, not failed.
@@ -101,7 +127,7 @@ for key, info in containers.items():
     if not zero:
         continue
     lost_by_kind["chatty" if key.startswith("soak-chatty/") else "other"] += zero
-    for first, end, fate, t_closed, t_deleted in info["segments"]:
+    for first, end, fate, t_closed, t_deleted, *seg_bytes in info["segments"]:
         missing = counts[first:end].count(0)
         started = info.get("started", 0.0)
         if missing == end - first and fate == "deleted" and t_deleted is not None and t_deleted - started < DISCOVERY_S:
@@ -110,7 +136,17 @@ for key, info in containers.items():
             continue
         if missing:
             lost_by_fate[fate] += missing
-            lost_list.append([key, first, end, fate, t_closed, t_deleted, missing])
+            size = seg_bytes[0] if seg_bytes else None
+            if missing == end - first:
+                nbytes = size if size is not None else sum(disk_bytes(key, q, long_every) for q in range(first, end))
+                lost_bytes["whole"] += nbytes
+                whole_sizes.append(nbytes)
+            else:
+                nbytes = sum(disk_bytes(key, q, long_every) for q in range(first, end) if counts[q] == 0)
+                lost_bytes["partial"] += nbytes
+                if size is not None and size != sum(disk_bytes(key, q, long_every) for q in range(first, end)):
+                    formula_mismatch.append(f"{key} seq {first}..{end - 1}")
+            lost_list.append([key, first, end, fate, t_closed, t_deleted, missing, nbytes])
             if t_closed is not None:
                 b = (fate, int(t_closed // 10 * 10))
                 segs, lines = lost_by_time.get(b, (0, 0))
@@ -133,6 +169,7 @@ skipped_deleted = metric("logcatch_files_skipped_total", 'reason="deleted"')
 skipped_all = metric("logcatch_files_skipped_total")
 dropped = metric("logcatch_records_dropped_total")
 released = metric("logcatch_deleted_bytes_released_total")
+released_files = metric("logcatch_deleted_files_released_total")
 unfinished = metric("logcatch_unfinished_records_total")
 parse_errors = metric("logcatch_parse_errors_total")
 truncated = metric("logcatch_lines_truncated_total")
@@ -147,7 +184,6 @@ def mean(col, lo, hi):
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-import os
 third = duration / 3
 last_from = max(2 * third, float(os.environ.get("SETTLED_AFTER_S", "0")))
 flat = []
@@ -170,18 +206,34 @@ if end_row and float(end_row["deleted_mb"]) > 0:
     verdict.append(f"deleted files still held open at the end: {end_row['deleted_mb']} MiB in {end_row['deleted_n']} fds")
 if lost_by_fate["live"] or lost_by_fate["rotated"]:
     verdict.append(f"{lost_by_fate['live'] + lost_by_fate['rotated']} lines lost from files still on disk at the end")
-if lost_by_fate["gc"]:
-    verdict.append(f"{lost_by_fate['gc']} lines lost from pods removed 5-10 s after their last line (the agent had that long)")
-if lost_segments["partial"]:
-    verdict.append(f"{lost_segments['partial']} segments lost partly (a deleted file's rest was dropped: not counted by file)")
-if lost and skipped_deleted < lost_segments["whole"]:
-    verdict.append(f"{lost_segments['whole']} whole segments lost but logcatch_files_skipped_total{{reason=\"deleted\"}} = {skipped_deleted:.0f}")
+# Lines lost from deleted files ("deleted", "gc") must be exactly what the agent counted:
+# the files closed at the deleted-file bounds (logcatch_deleted_files_released_total,
+# unshipped bytes in logcatch_deleted_bytes_released_total) and those deleted before it
+# read them (logcatch_files_skipped_total{reason="deleted"}: never opened, so their bytes
+# are not known to the agent; each is lost whole).
+lost_files = lost_segments["whole"] + lost_segments["partial"]
+counted_files = released_files + skipped_deleted
+if lost_files > counted_files:
+    verdict.append(f"{lost_files} segments lost but the agent counted {released_files:.0f} files released and "
+                   f"{skipped_deleted:.0f} skipped: {lost_files - counted_files:.0f} lost silently")
+all_lost_bytes = lost_bytes["whole"] + lost_bytes["partial"]
+# A skipped file explains at most its whole size: the excess over the released bytes must
+# fit in the largest `skipped` whole-lost segments.
+explainable = sum(sorted(whole_sizes, reverse=True)[:int(skipped_deleted)])
+if all_lost_bytes < released:
+    verdict.append(f"the agent counted {released:.0f} bytes released but only {all_lost_bytes} bytes of lines were lost "
+                   f"({released - all_lost_bytes:.0f} counted lost were delivered)")
+elif all_lost_bytes > released + explainable:
+    verdict.append(f"{all_lost_bytes} bytes of lines lost but {released:.0f} counted released (+ at most {explainable} "
+                   f"in the {skipped_deleted:.0f} skipped files): {all_lost_bytes - released - explainable:.0f} bytes lost silently")
+if formula_mismatch:
+    verdict.append(f"line sizes do not add up to the file size in {len(formula_mismatch)} segments "
+                   f"(e.g. {formula_mismatch[0]}): the byte accounting is wrong")
 if corrupt or unknown or too_far:
     verdict.append(f"{corrupt} corrupt, {unknown} unknown-container, {too_far} beyond-written records")
 if not extra.get("etcd_change_after_rotation_seen"):
     verdict.append("a declaration changed in etcd after the password rotation never reached the agent")
 
-import os
 if os.environ.get("LOST_JSON"):
     with open(os.environ["LOST_JSON"], "w") as f:
         json.dump(lost_list, f)
@@ -195,6 +247,10 @@ report.append(f"lost by the fate of their file: on disk at the end {lost_by_fate
               f"{lost_by_fate['gc']:,}; segments lost whole {lost_segments['whole']}, partly {lost_segments['partial']}; "
               f"before the agent could follow their new container (deleted within {DISCOVERY_S} s of its start: not failed) "
               f"{before_followed['lines']:,} lines in {before_followed['segments']} segments")
+report.append(f"lost bytes on disk: {all_lost_bytes:,} ({lost_bytes['whole']:,} in whole segments, {lost_bytes['partial']:,} "
+              f"in partly lost ones); the agent counted {released:,.0f} bytes in {released_files:.0f} files released at the "
+              f"deleted-file bounds and {skipped_deleted:.0f} files skipped (deleted before read); "
+              f"lost segments {lost_files} vs files counted {counted_files:.0f}")
 if lost:
     report.append(f"lost lines of the chatty container {lost_by_kind['chatty']:,}, of the others {lost_by_kind['other']:,}")
     for fate in ("deleted", "gc", "rotated", "live"):

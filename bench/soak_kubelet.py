@@ -16,16 +16,18 @@ second). Rotation is the kubelet's: older uncompressed rotated files are gzipped
 `-<n>` suffix when that second is taken) and a new `0.log` is opened.
 
 Each line carries a unique id, `soak <ns>/<pod>/<container> <seq> <len> <padding>`:
-the message is exactly <len> bytes. About one line in LONG_EVERY is 20–50 KB and written
-as 16 KiB `P` fragments followed by an `F` (the runtime's split). A tenth go to stderr.
+the message is exactly <len> bytes, a function of container and seq
+(bench/soak_lines.py) so that the accountant knows the on-disk bytes of a line it never
+received. About one line in LONG_EVERY is 20–50 KB and written as 16 KiB `P` fragments
+followed by an `F` (the runtime's split). A tenth go to stderr.
 Rates: 90 % of containers log-uniform in 1–100 lines/s, 10 % in 100–2,000 (the mean is
 about 80 lines/s per container, so 300 pods stay within what one Python process and a
 memory-backed broker can take for 30 minutes). SEED makes the run repeatable.
 
 The manifest (written at the end, and every 10 s so a crash leaves one) lists, per
 container, the lines written and every file segment: [first_seq, end_seq, fate,
-t_closed, t_deleted] (seconds since the start: rotated away or stopped; gzipped or
-removed), fate
+t_closed, t_deleted, bytes] (seconds since the start: rotated away or stopped; gzipped or
+removed; the file's size), fate
 being "live" (its 0.log when the run ended, on disk), "rotated" (renamed by rotation,
 still on disk uncompressed at the end), "deleted" (removed by rotation beyond MAX_FILES,
 or gzipped and its original unlinked — compression counts as deleted for the agent,
@@ -43,6 +45,8 @@ import sys
 import time
 import uuid
 
+from soak_lines import FRAGMENT, message_length
+
 root, duration, manifest_path = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 env = os.environ.get
 PODS = int(env("PODS", "300"))
@@ -54,7 +58,6 @@ MAX_FILES = int(env("MAX_FILES", "5"))
 GC_MIN_S, GC_MAX_S = float(env("GC_MIN_S", "5")), float(env("GC_MAX_S", "10"))
 LONG_EVERY = int(env("LONG_EVERY", "1000"))
 TICK = 0.1
-FRAGMENT = 16 * 1024
 rng = random.Random(int(env("SEED", "23")))
 pods_dir = os.path.join(root, "var/log/pods")
 links_dir = os.path.join(root, "var/log/containers")
@@ -86,7 +89,7 @@ class Container:
         self.seq = 0
         self.owed = rng.random()
         self.segment_start = 0
-        self.segments = []  # [first, end, fate]
+        self.segments = []  # [first, end, fate, t_closed, t_deleted, bytes]
         self.started = round(time.time() - START, 2)
         self.rotated = []  # [(name, segment index)], oldest first
         self.rotations = 0
@@ -96,10 +99,7 @@ class Container:
         self.seq += 1
         stream = "stderr" if seq % 10 == 7 else "stdout"
         head = f"soak {self.key} {seq} "
-        if LONG_EVERY and seq % LONG_EVERY == LONG_EVERY // 2:
-            total = rng.randint(20000, 50000)
-        else:
-            total = rng.randint(60, 200)
+        total = message_length(self.key, seq, LONG_EVERY)
         # The message is exactly `total` bytes: head, its length, padding.
         body = head + f"{total} "
         msg = body + ("abcdefghijklmnopqrstuvwxyz0123456789" * (total // 36 + 2))[: total - len(body)]
@@ -131,7 +131,7 @@ class Container:
 
     def rotate(self):
         index = len(self.segments)
-        self.segments.append([self.segment_start, self.seq, "rotated", round(time.time() - START, 2), None])
+        self.segments.append([self.segment_start, self.seq, "rotated", round(time.time() - START, 2), None, self.size])
         self.segment_start = self.seq
         # Compress the uncompressed rotated files (kubelet: all but the one renamed now).
         for i, (name, seg) in enumerate(self.rotated):
@@ -164,14 +164,14 @@ class Container:
         self.rotations += 1
 
     def stop(self):
-        self.segments.append([self.segment_start, self.seq, "live", round(time.time() - START, 2), None])
+        self.segments.append([self.segment_start, self.seq, "live", round(time.time() - START, 2), None, self.size])
         os.close(self.fd)
         self.fd = None
 
     def summary(self):
         segs = list(self.segments)
         if self.fd is not None:
-            segs.append([self.segment_start, self.seq, "live", None, None])
+            segs.append([self.segment_start, self.seq, "live", None, None, self.size])
         return {"lines": self.seq, "rate": round(self.rate, 1), "rotations": self.rotations, "started": self.started, "segments": segs}
 
 
@@ -220,7 +220,7 @@ def write_manifest(final):
             containers[c.key] = c.summary()
     tmp = manifest_path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"final": final, "stats": stats, "containers": containers}, f)
+        json.dump({"final": final, "stats": stats, "long_every": LONG_EVERY, "containers": containers}, f)
     os.rename(tmp, manifest_path)
 
 

@@ -20,6 +20,12 @@ One CSV row per sample:
   inflight_mb  logcatch_inflight_bytes
   tailers      logcatch_tailers{state="running"}
   phase        the last line of EVENTS_FILE ("start", "frozen", "resumed", ...)
+  lazyfree_mb  LazyFree of /proc/PID/smaps_rollup: memory the allocator gave back with
+               MADV_FREE, still counted in RSS until the kernel needs it (no memory
+               pressure, no reclaim: RSS then stays at its high-water mark)
+  anon_mb      Anonymous of /proc/PID/smaps_rollup (the heap, mostly)
+  thp_mb       AnonHugePages of /proc/PID/smaps_rollup: anonymous memory in transparent
+               huge pages (khugepaged fills a 2 MiB range the allocator left sparse)
 """
 import os
 import re
@@ -66,6 +72,17 @@ def rss_kb():
     return 0
 
 
+def smaps_kb():
+    """(LazyFree, Anonymous, AnonHugePages) in KiB."""
+    found = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("LazyFree", "Anonymous", "AnonHugePages"):
+                found[key] = int(rest.split()[0])
+    return found.get("LazyFree", 0), found.get("Anonymous", 0), found.get("AnonHugePages", 0)
+
+
 def fds():
     n, deleted, deleted_n = 0, 0, 0
     d = f"/proc/{pid}/fd"
@@ -93,13 +110,14 @@ def phase():
 start = time.time()
 prev_t, prev_cpu = start, cpu_ticks()
 with open(csv_path, "w") as out:
-    out.write("t_s,rss_mb,cpu_pct,fds,ckpt_kb,ckpt_writes,ckpt_entries,deleted_mb,deleted_n,lag_mb,inflight_mb,tailers,phase\n")
+    out.write("t_s,rss_mb,cpu_pct,fds,ckpt_kb,ckpt_writes,ckpt_entries,deleted_mb,deleted_n,lag_mb,inflight_mb,tailers,phase,lazyfree_mb,anon_mb,thp_mb\n")
     while not os.path.exists(stop_file):
         time.sleep(max(0.0, interval - (time.time() - prev_t)))
         try:
             now, cpu = time.time(), cpu_ticks()
             n, deleted, deleted_n = fds()
             rss = rss_kb()
+            lazyfree, anon, thp = smaps_kb()
         except OSError:
             break  # the agent is gone
         ms = metrics()
@@ -119,6 +137,6 @@ with open(csv_path, "w") as out:
             f"{total(ms, 'logcatch_checkpoint_writes_total'):.0f},{total(ms, 'logcatch_checkpoints'):.0f},"
             f"{deleted / 2**20:.2f},{deleted_n},{total(ms, 'logcatch_lag_bytes') / 2**20:.2f},"
             f"{total(ms, 'logcatch_inflight_bytes') / 2**20:.2f},"
-            f"{total(ms, 'logcatch_tailers', RUNNING):.0f},{phase()}\n"
+            f"{total(ms, 'logcatch_tailers', RUNNING):.0f},{phase()},{lazyfree / 1024:.1f},{anon / 1024:.1f},{thp / 1024:.1f}\n"
         )
         out.flush()

@@ -132,6 +132,13 @@ enum EtcdCommand {
 }
 
 fn main() -> ExitCode {
+    // No transparent huge pages for this process: mimalloc asks for them on its arena
+    // (madvise MADV_HUGEPAGE), and khugepaged then fills every 2 MiB range the heap ever
+    // touched, however little of it is in use — after the catch-up that follows a Kafka
+    // outage, RSS grew by 130 MiB over ten minutes with nothing to ship (BENCHMARKS.md,
+    // "Soak"). The flag covers the whole process, mappings made before it included; an
+    // older kernel without it only keeps the default.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {

@@ -646,3 +646,26 @@ fn a_file_appearing_in_a_globs_empty_directory_is_followed_before_the_resync() {
     ws.wait_records(10, Duration::from_secs(15));
     assert_eq!(agent.terminate().code(), Some(0));
 }
+
+/// The agent runs with transparent huge pages off: mimalloc asks for them on its arena
+/// (`madvise(MADV_HUGEPAGE)`), and khugepaged then fills every 2 MiB range the heap
+/// touched, however little of it is in use — after the catch-up that follows a long Kafka
+/// outage, RSS grew by 130 MiB over ten minutes with nothing to ship (the 30-minute soak
+/// at f203554; BENCHMARKS.md "Soak"). The kernel's flag for the process is in
+/// /proc/PID/status (`THP_enabled`).
+#[test]
+fn the_agent_runs_without_transparent_huge_pages() {
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    append_lines(&log, lines("l", 0..10));
+    ws.write_config(&ws.config(&log_entry(&log, "app")));
+    let agent = ws.start();
+    ws.wait_records(10, LONG);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "THP_enabled in /proc/PID/status");
+    assert_eq!(agent.terminate().code(), Some(0));
+}

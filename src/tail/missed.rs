@@ -119,21 +119,43 @@ pub fn between(
     found
 }
 
-/// Whether the file `seen` at `path` is still on disk beside it: the same inode, born at
-/// the same time (a deleted file's inode number is soon another file's).
-pub fn still_there(path: &Path, seen: &Seen) -> bool {
-    use std::os::unix::fs::{DirEntryExt, MetadataExt};
-    directories(path).into_iter().any(|(dir, _)| {
+impl Seen {
+    /// Whether `file` (born `born`) is the file seen: the same inode, born at the same
+    /// time — a deleted file's inode number is soon another file's (without birth times,
+    /// the same device and inode).
+    pub fn is(&self, file: &FileIdentity, born: Option<Born>) -> bool {
+        self.identity.same_file_as(file)
+            && match (self.born, born) {
+                (Some(seen), Some(born)) => seen == born.at,
+                _ => true,
+            }
+    }
+}
+
+/// For each file `seen` at `path`: its size if it is still on disk beside it (the same
+/// inode, born at the same time), else `None`. One pass over the directories.
+pub fn on_disk(path: &Path, seen: &[Seen]) -> Vec<Option<u64>> {
+    use std::os::unix::fs::DirEntryExt;
+    let mut sizes = vec![None; seen.len()];
+    for (dir, _) in directories(path) {
         let Ok(entries) = std::fs::read_dir(&dir) else {
-            return false;
+            continue;
         };
-        entries.flatten().any(|entry| {
-            entry.ino() == seen.identity.ino
-                && std::fs::metadata(entry.path()).is_ok_and(|meta| {
-                    meta.dev() == seen.identity.dev && meta.created().ok() == seen.born
-                })
-        })
-    })
+        for entry in entries.flatten() {
+            if !seen.iter().any(|s| s.identity.ino == entry.ino()) {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
+            for (size, s) in sizes.iter_mut().zip(seen) {
+                if s.identity.same_file(&meta) && meta.created().ok() == s.born {
+                    *size = Some(meta.len());
+                }
+            }
+        }
+    }
+    sizes
 }
 
 pub(super) fn same(a: &Metadata, b: &Metadata) -> bool {

@@ -162,6 +162,7 @@ impl Tailer {
             &reader.ctx.wakeups,
             reader.ctx.deleted.clone(),
             watch::MAX_QUEUED,
+            reader.ctx.events.clone(),
         );
         let mut followed = self.follow(&stop, &mut watch).await;
         if followed.is_ok() {
@@ -392,7 +393,7 @@ impl Tailer {
         let (pace, why) = match self.open_at_path(self.first_open)? {
             Opened::File(file) => {
                 self.first_open = false;
-                self.reader.busy.forget_missed(&file.identity);
+                self.reader.busy.forget_missed(&file.identity, file.born);
                 self.files.extend([file].into());
                 return Ok(Next::Step);
             }
@@ -659,27 +660,36 @@ impl Tailer {
     }
 
     /// Settles the files the watch task saw at the path but could not queue (files
-    /// queued since are forgotten as they are queued): still on disk and not read to
-    /// their size (found by name later), read (checkpointed to their size), or deleted
-    /// before anyone read them — counted and logged as skipped.
+    /// queued since are forgotten as they are queued, by inode and birth time): still on
+    /// disk (found by name later), read (checkpointed to their size: without birth times,
+    /// a note may outlive its file's queueing), or deleted before anyone read them —
+    /// counted and logged as skipped.
     fn settle_missed(&mut self) {
         let reader = &self.reader;
         let (topic, path) = (&reader.id.topic, &reader.id.path);
         let mut kept = Vec::new();
-        for seen in reader.busy.take_missed() {
+        let notes = reader.busy.take_missed();
+        let on_disk = missed::on_disk(path, &notes);
+        for (mut seen, size) in notes.into_iter().zip(on_disk) {
             let id = seen.identity;
-            // The same content: a checkpoint of a reused inode is another file's.
+            // The same content, by the same first bytes: a checkpoint of a reused inode
+            // is another file's, and one by more (or no) first bytes than the note cannot
+            // be told from it (counted skipped rather than lost uncounted).
             let read = reader
                 .ctx
                 .checkpoints
                 .get(topic, id.dev, id.ino)
                 .is_some_and(|c| {
-                    c.offset >= seen.size && (c.file.fp_len != id.fp_len || c.file.hash == id.hash)
+                    c.offset >= seen.size
+                        && id.fp_len > 0
+                        && c.file.fp_len == id.fp_len
+                        && c.file.hash == id.hash
                 });
             if read {
                 continue;
             }
-            if missed::still_there(path, &seen) {
+            if let Some(size) = size {
+                seen.size = seen.size.max(size);
                 kept.push(seen);
                 continue;
             }
@@ -692,7 +702,7 @@ impl Tailer {
 
     /// Queues a file for reading behind the others.
     fn queue(&mut self, open: OpenFile) {
-        self.reader.busy.forget_missed(&open.identity);
+        self.reader.busy.forget_missed(&open.identity, open.born);
         drop(self.files.queue(open));
         self.note_newest();
     }

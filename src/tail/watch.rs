@@ -16,6 +16,7 @@ use super::deleted::{DeletedFiles, Handle};
 use super::fingerprint::FileIdentity;
 use super::missed::{self, Born, Seen};
 use super::wakeup::Wakeups;
+use crate::ports::Events;
 use crate::spec::TailerId;
 use std::collections::VecDeque;
 use std::fs::{File, Metadata};
@@ -79,20 +80,50 @@ impl Busy {
         missed.extend(newer);
     }
 
-    /// Forgets the note of a file the tailer holds now.
-    pub fn forget_missed(&self, file: &FileIdentity) {
+    /// Forgets the note of a file the tailer holds now (born `born`: not the note of
+    /// an older file that had its inode number).
+    pub fn forget_missed(&self, file: &FileIdentity, born: Option<Born>) {
         let mut missed = self.missed.lock().unwrap_or_else(|e| e.into_inner());
-        missed.retain(|seen| !seen.identity.same_file_as(file));
+        missed.retain(|seen| !seen.is(file, born));
     }
 
-    fn note_missed(&self, seen: Seen) {
+    /// Notes `seen`. When the notes are full, those whose file is gone from disk
+    /// (`on_disk` says, `None`) are taken out and returned — nobody can read them any
+    /// more: they are skipped — and the others' sizes brought up to date; if all are on
+    /// disk still, the oldest note is dropped (its file is found by name while on disk).
+    fn note_missed(
+        &self,
+        seen: Seen,
+        on_disk: impl FnOnce(&[Seen]) -> Vec<Option<u64>>,
+    ) -> Vec<Seen> {
         let mut missed = self.missed.lock().unwrap_or_else(|e| e.into_inner());
-        if !missed.contains(&seen) {
+        if missed.contains(&seen) {
+            return Vec::new();
+        }
+        let mut gone = Vec::new();
+        if missed.len() >= MISSED_NOTES {
+            let sizes = on_disk(&missed);
+            let mut i = 0;
+            missed.retain_mut(|note| {
+                let size = sizes.get(i).copied().flatten();
+                i += 1;
+                match size {
+                    Some(size) => {
+                        note.size = note.size.max(size);
+                        true
+                    }
+                    None => {
+                        gone.push(*note);
+                        false
+                    }
+                }
+            });
             if missed.len() >= MISSED_NOTES {
                 missed.remove(0);
             }
-            missed.push(seen);
         }
+        missed.push(seen);
+        gone
     }
 
     fn get(&self) -> bool {
@@ -118,7 +149,8 @@ const RECENT: usize = 64;
 
 /// Starts watching `tailer`'s path while `busy`: when a file arrives at the path
 /// (`wakeups`) and every `interval`. At most `capacity` files wait (`MAX_QUEUED`), each
-/// held where the deleted-file bounds see it (`held`).
+/// held where the deleted-file bounds see it (`held`); noted files found deleted before
+/// anyone opened them are counted skipped (`events`).
 pub fn spawn(
     tailer: TailerId,
     interval: Duration,
@@ -126,6 +158,7 @@ pub fn spawn(
     wakeups: &Arc<Wakeups>,
     held: Arc<DeletedFiles>,
     capacity: usize,
+    events: Arc<dyn Events>,
 ) -> PathWatch {
     let (tx, found) = mpsc::channel(capacity);
     let stop = CancellationToken::new();
@@ -135,6 +168,7 @@ pub fn spawn(
         held,
         tailer,
         busy,
+        events,
         last: None,
         recent: VecDeque::with_capacity(RECENT),
     };
@@ -152,6 +186,7 @@ struct Watch {
     held: Arc<DeletedFiles>,
     tailer: TailerId,
     busy: Arc<Busy>,
+    events: Arc<dyn Events>,
     /// The file the path named at the last look in this busy spell (else the tailer's
     /// newest): files born after it and rotated away before this look are queued first.
     last: Option<Born>,
@@ -247,11 +282,24 @@ impl Watch {
         ) {
             (Ok(()), _) => Ok(()),
             (Err(mpsc::error::TrySendError::Full(_)), Some(identity)) => {
-                self.busy.note_missed(Seen {
+                let seen = Seen {
                     identity,
                     born,
                     size: meta.len(),
-                });
+                };
+                let path = &self.tailer.path;
+                // A note found gone here is counted at once: the tailer, waiting for the
+                // sink, may not settle its notes for the whole outage. (Should the tailer
+                // have found it by name in the instant before it was deleted, it is
+                // counted although read: never the other way round.)
+                for gone in self
+                    .busy
+                    .note_missed(seen, |notes| missed::on_disk(path, notes))
+                {
+                    self.events.file_skipped(&self.tailer.topic, "deleted");
+                    tracing::warn!(tailer = %self.tailer, lost_bytes = gone.size, inode = gone.identity.ino,
+                        "a file rotated away from the path was deleted before it was read (rotation faster than reading); its lines are lost");
+                }
                 Ok(())
             }
             (Err(mpsc::error::TrySendError::Full(_)), None) => Ok(()),
@@ -296,7 +344,8 @@ mod tests {
         let tailer = TailerId::new("app", &path);
         let held = Arc::new(DeletedFiles::default());
         let hour = Duration::from_secs(3600);
-        let mut watch = spawn(tailer, hour, busy.clone(), &Wakeups::new(), held, 2);
+        let events = Arc::new(crate::ports::NoEvents);
+        let mut watch = spawn(tailer, hour, busy.clone(), &Wakeups::new(), held, 2, events);
         busy.set(true);
         rotate(&path, 1);
         assert_eq!(next(&mut watch).await, "file 1\n");
