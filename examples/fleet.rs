@@ -21,9 +21,10 @@
 //! Prints one line of `name=value` pairs (times in ms, sizes in MiB).
 
 use etcd_client::{Client, EventType, WatchOptions};
+use logcatch::agent::status_reports;
 use logcatch::config::Config;
 use logcatch::ports::declared::DeclarationReport;
-use logcatch::source::etcd::publish::{Publisher, Reports};
+use logcatch::source::etcd::publish::Publisher;
 use logcatch::source::etcd::shared::ClientSlot;
 use logcatch::source::etcd::EtcdSource;
 use logcatch::source::Sources;
@@ -76,19 +77,7 @@ fn spawn_agent(
     let sources = Arc::new(Sources::default());
     let board = Arc::new(StatusBoard::default());
     let slot = Arc::new(ClientSlot::default());
-    let reports: Reports = {
-        let (node, board, sources) = (node.clone(), board.clone(), sources.clone());
-        Arc::new(move || {
-            logcatch::telemetry::declared::reports(
-                &node,
-                &board.tailers(),
-                &sources.status().view(),
-                &sources.snapshot(),
-                &board.applied(),
-                Path::new("/"),
-            )
-        })
-    };
+    let reports = status_reports(&Arc::from(node.as_str()), &board, &sources, Path::new("/"));
     let source = EtcdSource::new(config_rx.clone(), sources.clone(), &state_dir, slot.clone());
     let publisher = Publisher::new(config_rx, sources.clone(), &node, reports, slot);
     let shared_source = format!("etcd:{SHARED}");

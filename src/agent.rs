@@ -266,7 +266,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
 }
 
 /// What `etcd.status` publishes: the status model seen per declaring etcd key.
-fn status_reports(
+pub fn status_reports(
     node: &Arc<str>,
     board: &Arc<StatusBoard>,
     sources: &Arc<Sources>,
