@@ -17,15 +17,9 @@ pub trait Events: Send + Sync {
     fn topic_fallback(&self, _topic: &str, _records: u64) {}
     /// A record the sink cut to fit the most a record may take there.
     fn record_cut(&self, _topic: &str) {}
-    /// A record the sink could not ship even cut (`reason`: `too_large`).
-    fn record_dropped(&self, _topic: &str, _reason: &str) {}
-    /// `count` records dropped at once (`reason`: `throttled`, over a declaration's
-    /// `throttle` with `on_limit: drop`).
-    fn records_dropped(&self, topic: &str, reason: &str, count: u64) {
-        for _ in 0..count {
-            self.record_dropped(topic, reason);
-        }
-    }
+    /// `count` records dropped on purpose (`reason`: `too_large`, the sink could not ship
+    /// them even cut; `throttled`, over a declaration's `throttle` with `on_limit: drop`).
+    fn records_dropped(&self, _topic: &str, _reason: &str, _count: u64) {}
     /// A tailer paused reading for `seconds` over its declaration's `throttle`.
     fn throttled(&self, _topic: &str, _seconds: f64) {}
     fn send_error(&self, _topic: &str, _kind: &str) {}

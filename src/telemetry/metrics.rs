@@ -519,12 +519,6 @@ impl Events for Metrics {
         self.records_cut.with_label_values(&[topic]).inc();
     }
 
-    fn record_dropped(&self, topic: &str, reason: &str) {
-        self.records_dropped
-            .with_label_values(&[topic, reason])
-            .inc();
-    }
-
     fn records_dropped(&self, topic: &str, reason: &str, count: u64) {
         self.records_dropped
             .with_label_values(&[topic, reason])

@@ -76,7 +76,7 @@ fn prepare(shared: &Shared, job: Job, request: usize) -> Vec<Job> {
         );
     }
     for (offset, bytes) in fitted.dropped {
-        shared.events.record_dropped(topic, "too_large");
+        shared.events.records_dropped(topic, "too_large", 1);
         tracing::error!(
             topic = %topic,
             "kafka: dropped the record at {path} offset {offset}: {bytes} bytes, and its \
