@@ -122,7 +122,8 @@ fn json_values_carry_every_member_for_a_cri_log_and_a_raw_file() {
     let after = chrono::Utc::now();
     let offset = |i: usize| cri[..i].iter().map(|l| l.len()).sum::<usize>();
 
-    // Through the symlink: the container id, no pod uid; the message a string.
+    // Through the symlink: the container id, and the pod uid from the link's target; the
+    // message a string.
     let records = consume_json_with_librdkafka(&broker.address(), &k8s, 3);
     let mut got = values(&records);
     let shared = json!({
@@ -131,6 +132,7 @@ fn json_values_carry_every_member_for_a_cri_log_and_a_raw_file() {
         "path": link.display().to_string(),
         "namespace": "payments",
         "pod": "api-0",
+        "pod_uid": UID,
         "container": "server",
         "container_id": ID,
         "labels": {"owner": "payments"},

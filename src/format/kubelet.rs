@@ -12,6 +12,26 @@ impl PodMeta {
     pub fn from_path(path: &Path) -> Option<PodMeta> {
         from_containers_name(path).or_else(|| from_pods_path(path))
     }
+
+    /// [`PodMeta::from_path`], and for a `/var/log/containers` symlink also the pod UID
+    /// from the `/var/log/pods` file it points to (the kubelet's links are absolute; a
+    /// relative one is taken from the link's directory). A link that cannot be read
+    /// leaves the UID out.
+    pub fn from_file(path: &Path) -> Option<PodMeta> {
+        let mut meta = PodMeta::from_path(path)?;
+        if meta.pod_uid.is_none() {
+            let target = std::fs::read_link(path)
+                .ok()
+                .map(|target| match path.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                });
+            meta.pod_uid = target
+                .and_then(|t| from_pods_path(&t))
+                .and_then(|t| t.pod_uid);
+        }
+        Some(meta)
+    }
 }
 
 /// `<pod>_<namespace>_<container>-<id>.log`, the id being 64 hex digits (containerd,
@@ -102,6 +122,42 @@ mod tests {
             PodMeta::from_path(Path::new(rotated)).unwrap().container,
             "c"
         );
+    }
+
+    #[test]
+    fn from_file_should_take_the_pod_uid_from_the_symlinks_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = dir.path().join("pods/payments_api-0_0b6e-11ef/server");
+        std::fs::create_dir_all(&pods).unwrap();
+        std::fs::create_dir_all(dir.path().join("containers")).unwrap();
+        let absolute = dir
+            .path()
+            .join(format!("containers/api-0_payments_server-{ID}.log"));
+        std::os::unix::fs::symlink(pods.join("0.log"), &absolute).unwrap();
+        let relative = dir
+            .path()
+            .join(format!("containers/api-1_payments_server-{ID}.log"));
+        std::os::unix::fs::symlink("../pods/payments_api-0_0b6e-11ef/server/1.log", &relative)
+            .unwrap();
+        for link in [&absolute, &relative] {
+            let meta = PodMeta::from_file(link).unwrap();
+            assert_eq!(meta.pod_uid.as_deref(), Some("0b6e-11ef"), "{link:?}");
+            assert_eq!(meta.container_id.as_deref(), Some(ID), "{link:?}");
+        }
+        // Not a link, or a link elsewhere: no UID, the rest as from_path.
+        let plain = dir
+            .path()
+            .join(format!("containers/api-2_payments_server-{ID}.log"));
+        std::fs::write(&plain, "").unwrap();
+        let elsewhere = dir
+            .path()
+            .join(format!("containers/api-3_payments_server-{ID}.log"));
+        std::os::unix::fs::symlink("/var/log/app.log", &elsewhere).unwrap();
+        for path in [&plain, &elsewhere] {
+            let meta = PodMeta::from_file(path).unwrap();
+            assert_eq!(meta, PodMeta::from_path(path).unwrap(), "{path:?}");
+            assert_eq!(meta.pod_uid, None);
+        }
     }
 
     #[test]

@@ -135,7 +135,7 @@ impl Reader {
         // turns multiline off rather than the tailer.
         let start_pattern = parsing.multiline.as_ref().and_then(|m| m.regex().ok());
         let pod = (!parsing.format.is_raw())
-            .then(|| PodMeta::from_path(&id.path))
+            .then(|| PodMeta::from_file(&id.path))
             .flatten()
             .map(Arc::new);
         // Validated by the config and etcd parsers too; filters that fail here anyway
