@@ -191,6 +191,71 @@ fn tap_shows_exactly_the_kept_records_with_the_topic_key_headers_and_value_kafka
 }
 
 #[test]
+fn tap_shows_a_json_declarations_values_as_kafka_gets_them() {
+    let broker = Broker::start_memory();
+    let topic = unique_topic("tap-json");
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let web_log = ws.path(&format!("web-1_shop_nginx-{ID}.log"));
+    append_lines(&web_log, std::iter::empty());
+    let logs = format!(
+        "  - path: {}\n    topic: {topic}\n    format: cri\n    encoding: json\n    merge_json: log\n    fields: {{ team: shop }}\n",
+        web_log.display(),
+    );
+    ws.write_config(&ws.config_with_sink(&logs, &kafka_sink_yaml(&broker.address(), "")));
+    let agent = ws.start();
+    wait_for("the tailer running", LONG, || {
+        (all_acknowledged(agent.http_port)? == 1).then_some(())
+    });
+    let lines = [
+        cri(0, "stdout", "plain \"text\""),
+        cri(1, "stderr", r#"{"level": "warn", "n": 2}"#),
+        cri(2, "stdout", "three"),
+    ];
+    let tap = start_tap(&agent, &["--topic", &topic, "--limit", "3"]);
+    wait_taps(&agent, 1);
+    append_lines(&web_log, lines.iter().cloned());
+    let output = tap.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tapped: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let shipped = consume_json_with_librdkafka(&broker.address(), &topic, 3);
+    assert_eq!((tapped.len(), shipped.len()), (3, 3));
+    let value = |record: &Value| -> Value {
+        serde_json::from_str(record["value"].as_str().expect("a text value")).expect("JSON")
+    };
+    for (tapped, shipped) in tapped.iter().zip(&shipped) {
+        // The value byte for byte as Kafka got it (a CRI record's time is the runtime's,
+        // the same in both), and the headers.
+        assert_eq!(tapped["value"], shipped["value"], "{tapped}");
+        assert_eq!(tapped["headers"], shipped["headers"], "{tapped}");
+    }
+    let values: Vec<Value> = tapped.iter().map(value).collect();
+    assert_eq!(values[0]["schema"], "logcatch.v1");
+    assert_eq!(values[0]["message"], "plain \"text\"");
+    assert_eq!(values[0]["pod"], "web-1");
+    assert_eq!(values[0]["fields"]["team"], "shop");
+    assert_eq!(
+        values[1]["log"],
+        serde_json::json!({"level": "warn", "n": 2})
+    );
+    assert_eq!(values[1]["stream"], "stderr");
+    assert_eq!(values[2]["message"], "three");
+    assert_eq!(
+        values[2]["offset"].as_u64(),
+        Some((lines[0].len() + lines[1].len() + 2) as u64)
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
 fn tap_refuses_a_bad_glob_and_names_an_unreachable_agent() {
     let dir = tempfile::tempdir().unwrap();
     let (code, _, err) = common::logcatch(&["tap", "--path", "/var/log/[a.log"], dir.path());
