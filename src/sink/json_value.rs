@@ -32,19 +32,26 @@ pub fn encode(batch: &mut Batch, node: &str, now: i64) {
         return;
     }
     let (head, tail) = shared_members(batch, node);
+    // What every record writes alike around its time: `{"schema":…,"time":"` before it,
+    // `"` and the shared head and `,"offset":` after it.
+    let lead = format!("{{\"schema\":\"{SCHEMA}\",\"time\":\"");
+    let mut mid = Vec::with_capacity(head.len() + 12);
+    mid.push(b'"');
+    mid.extend_from_slice(&head);
+    member(&mut mid, "offset");
     let mut clock = Clock::default();
     let mut offset_text = itoa::Buffer::new();
     let merge = json.merge_json.as_deref();
     // Escaping rarely adds much: room for the members and a little more.
-    let capacity = batch.bytes() + batch.len() * (head.len() + tail.len() + 160);
+    let fixed = lead.len() + Clock::LEN + mid.len() + tail.len() + 64;
+    let capacity = batch.bytes() + batch.len() * (fixed + 96);
     batch.rewrite(capacity, |offset, line, meta, out| {
-        out.extend_from_slice(b"{\"schema\":\"");
-        out.extend_from_slice(SCHEMA.as_bytes());
-        out.extend_from_slice(b"\",\"time\":\"");
+        // One reservation for what the record writes unless escaped (a message's
+        // escapes and the rare members reserve for themselves).
+        out.reserve(fixed + line.len());
+        out.extend_from_slice(lead.as_bytes());
         clock.write(meta.time.unwrap_or(now), out);
-        out.push(b'"');
-        out.extend_from_slice(&head);
-        member(out, "offset");
+        out.extend_from_slice(&mid);
         out.extend_from_slice(offset_text.format(offset).as_bytes());
         if let Some(stream) = meta.stream.as_str() {
             member(out, "stream");
@@ -56,6 +63,15 @@ pub fn encode(batch: &mut Batch, node: &str, now: i64) {
         out.push(b'}');
     });
     batch.json_values = true;
+}
+
+/// What `encode` adds to each record of `batch` at least: the members besides the
+/// message's text (a `stream` and the `message` name and quotes counted; an offset of 20
+/// digits). A message's escapes add to it.
+pub fn record_overhead(batch: &Batch, node: &str) -> usize {
+    let (head, tail) = shared_members(batch, node);
+    let schema = r#"{"schema":"","time":"","offset":,"stream":"stdout","message":""}"#;
+    schema.len() + SCHEMA.len() + Clock::LEN + head.len() + 20 + tail.len()
 }
 
 /// The members every record of `batch` carries alike, serialized once: `node` and `path`
@@ -108,27 +124,47 @@ fn record_members(out: &mut Vec<u8>, meta: RecordMeta, numbers: &mut itoa::Buffe
 /// The record's line: under `merge` as it is when it is a JSON object, else as the
 /// `message` string (invalid UTF-8 replaced by U+FFFD).
 fn message(out: &mut Vec<u8>, line: &[u8], merge: Option<&str>) {
-    let Ok(text) = std::str::from_utf8(line) else {
-        member(out, "message");
-        put(out, &*String::from_utf8_lossy(line));
-        return;
-    };
     if let Some(name) = merge {
-        let object = text.trim_ascii();
-        if object.starts_with('{') && is_json(object) {
-            out.extend_from_slice(b",");
-            put(out, name);
-            out.push(b':');
-            out.extend_from_slice(object.as_bytes());
-            return;
+        let object = line.trim_ascii();
+        if object.first() == Some(&b'{') {
+            if let Ok(text) = std::str::from_utf8(object) {
+                if is_json(text) {
+                    out.extend_from_slice(b",");
+                    put(out, name);
+                    out.push(b':');
+                    out.extend_from_slice(object);
+                    return;
+                }
+            }
         }
     }
     member(out, "message");
-    put_str(out, text);
+    // Most log lines are printable ASCII without `"` or `\\`: valid UTF-8 that needs no
+    // escape, found in one pass that vectorizes.
+    if is_plain_ascii(line) {
+        out.reserve(line.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(line);
+        out.push(b'"');
+        return;
+    }
+    match std::str::from_utf8(line) {
+        Ok(text) => put_str(out, text),
+        Err(_) => put_str(out, &String::from_utf8_lossy(line)),
+    }
 }
 
-/// A JSON string of `text`, as serde_json writes it; most log lines need no escape, and
-/// are copied whole after a check that vectorizes (serde_json goes byte by byte).
+/// Whether every byte of `bytes` is printable ASCII other than `"` and `\\`.
+fn is_plain_ascii(bytes: &[u8]) -> bool {
+    bytes.chunks(32).all(|chunk| {
+        !chunk.iter().fold(false, |any, &b| {
+            any | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
+        })
+    })
+}
+
+/// A JSON string of `text`, as serde_json writes it; a text without a byte to escape
+/// is copied whole after a check that vectorizes (serde_json goes byte by byte).
 fn put_str(out: &mut Vec<u8>, text: &str) {
     let plain = text.as_bytes().chunks(32).all(|chunk| {
         !chunk.iter().fold(false, |any, &b| {
@@ -151,18 +187,30 @@ fn is_json(text: &str) -> bool {
 }
 
 /// RFC 3339 times with nanoseconds, as `format::format_time` writes them, without an
-/// allocation a record: the date and time of day are formatted once a second.
+/// allocation a record: the date and time of day are formatted once a second, and a time
+/// like the one before (a raw file's batch shares one) is copied whole.
 #[derive(Default)]
 struct Clock {
     second: Option<i64>,
     /// `2026-12-04T12:29:21.` for `second`.
     prefix: Vec<u8>,
+    /// The last time written, and what was written for it.
+    last: Option<(i64, [u8; Clock::LEN])>,
 }
 
 impl Clock {
     const NANOS: i64 = 1_000_000_000;
+    /// `2026-12-04T12:29:21.000000000Z`: the length of every time from year 0 to 9999.
+    const LEN: usize = 30;
 
     fn write(&mut self, nanos: i64, out: &mut Vec<u8>) {
+        if let Some((last, text)) = &self.last {
+            if *last == nanos {
+                out.extend_from_slice(text);
+                return;
+            }
+        }
+        let start = out.len();
         let (second, fraction) = (nanos.div_euclid(Self::NANOS), nanos.rem_euclid(Self::NANOS));
         if self.second != Some(second) {
             let whole = crate::format::format_time(second.saturating_mul(Self::NANOS));
@@ -181,6 +229,10 @@ impl Clock {
         }
         out.extend_from_slice(&digits);
         out.push(b'Z');
+        self.last = out[start..]
+            .try_into()
+            .ok()
+            .map(|text: [u8; Self::LEN]| (nanos, text));
     }
 }
 
@@ -387,9 +439,42 @@ mod tests {
     }
 
     #[test]
+    fn record_overhead_should_bound_what_a_plain_message_gains() {
+        let mut batch = batch(None);
+        batch.pod = Some(Arc::new(PodMeta {
+            namespace: "payments".into(),
+            pod: "api-0".into(),
+            container: "server".into(),
+            container_id: Some("0123".repeat(16)),
+            pod_uid: Some("0b6e-11ef".into()),
+        }));
+        batch.fields = Some(Arc::new(Fields::from([("team".into(), "pay".into())])));
+        let lines: [&[u8]; 3] = [b"", b"GET /index.html 200", &[b'x'; 300]];
+        for (i, line) in lines.iter().enumerate() {
+            let meta = RecordMeta {
+                stream: Stream::Stderr,
+                time: Some(NOW),
+                ..RecordMeta::default()
+            };
+            batch.push_with(u64::MAX - i as u64, line, meta);
+        }
+        let overhead = record_overhead(&batch, "node-1");
+        let before: Vec<usize> = batch.lines().map(|(_, l)| l.len()).collect();
+        encode(&mut batch, "node-1", NOW);
+        for ((_, value), len) in batch.lines().zip(before) {
+            let added = value.len() - len;
+            assert!(added <= overhead, "{added} > {overhead}");
+            assert!(added + 8 >= overhead, "{added} far below {overhead}");
+        }
+    }
+
+    #[test]
     fn put_str_should_write_what_serde_json_writes() {
         let mut texts = vec![String::new(), "x".repeat(100), "é😀\u{7f}".repeat(20)];
-        for special in ['"', '\\', '\n', '\0', '\u{1f}'] {
+        texts.push((0u8..0x80).map(char::from).collect::<String>().repeat(3));
+        for special in [
+            '"', '\\', '\n', '\r', '\t', '\u{8}', '\u{c}', '\0', '\u{1f}', '\u{7f}',
+        ] {
             for at in [0, 31, 32, 33, 99] {
                 let mut text = "a".repeat(100);
                 text.insert(at, special);
@@ -452,6 +537,8 @@ mod tests {
             1,
             999_999_999,
             NOW,
+            NOW,
+            NOW + 1,
             NOW + 1,
             NOW + 1_000_000_000,
             -1,
