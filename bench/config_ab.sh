@@ -3,7 +3,8 @@
 # byte of FILE is acknowledged, and the agent's CPU, for each variant in turn, 3 rounds
 # (ROUNDS="1 2 3 4 5" for more). A variant is YAML added to the log entry ("" = none);
 # one starting "@PATH " tails PATH instead of FILE (JSON lines for merge_json, say:
-# bench/json_lines.py writes them).
+# bench/json_lines.py writes them); one starting "!BIN " (before any "@PATH ") runs BIN instead
+# of the given one (two builds under the same settings).
 # SINK=null (default): beside `wc -l` on the same page-cached file. SINK=kafka: into a
 # fresh tansu broker per round (lz4, headers, as kafka_ab.sh); COMP=none for no compression.
 # Usage: [SINK=null|kafka] bench/config_ab.sh FILE BIN VARIANT...
@@ -21,14 +22,18 @@ cat "$file" >/dev/null
 for v in "$@"; do [[ $v == @* ]] && { f=${v%% *}; cat "${f#@}" >/dev/null; }; done
 . bench/lib.sh
 run() {
-  local t c yaml='  kind: "null"' tail=$file extra=$1
+  local t c yaml='  kind: "null"' tail=$file extra=$1 b=$bin
+  if [[ $extra == !* ]]; then
+    b=${extra%% *}; [[ $extra == *" "* ]] && extra=${extra#* } || extra=""
+    b=$(realpath "${b#!}")
+  fi
   if [[ $extra == @* ]]; then
     tail=${extra%% *}; [[ $extra == *" "* ]] && extra=${extra#* } || extra=""
     tail=$(realpath "${tail#@}")
   fi
   [ "$sink" = kafka ] && yaml="  kind: kafka
   kafka: {brokers: [\"127.0.0.1:$kport\"], compression: ${COMP:-lz4}, create_topics: true}"
-  read -r t c < <(LOG_EXTRA=$extra TOPIC=$2 run_agent "$bin" "$tail" "$yaml") && printf '%.3f/%.2f' "$t" "$c"
+  read -r t c < <(LOG_EXTRA=$extra TOPIC=$2 run_agent "$b" "$tail" "$yaml") && printf '%.3f/%.2f' "$t" "$c"
 }
 for r in ${ROUNDS:-1 2 3}; do
   if [ "$sink" = kafka ]; then start_broker; else
