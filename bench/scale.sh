@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scale.sh BIN N WINDOW_S SINK_YAML: N files under one glob, each appended 10 lines/s
-# (100 B each, one write per file per second, the files staggered over the second).
+# (100 B each, one write per file per second, the files staggered over the second;
+# LINE_WRITES=1: one write a line, as applications log, 10 a second per file, staggered).
 # Prints: files=N start_s=<launch → every tailer running> cpu_pct=<% of one core over
 # WINDOW_S after that> rss_mb=<RSS at the end> hwm_mb=<peak RSS> lag_bytes=<sum at the end>
 # `tail.max_open_files` is set above N so that "running" means each file is open.
@@ -16,11 +17,17 @@ for i in range(n):
     open(os.path.join(d, f"f{i:05d}.log"), "w").close()
 PY
 # The writer: 10 lines per file per second.
-python3 - "$DIR/logs" "$N" >"$DIR/writer.log" 2>&1 <<'PY' &
+python3 - "$DIR/logs" "$N" "${LINE_WRITES:-0}" >"$DIR/writer.log" 2>&1 <<'PY' &
 import os, sys, time
-d, n = sys.argv[1], int(sys.argv[2])
+d, n, line_writes = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 fds = [os.open(os.path.join(d, f"f{i:05d}.log"), os.O_WRONLY | os.O_APPEND) for i in range(n)]
 start, tick = time.time(), 0
+while line_writes:
+    # Tick every 1 ms; a hundredth of the files get one line each tick.
+    for i in range(tick % 100, n, 100):
+        os.write(fds[i], f"{time.time():.3f} file {i:05d} {'x' * 70}\n".encode())
+    tick += 1
+    time.sleep(max(0.0, start + tick * 0.001 - time.time()))
 while True:
     # Tick every 100 ms; a tenth of the files get their second's 10 lines each tick.
     for i in range(tick % 10, n, 10):

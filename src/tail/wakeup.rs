@@ -1,16 +1,40 @@
-//! Event-driven wake-ups for idle tailers: one shared inotify (via `notify`) watching the
-//! directories of followed paths, so an idle tailer sleeps until its path changes instead
-//! of polling. One watcher for all tailers, because inotify instances are scarce (128 per
-//! user by default) while watches are not. Without it, tailers fall back to adaptive
-//! polling alone.
+//! Event-driven wake-ups for idle tailers: one shared inotify watching the directories of
+//! followed paths, so an idle tailer sleeps until its path changes instead of polling. One
+//! inotify for all tailers, because inotify instances are scarce (128 per user by default)
+//! while watches are not. Without it, tailers fall back to adaptive polling alone.
+//!
+//! Its events are read by a thread of its own in rounds: a round reads every queued event,
+//! wakes each tailer they concern once, and the thread then sleeps for [`ROUND`] while the
+//! kernel queues (and merges) the next ones. A node with a thousand files each written ten
+//! times a second so costs a hundred wake-ups of that thread a second, not ten thousand,
+//! and the tailers woken together run one after the other on the runtime's workers; a
+//! write is seen at most `ROUND` later. A kernel queue that overflows wakes every tailer.
 
 use super::mounts::Mounts;
-use notify::{RecursiveMode, Watcher};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 use tokio::sync::Notify;
+
+/// How long the event thread sleeps after each round of wake-ups: how much later than the
+/// write a tailer may be woken, for far fewer wake-ups on a busy node (BENCHMARKS.md).
+pub const ROUND: Duration = Duration::from_millis(10);
+
+/// What a watched directory reports: writes (and attribute changes, which a truncation
+/// may bring) of its files, and names arriving and leaving.
+const MASK: AddWatchFlags = AddWatchFlags::IN_MODIFY
+    .union(AddWatchFlags::IN_ATTRIB)
+    .union(AddWatchFlags::IN_CREATE)
+    .union(AddWatchFlags::IN_DELETE)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_ONLYDIR);
 
 /// "A file nobody follows appeared in a watched directory": a level, set by the watcher
 /// and taken by the reconcile loop, which rate-limits the passes it causes.
@@ -57,12 +81,104 @@ struct Table {
     /// Followed path → the wake-ups of its tailers (one per topic) and of their watch
     /// tasks (names only).
     by_path: HashMap<PathBuf, Vec<Waiter>>,
-    /// Watched directory → how many registrations use it.
-    dirs: HashMap<PathBuf, usize>,
+    /// Watched directory → its watch and how many registrations use it.
+    dirs: HashMap<PathBuf, (WatchDescriptor, usize)>,
+    /// Watch → the directories it reports for (one directory reached by several paths
+    /// has one watch).
+    watches: HashMap<WatchDescriptor, Vec<PathBuf>>,
+}
+
+impl Table {
+    /// The wake-ups `event` causes, added to `woken`; a file arriving that nobody follows
+    /// sets `appeared`.
+    fn dispatch(&mut self, event: InotifyEvent, woken: &mut Vec<Arc<Notify>>, appeared: &Appeared) {
+        let mask = event.mask;
+        if mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+            // The kernel queue overflowed: events were lost, so everyone looks.
+            let all = self.by_path.values().flatten();
+            woken.extend(all.filter_map(|w| w.notify.upgrade()));
+            return;
+        }
+        if mask.contains(AddWatchFlags::IN_IGNORED) {
+            // The directory is gone (or unmounted): so is its watch.
+            for dir in self.watches.remove(&event.wd).unwrap_or_default() {
+                self.dirs.remove(&dir);
+            }
+            return;
+        }
+        let Some(name) = event.name else {
+            return;
+        };
+        let arrival = mask.intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO);
+        let renamed =
+            arrival || mask.intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM);
+        let Some(dirs) = self.watches.get(&event.wd) else {
+            return;
+        };
+        for dir in dirs {
+            match self.by_path.get(&dir.join(&name)) {
+                Some(waiters) => woken.extend(
+                    waiters
+                        .iter()
+                        .filter(|w| renamed || !w.names_only)
+                        .filter_map(|w| w.notify.upgrade()),
+                ),
+                None if arrival => appeared.set(),
+                None => {}
+            }
+        }
+    }
+}
+
+/// The event thread: rounds of reading every queued event and waking whom they concern,
+/// [`ROUND`] apart, until the [`Wakeups`] is dropped (looked at once a second).
+fn read_events(inotify: Arc<Inotify>, table: Weak<Mutex<Table>>, appeared: Arc<Appeared>) {
+    let mut woken: Vec<Arc<Notify>> = Vec::new();
+    loop {
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                tracing::error!("file notifications stopped ({e}); idle files are polled");
+                return;
+            }
+        }
+        let Some(table) = table.upgrade() else {
+            return;
+        };
+        // At most this many reads a round: a stream of events as fast as they are read
+        // (writes to /dev/null, say) must not keep the round from ending.
+        for _ in 0..64 {
+            match inotify.read_events() {
+                Ok(events) => {
+                    let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
+                    for event in events {
+                        table.dispatch(event, &mut woken, &appeared);
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(e) => {
+                    tracing::error!("file notifications stopped ({e}); idle files are polled");
+                    return;
+                }
+            }
+        }
+        drop(table);
+        if woken.is_empty() {
+            continue;
+        }
+        woken.sort_unstable_by_key(Arc::as_ptr);
+        woken.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        for notify in woken.drain(..) {
+            notify.notify_one();
+        }
+        std::thread::sleep(ROUND);
+    }
 }
 
 pub struct Wakeups {
-    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    inotify: Option<Arc<Inotify>>,
     /// Where notifications do not come from (network filesystems, FUSE).
     mounts: Mounts,
     table: Arc<Mutex<Table>>,
@@ -88,49 +204,27 @@ impl Registration {
 }
 
 impl Wakeups {
-    /// Starts the shared watcher; when the platform has none, registrations still work
-    /// (and never fire).
+    /// Starts the shared inotify and its event thread; when there is none (no inotify
+    /// left for the user), registrations still work (and never fire).
     pub fn new() -> Arc<Self> {
         let table = Arc::new(Mutex::new(Table::default()));
-        let events = table.clone();
         let appeared = Arc::new(Appeared::default());
-        let on_appear = appeared.clone();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let Ok(event) = event else { return };
-            if matches!(event.kind, notify::EventKind::Access(_)) {
-                return;
-            }
-            let table = events.lock().unwrap_or_else(|e| e.into_inner());
-            if event.need_rescan() {
-                // The kernel queue overflowed: events were lost, so everyone looks.
-                let all = table.by_path.values().flatten();
-                all.filter_map(|w| w.notify.upgrade())
-                    .for_each(|n| n.notify_one());
-                return;
-            }
-            let arrival = matches!(
-                event.kind,
-                notify::EventKind::Create(_)
-                    | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
-            );
-            let renamed = arrival || matches!(event.kind, notify::EventKind::Remove(_));
-            for path in &event.paths {
-                match table.by_path.get(path) {
-                    Some(waiters) => waiters
-                        .iter()
-                        .filter(|w| renamed || !w.names_only)
-                        .filter_map(|w| w.notify.upgrade())
-                        .for_each(|n| n.notify_one()),
-                    None if arrival => on_appear.set(),
-                    None => {}
-                }
-            }
-        });
-        if let Err(e) = &watcher {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map(Arc::new)
+            .and_then(|inotify| {
+                let (events, weak, on_appear) =
+                    (inotify.clone(), Arc::downgrade(&table), appeared.clone());
+                std::thread::Builder::new()
+                    .name("logcatch-inotify".into())
+                    .spawn(move || read_events(events, weak, on_appear))
+                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+                Ok(inotify)
+            });
+        if let Err(e) = &inotify {
             tracing::warn!("no file notifications ({e}); idle files are polled");
         }
         Arc::new(Wakeups {
-            watcher: Mutex::new(watcher.ok()),
+            inotify: inotify.ok(),
             mounts: Mounts::default(),
             table,
             appeared,
@@ -142,7 +236,7 @@ impl Wakeups {
     #[cfg(test)]
     pub fn without_notifications() -> Arc<Self> {
         Arc::new(Wakeups {
-            watcher: Mutex::new(None),
+            inotify: None,
             mounts: Mounts::default(),
             table: Arc::default(),
             appeared: Arc::default(),
@@ -212,27 +306,24 @@ impl Wakeups {
             // Writes made on other hosts raise no local notification: the tailer polls.
             return false;
         }
-        let users = table.dirs.entry(dir.clone()).or_insert(0);
-        *users += 1;
-        let first = *users == 1;
-        // Never call the watcher with the table locked: its event thread may be waiting
-        // for the table in the callback while `watch` waits for that thread.
-        drop(table);
-        let mut dir_watched = true;
-        if first {
-            let mut watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
-            // A missing directory is polled (the next registration tries again).
-            dir_watched = watcher
-                .as_mut()
-                .is_some_and(|w| w.watch(&dir, RecursiveMode::NonRecursive).is_ok());
+        if let Some((_, users)) = table.dirs.get_mut(&dir) {
+            *users += 1;
+            return true;
         }
-        if !dir_watched {
-            let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(users) = table.dirs.get_mut(&dir) {
-                *users = users.saturating_sub(1);
-            }
+        // A missing directory is polled (the next registration tries again).
+        let Some(wd) = self
+            .inotify
+            .as_ref()
+            .and_then(|i| i.add_watch(&dir, MASK).ok())
+        else {
+            return false;
+        };
+        table.dirs.insert(dir.clone(), (wd, 1));
+        let dirs = table.watches.entry(wd).or_default();
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
         }
-        dir_watched
+        true
     }
 
     /// Undoes one `add`.
@@ -249,21 +340,23 @@ impl Wakeups {
             return;
         }
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let last = match table.dirs.get_mut(&dir) {
-            Some(users) => {
-                *users = users.saturating_sub(1);
-                *users == 0
-            }
-            None => false,
+        let Some((wd, users)) = table.dirs.get_mut(&dir) else {
+            return;
         };
-        if last {
-            table.dirs.remove(&dir);
+        *users = users.saturating_sub(1);
+        if *users > 0 {
+            return;
         }
-        drop(table);
-        if last {
-            let mut watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(w) = watcher.as_mut() {
-                let _ = w.unwatch(&dir);
+        let wd = *wd;
+        table.dirs.remove(&dir);
+        let Some(dirs) = table.watches.get_mut(&wd) else {
+            return;
+        };
+        dirs.retain(|d| *d != dir);
+        if dirs.is_empty() {
+            table.watches.remove(&wd);
+            if let Some(inotify) = &self.inotify {
+                let _ = inotify.rm_watch(wd);
             }
         }
     }
@@ -372,5 +465,72 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), wakeups.appeared().wait())
             .await
             .expect("told that c.log was renamed into the directory");
+    }
+
+    #[tokio::test]
+    async fn a_directory_deleted_and_made_again_should_be_watched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let wakeups = Wakeups::new();
+        let first = wakeups.register(&logs.join("a.log"));
+        assert!(first.is_watched());
+        std::fs::remove_dir_all(&logs).unwrap();
+        // The kernel drops the watch of a deleted directory (IN_IGNORED): so does the table.
+        wait_until(|| wakeups.table.lock().unwrap().dirs.is_empty()).await;
+        std::fs::create_dir(&logs).unwrap();
+        let second = wakeups.register(&logs.join("a.log"));
+        assert!(second.is_watched());
+        std::fs::write(logs.join("a.log"), "x\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), second.notify.notified())
+            .await
+            .expect("woken by a write in the new directory");
+        drop((first, second));
+        assert!(wakeups.table.lock().unwrap().watches.is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_directory_reached_by_two_paths_should_wake_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let alias = dir.path().join("alias");
+        std::os::unix::fs::symlink(&real, &alias).unwrap();
+        let wakeups = Wakeups::new();
+        let by_real = wakeups.register(&real.join("a.log"));
+        let by_alias = wakeups.register(&alias.join("a.log"));
+        assert_eq!(wakeups.table.lock().unwrap().watches.len(), 1, "one watch");
+        std::fs::write(real.join("a.log"), "x\n").unwrap();
+        for registration in [&by_real, &by_alias] {
+            tokio::time::timeout(Duration::from_secs(5), registration.notify.notified())
+                .await
+                .expect("woken by the write");
+        }
+        drop(by_real);
+        std::fs::write(real.join("a.log"), "y\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), by_alias.notify.notified())
+            .await
+            .expect("the watch stays for the other path");
+        drop(by_alias);
+        assert!(wakeups.table.lock().unwrap().watches.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_event_thread_should_end_with_its_wakeups() {
+        let wakeups = Wakeups::new();
+        let inotify = Arc::downgrade(wakeups.inotify.as_ref().unwrap());
+        drop(wakeups);
+        // The thread looks once a second whether the table is gone, then drops its inotify.
+        wait_until(|| inotify.strong_count() == 0).await;
+    }
+
+    async fn wait_until(done: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("in time");
     }
 }
