@@ -120,6 +120,9 @@ pub struct Reader {
     pub throttle: Option<Limiter>,
     /// The last turn stopped at an empty bucket (`on_limit: pause`): when to read again.
     pub paused_until: Option<tokio::time::Instant>,
+    /// The last turn read to the end of the file as it was then (a read came back short
+    /// or empty): no need to read again before looking at the path.
+    pub at_end: bool,
 }
 
 impl Reader {
@@ -165,6 +168,7 @@ impl Reader {
             inflight,
             throttle,
             paused_until: None,
+            at_end: false,
         }
     }
 
@@ -195,6 +199,7 @@ impl Reader {
     async fn read(&mut self, open: &mut OpenFile, throttled: bool) -> Result<u64, TailError> {
         self.busy.set(true);
         self.paused_until = None;
+        self.at_end = false;
         let mut batch = self.new_batch();
         let mut read = 0u64;
         while read < TURN_BYTES {
@@ -215,14 +220,19 @@ impl Reader {
                 .read_at(&mut self.buf[..room], open.framer.position())
                 .map_err(|source| self.read_error(source))?;
             if n == 0 {
+                self.at_end = true;
                 break;
             }
+            // Shorter than asked: the end of the file as it is now (what is written
+            // after raises a notification, or the next poll finds it).
+            let short = n < room;
             if n == self.buf.len() && n < READ_CHUNK {
                 // A busy file: read bigger chunks from now on.
                 self.buf.resize(n * 2, 0);
             }
             // Under a throttle, up to the last line the bucket allows (the rest is read
             // again next time: reads are positional).
+            let whole = n;
             let n = match (allowance, self.throttle.as_ref()) {
                 (Some(allowance), Some(limiter)) => {
                     let (n, lines) = allowance.prefix(&self.buf[..n]);
@@ -231,6 +241,8 @@ impl Reader {
                 }
                 _ => n,
             };
+            // At the end only when the bucket took every byte read.
+            self.at_end = short && n == whole;
             read += n as u64;
             if n == READ_CHUNK && batch.is_empty() {
                 // A busy file fills this batch: size it once, with one chunk of slack
@@ -264,6 +276,9 @@ impl Reader {
             if batch.bytes() >= BATCH_BYTES || batch.len() >= BATCH_LINES {
                 let full = std::mem::replace(&mut batch, self.new_batch());
                 self.submit(full, open).await?;
+            }
+            if self.at_end {
+                break;
             }
         }
         if let Some(decoder) = open.decoder.as_mut() {

@@ -314,7 +314,11 @@ impl Tailer {
             if let Some(idle) = self.idle.as_mut() {
                 idle.busy();
             }
-            return Ok(Next::Yield);
+            // Read to the end: look at the path now rather than read once more for
+            // nothing (a file written a line at a time would cost a read a line).
+            if !self.reader.at_end {
+                return Ok(Next::Yield);
+            }
         }
         // Paused before the end of the file: rotation and truncation are looked at once
         // it is read to its end, as without a throttle.

@@ -206,19 +206,28 @@ impl Watch {
                 // What the tailer read meanwhile is its own: start from its newest file.
                 self.last = None;
             }
+            // Whether a name arrived at the path (or left it).
             let wait = async {
                 if busy {
                     tokio::select! {
-                        _ = tokio::time::sleep(interval) => {}
-                        _ = self.arrivals.notify.notified() => {}
+                        _ = tokio::time::sleep(interval) => false,
+                        _ = self.arrivals.notify.notified() => true,
                     }
                 } else {
                     self.busy.woken.notified().await;
+                    false
                 }
             };
-            tokio::select! {
+            let arrived = tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = wait => {}
+                arrived = wait => arrived,
+            };
+            // The tailer just got busy: look once it has been for an interval, or a name
+            // arrives; and not when it is idle again by then, when it looks at its path
+            // itself. A file written in small pieces makes its tailer busy at each write;
+            // a look at each would double the wake-ups and stats of such a file.
+            if !busy || (!arrived && !self.busy.get()) {
+                continue;
             }
             if self.look().is_err() {
                 return;
