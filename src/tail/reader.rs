@@ -35,7 +35,9 @@ pub const TURN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A file a tailer holds open.
 pub struct OpenFile {
-    /// Closed under us once deleted beyond the bounds (`tail/deleted.rs`).
+    /// Closed under us once deleted beyond the bounds (`tail/deleted.rs`); holds the
+    /// claim that no other tailer on this topic reads the file while we do (released
+    /// with the descriptor).
     pub file: Handle,
     pub identity: FileIdentity,
     /// When the file was created (device, inode, birth time): files rotated away after
@@ -44,8 +46,6 @@ pub struct OpenFile {
     pub framer: Framer,
     /// Parses, joins and aggregates lines; `None` for raw lines (the fast path).
     pub decoder: Option<Box<Decoder>>,
-    /// No other tailer on this topic reads this file while we hold it.
-    pub _claim: super::claims::Claim,
 }
 
 impl Held for OpenFile {
@@ -375,7 +375,12 @@ impl Reader {
             }
         }
         let identity = open.identity;
-        open.file.set_submitted(end);
+        if !open.file.submit(end) {
+            // Closed at the deleted-file bounds while the batch waited for room in
+            // flight: the release counted it lost with the rest of the file, so it is
+            // not shipped (never both).
+            return Ok(());
+        }
         if batch.is_empty() {
             self.inflight.advance(identity, end);
             return Ok(());
