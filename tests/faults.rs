@@ -693,6 +693,95 @@ fn a_batch_held_for_room_in_flight_when_its_file_is_released_is_shipped_or_count
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
+/// The same while the tailer goes on: it holds the file closed at the bound (it waits
+/// for the sink, reading it), and a newer file at its path takes that file's inode
+/// number. The newer file is not the closed one: it is read — even when it is rotated
+/// away and deleted before the tailer gets to it — and what was lost is exactly what
+/// was counted. The soak lost such files uncounted: they were taken for the closed file
+/// the tailer held (same device and inode number) and let go.
+#[test]
+fn a_file_taking_the_inode_number_of_one_closed_under_its_tailer_is_read_too() {
+    let _serial = kafka_serial();
+    with_a_reused_inode(file_taking_the_inode_number_of_one_closed_under_its_tailer);
+}
+
+fn file_taking_the_inode_number_of_one_closed_under_its_tailer() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    const MAX_IN_FLIGHT: usize = 128 * 1024;
+    let tail = "poll_interval: 20ms, deleted_files_max_bytes: 64KiB, deleted_files_max_age: 1h";
+    let (broker, topic, ws, mut writer, agent) =
+        follow_one_file("reused-inode-held", MAX_IN_FLIGHT, tail);
+    let port = agent.http_port;
+    broker.freeze();
+    // More than max_in_flight_bytes and the bound: the tailer waits for the sink.
+    writer.write(20_000);
+    std::thread::sleep(Duration::from_millis(500));
+    let ino = std::fs::metadata(&writer.path).unwrap().ino();
+    let rotated = writer.rotate();
+    std::fs::remove_file(&writer.path).unwrap();
+    std::fs::remove_file(rotated).unwrap();
+    eventually("the deleted file closed at the bound", || {
+        (metric(port, "logcatch_deleted_files_released_total") >= 1.0).then_some(())
+    });
+    // The next file at the path takes its inode number; rotated away and deleted while
+    // the tailer still waits (held open by its watch task meanwhile).
+    if !create_with_inode(&writer.path, ino) {
+        broker.thaw();
+        agent.kill9();
+        return false;
+    }
+    writer.write(100);
+    std::thread::sleep(Duration::from_millis(500));
+    let second = ws.path("app.log.second");
+    std::fs::rename(&writer.path, &second).unwrap();
+    std::fs::write(&writer.path, "").unwrap();
+    std::fs::remove_file(second).unwrap();
+    writer.write(100);
+    std::thread::sleep(Duration::from_millis(500));
+    let released = metric(port, "logcatch_deleted_bytes_released_total") as usize;
+    broker.thaw();
+
+    let written = writer.written().to_vec();
+    let last = written.last().unwrap().clone();
+    let delivered = eventually("the last line delivered", || {
+        let delivered: Vec<String> = kafka_records(&broker.address(), &topic, written.len())
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        delivered.contains(&last).then_some(delivered)
+    });
+    let got: std::collections::HashSet<&str> = delivered.iter().map(String::as_str).collect();
+    let lost: Vec<&String> = written
+        .iter()
+        .filter(|l| !got.contains(l.as_str()))
+        .collect();
+    let lost_bytes: usize = lost.iter().map(|l| l.len() + 1).sum();
+    let skipped = metric(port, "logcatch_files_skipped_total");
+    println!(
+        "written {}, lost {} lines ({lost_bytes} bytes), released {released} bytes, {skipped} files skipped",
+        written.len(),
+        lost.len()
+    );
+    // The 100 lines before the freeze and 20,000 into the closed file, then the newer
+    // files' 200.
+    let tail_lost: Vec<&String> = written[20_100..]
+        .iter()
+        .filter(|l| !got.contains(l.as_str()))
+        .collect();
+    assert!(
+        tail_lost.is_empty(),
+        "the files after the closed one are read whole: lost {} lines of theirs, e.g. {:?}",
+        tail_lost.len(),
+        tail_lost.first()
+    );
+    assert_eq!(
+        lost_bytes, released,
+        "the lost bytes are exactly the released bytes"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+    true
+}
+
 /// A broker and an agent following `pods/*.log` into it, with `pods/a.log` written to;
 /// returns once its first 100 lines were delivered.
 fn follow_a_pod(name: &str) -> (Broker, String, Workspace, LogWriter, Agent) {
@@ -781,12 +870,12 @@ fn a_removed_pods_rotated_files_held_while_kafka_hangs_are_all_read() {
 /// was closed): files are created beside it (`<path>.<n>.tmp`, which the glob does not
 /// match) until one gets that number — ext4 gives the lowest free number in the group,
 /// so the ones below it are taken first — which is renamed into place; the others are
-/// removed.
-fn create_with_inode(path: &Path, ino: u64) {
+/// removed. False when none did: another process on the machine took the number first.
+fn create_with_inode(path: &Path, ino: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
     let mut others = Vec::new();
     let mut found = false;
-    for n in 0..10_000 {
+    for n in 0..2_000 {
         let tmp = path.with_extension(format!("{n}.tmp"));
         std::fs::write(&tmp, "").unwrap();
         if std::fs::metadata(&tmp).unwrap().ino() == ino {
@@ -799,7 +888,22 @@ fn create_with_inode(path: &Path, ino: u64) {
     for tmp in others {
         std::fs::remove_file(tmp).unwrap();
     }
-    assert!(found, "no new file took the freed inode number {ino}: this test needs a filesystem that reuses them (ext4 does)");
+    if !found {
+        println!("no new file took the freed inode number {ino} (taken by another process?)");
+    }
+    found
+}
+
+/// Runs `attempt` until it could give a new file the inode number it needs (it returns
+/// false when another process took the number first), three times at most: the test
+/// needs a filesystem that reuses freed inode numbers at once, as ext4 does.
+fn with_a_reused_inode(mut attempt: impl FnMut() -> bool) {
+    for _ in 0..3 {
+        if attempt() {
+            return;
+        }
+    }
+    panic!("no attempt got a freed inode number for a new file: this test needs a filesystem that reuses them at once (ext4 does)");
 }
 
 /// While Kafka hangs, a tailer that lost its file at the deleted-file bound waits for
@@ -811,8 +915,12 @@ fn create_with_inode(path: &Path, ino: u64) {
 /// released file's claim (by device and inode number) outlived its descriptor.
 #[test]
 fn a_new_file_taking_a_released_files_inode_is_followed_at_once_while_kafka_hangs() {
-    use std::os::unix::fs::MetadataExt;
     let _serial = kafka_serial();
+    with_a_reused_inode(new_file_taking_a_released_files_inode);
+}
+
+fn new_file_taking_a_released_files_inode() -> bool {
+    use std::os::unix::fs::MetadataExt;
     let broker = Broker::start_memory();
     let topic = unique_topic("reused-inode");
     create_topic(&broker.address(), &topic, 1);
@@ -849,7 +957,11 @@ fn a_new_file_taking_a_released_files_inode_is_followed_at_once_while_kafka_hang
     });
 
     let new_path = pods.join("b.log");
-    create_with_inode(&new_path, ino);
+    if !create_with_inode(&new_path, ino) {
+        broker.thaw();
+        agent.kill9();
+        return false;
+    }
     let mut new = LogWriter::new(&new_path, "new");
     // Over a KiB: not a copy that may still be written.
     new.write(100);
@@ -890,6 +1002,7 @@ fn a_new_file_taking_a_released_files_inode_is_followed_at_once_while_kafka_hang
         written.len(),
         "requests that timed out while the broker was frozen are sent again",
     );
+    true
 }
 
 /// The workspace dir with symlinks resolved (the allow-list compares resolved paths).

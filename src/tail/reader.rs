@@ -19,6 +19,7 @@ use crate::sink::SinkError;
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::TailerProgress;
 use crate::throttle::OnLimit;
+use std::fs::Metadata;
 use std::io;
 use std::sync::Arc;
 
@@ -51,6 +52,21 @@ pub struct OpenFile {
 impl Held for OpenFile {
     fn identity(&self) -> FileIdentity {
         self.identity
+    }
+
+    /// Never once closed at the deleted-file bounds (its inode number may be a new
+    /// file's at once), nor a file born at another time.
+    fn is(&self, meta: &Metadata) -> bool {
+        !self.file.is_released()
+            && self.identity.same_file(meta)
+            && self.born.is_none_or(|born| born.is(meta))
+    }
+
+    fn same_as(&self, other: &Self) -> bool {
+        !self.file.is_released()
+            && !other.file.is_released()
+            && self.identity.same_file_as(&other.identity)
+            && self.born.map(|b| b.at) == other.born.map(|b| b.at)
     }
 }
 
