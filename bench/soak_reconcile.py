@@ -12,11 +12,9 @@ usage: soak_reconcile.py LOST_JSON AGENT_LOG
 Prints, per kind of difference, how many containers and bytes, a few examples, and a
 verdict: FAIL when a container lost more files than the agent counted for it (silent
 loss), or lost bytes it did not count where it skipped nothing (a skipped file's size is
-the last one seen, so only containers without skips are held to their bytes). Bytes the
-agent counted as lost but that were delivered are reported, not failed: a tailer
-waiting for room in flight holds a batch it has read but not handed to the sink, and a
-release counts from the end of what was handed over (a known over-count, at most a
-batch per released file).
+the last one seen, so only containers without skips are held to their bytes), or
+counted as lost bytes that were delivered (a batch a tailer held while waiting for room
+in flight is either shipped or counted when its file is released, never both).
 """
 import collections
 import json
@@ -72,4 +70,6 @@ if silent_files:
     verdict.append(f"{len(silent_files)} containers lost files the agent did not count")
 if uncounted_bytes:
     verdict.append(f"{len(uncounted_bytes)} containers lost bytes the agent did not count")
+if overcounted:
+    verdict.append(f"{len(overcounted)} containers had bytes counted lost that were delivered")
 print("RECONCILE PASS" if not verdict else "RECONCILE FAIL: " + "; ".join(verdict))

@@ -627,6 +627,161 @@ fn deleted_files_held_while_kafka_hangs_are_shown_and_bounded() {
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
+/// A tailer waiting for room in flight (16 batches unacknowledged while Kafka hangs)
+/// holds a batch it has read but not handed to the sink. When its file, rotated and
+/// deleted, is closed at `tail.deleted_files_max_bytes`, that batch is either shipped and
+/// not counted lost, or counted and not shipped — never both: the lost bytes are exactly
+/// the released bytes. The soak counted 304,603 bytes released that were delivered after
+/// all (the release counted from the end of what was handed over, and the held batch was
+/// handed over once the broker was back).
+#[test]
+fn a_batch_held_for_room_in_flight_when_its_file_is_released_is_shipped_or_counted_never_both() {
+    let _serial = kafka_serial();
+    const MAX_IN_FLIGHT: usize = 128 * 1024;
+    const BOUND: u64 = 4 * 1024;
+    let tail =
+        format!("poll_interval: 20ms, deleted_files_max_bytes: {BOUND}, deleted_files_max_age: 1h");
+    let (broker, topic, _ws, mut writer, agent) =
+        follow_one_file("held-batch", MAX_IN_FLIGHT, &tail);
+    let port = agent.http_port;
+    broker.freeze();
+    // Each write read in a turn of its own, a batch each: past 16 the tailer holds one
+    // and waits for an acknowledgement (well within max_in_flight_bytes).
+    for _ in 0..24 {
+        writer.write(20);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let rotated = writer.rotate();
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::remove_file(rotated).unwrap();
+    writer.write(100);
+    eventually("the rotated file closed at the bound", || {
+        (metric(port, "logcatch_deleted_files_released_total") >= 1.0).then_some(())
+    });
+    let released = metric(port, "logcatch_deleted_bytes_released_total") as usize;
+    broker.thaw();
+
+    let written = writer.written().to_vec();
+    let last = written.last().unwrap().clone();
+    let delivered = eventually("the new file's last line delivered", || {
+        let delivered: Vec<String> = kafka_records(&broker.address(), &topic, written.len())
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        delivered.contains(&last).then_some(delivered)
+    });
+    // Batches a request carried when the broker froze may come twice; count each once.
+    let got: std::collections::HashSet<&str> = delivered.iter().map(String::as_str).collect();
+    let lost: Vec<&String> = written
+        .iter()
+        .filter(|l| !got.contains(l.as_str()))
+        .collect();
+    let lost_bytes: usize = lost.iter().map(|l| l.len() + 1).sum();
+    println!(
+        "written {}, lost {} lines ({lost_bytes} bytes), released {released} bytes",
+        written.len(),
+        lost.len()
+    );
+    assert!(
+        released > 0,
+        "the bound released the rotated file's unshipped lines"
+    );
+    assert_eq!(
+        lost_bytes, released,
+        "the lost bytes are exactly the released bytes (more released than lost: a batch counted and shipped)"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+/// The same while the tailer goes on: it holds the file closed at the bound (it waits
+/// for the sink, reading it), and a newer file at its path takes that file's inode
+/// number. The newer file is not the closed one: it is read — even when it is rotated
+/// away and deleted before the tailer gets to it — and what was lost is exactly what
+/// was counted. The soak lost such files uncounted: they were taken for the closed file
+/// the tailer held (same device and inode number) and let go.
+#[test]
+fn a_file_taking_the_inode_number_of_one_closed_under_its_tailer_is_read_too() {
+    let _serial = kafka_serial();
+    with_a_reused_inode(file_taking_the_inode_number_of_one_closed_under_its_tailer);
+}
+
+fn file_taking_the_inode_number_of_one_closed_under_its_tailer() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    const MAX_IN_FLIGHT: usize = 128 * 1024;
+    let tail = "poll_interval: 20ms, deleted_files_max_bytes: 64KiB, deleted_files_max_age: 1h";
+    let (broker, topic, ws, mut writer, agent) =
+        follow_one_file("reused-inode-held", MAX_IN_FLIGHT, tail);
+    let port = agent.http_port;
+    broker.freeze();
+    // More than max_in_flight_bytes and the bound: the tailer waits for the sink.
+    writer.write(20_000);
+    std::thread::sleep(Duration::from_millis(500));
+    let ino = std::fs::metadata(&writer.path).unwrap().ino();
+    let rotated = writer.rotate();
+    std::fs::remove_file(&writer.path).unwrap();
+    std::fs::remove_file(rotated).unwrap();
+    eventually("the deleted file closed at the bound", || {
+        (metric(port, "logcatch_deleted_files_released_total") >= 1.0).then_some(())
+    });
+    // The next file at the path takes its inode number; rotated away and deleted while
+    // the tailer still waits (held open by its watch task meanwhile).
+    if !create_with_inode(&writer.path, ino) {
+        broker.thaw();
+        agent.kill9();
+        return false;
+    }
+    writer.write(100);
+    std::thread::sleep(Duration::from_millis(500));
+    let second = ws.path("app.log.second");
+    std::fs::rename(&writer.path, &second).unwrap();
+    std::fs::write(&writer.path, "").unwrap();
+    std::fs::remove_file(second).unwrap();
+    writer.write(100);
+    std::thread::sleep(Duration::from_millis(500));
+    let released = metric(port, "logcatch_deleted_bytes_released_total") as usize;
+    broker.thaw();
+
+    let written = writer.written().to_vec();
+    let last = written.last().unwrap().clone();
+    let delivered = eventually("the last line delivered", || {
+        let delivered: Vec<String> = kafka_records(&broker.address(), &topic, written.len())
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        delivered.contains(&last).then_some(delivered)
+    });
+    let got: std::collections::HashSet<&str> = delivered.iter().map(String::as_str).collect();
+    let lost: Vec<&String> = written
+        .iter()
+        .filter(|l| !got.contains(l.as_str()))
+        .collect();
+    let lost_bytes: usize = lost.iter().map(|l| l.len() + 1).sum();
+    let skipped = metric(port, "logcatch_files_skipped_total");
+    println!(
+        "written {}, lost {} lines ({lost_bytes} bytes), released {released} bytes, {skipped} files skipped",
+        written.len(),
+        lost.len()
+    );
+    // The 100 lines before the freeze and 20,000 into the closed file, then the newer
+    // files' 200.
+    let tail_lost: Vec<&String> = written[20_100..]
+        .iter()
+        .filter(|l| !got.contains(l.as_str()))
+        .collect();
+    assert!(
+        tail_lost.is_empty(),
+        "the files after the closed one are read whole: lost {} lines of theirs, e.g. {:?}",
+        tail_lost.len(),
+        tail_lost.first()
+    );
+    assert_eq!(
+        lost_bytes, released,
+        "the lost bytes are exactly the released bytes"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+    true
+}
+
 /// A broker and an agent following `pods/*.log` into it, with `pods/a.log` written to;
 /// returns once its first 100 lines were delivered.
 fn follow_a_pod(name: &str) -> (Broker, String, Workspace, LogWriter, Agent) {
@@ -709,6 +864,145 @@ fn a_removed_pods_rotated_files_held_while_kafka_hangs_are_all_read() {
         std::fs::remove_file(file).unwrap();
     }
     removed_pod_is_shipped(&broker, &topic, &writer, agent);
+}
+
+/// Creates a file at `path` that takes the inode number `ino` (freed when a deleted file
+/// was closed): files are created beside it (`<path>.<n>.tmp`, which the glob does not
+/// match) until one gets that number — ext4 gives the lowest free number in the group,
+/// so the ones below it are taken first — which is renamed into place; the others are
+/// removed. False when none did: another process on the machine took the number first.
+fn create_with_inode(path: &Path, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mut others = Vec::new();
+    let mut found = false;
+    for n in 0..2_000 {
+        let tmp = path.with_extension(format!("{n}.tmp"));
+        std::fs::write(&tmp, "").unwrap();
+        if std::fs::metadata(&tmp).unwrap().ino() == ino {
+            std::fs::rename(&tmp, path).unwrap();
+            found = true;
+            break;
+        }
+        others.push(tmp);
+    }
+    for tmp in others {
+        std::fs::remove_file(tmp).unwrap();
+    }
+    if !found {
+        println!("no new file took the freed inode number {ino} (taken by another process?)");
+    }
+    found
+}
+
+/// Runs `attempt` until it could give a new file the inode number it needs (it returns
+/// false when another process took the number first), three times at most: the test
+/// needs a filesystem that reuses freed inode numbers at once, as ext4 does.
+fn with_a_reused_inode(mut attempt: impl FnMut() -> bool) {
+    for _ in 0..3 {
+        if attempt() {
+            return;
+        }
+    }
+    panic!("no attempt got a freed inode number for a new file: this test needs a filesystem that reuses them at once (ext4 does)");
+}
+
+/// While Kafka hangs, a tailer that lost its file at the deleted-file bound waits for
+/// acknowledgements that do not come, and the inode number of that closed file is the
+/// next new file's (a new pod's log). The new file must be followed at once — not once
+/// the broker is back — and its lines shipped even when it is deleted before then (a pod
+/// that lived during the outage). The soak found new pods' files first opened up to 95 s
+/// late, and files that lived and went during the freeze never opened nor counted: the
+/// released file's claim (by device and inode number) outlived its descriptor.
+#[test]
+fn a_new_file_taking_a_released_files_inode_is_followed_at_once_while_kafka_hangs() {
+    let _serial = kafka_serial();
+    with_a_reused_inode(new_file_taking_a_released_files_inode);
+}
+
+fn new_file_taking_a_released_files_inode() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let broker = Broker::start_memory();
+    let topic = unique_topic("reused-inode");
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let pods = ws.path("pods");
+    std::fs::create_dir(&pods).unwrap();
+    let sink = kafka_sink_yaml(
+        &broker.address(),
+        "    max_in_flight_bytes: 128KiB\n    max_batch_bytes: 64KiB\n",
+    )
+    .replace("request_timeout: 5s", "request_timeout: 1s");
+    let config = ws
+        .config_with_sink(&log_entry(&pods.join("*.log"), &topic), &sink)
+        .replace(
+            "tail: { poll_interval: 20ms }",
+            "tail: { poll_interval: 20ms, deleted_files_max_bytes: 64KiB, deleted_files_max_age: 1h }",
+        );
+    ws.write_config(&config);
+    let mut old = LogWriter::new(&pods.join("a.log"), "old");
+    old.write(100);
+    let agent = ws.start();
+    delivered_within(&broker, &topic, old.written(), DELIVERY);
+    let port = agent.http_port;
+
+    broker.freeze();
+    // More than max_in_flight_bytes and the bound: its tailer waits for the sink.
+    old.write(20_000);
+    std::thread::sleep(Duration::from_millis(500));
+    let ino = std::fs::metadata(&old.path).unwrap().ino();
+    // The pod removed: its tailer is stopped, waiting for acknowledgements.
+    std::fs::remove_file(&old.path).unwrap();
+    eventually("the deleted file closed at the bound", || {
+        (metric(port, "logcatch_deleted_files_released_total") >= 1.0).then_some(())
+    });
+
+    let new_path = pods.join("b.log");
+    if !create_with_inode(&new_path, ino) {
+        broker.thaw();
+        agent.kill9();
+        return false;
+    }
+    let mut new = LogWriter::new(&new_path, "new");
+    // Over a KiB: not a copy that may still be written.
+    new.write(100);
+    let new_name = new_path.display().to_string();
+    // Found by the next pass (a notification, at most a second apart) and opened.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let tailer = loop {
+        let status = agent.status();
+        let tailers = status["tailers"].as_array().unwrap();
+        let tailer = tailers.iter().find(|t| t["path"] == new_name.as_str());
+        match tailer {
+            Some(t) if t["state"] == "running" => break t.clone(),
+            _ if std::time::Instant::now() > deadline => {
+                panic!("the new file is not followed 5 s after it appeared: {tailer:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    println!("followed while Kafka hangs: {tailer}");
+    // The pod lives and goes during the outage.
+    new.write(100);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&new_path).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    broker.thaw();
+
+    let written = new.written().to_vec();
+    let delivered: Vec<String> =
+        delivered_within(&broker, &topic, &written, Duration::from_secs(60))
+            .into_iter()
+            .filter(|line| line.starts_with("new "))
+            .collect();
+    let accounting = Accounting::of(&written, &delivered);
+    println!("the new file: {}", accounting.summary());
+    assert_eq!(agent.terminate().code(), Some(0));
+    accounting.check(
+        "a new file with a released file's inode number, deleted while Kafka hangs",
+        written.len(),
+        "requests that timed out while the broker was frozen are sent again",
+    );
+    true
 }
 
 /// The workspace dir with symlinks resolved (the allow-list compares resolved paths).

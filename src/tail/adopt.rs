@@ -159,7 +159,7 @@ impl Reader {
                 self.settings.max_line_bytes as usize,
             ))
         });
-        let file = self.ctx.deleted.hold(file, &self.id);
+        let file = self.ctx.deleted.hold_claimed(file, Some(claim), &self.id);
         file.set_submitted(offset);
         Ok(Opened::File(OpenFile {
             file,
@@ -167,7 +167,6 @@ impl Reader {
             born: Born::of(meta),
             framer: Framer::new(offset, self.settings.max_line_bytes as usize),
             decoder,
-            _claim: claim,
         }))
     }
 

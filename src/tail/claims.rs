@@ -11,7 +11,9 @@ type Key = (Arc<str>, u64, u64);
 
 #[derive(Debug, Default)]
 pub struct Claims {
-    owners: Mutex<HashMap<Key, TailerId>>,
+    /// Each key's owner and the number of its claim.
+    owners: Mutex<HashMap<Key, (TailerId, u64)>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 /// Holds a claim until dropped.
@@ -19,6 +21,10 @@ pub struct Claims {
 pub struct Claim {
     claims: Arc<Claims>,
     key: Key,
+    /// Dropping it releases the key only while this claim is the one in force (a newer
+    /// claim on the same key, e.g. the owner's file after the old one's inode number was
+    /// reused, stays).
+    number: u64,
 }
 
 impl Claims {
@@ -32,13 +38,15 @@ impl Claims {
         let key = (tailer.topic.clone(), dev, ino);
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         match owners.get(&key) {
-            Some(owner) if owner != tailer => Err(owner.clone()),
+            Some((owner, _)) if owner != tailer => Err(owner.clone()),
             // A tailer never holds two claims on one file (it checks before opening).
             _ => {
-                owners.insert(key.clone(), tailer.clone());
+                let number = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                owners.insert(key.clone(), (tailer.clone(), number));
                 Ok(Claim {
                     claims: self.clone(),
                     key,
+                    number,
                 })
             }
         }
@@ -56,7 +64,12 @@ impl Claims {
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut owners = self.claims.owners.lock().unwrap_or_else(|e| e.into_inner());
-        owners.remove(&self.key);
+        if owners
+            .get(&self.key)
+            .is_some_and(|(_, n)| *n == self.number)
+        {
+            owners.remove(&self.key);
+        }
     }
 }
 
@@ -76,5 +89,18 @@ mod tests {
         assert!(claims.claim(&other_topic, 1, 7).is_ok(), "per topic");
         drop(held);
         assert!(claims.claim(&new_name, 1, 7).is_ok());
+    }
+
+    #[test]
+    fn an_older_claim_dropped_late_should_leave_the_newer_one() {
+        let claims = Arc::new(Claims::default());
+        let tailer = TailerId::new("app", Path::new("/l/app.log"));
+        let other = TailerId::new("app", Path::new("/l/other.log"));
+        let old = claims.claim(&tailer, 1, 7).unwrap();
+        let new = claims.claim(&tailer, 1, 7).unwrap();
+        drop(old);
+        assert_eq!(claims.claim(&other, 1, 7).unwrap_err(), tailer);
+        drop(new);
+        assert!(claims.claim(&other, 1, 7).is_ok());
     }
 }

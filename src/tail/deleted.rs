@@ -7,8 +7,11 @@
 //! oldest beyond `tail.deleted_files_max_bytes` or older than `tail.deleted_files_max_age`
 //! since their deletion. What a closed file had not handed to the sink is the one
 //! deliberate loss: counted in `logcatch_deleted_bytes_released_total` and logged with
-//! its path and size.
+//! its path and size. A file's claim (`tail/claims.rs`) is held with its descriptor and
+//! goes with it: once closed, its inode number is free for the next new file, which
+//! another tailer must be able to take while the first still waits for the sink.
 
+use super::claims::Claim;
 use super::fingerprint::FileIdentity;
 use crate::ports::health::DeletedView;
 use crate::ports::Events;
@@ -34,8 +37,12 @@ pub struct Handle(Arc<Slot>);
 struct Slot {
     /// `None` once released: reads see its end, `metadata` fails.
     file: Mutex<Option<File>>,
+    /// The tailer's claim on the file (by device and inode number), dropped with the
+    /// descriptor: a released file's number may be a new file's at once.
+    claim: Mutex<Option<Claim>>,
     tailer: TailerId,
-    /// Where everything before was handed to the sink (what a release does not lose).
+    /// Where everything before was handed to the sink (what a release does not lose);
+    /// stored with `file` locked.
     submitted: AtomicU64,
     /// When it was first seen deleted.
     deleted_since: Mutex<Option<Instant>>,
@@ -77,9 +84,22 @@ impl Handle {
         }
     }
 
-    /// The file, to be held under another handle; `None` if the warden closed it.
+    /// The file, to be held under another handle (and claimed again); `None` if the
+    /// warden closed it.
     pub fn take(self) -> Option<File> {
-        self.file().take()
+        let file = self.file().take();
+        self.release_claim();
+        file
+    }
+
+    fn release_claim(&self) {
+        drop(
+            self.0
+                .claim
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
     }
 
     /// Whether the file has no name left on disk (and is still open).
@@ -92,7 +112,20 @@ impl Handle {
         self.file().is_none()
     }
 
-    /// Everything before `offset` was handed to the sink.
+    /// Marks everything before `offset` handed to the sink, unless the warden closed
+    /// the file: then false, and the caller must not ship what it read beyond the last
+    /// mark (the warden counted it lost). Atomic with a release: a batch is either
+    /// shipped and not counted, or counted and not shipped.
+    pub fn submit(&self, offset: u64) -> bool {
+        let file = self.file();
+        if file.is_none() {
+            return false;
+        }
+        self.0.submitted.store(offset, Ordering::Relaxed);
+        true
+    }
+
+    /// Sets where the file is handed to the sink up to (opened, or restarted at 0).
     pub fn set_submitted(&self, offset: u64) {
         self.0.submitted.store(offset, Ordering::Relaxed);
     }
@@ -120,8 +153,14 @@ fn released() -> io::Error {
 impl DeletedFiles {
     /// Holds `file` for `tailer`, where the warden sees it.
     pub fn hold(&self, file: File, tailer: &TailerId) -> Handle {
+        self.hold_claimed(file, None, tailer)
+    }
+
+    /// Holds `file` with the tailer's claim on it, released with the descriptor.
+    pub fn hold_claimed(&self, file: File, claim: Option<Claim>, tailer: &TailerId) -> Handle {
         let slot = Arc::new(Slot {
             file: Mutex::new(Some(file)),
+            claim: Mutex::new(claim),
             tailer: tailer.clone(),
             submitted: AtomicU64::new(0),
             deleted_since: Mutex::new(None),
@@ -131,8 +170,10 @@ impl DeletedFiles {
         Handle(slot)
     }
 
-    /// Keeps a deleted file a failed tailer held, for its next start.
+    /// Keeps a deleted file a failed tailer held, for its next start (which claims it
+    /// again).
     pub fn keep_for(&self, tailer: &TailerId, handle: Handle) {
+        handle.release_claim();
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.entry(tailer.clone()).or_default().push(handle);
     }
@@ -190,12 +231,19 @@ impl DeletedFiles {
                 kept.push((since, size));
                 continue;
             };
-            let Some(file) = slot.file.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            let (file, submitted) = {
+                let mut file = slot.file.lock().unwrap_or_else(|e| e.into_inner());
+                // Read with the file locked: a batch is handed to the sink before
+                // (`Handle::submit`, counted shipped) or not at all (counted lost here).
+                (file.take(), slot.submitted.load(Ordering::Relaxed))
+            };
+            let Some(file) = file else {
                 continue;
             };
             drop(file);
+            drop(slot.claim.lock().unwrap_or_else(|e| e.into_inner()).take());
             bytes -= size;
-            let lost = size.saturating_sub(slot.submitted.load(Ordering::Relaxed));
+            let lost = size.saturating_sub(submitted);
             view.released_bytes += lost;
             view.released_files += 1;
             events.deleted_file_released(&slot.tailer.topic, reason, lost);
@@ -291,5 +339,39 @@ mod tests {
             0,
             "closed by its tailer"
         );
+    }
+
+    #[test]
+    fn a_released_file_should_let_its_claim_go_and_refuse_later_batches() {
+        use crate::tail::claims::Claims;
+        let dir = tempfile::tempdir().unwrap();
+        let files = DeletedFiles::default();
+        let claims = Arc::new(Claims::default());
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, vec![b'x'; 100]).unwrap();
+        let (owner, other) = (
+            TailerId::new("t", &path),
+            TailerId::new("t", std::path::Path::new("/other.log")),
+        );
+        let claim = claims.claim(&owner, 1, 7).unwrap();
+        let handle = files.hold_claimed(File::open(&path).unwrap(), Some(claim), &owner);
+        assert!(handle.submit(30), "handed over while open");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(claims.claim(&other, 1, 7).unwrap_err(), owner);
+        let bounds = Bounds {
+            max_bytes: 10,
+            max_age: Duration::from_secs(60),
+        };
+        let view = files.look(bounds, &NoEvents);
+        assert_eq!((view.released_files, view.released_bytes), (1, 70));
+        assert!(
+            claims.claim(&other, 1, 7).is_ok(),
+            "the inode number is free for a new file: so is its claim"
+        );
+        assert!(
+            !handle.submit(60),
+            "a batch read before the release is counted lost, not shipped"
+        );
+        assert_eq!(handle.submitted(), 30);
     }
 }

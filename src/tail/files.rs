@@ -26,6 +26,18 @@ pub const MAX_FILES: usize = 8;
 /// What a held file is known by.
 pub trait Held {
     fn identity(&self) -> FileIdentity;
+
+    /// Whether this is the file `meta` describes (by device and inode number; an
+    /// implementation that knows more — birth time, a descriptor closed under it — says
+    /// no to another file that took the number since).
+    fn is(&self, meta: &Metadata) -> bool {
+        self.identity().same_file(meta)
+    }
+
+    /// Whether this and `other` are one file.
+    fn same_as(&self, other: &Self) -> bool {
+        self.identity().same_file_as(&other.identity())
+    }
 }
 
 /// A file renamed away, read to its end.
@@ -75,16 +87,12 @@ impl<F: Held> Files<F> {
 
     /// Whether `meta` is a file held for reading.
     pub fn reads(&self, meta: &Metadata) -> bool {
-        self.reading.iter().any(|f| f.identity().same_file(meta))
+        self.reading.iter().any(|f| f.is(meta))
     }
 
     /// Whether `meta` is a file held, read or lingering.
     pub fn holds(&self, meta: &Metadata) -> bool {
-        self.reads(meta)
-            || self
-                .lingering
-                .iter()
-                .any(|l| l.open.identity().same_file(meta))
+        self.reads(meta) || self.lingering.iter().any(|l| l.open.is(meta))
     }
 
     /// The newest file held: the back of the reading queue, else the newest lingering.
@@ -108,8 +116,7 @@ impl<F: Held> Files<F> {
     /// Queues a newer file behind the others, unless it is held already or there is no
     /// room; gives it back then.
     pub fn queue(&mut self, file: F) -> Result<(), F> {
-        let id = file.identity();
-        if !self.has_room() || self.reading.iter().any(|f| f.identity().same_file_as(&id)) {
+        if !self.has_room() || self.reading.iter().any(|f| f.same_as(&file)) {
             return Err(file);
         }
         self.reading.push_back(file);
@@ -202,10 +209,7 @@ impl<F: Held> Files<F> {
     /// Takes back a renamed file the path names again (moved back, a symlink recreated):
     /// it is read on, not opened a second time from its checkpoint.
     pub fn reclaim(&mut self, meta: &Metadata) -> Option<F> {
-        let i = self
-            .lingering
-            .iter()
-            .position(|l| l.open.identity().same_file(meta))?;
+        let i = self.lingering.iter().position(|l| l.open.is(meta))?;
         self.remove_lingering(i)
     }
 }

@@ -19,6 +19,7 @@ use crate::sink::SinkError;
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::TailerProgress;
 use crate::throttle::OnLimit;
+use std::fs::Metadata;
 use std::io;
 use std::sync::Arc;
 
@@ -35,7 +36,9 @@ pub const TURN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A file a tailer holds open.
 pub struct OpenFile {
-    /// Closed under us once deleted beyond the bounds (`tail/deleted.rs`).
+    /// Closed under us once deleted beyond the bounds (`tail/deleted.rs`); holds the
+    /// claim that no other tailer on this topic reads the file while we do (released
+    /// with the descriptor).
     pub file: Handle,
     pub identity: FileIdentity,
     /// When the file was created (device, inode, birth time): files rotated away after
@@ -44,13 +47,26 @@ pub struct OpenFile {
     pub framer: Framer,
     /// Parses, joins and aggregates lines; `None` for raw lines (the fast path).
     pub decoder: Option<Box<Decoder>>,
-    /// No other tailer on this topic reads this file while we hold it.
-    pub _claim: super::claims::Claim,
 }
 
 impl Held for OpenFile {
     fn identity(&self) -> FileIdentity {
         self.identity
+    }
+
+    /// Never once closed at the deleted-file bounds (its inode number may be a new
+    /// file's at once), nor a file born at another time.
+    fn is(&self, meta: &Metadata) -> bool {
+        !self.file.is_released()
+            && self.identity.same_file(meta)
+            && self.born.is_none_or(|born| born.is(meta))
+    }
+
+    fn same_as(&self, other: &Self) -> bool {
+        !self.file.is_released()
+            && !other.file.is_released()
+            && self.identity.same_file_as(&other.identity)
+            && self.born.map(|b| b.at) == other.born.map(|b| b.at)
     }
 }
 
@@ -390,7 +406,12 @@ impl Reader {
             }
         }
         let identity = open.identity;
-        open.file.set_submitted(end);
+        if !open.file.submit(end) {
+            // Closed at the deleted-file bounds while the batch waited for room in
+            // flight: the release counted it lost with the rest of the file, so it is
+            // not shipped (never both).
+            return Ok(());
+        }
         if batch.is_empty() {
             self.inflight.advance(identity, end);
             return Ok(());
