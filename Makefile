@@ -42,7 +42,8 @@ soak: deps bench-deps
 bench-fleet: deps
 	bench/fleet.sh
 
-## Install the benchmark peers (kcat, rsyslog + omkafka, librdkafka from PyPI), perf, gnuplot.
+## Install the benchmark peers (kcat, rsyslog + omkafka, Fluent Bit built once from source into
+## ~/.cache/logcatch, librdkafka from PyPI), perf, gnuplot.
 bench-deps:
 	scripts/bench-deps.sh
 
