@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint fmt deny check-config demo bench bench-deps soak bench-fleet clean
+.PHONY: run test deps build lint fmt deny check-config demo bench bench-deps bench-node soak bench-fleet clean
 
 ## Run the agent on config/local.yaml (example logs + a live writer → stdout). Ctrl-C stops it.
 run: build
@@ -29,6 +29,12 @@ demo:
 ## (about 25 minutes; QUICK=1 for a short trial that leaves BENCHMARKS.md alone).
 bench: deps bench-deps
 	scripts/bench.sh
+
+## The loads a node has (issue #26 §2): 100 files × 100 lines/s, 1,000 × 10, 10,000 × 1 and
+## 300 CRI files with P/F fragments into Kafka (tansu, lz4), logcatch and Fluent Bit side by
+## side in one run: CPU per line, RSS, append → Kafka latency, start-up (about 15 minutes).
+bench-node: deps bench-deps
+	bench/node.sh
 
 ## The soak of issue #23: a simulated kubelet (300 pods, churn, rotation, CRI fragments),
 ## the broker frozen 5 minutes, an etcd password rotation; every line accounted for from
