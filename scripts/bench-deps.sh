@@ -7,11 +7,11 @@
 # LD_LIBRARY_PATH (RDKAFKA_LIBDIR of ../shared/bench/peers.sh, copied to bench/peers.sh);
 # `--print-fluent-bit` prints the Fluent Bit binary.
 #
-# Fluent Bit: no registry here ships it, so it is built once (about 20 minutes on 2
-# cores) into the tool cache, keyed by version and build options, from the source in
-# FLUENT_BIT_SRC (a `git archive` tarball or a directory), else
-# ../shared/peers/fluent-bit-$FLUENT_BIT_VERSION.tar.xz beside the checkout, else a clone of
-# the pinned tag (recipe: ../shared/notes/fluent-bit.md).
+# Fluent Bit: no registry here ships it, so it is built once (3 minutes on 2 idle cores,
+# up to 20 on busy ones) into the tool cache, keyed by version and build options, from
+# the source in FLUENT_BIT_SRC (a `git archive` tarball or a directory), else
+# ../shared/peers/fluent-bit-$FLUENT_BIT_VERSION.tar.xz beside the checkout, else a clone
+# of the pinned tag (recipe: ../shared/notes/fluent-bit.md).
 set -euo pipefail
 source "$(dirname "$0")/install-lib.sh"
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,7 +89,7 @@ if [[ ! -x $fluent_bit_bin ]]; then
     git clone --quiet --depth 1 --branch "v$FLUENT_BIT_VERSION" https://github.com/fluent/fluent-bit "$work/src"
   fi
   [[ -f $work/src/CMakeLists.txt ]] || { echo "bench-deps: no CMakeLists.txt in the Fluent Bit source ($work/src)" >&2; exit 1; }
-  echo "bench-deps: building Fluent Bit $FLUENT_BIT_VERSION into $fluent_bit_root (about 20 minutes on 2 cores, once; log: $work/build.log)"
+  echo "bench-deps: building Fluent Bit $FLUENT_BIT_VERSION into $fluent_bit_root (once, 3–20 minutes; log: $work/build.log)"
   mkdir -p "$work/src/build"
   (
     cd "$work/src/build"
