@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint fmt deny check-config demo bench bench-deps soak bench-fleet clean
+.PHONY: run test deps build lint fmt deny check-config demo bench bench-deps bench-node soak bench-fleet clean
 
 ## Run the agent on config/local.yaml (example logs + a live writer → stdout). Ctrl-C stops it.
 run: build
@@ -26,9 +26,15 @@ demo:
 	scripts/demo.sh
 
 ## Benchmarks against baselines and peers measured in the same run; rewrites BENCHMARKS.md
-## (about 25 minutes; QUICK=1 for a short trial that leaves BENCHMARKS.md alone).
+## (about 30 minutes; QUICK=1 for a short trial that leaves BENCHMARKS.md alone).
 bench: deps bench-deps
 	scripts/bench.sh
+
+## The loads a node has (issue #26 §2): 100 files × 100 lines/s, 1,000 × 10, 10,000 × 1 and
+## 300 CRI files with P/F fragments into Kafka (tansu, lz4), logcatch and Fluent Bit side by
+## side in one run: CPU per line, RSS, append → Kafka latency, start-up (about 15 minutes).
+bench-node: deps bench-deps
+	bench/node.sh
 
 ## The soak of issue #23: a simulated kubelet (300 pods, churn, rotation, CRI fragments),
 ## the broker frozen 5 minutes, an etcd password rotation; every line accounted for from
@@ -42,7 +48,8 @@ soak: deps bench-deps
 bench-fleet: deps
 	bench/fleet.sh
 
-## Install the benchmark peers (kcat, rsyslog + omkafka, librdkafka from PyPI), perf, gnuplot.
+## Install the benchmark peers (kcat, rsyslog + omkafka, Fluent Bit built once from source into
+## ~/.cache/logcatch, librdkafka from PyPI), perf, gnuplot.
 bench-deps:
 	scripts/bench-deps.sh
 

@@ -5,7 +5,7 @@
 # run_agent BIN FILE SINK_YAML: BIN tails FILE (topic $TOPIC, default bench; $LOG_EXTRA
 # adds keys to the log entry, e.g. ", exclude_lines: [x]") into the sink SINK_YAML until
 # /status shows every byte acknowledged; prints "seconds cpu_seconds"
-# (needs `cargo build --release --example await_acked`).
+# (needs `cargo build --release --example await_acked`). run_fluent_bit_null: below.
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 await_acked=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/await_acked
@@ -33,4 +33,39 @@ run_agent() {
   kill -TERM "$pid"; wait "$pid" || true
   rm -rf "$work"
   echo "$(echo "$end - $start" | bc -l) $cpu"
+}
+# run_fluent_bit_null FLUENT_BIT FILE: Fluent Bit's tail → null on FILE (offsets DB on,
+# the buffer sizes of bench/peers.sh, `Exit_On_Eof`); prints "seconds cpu_seconds
+# rss_mb": seconds from launch to its log line saying the file ended (its read loop has
+# turned every line into a record; the shutdown after it is not counted), CPU and peak
+# RSS of the whole process.
+run_fluent_bit_null() {
+  local flb=$1 file=$2 work start ended
+  work=$(mktemp -d "${BENCH_DIR:-/tmp}/flb-null.XXXX")
+  cat >"$work/fluent-bit.conf" <<CONF
+[SERVICE]
+    Flush        1
+    Grace        0
+    Log_Level    info
+[INPUT]
+    Name              tail
+    Path              $file
+    Read_from_Head    On
+    Exit_On_Eof       On
+    DB                $work/offsets.db
+    Buffer_Chunk_Size 512k
+    Buffer_Max_Size   1M
+    Mem_Buf_Limit     64MB
+[OUTPUT]
+    Name  null
+    Match *
+CONF
+  start=$(now)
+  /usr/bin/time -f '%U %S %M' -o "$work/usage" "$flb" -c "$work/fluent-bit.conf" >"$work/log" 2>&1 ||
+    { echo "fluent-bit failed: $(tail -3 "$work/log")" >&2; rm -rf "$work"; return 1; }
+  # "[2026/12/04 15:14:12.850] [ info] [input:tail:tail.0] inode=… file=… ended, stop"
+  ended=$(sed -n 's/^\[\([0-9/]* [0-9:.]*\)\].* ended, stop$/\1/p' "$work/log" | head -1)
+  [[ -n $ended ]] || { echo "fluent-bit: no 'ended, stop' line in its log: $(tail -3 "$work/log")" >&2; rm -rf "$work"; return 1; }
+  awk -v s="$start" -v e="$(date -d "$ended" +%s.%N)" '{printf "%.3f %.2f %.1f\n", e - s, $1 + $2, $3 / 1024}' "$work/usage"
+  rm -rf "$work"
 }

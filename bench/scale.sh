@@ -1,42 +1,25 @@
 #!/usr/bin/env bash
-# scale.sh BIN N WINDOW_S SINK_YAML: N files under one glob, each appended 10 lines/s
-# (100 B each, one write per file per second, the files staggered over the second;
-# LINE_WRITES=1: one write a line, as applications log, 10 a second per file, staggered).
+# scale.sh BIN N WINDOW_S SINK_YAML [RATE]: N files under one glob, each appended RATE
+# (default 10) lines/s (100 B each, one write per file per second, the files staggered
+# over the second; bench/node_writer.py; LINE_WRITES=1: one write a line, as applications
+# log). bench/node.sh runs the same loads against Fluent Bit with the Kafka sink.
 # Prints: files=N start_s=<launch → every tailer running> cpu_pct=<% of one core over
 # WINDOW_S after that> rss_mb=<RSS at the end> hwm_mb=<peak RSS> lag_bytes=<sum at the end>
 # `tail.max_open_files` is set above N so that "running" means each file is open.
 set -euo pipefail
-BIN=$1 N=$2 WINDOW=$3 SINK=$4
+BIN=$1 N=$2 WINDOW=$3 SINK=$4 RATE=${5:-10}
 DIR=$(mktemp -d "${BENCH_DIR:-/tmp/logcatch-bench}/scale.XXXX")
 trap 'kill $writer $agent 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
 mkdir -p "$DIR/logs"
-python3 - "$DIR/logs" "$N" <<'PY'
-import os, sys
-d, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    open(os.path.join(d, f"f{i:05d}.log"), "w").close()
-PY
-# The writer: 10 lines per file per second.
-python3 - "$DIR/logs" "$N" "${LINE_WRITES:-0}" >"$DIR/writer.log" 2>&1 <<'PY' &
-import os, sys, time
-d, n, line_writes = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-fds = [os.open(os.path.join(d, f"f{i:05d}.log"), os.O_WRONLY | os.O_APPEND) for i in range(n)]
-start, tick = time.time(), 0
-while line_writes:
-    # Tick every 1 ms; a hundredth of the files get one line each tick.
-    for i in range(tick % 100, n, 100):
-        os.write(fds[i], f"{time.time():.3f} file {i:05d} {'x' * 70}\n".encode())
-    tick += 1
-    time.sleep(max(0.0, start + tick * 0.001 - time.time()))
-while True:
-    # Tick every 100 ms; a tenth of the files get their second's 10 lines each tick.
-    for i in range(tick % 10, n, 10):
-        line = f"{time.time():.3f} file {i:05d} " + "x" * 70 + "\n"
-        os.write(fds[i], (line * 10).encode())
-    tick += 1
-    time.sleep(max(0.0, start + tick * 0.1 - time.time()))
-PY
+# The writer: RATE lines per file per second, in one write, or one write each
+# (LINE_WRITES=1) (bench/node_writer.py).
+writes=1; [[ ${LINE_WRITES:-0} == 1 ]] && writes=$RATE
+python3 "$(dirname "$0")/node_writer.py" "$DIR/logs" "$N" "$RATE" --writes-per-s "$writes" --ready "$DIR/ready" >"$DIR/writer.log" 2>&1 &
 writer=$!
+until [[ -e $DIR/ready ]]; do
+  kill -0 "$writer" 2>/dev/null || { echo "writer died: $(tail -3 "$DIR/writer.log")" >&2; exit 1; }
+  sleep 0.05
+done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: "%s/logs/*.log", topic: scale}]\nsink:\n%s\nhttp: {listen: "127.0.0.1:%s"}\ntail: {max_open_files: %s}\n' \
   "$DIR" "$DIR" "$SINK" "$port" "$((N + 100))" >"$DIR/c.yaml"

@@ -8,7 +8,9 @@
 #                pre-built batches (examples/raw_produce.rs: the broker's ceiling; again
 #                with logcatch's default headers, encoded and compressed before the
 #                clock starts: the broker's ceiling for logcatch's own records),
-#                kcat -P and rsyslog imfile → omkafka (bench/peers.sh, librdkafka 2.16)
+#                kcat -P, rsyslog imfile → omkafka (bench/peers.sh, librdkafka 2.16) and
+#                Fluent Bit 5.1.1 tail → kafka (offsets DB on); file → null also beside
+#                Fluent Bit's tail → null (built by `make bench-deps`)
 #   latency    : append → consumable in Kafka at 1,000 and 50,000 lines/s
 #                (examples/latency.rs), beside the same lines produced directly
 #   scale      : 1,000 and 10,000 files at 10 lines/s each (bench/scale.sh); `plan` for
@@ -35,8 +37,10 @@ RESULTS=bench/results
 mkdir -p "$DIR" "$RESULTS"
 scripts/bench-deps.sh >/dev/null
 cargo build --release --quiet --bin logcatch --example raw_produce --example latency --example await_acked
-bin=$PWD/target/release/logcatch raw=$PWD/target/release/examples/raw_produce
-lat=$PWD/target/release/examples/latency
+release=${CARGO_TARGET_DIR:-$PWD/target}/release
+bin=$release/logcatch raw=$release/examples/raw_produce lat=$release/examples/latency
+flb=$(scripts/bench-deps.sh --print-fluent-bit)
+export FLUENT_BIT=$flb
 tansu=$(scripts/deps.sh --print-tansu)
 export RDKAFKA_LIBDIR=$(scripts/bench-deps.sh --print-rdkafka-libdir) TANSU=$tansu
 . bench/lib.sh
@@ -67,6 +71,9 @@ PY
 
 trap 'stop_broker 2>/dev/null || true' EXIT
 
+# A field of a peer's line in $DIR/peers.out: peer_field PEER KEY.
+peer_field() { awk -v p="peer=$1" -v k="$2=" '$1 == p {for (i = 2; i <= NF; i++) if (index($i, k) == 1) print substr($i, length(k) + 1)}' "$DIR/peers.out"; }
+
 fmt_range() { printf '%.2f s [%.2f–%.2f]' "$1" "$2" "$3"; }
 
 section_throughput() {
@@ -78,18 +85,25 @@ section_throughput() {
   for f in "$n100" "$n1k"; do
     file=$DIR/$f bytes=$(stat -c %s "$file") lines=$(wc -l <"$file")
     cat "$file" >/dev/null # page cache
-    local wc_runs=() lc_runs=() lc_cpu=() wc_cpu=()
+    local wc_runs=() lc_runs=() lc_cpu=() wc_cpu=() fb_runs=() fb_cpu=() fb_rss=()
     for _ in $(seq "$RUNS"); do
-      local s t; s=$(now); /usr/bin/time -f '%U %S' -o "$DIR/wc.time" wc -l "$file" >/dev/null; t=$(calc "$(now) - $s")
+      local s t c r; s=$(now); /usr/bin/time -f '%U %S' -o "$DIR/wc.time" wc -l "$file" >/dev/null; t=$(calc "$(now) - $s")
       wc_runs+=("$t") wc_cpu+=("$(awk '{print $1 + $2}' "$DIR/wc.time")")
       read -r t c < <(run_agent "$bin" "$file" "  kind: null")
       lc_runs+=("$t") lc_cpu+=("$c")
+      read -r t c r < <(run_fluent_bit_null "$flb" "$file")
+      fb_runs+=("$t") fb_cpu+=("$c") fb_rss+=("$r")
     done
     read -r wm wmin wmax < <(printf '%s\n' "${wc_runs[@]}" | median)
     read -r lm lmin lmax < <(printf '%s\n' "${lc_runs[@]}" | median)
     read -r wcm _ _ < <(printf '%s\n' "${wc_cpu[@]}" | median)
     read -r lcm _ _ < <(printf '%s\n' "${lc_cpu[@]}" | median)
+    read -r fm fmin fmax < <(printf '%s\n' "${fb_runs[@]}" | median)
+    read -r fcm _ _ < <(printf '%s\n' "${fb_cpu[@]}" | median)
+    read -r frm _ _ < <(printf '%s\n' "${fb_rss[@]}" | median)
     rows+=("| file → null, $(numfmt --to=iec "$bytes")B of $(stat -c %s "$file" | awk -v l="$lines" '{printf "%.0f", $1/l}') B lines | $(printf '%.0f MB/s, %.2f M lines/s' "$(calc "$bytes/$lm/1000000")" "$(calc "$lines/$lm/1000000")") | $(printf '%.2f × wc -l (wall), %.2f × (CPU)' "$(calc "$wm/$lm")" "$(calc "$wcm/$lcm")") | logcatch $(fmt_range "$lm" "$lmin" "$lmax"), CPU $(printf '%.2f' "$lcm") s; wc -l $(printf '%.3f s [%.3f–%.3f], CPU %.2f s' "$wm" "$wmin" "$wmax" "$wcm") | ≥ 0.5 × wc -l |")
+    echo "${rows[-1]}"
+    rows+=("| … Fluent Bit tail → null, the same file | $(printf '%.0f MB/s, %.2f M lines/s' "$(calc "$bytes/$fm/1000000")" "$(calc "$lines/$fm/1000000")") | $(printf 'logcatch %.1f × Fluent Bit (wall), %.1f × (CPU)' "$(calc "$fm/$lm")" "$(calc "$fcm/$lcm")") | $(fmt_range "$fm" "$fmin" "$fmax") to its \"ended\" log line, CPU $(printf '%.2f' "$fcm") s, RSS $(printf '%.0f' "$frm") MB | |")
     echo "${rows[-1]}"
   done
   rm -f "$DIR/$n100" "$DIR/$n1k" # 2 GiB of /tmp; regenerated in ~2 min
@@ -101,7 +115,7 @@ section_throughput() {
   : >"$RESULTS/throughput.tsv"
   local comp
   for comp in lz4 none; do
-    local raw_runs=() rawh_runs=() lc_runs=() nh_runs=() kcat_runs=() rs_runs=() lc_cpus=() rs_cpus=() r
+    local raw_runs=() rawh_runs=() lc_runs=() nh_runs=() kcat_runs=() rs_runs=() lc_cpus=() rs_cpus=() fb_runs=() fb_cpus=() fb_rsss=() r
     for r in $(seq "$RUNS"); do
       start_broker "$DIR" # fresh per round: memory storage keeps every record
       raw_runs+=("$("$raw" "127.0.0.1:$kport" "raw-$comp-$r" "$file" "$comp")")
@@ -111,10 +125,11 @@ section_throughput() {
       read -r t c < <(TOPIC="nh-$comp-$r" run_agent "$bin" "$file" "  kind: kafka
   kafka: {brokers: [\"127.0.0.1:$kport\"], compression: $comp, create_topics: true, headers: false}")
       nh_runs+=("$t")
-      PEERS="kcat rsyslog" bench/peers.sh "$file" "127.0.0.1:$kport" "$comp" >"$DIR/peers.out"
+      PEERS="kcat rsyslog fluent-bit" bench/peers.sh "$file" "127.0.0.1:$kport" "$comp" >"$DIR/peers.out"
       kcat_runs+=("$(awk '/^peer=kcat/{for(i=1;i<=NF;i++) if($i~/^seconds=/){sub("seconds=","",$i); print $i}}' "$DIR/peers.out")")
       rs_runs+=("$(awk '/^peer=rsyslog/{for(i=1;i<=NF;i++) if($i~/^seconds=/){sub("seconds=","",$i); print $i}}' "$DIR/peers.out")")
       rs_cpus+=("$(awk '/^peer=rsyslog/{for(i=1;i<=NF;i++) if($i~/^cpu_s=/){sub("cpu_s=","",$i); print $i}}' "$DIR/peers.out")")
+      fb_runs+=("$(peer_field fluent-bit seconds)") fb_cpus+=("$(peer_field fluent-bit cpu_s)") fb_rsss+=("$(peer_field fluent-bit rss_mb)")
       stop_broker
       # The same records as logcatch's, pre-encoded, on a broker of its own: memory
       # storage keeps every record, and logcatch (lz4) ran 1.3 × slower with a run of
@@ -131,17 +146,21 @@ section_throughput() {
     read -r rsm rsmin rsmax < <(printf '%s\n' "${rs_runs[@]}" | median)
     read -r lcm _ _ < <(printf '%s\n' "${lc_cpus[@]}" | median)
     read -r rscm _ _ < <(printf '%s\n' "${rs_cpus[@]}" | median)
+    read -r fbm fbmin fbmax < <(printf '%s\n' "${fb_runs[@]}" | median)
+    read -r fbcm _ _ < <(printf '%s\n' "${fb_cpus[@]}" | median)
+    read -r fbrm _ _ < <(printf '%s\n' "${fb_rsss[@]}" | median)
     local mbps="%.0f MB/s, %.2f M lines/s"
-    rows+=("| file → kafka ($comp): logcatch | $(printf "$mbps" "$(calc "$bytes/$lm/1000000")" "$(calc "$lines/$lm/1000000")") | $(printf "%.2f × ceiling (%.2f × the same records pre-encoded), %.1f × rsyslog, %.2f × kcat" "$(calc "$rawm/$lm")" "$(calc "$rawhm/$lm")" "$(calc "$rsm/$lm")" "$(calc "$km/$lm")") | $(fmt_range "$lm" "$lmin" "$lmax"), CPU $(printf '%.1f' "$lcm") s | ≥ 0.8 × ceiling, ≥ 2 × rsyslog |")
+    rows+=("| file → kafka ($comp): logcatch | $(printf "$mbps" "$(calc "$bytes/$lm/1000000")" "$(calc "$lines/$lm/1000000")") | $(printf "%.2f × ceiling (%.2f × the same records pre-encoded), %.1f × rsyslog, %.2f × kcat, %.1f × Fluent Bit" "$(calc "$rawm/$lm")" "$(calc "$rawhm/$lm")" "$(calc "$rsm/$lm")" "$(calc "$km/$lm")" "$(calc "$fbm/$lm")") | $(fmt_range "$lm" "$lmin" "$lmax"), CPU $(printf '%.1f' "$lcm") s | ≥ 0.8 × ceiling, ≥ 2 × rsyslog |")
     rows+=("| file → kafka ($comp): logcatch, \`headers: false\` | $(printf "$mbps" "$(calc "$bytes/$nhm/1000000")" "$(calc "$lines/$nhm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$nhm")") | $(fmt_range "$nhm" "$nhmin" "$nhmax") | |")
     rows+=("| file → kafka ($comp): raw rskafka (ceiling) | $(printf "$mbps" "$(calc "$bytes/$rawm/1000000")" "$(calc "$lines/$rawm/1000000")") | 1 | $(fmt_range "$rawm" "$rawmin" "$rawmax") | |")
     rows+=("| file → kafka ($comp): raw rskafka, the same records as logcatch's (default headers) encoded and compressed before the clock starts | $(printf "$mbps" "$(calc "$bytes/$rawhm/1000000")" "$(calc "$lines/$rawhm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$rawhm")") | $(fmt_range "$rawhm" "$rawhmin" "$rawhmax") | |")
     rows+=("| file → kafka ($comp): kcat -P | $(printf "$mbps" "$(calc "$bytes/$km/1000000")" "$(calc "$lines/$km/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$km")") | $(fmt_range "$km" "$kmin" "$kmax") | |")
     rows+=("| file → kafka ($comp): rsyslog imfile → omkafka | $(printf "$mbps" "$(calc "$bytes/$rsm/1000000")" "$(calc "$lines/$rsm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$rsm")") | $(fmt_range "$rsm" "$rsmin" "$rsmax"), CPU $(printf '%.1f' "$rscm") s | |")
-    printf '%s\n' "${rows[@]: -6}"
+    rows+=("| file → kafka ($comp): Fluent Bit tail → kafka (offsets DB, Flush 1) | $(printf "$mbps" "$(calc "$bytes/$fbm/1000000")" "$(calc "$lines/$fbm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$fbm")") | $(fmt_range "$fbm" "$fbmin" "$fbmax"), CPU $(printf '%.1f' "$fbcm") s, RSS $(printf '%.0f' "$fbrm") MB | |")
+    printf '%s\n' "${rows[@]: -7}"
     if [[ $comp == lz4 ]]; then
-      printf 'logcatch\t%s\nlogcatch (no headers)\t%s\nraw rskafka (ceiling)\t%s\nkcat -P\t%s\nrsyslog omkafka\t%s\n' \
-        "$(calc "$bytes/$lm/1000000")" "$(calc "$bytes/$nhm/1000000")" "$(calc "$bytes/$rawm/1000000")" "$(calc "$bytes/$km/1000000")" "$(calc "$bytes/$rsm/1000000")" >"$RESULTS/throughput.tsv"
+      printf 'logcatch\t%s\nlogcatch (no headers)\t%s\nraw rskafka (ceiling)\t%s\nkcat -P\t%s\nrsyslog omkafka\t%s\nFluent Bit\t%s\n' \
+        "$(calc "$bytes/$lm/1000000")" "$(calc "$bytes/$nhm/1000000")" "$(calc "$bytes/$rawm/1000000")" "$(calc "$bytes/$km/1000000")" "$(calc "$bytes/$rsm/1000000")" "$(calc "$bytes/$fbm/1000000")" >"$RESULTS/throughput.tsv"
     fi
   done
   tables+=("### Throughput
@@ -240,7 +259,7 @@ if command -v gnuplot >/dev/null && [[ -s $RESULTS/throughput.tsv && -s $RESULTS
   gnuplot -e "peers='$RESULTS/throughput.tsv'; outage='$RESULTS/outage.csv'; outdir='$RESULTS'; limit=64; down=${PRE_S:-10}; up=$((${PRE_S:-10} + ${OUTAGE_S:-60}))" bench/plot.gp
 fi
 
-machine="$(nproc) cores shared with other work (load average at start: $started_load, at end: $(cut -d' ' -f1-3 /proc/loadavg)), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); $(rustc --version); tansu $(basename "$(dirname "$(dirname "$tansu")")"); rsyslog $(rsyslogd -v | head -1 | awk '{print $2}'); kcat $(dpkg-query -W -f='${Version}' kcat 2>/dev/null) with librdkafka $(python3 -c 'import confluent_kafka; print(confluent_kafka.libversion()[0])')"
+machine="$(nproc) cores shared with other work (load average at start: $started_load, at end: $(cut -d' ' -f1-3 /proc/loadavg)), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); $(rustc --version); tansu $(basename "$(dirname "$(dirname "$tansu")")"); rsyslog $(rsyslogd -v | head -1 | awk '{print $2}'); Fluent Bit $("$flb" --version | head -1 | awk '{print $3}') (its own librdkafka 2.15.0); kcat $(dpkg-query -W -f='${Version}' kcat 2>/dev/null) with librdkafka $(python3 -c 'import confluent_kafka; print(confluent_kafka.libversion()[0])')"
 body=$(printf '%s\n\n' "${tables[@]}")
 echo "$body"
 [[ -n ${QUICK:-} ]] && { echo "(QUICK run: BENCHMARKS.md left alone)"; exit 0; }
