@@ -662,20 +662,7 @@ fn a_batch_held_for_room_in_flight_when_its_file_is_released_is_shipped_or_count
     broker.thaw();
 
     let written = writer.written().to_vec();
-    let last = written.last().unwrap().clone();
-    let delivered = eventually("the new file's last line delivered", || {
-        let delivered: Vec<String> = kafka_records(&broker.address(), &topic, written.len())
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
-        delivered.contains(&last).then_some(delivered)
-    });
-    // Batches a request carried when the broker froze may come twice; count each once.
-    let got: std::collections::HashSet<&str> = delivered.iter().map(String::as_str).collect();
-    let lost: Vec<&String> = written
-        .iter()
-        .filter(|l| !got.contains(l.as_str()))
-        .collect();
+    let (_, lost) = delivered_and_lost(&broker, &topic, &written);
     let lost_bytes: usize = lost.iter().map(|l| l.len() + 1).sum();
     println!(
         "written {}, lost {} lines ({lost_bytes} bytes), released {released} bytes",
@@ -742,19 +729,7 @@ fn file_taking_the_inode_number_of_one_closed_under_its_tailer() -> bool {
     broker.thaw();
 
     let written = writer.written().to_vec();
-    let last = written.last().unwrap().clone();
-    let delivered = eventually("the last line delivered", || {
-        let delivered: Vec<String> = kafka_records(&broker.address(), &topic, written.len())
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
-        delivered.contains(&last).then_some(delivered)
-    });
-    let got: std::collections::HashSet<&str> = delivered.iter().map(String::as_str).collect();
-    let lost: Vec<&String> = written
-        .iter()
-        .filter(|l| !got.contains(l.as_str()))
-        .collect();
+    let (got, lost) = delivered_and_lost(&broker, &topic, &written);
     let lost_bytes: usize = lost.iter().map(|l| l.len() + 1).sum();
     let skipped = metric(port, "logcatch_files_skipped_total");
     println!(
@@ -780,6 +755,30 @@ fn file_taking_the_inode_number_of_one_closed_under_its_tailer() -> bool {
     );
     assert_eq!(agent.terminate().code(), Some(0));
     true
+}
+
+/// Waits until the last line of `written` is in `topic`, then returns the lines
+/// delivered (each once: batches a request carried when the broker froze may come twice)
+/// and those of `written` that were not.
+fn delivered_and_lost<'a>(
+    broker: &Broker,
+    topic: &str,
+    written: &'a [String],
+) -> (std::collections::HashSet<String>, Vec<&'a String>) {
+    let last = written.last().expect("lines written");
+    let delivered = eventually("the last line delivered", || {
+        let delivered: Vec<String> = kafka_records(&broker.address(), topic, written.len())
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        delivered.contains(last).then_some(delivered)
+    });
+    let got: std::collections::HashSet<String> = delivered.into_iter().collect();
+    let lost = written
+        .iter()
+        .filter(|l| !got.contains(l.as_str()))
+        .collect();
+    (got, lost)
 }
 
 /// A broker and an agent following `pods/*.log` into it, with `pods/a.log` written to;

@@ -29,6 +29,21 @@ fn start_tap(agent: &Agent, args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// The records a tap printed (one JSON object a line) once it exited successfully.
+fn tap_output(tap: Child) -> Vec<Value> {
+    let output = tap.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 /// Waits until `/status` counts `taps` connected taps.
 fn wait_taps(agent: &Agent, taps: u64) {
     wait_for(&format!("{taps} taps connected"), LONG, || {
@@ -96,17 +111,7 @@ fn tap_shows_exactly_the_kept_records_with_the_topic_key_headers_and_value_kafka
         append_lines(&other_log, chunk.iter().map(|_| "other line".to_string()));
         std::thread::sleep(Duration::from_millis(30));
     }
-    let output = tap.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let tapped: Vec<Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let tapped = tap_output(tap);
 
     // Exactly the kept records, with what Kafka got.
     let messages: Vec<String> = kept
@@ -161,13 +166,7 @@ fn tap_shows_exactly_the_kept_records_with_the_topic_key_headers_and_value_kafka
     assert_eq!(starts, want_starts);
 
     // The tap for the other file saw its records only; the tap for no file, nothing.
-    let output = other_tap.wait_with_output().unwrap();
-    assert!(output.status.success());
-    let other: Vec<Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let other = tap_output(other_tap);
     assert_eq!(other.len(), 5);
     for record in &other {
         assert_eq!(record["topic"], other_topic.as_str());
@@ -215,17 +214,7 @@ fn tap_shows_a_json_declarations_values_as_kafka_gets_them() {
     let tap = start_tap(&agent, &["--topic", &topic, "--limit", "3"]);
     wait_taps(&agent, 1);
     append_lines(&web_log, lines.iter().cloned());
-    let output = tap.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let tapped: Vec<Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let tapped = tap_output(tap);
     let shipped = consume_json_with_librdkafka(&broker.address(), &topic, 3);
     assert_eq!((tapped.len(), shipped.len()), (3, 3));
     let value = |record: &Value| -> Value {
