@@ -78,6 +78,134 @@ struct OnDisk {
 
 type Key = (String, u64, u64);
 
+/// The checkpoints by file, indexed by what a tailer starting looks them up by: the
+/// (topic, path) they were last read under (`last_read_at`), and for a new file that may
+/// be a copy, the (topic, directory) and (topic, fingerprint) (`originals`). Without the
+/// indexes, 10,000 files started at once scanned 10,000 checkpoints each, twice.
+#[derive(Debug, Default)]
+struct Entries {
+    by_file: HashMap<Key, Checkpoint>,
+    by_path: HashMap<(String, PathBuf), HashSet<Key>>,
+    by_dir: HashMap<(String, PathBuf), HashSet<Key>>,
+    by_hash: HashMap<(String, u64), HashSet<Key>>,
+}
+
+/// Where `originals` looks for what a new file may be a copy of.
+pub enum Near<'a> {
+    /// Checkpoints of files last read in this directory.
+    Dir(&'a Path),
+    /// Checkpoints of files with this fingerprint hash.
+    Hash(u64),
+}
+
+fn dir_of(path: &Path) -> PathBuf {
+    path.parent().unwrap_or(Path::new("")).to_path_buf()
+}
+
+/// Adds `key` to the set of `at`.
+fn put<K: std::hash::Hash + Eq>(index: &mut HashMap<K, HashSet<Key>>, at: K, key: &Key) {
+    index.entry(at).or_default().insert(key.clone());
+}
+
+/// Takes `key` out of the set of `at`, and the set when it is empty.
+fn take<K: std::hash::Hash + Eq>(index: &mut HashMap<K, HashSet<Key>>, at: K, key: &Key) {
+    if let Some(keys) = index.get_mut(&at) {
+        keys.remove(key);
+        if keys.is_empty() {
+            index.remove(&at);
+        }
+    }
+}
+
+impl Entries {
+    fn get(&self, key: &Key) -> Option<&Checkpoint> {
+        self.by_file.get(key)
+    }
+
+    fn insert(&mut self, key: Key, checkpoint: Checkpoint) {
+        if let Some(old) = self.by_file.remove(&key) {
+            self.unindex(&key, &old);
+        }
+        let topic = &checkpoint.topic;
+        put(
+            &mut self.by_path,
+            (topic.clone(), checkpoint.path.clone()),
+            &key,
+        );
+        put(
+            &mut self.by_dir,
+            (topic.clone(), dir_of(&checkpoint.path)),
+            &key,
+        );
+        put(
+            &mut self.by_hash,
+            (topic.clone(), checkpoint.file.hash),
+            &key,
+        );
+        self.by_file.insert(key, checkpoint);
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Checkpoint> {
+        let old = self.by_file.remove(key)?;
+        self.unindex(key, &old);
+        Some(old)
+    }
+
+    fn unindex(&mut self, key: &Key, old: &Checkpoint) {
+        let topic = &old.topic;
+        take(&mut self.by_path, (topic.clone(), old.path.clone()), key);
+        take(&mut self.by_dir, (topic.clone(), dir_of(&old.path)), key);
+        take(&mut self.by_hash, (topic.clone(), old.file.hash), key);
+    }
+
+    /// The checkpoints whose keys `index` holds at `at`.
+    fn in_index<'a, K: std::hash::Hash + Eq>(
+        &'a self,
+        index: &'a HashMap<K, HashSet<Key>>,
+        at: &K,
+    ) -> impl Iterator<Item = &'a Checkpoint> + 'a {
+        let keys = index.get(at);
+        keys.into_iter()
+            .flatten()
+            .filter_map(|key| self.by_file.get(key))
+    }
+
+    fn at(&self, topic: &str, path: &Path) -> impl Iterator<Item = &Checkpoint> + '_ {
+        self.in_index(&self.by_path, &(topic.to_string(), path.to_path_buf()))
+    }
+
+    fn near(&self, topic: &str, near: &Near) -> Box<dyn Iterator<Item = &Checkpoint> + '_> {
+        match near {
+            Near::Dir(dir) => {
+                Box::new(self.in_index(&self.by_dir, &(topic.to_string(), dir.to_path_buf())))
+            }
+            Near::Hash(hash) => Box::new(self.in_index(&self.by_hash, &(topic.to_string(), *hash))),
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Checkpoint> + '_ {
+        self.by_file.values()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Key, &Checkpoint)> + '_ {
+        self.by_file.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.by_file.len()
+    }
+}
+
+impl FromIterator<Checkpoint> for Entries {
+    fn from_iter<I: IntoIterator<Item = Checkpoint>>(checkpoints: I) -> Self {
+        let mut entries = Entries::default();
+        for c in checkpoints {
+            entries.insert((c.topic.clone(), c.file.dev, c.file.ino), c);
+        }
+        entries
+    }
+}
+
 #[derive(Debug)]
 pub struct Checkpoints {
     path: PathBuf,
@@ -85,7 +213,7 @@ pub struct Checkpoints {
     previous: PathBuf,
     /// The state directory's lock, held while the store lives.
     _lock: File,
-    entries: Mutex<HashMap<Key, Checkpoint>>,
+    entries: Mutex<Entries>,
     /// What truncated files held, oldest first, at most `TRUNCATED_KEPT_PER_PATH` per
     /// (topic, path) and for `TRUNCATED_KEPT_FOR`.
     truncated: Mutex<Vec<Checkpoint>>,
@@ -256,10 +384,7 @@ impl Checkpoints {
         };
         let (entries, truncated) =
             document.map_or_else(Default::default, |d| (d.checkpoints, d.truncated));
-        let entries = entries
-            .into_iter()
-            .map(|c| ((c.topic.clone(), c.file.dev, c.file.ino), c))
-            .collect();
+        let entries: Entries = entries.into_iter().collect();
         let store = Checkpoints {
             _lock: lock,
             previous,
@@ -287,11 +412,7 @@ impl Checkpoints {
     /// were renamed away from `path` while the agent was down.
     pub fn last_read_at(&self, topic: &str, path: &Path) -> Vec<Checkpoint> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let mut found: Vec<Checkpoint> = entries
-            .values()
-            .filter(|c| c.topic == topic && c.path == path)
-            .cloned()
-            .collect();
+        let mut found: Vec<Checkpoint> = entries.at(topic, path).cloned().collect();
         found.sort_by_key(|c| c.updated);
         found
     }
@@ -351,9 +472,14 @@ impl Checkpoints {
     pub fn originals(
         &self,
         topic: &str,
+        near: Near,
         wanted: impl Fn(&Checkpoint) -> bool,
     ) -> Vec<(Checkpoint, bool)> {
-        let same = |c: &Checkpoint| c.topic == topic && c.file.is_full() && wanted(c);
+        let is_near = |c: &Checkpoint| match near {
+            Near::Dir(dir) => c.path.parent().unwrap_or(Path::new("")) == dir,
+            Near::Hash(hash) => c.file.hash == hash,
+        };
+        let same = |c: &Checkpoint| c.topic == topic && c.file.is_full() && is_near(c) && wanted(c);
         let oldest = oldest_truncated_kept();
         let mut found: Vec<(Checkpoint, bool)> = {
             let truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
@@ -366,7 +492,7 @@ impl Checkpoints {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         found.extend(
             entries
-                .values()
+                .near(topic, &near)
                 .filter(|c| same(c))
                 .map(|c| (c.clone(), false)),
         );
@@ -683,6 +809,68 @@ mod tests {
     }
 
     #[test]
+    fn last_read_at_should_name_the_checkpoints_last_read_under_the_path_after_moves_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Checkpoints::open(dir.path()).unwrap();
+        let (a, b) = (Path::new("/var/log/a.log"), Path::new("/var/log/b.log"));
+        // Full fingerprints, each its own hash (`originals` wants full ones).
+        let identity = |ino: u64| FileIdentity {
+            dev: 1,
+            ino,
+            fp_len: crate::tail::fingerprint::FINGERPRINT_BYTES,
+            hash: ino * 10,
+        };
+        let inos = |found: Vec<Checkpoint>| -> Vec<u64> {
+            let mut inos: Vec<u64> = found.iter().map(|c| c.file.ino).collect();
+            inos.sort();
+            inos
+        };
+        store.set("app", identity(1), 10, a);
+        store.set("app", identity(2), 10, a);
+        store.set("other", identity(3), 10, a);
+        store.set("app", identity(4), 10, b);
+        assert_eq!(inos(store.last_read_at("app", a)), vec![1, 2]);
+        // Read on under another path (renamed): it is last read there now.
+        store.set("app", identity(2), 20, b);
+        assert_eq!(inos(store.last_read_at("app", a)), vec![1]);
+        assert_eq!(inos(store.last_read_at("app", b)), vec![2, 4]);
+        assert_eq!(inos(store.last_read_at("other", a)), vec![3]);
+        // The same by directory and by fingerprint, for what a new file may be a copy of.
+        let near = |topic: &str, near: Near| -> Vec<u64> {
+            inos(
+                store
+                    .originals(topic, near, |_| true)
+                    .into_iter()
+                    .map(|(c, _)| c)
+                    .collect(),
+            )
+        };
+        store.set("app", identity(5), 10, Path::new("/var/log/pods/x.log"));
+        assert_eq!(near("app", Near::Dir(Path::new("/var/log"))), vec![1, 2, 4]);
+        assert_eq!(near("app", Near::Dir(Path::new("/var/log/pods"))), vec![5]);
+        store.set("app", identity(5), 20, b);
+        assert_eq!(
+            near("app", Near::Dir(Path::new("/var/log"))),
+            vec![1, 2, 4, 5]
+        );
+        assert!(near("app", Near::Dir(Path::new("/var/log/pods"))).is_empty());
+        assert_eq!(near("other", Near::Dir(Path::new("/var/log"))), vec![3]);
+        let hash = identity(2).hash;
+        assert_eq!(near("app", Near::Hash(hash)), vec![2]);
+        // Read on under the same path: still there, once.
+        store.set("app", identity(1), 30, a);
+        assert_eq!(inos(store.last_read_at("app", a)), vec![1]);
+        assert!(store.flush().unwrap());
+        drop(store);
+        let (again, _) = Checkpoints::open(dir.path()).unwrap();
+        assert_eq!(inos(again.last_read_at("app", a)), vec![1]);
+        assert_eq!(inos(again.last_read_at("app", b)), vec![2, 4, 5]);
+        assert!(again
+            .last_read_at("app", Path::new("/var/log/c.log"))
+            .is_empty());
+    }
+
+    #[test]
     fn checkpoints_should_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Checkpoints::open(dir.path()).unwrap();
@@ -720,18 +908,18 @@ mod tests {
         drop(store);
         let (again, _) = Checkpoints::open(dir.path()).unwrap();
         let kept: Vec<u64> = (0..6)
-            .filter(|&h| !again.originals("app", |c| c.file.hash == h).is_empty())
+            .filter(|&h| !again.originals("app", Near::Hash(h), |_| true).is_empty())
             .collect();
         assert_eq!(kept, vec![2, 3, 4, 5], "the newest four of /a");
-        let found = again.originals("app", |c| c.file.hash == 5);
+        let found = again.originals("app", Near::Hash(5), |_| true);
         assert_eq!((found[0].0.offset, found[0].1), (105, true));
         assert_eq!(
-            again.originals("app", |c| c.file.hash == 9).len(),
+            again.originals("app", Near::Hash(9), |_| true).len(),
             1,
             "/b keeps its own"
         );
         assert!(
-            again.originals("other", |c| c.file.hash == 5).is_empty(),
+            again.originals("other", Near::Hash(5), |_| true).is_empty(),
             "per topic"
         );
         assert_eq!(

@@ -8,7 +8,7 @@
 //! first bytes alone: files that start with the same header (a banner, a CSV header) are
 //! different files.
 
-use super::checkpoint::{Checkpoint, Checkpoints};
+use super::checkpoint::{Checkpoint, Checkpoints, Near};
 use super::fingerprint::{hash_prefix, FINGERPRINT_BYTES};
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -95,8 +95,8 @@ pub fn judge(
     };
     if meta.len() < FINGERPRINT_BYTES {
         // Too short to tell: a copy beside its original has just been created.
-        let beside =
-            checkpoints.originals(topic, |c| other_file(c) && c.path.parent() == path.parent());
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let beside = checkpoints.originals(topic, Near::Dir(dir), other_file);
         return Ok(if beside.is_empty() {
             Verdict::New
         } else {
@@ -104,9 +104,7 @@ pub fn judge(
         });
     }
     let hash = hash_prefix(file, FINGERPRINT_BYTES)?;
-    for (original, truncated) in
-        checkpoints.originals(topic, |c| other_file(c) && c.file.hash == hash)
-    {
+    for (original, truncated) in checkpoints.originals(topic, Near::Hash(hash), other_file) {
         if original.offset > meta.len() {
             return Ok(Verdict::Undecided(
                 "a copy of a shipped file still being written (copytruncate)",
