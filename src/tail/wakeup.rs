@@ -146,11 +146,13 @@ fn read_events(inotify: Arc<Inotify>, table: Weak<Mutex<Table>>, appeared: Arc<A
         let Some(table) = table.upgrade() else {
             return;
         };
+        let mut read_any = false;
         // At most this many reads a round: a stream of events as fast as they are read
         // (writes to /dev/null, say) must not keep the round from ending.
         for _ in 0..64 {
             match inotify.read_events() {
                 Ok(events) => {
+                    read_any |= !events.is_empty();
                     let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
                     for event in events {
                         table.dispatch(event, &mut woken, &appeared);
@@ -165,15 +167,17 @@ fn read_events(inotify: Arc<Inotify>, table: Weak<Mutex<Table>>, appeared: Arc<A
             }
         }
         drop(table);
-        if woken.is_empty() {
-            continue;
-        }
         woken.sort_unstable_by_key(Arc::as_ptr);
         woken.dedup_by(|a, b| Arc::ptr_eq(a, b));
         for notify in woken.drain(..) {
             notify.notify_one();
         }
-        std::thread::sleep(ROUND);
+        // A round that read events (those of files nobody follows too: writes to a
+        // device beside a followed path, say) is followed by the pause, so that a stream
+        // of them costs a wake-up a round, not one each.
+        if read_any {
+            std::thread::sleep(ROUND);
+        }
     }
 }
 
