@@ -1,8 +1,8 @@
-//! Opening a log file to read it.
+//! Opening a log file to read it, and where a symlinked one points.
 
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Opens `path` for reading without blocking: a FIFO swapped in after its type was
 /// checked would otherwise block the opening thread until a writer comes. Reads of a
@@ -12,6 +12,16 @@ pub fn open_for_reading(path: &Path) -> std::io::Result<File> {
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)
+}
+
+/// Where the symlink `path` points, one step: a relative target is taken from the
+/// link's directory.
+pub fn link_target(path: &Path) -> std::io::Result<PathBuf> {
+    let target = std::fs::read_link(path)?;
+    Ok(match path.parent() {
+        Some(dir) if target.is_relative() => dir.join(target),
+        _ => target,
+    })
 }
 
 #[cfg(test)]

@@ -20,12 +20,7 @@ impl PodMeta {
     pub fn from_file(path: &Path) -> Option<PodMeta> {
         let mut meta = PodMeta::from_path(path)?;
         if meta.pod_uid.is_none() {
-            let target = std::fs::read_link(path)
-                .ok()
-                .map(|target| match path.parent() {
-                    Some(dir) if target.is_relative() => dir.join(target),
-                    _ => target,
-                });
+            let target = crate::open::link_target(path).ok();
             meta.pod_uid = target
                 .and_then(|t| from_pods_path(&t))
                 .and_then(|t| t.pod_uid);

@@ -67,13 +67,10 @@ pub fn directories(path: &Path) -> Vec<(PathBuf, OsString)> {
                 dirs.push((dir, name.to_os_string()));
             }
         }
-        let Ok(target) = std::fs::read_link(&at) else {
+        let Ok(target) = crate::open::link_target(&at) else {
             break;
         };
-        at = match at.parent() {
-            Some(dir) if target.is_relative() => dir.join(target),
-            _ => target,
-        };
+        at = target;
     }
     dirs
 }
