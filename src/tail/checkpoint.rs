@@ -98,8 +98,9 @@ pub enum Near<'a> {
     Hash(u64),
 }
 
-fn dir_of(path: &Path) -> PathBuf {
-    path.parent().unwrap_or(Path::new("")).to_path_buf()
+/// The directory `path` is in, as `originals` compares them (`""` for a bare name).
+pub fn dir_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
 }
 
 /// Adds `key` to the set of `at`.
@@ -134,7 +135,7 @@ impl Entries {
         );
         put(
             &mut self.by_dir,
-            (topic.clone(), dir_of(&checkpoint.path)),
+            (topic.clone(), dir_of(&checkpoint.path).to_path_buf()),
             &key,
         );
         put(
@@ -154,7 +155,11 @@ impl Entries {
     fn unindex(&mut self, key: &Key, old: &Checkpoint) {
         let topic = &old.topic;
         take(&mut self.by_path, (topic.clone(), old.path.clone()), key);
-        take(&mut self.by_dir, (topic.clone(), dir_of(&old.path)), key);
+        take(
+            &mut self.by_dir,
+            (topic.clone(), dir_of(&old.path).to_path_buf()),
+            key,
+        );
         take(&mut self.by_hash, (topic.clone(), old.file.hash), key);
     }
 
@@ -476,7 +481,7 @@ impl Checkpoints {
         wanted: impl Fn(&Checkpoint) -> bool,
     ) -> Vec<(Checkpoint, bool)> {
         let is_near = |c: &Checkpoint| match near {
-            Near::Dir(dir) => c.path.parent().unwrap_or(Path::new("")) == dir,
+            Near::Dir(dir) => dir_of(&c.path) == dir,
             Near::Hash(hash) => c.file.hash == hash,
         };
         let same = |c: &Checkpoint| c.topic == topic && c.file.is_full() && is_near(c) && wanted(c);

@@ -8,7 +8,7 @@
 //! first bytes alone: files that start with the same header (a banner, a CSV header) are
 //! different files.
 
-use super::checkpoint::{Checkpoint, Checkpoints, Near};
+use super::checkpoint::{dir_of, Checkpoint, Checkpoints, Near};
 use super::fingerprint::{hash_prefix, FINGERPRINT_BYTES};
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -95,8 +95,7 @@ pub fn judge(
     };
     if meta.len() < FINGERPRINT_BYTES {
         // Too short to tell: a copy beside its original has just been created.
-        let dir = path.parent().unwrap_or(Path::new(""));
-        let beside = checkpoints.originals(topic, Near::Dir(dir), other_file);
+        let beside = checkpoints.originals(topic, Near::Dir(dir_of(path)), other_file);
         return Ok(if beside.is_empty() {
             Verdict::New
         } else {
