@@ -139,13 +139,10 @@ fn message(out: &mut Vec<u8>, line: &[u8], merge: Option<&str>) {
         }
     }
     member(out, "message");
-    // Most log lines are printable ASCII without `"` or `\\`: valid UTF-8 that needs no
-    // escape, found in one pass that vectorizes.
-    if is_plain_ascii(line) {
-        out.reserve(line.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(line);
-        out.push(b'"');
+    // Most log lines are ASCII without a byte to escape: valid UTF-8 as it is, found in
+    // one pass that vectorizes.
+    if none(line, |b| needs_escape(b) | !b.is_ascii()) {
+        put_quoted(out, line);
         return;
     }
     match std::str::from_utf8(line) {
@@ -154,28 +151,31 @@ fn message(out: &mut Vec<u8>, line: &[u8], merge: Option<&str>) {
     }
 }
 
-/// Whether every byte of `bytes` is printable ASCII other than `"` and `\\`.
-fn is_plain_ascii(bytes: &[u8]) -> bool {
-    bytes.chunks(32).all(|chunk| {
-        !chunk.iter().fold(false, |any, &b| {
-            any | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
-        })
-    })
+/// Whether a JSON string must escape `b` (`"`, `\\`, control characters).
+fn needs_escape(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\')
+}
+
+/// Whether no byte of `bytes` is `bad`, checked 32 bytes at a time (which vectorizes).
+fn none(bytes: &[u8], bad: impl Fn(u8) -> bool) -> bool {
+    bytes
+        .chunks(32)
+        .all(|chunk| !chunk.iter().fold(false, |any, &b| any | bad(b)))
+}
+
+/// `bytes` between quotes, as they are.
+fn put_quoted(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
 }
 
 /// A JSON string of `text`, as serde_json writes it; a text without a byte to escape
 /// is copied whole after a check that vectorizes (serde_json goes byte by byte).
 fn put_str(out: &mut Vec<u8>, text: &str) {
-    let plain = text.as_bytes().chunks(32).all(|chunk| {
-        !chunk.iter().fold(false, |any, &b| {
-            any | (b < 0x20) | (b == b'"') | (b == b'\\')
-        })
-    });
-    if plain {
-        out.reserve(text.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
+    if none(text.as_bytes(), needs_escape) {
+        put_quoted(out, text.as_bytes());
     } else {
         put(out, text);
     }
