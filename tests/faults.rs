@@ -299,6 +299,19 @@ fn delivered_within(
     })
 }
 
+/// [`follow_one_file`] with 128 KiB in flight, deleted files bounded at `bound` bytes
+/// (and an hour), polled every 20 ms; the broker frozen before it returns.
+fn follow_frozen_under_a_bound(
+    name: &str,
+    bound: u64,
+) -> (Broker, String, Workspace, LogWriter, Agent) {
+    let tail =
+        format!("poll_interval: 20ms, deleted_files_max_bytes: {bound}, deleted_files_max_age: 1h");
+    let followed = follow_one_file(name, 128 * 1024, &tail);
+    followed.0.freeze();
+    followed
+}
+
 /// A broker and an agent following `app.log` into it with `max_in_flight` bytes in flight
 /// at most and `tail: { <tail> }`; returns once the first 100 lines were delivered.
 fn follow_one_file(
@@ -577,14 +590,10 @@ fn deleted_bytes_held(pid: i32) -> u64 {
 #[test]
 fn deleted_files_held_while_kafka_hangs_are_shown_and_bounded() {
     let _serial = kafka_serial();
-    const MAX_IN_FLIGHT: usize = 128 * 1024;
     const BOUND: u64 = 600 * 1024;
-    let tail =
-        format!("poll_interval: 20ms, deleted_files_max_bytes: {BOUND}, deleted_files_max_age: 1h");
     let (broker, topic, _ws, mut writer, agent) =
-        follow_one_file("deleted-bound", MAX_IN_FLIGHT, &tail);
+        follow_frozen_under_a_bound("deleted-bound", BOUND);
     let (port, pid) = (agent.http_port, agent.pid());
-    broker.freeze();
     // Five rotations of ~250 KiB each, every rotated file deleted at once (as the
     // kubelet does beyond containerLogMaxFiles): ~1.2 MiB deleted, the bound is 600 KiB.
     for _ in 0..5 {
@@ -637,14 +646,9 @@ fn deleted_files_held_while_kafka_hangs_are_shown_and_bounded() {
 #[test]
 fn a_batch_held_for_room_in_flight_when_its_file_is_released_is_shipped_or_counted_never_both() {
     let _serial = kafka_serial();
-    const MAX_IN_FLIGHT: usize = 128 * 1024;
-    const BOUND: u64 = 4 * 1024;
-    let tail =
-        format!("poll_interval: 20ms, deleted_files_max_bytes: {BOUND}, deleted_files_max_age: 1h");
     let (broker, topic, _ws, mut writer, agent) =
-        follow_one_file("held-batch", MAX_IN_FLIGHT, &tail);
+        follow_frozen_under_a_bound("held-batch", 4 * 1024);
     let port = agent.http_port;
-    broker.freeze();
     // Each write read in a turn of its own, a batch each: past 16 the tailer holds one
     // and waits for an acknowledgement (well within max_in_flight_bytes).
     for _ in 0..24 {
@@ -694,12 +698,9 @@ fn a_file_taking_the_inode_number_of_one_closed_under_its_tailer_is_read_too() {
 
 fn file_taking_the_inode_number_of_one_closed_under_its_tailer() -> bool {
     use std::os::unix::fs::MetadataExt;
-    const MAX_IN_FLIGHT: usize = 128 * 1024;
-    let tail = "poll_interval: 20ms, deleted_files_max_bytes: 64KiB, deleted_files_max_age: 1h";
     let (broker, topic, ws, mut writer, agent) =
-        follow_one_file("reused-inode-held", MAX_IN_FLIGHT, tail);
+        follow_frozen_under_a_bound("reused-inode-held", 64 * 1024);
     let port = agent.http_port;
-    broker.freeze();
     // More than max_in_flight_bytes and the bound: the tailer waits for the sink.
     writer.write(20_000);
     std::thread::sleep(Duration::from_millis(500));
@@ -781,9 +782,9 @@ fn delivered_and_lost<'a>(
     (got, lost)
 }
 
-/// A broker and an agent following `pods/*.log` into it, with `pods/a.log` written to;
-/// returns once its first 100 lines were delivered.
-fn follow_a_pod(name: &str) -> (Broker, String, Workspace, LogWriter, Agent) {
+/// A broker and an agent following `pods/*.log` into it with `tail: { <tail> }`, with
+/// `pods/a.log` written to; returns once its first 100 lines were delivered.
+fn follow_a_pod(name: &str, tail: &str) -> (Broker, String, Workspace, LogWriter, Agent) {
     let broker = Broker::start_memory();
     let topic = unique_topic(name);
     create_topic(&broker.address(), &topic, 1);
@@ -795,7 +796,14 @@ fn follow_a_pod(name: &str) -> (Broker, String, Workspace, LogWriter, Agent) {
         "    max_in_flight_bytes: 128KiB\n    max_batch_bytes: 64KiB\n",
     )
     .replace("request_timeout: 5s", "request_timeout: 1s");
-    ws.write_config(&ws.config_with_sink(&log_entry(&pods.join("*.log"), &topic), &sink));
+    let config = ws
+        .config_with_sink(&log_entry(&pods.join("*.log"), &topic), &sink)
+        .replace(
+            "tail: { poll_interval: 20ms }",
+            &format!("tail: {{ {tail} }}"),
+        );
+    assert!(config.contains(tail), "{config}");
+    ws.write_config(&config);
     let mut writer = LogWriter::new(&pods.join("a.log"), "pod");
     writer.write(100);
     let agent = ws.start();
@@ -833,7 +841,8 @@ fn removed_pod_is_shipped(broker: &Broker, topic: &str, writer: &LogWriter, agen
 #[test]
 fn a_deleted_file_whose_glob_no_longer_matches_is_read_to_its_end() {
     let _serial = kafka_serial();
-    let (broker, topic, ws, mut writer, agent) = follow_a_pod("deleted-glob");
+    let (broker, topic, ws, mut writer, agent) =
+        follow_a_pod("deleted-glob", "poll_interval: 20ms");
     broker.freeze();
     // More than a tailer reads in one turn (4 MiB).
     writer.write(150_000);
@@ -848,7 +857,8 @@ fn a_deleted_file_whose_glob_no_longer_matches_is_read_to_its_end() {
 #[test]
 fn a_removed_pods_rotated_files_held_while_kafka_hangs_are_all_read() {
     let _serial = kafka_serial();
-    let (broker, topic, ws, mut writer, agent) = follow_a_pod("removed-rotated");
+    let (broker, topic, ws, mut writer, agent) =
+        follow_a_pod("removed-rotated", "poll_interval: 20ms");
     broker.freeze();
     // More than max_in_flight_bytes: the tailer waits for the sink, busy.
     writer.write(20_000);
@@ -920,28 +930,9 @@ fn a_new_file_taking_a_released_files_inode_is_followed_at_once_while_kafka_hang
 
 fn new_file_taking_a_released_files_inode() -> bool {
     use std::os::unix::fs::MetadataExt;
-    let broker = Broker::start_memory();
-    let topic = unique_topic("reused-inode");
-    create_topic(&broker.address(), &topic, 1);
-    let ws = Workspace::new();
+    let tail = "poll_interval: 20ms, deleted_files_max_bytes: 64KiB, deleted_files_max_age: 1h";
+    let (broker, topic, ws, mut old, agent) = follow_a_pod("reused-inode", tail);
     let pods = ws.path("pods");
-    std::fs::create_dir(&pods).unwrap();
-    let sink = kafka_sink_yaml(
-        &broker.address(),
-        "    max_in_flight_bytes: 128KiB\n    max_batch_bytes: 64KiB\n",
-    )
-    .replace("request_timeout: 5s", "request_timeout: 1s");
-    let config = ws
-        .config_with_sink(&log_entry(&pods.join("*.log"), &topic), &sink)
-        .replace(
-            "tail: { poll_interval: 20ms }",
-            "tail: { poll_interval: 20ms, deleted_files_max_bytes: 64KiB, deleted_files_max_age: 1h }",
-        );
-    ws.write_config(&config);
-    let mut old = LogWriter::new(&pods.join("a.log"), "old");
-    old.write(100);
-    let agent = ws.start();
-    delivered_within(&broker, &topic, old.written(), DELIVERY);
     let port = agent.http_port;
 
     broker.freeze();
