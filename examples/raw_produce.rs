@@ -18,9 +18,9 @@ use rskafka::record::{EncodedRecords, Record};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-// The same allocator as logcatch, so that the ceiling is not held back by glibc malloc.
+// The same allocator as logcatch (src/main.rs), so that the baseline is allocated alike.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const USAGE: &str = "usage: raw_produce BROKER TOPIC FILE COMPRESSION [--headers NODE] [--encoded]";
 

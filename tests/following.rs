@@ -483,12 +483,7 @@ fn a_glob_skips_compressed_rotations_and_excluded_files() {
 
 /// The agent's peak resident memory (`VmHWM`) in KiB.
 fn peak_rss_kib(agent: &Agent) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
+    common::status_kib(agent.pid(), "VmHWM")
 }
 
 #[test]
