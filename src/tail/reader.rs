@@ -35,6 +35,7 @@ thread_local! {
     /// (`catching_up_on_many_files_leaves_no_memory_behind`).
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
+
 /// A batch is submitted once it holds this much (or at EOF).
 const BATCH_BYTES: usize = 512 * 1024;
 const BATCH_LINES: usize = 16 * 1024;
