@@ -16,6 +16,39 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's purge delay for the agent, unless the environment sets one: how long
+/// freed memory stays committed before it goes back to the system.
+const PURGE_DELAY_MS: &str = "10";
+
+/// Runs this program again, the same arguments and the same process, with
+/// `MIMALLOC_PURGE_DELAY` set to [`PURGE_DELAY_MS`] when the environment sets none.
+/// mimalloc reads its options from the environment when the process starts, before
+/// `main`, and its default (1 s in mimalloc 3) kept the memory freed while ~300 MB/s go
+/// through (the groups of 64 partitions, a catch-up after an outage) committed: RSS
+/// 120–160 MiB with 64 partitions for a 64 MiB `max_in_flight_bytes`; with 10 ms,
+/// 78–86 MiB, within `max_in_flight_bytes` + 32 MiB (issue #26 §4, BENCHMARKS.md
+/// "Memory"). Setting it in the program itself would take `unsafe` (`mi_option_set`).
+/// Should the exec fail, the agent runs on with the default.
+fn purge_freed_memory_sooner() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "MIMALLOC_PURGE_DELAY";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    let error = command.args(args).env(VAR, PURGE_DELAY_MS).exec();
+    tracing::warn!(
+        "could not set {VAR}={PURGE_DELAY_MS} (running on with mimalloc's default): {error}"
+    );
+}
+
 #[derive(Parser)]
 #[command(
     name = "logcatch",
@@ -141,6 +174,9 @@ fn main() -> ExitCode {
     let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if matches!(cli.command, Command::Run { .. }) {
+        purge_freed_memory_sooner();
+    }
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),

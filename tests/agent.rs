@@ -669,3 +669,40 @@ fn the_agent_runs_without_transparent_huge_pages() {
     assert_eq!(thp, Some("0"), "THP_enabled in /proc/PID/status");
     assert_eq!(agent.terminate().code(), Some(0));
 }
+
+/// The agent runs with mimalloc's purge delay at 10 ms (`main.rs`: its default of 1 s
+/// kept freed memory committed and RSS above `max_in_flight_bytes` + 32 MiB, issue #26
+/// §4), unless the environment sets one; the re-run process ships as usual.
+#[test]
+fn the_agent_runs_with_a_short_purge_delay_unless_the_environment_sets_one() {
+    for (set, want) in [(None, "10"), (Some("250"), "250")] {
+        let ws = Workspace::new();
+        let log = ws.path("app.log");
+        append_lines(&log, lines("p", 0..100));
+        ws.write_config(&ws.config(&log_entry(&log, "app")));
+        let agent = match set {
+            None => ws.start(),
+            Some(delay) => common::Agent::start_with_env(
+                &[("MIMALLOC_PURGE_DELAY", delay)],
+                &ws.config_path(),
+                ws.dir.path(),
+                ws.http_port,
+            ),
+        };
+        let environ = std::fs::read(format!("/proc/{}/environ", agent.pid())).unwrap();
+        let found: Vec<&[u8]> = environ
+            .split(|&b| b == 0)
+            .filter(|kv| kv.starts_with(b"MIMALLOC_PURGE_DELAY="))
+            .collect();
+        assert_eq!(
+            found,
+            vec![format!("MIMALLOC_PURGE_DELAY={want}").as_bytes()],
+            "set: {set:?}"
+        );
+        let records = ws.wait_records(100, LONG);
+        let got: Vec<&str> = records.iter().map(|r| r.line.as_str()).collect();
+        let expected: Vec<String> = lines("p", 0..100).collect();
+        assert_eq!(got, expected);
+        assert_eq!(agent.terminate().code(), Some(0));
+    }
+}
