@@ -259,7 +259,7 @@ section_scale() {
     echo "scale $n: $out"
     val() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k{print $2}'; }
     rows+=("| $(printf "%'d" "$n") files × 10 lines/s | $(val "$out" start_s) s | $(val "$out" cpu_pct) % | $(val "$out" rss_mb) MB (peak $(val "$out" hwm_mb)) | $(val "$out" lag_bytes) |")
-    ((n == 10000)) && memory_rows+=("| 10,000 files × 10 lines/s, null sink (the scale row below) | $(val "$out" hwm_mb | awk '{printf "%.0f", $1}') MiB | $((BUDGET_MIB + 32)) MiB | $(val "$out" hwm_mb | awk -v b=$((BUDGET_MIB + 32)) '{print ($1 <= b) ? "yes" : "no"}') |")
+    ((n == 10000)) && memory_rows+=("| 10,000 files × 10 lines/s, null sink (the Scale table) | $(val "$out" hwm_mb | awk '{printf "%.0f", $1}') MiB | $((BUDGET_MIB + 32)) MiB | $(val "$out" hwm_mb | awk -v b=$((BUDGET_MIB + 32)) '{print ($1 <= b) ? "yes" : "no"}') |")
   done
   # The same 10,000 files at a node's rate into Kafka (lz4, the default budget): the
   # memory aim of issue #26 §4.
