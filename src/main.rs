@@ -25,8 +25,8 @@ const PURGE_DELAY_MS: &str = "10";
 /// mimalloc reads its options from the environment when the process starts, before
 /// `main`, and its default (1 s in mimalloc 3) kept the memory freed while ~300 MB/s go
 /// through (the groups of 64 partitions, a catch-up after an outage) committed: RSS
-/// 120–160 MiB with 64 partitions for a 64 MiB `max_in_flight_bytes`; with 10 ms,
-/// 78–86 MiB, within `max_in_flight_bytes` + 32 MiB (issue #26 §4, BENCHMARKS.md
+/// 120–150 MiB with 64 partitions for a 64 MiB `max_in_flight_bytes`; with 10 ms,
+/// 69–86 MiB, within `max_in_flight_bytes` + 32 MiB (issue #26 §4, BENCHMARKS.md
 /// "Memory"). Setting it in the program itself would take `unsafe` (`mi_option_set`).
 /// Should the exec fail, the agent runs on with the default.
 fn purge_freed_memory_sooner() {
