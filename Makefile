@@ -26,7 +26,7 @@ demo:
 	scripts/demo.sh
 
 ## Benchmarks against baselines and peers measured in the same run; rewrites BENCHMARKS.md
-## (about 30 minutes; QUICK=1 for a short trial that leaves BENCHMARKS.md alone).
+## (about 15–20 minutes on 2 shared cores; QUICK=1 for a short trial that leaves BENCHMARKS.md alone).
 bench: deps bench-deps
 	scripts/bench.sh
 

@@ -33,7 +33,7 @@ run() {
   fi
   [ "$sink" = kafka ] && yaml="  kind: kafka
   kafka: {brokers: [\"127.0.0.1:$kport\"], compression: ${COMP:-lz4}, create_topics: true}"
-  read -r t c < <(LOG_EXTRA=$extra TOPIC=$2 run_agent "$b" "$tail" "$yaml") && printf '%.3f/%.2f' "$t" "$c"
+  read -r t c _ < <(LOG_EXTRA=$extra TOPIC=$2 run_agent "$b" "$tail" "$yaml") && printf '%.3f/%.2f' "$t" "$c"
 }
 for r in ${ROUNDS:-1 2 3}; do
   if [ "$sink" = kafka ]; then start_broker; else

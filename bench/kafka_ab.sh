@@ -24,7 +24,7 @@ run() {
         printf "%.3f (cpu %.2f, rss %.0f MB)", v["seconds"], v["cpu_s"], v["rss_mb"]}'
     return
   fi
-  read -r t c < <(TOPIC=$2 run_agent "$1" "$file" "  kind: kafka
+  read -r t c _ < <(TOPIC=$2 run_agent "$1" "$file" "  kind: kafka
   kafka: {brokers: [\"127.0.0.1:$kport\"], compression: $comp, create_topics: true, headers: ${HEADERS:-true}}") &&
   printf '%.3f (cpu %.2f)' "$t" "$c"
 }

@@ -4,8 +4,8 @@
 # fresh directory under DIR; sets kport, bdir, broker. stop_broker: stops it.
 # run_agent BIN FILE SINK_YAML: BIN tails FILE (topic $TOPIC, default bench; $LOG_EXTRA
 # adds keys to the log entry, e.g. ", exclude_lines: [x]") into the sink SINK_YAML until
-# /status shows every byte acknowledged; prints "seconds cpu_seconds"
-# (needs `cargo build --release --example await_acked`). run_fluent_bit_null: below.
+# /status shows every byte acknowledged; prints "seconds cpu_seconds peak_rss_mb" (peak
+# RSS: the agent's VmHWM; needs `cargo build --release --example await_acked`). run_fluent_bit_null: below.
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 await_acked=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/await_acked
@@ -18,7 +18,7 @@ start_broker() {
 }
 stop_broker() { kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; rm -rf "$bdir"; }
 run_agent() {
-  local bin=$1 file=$2 sink=$3 work http size start end cpu pid
+  local bin=$1 file=$2 sink=$3 work http size start end cpu hwm pid
   work=$(mktemp -d "${BENCH_DIR:-/tmp}/run.XXXX") http=$(port) size=$(stat -c %s "$file")
   printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s, topic: %s%s}]\nsink:\n%s\nhttp: {listen: "127.0.0.1:%s"}\ntail: {poll_interval: 20ms}\n' \
     "$work" "$file" "${TOPIC:-bench}" "${LOG_EXTRA:-}" "$sink" "$http" >"$work/c.yaml"
@@ -29,10 +29,10 @@ run_agent() {
   # polls from one process; a shell loop of curl and grep took CPU from the agent).
   end=$("$await_acked" "$http" "$size" "$pid") ||
     { echo "agent failed: $(tail -3 "$work/agent.log")" >&2; return 1; }
-  cpu=$(cpu_s "$pid")
+  cpu=$(cpu_s "$pid") hwm=$(awk '/^VmHWM/{print $2 / 1024}' "/proc/$pid/status")
   kill -TERM "$pid"; wait "$pid" || true
   rm -rf "$work"
-  echo "$(echo "$end - $start" | bc -l) $cpu"
+  echo "$(echo "$end - $start" | bc -l) $cpu $hwm"
 }
 # run_fluent_bit_null FLUENT_BIT FILE: Fluent Bit's tail → null on FILE (offsets DB on,
 # the buffer sizes of bench/peers.sh, `Exit_On_Eof`); prints "seconds cpu_seconds

@@ -17,7 +17,7 @@ run() {
   if [[ $(basename "$1") == fluent-bit ]]; then
     read -r t c _ < <(run_fluent_bit_null "$1" "$file") && printf '%.3f/%.2f' "$t" "$c"
   else
-    read -r t c < <(run_agent "$1" "$file" '  kind: "null"') && printf '%.3f/%.2f' "$t" "$c"
+    read -r t c _ < <(run_agent "$1" "$file" '  kind: "null"') && printf '%.3f/%.2f' "$t" "$c"
   fi
 }
 for r in ${ROUNDS:-1 2 3}; do

@@ -1,4 +1,4 @@
-//! The Kafka ceiling for `make bench`: a raw rskafka producer sending the lines of a file
+//! The Kafka baselines of `make bench`: a raw rskafka producer sending the lines of a file
 //! as pre-built batches of 5,000 records to one partition, one request at a time (what
 //! logcatch does per partition), with the same patched rskafka. Prints seconds taken.
 //!
@@ -7,8 +7,9 @@
 //! records as logcatch sends. By default the batches are `Record`s that rskafka's
 //! `produce` encodes (and compresses) while the clock runs; with `--encoded` they are
 //! encoded and compressed before the clock starts (`EncodedRecords`, as logcatch builds
-//! them), so that only the broker and the wire are timed: the broker's ceiling for these
-//! records (BENCHMARKS.md, "Reading the recorded run").
+//! them), so that only the broker and the wire are timed: the broker's limit for these
+//! records, the baseline of every file → Kafka row (`--headers bench --encoded`;
+//! BENCHMARKS.md, "How it is measured"). Without them: the former "ceiling".
 //!
 //! usage: raw_produce BROKER TOPIC FILE none|lz4|zstd|gzip|snappy [--headers NODE] [--encoded]
 

@@ -4,16 +4,24 @@
 # the tables and rewrites the generated part of BENCHMARKS.md and bench/results/.
 #
 #   throughput : file → null vs `wc -l` on the same page-cached 1 GiB file (100 B and
-#                1 KiB lines); file → kafka (lz4, none) vs a raw rskafka producer sending
-#                pre-built batches (examples/raw_produce.rs: the broker's ceiling; again
-#                with logcatch's default headers, encoded and compressed before the
-#                clock starts: the broker's ceiling for logcatch's own records),
-#                kcat -P, rsyslog imfile → omkafka (bench/peers.sh, librdkafka 2.16) and
-#                Fluent Bit 5.1.1 tail → kafka (offsets DB on); file → null also beside
-#                Fluent Bit's tail → null (built by `make bench-deps`)
+#                1 KiB lines), beside Fluent Bit's tail → null (built by `make
+#                bench-deps`); file → kafka (lz4, none) against the broker's limit for
+#                logcatch's own records (examples/raw_produce.rs --headers --encoded: the
+#                same records, headers included, encoded and compressed before the clock
+#                starts, one request in flight), every row as a ratio of it: logcatch
+#                (also `headers: false`, and a topic of 64 partitions), raw rskafka's
+#                `produce` without headers (the former "ceiling"), kcat -P, rsyslog
+#                imfile → omkafka (bench/peers.sh, librdkafka 2.16), Fluent Bit 5.1.1
+#                tail → kafka (offsets DB on). Each on a fresh broker, the order reversed
+#                every other round, the load average recorded before each round
+#   memory     : peak RSS (VmHWM) at full throughput (1 and 64 partitions), during the
+#                outage and its catch-up, and with 10,000 files (null and Kafka sinks),
+#                beside the aim max_in_flight_bytes + 32 MiB (issue #26 §4); a table of
+#                its own, gathered from the other sections
 #   latency    : append → consumable in Kafka at 1,000 and 50,000 lines/s
 #                (examples/latency.rs), beside the same lines produced directly
-#   scale      : 1,000 and 10,000 files at 10 lines/s each (bench/scale.sh); `plan` for
+#   scale      : 1,000 and 10,000 files at 10 lines/s each (bench/scale.sh, null sink), and
+#                10,000 at 1 line/s each into Kafka; `plan` for
 #                10,000 desired entries (benches/plan.rs, criterion); `logcatch etcd put`
 #                of 1,000 entries → all tailers running (bench/etcd_put.sh, real etcd)
 #   outage     : broker frozen 60 s while 20 MB/s are written: RSS, catch-up (bench/outage.sh)
@@ -47,7 +55,9 @@ export RDKAFKA_LIBDIR=$(scripts/bench-deps.sh --print-rdkafka-libdir) TANSU=$tan
 # "median min max" of the numbers on stdin.
 median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%s %s %s\n", m, a[1], a[NR]}'; }
 calc() { echo "$*" | bc -l; }
-tables=()
+tables=() throughput_loads=() memory_rows=()
+# RSS aim (issue #26 §4): at most `max_in_flight_bytes` (the default, 64 MiB) + 32 MiB.
+BUDGET_MIB=64
 started_load=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Input files: realistic varied lines (so compression is not trivially perfect).
@@ -74,6 +84,24 @@ trap 'stop_broker 2>/dev/null || true' EXIT
 # A field of a peer's line in $DIR/peers.out: peer_field PEER KEY.
 peer_field() { awk -v p="peer=$1" -v k="$2=" '$1 == p {for (i = 2; i <= NF; i++) if (index($i, k) == 1) print substr($i, length(k) + 1)}' "$DIR/peers.out"; }
 
+# One file → Kafka measurement on the broker at $kport: measure_kafka NAME COMP ROUND
+# prints "seconds cpu_seconds peak_rss_mib" (the limit and raw: "seconds 0 0").
+measure_kafka() {
+  local name=$1 comp=$2 r=$3 kafka="  kind: kafka
+  kafka: {brokers: [\"127.0.0.1:$kport\"], compression: $comp, create_topics: true"
+  case $name in
+    limit) echo "$("$raw" "127.0.0.1:$kport" "limit-$comp-$r" "$file" "$comp" --headers bench --encoded) 0 0" ;; # node: bench, as in run_agent
+    raw) echo "$("$raw" "127.0.0.1:$kport" "raw-$comp-$r" "$file" "$comp") 0 0" ;;
+    lc) TOPIC="lc-$comp-$r" run_agent "$bin" "$file" "$kafka}" ;;
+    nh) TOPIC="nh-$comp-$r" run_agent "$bin" "$file" "$kafka, headers: false}" ;;
+    lc64) TOPIC="lc64-$comp-$r" run_agent "$bin" "$file" "$kafka, topic_partitions: 64, partitioning: round_robin}" ;;
+    *)
+      PEERS=$name bench/peers.sh "$file" "127.0.0.1:$kport" "$comp" >"$DIR/peers.out"
+      echo "$(peer_field "$name" seconds) $(peer_field "$name" cpu_s) $(peer_field "$name" rss_mb)"
+      ;;
+  esac
+}
+
 fmt_range() { printf '%.2f s [%.2f–%.2f]' "$1" "$2" "$3"; }
 
 section_throughput() {
@@ -86,13 +114,27 @@ section_throughput() {
     file=$DIR/$f bytes=$(stat -c %s "$file") lines=$(wc -l <"$file")
     cat "$file" >/dev/null # page cache
     local wc_runs=() lc_runs=() lc_cpu=() wc_cpu=() fb_runs=() fb_cpu=() fb_rss=()
-    for _ in $(seq "$RUNS"); do
-      local s t c r; s=$(now); /usr/bin/time -f '%U %S' -o "$DIR/wc.time" wc -l "$file" >/dev/null; t=$(calc "$(now) - $s")
-      wc_runs+=("$t") wc_cpu+=("$(awk '{print $1 + $2}' "$DIR/wc.time")")
-      read -r t c < <(run_agent "$bin" "$file" "  kind: null")
-      lc_runs+=("$t") lc_cpu+=("$c")
-      read -r t c r < <(run_fluent_bit_null "$flb" "$file")
-      fb_runs+=("$t") fb_cpu+=("$c") fb_rss+=("$r")
+    local round one
+    for round in $(seq "$RUNS"); do
+      # The order reversed every other round.
+      local order=(wc lc fb); ((round % 2 == 0)) && order=(fb lc wc)
+      for one in "${order[@]}"; do
+        local s t c r
+        case $one in
+          wc)
+            s=$(now); /usr/bin/time -f '%U %S' -o "$DIR/wc.time" wc -l "$file" >/dev/null; t=$(calc "$(now) - $s")
+            wc_runs+=("$t") wc_cpu+=("$(awk '{print $1 + $2}' "$DIR/wc.time")")
+            ;;
+          lc)
+            read -r t c _ < <(run_agent "$bin" "$file" "  kind: null")
+            lc_runs+=("$t") lc_cpu+=("$c")
+            ;;
+          fb)
+            read -r t c r < <(run_fluent_bit_null "$flb" "$file")
+            fb_runs+=("$t") fb_cpu+=("$c") fb_rss+=("$r")
+            ;;
+        esac
+      done
     done
     read -r wm wmin wmax < <(printf '%s\n' "${wc_runs[@]}" | median)
     read -r lm lmin lmax < <(printf '%s\n' "${lc_runs[@]}" | median)
@@ -108,64 +150,67 @@ section_throughput() {
   done
   rm -f "$DIR/$n100" "$DIR/$n1k" # 2 GiB of /tmp; regenerated in ~2 min
 
-  # file → Kafka: 2,000,000 lines of 100 B; every peer against the same broker.
+  # file → Kafka: 2,000,000 lines of 100 B. Every measurement on a fresh broker (memory
+  # storage keeps every record: logcatch (lz4) ran 1.3 × slower with a run of other
+  # records just before it on the same broker), in an order reversed every other round,
+  # so that no one always goes first or last; the load average is taken before each.
   make_file "lines100-$((2000000 / GIB_LINES_SCALE)).log" 100 $((2000000 / GIB_LINES_SCALE))
   file=$DIR/lines100-$((2000000 / GIB_LINES_SCALE)).log bytes=$(stat -c %s "$file") lines=$(wc -l <"$file")
   cat "$file" >/dev/null
   : >"$RESULTS/throughput.tsv"
-  local comp
+  local comp names=(limit lc nh lc64 raw kcat rsyslog fluent-bit)
   for comp in lz4 none; do
-    local raw_runs=() rawh_runs=() lc_runs=() nh_runs=() kcat_runs=() rs_runs=() lc_cpus=() rs_cpus=() fb_runs=() fb_cpus=() fb_rsss=() r
+    local -A secs=() cpus=() rsss=()
+    local r name order loads=()
     for r in $(seq "$RUNS"); do
-      start_broker "$DIR" # fresh per round: memory storage keeps every record
-      raw_runs+=("$("$raw" "127.0.0.1:$kport" "raw-$comp-$r" "$file" "$comp")")
-      read -r t c < <(TOPIC="lc-$comp-$r" run_agent "$bin" "$file" "  kind: kafka
-  kafka: {brokers: [\"127.0.0.1:$kport\"], compression: $comp, create_topics: true}")
-      lc_runs+=("$t") lc_cpus+=("$c")
-      read -r t c < <(TOPIC="nh-$comp-$r" run_agent "$bin" "$file" "  kind: kafka
-  kafka: {brokers: [\"127.0.0.1:$kport\"], compression: $comp, create_topics: true, headers: false}")
-      nh_runs+=("$t")
-      PEERS="kcat rsyslog fluent-bit" bench/peers.sh "$file" "127.0.0.1:$kport" "$comp" >"$DIR/peers.out"
-      kcat_runs+=("$(awk '/^peer=kcat/{for(i=1;i<=NF;i++) if($i~/^seconds=/){sub("seconds=","",$i); print $i}}' "$DIR/peers.out")")
-      rs_runs+=("$(awk '/^peer=rsyslog/{for(i=1;i<=NF;i++) if($i~/^seconds=/){sub("seconds=","",$i); print $i}}' "$DIR/peers.out")")
-      rs_cpus+=("$(awk '/^peer=rsyslog/{for(i=1;i<=NF;i++) if($i~/^cpu_s=/){sub("cpu_s=","",$i); print $i}}' "$DIR/peers.out")")
-      fb_runs+=("$(peer_field fluent-bit seconds)") fb_cpus+=("$(peer_field fluent-bit cpu_s)") fb_rsss+=("$(peer_field fluent-bit rss_mb)")
-      stop_broker
-      # The same records as logcatch's, pre-encoded, on a broker of its own: memory
-      # storage keeps every record, and logcatch (lz4) ran 1.3 × slower with a run of
-      # these records just before it on the same broker.
-      start_broker "$DIR"
-      rawh_runs+=("$("$raw" "127.0.0.1:$kport" "rawh-$comp-$r" "$file" "$comp" --headers bench --encoded)") # node: bench, as in run_agent
-      stop_broker
+      order=("${names[@]}")
+      ((r % 2 == 0)) && for ((i = 0; i < ${#names[@]}; i++)); do order[i]=${names[-1 - i]}; done
+      loads+=("$(cut -d' ' -f1 /proc/loadavg)")
+      for name in "${order[@]}"; do
+        start_broker "$DIR"
+        read -r t c m < <(measure_kafka "$name" "$comp" "$r")
+        stop_broker
+        secs[$name]+="$t " cpus[$name]+="$c " rsss[$name]+="$m "
+      done
+      echo "$comp round $r (load average ${loads[-1]}): ${order[*]}" >&2
     done
-    read -r rawm rawmin rawmax < <(printf '%s\n' "${raw_runs[@]}" | median)
-    read -r rawhm rawhmin rawhmax < <(printf '%s\n' "${rawh_runs[@]}" | median)
-    read -r lm lmin lmax < <(printf '%s\n' "${lc_runs[@]}" | median)
-    read -r nhm nhmin nhmax < <(printf '%s\n' "${nh_runs[@]}" | median)
-    read -r km kmin kmax < <(printf '%s\n' "${kcat_runs[@]}" | median)
-    read -r rsm rsmin rsmax < <(printf '%s\n' "${rs_runs[@]}" | median)
-    read -r lcm _ _ < <(printf '%s\n' "${lc_cpus[@]}" | median)
-    read -r rscm _ _ < <(printf '%s\n' "${rs_cpus[@]}" | median)
-    read -r fbm fbmin fbmax < <(printf '%s\n' "${fb_runs[@]}" | median)
-    read -r fbcm _ _ < <(printf '%s\n' "${fb_cpus[@]}" | median)
-    read -r fbrm _ _ < <(printf '%s\n' "${fb_rsss[@]}" | median)
-    local mbps="%.0f MB/s, %.2f M lines/s"
-    rows+=("| file → kafka ($comp): logcatch | $(printf "$mbps" "$(calc "$bytes/$lm/1000000")" "$(calc "$lines/$lm/1000000")") | $(printf "%.2f × ceiling (%.2f × the same records pre-encoded), %.1f × rsyslog, %.2f × kcat, %.1f × Fluent Bit" "$(calc "$rawm/$lm")" "$(calc "$rawhm/$lm")" "$(calc "$rsm/$lm")" "$(calc "$km/$lm")" "$(calc "$fbm/$lm")") | $(fmt_range "$lm" "$lmin" "$lmax"), CPU $(printf '%.1f' "$lcm") s | ≥ 0.8 × ceiling, ≥ 2 × rsyslog |")
-    rows+=("| file → kafka ($comp): logcatch, \`headers: false\` | $(printf "$mbps" "$(calc "$bytes/$nhm/1000000")" "$(calc "$lines/$nhm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$nhm")") | $(fmt_range "$nhm" "$nhmin" "$nhmax") | |")
-    rows+=("| file → kafka ($comp): raw rskafka (ceiling) | $(printf "$mbps" "$(calc "$bytes/$rawm/1000000")" "$(calc "$lines/$rawm/1000000")") | 1 | $(fmt_range "$rawm" "$rawmin" "$rawmax") | |")
-    rows+=("| file → kafka ($comp): raw rskafka, the same records as logcatch's (default headers) encoded and compressed before the clock starts | $(printf "$mbps" "$(calc "$bytes/$rawhm/1000000")" "$(calc "$lines/$rawhm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$rawhm")") | $(fmt_range "$rawhm" "$rawhmin" "$rawhmax") | |")
-    rows+=("| file → kafka ($comp): kcat -P | $(printf "$mbps" "$(calc "$bytes/$km/1000000")" "$(calc "$lines/$km/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$km")") | $(fmt_range "$km" "$kmin" "$kmax") | |")
-    rows+=("| file → kafka ($comp): rsyslog imfile → omkafka | $(printf "$mbps" "$(calc "$bytes/$rsm/1000000")" "$(calc "$lines/$rsm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$rsm")") | $(fmt_range "$rsm" "$rsmin" "$rsmax"), CPU $(printf '%.1f' "$rscm") s | |")
-    rows+=("| file → kafka ($comp): Fluent Bit tail → kafka (offsets DB, Flush 1) | $(printf "$mbps" "$(calc "$bytes/$fbm/1000000")" "$(calc "$lines/$fbm/1000000")") | $(printf '%.2f × ceiling' "$(calc "$rawm/$fbm")") | $(fmt_range "$fbm" "$fbmin" "$fbmax"), CPU $(printf '%.1f' "$fbcm") s, RSS $(printf '%.0f' "$fbrm") MB | |")
-    printf '%s\n' "${rows[@]: -7}"
+    local -A med=() lo=() hi=() cpu=() rss=() rssmax=()
+    for name in "${names[@]}"; do
+      read -r med[$name] lo[$name] hi[$name] < <(printf '%s\n' ${secs[$name]} | median)
+      read -r cpu[$name] _ _ < <(printf '%s\n' ${cpus[$name]} | median)
+      read -r rss[$name] _ rssmax[$name] < <(printf '%s\n' ${rsss[$name]} | median)
+    done
+    read -r _ loadmin loadmax < <(printf '%s\n' "${loads[@]}" | median)
+    local base=${med[limit]}
+    rate() { printf '%.0f MB/s, %.2f M lines/s' "$(calc "$bytes/${med[$1]}/1000000")" "$(calc "$lines/${med[$1]}/1000000")"; }
+    vs() { printf '%.2f × limit' "$(calc "$base/${med[$1]}")"; }
+    took() { printf '%s, CPU %.1f s, peak RSS %.0f MiB' "$(fmt_range "${med[$1]}" "${lo[$1]}" "${hi[$1]}")" "${cpu[$1]}" "${rss[$1]}"; }
+    rows+=("| file → kafka ($comp): **the broker's limit for logcatch's records** (raw rskafka, the same records as logcatch's, default headers, encoded and compressed before the clock starts) | $(rate limit) | 1 | $(fmt_range "$base" "${lo[limit]}" "${hi[limit]}") | (baseline) |")
+    rows+=("| file → kafka ($comp): logcatch | $(rate lc) | **$(vs lc)**; $(printf '%.1f × rsyslog, %.2f × kcat, %.1f × Fluent Bit' "$(calc "${med[rsyslog]}/${med[lc]}")" "$(calc "${med[kcat]}/${med[lc]}")" "$(calc "${med[fluent-bit]}/${med[lc]}")") | $(took lc) | ≥ 0.8 × limit, ≥ 2 × rsyslog |")
+    rows+=("| file → kafka ($comp): logcatch, \`headers: false\` (smaller records) | $(rate nh) | $(vs nh) | $(took nh) | |")
+    rows+=("| file → kafka ($comp): logcatch, a topic of 64 partitions (\`round_robin\`) | $(rate lc64) | $(vs lc64) | $(took lc64) | |")
+    rows+=("| file → kafka ($comp): raw rskafka \`produce\` of \`Record\`s without headers, encoded while the clock runs (the former \"ceiling\") | $(rate raw) | $(vs raw) | $(fmt_range "${med[raw]}" "${lo[raw]}" "${hi[raw]}") | |")
+    rows+=("| file → kafka ($comp): kcat -P | $(rate kcat) | $(vs kcat) | $(took kcat) | |")
+    rows+=("| file → kafka ($comp): rsyslog imfile → omkafka | $(rate rsyslog) | $(vs rsyslog) | $(took rsyslog) | |")
+    rows+=("| file → kafka ($comp): Fluent Bit tail → kafka (offsets DB, Flush 1) | $(rate fluent-bit) | $(vs fluent-bit) | $(took fluent-bit) | |")
+    printf '%s\n' "${rows[@]: -8}"
+    throughput_loads+=("$comp: $loadmin–$loadmax")
+    memory_rows+=("| full throughput, file → kafka ($comp), 1 partition | $(printf '%.0f MiB [max %.0f]' "${rss[lc]}" "${rssmax[lc]}") | $((BUDGET_MIB + 32)) MiB | $(awk -v m="${rssmax[lc]}" -v b=$((BUDGET_MIB + 32)) 'BEGIN {print (m <= b) ? "yes" : "no"}') |")
+    memory_rows+=("| full throughput, file → kafka ($comp), 64 partitions (\`round_robin\`) | $(printf '%.0f MiB [max %.0f]' "${rss[lc64]}" "${rssmax[lc64]}") | $((BUDGET_MIB + 32)) MiB | $(awk -v m="${rssmax[lc64]}" -v b=$((BUDGET_MIB + 32)) 'BEGIN {print (m <= b) ? "yes" : "no"}') |")
     if [[ $comp == lz4 ]]; then
-      printf 'logcatch\t%s\nlogcatch (no headers)\t%s\nraw rskafka (ceiling)\t%s\nkcat -P\t%s\nrsyslog omkafka\t%s\nFluent Bit\t%s\n' \
-        "$(calc "$bytes/$lm/1000000")" "$(calc "$bytes/$nhm/1000000")" "$(calc "$bytes/$rawm/1000000")" "$(calc "$bytes/$km/1000000")" "$(calc "$bytes/$rsm/1000000")" "$(calc "$bytes/$fbm/1000000")" >"$RESULTS/throughput.tsv"
+      printf '%s\t%s\n' "logcatch" "$(calc "$bytes/${med[lc]}/1000000")" "logcatch (no headers)" "$(calc "$bytes/${med[nh]}/1000000")" \
+        "limit (pre-encoded)" "$(calc "$bytes/$base/1000000")" "kcat -P" "$(calc "$bytes/${med[kcat]}/1000000")" \
+        "rsyslog omkafka" "$(calc "$bytes/${med[rsyslog]}/1000000")" "Fluent Bit" "$(calc "$bytes/${med[fluent-bit]}/1000000")" >"$RESULTS/throughput.tsv"
     fi
   done
   tables+=("### Throughput
 
-$lines lines of 100 B for Kafka; CPU = user + system seconds of the agent (or peer).
+$lines lines of 100 B for Kafka; CPU = user + system seconds of the agent (or peer), peak
+RSS its VmHWM. Every Kafka row is against **the broker's limit for logcatch's own
+records**: the same records (headers included) sent by a raw rskafka producer that
+encoded and compressed them before its clock started, one request in flight, as
+logcatch sends per partition. Each measurement on a fresh broker, the order reversed
+every other round; 1-minute load average before the rounds: $(printf '%s; ' "${throughput_loads[@]}" | sed 's/; $//').
 
 | benchmark | rate | ratio (same run) | medians of $RUNS [min–max] | aim |
 |---|---|---|---|---|
@@ -214,7 +259,17 @@ section_scale() {
     echo "scale $n: $out"
     val() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k{print $2}'; }
     rows+=("| $(printf "%'d" "$n") files × 10 lines/s | $(val "$out" start_s) s | $(val "$out" cpu_pct) % | $(val "$out" rss_mb) MB (peak $(val "$out" hwm_mb)) | $(val "$out" lag_bytes) |")
+    ((n == 10000)) && memory_rows+=("| 10,000 files × 10 lines/s, null sink (the Scale table) | $(val "$out" hwm_mb | awk '{printf "%.0f", $1}') MiB | $((BUDGET_MIB + 32)) MiB | $(val "$out" hwm_mb | awk -v b=$((BUDGET_MIB + 32)) '{print ($1 <= b) ? "yes" : "no"}') |")
   done
+  # The same 10,000 files at a node's rate into Kafka (lz4, the default budget): the
+  # memory aim of issue #26 §4.
+  start_broker "$DIR"
+  out=$(bench/scale.sh "$bin" 10000 "$SCALE_WINDOW" "  kind: kafka
+  kafka: {brokers: [\"127.0.0.1:$kport\"], create_topics: true}" 1)
+  stop_broker
+  echo "scale 10000 × 1 line/s into kafka: $out"
+  rows+=("| 10,000 files × 1 line/s, **Kafka sink** (lz4) | $(val "$out" start_s) s | $(val "$out" cpu_pct) % | $(val "$out" rss_mb) MB (peak $(val "$out" hwm_mb)) | $(val "$out" lag_bytes) |")
+  memory_rows+=("| 10,000 files × 1 line/s, file → kafka (lz4) | $(val "$out" hwm_mb | awk '{printf "%.0f", $1}') MiB | $((BUDGET_MIB + 32)) MiB | $(val "$out" hwm_mb | awk -v b=$((BUDGET_MIB + 32)) '{print ($1 <= b) ? "yes" : "no"}') |")
   local etcd_out
   etcd_out=$(bench/etcd_put.sh "$bin" 1000)
   echo "etcd: $etcd_out"
@@ -223,8 +278,9 @@ section_scale() {
   plan_rows=$(awk '/^plan 10,000 desired\//{name=$0; sub("plan 10,000 desired/","",name)} /time:/{gsub(/.*time: *\[/,""); gsub(/\]/,""); print "| `plan`, 10,000 desired: " name " | " $3 " " $4 " (" $1 " " $2 " – " $5 " " $6 ") |"}' "$DIR/plan.out")
   tables+=("### Scale
 
-Null sink (the agent's own cost), one glob over N files, each appended 10 lines of 100 B
-once a second (files staggered over the second), \`tail.max_open_files\` above N.
+Null sink (the agent's own cost) unless marked, one glob over N files, each appended 10
+lines of 100 B once a second (files staggered over the second), \`tail.max_open_files\`
+above N. RSS in MiB.
 Start = launch → /status shows every tailer running; CPU over the next $SCALE_WINDOW s.
 
 | load | start → all tailers running | CPU (% of one core) | RSS | lag at the end (bytes) |
@@ -242,6 +298,9 @@ section_outage() {
   out=$(bench/outage.sh "$bin" "$tansu" "$RESULTS/outage.csv")
   echo "outage: $out"
   val() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k{print $2}'; }
+  local peak
+  peak=$(awk -F, 'NR > 1 && $2 > m {m = $2} END {print m}' "$RESULTS/outage.csv")
+  memory_rows+=("| broker frozen ${OUTAGE_S:-60} s at 20 MB/s, then the catch-up (bench/outage.sh) | $(printf '%.0f' "$peak") MiB (before the outage $(val "$out" rss_before_mb)) | $((BUDGET_MIB + 32)) MiB | $(awk -v m="$peak" -v b=$((BUDGET_MIB + 32)) 'BEGIN {print (m <= b) ? "yes" : "no"}') |")
   tables+=("### Broker outage
 
 The broker is frozen (SIGSTOP) for ${OUTAGE_S:-60} s while 20 MB/s of 100 B lines are
@@ -250,10 +309,20 @@ appended, then resumed (SIGCONT); the writer keeps writing throughout. Plot:
 
 | RSS before | RSS max during the outage | RSS max overall (catch-up) | \`max_in_flight_bytes\` | catch-up after the broker returns | written |
 |---|---|---|---|---|---|
-| $(val "$out" rss_before_mb) MB | $(val "$out" rss_max_outage_mb) MB | $(awk -F, 'NR > 1 && $2 > m {m = $2} END {print m}' "$RESULTS/outage.csv") MB | $(val "$out" max_in_flight_mb) MiB | $(val "$out" catchup_s | awk '$1 + 0 > 0 {printf "%.1f s", $1; next} {print "not within the limit"}') | $(val "$out" written_mb) MB |")
+| $(val "$out" rss_before_mb) MiB | $(val "$out" rss_max_outage_mb) MiB | $(awk -F, 'NR > 1 && $2 > m {m = $2} END {print m}' "$RESULTS/outage.csv") MiB | $(val "$out" max_in_flight_mb) MiB | $(val "$out" catchup_s | awk '$1 + 0 > 0 {printf "%.1f s", $1; next} {print "not within the limit"}') | $(val "$out" written_mb) MB |")
 }
 
 for s in $SECTIONS; do "section_$s"; done
+if ((${#memory_rows[@]})); then
+  tables+=("### Memory: peak RSS against \`max_in_flight_bytes\` + 32 MiB
+
+The default \`max_in_flight_bytes\` (64 MiB) everywhere; peak RSS = the agent's VmHWM (the
+outage: the largest of its 0.5 s samples), median of the runs and [the largest].
+
+| load | peak RSS | aim | met? |
+|---|---|---|---|
+$(printf '%s\n' "${memory_rows[@]}")")
+fi
 
 if command -v gnuplot >/dev/null && [[ -s $RESULTS/throughput.tsv && -s $RESULTS/outage.csv ]]; then
   gnuplot -e "peers='$RESULTS/throughput.tsv'; outage='$RESULTS/outage.csv'; outdir='$RESULTS'; limit=64; down=${PRE_S:-10}; up=$((${PRE_S:-10} + ${OUTAGE_S:-60}))" bench/plot.gp

@@ -709,6 +709,41 @@ fn kafka_with_sasl_scram_delivers_every_line_and_a_wrong_password_is_retried_unt
 /// hash) write to a topic of 64 partitions, lz4; before the fix each partition's producer
 /// kept its largest encoding buffer (here about 640 KB each, 40 MB in all) and never
 /// ended.
+/// Without compression a request's records are the group's encoding buffer itself: once
+/// the request is acknowledged the buffer is kept for the next group
+/// (`logcatch_kafka_buffer_bytes`, within `max_in_flight_bytes / 8`) instead of freed, so
+/// that a busy partition does not fault in fresh pages for every request (issue #26 §4:
+/// with mimalloc's short purge delay each freed request cost the CPU of zeroing its
+/// pages again).
+#[test]
+fn uncompressed_requests_give_their_buffers_back_for_reuse() {
+    let broker = Broker::start_memory();
+    let topic = topic("reuse-none");
+    create_topic(&broker.address(), &topic, 1);
+    let ws = Workspace::new();
+    let log = ws.path("app.log");
+    let written = lines("app", 0..50_000);
+    append_lines(&log, written.iter().cloned());
+    let sink = kafka_sink(
+        &broker,
+        "    compression: none\n    max_in_flight_bytes: 16MiB\n",
+    );
+    let entry = format!("  - {{ path: '{}', topic: {topic} }}", log.display());
+    ws.write_config(&ws.config_with_sink(&entry, &sink));
+    let agent = ws.start();
+    let port = ws.http_port;
+    let records = consume(&broker.address(), &topic, written.len(), LONG);
+    wait_for("every line acknowledged", LONG, || all_acknowledged(port));
+    let got: Vec<String> = records.iter().map(|r| r.value()).collect();
+    assert_eq!(got, written, "every line once, in order");
+    let kept = metric(port, "logcatch_kafka_buffer_bytes{}");
+    assert!(
+        kept > 0.0 && kept <= (2 << 20) as f64,
+        "the acknowledged requests' buffers kept for reuse, within 2 MiB: {kept} bytes"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
 #[test]
 fn producer_buffers_stay_bounded_whatever_the_partitions_and_idle_producers_end() {
     let broker = Broker::start_memory();

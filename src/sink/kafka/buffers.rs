@@ -1,5 +1,7 @@
 //! The producers' encoding buffers, shared by all of them: a producer takes one for each
-//! group and gives it back once the group is compressed. At most `keep` bytes of emptied
+//! group and gives it back once the group is compressed — or, without compression (the
+//! request is the buffer itself), once the request is acknowledged (`producer::send`,
+//! `EncodedBatch::into_records`). At most `keep` bytes of emptied
 //! buffers are kept for reuse, whatever the number of partitions; the rest is freed.
 //!
 //! Each producer used to keep its own largest buffer (up to 4 × `max_batch_bytes` with

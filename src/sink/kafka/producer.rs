@@ -349,6 +349,11 @@ async fn send(
             for job in group.jobs {
                 let _ = job.ack.send(result.clone());
             }
+            // Uncompressed records were the group's encoding buffer: kept for the next
+            // group (`buffers.rs`) rather than freed and a fresh one faulted in.
+            if let Some(buffer) = group.records.into_records() {
+                shared.buffers.give(buffer);
+            }
         }
     }
 }

@@ -276,6 +276,24 @@ impl EncodedBatch {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
+
+    /// logcatch patch: the buffer of uncompressed records back, emptied, for the next
+    /// records, once the batch has been sent and no clone of it is left. `freeze` without
+    /// compression hands over the [`EncodedRecords`]' own buffer, so without this each
+    /// request took a fresh one, whose pages the kernel zeroes as they are written and
+    /// which the allocator returns after its purge delay. `None` for compressed records
+    /// (the encoding buffer stays with the `EncodedRecords`) or while a clone is alive.
+    pub fn into_records(self) -> Option<EncodedRecords> {
+        if self.compression != Compression::NoCompression {
+            return None;
+        }
+        let mut bytes = Vec::from(self.bytes.try_into_mut().ok()?);
+        bytes.clear();
+        Some(EncodedRecords {
+            bytes,
+            ..EncodedRecords::default()
+        })
+    }
 }
 
 /// A position in [`EncodedRecords`], from [`EncodedRecords::mark`].
@@ -347,5 +365,33 @@ mod tests {
         ];
         assert_eq!(records.decode().unwrap(), want);
         assert!(EncodedRecords::default().decode().unwrap().is_empty());
+    }
+
+    #[test]
+    fn into_records_should_give_back_the_buffer_of_an_uncompressed_batch_once_unshared() {
+        let at = Utc.timestamp_millis_opt(1_000).unwrap();
+        let mut records = EncodedRecords::default();
+        records.reserve(4096);
+        records
+            .push(at, None, Some(b"value"), std::iter::empty())
+            .unwrap();
+        let buffer = records.bytes.as_ptr();
+        let batch = records.freeze(Compression::NoCompression).unwrap();
+        let clone = batch.clone();
+        assert!(batch.into_records().is_none(), "a clone still shares it");
+        let back = clone.into_records().expect("unshared now");
+        assert_eq!(back.bytes.as_ptr(), buffer, "the same buffer, not a copy");
+        assert!(back.bytes.capacity() >= 4096);
+        assert!(back.is_empty() && back.bytes.is_empty());
+
+        let mut records = EncodedRecords::default();
+        records
+            .push(at, None, Some(b"value"), std::iter::empty())
+            .unwrap();
+        let batch = records.freeze(Compression::Lz4).unwrap();
+        assert!(
+            batch.into_records().is_none(),
+            "compressed: the buffer stayed"
+        );
     }
 }
