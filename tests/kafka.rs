@@ -536,6 +536,55 @@ fn a_broker_refusing_requests_as_too_large_gets_smaller_ones_and_every_line_once
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
+/// Issue #26: the sink asks a topic's metadata once, however many tailers submit their
+/// first batch at once. Before, each batch that found nothing cached asked again (a
+/// Metadata and two DescribeConfigs requests each): 10,000 files starting at once sent
+/// 30,000 requests, and their first lines reached Kafka 9–13 s after the start.
+#[test]
+fn files_starting_at_once_ask_the_topics_metadata_once() {
+    let proxy_port = common::free_port();
+    let broker = Broker::start_memory_behind(proxy_port);
+    let upstream = broker.address().parse().unwrap();
+    let proxy = SizeLimitProxy::start(proxy_port, upstream, usize::MAX);
+    let topic = topic("asked-once");
+    create_topic(&broker.address(), &topic, 2);
+    let ws = Workspace::new();
+    let files = 200;
+    std::fs::create_dir(ws.path("logs")).unwrap();
+    for i in 0..files {
+        let name = format!("f{i:03}");
+        append_lines(&ws.path(&format!("logs/{name}.log")), lines(&name, 0..3));
+    }
+    let glob = ws.path("logs/*.log");
+    let sink = format!(
+        "  kind: kafka\n  kafka:\n    brokers: [\"{}\"]\n    linger: 5ms\n    request_timeout: 5s\n",
+        proxy.address()
+    );
+    ws.write_config(&ws.config_with_sink(&log_entry(&glob, &topic), &sink));
+    let agent = ws.start();
+
+    let records = consume(&broker.address(), &topic, 3 * files, LONG);
+    assert_eq!(records.len(), 3 * files, "agent log:\n{}", agent.log());
+    let mut values: Vec<String> = records.iter().map(|r| r.value()).collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 3 * files, "every line once");
+    // DescribeConfigs (32) is asked only for a topic's limit: the topic's configs, then
+    // the broker's when the topic names none.
+    let described = proxy.requests(32);
+    assert!(
+        (1..=2).contains(&described),
+        "the topic's limit asked once: {described} DescribeConfigs requests"
+    );
+    // Besides the sink's one: rskafka's own (bootstrap, controller, partition clients).
+    assert!(
+        proxy.requests(3) < files / 10,
+        "{} Metadata requests for {files} files",
+        proxy.requests(3)
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
 #[test]
 fn create_topics_makes_a_missing_topic() {
     let broker = Broker::start_memory();

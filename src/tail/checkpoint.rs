@@ -80,8 +80,10 @@ type Key = (String, u64, u64);
 
 /// The checkpoints by file, indexed by what a tailer starting looks them up by: the
 /// (topic, path) they were last read under (`last_read_at`), and for a new file that may
-/// be a copy, the (topic, directory) and (topic, fingerprint) (`originals`). Without the
-/// indexes, 10,000 files started at once scanned 10,000 checkpoints each, twice.
+/// be a copy, the (topic, directory) and (topic, fingerprint) (`originals`) — those two
+/// only for checkpoints with a full fingerprint, the only ones `originals` takes (10,000
+/// new files in one directory each went through every other one's checkpoint). Without
+/// the indexes, 10,000 files started at once scanned 10,000 checkpoints each, twice.
 #[derive(Debug, Default)]
 struct Entries {
     by_file: HashMap<Key, Checkpoint>,
@@ -133,17 +135,36 @@ impl Entries {
             (topic.clone(), checkpoint.path.clone()),
             &key,
         );
-        put(
-            &mut self.by_dir,
-            (topic.clone(), dir_of(&checkpoint.path).to_path_buf()),
-            &key,
-        );
-        put(
-            &mut self.by_hash,
-            (topic.clone(), checkpoint.file.hash),
-            &key,
-        );
+        if checkpoint.file.is_full() {
+            put(
+                &mut self.by_dir,
+                (topic.clone(), dir_of(&checkpoint.path).to_path_buf()),
+                &key,
+            );
+            put(
+                &mut self.by_hash,
+                (topic.clone(), checkpoint.file.hash),
+                &key,
+            );
+        }
         self.by_file.insert(key, checkpoint);
+    }
+
+    /// Moves the checkpoint of `key` to `offset` under `file` in place when nothing it
+    /// is indexed by changes (the path, the fingerprint): what every acknowledgement
+    /// does. False when there is none, or it must be inserted again.
+    fn update(&mut self, key: &Key, file: FileIdentity, offset: u64, path: &Path) -> bool {
+        let Some(c) = self.by_file.get_mut(key) else {
+            return false;
+        };
+        let same_index = c.file.hash == file.hash && c.file.is_full() == file.is_full();
+        if !same_index || c.path != path {
+            return false;
+        }
+        c.file = file;
+        c.offset = offset;
+        c.updated = unix_now();
+        true
     }
 
     fn remove(&mut self, key: &Key) -> Option<Checkpoint> {
@@ -155,12 +176,14 @@ impl Entries {
     fn unindex(&mut self, key: &Key, old: &Checkpoint) {
         let topic = &old.topic;
         take(&mut self.by_path, (topic.clone(), old.path.clone()), key);
-        take(
-            &mut self.by_dir,
-            (topic.clone(), dir_of(&old.path).to_path_buf()),
-            key,
-        );
-        take(&mut self.by_hash, (topic.clone(), old.file.hash), key);
+        if old.file.is_full() {
+            take(
+                &mut self.by_dir,
+                (topic.clone(), dir_of(&old.path).to_path_buf()),
+                key,
+            );
+            take(&mut self.by_hash, (topic.clone(), old.file.hash), key);
+        }
     }
 
     /// The checkpoints whose keys `index` holds at `at`.
@@ -425,18 +448,21 @@ impl Checkpoints {
     /// Records that every line of `file` on `topic` before `offset` is acknowledged.
     pub fn set(&self, topic: &str, file: FileIdentity, offset: u64, path: &Path) {
         let key = (topic.to_string(), file.dev, file.ino);
-        let checkpoint = Checkpoint {
-            topic: topic.to_string(),
-            file,
-            offset,
-            path: path.to_path_buf(),
-            updated: unix_now(),
-        };
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.get(&key).map(|c| (c.offset, c.file)) != Some((offset, file)) {
-            entries.insert(key, checkpoint);
-            self.generation.fetch_add(1, Ordering::Release);
+        if entries.get(&key).map(|c| (c.offset, c.file)) == Some((offset, file)) {
+            return;
         }
+        if !entries.update(&key, file, offset, path) {
+            let checkpoint = Checkpoint {
+                topic: topic.to_string(),
+                file,
+                offset,
+                path: path.to_path_buf(),
+                updated: unix_now(),
+            };
+            entries.insert(key, checkpoint);
+        }
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Records that `file` on `topic` was truncated in place after every line before
@@ -502,6 +528,30 @@ impl Checkpoints {
                 .map(|c| (c.clone(), false)),
         );
         found.sort_by_key(|(c, _)| std::cmp::Reverse(c.updated));
+        found
+    }
+
+    /// Whether `originals` would find any: stops at the first, copies nothing.
+    pub fn has_original(
+        &self,
+        topic: &str,
+        near: Near,
+        wanted: impl Fn(&Checkpoint) -> bool,
+    ) -> bool {
+        let is_near = |c: &Checkpoint| match near {
+            Near::Dir(dir) => dir_of(&c.path) == dir,
+            Near::Hash(hash) => c.file.hash == hash,
+        };
+        let same = |c: &Checkpoint| c.topic == topic && c.file.is_full() && is_near(c) && wanted(c);
+        let oldest = oldest_truncated_kept();
+        {
+            let truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
+            if truncated.iter().any(|c| same(c) && c.updated >= oldest) {
+                return true;
+            }
+        }
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let found = entries.near(topic, &near).any(same);
         found
     }
 
@@ -862,6 +912,35 @@ mod tests {
         assert_eq!(near("other", Near::Dir(Path::new("/var/log"))), vec![3]);
         let hash = identity(2).hash;
         assert_eq!(near("app", Near::Hash(hash)), vec![2]);
+        // A fingerprint that fills up as the file grows past a KiB, under the same path:
+        // indexed for `originals` only from then on.
+        let new_dir = Path::new("/var/log/new");
+        let (x, partial) = (
+            new_dir.join("x.log"),
+            FileIdentity {
+                fp_len: 100,
+                hash: 7,
+                ..identity(6)
+            },
+        );
+        store.set("app", partial, 100, &x);
+        assert!(near("app", Near::Dir(new_dir)).is_empty());
+        assert!(near("app", Near::Hash(7)).is_empty());
+        assert!(!store.has_original("app", Near::Dir(new_dir), |_| true));
+        store.set("app", identity(6), 2000, &x);
+        assert_eq!(near("app", Near::Dir(new_dir)), vec![6]);
+        assert_eq!(near("app", Near::Hash(60)), vec![6]);
+        assert!(store.has_original("app", Near::Dir(new_dir), |_| true));
+        assert!(!store.has_original("app", Near::Dir(new_dir), |c| c.file.ino != 6));
+        assert!(!store.has_original("other", Near::Dir(new_dir), |_| true));
+        // Acknowledged further in place: found where it was, at its new offset.
+        store.set("app", identity(6), 3000, &x);
+        let found = store.originals("app", Near::Hash(60), |_| true);
+        assert_eq!(
+            found.iter().map(|(c, _)| c.offset).collect::<Vec<_>>(),
+            vec![3000]
+        );
+        assert_eq!(inos(store.last_read_at("app", &x)), vec![6]);
         // Read on under the same path: still there, once.
         store.set("app", identity(1), 30, a);
         assert_eq!(inos(store.last_read_at("app", a)), vec![1]);
@@ -870,6 +949,16 @@ mod tests {
         let (again, _) = Checkpoints::open(dir.path()).unwrap();
         assert_eq!(inos(again.last_read_at("app", a)), vec![1]);
         assert_eq!(inos(again.last_read_at("app", b)), vec![2, 4, 5]);
+        assert_eq!(
+            inos(
+                again
+                    .originals("app", Near::Dir(new_dir), |_| true)
+                    .into_iter()
+                    .map(|(c, _)| c)
+                    .collect()
+            ),
+            vec![6]
+        );
         assert!(again
             .last_read_at("app", Path::new("/var/log/c.log"))
             .is_empty());

@@ -95,8 +95,8 @@ pub fn judge(
     };
     if meta.len() < FINGERPRINT_BYTES {
         // Too short to tell: a copy beside its original has just been created.
-        let beside = checkpoints.originals(topic, Near::Dir(dir_of(path)), other_file);
-        return Ok(if beside.is_empty() {
+        let beside = checkpoints.has_original(topic, Near::Dir(dir_of(path)), other_file);
+        return Ok(if !beside {
             Verdict::New
         } else {
             Verdict::Undecided("a new file shorter than a KiB beside files of the topic (a copytruncate copy being written?)")

@@ -110,7 +110,13 @@ impl<F: Held> Files<F> {
     /// Queues files found rotated away while nobody followed the path (at start, or
     /// when a parked file is reopened), oldest first; every one is read.
     pub fn extend(&mut self, rotated_away: VecDeque<F>) {
-        self.reading.extend(rotated_away);
+        if self.reading.is_empty() {
+            // Its allocation as it is (one file, usually): extending an empty queue
+            // allocates room for four.
+            self.reading = rotated_away;
+        } else {
+            self.reading.extend(rotated_away);
+        }
     }
 
     /// Queues a newer file behind the others, unless it is held already or there is no

@@ -1,4 +1,4 @@
-//! Reading an open file into batches: positional reads into the thread's buffer, the
+//! Reading an open file into batches: positional reads into the thread's read buffer, the
 //! framer and decoder, submission to the sink, and the acknowledgements that move the
 //! checkpoint (through `InFlight`, which owns every checkpoint move).
 
@@ -19,21 +19,23 @@ use crate::sink::SinkError;
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::TailerProgress;
 use crate::throttle::OnLimit;
-use std::cell::RefCell;
 use std::fs::Metadata;
 use std::io;
 use std::sync::Arc;
 
-/// Bytes read per `read` call, at most.
+/// Bytes read per `read` call, at most: the size of the read buffer.
 const READ_CHUNK: usize = 128 * 1024;
 
 thread_local! {
-    /// The buffer every tailer running on this thread reads into: borrowed from a read to
-    /// the framing of what it read, never across an `await`, so one per runtime thread
-    /// serves every tailer. A buffer per tailer cost each idle file its size, and one that
-    /// grew on a backlog stayed grown: 400 files caught up held 50 MiB for good
-    /// (`catching_up_on_many_files_leaves_no_memory_behind`).
-    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+    /// The read buffer of every tailer running on this thread. A chunk is read and framed
+    /// into its batch without an await in between, so one buffer per thread serves them
+    /// all, and an idle file holds none. Each tailer had its own, 8 KiB and up: 80 MB of
+    /// the agent's 230 MB at 10,000 files, and 128 KiB for good once a backlog had grown
+    /// it (`catching_up_on_many_files_leaves_no_memory_behind`). Page-aligned by jemalloc
+    /// (a large size class), as the kernel's copy from the page cache wants ("Aligning
+    /// the read buffer", BENCHMARKS.md).
+    static READ_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
 /// A batch is submitted once it holds this much (or at EOF).
@@ -115,7 +117,7 @@ impl OpenFile {
 }
 
 /// What reading needs besides the files: the tailer's identity and settings, the shared
-/// context, and the batches in flight.
+/// context, and the batches in flight (the read buffer is the thread's, `READ_BUF`).
 pub struct Reader {
     pub id: TailerId,
     pub settings: TailerSettings,
@@ -232,71 +234,15 @@ impl Reader {
                     break;
                 }
             };
-            let room = allowance
-                .and_then(|a| a.bytes)
-                .map_or(READ_CHUNK, |bytes| READ_CHUNK.min(bytes as usize));
-            let (n, truncated) = READ_BUFFER.with_borrow_mut(|buf| {
-                // Blocking positional read: regular files answer from the page cache in
-                // microseconds, which costs less than a thread hop per chunk.
-                let n = open
-                    .file
-                    .read_at(&mut buf[..room], open.framer.position())
-                    .map_err(|source| self.read_error(source))?;
-                if n == 0 {
-                    self.at_end = true;
-                    return Ok((0, 0));
-                }
-                // Shorter than asked: the end of the file as it is now (what is written
-                // after raises a notification, or the next poll finds it).
-                let short = n < room;
-                // Under a throttle, up to the last line the bucket allows (the rest is
-                // read again next time: reads are positional).
-                let whole = n;
-                let n = match (allowance, self.throttle.as_ref()) {
-                    (Some(allowance), Some(limiter)) => {
-                        let (n, lines) = allowance.prefix(&buf[..n]);
-                        limiter.charge(lines, n as u64, tokio::time::Instant::now());
-                        n
-                    }
-                    _ => n,
-                };
-                // At the end only when the bucket took every byte read.
-                self.at_end = short && n == whole;
-                if n == READ_CHUNK && batch.is_empty() {
-                    // A busy file fills this batch: size it once, with one chunk of slack
-                    // (the batch is submitted after the chunk that crosses BATCH_BYTES).
-                    batch.reserve(BATCH_BYTES + READ_CHUNK, 64);
-                }
-                let mut truncated = 0u64;
-                match (open.decoder.as_mut(), &self.filter) {
-                    (None, None) => open.framer.push(&buf[..n], &mut |line| {
-                        truncated += line.truncated as u64;
-                        batch.push(line.offset, line.bytes);
-                    }),
-                    // Raw lines are whole records: filtered as they are framed.
-                    (None, Some(filter)) => open.framer.push(&buf[..n], &mut |line| {
-                        truncated += line.truncated as u64;
-                        if filter.keeps(line.bytes, &mut self.filtered) {
-                            batch.push(line.offset, line.bytes);
-                        }
-                    }),
-                    (Some(decoder), _) => {
-                        let now = tokio::time::Instant::now();
-                        open.framer.push(&buf[..n], &mut |line| {
-                            truncated += line.truncated as u64;
-                            decoder.line(line, now, &mut batch);
-                        });
-                    }
-                }
-                Ok::<_, TailError>((n, truncated))
-            })?;
-            if n == 0 && self.at_end {
+            // Read and framed without an await in between: the thread's buffer is free
+            // again before anything else runs on this thread.
+            let n = READ_BUF
+                .with_borrow_mut(|buf| self.read_chunk(buf, open, &mut batch, allowance))?;
+            let Some(n) = n else {
+                self.at_end = true;
                 break;
-            }
+            };
             read += n as u64;
-            for _ in 0..truncated {
-                self.ctx.events.line_truncated(&self.id.topic);
-            }
             if batch.bytes() >= BATCH_BYTES || batch.len() >= BATCH_LINES {
                 let full = std::mem::replace(&mut batch, self.new_batch());
                 self.submit(full, open).await?;
@@ -312,6 +258,76 @@ impl Reader {
         }
         self.submit(batch, open).await?;
         Ok(read)
+    }
+
+    /// One positional read into `buf` at the framer's position, up to what `allowance`
+    /// lets through, framed into `batch`; `None` when the read found the end of the file.
+    /// Sets `at_end` when the read came back short and every byte read was taken.
+    fn read_chunk(
+        &mut self,
+        buf: &mut [u8],
+        open: &mut OpenFile,
+        batch: &mut Batch,
+        allowance: Option<Allowance>,
+    ) -> Result<Option<usize>, TailError> {
+        let room = allowance
+            .and_then(|a| a.bytes)
+            .map_or(buf.len(), |bytes| buf.len().min(bytes as usize));
+        // Blocking positional read: regular files answer from the page cache in
+        // microseconds, which costs less than a thread hop per chunk.
+        let n = open
+            .file
+            .read_at(&mut buf[..room], open.framer.position())
+            .map_err(|source| self.read_error(source))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        // Shorter than asked: the end of the file as it is now (what is written after
+        // raises a notification, or the next poll finds it).
+        let short = n < room;
+        // Under a throttle, up to the last line the bucket allows (the rest is read
+        // again next time: reads are positional).
+        let whole = n;
+        let n = match (allowance, self.throttle.as_ref()) {
+            (Some(allowance), Some(limiter)) => {
+                let (n, lines) = allowance.prefix(&buf[..n]);
+                limiter.charge(lines, n as u64, tokio::time::Instant::now());
+                n
+            }
+            _ => n,
+        };
+        // At the end only when the bucket took every byte read.
+        self.at_end = short && n == whole;
+        if n == READ_CHUNK && batch.is_empty() {
+            // A busy file fills this batch: size it once, with one chunk of slack (the
+            // batch is submitted after the chunk that crosses BATCH_BYTES).
+            batch.reserve(BATCH_BYTES + READ_CHUNK, 64);
+        }
+        let mut truncated = 0u64;
+        match (open.decoder.as_mut(), &self.filter) {
+            (None, None) => open.framer.push(&buf[..n], &mut |line| {
+                truncated += line.truncated as u64;
+                batch.push(line.offset, line.bytes);
+            }),
+            // Raw lines are whole records: filtered as they are framed.
+            (None, Some(filter)) => open.framer.push(&buf[..n], &mut |line| {
+                truncated += line.truncated as u64;
+                if filter.keeps(line.bytes, &mut self.filtered) {
+                    batch.push(line.offset, line.bytes);
+                }
+            }),
+            (Some(decoder), _) => {
+                let now = tokio::time::Instant::now();
+                open.framer.push(&buf[..n], &mut |line| {
+                    truncated += line.truncated as u64;
+                    decoder.line(line, now, batch);
+                });
+            }
+        }
+        for _ in 0..truncated {
+            self.ctx.events.line_truncated(&self.id.topic);
+        }
+        Ok(Some(n))
     }
 
     /// Reads the file to its end, turn after turn, whatever the throttle says (a file

@@ -203,12 +203,15 @@ pub fn settled_end(broker: &str, topic: &str, partition: i32, from: i64) -> i64 
 /// A Kafka-protocol proxy in front of a broker that enforces a record size limit as a
 /// real Kafka does (tansu does not): a produce request over `max_request_bytes` (its whole
 /// frame) is answered `MESSAGE_TOO_LARGE` (10) and not forwarded; everything else passes.
-/// Produce versions 3 to 7 (rskafka's). Stopped with its connections on drop.
+/// Produce versions 3 to 7 (rskafka's). Counts the requests by API key. Stopped with its
+/// connections on drop.
 pub struct SizeLimitProxy {
     _runtime: tokio::runtime::Runtime,
     pub port: u16,
     /// Produce requests refused as too large.
     pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests passed on, by API key (3 Metadata, 32 DescribeConfigs, …).
+    pub requests: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i16, usize>>>,
 }
 
 impl SizeLimitProxy {
@@ -226,9 +229,12 @@ impl SizeLimitProxy {
             .unwrap();
         let refused = Arc::new(AtomicUsize::new(0));
         let counter = refused.clone();
+        let requests = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let by_key = requests.clone();
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let counter = counter.clone();
+                let by_key = by_key.clone();
                 tokio::spawn(async move {
                     let Ok(broker) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
@@ -248,6 +254,7 @@ impl SizeLimitProxy {
                     });
                     while let Some(frame) = read_frame(&mut from_client).await {
                         let api_key = i16::from_be_bytes([frame[4], frame[5]]);
+                        *by_key.lock().unwrap().entry(api_key).or_insert(0) += 1;
                         if api_key == 0 && frame.len() > max_request_bytes {
                             counter.fetch_add(1, Ordering::Relaxed);
                             let answer = too_large_answer(&frame);
@@ -273,7 +280,18 @@ impl SizeLimitProxy {
             _runtime: runtime,
             port,
             refused,
+            requests,
         }
+    }
+
+    /// Requests with API key `api_key` passed on so far.
+    pub fn requests(&self, api_key: i16) -> usize {
+        self.requests
+            .lock()
+            .unwrap()
+            .get(&api_key)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn address(&self) -> String {

@@ -96,6 +96,10 @@ pub(crate) struct Shared {
     budget: Arc<Semaphore>,
     partitioner: Partitioner,
     topics: Mutex<HashMap<Arc<str>, TopicInfo>>,
+    /// Held while a topic's metadata is asked: the other batches to the topic wait for
+    /// that answer rather than each ask again (10,000 tailers starting at once asked
+    /// 10,000 times, and their first lines waited seconds for it).
+    fetching: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
     producers: Mutex<Producers>,
     /// Emptied encoding buffers kept for the producers' next groups, within a bound.
     buffers: Buffers,
@@ -131,6 +135,7 @@ impl KafkaSink {
             connected: AtomicBool::new(false),
             connect_error: Mutex::new(None),
             topics: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
             producers: Mutex::new(Producers::default()),
             buffer_bytes: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
@@ -198,15 +203,20 @@ impl Shared {
     /// when allowed. Retries what `Error::class` says is retried; a missing topic is a
     /// permanent error.
     async fn topic(&self, topic: &Arc<str>) -> Result<(i32, Arc<AtomicUsize>), SinkError> {
-        if let Some(info) = self
-            .topics
+        if let Some(known) = self.known(topic) {
+            return Ok(known);
+        }
+        let one = self
+            .fetching
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-        {
-            if info.at.elapsed() < METADATA_TTL {
-                return Ok((info.partitions, info.limit.clone()));
-            }
+            .entry(topic.clone())
+            .or_default()
+            .clone();
+        let _one = one.lock().await;
+        // Asked by another batch while this one waited.
+        if let Some(known) = self.known(topic) {
+            return Ok(known);
         }
         let mut backoff = Backoff::default();
         let (count, learned) = loop {
@@ -236,6 +246,13 @@ impl Shared {
             },
         );
         Ok((count, limit))
+    }
+
+    /// The partition count and limit of `topic`, if asked within `METADATA_TTL`.
+    fn known(&self, topic: &Arc<str>) -> Option<(i32, Arc<AtomicUsize>)> {
+        let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let info = topics.get(topic)?;
+        (info.at.elapsed() < METADATA_TTL).then(|| (info.partitions, info.limit.clone()))
     }
 
     async fn fetch_topic(&self, topic: &Arc<str>) -> Result<(i32, Limit), Error> {
