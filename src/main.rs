@@ -20,11 +20,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// overrides them): one background thread returns freed pages to the system a second
 /// after they were freed (`dirty_decay_ms`; `muzzy_decay_ms: 0`: not kept lazily freed),
 /// even when nothing allocates — without it, the memory went back only as the agent
-/// allocated again (200 files caught up: 19 → 74 MiB, with it 19 → 28 MiB).
+/// allocated again (200 files caught up: 19 → 74 MiB, with it 19 → 28 MiB). One arena
+/// (`narenas: 1`) instead of four per core: at full throughput into 64 partitions the
+/// threads' arenas each kept their own free pages, peak RSS 90–100 MiB against 69–75
+/// with one, for the same CPU (BENCHMARKS.md "Memory").
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static JEMALLOC_CONF: &[u8] =
-    b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+    b"background_thread:true,max_background_threads:1,narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
 #[command(
