@@ -408,6 +408,9 @@ impl Tailer {
         let (pace, why) = match self.open_at_path(self.first_open)? {
             Opened::File(file) => {
                 self.first_open = false;
+                let id = file.identity;
+                let born = file.born.map(|born| born.at);
+                self.reader.busy.saw_key((id.dev, id.ino, born));
                 self.reader.busy.forget_missed(&file.identity, file.born);
                 self.files.extend([file].into());
                 return Ok(Next::Step);
@@ -609,6 +612,7 @@ impl Tailer {
         }
         // A path we cannot open now is the next check's business, not a failure.
         if let Ok(Some((file, meta))) = adopt::open_path(&self.reader.id.path) {
+            self.reader.busy.saw(&meta);
             if !self.files.reads(&meta) {
                 let held = self.reader.ctx.deleted.hold(file, &self.reader.id);
                 self.enqueue(held);
@@ -666,6 +670,7 @@ impl Tailer {
                 all_queued = false;
                 break;
             }
+            self.reader.busy.saw(&found.meta);
             tracing::warn!(tailer = %self.reader.id, rotated_to = %found.path.display(),
                 "a file was renamed away from the path before the tailer looked; reading it");
             if let Ok(Opened::File(open)) = self.adopt(found.file, &found.meta, false) {

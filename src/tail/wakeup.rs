@@ -17,7 +17,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDe
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -74,6 +74,8 @@ struct Waiter {
     notify: Weak<Notify>,
     /// Woken only when a file arrives at the path or leaves it (not by writes).
     names_only: bool,
+    /// Counts the files arriving at the path (created at it or renamed to it).
+    arrivals: Option<Weak<AtomicU64>>,
 }
 
 #[derive(Default)]
@@ -117,12 +119,20 @@ impl Table {
         };
         for dir in dirs {
             match self.by_path.get(&dir.join(&name)) {
-                Some(waiters) => woken.extend(
-                    waiters
-                        .iter()
-                        .filter(|w| renamed || !w.names_only)
-                        .filter_map(|w| w.notify.upgrade()),
-                ),
+                Some(waiters) => {
+                    if arrival {
+                        let counters = waiters.iter().filter_map(|w| w.arrivals.as_ref());
+                        for counter in counters.filter_map(Weak::upgrade) {
+                            counter.fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
+                    woken.extend(
+                        waiters
+                            .iter()
+                            .filter(|w| renamed || !w.names_only)
+                            .filter_map(|w| w.notify.upgrade()),
+                    )
+                }
                 None if arrival => appeared.set(),
                 None => {}
             }
@@ -196,6 +206,10 @@ pub struct Registration {
     /// directory is watched.
     paths: Vec<(PathBuf, bool)>,
     pub notify: Arc<Notify>,
+    /// Files that arrived at the path (at a symlink's target) since the registration,
+    /// as the event thread read them (a round later); a names registration's only. Events
+    /// lost to a queue overflow are not counted.
+    pub arrivals: Arc<AtomicU64>,
     /// A symlink whose target could not be resolved: its writes are not seen.
     unresolved: bool,
 }
@@ -273,28 +287,45 @@ impl Wakeups {
 
     fn register_as(self: &Arc<Self>, path: &Path, names_only: bool) -> Registration {
         let notify = Arc::new(Notify::new());
-        let mut paths = vec![(path.to_path_buf(), self.add(path, &notify, names_only))];
-        let mut unresolved = false;
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-            match std::fs::canonicalize(path) {
-                Ok(target) if target != path => {
-                    let watched = self.add(&target, &notify, names_only);
-                    paths.push((target, watched));
-                }
-                Ok(_) => {}
-                Err(_) => unresolved = true,
-            }
+        let arrivals = Arc::new(AtomicU64::new(0));
+        // Arrivals are counted where files arrive: at a symlink's target, not the link.
+        let counted = names_only.then(|| Arc::downgrade(&arrivals));
+        let symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let target = symlink.then(|| std::fs::canonicalize(path));
+        let resolved = match &target {
+            Some(Ok(target)) if target != path => Some(target.clone()),
+            _ => None,
+        };
+        let at_path = if resolved.is_some() {
+            None
+        } else {
+            counted.clone()
+        };
+        let mut paths = vec![(
+            path.to_path_buf(),
+            self.add(path, &notify, names_only, at_path),
+        )];
+        if let Some(target) = resolved {
+            let watched = self.add(&target, &notify, names_only, counted);
+            paths.push((target, watched));
         }
         Registration {
             wakeups: self.clone(),
             paths,
             notify,
-            unresolved,
+            arrivals,
+            unresolved: matches!(target, Some(Err(_))),
         }
     }
 
     /// Adds `notify` as a waiter for `path`; true when its directory is watched.
-    fn add(&self, path: &Path, notify: &Arc<Notify>, names_only: bool) -> bool {
+    fn add(
+        &self,
+        path: &Path,
+        notify: &Arc<Notify>,
+        names_only: bool,
+        arrivals: Option<Weak<AtomicU64>>,
+    ) -> bool {
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let remote = self.mounts.is_remote(path);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
@@ -305,6 +336,7 @@ impl Wakeups {
             .push(Waiter {
                 notify: Arc::downgrade(notify),
                 names_only,
+                arrivals,
             });
         if remote {
             // Writes made on other hosts raise no local notification: the tailer polls.
@@ -393,6 +425,31 @@ mod tests {
         assert!(quiet.await.is_err(), "another path is not woken");
         drop((followed, other));
         assert!(wakeups.table.lock().unwrap().dirs.is_empty(), "unwatched");
+    }
+
+    /// A busy tailer's watch task weighs the files it saw against those that arrived
+    /// (`tail/watch.rs`): arrivals at a symlink's target count, the link and writes not.
+    #[tokio::test]
+    async fn a_names_registration_should_count_the_files_arriving_at_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("0.log");
+        std::fs::write(&target, "x\n").unwrap();
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let wakeups = Wakeups::new();
+        let names = wakeups.register_names(&link);
+        for n in 1..=3 {
+            std::fs::rename(&target, dir.path().join(format!("0.log.{n}"))).unwrap();
+            std::fs::write(&target, "y\n").unwrap();
+        }
+        std::fs::write(&target, "z\n").unwrap();
+        let counted = || names.arrivals.load(Ordering::Acquire);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while counted() < 3 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(counted(), 3, "three files arrived at the target");
     }
 
     #[tokio::test]

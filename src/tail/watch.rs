@@ -39,6 +39,31 @@ pub struct Busy {
     newest: Mutex<Option<(FileIdentity, Option<Born>)>>,
     /// Files seen at the path while the queue was full, oldest first.
     missed: Mutex<Vec<Seen>>,
+    /// Files seen at the path, or found rotated away from it, since the watch started:
+    /// weighed against the files that arrived there (`Watch::count_unseen`).
+    seen: Mutex<SeenFiles>,
+}
+
+/// A file by device, inode and birth time.
+type FileKey = (u64, u64, Option<SystemTime>);
+
+/// The distinct files seen at a path: how many, and the latest (to tell them apart).
+#[derive(Debug, Default)]
+struct SeenFiles {
+    count: u64,
+    latest: VecDeque<FileKey>,
+    /// The file at the path when the watch started: it arrived before arrivals were
+    /// counted.
+    initial: Option<FileKey>,
+}
+
+/// Files remembered as seen: a file is seen again (by the watch task, then by the
+/// tailer) within a few rotations; one seen again later counts twice, which can only
+/// hide a file missed, never count one that was not.
+const SEEN_KEPT: usize = 1024;
+
+fn key_of(meta: &Metadata) -> FileKey {
+    (meta.dev(), meta.ino(), meta.created().ok())
 }
 
 /// Files noted while the queue is full, at most: beyond, the oldest note is dropped (its
@@ -129,6 +154,32 @@ impl Busy {
     fn get(&self) -> bool {
         self.flag.load(Ordering::Acquire)
     }
+
+    /// Notes a file seen at the path (or found beside it, rotated away from it).
+    pub fn saw(&self, meta: &Metadata) {
+        self.saw_key(key_of(meta));
+    }
+
+    /// [`saw`](Self::saw) by device, inode and birth time.
+    pub fn saw_key(&self, key: FileKey) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.initial == Some(key) || seen.latest.contains(&key) {
+            return;
+        }
+        if seen.latest.len() == SEEN_KEPT {
+            seen.latest.pop_front();
+        }
+        seen.latest.push_back(key);
+        seen.count += 1;
+    }
+
+    fn seen_count(&self) -> u64 {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).count
+    }
+
+    fn set_initial(&self, meta: &Metadata) {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).initial = Some(key_of(meta));
+    }
 }
 
 /// The tailer's end: files found at the path, oldest first. Stops the task when dropped.
@@ -162,8 +213,13 @@ pub fn spawn(
 ) -> PathWatch {
     let (tx, found) = mpsc::channel(capacity);
     let stop = CancellationToken::new();
+    // What is at the path before arrivals are counted did not arrive since.
+    if let Ok(meta) = std::fs::metadata(&tailer.path) {
+        busy.set_initial(&meta);
+    }
     let watch = Watch {
         arrivals: wakeups.register_names(&tailer.path),
+        unseen: 0,
         tx,
         held,
         tailer,
@@ -193,7 +249,9 @@ struct Watch {
     /// newest): files born after it and rotated away before this look are queued first.
     last: Option<Born>,
     /// (device, inode, birth) of the files queued lately.
-    recent: VecDeque<(u64, u64, Option<SystemTime>)>,
+    recent: VecDeque<FileKey>,
+    /// Files that arrived at the path and were never seen, counted (or let go unknown).
+    unseen: u64,
 }
 
 /// The tailer is gone.
@@ -240,6 +298,9 @@ impl Watch {
     /// Queues the file the path names if it is new, after those rotated away since the
     /// last look.
     fn look(&mut self) -> Result<(), Closed> {
+        // Every file that arrived before this look is at the path now, rotated away
+        // beside it (found below), seen before — or gone unseen.
+        let arrived = self.arrivals.arrivals.load(Ordering::Acquire);
         let path = self.tailer.path.clone();
         let Ok(meta) = std::fs::metadata(&path) else {
             return Ok(());
@@ -261,17 +322,41 @@ impl Watch {
         };
         // Without birth times, only the files seen at the path are queued.
         let since = self.last.take().or_else(|| self.busy.newest()?.1);
+        let mut complete = false;
         if let (Some(after), Some(before)) = (since, Born::of(&opened)) {
             let queued = |m: &Metadata| self.busy.holds_newest(m) || self.was_queued(m);
             for found in missed::between(&path, after, before, queued) {
                 tracing::debug!(tailer = %self.tailer, rotated_to = %found.path.display(),
                     "a file was at the path between two looks; queued");
+                self.busy.saw(&found.meta);
                 self.queue(found.file, &found.meta)?;
             }
+            complete = true;
         }
+        self.busy.saw(&opened);
         self.queue(file, &opened)?;
         self.last = Born::of(&opened);
+        self.count_unseen(arrived, complete);
         Ok(())
+    }
+
+    /// Counts the files that arrived at the path (`arrived` in all, by notification)
+    /// and that nobody ever saw: created, rotated away and deleted (or compressed)
+    /// between two looks, faster than a look follows a notification. Nothing of them
+    /// can be opened any more, so their size is unknown. Only after a `complete` look
+    /// (one that looked beside the path for files born since the last): otherwise a file
+    /// rotated away may still be found, and the count is let go instead.
+    fn count_unseen(&mut self, arrived: u64, complete: bool) {
+        let missed = arrived.saturating_sub(self.busy.seen_count() + self.unseen);
+        self.unseen += missed;
+        if !complete {
+            return;
+        }
+        for _ in 0..missed {
+            self.events.file_skipped(&self.tailer.topic, "deleted");
+            tracing::warn!(tailer = %self.tailer, lost_bytes = 0, unseen = true,
+                "a file that arrived at the path was deleted before it was read, never seen (rotated and deleted between two looks); its lines are lost, their size unknown");
+        }
     }
 
     fn was_queued(&self, meta: &Metadata) -> bool {
