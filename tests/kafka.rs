@@ -762,8 +762,7 @@ fn kafka_with_sasl_scram_delivers_every_line_and_a_wrong_password_is_retried_unt
 /// the request is acknowledged the buffer is kept for the next group
 /// (`logcatch_kafka_buffer_bytes`, within `max_in_flight_bytes / 8`) instead of freed, so
 /// that a busy partition does not fault in fresh pages for every request (issue #26 §4:
-/// with mimalloc's short purge delay each freed request cost the CPU of zeroing its
-/// pages again).
+/// each freed request's pages were zeroed again for the next one).
 #[test]
 fn uncompressed_requests_give_their_buffers_back_for_reuse() {
     let broker = Broker::start_memory();

@@ -9,13 +9,13 @@
 //! different files.
 
 use super::checkpoint::{dir_of, Checkpoint, Checkpoints, Near};
-use super::fingerprint::{hash_prefix, FINGERPRINT_BYTES};
+use super::fingerprint::{file_key, hash_prefix, FileKey, FINGERPRINT_BYTES};
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// How long a new file that may be a copy still being written must keep its size before
 /// it is read from 0 anyway: logrotate writes a copy's first KiB as soon as it creates
@@ -48,9 +48,6 @@ pub struct Undecided {
     seen: HashMap<FileKey, Look>,
 }
 
-/// A file by device, inode and birth time (an inode number is soon another file's).
-type FileKey = (u64, u64, Option<SystemTime>);
-
 #[derive(Debug, Clone, Copy)]
 struct Look {
     size: u64,
@@ -65,7 +62,7 @@ impl Undecided {
         let now = tokio::time::Instant::now();
         self.seen
             .retain(|_, look| now.duration_since(look.last) < FORGET_AFTER);
-        let key = (meta.dev(), meta.ino(), meta.created().ok());
+        let key = file_key(meta);
         let size = meta.len();
         let look = self.seen.entry(key).or_insert(Look {
             size,

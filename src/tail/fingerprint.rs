@@ -6,6 +6,15 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
+/// A file by device, inode and birth time: an inode number is soon another file's, the
+/// birth time tells them apart (where the filesystem keeps it).
+pub type FileKey = (u64, u64, Option<std::time::SystemTime>);
+
+/// The [`FileKey`] of the file `meta` describes.
+pub fn file_key(meta: &Metadata) -> FileKey {
+    (meta.dev(), meta.ino(), meta.created().ok())
+}
+
 /// How many leading bytes the fingerprint covers once the file is that long.
 pub const FINGERPRINT_BYTES: u64 = 1024;
 

@@ -13,17 +13,16 @@
 //! a timer.
 
 use super::deleted::{DeletedFiles, Handle};
-use super::fingerprint::FileIdentity;
+use super::fingerprint::{file_key, FileIdentity, FileKey};
 use super::missed::{self, Born, Seen};
 use super::wakeup::Wakeups;
 use crate::ports::Events;
 use crate::spec::TailerId;
 use std::collections::VecDeque;
 use std::fs::{File, Metadata};
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -44,9 +43,6 @@ pub struct Busy {
     seen: Mutex<SeenFiles>,
 }
 
-/// A file by device, inode and birth time.
-type FileKey = (u64, u64, Option<SystemTime>);
-
 /// The distinct files seen at a path: how many, and the latest (to tell them apart).
 #[derive(Debug, Default)]
 struct SeenFiles {
@@ -62,8 +58,12 @@ struct SeenFiles {
 /// hide a file missed, never count one that was not.
 const SEEN_KEPT: usize = 1024;
 
-fn key_of(meta: &Metadata) -> FileKey {
-    (meta.dev(), meta.ino(), meta.created().ok())
+/// Adds `key` to a ring of the latest keys that holds at most `kept`, the oldest going.
+fn remember(ring: &mut VecDeque<FileKey>, key: FileKey, kept: usize) {
+    if ring.len() == kept {
+        ring.pop_front();
+    }
+    ring.push_back(key);
 }
 
 /// Files noted while the queue is full, at most: beyond, the oldest note is dropped (its
@@ -157,7 +157,7 @@ impl Busy {
 
     /// Notes a file seen at the path (or found beside it, rotated away from it).
     pub fn saw(&self, meta: &Metadata) {
-        self.saw_key(key_of(meta));
+        self.saw_key(file_key(meta));
     }
 
     /// [`saw`](Self::saw) by device, inode and birth time.
@@ -166,10 +166,7 @@ impl Busy {
         if seen.initial == Some(key) || seen.latest.contains(&key) {
             return;
         }
-        if seen.latest.len() == SEEN_KEPT {
-            seen.latest.pop_front();
-        }
-        seen.latest.push_back(key);
+        remember(&mut seen.latest, key, SEEN_KEPT);
         seen.count += 1;
     }
 
@@ -178,7 +175,7 @@ impl Busy {
     }
 
     fn set_initial(&self, meta: &Metadata) {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).initial = Some(key_of(meta));
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).initial = Some(file_key(meta));
     }
 }
 
@@ -360,18 +357,14 @@ impl Watch {
     }
 
     fn was_queued(&self, meta: &Metadata) -> bool {
-        let born = meta.created().ok();
-        self.recent.contains(&(meta.dev(), meta.ino(), born))
+        self.recent.contains(&file_key(meta))
     }
 
     /// Queues `file` for the tailer, or notes it when the queue is full.
     fn queue(&mut self, file: File, meta: &Metadata) -> Result<(), Closed> {
         let identity = FileIdentity::of(&file, meta).ok();
-        if self.recent.len() == RECENT {
-            self.recent.pop_front();
-        }
-        let born = meta.created().ok();
-        self.recent.push_back((meta.dev(), meta.ino(), born));
+        let key = file_key(meta);
+        remember(&mut self.recent, key, RECENT);
         match (
             self.tx.try_send(self.held.hold(file, &self.tailer)),
             identity,
@@ -380,7 +373,7 @@ impl Watch {
             (Err(mpsc::error::TrySendError::Full(_)), Some(identity)) => {
                 let seen = Seen {
                     identity,
-                    born,
+                    born: key.2,
                     size: meta.len(),
                 };
                 let path = &self.tailer.path;
