@@ -215,6 +215,9 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         claims,
         wakeups: crate::tail::Wakeups::new(),
         open_files: Arc::new(tokio::sync::Semaphore::new(config.tail.max_open_files)),
+        filling: Arc::new(tokio::sync::Semaphore::new(crate::tail::filling_permits(
+            config.sink.kafka.max_in_flight_bytes,
+        ))),
         throttles: Arc::default(),
     });
     let reconciler = Reconciler::new(sources, config_rx, ctx, board, cwd);

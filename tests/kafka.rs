@@ -163,6 +163,70 @@ fn catching_up_through_kafka_leaves_no_memory_behind() {
     common::assert_catching_up_leaves_no_memory_behind(&sink, &topic, 400);
 }
 
+/// Catching up on many files stays within `max_in_flight_bytes` at its peak: 200 files
+/// with 1 MB of backlog each raise the agent's RSS above what it was with them idle by at
+/// most the budget and 24 MiB (the encoding buffers, the batches being filled; issue #26
+/// §4 aims at `max_in_flight_bytes` + 32 MiB in all, `make bench` measures that on the
+/// release build). Every tailer used to fill a batch (up to 640 KiB) and then wait for
+/// room in flight holding it: 410 tailers held 260 MB beside the 64 MiB in flight at the
+/// soak's resume after its broker freeze (peak RSS 328 MiB); here 162 MiB above idle.
+#[test]
+fn catching_up_on_many_files_through_kafka_stays_within_the_in_flight_budget() {
+    const FILES: usize = 200;
+    const LINES: usize = 10_000; // 100 B each: 1 MB per file, two batches
+    const BUDGET_MIB: u64 = 32;
+    let broker = Broker::start_memory();
+    let topic = topic("peak");
+    create_topic(&broker.address(), &topic, 4);
+    let ws = Workspace::new();
+    let dir = ws.path("pods");
+    std::fs::create_dir(&dir).unwrap();
+    let paths: Vec<_> = (0..FILES)
+        .map(|i| dir.join(format!("p{i:03}.log")))
+        .collect();
+    for path in &paths {
+        std::fs::File::create(path).unwrap();
+    }
+    let entry = format!(
+        "  - {{ path: {}, topic: {topic} }}",
+        dir.join("*.log").display()
+    );
+    let sink = kafka_sink(
+        &broker,
+        &format!("    compression: lz4\n    max_in_flight_bytes: {BUDGET_MIB}MiB\n"),
+    );
+    ws.write_config(&ws.config_with_sink(&entry, &sink));
+    let agent = ws.start();
+    let port = agent.http_port;
+    wait_for("every file followed", Duration::from_secs(60), || {
+        (agent.tailer_states().len() == FILES).then_some(())
+    });
+    let idle_mib = rss_kib(agent.pid()) / 1024;
+
+    let line = "y".repeat(99);
+    for path in &paths {
+        append_lines(path, std::iter::repeat_n(line.clone(), LINES));
+    }
+    let total = (FILES * LINES) as f64;
+    wait_for("every line shipped", Duration::from_secs(300), || {
+        (common::metric_sum(port, "logcatch_records_sent_total") >= total).then_some(())
+    });
+    assert_eq!(
+        common::metric_sum(port, "logcatch_records_sent_total"),
+        total
+    );
+    let peak_mib = common::status_kib(agent.pid(), "VmHWM") / 1024;
+    eprintln!(
+        "RSS idle {idle_mib} MiB, peak {peak_mib} MiB (max_in_flight_bytes {BUDGET_MIB} MiB)"
+    );
+    assert!(
+        peak_mib <= idle_mib + BUDGET_MIB + 24,
+        "peak RSS {peak_mib} MiB while catching up on {FILES} files: more than idle \
+         ({idle_mib} MiB) + max_in_flight_bytes ({BUDGET_MIB} MiB) + 24 MiB"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
 #[test]
 fn a_broker_outage_of_30s_loses_nothing_and_memory_stays_bounded() {
     // Memory storage: tansu 0.6's sqlite storage stops answering fetches once it holds

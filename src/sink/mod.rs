@@ -83,6 +83,14 @@ pub trait Sink: Send + Sync {
     /// [`Ack`] resolves when the batch is durable.
     fn submit(&self, batch: Batch) -> BoxFuture<'_, Result<Ack, SinkError>>;
 
+    /// What a tailer waits for before it fills a batch to `topic`, if anything (Kafka: the
+    /// topic's partitions and size limit, until known): a tailer holds one of the few
+    /// permits to fill a batch (`tail::filling_permits`) until the sink took the batch, and
+    /// must not hold it through a wait only its topic has. Errors are `submit`'s to report.
+    fn prepare(&self, _topic: &Arc<str>) -> Option<BoxFuture<'_, ()>> {
+        None
+    }
+
     /// Delivers whatever is buffered (at shutdown, after the tailers stopped).
     fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>>;
 

@@ -229,6 +229,10 @@ impl Sink for TapSink {
         .boxed()
     }
 
+    fn prepare(&self, topic: &Arc<str>) -> Option<BoxFuture<'_, ()>> {
+        self.inner.prepare(topic)
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         self.inner.flush()
     }

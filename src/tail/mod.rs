@@ -7,6 +7,8 @@ pub mod claims;
 mod copies;
 pub mod deleted;
 mod files;
+#[cfg(test)]
+mod filling_tests;
 pub mod fingerprint;
 mod idle;
 mod inflight;
@@ -26,5 +28,6 @@ mod watch;
 
 pub use checkpoint::Checkpoints;
 pub use claims::Claims;
+pub use reader::filling_permits;
 pub use tailer::{TailError, Tailer, TailerContext};
 pub use wakeup::Wakeups;

@@ -297,6 +297,7 @@ impl Harness {
             claims: self.claims.clone(),
             wakeups: self.wakeups.clone(),
             open_files: Arc::new(Semaphore::new(64)),
+            filling: Arc::new(Semaphore::new(2)),
             deleted: self.deleted.clone(),
             throttles: Arc::default(),
         });

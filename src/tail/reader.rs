@@ -40,9 +40,24 @@ thread_local! {
 
 /// A batch is submitted once it holds this much (or at EOF).
 const BATCH_BYTES: usize = 512 * 1024;
+/// The most a batch being filled holds: it is submitted after the chunk that crosses
+/// `BATCH_BYTES`.
+const BATCH_HELD_BYTES: usize = BATCH_BYTES + READ_CHUNK;
 const BATCH_LINES: usize = 16 * 1024;
 /// Bytes read per turn before yielding, so that one busy file does not starve others.
 pub const TURN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How many tailers may fill a batch at once (`TailerContext::filling`): a sixteenth of
+/// the sink's `max_in_flight_bytes` in batches, at least 2 and at most 16. A tailer holds
+/// its batch until the sink took it, and the sink takes it only once there is room in
+/// flight: without a bound, catching up after an outage, every tailer with a backlog held
+/// a full batch beside the budget (410 tailers, 260 MB at the soak's resume; test
+/// `catching_up_on_many_files_through_kafka_stays_within_the_in_flight_budget`). Reading
+/// is not what limits throughput there, the sink is: a few batches ready are enough.
+pub fn filling_permits(max_in_flight_bytes: u64) -> usize {
+    let batches = max_in_flight_bytes / 16 / BATCH_HELD_BYTES as u64;
+    batches.clamp(2, 16) as usize
+}
 
 /// A file a tailer holds open.
 pub struct OpenFile {
@@ -221,6 +236,12 @@ impl Reader {
     }
 
     async fn read(&mut self, open: &mut OpenFile, throttled: bool) -> Result<u64, TailError> {
+        if let Some(prepared) = self.ctx.sink.prepare(&self.id.topic) {
+            prepared.await;
+        }
+        // Held until the sink took the turn's last batch, its wait for room in flight
+        // included (`filling_permits`). The semaphore is never closed.
+        let _filling = self.ctx.filling.clone().acquire_owned().await.ok();
         self.busy.set(true);
         self.paused_until = None;
         self.at_end = false;
@@ -301,7 +322,7 @@ impl Reader {
         if n == READ_CHUNK && batch.is_empty() {
             // A busy file fills this batch: size it once, with one chunk of slack (the
             // batch is submitted after the chunk that crosses BATCH_BYTES).
-            batch.reserve(BATCH_BYTES + READ_CHUNK, 64);
+            batch.reserve(BATCH_HELD_BYTES, 64);
         }
         let mut truncated = 0u64;
         match (open.decoder.as_mut(), &self.filter) {

@@ -76,6 +76,9 @@ pub struct TailerContext {
     pub wakeups: Arc<Wakeups>,
     /// `tail.max_open_files` permits.
     pub open_files: Arc<Semaphore>,
+    /// Batches being filled or waiting for the sink to take them: a tailer takes a permit
+    /// before a read turn (`reader::filling_permits`).
+    pub filling: Arc<Semaphore>,
     /// Every file the tailers hold, for the deleted-file bounds.
     pub deleted: Arc<DeletedFiles>,
     /// The buckets of the declarations' `throttle`s.

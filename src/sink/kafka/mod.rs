@@ -517,6 +517,14 @@ impl Sink for KafkaSink {
         .boxed()
     }
 
+    fn prepare(&self, topic: &Arc<str>) -> Option<BoxFuture<'_, ()>> {
+        if self.shared.known(topic).is_some() {
+            return None;
+        }
+        let topic = topic.clone();
+        Some(async move { drop(self.shared.topic(&topic).await) }.boxed())
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         async move {
             // Every queued batch holds part of the budget until acknowledged.
