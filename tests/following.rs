@@ -705,6 +705,26 @@ fn an_unreadable_file_is_reported_retried_and_shipped_once_readable() {
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
+/// Files are opened with `O_NOATIME`, which only their owner (or `CAP_FOWNER`) may ask
+/// for: an agent without it reads another user's file without it rather than not at all.
+#[test]
+fn a_file_of_another_user_is_read_without_the_power_to_leave_its_access_time() {
+    let ws = Workspace::new();
+    let theirs = ws.path("theirs.log");
+    append_lines(&theirs, lines("theirs", 0..20));
+    if nix::unistd::geteuid().is_root() {
+        // nobody's; as another user than root the file is the test's own, and the agent
+        // (the same user) may keep its access time.
+        let nobody = Some(nix::unistd::Uid::from_raw(65_534));
+        nix::unistd::chown(&theirs, nobody, None).unwrap();
+    }
+    ws.write_config(&ws.config(&log_entry(&theirs, "app")));
+    let agent = ws.start_unprivileged();
+    let got = shipped(&ws, 20);
+    assert_once_in_order(&got, &[("theirs ", lines("theirs", 0..20))]);
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
 #[test]
 fn a_new_file_matching_a_glob_is_picked_up_without_waiting_for_the_resync() {
     let ws = Workspace::new();

@@ -156,11 +156,14 @@ impl Workspace {
         Agent::start(&self.config_path(), self.dir.path(), self.http_port)
     }
 
-    /// Starts the agent without the power to read files it has no permission for, which
-    /// root has: as root, through `setpriv` with DAC overrides dropped.
+    /// Starts the agent without the powers over files it does not own that root has: as
+    /// root, through `setpriv` with DAC overrides and `CAP_FOWNER` dropped.
     pub fn start_unprivileged(&self) -> Agent {
         let wrapper: &[&str] = if nix::unistd::geteuid().is_root() {
-            &["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+            &[
+                "setpriv",
+                "--bounding-set=-dac_override,-dac_read_search,-fowner",
+            ]
         } else {
             &[]
         };
