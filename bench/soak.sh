@@ -38,6 +38,8 @@ DRAIN_LIMIT=${DRAIN_LIMIT_S:-300}
 mkdir -p "$OUT" "${BENCH_DIR:-/tmp/logcatch-bench}"
 scripts/bench-deps.sh >/dev/null
 cargo build --release --quiet --bin logcatch
+# The commit built: the report is written half an hour later, when HEAD may have moved.
+built=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock vendor || echo "+changes")
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/logcatch
 tansu=$(scripts/deps.sh --print-tansu)
 . bench/lib.sh
@@ -221,7 +223,7 @@ seen_c=$(grep -c '^[0-9.]* probe-c seen' "$events" || true)
 kill -TERM "$agent" && wait "$agent" 2>/dev/null || true
 
 {
-  echo "soak ${name}: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD), load before $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "soak ${name}: $(date -u +%Y-%m-%dT%H:%MZ), commit $built, load before $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "SOAK_S=$SOAK_S PODS=$PODS FREEZE_S=$FREEZE_S ROTATE_BYTES=$ROTATE_BYTES CHECKPOINT_EXPIRY=$CHECKPOINT_EXPIRY${DELETED_MAX_BYTES:+ DELETED_MAX_BYTES=$DELETED_MAX_BYTES}${CHATTY_RATE:+ CHATTY_RATE=$CHATTY_RATE}"
   echo "events (s since start): $(tr '\n' ';' <"$events")"
   echo
