@@ -163,6 +163,9 @@ pub struct Reader {
     /// The last turn read to the end of the file as it was then (a read came back short
     /// or empty): no need to read again before looking at the path.
     pub at_end: bool,
+    /// The sink had what this tailer's topic needs (`Sink::prepare`) once: not asked
+    /// again (a refresh later is the sink's own, within `submit`).
+    prepared: bool,
 }
 
 impl Reader {
@@ -208,6 +211,7 @@ impl Reader {
             throttle,
             paused_until: None,
             at_end: false,
+            prepared: false,
         }
     }
 
@@ -236,13 +240,19 @@ impl Reader {
     }
 
     async fn read(&mut self, open: &mut OpenFile, throttled: bool) -> Result<u64, TailError> {
-        if let Some(prepared) = self.ctx.sink.prepare(&self.id.topic) {
-            prepared.await;
+        // Busy from here: waiting for the sink or for a permit, the tailer looks at
+        // nothing, so its watch task looks at the path for it (`tests/faults.rs`
+        // `a_container_rotated_while_other_files_hold_every_permit_to_fill_…`).
+        self.busy.set(true);
+        if !self.prepared {
+            if let Some(prepared) = self.ctx.sink.prepare(&self.id.topic) {
+                prepared.await;
+            }
+            self.prepared = true;
         }
         // Held until the sink took the turn's last batch, its wait for room in flight
         // included (`filling_permits`). The semaphore is never closed.
         let _filling = self.ctx.filling.clone().acquire_owned().await.ok();
-        self.busy.set(true);
         self.paused_until = None;
         self.at_end = false;
         let mut batch = self.new_batch();
