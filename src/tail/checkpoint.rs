@@ -610,7 +610,13 @@ impl Checkpoints {
             let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             entries.values().cloned().collect()
         };
-        list.sort_by(|a, b| (&a.topic, &a.path).cmp(&(&b.topic, &b.path)));
+        // By bytes: a `Path`'s order walks its components, and this sort runs every
+        // second over every checkpoint (2.5 % of the agent's CPU at 10,000 files).
+        fn key(c: &Checkpoint) -> (&[u8], &[u8]) {
+            use std::os::unix::ffi::OsStrExt;
+            (c.topic.as_bytes(), c.path.as_os_str().as_bytes())
+        }
+        list.sort_by(|a, b| key(a).cmp(&key(b)));
         let oldest = oldest_truncated_kept();
         let truncated = {
             let mut truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
