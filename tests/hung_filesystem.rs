@@ -26,8 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// More stalled files than the agent has workers (`TOKIO_WORKER_THREADS` below): read on
-/// the workers, they would hold every one of them.
-const STALLED_FILES: u64 = 4;
+/// the workers, they would hold every one of them. And more than the permits to fill a
+/// batch (`tail::filling_permits`: 6 with the default budget): holding one each while
+/// their reads hang, they would leave none to the other files.
+const STALLED_FILES: u64 = 8;
 const WORKERS: &str = "2";
 const TTL: Duration = Duration::from_secs(1);
 /// The one file of the filesystem whose reads are answered, after the stalled ones.
@@ -49,7 +51,14 @@ struct Stalled {
 struct Held {
     reads: Mutex<Vec<(u64, ReplyData)>>,
     released: AtomicBool,
+    /// Set once the stalled files are followed: they grow by a line, and every read of
+    /// them hangs from then on, as an NFS server's that went away while they were being
+    /// tailed (the tailer is inside the read of a batch). Before, they are served.
+    hung: AtomicBool,
 }
+
+/// A stalled file's content: one line, and a second once it hangs.
+const STALLED_LINES: &[u8] = b"stalled-1\nstalled-2\n";
 
 impl Held {
     /// The distinct files with a read waiting.
@@ -70,7 +79,7 @@ impl Held {
     }
 }
 
-fn attr(ino: u64) -> FileAttr {
+fn attr(ino: u64, hung: bool) -> FileAttr {
     let now = SystemTime::now();
     let dir = ino == 1;
     FileAttr {
@@ -78,7 +87,8 @@ fn attr(ino: u64) -> FileAttr {
         size: match ino {
             1 => 0,
             SERVED => SERVED_LINES.len() as u64,
-            _ => 64,
+            _ if hung => STALLED_LINES.len() as u64,
+            _ => STALLED_LINES.len() as u64 / 2,
         },
         blocks: if dir { 0 } else { 1 },
         atime: now,
@@ -112,7 +122,8 @@ impl Filesystem for Stalled {
         let found = (2..=SERVED).find(|&ino| OsStr::new(&file_name(ino)) == name);
         match found {
             Some(ino) if u64::from(parent) == 1 => {
-                reply.entry(&TTL, &attr(ino), fuser::Generation(0))
+                let hung = self.held.hung.load(Ordering::SeqCst);
+                reply.entry(&TTL, &attr(ino, hung), fuser::Generation(0))
             }
             _ => reply.error(Errno::ENOENT),
         }
@@ -120,7 +131,9 @@ impl Filesystem for Stalled {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match u64::from(ino) {
-            ino if ino <= SERVED => reply.attr(&TTL, &attr(ino)),
+            ino if ino <= SERVED => {
+                reply.attr(&TTL, &attr(ino, self.held.hung.load(Ordering::SeqCst)))
+            }
             _ => reply.error(Errno::ENOENT),
         }
     }
@@ -145,6 +158,12 @@ impl Filesystem for Stalled {
             let from = SERVED_LINES.len().min(offset as usize);
             let to = SERVED_LINES.len().min(from + size as usize);
             return reply.data(&SERVED_LINES[from..to]);
+        }
+        if !self.held.hung.load(Ordering::SeqCst) {
+            let served = &STALLED_LINES[..STALLED_LINES.len() / 2];
+            let from = served.len().min(offset as usize);
+            let to = served.len().min(from + size as usize);
+            return reply.data(&served[from..to]);
         }
         let mut reads = self.held.reads.lock().unwrap();
         match self.held.released.load(Ordering::SeqCst) {
@@ -225,8 +244,28 @@ fn a_file_whose_reads_hang_should_stall_only_its_own_tailer() {
         ws.http_port,
     );
 
-    // Every stalled file's tailer is inside a read that will not return: each on a
-    // thread of its own, so all of them got there.
+    let shipped = |ws: &Workspace| {
+        let mut lines: Vec<(String, String)> = ws
+            .records()
+            .into_iter()
+            .map(|r| (r.topic, r.line))
+            .collect();
+        lines.sort();
+        lines
+    };
+    let stalled_first = (0..STALLED_FILES).map(|_| ("remote".to_string(), "stalled-1".to_string()));
+    wait_for(
+        "the first line of every stalled file",
+        Duration::from_secs(20),
+        || {
+            let lines = shipped(&ws);
+            let first = lines.iter().filter(|(_, l)| l == "stalled-1").count();
+            (first == STALLED_FILES as usize).then_some(())
+        },
+    );
+    // They grow, and hang: every stalled file's tailer is inside a read that will not
+    // return, each on a thread of its own, so all of them got there.
+    held.hung.store(true, Ordering::SeqCst);
     wait_for(
         "a hung read of every stalled file",
         Duration::from_secs(20),
@@ -240,21 +279,21 @@ fn a_file_whose_reads_hang_should_stall_only_its_own_tailer() {
         .unwrap();
     file.write_all(b"after-1\nafter-2\n").unwrap();
     wait_for("every line shipped", Duration::from_secs(20), || {
-        let mut lines: Vec<(String, String)> = ws
-            .records()
-            .into_iter()
-            .map(|r| (r.topic, r.line))
-            .collect();
-        lines.sort();
-        let want = [
+        let lines = shipped(&ws);
+        let mut want: Vec<(String, String)> = [
             ("local", "after-1"),
             ("local", "after-2"),
             ("local", "before-1"),
             ("local", "before-2"),
             ("remote", "served-1"),
             ("remote", "served-2"),
-        ];
-        (lines.iter().map(|(t, l)| (t.as_str(), l.as_str())).eq(want)).then_some(())
+        ]
+        .map(|(t, l)| (t.to_string(), l.to_string()))
+        .into_iter()
+        .chain(stalled_first.clone())
+        .collect();
+        want.sort();
+        (lines == want).then_some(())
     });
     let (code, _) = http_get(ws.http_port, "/healthz").expect("/healthz answers");
     assert_eq!(code, 200, "healthy while files hang");

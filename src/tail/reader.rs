@@ -166,6 +166,10 @@ pub struct Reader {
     /// The sink had what this tailer's topic needs (`Sink::prepare`) once: not asked
     /// again (a refresh later is the sink's own, within `submit`).
     prepared: bool,
+    /// The file is read on a thread of its own (a network filesystem, `tail/remote.rs`),
+    /// where a read may hang for good: it takes no permit to fill a batch, or a few hung
+    /// files would hold every one (`tests/hung_filesystem.rs`).
+    pub own_thread: bool,
 }
 
 impl Reader {
@@ -212,6 +216,7 @@ impl Reader {
             paused_until: None,
             at_end: false,
             prepared: false,
+            own_thread: false,
         }
     }
 
@@ -252,7 +257,10 @@ impl Reader {
         }
         // Held until the sink took the turn's last batch, its wait for room in flight
         // included (`filling_permits`). The semaphore is never closed.
-        let _filling = self.ctx.filling.clone().acquire_owned().await.ok();
+        let _filling = match self.own_thread {
+            true => None,
+            false => self.ctx.filling.clone().acquire_owned().await.ok(),
+        };
         self.paused_until = None;
         self.at_end = false;
         let mut batch = self.new_batch();

@@ -142,7 +142,9 @@ impl Tailer {
         use tracing::Instrument;
         let path = self.reader.id.path.clone();
         let remote = self.reader.ctx.wakeups.is_remote(&path);
-        let run = self.run(stop).instrument(span);
+        let mut tailer = self;
+        tailer.reader.own_thread = remote;
+        let run = tailer.run(stop).instrument(span);
         if remote {
             return remote::on_own_thread(path.to_path_buf(), run);
         }
