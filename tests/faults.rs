@@ -576,6 +576,74 @@ fn rotate_as_the_kubelet(
     rotated.push_back(writer.rotate());
 }
 
+/// The files of a container rotated while Kafka hangs, and what the agent counted.
+struct RotatedWhileHanging {
+    /// The files (by rotation) with a line lost.
+    lost_files: Vec<usize>,
+    files: usize,
+    /// Logged "deleted before it was read".
+    skipped: usize,
+    /// Released at the deleted-file bounds with lines lost.
+    released: usize,
+}
+
+/// Rotates `writer`'s file `rotations` times as the kubelet does (60 lines each, over a
+/// KiB: not a copy that may still be written) while `broker` is frozen, writes 100 lines
+/// to the last, thaws the broker and reads back what was delivered. `bursts`: every tenth
+/// rotation is followed at once by two more (a kubelet behind).
+fn rotate_as_the_kubelet_while_kafka_hangs(
+    broker: &Broker,
+    topic: &str,
+    writer: &mut LogWriter,
+    agent: &Agent,
+    rotations: usize,
+    bursts: bool,
+) -> RotatedWhileHanging {
+    std::thread::sleep(Duration::from_millis(500));
+    let mut files: Vec<(usize, usize)> = Vec::new();
+    let mut rotated = std::collections::VecDeque::new();
+    for i in 0..rotations {
+        let start = writer.written().len();
+        writer.write(60);
+        rotate_as_the_kubelet(writer, &mut rotated, 4);
+        files.push((start, writer.written().len()));
+        if !bursts || i % 10 >= 2 {
+            std::thread::sleep(Duration::from_millis(8));
+        }
+    }
+    let start = writer.written().len();
+    writer.write(100);
+    files.push((start, writer.written().len()));
+    std::thread::sleep(Duration::from_millis(500));
+    broker.thaw();
+    let written = writer.written().to_vec();
+    let (got, _) = delivered_and_lost(broker, topic, &written);
+    // Let the tailer settle what it noted.
+    std::thread::sleep(Duration::from_secs(2));
+    let lost_files: Vec<usize> = (0..files.len())
+        .filter(|&i| (files[i].0..files[i].1).any(|l| !got.contains(&written[l])))
+        .collect();
+    let log = agent.log();
+    let counted = RotatedWhileHanging {
+        files: files.len(),
+        skipped: log.matches("was deleted before it was read").count(),
+        released: log
+            .lines()
+            .filter(|l| l.contains("closed a deleted file") && !l.contains(" lost_bytes=0 "))
+            .count(),
+        lost_files,
+    };
+    println!(
+        "{} of {} files lost a line; counted: {} skipped ({} never seen), {} released with lines lost",
+        counted.lost_files.len(),
+        counted.files,
+        counted.skipped,
+        log.matches("never seen").count(),
+        counted.released,
+    );
+    counted
+}
+
 /// The soak's chatty container while Kafka hangs (issue #23): the kubelet rotates it
 /// every few milliseconds — at times several times within one write, as a kubelet that
 /// fell behind does — gzipping each rotated file at the next rotation and keeping four.
@@ -592,50 +660,22 @@ fn a_container_rotated_every_few_milliseconds_while_kafka_hangs_loses_no_file_un
         follow_frozen_under_a_bound("kubelet-bursts", 2 * 1024 * 1024);
     // More than max_in_flight_bytes: the tailer waits for the sink.
     writer.write(5_000);
-    std::thread::sleep(Duration::from_millis(500));
-    let mut files: Vec<(usize, usize)> = Vec::new();
-    let mut rotated = std::collections::VecDeque::new();
-    for i in 0..ROTATIONS {
-        let start = writer.written().len();
-        // Over a KiB: not a copy that may still be written.
-        writer.write(60);
-        rotate_as_the_kubelet(&mut writer, &mut rotated, 4);
-        files.push((start, writer.written().len()));
-        // Every tenth rotation is followed at once by two more (a kubelet behind).
-        if i % 10 >= 2 {
-            std::thread::sleep(Duration::from_millis(8));
-        }
-    }
-    let start = writer.written().len();
-    writer.write(100);
-    files.push((start, writer.written().len()));
-    std::thread::sleep(Duration::from_millis(500));
-    broker.thaw();
-    let written = writer.written().to_vec();
-    let (got, _) = delivered_and_lost(&broker, &topic, &written);
-    // Let the tailer settle what it noted.
-    std::thread::sleep(Duration::from_secs(2));
-    let lost_files: Vec<usize> = (0..files.len())
-        .filter(|&i| (files[i].0..files[i].1).any(|l| !got.contains(&written[l])))
-        .collect();
-    let log = agent.log();
-    let skipped = log.matches("was deleted before it was read").count();
-    let unseen = log.matches("never seen").count();
-    let released = log
-        .lines()
-        .filter(|l| l.contains("closed a deleted file") && !l.contains(" lost_bytes=0 "))
-        .count();
-    println!(
-        "{} of {} files lost a line; counted: {skipped} skipped ({unseen} never seen), {released} released with lines lost",
-        lost_files.len(),
-        files.len(),
+    let counted = rotate_as_the_kubelet_while_kafka_hangs(
+        &broker,
+        &topic,
+        &mut writer,
+        &agent,
+        ROTATIONS,
+        true,
     );
+    let lost_files = &counted.lost_files;
+    let (skipped, released) = (counted.skipped, counted.released);
     assert!(
         !lost_files.is_empty(),
         "more files than held: some are lost"
     );
     assert!(
-        !lost_files.contains(&(files.len() - 1)),
+        !lost_files.contains(&(counted.files - 1)),
         "the file at the path at the end is read"
     );
     assert!(
@@ -664,37 +704,16 @@ fn a_container_rotated_while_other_files_hold_every_permit_to_fill_loses_no_file
         let mut busy = LogWriter::new(&ws.path(neighbour), neighbour);
         busy.write(5_000);
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let mut files: Vec<(usize, usize)> = Vec::new();
-    let mut rotated = std::collections::VecDeque::new();
-    for _ in 0..ROTATIONS {
-        let start = writer.written().len();
-        writer.write(60);
-        rotate_as_the_kubelet(&mut writer, &mut rotated, 4);
-        files.push((start, writer.written().len()));
-        std::thread::sleep(Duration::from_millis(8));
-    }
-    let start = writer.written().len();
-    writer.write(100);
-    files.push((start, writer.written().len()));
-    std::thread::sleep(Duration::from_millis(500));
-    broker.thaw();
-    let written = writer.written().to_vec();
-    let (got, _) = delivered_and_lost(&broker, &topic, &written);
-    std::thread::sleep(Duration::from_secs(2));
-    let lost_files = (0..files.len())
-        .filter(|&i| (files[i].0..files[i].1).any(|l| !got.contains(&written[l])))
-        .count();
-    let log = agent.log();
-    let skipped = log.matches("was deleted before it was read").count();
-    let released = log
-        .lines()
-        .filter(|l| l.contains("closed a deleted file") && !l.contains(" lost_bytes=0 "))
-        .count();
-    println!(
-        "{lost_files} of {} files lost a line; counted: {skipped} skipped, {released} released",
-        files.len()
+    let counted = rotate_as_the_kubelet_while_kafka_hangs(
+        &broker,
+        &topic,
+        &mut writer,
+        &agent,
+        ROTATIONS,
+        false,
     );
+    let lost_files = counted.lost_files.len();
+    let (skipped, released) = (counted.skipped, counted.released);
     assert!(
         lost_files <= skipped + released,
         "{lost_files} files lost a line but only {skipped} skipped and {released} released \

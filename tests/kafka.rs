@@ -179,18 +179,7 @@ fn catching_up_on_many_files_through_kafka_stays_within_the_in_flight_budget() {
     let topic = topic("peak");
     create_topic(&broker.address(), &topic, 4);
     let ws = Workspace::new();
-    let dir = ws.path("pods");
-    std::fs::create_dir(&dir).unwrap();
-    let paths: Vec<_> = (0..FILES)
-        .map(|i| dir.join(format!("p{i:03}.log")))
-        .collect();
-    for path in &paths {
-        std::fs::File::create(path).unwrap();
-    }
-    let entry = format!(
-        "  - {{ path: {}, topic: {topic} }}",
-        dir.join("*.log").display()
-    );
+    let (paths, entry) = common::empty_files_under_one_glob(&ws, FILES, &topic);
     let sink = kafka_sink(
         &broker,
         &format!("    compression: lz4\n    max_in_flight_bytes: {BUDGET_MIB}MiB\n"),

@@ -637,15 +637,13 @@ pub fn absolute(cwd: &Path, path: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn settings() -> TailerSettings {
+impl TailerSettings {
+    /// Raw lines from the beginning, 1 MiB at most, polled every 20 ms, node `n1`.
+    pub fn for_tests() -> Self {
         TailerSettings {
-            max_line_bytes: 1024,
-            poll_interval: Duration::from_millis(10),
-            rotate_wait: Duration::from_secs(5),
+            max_line_bytes: 1 << 20,
+            poll_interval: std::time::Duration::from_millis(20),
+            rotate_wait: std::time::Duration::from_millis(200),
             start_at: crate::config::StartAt::Beginning,
             parsing: Default::default(),
             labels: Default::default(),
@@ -656,6 +654,21 @@ mod tests {
             key: None,
             fallback: None,
             json: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings() -> TailerSettings {
+        TailerSettings {
+            max_line_bytes: 1024,
+            poll_interval: Duration::from_millis(10),
+            rotate_wait: Duration::from_secs(5),
+            ..TailerSettings::for_tests()
         }
     }
 

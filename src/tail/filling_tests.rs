@@ -4,7 +4,6 @@
 use super::checkpoint::Checkpoints;
 use super::tailer::{Tailer, TailerContext};
 use super::wakeup::Wakeups;
-use crate::config::StartAt;
 use crate::ports::NoEvents;
 use crate::record::Batch;
 use crate::sink::{Ack, Sink, SinkError};
@@ -54,31 +53,13 @@ impl Sink for StallingSink {
     }
 }
 
-fn settings() -> TailerSettings {
-    TailerSettings {
-        max_line_bytes: 1 << 20,
-        poll_interval: Duration::from_millis(20),
-        rotate_wait: Duration::from_millis(200),
-        start_at: StartAt::Beginning,
-        parsing: Default::default(),
-        labels: Default::default(),
-        filters: Default::default(),
-        fields: Default::default(),
-        throttle: None,
-        node: "n1".into(),
-        key: None,
-        fallback: None,
-        json: None,
-    }
-}
-
 fn start(ctx: &Arc<TailerContext>, topic: &str, path: &Path, stop: &CancellationToken) {
     let id = TailerId {
         topic: topic.into(),
         path: Arc::from(path),
     };
     let progress = Arc::new(TailerProgress::default());
-    let tailer = Tailer::new(id, settings(), ctx.clone(), progress);
+    let tailer = Tailer::new(id, TailerSettings::for_tests(), ctx.clone(), progress);
     tokio::spawn(tailer.run(stop.clone()));
 }
 

@@ -20,7 +20,6 @@ use super::claims::Claims;
 use super::deleted::DeletedFiles;
 use super::tailer::{TailError, Tailer, TailerContext};
 use super::wakeup::Wakeups;
-use crate::config::StartAt;
 use crate::ports::NoEvents;
 use crate::record::Batch;
 use crate::sink::{Ack, Sink, SinkError};
@@ -306,19 +305,10 @@ impl Harness {
             path: Arc::from(self.path().as_path()),
         };
         let settings = TailerSettings {
-            max_line_bytes: 1 << 20,
             poll_interval: POLL,
             rotate_wait: ROTATE_WAIT,
-            start_at: StartAt::Beginning,
-            parsing: Default::default(),
-            labels: Default::default(),
-            filters: Default::default(),
-            fields: Default::default(),
             throttle: self.throttle.clone(),
-            node: "n1".into(),
-            key: None,
-            fallback: None,
-            json: None,
+            ..TailerSettings::for_tests()
         };
         let tailer = Tailer::new(id, settings, ctx, Arc::new(TailerProgress::default()));
         let stop = CancellationToken::new();

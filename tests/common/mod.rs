@@ -441,13 +441,13 @@ pub fn rss_kib(pid: i32) -> u64 {
     status_kib(pid, "VmRSS")
 }
 
-/// Catching up leaves no memory behind: `files` files each read a backlog of 256 KiB
-/// (after a Kafka outage every file has one) through `sink_yaml`, and the agent's RSS
-/// comes back within 16 MiB of what it was with the files idle. `topic` names the
-/// declaration's topic.
-pub fn assert_catching_up_leaves_no_memory_behind(sink_yaml: &str, topic: &str, files: usize) {
-    const LINES: usize = 2_600; // 100 B each
-    let ws = Workspace::new();
+/// `files` empty files in the workspace's `pods` directory, and the declaration of them
+/// all (one glob) on `topic`.
+pub fn empty_files_under_one_glob(
+    ws: &Workspace,
+    files: usize,
+    topic: &str,
+) -> (Vec<PathBuf>, String) {
     let dir = ws.path("pods");
     std::fs::create_dir(&dir).unwrap();
     let paths: Vec<_> = (0..files)
@@ -460,6 +460,17 @@ pub fn assert_catching_up_leaves_no_memory_behind(sink_yaml: &str, topic: &str, 
         "  - {{ path: {}, topic: {topic} }}",
         dir.join("*.log").display()
     );
+    (paths, entry)
+}
+
+/// Catching up leaves no memory behind: `files` files each read a backlog of 256 KiB
+/// (after a Kafka outage every file has one) through `sink_yaml`, and the agent's RSS
+/// comes back within 16 MiB of what it was with the files idle. `topic` names the
+/// declaration's topic.
+pub fn assert_catching_up_leaves_no_memory_behind(sink_yaml: &str, topic: &str, files: usize) {
+    const LINES: usize = 2_600; // 100 B each
+    let ws = Workspace::new();
+    let (paths, entry) = empty_files_under_one_glob(&ws, files, topic);
     ws.write_config(&ws.config_with_sink(&entry, sink_yaml));
     let agent = ws.start();
     let port = agent.http_port;
