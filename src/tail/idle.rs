@@ -119,10 +119,14 @@ impl Idle {
         tokio::pin!(sleep);
         let notified = self.wakeup.notify.notified();
         tokio::pin!(notified);
+        // Registered once per wait, not once per acknowledgement handled (each
+        // registration locks the token's tree node).
+        let cancelled = stop.cancelled();
+        tokio::pin!(cancelled);
         loop {
             let inflight = &mut reader.inflight;
             let done = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
+                _ = &mut cancelled => return Ok(()),
                 _ = &mut sleep => return Ok(()),
                 _ = &mut notified, if notifications => {
                     self.streak = 0;
