@@ -35,7 +35,7 @@ fn desired() -> DesiredSet {
                 id(i),
                 DesiredTailer {
                     owners,
-                    settings: settings(1 << 20),
+                    settings: settings(1 << 20).into(),
                     globs: Default::default(),
                 },
             )
@@ -52,7 +52,7 @@ fn running(now: Instant, changed_every: usize) -> RunningSet {
                 1 << 20
             };
             let tailer = RunningTailer {
-                settings: settings(max),
+                settings: settings(max).into(),
                 phase: Phase::Running { since: now },
             };
             (id(i), tailer)

@@ -677,3 +677,79 @@ fn the_agent_runs_without_transparent_huge_pages() {
 fn catching_up_on_many_files_leaves_no_memory_behind() {
     common::assert_catching_up_leaves_no_memory_behind("  kind: null", "app", 400);
 }
+
+/// Every followed file costs the agent memory for as long as it is followed: at 10,000
+/// files, each byte a file is a megabyte (issue #26 §4: RSS ≤ `max_in_flight_bytes` +
+/// 32 MiB at 10,000 files). The RSS the agent grows by from a few files to 3,000, each
+/// having shipped a line, per file, is bounded — by a figure the agent exceeded when each
+/// tailer had a channel of its own to its watch task, the reconcile loop and the tailer a
+/// copy of its settings each, and the checkpoints a set per path and per fingerprint
+/// (9.2–9.3 KB per file then, 7.1–7.3 KB since, in this debug build; BENCHMARKS.md
+/// "10,000 files: what each file still cost").
+#[test]
+fn each_followed_file_costs_the_agent_little_memory() {
+    const FEW: usize = 100;
+    const MANY: usize = 3_000;
+    const BOUND_BYTES: u64 = 8_000;
+    let ws = Workspace::new();
+    let dir = ws.path("pods");
+    std::fs::create_dir(&dir).unwrap();
+    let create = |range: std::ops::Range<usize>| {
+        for i in range {
+            append_lines(&dir.join(format!("p{i:05}.log")), [format!("line of {i}")]);
+        }
+    };
+    create(0..FEW);
+    let entry = format!(
+        "  - {{ path: {}, topic: app }}",
+        dir.join("*.log").display()
+    );
+    let config = ws
+        .config_with_sink(&entry, "  kind: null")
+        .replace(
+            "tail: { poll_interval: 20ms }",
+            "tail: { max_open_files: 4000 }",
+        )
+        .replace("resync_interval: 200ms", "resync_interval: 5s");
+    ws.write_config(&config);
+    let agent = ws.start();
+    let port = agent.http_port;
+    let shown = &agent;
+    let followed = |n: usize| {
+        move || {
+            let states = shown.tailer_states();
+            let running = states.iter().filter(|(_, s)| s == "running").count();
+            let sent = common::metric_sum(port, "logcatch_records_sent_total");
+            (running == n && sent == n as f64).then_some(())
+        }
+    };
+    // The lowest of five samples a second apart: what the agent holds once what it freed
+    // has gone back to the system.
+    let settled = |what: &str| {
+        let mut low = u64::MAX;
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_secs(1));
+            low = low.min(common::rss_kib(agent.pid()));
+        }
+        eprintln!("{what}: RSS {low} KiB");
+        low
+    };
+    wait_for("the first files followed", LONG, followed(FEW));
+    wait_for("acknowledged", LONG, || common::all_acknowledged(port));
+    let few = settled("few files");
+    create(FEW..MANY);
+    wait_for(
+        "every file followed",
+        Duration::from_secs(60),
+        followed(MANY),
+    );
+    wait_for("acknowledged", LONG, || common::all_acknowledged(port));
+    let many = settled("many files");
+    let per_file = many.saturating_sub(few) * 1024 / (MANY - FEW) as u64;
+    eprintln!("{per_file} bytes per followed file");
+    assert!(
+        per_file <= BOUND_BYTES,
+        "{per_file} bytes of RSS per followed file, more than {BOUND_BYTES}"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}

@@ -32,7 +32,8 @@ fn trusted(source: &SourceId) -> bool {
 /// Per tailer: how to stop its task, its backoff state and its restart count.
 struct Control {
     stop: Option<CancellationToken>,
-    backoff: ExponentialBackoff,
+    /// From the first failure on: most tailers never fail (120 bytes less in each entry).
+    backoff: Option<Box<ExponentialBackoff>>,
     restarts: u32,
     progress: Arc<TailerProgress>,
 }
@@ -68,7 +69,10 @@ pub struct Reconciler {
     cwd: PathBuf,
     running: RunningSet,
     control: HashMap<TailerId, Control>,
-    owners: BTreeMap<TailerId, BTreeSet<SourceId>>,
+    /// The sources declaring each desired tailer. The ids are the running set's where
+    /// it has them, and files with the same owners share one set: not one more copy of
+    /// each path and set per file at every pass.
+    owners: BTreeMap<TailerId, Arc<BTreeSet<SourceId>>>,
     /// When the last pass started.
     last_pass: Instant,
     tasks: JoinSet<Result<(), TailError>>,
@@ -195,9 +199,22 @@ impl Reconciler {
         }
         let now = Instant::now();
         let actions = plan(&desired, &self.running, now);
-        self.owners = desired.into_iter().map(|(id, d)| (id, d.owners)).collect();
+        let mut last: Option<Arc<BTreeSet<SourceId>>> = None;
+        let owners = desired.into_iter().map(|(id, d)| {
+            let id = self
+                .running
+                .get_key_value(&id)
+                .map_or(id, |(id, _)| id.clone());
+            let owners = match last.take() {
+                Some(same) if *same == d.owners => same,
+                _ => Arc::new(d.owners),
+            };
+            last = Some(owners.clone());
+            (id, owners)
+        });
+        self.owners = owners.collect();
         for action in actions {
-            self.apply(action, now, &config.reconcile.backoff);
+            self.apply(action, now);
         }
         self.publish_status();
         self.board.set_applied(snapshots);
@@ -285,7 +302,7 @@ impl Reconciler {
     /// The sources declaring `id`: `config`, `etcd:/logcatch/nodes/n1@1234` (the mod
     /// revision of the key's value in force).
     fn declared_by(&self, id: &TailerId) -> String {
-        let owners = self.owners.get(id).into_iter().flatten();
+        let owners = self.owners.get(id).into_iter().flat_map(|o| o.iter());
         let status = self.sources.status();
         let named = owners.map(|owner| match status.revision(owner) {
             Some(revision) => format!("{owner}@{revision}"),
@@ -302,12 +319,12 @@ impl Reconciler {
         }
     }
 
-    fn apply(&mut self, action: Action, now: Instant, backoff: &BackoffConfig) {
+    fn apply(&mut self, action: Action, now: Instant) {
         match action {
             Action::Start { id, settings } => {
                 let control = self.control.entry(id.clone()).or_insert_with(|| Control {
                     stop: None,
-                    backoff: new_backoff(backoff),
+                    backoff: None,
                     restarts: 0,
                     progress: Arc::default(),
                 });
@@ -316,10 +333,14 @@ impl Reconciler {
                 control.progress.set_state(TailerState::Starting, None);
                 // Not part of the settings `plan` compares: it is how this file is first
                 // opened, not how it is followed.
-                let mut tailer_settings = (*settings).clone();
-                if self.discovery.appeared_later(&id) {
-                    tailer_settings.start_at = StartAt::Beginning;
-                }
+                let tailer_settings = if self.discovery.appeared_later(&id) {
+                    Arc::new(TailerSettings {
+                        start_at: StartAt::Beginning,
+                        ..(*settings).clone()
+                    })
+                } else {
+                    settings.clone()
+                };
                 let tailer = Tailer::new(
                     id.clone(),
                     tailer_settings,
@@ -335,7 +356,7 @@ impl Reconciler {
                 self.running.insert(
                     id,
                     RunningTailer {
-                        settings: *settings,
+                        settings,
                         phase: Phase::Running { since: now },
                     },
                 );
@@ -399,12 +420,13 @@ impl Reconciler {
         let Some(control) = self.control.get_mut(&id) else {
             return;
         };
-        if since.elapsed() >= config.reconcile.backoff.reset_after {
-            control.backoff = new_backoff(&config.reconcile.backoff);
+        if control.backoff.is_none() || since.elapsed() >= config.reconcile.backoff.reset_after {
+            control.backoff = Some(Box::new(new_backoff(&config.reconcile.backoff)));
         }
         let delay = control
             .backoff
-            .next()
+            .as_mut()
+            .and_then(|backoff| backoff.next())
             .unwrap_or(config.reconcile.backoff.max);
         control.restarts += 1;
         control.stop = None;

@@ -2,6 +2,7 @@
 
 use crate::spec::{DesiredSet, TailerId, TailerSettings};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Where a known tailer is in its life.
@@ -21,7 +22,8 @@ pub enum Phase {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningTailer {
-    pub settings: TailerSettings,
+    /// The desired tailer's, shared (`DesiredTailer::settings`).
+    pub settings: Arc<TailerSettings>,
     pub phase: Phase,
 }
 
@@ -31,7 +33,7 @@ pub type RunningSet = BTreeMap<TailerId, RunningTailer>;
 pub enum Action {
     Start {
         id: TailerId,
-        settings: Box<TailerSettings>,
+        settings: Arc<TailerSettings>,
     },
     Stop {
         id: TailerId,
@@ -60,7 +62,7 @@ pub fn plan(desired: &DesiredSet, running: &RunningSet, now: Instant) -> Vec<Act
     for (id, want) in desired {
         let start = || Action::Start {
             id: id.clone(),
-            settings: Box::new(want.settings.clone()),
+            settings: want.settings.clone(),
         };
         let mut current = None;
         while let Some((running_id, tailer)) = running_iter.peek() {
@@ -134,11 +136,11 @@ mod tests {
     use std::time::Duration;
 
     /// The default tail settings with `max_line_bytes` (changing it restarts a tailer).
-    fn settings(max_line_bytes: u64) -> TailerSettings {
-        TailerSettings {
+    fn settings(max_line_bytes: u64) -> Arc<TailerSettings> {
+        Arc::new(TailerSettings {
             max_line_bytes,
             ..TailerSettings::from_config(&crate::config::TailConfig::default())
-        }
+        })
     }
 
     fn id(path: &str) -> TailerId {
@@ -201,7 +203,7 @@ mod tests {
                 running: running(&[]),
                 expect: vec![Action::Start {
                     id: id("/a"),
-                    settings: Box::new(settings(10)),
+                    settings: (settings(10)),
                 }],
             },
             Case {
@@ -237,7 +239,7 @@ mod tests {
                 running: running(&[("/a", 10, backoff(earlier))]),
                 expect: vec![Action::Start {
                     id: id("/a"),
-                    settings: Box::new(settings(10)),
+                    settings: (settings(10)),
                 }],
             },
             Case {
@@ -246,7 +248,7 @@ mod tests {
                 running: running(&[("/a", 10, backoff(later))]),
                 expect: vec![Action::Start {
                     id: id("/a"),
-                    settings: Box::new(settings(20)),
+                    settings: (settings(20)),
                 }],
             },
             Case {
@@ -274,7 +276,7 @@ mod tests {
                 expect: vec![
                     Action::Start {
                         id: id("/c"),
-                        settings: Box::new(settings(10)),
+                        settings: (settings(10)),
                     },
                     Action::Stop { id: id("/b") },
                 ],

@@ -187,7 +187,9 @@ impl TailerSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredTailer {
     pub owners: BTreeSet<SourceId>,
-    pub settings: TailerSettings,
+    /// Shared by every file one declaration matches (one copy, not one per file: the
+    /// reconcile loop and each tailer hold it).
+    pub settings: Arc<TailerSettings>,
     /// The glob declarations that match it, as (source, pattern): whether the file
     /// appeared after a declaration was first seen decides how `start_at` applies.
     pub globs: BTreeSet<(SourceId, String)>,
@@ -263,22 +265,30 @@ pub fn expand_guarded<'a>(
                 .map(Arc::new);
             let json = crate::encoding::json_value(spec.encoding, spec.merge_json.as_deref())
                 .map(Arc::new);
+            let shared = Arc::new(TailerSettings {
+                parsing: spec.parsing.clone(),
+                labels: Arc::new(spec.labels.clone()),
+                filters: filters.clone(),
+                fields: fields.clone(),
+                throttle: spec.throttle.clone(),
+                key: key.clone(),
+                fallback: None,
+                json: json.clone(),
+                ..settings.clone()
+            });
             for file in files.into_iter().filter(|f| !excluded.is_match(f)) {
                 let (topic, fallback) = route(spec, &file, &settings.node, &fields);
                 let tailer = desired
                     .entry(TailerId::new(&topic, &file))
                     .or_insert_with(|| DesiredTailer {
                         owners: BTreeSet::new(),
-                        settings: TailerSettings {
-                            parsing: spec.parsing.clone(),
-                            labels: Arc::new(spec.labels.clone()),
-                            filters: filters.clone(),
-                            fields: fields.clone(),
-                            throttle: spec.throttle.clone(),
-                            key: key.clone(),
-                            fallback: fallback.map(Arc::from),
-                            json: json.clone(),
-                            ..settings.clone()
+                        // Only a file sent to the fallback topic has settings of its own.
+                        settings: match fallback {
+                            None => shared.clone(),
+                            Some(why) => Arc::new(TailerSettings {
+                                fallback: Some(Arc::from(why)),
+                                ..(*shared).clone()
+                            }),
                         },
                         globs: BTreeSet::new(),
                     });
@@ -844,7 +854,7 @@ mod tests {
             id.clone(),
             DesiredTailer {
                 owners: owners.iter().map(|o| SourceId::from(*o)).collect(),
-                settings: settings(),
+                settings: settings().into(),
                 globs: BTreeSet::new(),
             },
         )]);
@@ -897,7 +907,7 @@ mod tests {
     fn limit_should_keep_config_tailers_then_etcd_ones_in_topic_path_order() {
         let tailer = |owners: &[&str]| DesiredTailer {
             owners: owners.iter().map(|o| SourceId::from(*o)).collect(),
-            settings: settings(),
+            settings: settings().into(),
             globs: BTreeSet::new(),
         };
         let desired = DesiredSet::from([
@@ -952,7 +962,7 @@ mod tests {
             .map(|(topic, path, owners)| {
                 let tailer = DesiredTailer {
                     owners: owners.iter().map(|o| SourceId::from(*o)).collect(),
-                    settings: settings(),
+                    settings: settings().into(),
                     globs: BTreeSet::new(),
                 };
                 (TailerId::new(topic, Path::new(path)), tailer)

@@ -135,7 +135,8 @@ impl OpenFile {
 /// context, and the batches in flight (the read buffer is the thread's, `READ_BUF`).
 pub struct Reader {
     pub id: TailerId,
-    pub settings: TailerSettings,
+    /// Shared with the reconcile loop and the other files of the declaration.
+    pub settings: Arc<TailerSettings>,
     pub ctx: Arc<super::TailerContext>,
     pub progress: Arc<TailerProgress>,
     pub busy: Arc<Busy>,
@@ -175,7 +176,7 @@ pub struct Reader {
 impl Reader {
     pub fn new(
         id: TailerId,
-        settings: TailerSettings,
+        settings: Arc<TailerSettings>,
         ctx: Arc<super::TailerContext>,
         progress: Arc<TailerProgress>,
     ) -> Self {

@@ -28,7 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -116,12 +116,12 @@ pub struct Tailer {
 impl Tailer {
     pub fn new(
         id: TailerId,
-        settings: TailerSettings,
+        settings: impl Into<Arc<TailerSettings>>,
         ctx: Arc<TailerContext>,
         progress: Arc<TailerProgress>,
     ) -> Self {
         Tailer {
-            reader: Reader::new(id, settings, ctx, progress),
+            reader: Reader::new(id, settings.into(), ctx, progress),
             files: Files::new(),
             idle: None,
             permit: None,
@@ -226,7 +226,7 @@ impl Tailer {
         }
         let waiting = self.deferred.take().into_iter();
         let waiting: Vec<Handle> = waiting
-            .chain(std::iter::from_fn(|| watch.found.try_recv().ok()))
+            .chain(std::iter::from_fn(|| watch.try_recv().ok().flatten()))
             .collect();
         for held in waiting {
             // A file closed at the deleted-file bounds while it waited was counted there.
@@ -264,7 +264,7 @@ impl Tailer {
             .map(|open| open.file)
             .collect();
         held.extend(self.deferred.take());
-        while let Ok(found) = watch.found.try_recv() {
+        while let Ok(Some(found)) = watch.try_recv() {
             held.push(found);
         }
         let deleted = &self.reader.ctx.deleted;
@@ -597,10 +597,10 @@ impl Tailer {
             self.enqueue(file);
         }
         while self.deferred.is_none() && self.files.has_room() {
-            match watch.found.try_recv() {
-                Ok(file) => self.enqueue(file),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
+            match watch.try_recv() {
+                Ok(Some(file)) => self.enqueue(file),
+                Ok(None) => break,
+                Err(watch::WatchStopped) => {
                     return Err(TailError::WatchStopped {
                         path: self.reader.id.path.to_path_buf(),
                     })
