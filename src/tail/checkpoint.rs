@@ -142,6 +142,17 @@ pub enum Near<'a> {
     Hash(u64),
 }
 
+impl Near<'_> {
+    /// Whether `originals` takes `c`: on `topic`, with a full fingerprint, and near.
+    fn takes(&self, c: &Checkpoint, topic: &str) -> bool {
+        let near = match *self {
+            Near::Dir(dir) => dir_of(&c.path) == dir,
+            Near::Hash(hash) => c.file.hash == hash,
+        };
+        c.topic == topic && c.file.is_full() && near
+    }
+}
+
 /// The directory `path` is in, as `originals` compares them (`""` for a bare name).
 pub fn dir_of(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new(""))
@@ -552,11 +563,7 @@ impl Checkpoints {
         near: Near,
         wanted: impl Fn(&Checkpoint) -> bool,
     ) -> Vec<(Checkpoint, bool)> {
-        let is_near = |c: &Checkpoint| match near {
-            Near::Dir(dir) => dir_of(&c.path) == dir,
-            Near::Hash(hash) => c.file.hash == hash,
-        };
-        let same = |c: &Checkpoint| c.topic == topic && c.file.is_full() && is_near(c) && wanted(c);
+        let same = |c: &Checkpoint| near.takes(c, topic) && wanted(c);
         let oldest = oldest_truncated_kept();
         let mut found: Vec<(Checkpoint, bool)> = {
             let truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
@@ -584,11 +591,7 @@ impl Checkpoints {
         near: Near,
         wanted: impl Fn(&Checkpoint) -> bool,
     ) -> bool {
-        let is_near = |c: &Checkpoint| match near {
-            Near::Dir(dir) => dir_of(&c.path) == dir,
-            Near::Hash(hash) => c.file.hash == hash,
-        };
-        let same = |c: &Checkpoint| c.topic == topic && c.file.is_full() && is_near(c) && wanted(c);
+        let same = |c: &Checkpoint| near.takes(c, topic) && wanted(c);
         let oldest = oldest_truncated_kept();
         {
             let truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
