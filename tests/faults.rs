@@ -587,6 +587,18 @@ struct RotatedWhileHanging {
     released: usize,
 }
 
+impl RotatedWhileHanging {
+    /// Every file with a lost line was counted: skipped, or released with lines lost.
+    fn assert_every_lost_file_counted(&self) {
+        let (lost, skipped, released) = (self.lost_files.len(), self.skipped, self.released);
+        assert!(
+            lost <= skipped + released,
+            "{lost} files lost a line but only {skipped} skipped and {released} released \
+             with lines lost were counted"
+        );
+    }
+}
+
 /// Rotates `writer`'s file `rotations` times as the kubelet does (60 lines each, over a
 /// KiB: not a copy that may still be written) while `broker` is frozen, writes 100 lines
 /// to the last, thaws the broker and reads back what was delivered. `bursts`: every tenth
@@ -668,21 +680,15 @@ fn a_container_rotated_every_few_milliseconds_while_kafka_hangs_loses_no_file_un
         ROTATIONS,
         true,
     );
-    let lost_files = &counted.lost_files;
-    let (skipped, released) = (counted.skipped, counted.released);
     assert!(
-        !lost_files.is_empty(),
+        !counted.lost_files.is_empty(),
         "more files than held: some are lost"
     );
     assert!(
-        !lost_files.contains(&(counted.files - 1)),
+        !counted.lost_files.contains(&(counted.files - 1)),
         "the file at the path at the end is read"
     );
-    assert!(
-        lost_files.len() <= skipped + released,
-        "{} files lost a line but only {skipped} skipped and {released} released with lines lost were counted",
-        lost_files.len()
-    );
+    counted.assert_every_lost_file_counted();
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
@@ -712,13 +718,7 @@ fn a_container_rotated_while_other_files_hold_every_permit_to_fill_loses_no_file
         ROTATIONS,
         false,
     );
-    let lost_files = counted.lost_files.len();
-    let (skipped, released) = (counted.skipped, counted.released);
-    assert!(
-        lost_files <= skipped + released,
-        "{lost_files} files lost a line but only {skipped} skipped and {released} released \
-         with lines lost were counted"
-    );
+    counted.assert_every_lost_file_counted();
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
