@@ -85,21 +85,44 @@ impl Fixture {
         fixture
     }
 
-    /// The agent's one client holds a connection per member it talks to, whatever the
-    /// number of keys and prefixes (two watches here).
-    fn one_connection_per_member_at_most(&self) {
-        let connections: Vec<usize> = self
-            .cluster
+    /// The agent's established connections to each member.
+    fn connections(&self) -> Vec<usize> {
+        self.cluster
             .endpoints()
             .iter()
             .map(|e| {
                 let port = e.rsplit(':').next().unwrap().parse().unwrap();
                 common::established_connections(self.agent.pid(), port)
             })
-            .collect();
+            .collect()
+    }
+
+    /// The agent's one client holds a connection per member it talks to, whatever the
+    /// number of keys and prefixes (two watches here).
+    fn one_connection_per_member_at_most(&self) {
+        let connections = self.connections();
         eprintln!("connections of the agent to each member: {connections:?}");
         assert!(connections.iter().all(|&n| n <= 1), "{connections:?}");
         assert!(connections.iter().sum::<usize>() >= 1, "{connections:?}");
+    }
+
+    /// Every watch and the status writer left the `failed` member (and hold one
+    /// connection per member at most): a client that spreads its requests over every
+    /// member connects again to a hung one (which accepts connections and answers
+    /// nothing), so that a re-list may land on it again and again.
+    fn left_member(&self, failed: usize) {
+        let connections = self.wait(&format!("the agent to leave member {failed}"), LONG, || {
+            let connections = self.connections();
+            (connections[failed] == 0).then_some(connections)
+        });
+        eprintln!("connections of the agent to each member: {connections:?}");
+    }
+
+    /// The agent did not go back to the `failed` member.
+    fn stays_off_member(&self, failed: usize) {
+        let connections = self.connections();
+        assert_eq!(connections[failed], 0, "{connections:?}");
+        self.one_connection_per_member_at_most();
     }
 
     fn steady_paths(&self) -> Vec<PathBuf> {
@@ -223,7 +246,9 @@ fn each_member_in_turn(
     for member in 0..f.cluster.size() {
         fault(&mut f.cluster, member);
         f.change_arrives(&format!("{name}-{member}"));
+        f.left_member(member);
         f.steady_tailers_never_stopped();
+        f.stays_off_member(member);
         recover(&mut f.cluster, member);
     }
     f.change_arrives("all-back");

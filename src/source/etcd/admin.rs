@@ -42,7 +42,7 @@ impl Admin {
             return Err(AdminError::NoEndpoints);
         }
         Ok(Admin {
-            client: client::connect(config).await?,
+            client: client::connect(config, &config.endpoints).await?,
             endpoints: config.endpoints.join(","),
         })
     }

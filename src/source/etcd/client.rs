@@ -34,6 +34,16 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// The credentials could not be read or etcd refused them: no other endpoint helps.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ClientError::ReadFile { .. } => true,
+            ClientError::Connect { source, .. } => is_refusal(source),
+        }
+    }
+}
+
 fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
     std::fs::read(path).map_err(|source| ClientError::ReadFile {
         field,
@@ -157,13 +167,14 @@ pub fn reason_is_refusal(reason: &str) -> bool {
     .any(|r| reason.contains(r))
 }
 
-/// A (lazily connecting) client for `config`.
-pub async fn connect(config: &EtcdConfig) -> Result<Client, ClientError> {
+/// A (lazily connecting, unless it logs in) client for `config`'s settings that talks to
+/// `endpoints` (all of `config.endpoints`, or one of them).
+pub async fn connect(config: &EtcdConfig, endpoints: &[String]) -> Result<Client, ClientError> {
     let options = options(config)?;
-    Client::connect(&config.endpoints, Some(options))
+    Client::connect(endpoints, Some(options))
         .await
         .map_err(|source| ClientError::Connect {
-            endpoints: config.endpoints.join(","),
+            endpoints: endpoints.join(","),
             source,
         })
 }

@@ -8,7 +8,7 @@
 //! depends on it.
 
 use super::client::{self, ClientError};
-use super::shared::ClientSlot;
+use super::shared::{ClientSlot, Handle, SharedClient};
 use crate::config::{Config, EtcdConfig};
 use crate::ports::declared::DeclarationReport;
 use crate::source::status::{now_unix_ms, PublishState, PublishView};
@@ -51,6 +51,20 @@ pub enum PublishError {
     },
 }
 
+impl PublishError {
+    /// etcd refused the credentials the client logged in with.
+    fn refused(&self) -> bool {
+        matches!(self, PublishError::Etcd { source, .. } if client::is_refusal(source))
+    }
+
+    /// The member did not answer or broke the connection (not a refusal): the next
+    /// session talks to the next endpoint. A client that could not be built moved on
+    /// already.
+    fn member_failed(&self) -> bool {
+        !matches!(self, PublishError::Client(_)) && !self.refused()
+    }
+}
+
 type Result<T, E = PublishError> = std::result::Result<T, E>;
 
 /// One write to make: a changed report, or the status of a key no longer declared.
@@ -83,7 +97,8 @@ pub fn writes(
 
 /// A granted lease and the client it lives on.
 struct Session {
-    client: Client,
+    shared: Arc<SharedClient>,
+    handle: Handle,
     /// The settings it was made with: others need a new one.
     etcd: EtcdConfig,
     lease: i64,
@@ -93,6 +108,24 @@ struct Session {
     /// Status key → value written under this lease.
     written: BTreeMap<String, String>,
     last_round: Option<Instant>,
+}
+
+impl Session {
+    /// The shared client moved to another member since the lease was granted (a watch saw
+    /// its member fail): keeps the lease alive through the new client, so that the agent
+    /// does not hold a connection to a member only for this.
+    async fn follow_the_client(&mut self, etcd: &EtcdConfig) -> Result<()> {
+        let current = self.shared.client().await?;
+        if current.same_client(&self.handle) {
+            return Ok(());
+        }
+        self.handle = current;
+        let (keeper, responses) =
+            keep_alive_stream(&mut self.handle.client, self.lease, etcd).await?;
+        self.keeper = keeper;
+        self.responses = responses;
+        Ok(())
+    }
 }
 
 pub struct Publisher {
@@ -196,6 +229,9 @@ impl Publisher {
             Err(e) => {
                 let delay = self.backoff.next().unwrap_or(RETRY_MAX);
                 let message = e.to_string();
+                if let Some(session) = self.session.as_ref().filter(|_| e.member_failed()) {
+                    session.shared.failed(&session.handle, &message).await;
+                }
                 let view = self.sources.status().publish_view();
                 if view.error.as_ref() != Some(&message) {
                     tracing::warn!(retry_in = ?delay, "{message}; shipping goes on");
@@ -232,7 +268,10 @@ impl Publisher {
             Some(session) => session,
             None => grant(etcd, &self.slot).await?,
         };
-        let next = self.keep_and_write(&mut session, etcd).await;
+        let next = match session.follow_the_client(etcd).await {
+            Ok(()) => self.keep_and_write(&mut session, etcd).await,
+            Err(e) => Err(e),
+        };
         self.session = Some(session);
         next
     }
@@ -275,7 +314,7 @@ impl Publisher {
         let Some(mut session) = self.session.take() else {
             return;
         };
-        if let Err(e) = session.client.lease_revoke(session.lease).await {
+        if let Err(e) = session.handle.client.lease_revoke(session.lease).await {
             tracing::debug!(
                 lease = session.lease,
                 "etcd status: cannot revoke the lease ({e}); it expires by itself"
@@ -297,33 +336,36 @@ async fn grant(etcd: &EtcdConfig, slot: &ClientSlot) -> Result<Session> {
             source,
         }
     };
-    let lease = match client.lease_grant(ttl, None).await {
-        Ok(granted) => granted.id(),
+    let granted = async {
+        let lease = client
+            .lease_grant(ttl, None)
+            .await
+            .map_err(failed("grant"))?
+            .id();
+        let (keeper, responses) = keep_alive_stream(&mut client, lease, etcd).await?;
+        Ok::<_, PublishError>((lease, keeper, responses))
+    };
+    let (lease, keeper, responses) = match granted.await {
+        Ok(granted) => granted,
         Err(e) => {
-            if client::is_refusal(&e) {
+            if e.member_failed() {
+                shared.failed(&handle, &e.to_string()).await;
+            } else if e.refused() {
                 // Logged in with credentials etcd no longer takes: the next user (this
                 // writer or a watch) builds the shared client again.
                 shared.refused(&handle).await;
             }
-            return Err(failed("grant")(e));
+            return Err(e);
         }
     };
-    let (keeper, responses) =
-        tokio::time::timeout(etcd.request_timeout, client.lease_keep_alive(lease))
-            .await
-            .map_err(|_| PublishError::Lease {
-                endpoints: endpoints(etcd),
-                lease,
-                what: "keep-alive stream not opened within request_timeout".into(),
-            })?
-            .map_err(failed("keep-alive"))?;
     tracing::info!(
         lease = format!("{lease:x}"),
         ttl,
         "etcd status: lease granted"
     );
     Ok(Session {
-        client,
+        shared,
+        handle,
         etcd: etcd.clone(),
         lease,
         keeper,
@@ -332,6 +374,27 @@ async fn grant(etcd: &EtcdConfig, slot: &ClientSlot) -> Result<Session> {
         written: BTreeMap::new(),
         last_round: None,
     })
+}
+
+/// Opens the stream that keeps `lease` alive, within the request timeout.
+async fn keep_alive_stream(
+    client: &mut Client,
+    lease: i64,
+    etcd: &EtcdConfig,
+) -> Result<(LeaseKeeper, LeaseKeepAliveStream)> {
+    tokio::time::timeout(etcd.request_timeout, client.lease_keep_alive(lease))
+        .await
+        .map_err(|_| PublishError::Lease {
+            endpoints: endpoints(etcd),
+            lease,
+            what: "keep-alive stream not opened within request_timeout".into(),
+        })?
+        .map_err(|source| PublishError::Etcd {
+            endpoints: endpoints(etcd),
+            op: "keep-alive",
+            key: format!("lease {lease:x}"),
+            source,
+        })
 }
 
 async fn keep_alive(session: &mut Session, etcd: &EtcdConfig) -> Result<()> {
@@ -377,6 +440,7 @@ async fn round(
             Write::Put { key, value } => {
                 let options = PutOptions::new().with_lease(session.lease);
                 let put = session
+                    .handle
                     .client
                     .put(key.as_str(), value.as_str(), Some(options));
                 put.await
@@ -384,7 +448,7 @@ async fn round(
                     .map(drop)
             }
             Write::Delete { key } => {
-                let deleted = session.client.delete(key.as_str(), None).await;
+                let deleted = session.handle.client.delete(key.as_str(), None).await;
                 deleted.map(|_| session.written.remove(&key)).map(drop)
             }
         };

@@ -5,7 +5,7 @@
 //! it rebuilt (once for all tasks) before its next session.
 
 use super::cert;
-use super::client::{self, ClientError};
+use super::client;
 use super::shared::{Handle, SharedClient};
 use super::tracker::{Target, Tracker};
 use crate::source::status::{now_unix_ms, WatchKind, WatchState};
@@ -63,6 +63,9 @@ struct Ended {
     /// etcd refused the credentials (or they could not be read): the source cannot sync
     /// until they change, so it is not ready.
     refused: bool,
+    /// The member did not answer, broke the connection or has no leader: the next session
+    /// talks to the next endpoint.
+    member_failed: bool,
 }
 
 pub struct Watcher {
@@ -107,9 +110,14 @@ impl Watcher {
                 _ = shutdown.cancelled() => return,
                 ended = self.session() => self.explain(ended),
             };
-            if let Some(handle) = self.client.take().filter(|_| ended.refused) {
-                // Read the files and log in again next time (once for every watcher).
-                self.shared.refused(&handle).await;
+            if let Some(handle) = self.client.take() {
+                if ended.refused {
+                    // Read the files and log in again next time (once for every watcher).
+                    self.shared.refused(&handle).await;
+                } else if ended.member_failed {
+                    // Once for every watcher on that member.
+                    self.shared.failed(&handle, &ended.message).await;
+                }
             }
             if !self.synced_once {
                 let served = self.tracker.serve_cache();
@@ -153,6 +161,7 @@ impl Watcher {
             Some(problem) => Ended {
                 message: format!("{}; {problem}", ended.message),
                 refused: true,
+                member_failed: false,
             },
             None => ended,
         }
@@ -163,9 +172,11 @@ impl Watcher {
         let key = self.target.key.clone();
         let prefix = self.target.kind == WatchKind::Prefix;
         let what = if prefix { "prefix" } else { "key" };
+        // Anything but a refusal or a compaction is the member's failure.
         let failed = |message: String, refused: bool| Ended {
             message: format!("etcd {what} {key}: {message}"),
             refused,
+            member_failed: !refused,
         };
         let mut client = match self.shared.client().await {
             Ok(handle) => {
@@ -173,11 +184,11 @@ impl Watcher {
                 handle.client
             }
             Err(e) => {
-                let refused = match &e {
-                    ClientError::ReadFile { .. } => true,
-                    ClientError::Connect { source, .. } => client::is_refusal(source),
+                // `client()` moved to the next endpoint already if it could not connect.
+                return Ended {
+                    member_failed: false,
+                    ..failed(e.to_string(), e.is_refusal())
                 };
-                return failed(e.to_string(), refused);
             }
         };
         let options = prefix.then(|| GetOptions::new().with_prefix());
@@ -219,10 +230,13 @@ impl Watcher {
                         format!("watch canceled: {reason}"),
                         client::reason_is_refusal(reason),
                     ),
-                    compacted => failed(
-                        format!("revision compacted (at {compacted}); re-listing"),
-                        false,
-                    ),
+                    compacted => Ended {
+                        member_failed: false,
+                        ..failed(
+                            format!("revision compacted (at {compacted}); re-listing"),
+                            false,
+                        )
+                    },
                 };
             }
             // The first reply only confirms the watch (`created`, no events).
