@@ -32,7 +32,8 @@
 # WINDOW_S (30), WARM_S (5), PARTITIONS (4), FLB_FLUSH (1), AGENTS ("logcatch fluent-bit"),
 # BENCH_DIR (/tmp/logcatch-bench), LOGCATCH_BIN (a built binary; default: cargo build
 # --release), PERF=1: `perf record -g` logcatch during the window of
-# the 1000:10 load (perf.data + a report of the top symbols in $BENCH_DIR/node-perf.*).
+# the load PERF_LOAD (default 1000:10; perf.data + a report of the top symbols in
+# $BENCH_DIR/node-perf.*).
 # Prints one `load=… agent=… …` line per run, then a Markdown table of the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -136,7 +137,7 @@ run_one() {  # agent files rate format round
   sleep "$WARM_S"
   w0=$(now) c0=$(ticks "$agent")
   local perf_pid=""
-  if [[ -n ${PERF:-} && $who == logcatch && $n:$rate:$fmt == 1000:10:raw && $round == 1 ]]; then
+  if [[ -n ${PERF:-} && $who == logcatch && $n:$rate:$fmt == ${PERF_LOAD:-1000:10}:raw && $round == 1 ]]; then
     perf record -g -F 499 -p "$agent" -o "$DIR/node-perf.data" -- sleep "$WINDOW_S" >/dev/null 2>&1 &
     perf_pid=$!
   fi

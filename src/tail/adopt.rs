@@ -171,24 +171,34 @@ impl Reader {
     }
 
     /// Whether the open file was truncated, or the path names another file (or none).
-    pub fn check(&self, open: &mut OpenFile) -> Result<Change, TailError> {
-        let meta = match open.file.metadata() {
-            Ok(meta) => meta,
-            // Deleted and closed at the bounds: move on.
-            Err(_) if open.file.is_released() => return Ok(Change::Gone),
-            Err(source) => return Err(self.read_error(source)),
+    /// `look_at_path`: false when nothing arrived at the path or left it since it was last
+    /// looked at (`Registration::names_seen`): it still names the open file.
+    pub fn check(&mut self, open: &mut OpenFile, look_at_path: bool) -> Result<Change, TailError> {
+        let position = open.framer.position();
+        let len = match self.size_seen.take() {
+            // Read to its end just now, at least as long as its identity's bytes.
+            Some(len) if len == position && len >= open.identity.fp_len => len,
+            _ => match open.file.metadata() {
+                Ok(meta) => meta.len(),
+                // Deleted and closed at the bounds: move on.
+                Err(_) if open.file.is_released() => return Ok(Change::Gone),
+                Err(source) => return Err(self.read_error(source)),
+            },
         };
-        self.progress.set_file_size(meta.len());
+        self.progress.set_file_size(len);
         // Shorter than the bytes it is known by: truncated too, even before anything was
         // read (a file queued behind a backlog, truncated before its turn). Its identity
         // must follow, or a restart would take it for another file that reused the inode.
-        if meta.len() < open.framer.position() || meta.len() < open.identity.fp_len {
+        if len < position || len < open.identity.fp_len {
             return Ok(Change::Truncated);
         }
-        if open.identity.can_grow(meta.len()) {
+        if open.identity.can_grow(len) {
             if let Ok(grown) = open.identify() {
                 open.identity = grown;
             }
+        }
+        if !look_at_path {
+            return Ok(Change::None);
         }
         match std::fs::metadata(&self.id.path) {
             Ok(now) if open.identity.same_file(&now) => Ok(Change::None),

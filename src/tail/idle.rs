@@ -40,6 +40,11 @@ impl Idle {
         Idle { wakeup, streak: 0 }
     }
 
+    /// See [`Registration::names_seen`].
+    pub fn names_seen(&self) -> Option<u64> {
+        self.wakeup.names_seen()
+    }
+
     /// Idle waits in a row without news.
     pub fn streak(&self) -> u32 {
         self.streak

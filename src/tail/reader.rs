@@ -164,6 +164,10 @@ pub struct Reader {
     /// The last turn read to the end of the file as it was then (a read came back short
     /// or empty): no need to read again before looking at the path.
     pub at_end: bool,
+    /// The size of the file as the last turn's short read found it (at the framer's
+    /// position then): not truncated at that moment, so [`check`](Self::check) needs no
+    /// `fstat` (one a wake-up, BENCHMARKS.md). `None` after a turn that read nothing.
+    pub size_seen: Option<u64>,
     /// The sink had what this tailer's topic needs (`Sink::prepare`) once: not asked
     /// again (a refresh later is the sink's own, within `submit`).
     prepared: bool,
@@ -216,6 +220,7 @@ impl Reader {
             throttle,
             paused_until: None,
             at_end: false,
+            size_seen: None,
             prepared: false,
             own_thread: false,
         }
@@ -264,6 +269,7 @@ impl Reader {
         };
         self.paused_until = None;
         self.at_end = false;
+        self.size_seen = None;
         let mut batch = self.new_batch();
         let mut read = 0u64;
         while read < TURN_BYTES {
@@ -366,6 +372,9 @@ impl Reader {
         }
         for _ in 0..truncated {
             self.ctx.events.line_truncated(&self.id.topic);
+        }
+        if self.at_end {
+            self.size_seen = Some(open.framer.position());
         }
         Ok(Some(n))
     }

@@ -111,7 +111,15 @@ pub struct Tailer {
     deferred: Option<Handle>,
     /// Files whose finishing failed: kept for `keep_deleted`.
     failed: Vec<OpenFile>,
+    /// When the path was last looked at, and the names seen then
+    /// (`Registration::names_seen`).
+    path_looked: Option<(u64, Instant)>,
 }
+
+/// The path is looked at (a `statx`) at least this often while the file is read, even
+/// when no name arrived at it or left it: a safety net for what a directory's watch does
+/// not see (a parent directory renamed, a symlink pointed elsewhere).
+const LOOK_AT_PATH_EVERY: Duration = Duration::from_secs(5);
 
 impl Tailer {
     pub fn new(
@@ -128,6 +136,7 @@ impl Tailer {
             first_open: true,
             deferred: None,
             failed: Vec::new(),
+            path_looked: None,
         }
     }
 
@@ -347,8 +356,9 @@ impl Tailer {
             Box::pin(self.finish_front()).await?;
             return Ok(Next::Step);
         }
+        let look_at_path = self.look_at_path();
         let open = self.files.front_mut().expect("checked above");
-        match self.reader.check(open)? {
+        match self.reader.check(open, look_at_path)? {
             Change::None => {
                 let size = open.framer.position();
                 if self.should_park() {
@@ -379,6 +389,22 @@ impl Tailer {
                 Ok(Next::Step)
             }
         }
+    }
+
+    /// Whether the path must be looked at: a name may have arrived at it or left it since
+    /// the last look, that is not known, or the last look is `LOOK_AT_PATH_EVERY` old.
+    fn look_at_path(&mut self) -> bool {
+        let seen = self.idle.as_ref().and_then(Idle::names_seen);
+        let now = Instant::now();
+        let look = match (seen, self.path_looked) {
+            (Some(seen), Some((then, at))) => seen != then || now >= at + LOOK_AT_PATH_EVERY,
+            _ => true,
+        };
+        if look {
+            // Read before the look: a name that arrives after it changes it again.
+            self.path_looked = seen.map(|seen| (seen, now));
+        }
+        look
     }
 
     /// Nothing is read: open the path, or the parked file again once the path changed.

@@ -27,14 +27,20 @@ use tokio::sync::Notify;
 pub const ROUND: Duration = Duration::from_millis(10);
 
 /// What a watched directory reports: writes (and attribute changes, which a truncation
-/// may bring) of its files, and names arriving and leaving.
+/// may bring) of its files, names arriving and leaving, and the directory itself moved
+/// (deleted: `IN_IGNORED`, always reported).
 const MASK: AddWatchFlags = AddWatchFlags::IN_MODIFY
     .union(AddWatchFlags::IN_ATTRIB)
     .union(AddWatchFlags::IN_CREATE)
     .union(AddWatchFlags::IN_DELETE)
     .union(AddWatchFlags::IN_MOVED_FROM)
     .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_MOVE_SELF)
     .union(AddWatchFlags::IN_ONLYDIR);
+
+/// Set in a registration's `renames` once its directory's watch is gone or moved: names
+/// at the path are no longer seen, so its tailer looks at the path every time.
+const BLIND: u64 = 1 << 63;
 
 /// "A file nobody follows appeared in a watched directory": a level, set by the watcher
 /// and taken by the reconcile loop, which rate-limits the passes it causes.
@@ -76,6 +82,9 @@ struct Waiter {
     names_only: bool,
     /// Counts the files arriving at the path (created at it or renamed to it).
     arrivals: Option<Weak<AtomicU64>>,
+    /// Counts the names arriving at or leaving the path, and every event lost; [`BLIND`]
+    /// once they can no longer be seen ([`Registration::names_seen`]).
+    renames: Weak<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -98,14 +107,27 @@ impl Table {
         if mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
             // The kernel queue overflowed: events were lost, so everyone looks.
             let all = self.by_path.values().flatten();
-            woken.extend(all.filter_map(|w| w.notify.upgrade()));
+            for waiter in all {
+                if let Some(renames) = waiter.renames.upgrade() {
+                    renames.fetch_add(1, Ordering::AcqRel);
+                }
+                woken.extend(waiter.notify.upgrade());
+            }
             return;
         }
         if mask.contains(AddWatchFlags::IN_IGNORED) {
             // The directory is gone (or unmounted): so is its watch.
-            for dir in self.watches.remove(&event.wd).unwrap_or_default() {
-                self.dirs.remove(&dir);
+            let dirs = self.watches.remove(&event.wd).unwrap_or_default();
+            for dir in &dirs {
+                self.dirs.remove(dir);
             }
+            self.blind(&dirs, woken);
+            return;
+        }
+        if mask.contains(AddWatchFlags::IN_MOVE_SELF) {
+            // Moved: its watch follows it, no longer the paths under its old name.
+            let dirs = self.watches.get(&event.wd).cloned().unwrap_or_default();
+            self.blind(&dirs, woken);
             return;
         }
         let Some(name) = event.name else {
@@ -120,6 +142,11 @@ impl Table {
         for dir in dirs {
             match self.by_path.get(&dir.join(&name)) {
                 Some(waiters) => {
+                    if renamed {
+                        for renames in waiters.iter().filter_map(|w| w.renames.upgrade()) {
+                            renames.fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
                     if arrival {
                         let counters = waiters.iter().filter_map(|w| w.arrivals.as_ref());
                         for counter in counters.filter_map(Weak::upgrade) {
@@ -135,6 +162,22 @@ impl Table {
                 }
                 None if arrival => appeared.set(),
                 None => {}
+            }
+        }
+    }
+}
+
+impl Table {
+    /// Names under `dirs` can no longer be seen: their tailers look at their paths every
+    /// time from now on, the first time now.
+    fn blind(&self, dirs: &[PathBuf], woken: &mut Vec<Arc<Notify>>) {
+        let under = |path: &Path| dirs.iter().any(|d| path.parent() == Some(d.as_path()));
+        for (_, waiters) in self.by_path.iter().filter(|(path, _)| under(path)) {
+            for waiter in waiters {
+                if let Some(renames) = waiter.renames.upgrade() {
+                    renames.fetch_or(BLIND, Ordering::AcqRel);
+                }
+                woken.extend(waiter.notify.upgrade());
             }
         }
     }
@@ -210,6 +253,8 @@ pub struct Registration {
     /// as the event thread read them (a round later); a names registration's only. Events
     /// lost to a queue overflow are not counted.
     pub arrivals: Arc<AtomicU64>,
+    /// See [`Registration::names_seen`].
+    renames: Arc<AtomicU64>,
     /// A symlink whose target could not be resolved: its writes are not seen.
     unresolved: bool,
 }
@@ -218,6 +263,15 @@ impl Registration {
     /// Whether notifications arrive for this path (else the tailer must poll).
     pub fn is_watched(&self) -> bool {
         !self.unresolved && self.paths.iter().all(|(_, watched)| *watched)
+    }
+
+    /// A number that changes whenever a file may have arrived at the path or left it (at
+    /// a symlink's target too) as the event thread read it, or events were lost; `None`
+    /// when that cannot be known (no notifications, a directory's watch gone or moved):
+    /// while it stays the same, the path names the file it named when it was read.
+    pub fn names_seen(&self) -> Option<u64> {
+        let renames = self.renames.load(Ordering::Acquire);
+        (self.is_watched() && renames & BLIND == 0).then_some(renames)
     }
 }
 
@@ -288,6 +342,7 @@ impl Wakeups {
     fn register_as(self: &Arc<Self>, path: &Path, names_only: bool) -> Registration {
         let notify = Arc::new(Notify::new());
         let arrivals = Arc::new(AtomicU64::new(0));
+        let renames = Arc::new(AtomicU64::new(0));
         // Arrivals are counted where files arrive: at a symlink's target, not the link.
         let counted = names_only.then(|| Arc::downgrade(&arrivals));
         let symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
@@ -301,12 +356,15 @@ impl Wakeups {
         } else {
             counted.clone()
         };
-        let mut paths = vec![(
-            path.to_path_buf(),
-            self.add(path, &notify, names_only, at_path),
-        )];
+        let waiter = |arrivals| Waiter {
+            notify: Arc::downgrade(&notify),
+            names_only,
+            arrivals,
+            renames: Arc::downgrade(&renames),
+        };
+        let mut paths = vec![(path.to_path_buf(), self.add(path, waiter(at_path)))];
         if let Some(target) = resolved {
-            let watched = self.add(&target, &notify, names_only, counted);
+            let watched = self.add(&target, waiter(counted));
             paths.push((target, watched));
         }
         Registration {
@@ -314,18 +372,13 @@ impl Wakeups {
             paths,
             notify,
             arrivals,
+            renames,
             unresolved: matches!(target, Some(Err(_))),
         }
     }
 
-    /// Adds `notify` as a waiter for `path`; true when its directory is watched.
-    fn add(
-        &self,
-        path: &Path,
-        notify: &Arc<Notify>,
-        names_only: bool,
-        arrivals: Option<Weak<AtomicU64>>,
-    ) -> bool {
+    /// Adds `waiter` for `path`; true when its directory is watched.
+    fn add(&self, path: &Path, waiter: Waiter) -> bool {
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let remote = self.mounts.is_remote(path);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
@@ -333,11 +386,7 @@ impl Wakeups {
             .by_path
             .entry(path.to_path_buf())
             .or_default()
-            .push(Waiter {
-                notify: Arc::downgrade(notify),
-                names_only,
-                arrivals,
-            });
+            .push(waiter);
         if remote {
             // Writes made on other hosts raise no local notification: the tailer polls.
             return false;
@@ -450,6 +499,79 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(counted(), 3, "three files arrived at the target");
+    }
+
+    /// A tailer skips the `statx` of its path while `names_seen` stays the same
+    /// (`Tailer::look_at_path`): writes leave it alone; a file renamed away from the path,
+    /// one created at it and one deleted change it; once the directory is moved or deleted
+    /// it is unknown for good.
+    #[tokio::test]
+    async fn names_seen_should_change_with_the_names_at_the_path_but_not_with_writes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pod");
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("0.log");
+        std::fs::write(&path, "x\n").unwrap();
+        let wakeups = Wakeups::new();
+        let registration = wakeups.register(&path);
+        let other = wakeups.register(&root.path().join("elsewhere.log"));
+        let first = registration
+            .names_seen()
+            .expect("a local directory is watched");
+        // Waits until `names_seen` is not `before` (or 5 s), then a round more.
+        let changed = |before: Option<u64>| {
+            let registration = &registration;
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while registration.names_seen() == before && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(ROUND * 5).await;
+                registration.names_seen()
+            }
+        };
+        for _ in 0..3 {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, b"more\n"))
+                .unwrap();
+        }
+        std::fs::write(dir.join("1.log"), "a neighbour\n").unwrap();
+        let after_writes = changed(Some(first)).await;
+        assert_eq!(
+            after_writes,
+            Some(first),
+            "writes and neighbours change nothing"
+        );
+        let mut seen = first;
+        for step in ["renamed away", "created", "deleted"] {
+            match step {
+                "renamed away" => std::fs::rename(&path, dir.join("0.log.1")).unwrap(),
+                "created" => std::fs::write(&path, "y\n").unwrap(),
+                _ => std::fs::remove_file(&path).unwrap(),
+            }
+            let now = changed(Some(seen)).await.expect("still watched");
+            assert_ne!(now, seen, "{step}");
+            seen = now;
+        }
+        std::fs::rename(&dir, root.path().join("pod-moved")).unwrap();
+        assert_eq!(changed(Some(seen)).await, None, "the directory moved");
+        // Deleted: its watch goes (IN_IGNORED).
+        let gone = root.path().join("gone");
+        std::fs::create_dir(&gone).unwrap();
+        let in_gone = wakeups.register(&gone.join("0.log"));
+        assert!(in_gone.names_seen().is_some());
+        std::fs::remove_dir(&gone).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while in_gone.names_seen().is_some() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(in_gone.names_seen(), None, "the directory deleted");
+        assert!(
+            other.names_seen().is_some(),
+            "other directories are still seen"
+        );
     }
 
     #[tokio::test]
