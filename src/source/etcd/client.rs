@@ -136,6 +136,13 @@ pub fn is_refusal(error: &etcd_client::Error) -> bool {
             .any(|a| error.to_string().contains(a))
 }
 
+/// etcd answered while electing a leader ("leader changed"): every member does, so
+/// another one would not help.
+pub fn is_election(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.code() == tonic::Code::Unavailable && status.message().contains("leader changed"))
+}
+
 const CERTIFICATE_ALERTS: [&str; 5] = [
     "received fatal alert: BadCertificate",
     "received fatal alert: CertificateExpired",
@@ -217,6 +224,21 @@ mod tests {
         }
         assert!(reason_is_refusal("etcdserver: permission denied"));
         assert!(!reason_is_refusal(""));
+    }
+
+    #[test]
+    fn is_election_should_tell_an_election_from_a_failed_member() {
+        assert!(is_election(&status(
+            Code::Unavailable,
+            "etcdserver: leader changed"
+        )));
+        for failed in [
+            status(Code::Unavailable, "tcp connect error: Connection refused"),
+            status(Code::Unavailable, "etcdserver: no leader"),
+            status(Code::Cancelled, "Timeout expired"),
+        ] {
+            assert!(!is_election(&failed), "{failed}");
+        }
     }
 
     #[test]

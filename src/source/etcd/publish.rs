@@ -57,11 +57,17 @@ impl PublishError {
         matches!(self, PublishError::Etcd { source, .. } if client::is_refusal(source))
     }
 
-    /// The member did not answer or broke the connection (not a refusal): the next
-    /// session talks to the next endpoint. A client that could not be built moved on
-    /// already.
+    /// The member did not answer or broke the connection (not a refusal, nor an election
+    /// every member sees): the next session talks to the next endpoint. A client that
+    /// could not be built moved on already.
     fn member_failed(&self) -> bool {
-        !matches!(self, PublishError::Client(_)) && !self.refused()
+        match self {
+            PublishError::Client(_) => false,
+            PublishError::Etcd { source, .. } => {
+                !client::is_refusal(source) && !client::is_election(source)
+            }
+            PublishError::Lease { .. } => true,
+        }
     }
 }
 

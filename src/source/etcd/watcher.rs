@@ -194,7 +194,10 @@ impl Watcher {
         let options = prefix.then(|| GetOptions::new().with_prefix());
         let response = match client.get(key.as_str(), options).await {
             Ok(r) => r,
-            Err(e) => return failed(format!("list failed: {e}"), client::is_refusal(&e)),
+            Err(e) => {
+                let message = format!("list failed: {e}");
+                return ended(failed(message, client::is_refusal(&e)), &e);
+            }
         };
         let revision = response.header().map_or(0, |h| h.revision());
         let listed = response
@@ -214,14 +217,20 @@ impl Watcher {
         }
         let mut stream = match client.watch(key.as_str(), Some(options)).await {
             Ok(stream) => stream,
-            Err(e) => return failed(format!("watch failed: {e}"), client::is_refusal(&e)),
+            Err(e) => {
+                let message = format!("watch failed: {e}");
+                return ended(failed(message, client::is_refusal(&e)), &e);
+            }
         };
         self.watching_since = Some(tokio::time::Instant::now());
         loop {
             let response = match stream.message().await {
                 Ok(Some(r)) => r,
                 Ok(None) => return failed("watch stream ended".into(), false),
-                Err(e) => return failed(format!("watch failed: {e}"), client::is_refusal(&e)),
+                Err(e) => {
+                    let message = format!("watch failed: {e}");
+                    return ended(failed(message, client::is_refusal(&e)), &e);
+                }
             };
             if response.canceled() {
                 let reason = response.cancel_reason();
@@ -253,7 +262,18 @@ impl Watcher {
             }
         }
     }
+}
 
+/// `ended` by `error`: a member that answered "leader changed" (an election, which every
+/// member sees) did not fail; the next session asks it again.
+fn ended(ended: Ended, error: &etcd_client::Error) -> Ended {
+    Ended {
+        member_failed: ended.member_failed && !client::is_election(error),
+        ..ended
+    }
+}
+
+impl Watcher {
     fn synced(&mut self, revision: i64) {
         if !self.synced_once {
             tracing::info!(key = %self.target.key, revision, "etcd synced");
