@@ -106,10 +106,19 @@ async fn consume(
 async fn partition(broker: &str, topic: &str, create: bool) -> Result<PartitionClient, Error> {
     let client = ClientBuilder::new(vec![broker.to_string()]).build().await?;
     if create {
-        client
+        let created = client
             .controller_client()?
             .create_topic(topic, 1, 1, 5_000)
-            .await?;
+            .await;
+        match created {
+            // The agent (`create_topics: true`) may have made it first: it asks for its
+            // topics as its tailers start.
+            Err(rskafka::client::error::Error::ServerError {
+                protocol_error: rskafka::client::error::ProtocolError::TopicAlreadyExists,
+                ..
+            }) => {}
+            other => other?,
+        }
     }
     Ok(client
         .partition_client(topic, 0, UnknownTopicHandling::Retry)
