@@ -107,9 +107,8 @@ impl Fixture {
     }
 
     /// Every watch and the status writer left the `failed` member: a client that spreads
-    /// its requests over every
-    /// member connects again to a hung one (which accepts connections and answers
-    /// nothing), so that a re-list may land on it again and again.
+    /// its requests over every member connects again to a hung one (which accepts
+    /// connections and answers nothing), so that a re-list may land on it again and again.
     fn left_member(&self, failed: usize) {
         let connections = self.wait(&format!("the agent to leave member {failed}"), LONG, || {
             let connections = self.connections();

@@ -106,13 +106,7 @@ impl Table {
         let mask = event.mask;
         if mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
             // The kernel queue overflowed: events were lost, so everyone looks.
-            let all = self.by_path.values().flatten();
-            for waiter in all {
-                if let Some(renames) = waiter.renames.upgrade() {
-                    renames.fetch_add(1, Ordering::AcqRel);
-                }
-                woken.extend(waiter.notify.upgrade());
-            }
+            names_changed(self.by_path.values().flatten(), false, woken);
             return;
         }
         if mask.contains(AddWatchFlags::IN_IGNORED) {
@@ -165,21 +159,31 @@ impl Table {
             }
         }
     }
-}
 
-impl Table {
     /// Names under `dirs` can no longer be seen: their tailers look at their paths every
     /// time from now on, the first time now.
     fn blind(&self, dirs: &[PathBuf], woken: &mut Vec<Arc<Notify>>) {
         let under = |path: &Path| dirs.iter().any(|d| path.parent() == Some(d.as_path()));
-        for (_, waiters) in self.by_path.iter().filter(|(path, _)| under(path)) {
-            for waiter in waiters {
-                if let Some(renames) = waiter.renames.upgrade() {
-                    renames.fetch_or(BLIND, Ordering::AcqRel);
-                }
-                woken.extend(waiter.notify.upgrade());
-            }
+        let waiters = self.by_path.iter().filter(|(path, _)| under(path));
+        names_changed(waiters.flat_map(|(_, w)| w), true, woken);
+    }
+}
+
+/// Wakes `waiters` and changes what their registrations' `names_seen` says: a name may
+/// have changed (`blind`: they can no longer be seen).
+fn names_changed<'a>(
+    waiters: impl Iterator<Item = &'a Waiter>,
+    blind: bool,
+    woken: &mut Vec<Arc<Notify>>,
+) {
+    for waiter in waiters {
+        if let Some(renames) = waiter.renames.upgrade() {
+            match blind {
+                true => renames.fetch_or(BLIND, Ordering::AcqRel),
+                false => renames.fetch_add(1, Ordering::AcqRel),
+            };
         }
+        woken.extend(waiter.notify.upgrade());
     }
 }
 

@@ -143,6 +143,13 @@ pub fn is_election(error: &etcd_client::Error) -> bool {
         if status.code() == tonic::Code::Unavailable && status.message().contains("leader changed"))
 }
 
+/// The member `error` came from failed (it did not answer, broke the connection, has no
+/// leader): another member may serve. Not a refusal (every member refuses alike), nor an
+/// election.
+pub fn is_member_failure(error: &etcd_client::Error) -> bool {
+    !is_refusal(error) && !is_election(error)
+}
+
 const CERTIFICATE_ALERTS: [&str; 5] = [
     "received fatal alert: BadCertificate",
     "received fatal alert: CertificateExpired",

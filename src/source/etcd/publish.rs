@@ -63,9 +63,7 @@ impl PublishError {
     fn member_failed(&self) -> bool {
         match self {
             PublishError::Client(_) => false,
-            PublishError::Etcd { source, .. } => {
-                !client::is_refusal(source) && !client::is_election(source)
-            }
+            PublishError::Etcd { source, .. } => client::is_member_failure(source),
             PublishError::Lease { .. } => true,
         }
     }

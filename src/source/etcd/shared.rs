@@ -39,7 +39,7 @@ impl State {
             return;
         }
         self.connected = None;
-        let from = &endpoints[self.endpoint % endpoints.len()];
+        let from = &endpoints[self.endpoint];
         self.endpoint = (self.endpoint + 1) % endpoints.len();
         let to = &endpoints[self.endpoint];
         tracing::info!(%from, %to, "etcd: {why}; moving to the next endpoint");
@@ -120,10 +120,8 @@ impl SharedClient {
         let credentials = client::credentials_digest(&self.config);
         let endpoints = &self.config.endpoints;
         let mut state = self.state.lock().await;
-        let endpoint = endpoints
-            .get(state.endpoint % endpoints.len().max(1))
-            .cloned()
-            .unwrap_or_default();
+        // Always below the number of endpoints (`new`, `move_on`); none: etcd-client says.
+        let endpoint = endpoints.get(state.endpoint).cloned().unwrap_or_default();
         if let Some(connected) = &state.connected {
             if connected.credentials == credentials {
                 return Ok(Handle {

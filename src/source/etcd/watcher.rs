@@ -172,11 +172,16 @@ impl Watcher {
         let key = self.target.key.clone();
         let prefix = self.target.kind == WatchKind::Prefix;
         let what = if prefix { "prefix" } else { "key" };
-        // Anything but a refusal or a compaction is the member's failure.
-        let failed = |message: String, refused: bool| Ended {
+        let ended = |message: String, refused: bool, member_failed: bool| Ended {
             message: format!("etcd {what} {key}: {message}"),
             refused,
-            member_failed: !refused,
+            member_failed,
+        };
+        // Anything but a refusal or a compaction is the member's failure.
+        let failed = |message: String, refused: bool| ended(message, refused, !refused);
+        let error = |what: &str, e: &etcd_client::Error| {
+            let message = format!("{what}: {e}");
+            ended(message, client::is_refusal(e), client::is_member_failure(e))
         };
         let mut client = match self.shared.client().await {
             Ok(handle) => {
@@ -185,19 +190,13 @@ impl Watcher {
             }
             Err(e) => {
                 // `client()` moved to the next endpoint already if it could not connect.
-                return Ended {
-                    member_failed: false,
-                    ..failed(e.to_string(), e.is_refusal())
-                };
+                return ended(e.to_string(), e.is_refusal(), false);
             }
         };
         let options = prefix.then(|| GetOptions::new().with_prefix());
         let response = match client.get(key.as_str(), options).await {
             Ok(r) => r,
-            Err(e) => {
-                let message = format!("list failed: {e}");
-                return ended(failed(message, client::is_refusal(&e)), &e);
-            }
+            Err(e) => return error("list failed", &e),
         };
         let revision = response.header().map_or(0, |h| h.revision());
         let listed = response
@@ -217,20 +216,14 @@ impl Watcher {
         }
         let mut stream = match client.watch(key.as_str(), Some(options)).await {
             Ok(stream) => stream,
-            Err(e) => {
-                let message = format!("watch failed: {e}");
-                return ended(failed(message, client::is_refusal(&e)), &e);
-            }
+            Err(e) => return error("watch failed", &e),
         };
         self.watching_since = Some(tokio::time::Instant::now());
         loop {
             let response = match stream.message().await {
                 Ok(Some(r)) => r,
                 Ok(None) => return failed("watch stream ended".into(), false),
-                Err(e) => {
-                    let message = format!("watch failed: {e}");
-                    return ended(failed(message, client::is_refusal(&e)), &e);
-                }
+                Err(e) => return error("watch failed", &e),
             };
             if response.canceled() {
                 let reason = response.cancel_reason();
@@ -239,13 +232,11 @@ impl Watcher {
                         format!("watch canceled: {reason}"),
                         client::reason_is_refusal(reason),
                     ),
-                    compacted => Ended {
-                        member_failed: false,
-                        ..failed(
-                            format!("revision compacted (at {compacted}); re-listing"),
-                            false,
-                        )
-                    },
+                    compacted => ended(
+                        format!("revision compacted (at {compacted}); re-listing"),
+                        false,
+                        false,
+                    ),
                 };
             }
             // The first reply only confirms the watch (`created`, no events).
@@ -262,18 +253,7 @@ impl Watcher {
             }
         }
     }
-}
 
-/// `ended` by `error`: a member that answered "leader changed" (an election, which every
-/// member sees) did not fail; the next session asks it again.
-fn ended(ended: Ended, error: &etcd_client::Error) -> Ended {
-    Ended {
-        member_failed: ended.member_failed && !client::is_election(error),
-        ..ended
-    }
-}
-
-impl Watcher {
     fn synced(&mut self, revision: i64) {
         if !self.synced_once {
             tracing::info!(key = %self.target.key, revision, "etcd synced");
