@@ -20,8 +20,10 @@ use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::TailerProgress;
 use crate::throttle::OnLimit;
 use std::fs::Metadata;
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::task::Poll;
 
 /// Bytes read per `read` call, at most: the size of the read buffer.
 const READ_CHUNK: usize = 128 * 1024;
@@ -251,13 +253,9 @@ impl Reader {
     }
 
     async fn read(&mut self, open: &mut OpenFile, throttled: bool) -> Result<u64, TailError> {
-        // Busy from here: waiting for the sink or for a permit, the tailer looks at
-        // nothing, so its watch task looks at the path for it (`tests/faults.rs`
-        // `a_container_rotated_while_other_files_hold_every_permit_to_fill_…`).
-        self.busy.set(true);
         if !self.prepared {
             if let Some(prepared) = self.ctx.sink.prepare(&self.id.topic) {
-                prepared.await;
+                busy_unless_ready(&self.busy, prepared).await;
             }
             self.prepared = true;
         }
@@ -265,7 +263,12 @@ impl Reader {
         // included (`filling_permits`). The semaphore is never closed.
         let _filling = match self.own_thread {
             true => None,
-            false => self.ctx.filling.clone().acquire_owned().await.ok(),
+            false => {
+                let filling = self.ctx.filling.clone();
+                busy_unless_ready(&self.busy, filling.acquire_owned())
+                    .await
+                    .ok()
+            }
         };
         self.paused_until = None;
         self.at_end = false;
@@ -382,6 +385,8 @@ impl Reader {
     /// Reads the file to its end, turn after turn, whatever the throttle says (a file
     /// finished at rotation or at stop is not left unread); its bucket is charged.
     pub async fn read_all(&mut self, open: &mut OpenFile) -> Result<(), TailError> {
+        // Reading on to the end, the tailer does not look at its path meanwhile.
+        self.busy.set(true);
         while self.read_unthrottled(open).await? > 0 {}
         Ok(())
     }
@@ -467,6 +472,7 @@ impl Reader {
         }
         self.drop_over_limit(&mut batch);
         while self.inflight.is_full() {
+            self.busy.set(true);
             if let Some(done) = self.inflight.next().await {
                 self.on_ack(done)?;
             }
@@ -495,10 +501,7 @@ impl Reader {
                 .topic_fallback(&self.id.topic, batch.len() as u64);
         }
         let records = batch.len() as u64;
-        let ack = self
-            .ctx
-            .sink
-            .submit(batch)
+        let ack = busy_unless_ready(&self.busy, self.ctx.sink.submit(batch))
             .await
             .map_err(|source| self.sink_error(source))?;
         let events = self.ctx.events.clone();
@@ -606,4 +609,18 @@ impl Reader {
             source,
         }
     }
+}
+
+/// Awaits `future`; if it has to wait (for the sink, for a permit), the tailer is busy
+/// meanwhile: it looks at nothing, so its watch task looks at the path for it
+/// (`tests/faults.rs` `a_container_rotated_while_other_files_hold_every_permit_to_fill_…`).
+/// A read that does not wait is not: the tailer looks at the path itself at the end of
+/// the file, and telling the watch task would cost it a wake-up and a timer a write.
+async fn busy_unless_ready<F: Future>(busy: &Busy, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    if let Poll::Ready(output) = futures::poll!(future.as_mut()) {
+        return output;
+    }
+    busy.set(true);
+    future.await
 }

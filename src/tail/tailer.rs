@@ -342,6 +342,9 @@ impl Tailer {
             // Read to the end: look at the path now rather than read once more for
             // nothing (a file written a line at a time would cost a read a line).
             if !self.reader.at_end {
+                // Reading on, it looks at the path only at the end: its watch task
+                // looks meanwhile.
+                self.reader.busy.set(true);
                 return Ok(Next::Yield);
             }
         }
