@@ -11,6 +11,7 @@ use crate::ports::Events;
 use crate::source::status::RefusedPath;
 use crate::source::Sources;
 use crate::spec::{self, ExpandError, Refusal, RefusalKind, SourceId, TailerId, TailerSettings};
+use crate::tail::signal::Stop;
 use crate::tail::{TailError, Tailer, TailerContext};
 use crate::telemetry::status::TailerEntry;
 use crate::telemetry::{StatusBoard, TailerProgress, TailerState};
@@ -31,7 +32,7 @@ fn trusted(source: &SourceId) -> bool {
 
 /// Per tailer: how to stop its task, its backoff state and its restart count.
 struct Control {
-    stop: Option<CancellationToken>,
+    stop: Option<Stop>,
     /// From the first failure on: most tailers never fail (120 bytes less in each entry).
     backoff: Option<Box<ExponentialBackoff>>,
     restarts: u32,
@@ -328,7 +329,7 @@ impl Reconciler {
                     restarts: 0,
                     progress: Arc::default(),
                 });
-                let stop = CancellationToken::new();
+                let stop = Stop::new();
                 control.stop = Some(stop.clone());
                 control.progress.set_state(TailerState::Starting, None);
                 // Not part of the settings `plan` compares: it is how this file is first

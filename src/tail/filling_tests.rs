@@ -2,6 +2,7 @@
 //! the sink cannot take yet must not hold one while it waits, or every other topic stops.
 
 use super::checkpoint::Checkpoints;
+use super::signal::Stop;
 use super::tailer::{Tailer, TailerContext};
 use super::wakeup::Wakeups;
 use crate::ports::NoEvents;
@@ -15,7 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 /// Never takes a batch to `stalled` (as Kafka while it cannot learn a topic's partitions);
 /// takes and acknowledges every other batch at once.
@@ -53,7 +53,7 @@ impl Sink for StallingSink {
     }
 }
 
-fn start(ctx: &Arc<TailerContext>, topic: &str, path: &Path, stop: &CancellationToken) {
+fn start(ctx: &Arc<TailerContext>, topic: &str, path: &Path, stop: &Stop) {
     let id = TailerId {
         topic: topic.into(),
         path: Arc::from(path),
@@ -93,7 +93,7 @@ async fn a_tailer_waiting_for_its_topic_leaves_the_only_permit_to_the_others() {
     let (stalled, app) = (dir.path().join("stalled.log"), dir.path().join("app.log"));
     std::fs::write(&stalled, "waits for its topic\n").unwrap();
     std::fs::write(&app, "one\ntwo\n").unwrap();
-    let stop = CancellationToken::new();
+    let stop = Stop::new();
 
     start(&ctx, STALLED, &stalled, &stop);
     wait_for("the stalled tailer to reach the sink", || {

@@ -5,11 +5,11 @@
 //! stays cheap.
 
 use super::reader::Reader;
+use super::signal::Stop;
 use super::wakeup::Registration;
 use super::TailError;
 use std::time::Duration;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// The longest an idle tailer waits between looks at its file without notifications.
 const MAX_IDLE_POLL: Duration = Duration::from_secs(2);
@@ -63,7 +63,7 @@ impl Idle {
     pub async fn wait(
         &mut self,
         pace: Pace,
-        stop: &CancellationToken,
+        stop: &Stop,
         reader: &mut Reader,
         next_look: Option<Instant>,
         holding: bool,
@@ -99,7 +99,7 @@ impl Idle {
     pub async fn pause(
         &mut self,
         until: Instant,
-        stop: &CancellationToken,
+        stop: &Stop,
         reader: &mut Reader,
         next_look: Option<Instant>,
     ) -> Result<(), TailError> {
@@ -117,27 +117,25 @@ impl Idle {
         &mut self,
         until: Instant,
         notifications: bool,
-        stop: &CancellationToken,
+        stop: &Stop,
         reader: &mut Reader,
     ) -> Result<(), TailError> {
         let sleep = tokio::time::sleep_until(until);
         tokio::pin!(sleep);
-        let notified = self.wakeup.notify.notified();
-        tokio::pin!(notified);
-        // Registered once per wait, not once per acknowledgement handled (each
-        // registration locks the token's tree node).
-        let cancelled = stop.cancelled();
-        tokio::pin!(cancelled);
+        let signal = &self.wakeup.signal;
         loop {
             let inflight = &mut reader.inflight;
+            // In order (no random start at each wake-up): every branch but the timer is
+            // a look at an atomic.
             let done = tokio::select! {
-                _ = &mut cancelled => return Ok(()),
-                _ = &mut sleep => return Ok(()),
-                _ = &mut notified, if notifications => {
+                biased;
+                _ = stop.cancelled() => return Ok(()),
+                _ = signal.taken(), if notifications => {
                     self.streak = 0;
                     return Ok(());
                 }
                 Some(done) = inflight.next(), if !inflight.is_empty() => done,
+                _ = &mut sleep => return Ok(()),
             };
             reader.on_ack(done)?;
         }

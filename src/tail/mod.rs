@@ -21,6 +21,7 @@ mod reader;
 mod remote;
 mod rotated;
 mod siblings;
+pub mod signal;
 mod tailer;
 pub mod throttle;
 pub mod wakeup;

@@ -18,6 +18,7 @@
 use super::checkpoint::Checkpoints;
 use super::claims::Claims;
 use super::deleted::DeletedFiles;
+use super::signal::Stop;
 use super::tailer::{TailError, Tailer, TailerContext};
 use super::wakeup::Wakeups;
 use crate::ports::NoEvents;
@@ -35,7 +36,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const POLL: Duration = Duration::from_millis(20);
 const ROTATE_WAIT: Duration = Duration::from_millis(200);
@@ -242,7 +242,7 @@ struct Harness {
     wakeups: Arc<Wakeups>,
     /// Outlives a failed tailer, as the agent's does: it keeps the deleted files.
     deleted: Arc<DeletedFiles>,
-    task: Option<(CancellationToken, JoinHandle<Result<(), TailError>>)>,
+    task: Option<(Stop, JoinHandle<Result<(), TailError>>)>,
     renames: usize,
     model: Model,
     throttle: Option<Throttle>,
@@ -311,7 +311,7 @@ impl Harness {
             ..TailerSettings::for_tests()
         };
         let tailer = Tailer::new(id, settings, ctx, Arc::new(TailerProgress::default()));
-        let stop = CancellationToken::new();
+        let stop = Stop::new();
         let task = tokio::spawn(tailer.run(stop.clone()));
         self.task = Some((stop, task));
     }

@@ -14,6 +14,7 @@ use super::idle::{Idle, Pace};
 use super::missed::{self, Born};
 use super::reader::{OpenFile, Reader, TURN_BYTES};
 use super::remote;
+use super::signal::Stop;
 use super::throttle::Throttles;
 use super::wakeup::Wakeups;
 use super::watch::{self, PathWatch};
@@ -30,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Idle waits before an idle file may be closed for others (`tail.max_open_files`).
 const IDLE_TURNS_BEFORE_CLOSING: u32 = 2;
@@ -145,7 +145,7 @@ impl Tailer {
     /// Its log lines carry `span` (which declarations started it).
     pub fn into_task(
         self,
-        stop: CancellationToken,
+        stop: Stop,
         span: tracing::Span,
     ) -> BoxFuture<'static, Result<(), TailError>> {
         use tracing::Instrument;
@@ -164,7 +164,7 @@ impl Tailer {
     /// checkpointed before returning.
     pub fn run(
         self,
-        stop: CancellationToken,
+        stop: Stop,
     ) -> impl std::future::Future<Output = Result<(), TailError>> + Send + 'static {
         // The task's future holds the tailer by pointer, and the steps taken only at a
         // rotation or at the stop are boxed when taken: the future of every idle tailer
@@ -173,7 +173,7 @@ impl Tailer {
         Box::new(self).run_boxed(stop)
     }
 
-    async fn run_boxed(mut self: Box<Self>, stop: CancellationToken) -> Result<(), TailError> {
+    async fn run_boxed(mut self: Box<Self>, stop: Stop) -> Result<(), TailError> {
         let reader = &mut self.reader;
         self.idle = Some(Idle::new(reader.ctx.wakeups.register(&reader.id.path)));
         let rotated = reader.rotated_while_away();
@@ -284,11 +284,7 @@ impl Tailer {
         }
     }
 
-    async fn follow(
-        &mut self,
-        stop: &CancellationToken,
-        watch: &mut PathWatch,
-    ) -> Result<(), TailError> {
+    async fn follow(&mut self, stop: &Stop, watch: &mut PathWatch) -> Result<(), TailError> {
         while !stop.is_cancelled() {
             match self.step(stop, watch).await? {
                 Next::Step => {}
@@ -314,11 +310,7 @@ impl Tailer {
         Ok(())
     }
 
-    async fn step(
-        &mut self,
-        stop: &CancellationToken,
-        watch: &mut PathWatch,
-    ) -> Result<Next, TailError> {
+    async fn step(&mut self, stop: &Stop, watch: &mut PathWatch) -> Result<Next, TailError> {
         self.reader.current = self.files.current();
         self.reader.collect_acks()?;
         self.look_at_lingering().await?;
@@ -411,7 +403,7 @@ impl Tailer {
     }
 
     /// Nothing is read: open the path, or the parked file again once the path changed.
-    async fn open_step(&mut self, stop: &CancellationToken) -> Result<Next, TailError> {
+    async fn open_step(&mut self, stop: &Stop) -> Result<Next, TailError> {
         let path = &self.reader.id.path;
         if self
             .files
@@ -497,7 +489,7 @@ impl Tailer {
     }
 
     /// Waits for an open-file permit unless we hold one. False when stopped meanwhile.
-    async fn take_permit(&mut self, stop: &CancellationToken) -> bool {
+    async fn take_permit(&mut self, stop: &Stop) -> bool {
         if self.permit.is_some() {
             return true;
         }

@@ -11,6 +11,7 @@
 //! write is seen at most `ROUND` later. A kernel queue that overflows wakes every tailer.
 
 use super::mounts::Mounts;
+use super::signal::Signal;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
@@ -77,7 +78,7 @@ impl Appeared {
 
 /// Who waits for a path's changes.
 struct Waiter {
-    notify: Weak<Notify>,
+    signal: Weak<Signal>,
     /// Woken only when a file arrives at the path or leaves it (not by writes).
     names_only: bool,
     /// Counts the files arriving at the path (created at it or renamed to it).
@@ -102,7 +103,7 @@ struct Table {
 impl Table {
     /// The wake-ups `event` causes, added to `woken`; a file arriving that nobody follows
     /// sets `appeared`.
-    fn dispatch(&mut self, event: InotifyEvent, woken: &mut Vec<Arc<Notify>>, appeared: &Appeared) {
+    fn dispatch(&mut self, event: InotifyEvent, woken: &mut Vec<Arc<Signal>>, appeared: &Appeared) {
         let mask = event.mask;
         if mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
             // The kernel queue overflowed: events were lost, so everyone looks.
@@ -151,7 +152,7 @@ impl Table {
                         waiters
                             .iter()
                             .filter(|w| renamed || !w.names_only)
-                            .filter_map(|w| w.notify.upgrade()),
+                            .filter_map(|w| w.signal.upgrade()),
                     )
                 }
                 None if arrival => appeared.set(),
@@ -162,7 +163,7 @@ impl Table {
 
     /// Names under `dirs` can no longer be seen: their tailers look at their paths every
     /// time from now on, the first time now.
-    fn blind(&self, dirs: &[PathBuf], woken: &mut Vec<Arc<Notify>>) {
+    fn blind(&self, dirs: &[PathBuf], woken: &mut Vec<Arc<Signal>>) {
         let under = |path: &Path| dirs.iter().any(|d| path.parent() == Some(d.as_path()));
         let waiters = self.by_path.iter().filter(|(path, _)| under(path));
         names_changed(waiters.flat_map(|(_, w)| w), true, woken);
@@ -174,7 +175,7 @@ impl Table {
 fn names_changed<'a>(
     waiters: impl Iterator<Item = &'a Waiter>,
     blind: bool,
-    woken: &mut Vec<Arc<Notify>>,
+    woken: &mut Vec<Arc<Signal>>,
 ) {
     for waiter in waiters {
         if let Some(renames) = waiter.renames.upgrade() {
@@ -183,14 +184,14 @@ fn names_changed<'a>(
                 false => renames.fetch_add(1, Ordering::AcqRel),
             };
         }
-        woken.extend(waiter.notify.upgrade());
+        woken.extend(waiter.signal.upgrade());
     }
 }
 
 /// The event thread: rounds of reading every queued event and waking whom they concern,
 /// [`ROUND`] apart, until the [`Wakeups`] is dropped (looked at once a second).
 fn read_events(inotify: Arc<Inotify>, table: Weak<Mutex<Table>>, appeared: Arc<Appeared>) {
-    let mut woken: Vec<Arc<Notify>> = Vec::new();
+    let mut woken: Vec<Arc<Signal>> = Vec::new();
     loop {
         let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(1000u16)) {
@@ -226,8 +227,8 @@ fn read_events(inotify: Arc<Inotify>, table: Weak<Mutex<Table>>, appeared: Arc<A
         drop(table);
         woken.sort_unstable_by_key(Arc::as_ptr);
         woken.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        for notify in woken.drain(..) {
-            notify.notify_one();
+        for signal in woken.drain(..) {
+            signal.raise();
         }
         // A round that read events (those of files nobody follows too: writes to a
         // device beside a followed path, say) is followed by the pause, so that a stream
@@ -252,7 +253,7 @@ pub struct Registration {
     /// The followed path and, when it is a symlink, its target; each with whether its
     /// directory is watched.
     paths: Vec<(PathBuf, bool)>,
-    pub notify: Arc<Notify>,
+    pub signal: Arc<Signal>,
     /// Files that arrived at the path (at a symlink's target) since the registration,
     /// as the event thread read them (a round later); a names registration's only. Events
     /// lost to a queue overflow are not counted.
@@ -344,7 +345,7 @@ impl Wakeups {
     }
 
     fn register_as(self: &Arc<Self>, path: &Path, names_only: bool) -> Registration {
-        let notify = Arc::new(Notify::new());
+        let signal = Arc::new(Signal::default());
         let arrivals = Arc::new(AtomicU64::new(0));
         let renames = Arc::new(AtomicU64::new(0));
         // Arrivals are counted where files arrive: at a symlink's target, not the link.
@@ -361,7 +362,7 @@ impl Wakeups {
             counted.clone()
         };
         let waiter = |arrivals| Waiter {
-            notify: Arc::downgrade(&notify),
+            signal: Arc::downgrade(&signal),
             names_only,
             arrivals,
             renames: Arc::downgrade(&renames),
@@ -374,7 +375,7 @@ impl Wakeups {
         Registration {
             wakeups: self.clone(),
             paths,
-            notify,
+            signal,
             arrivals,
             renames,
             unresolved: matches!(target, Some(Err(_))),
@@ -416,11 +417,11 @@ impl Wakeups {
     }
 
     /// Undoes one `add`.
-    fn remove(&self, path: &Path, notify: &Arc<Notify>, dir_watched: bool) {
+    fn remove(&self, path: &Path, signal: &Arc<Signal>, dir_watched: bool) {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(waiters) = table.by_path.get_mut(path) {
-            let gone = Arc::downgrade(notify);
-            waiters.retain(|w| w.notify.strong_count() > 0 && !Weak::ptr_eq(&w.notify, &gone));
+            let gone = Arc::downgrade(signal);
+            waiters.retain(|w| w.signal.strong_count() > 0 && !Weak::ptr_eq(&w.signal, &gone));
             if waiters.is_empty() {
                 table.by_path.remove(path);
             }
@@ -454,7 +455,7 @@ impl Wakeups {
 impl Drop for Registration {
     fn drop(&mut self) {
         for (path, watched) in &self.paths {
-            self.wakeups.remove(path, &self.notify, *watched);
+            self.wakeups.remove(path, &self.signal, *watched);
         }
     }
 }
@@ -471,10 +472,10 @@ mod tests {
         let followed = wakeups.register(&dir.path().join("a.log"));
         let other = wakeups.register(&dir.path().join("b.log"));
         std::fs::write(dir.path().join("a.log"), "x\n").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), followed.notify.notified())
+        tokio::time::timeout(Duration::from_secs(5), followed.signal.taken())
             .await
             .expect("woken by the write");
-        let quiet = tokio::time::timeout(Duration::from_millis(200), other.notify.notified());
+        let quiet = tokio::time::timeout(Duration::from_millis(200), other.signal.taken());
         assert!(quiet.await.is_err(), "another path is not woken");
         drop((followed, other));
         assert!(wakeups.table.lock().unwrap().dirs.is_empty(), "unwatched");
@@ -587,17 +588,17 @@ mod tests {
         let names = wakeups.register_names(&path);
         let writes = wakeups.register(&path);
         std::fs::write(&path, "y\n").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), writes.notify.notified())
+        tokio::time::timeout(Duration::from_secs(5), writes.signal.taken())
             .await
             .expect("the write wakes the tailer's registration");
-        let quiet = tokio::time::timeout(Duration::from_millis(200), names.notify.notified());
+        let quiet = tokio::time::timeout(Duration::from_millis(200), names.signal.taken());
         assert!(quiet.await.is_err(), "a write does not wake the watch task");
         std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), names.notify.notified())
+        tokio::time::timeout(Duration::from_secs(5), names.signal.taken())
             .await
             .expect("woken by the rename away");
         std::fs::write(&path, "").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), names.notify.notified())
+        tokio::time::timeout(Duration::from_secs(5), names.signal.taken())
             .await
             .expect("woken by the new file");
     }
@@ -616,7 +617,7 @@ mod tests {
         let followed = wakeups.register(&link);
         assert!(followed.is_watched());
         std::fs::write(pods.join("0.log"), "x\n").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), followed.notify.notified())
+        tokio::time::timeout(Duration::from_secs(5), followed.signal.taken())
             .await
             .expect("woken by the write to the target");
         drop(followed);
@@ -637,7 +638,7 @@ mod tests {
         let wakeups = Wakeups::new();
         let followed = wakeups.register(&dir.path().join("a.log"));
         std::fs::write(dir.path().join("a.log"), "x\n").unwrap();
-        followed.notify.notified().await;
+        followed.signal.taken().await;
         assert!(
             !wakeups.appeared().is_pending(),
             "a followed file is no news"
@@ -669,7 +670,7 @@ mod tests {
         let second = wakeups.register(&logs.join("a.log"));
         assert!(second.is_watched());
         std::fs::write(logs.join("a.log"), "x\n").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), second.notify.notified())
+        tokio::time::timeout(Duration::from_secs(5), second.signal.taken())
             .await
             .expect("woken by a write in the new directory");
         drop((first, second));
@@ -689,13 +690,13 @@ mod tests {
         assert_eq!(wakeups.table.lock().unwrap().watches.len(), 1, "one watch");
         std::fs::write(real.join("a.log"), "x\n").unwrap();
         for registration in [&by_real, &by_alias] {
-            tokio::time::timeout(Duration::from_secs(5), registration.notify.notified())
+            tokio::time::timeout(Duration::from_secs(5), registration.signal.taken())
                 .await
                 .expect("woken by the write");
         }
         drop(by_real);
         std::fs::write(real.join("a.log"), "y\n").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), by_alias.notify.notified())
+        tokio::time::timeout(Duration::from_secs(5), by_alias.signal.taken())
             .await
             .expect("the watch stays for the other path");
         drop(by_alias);

@@ -326,7 +326,7 @@ impl Watch {
                 if busy {
                     tokio::select! {
                         _ = tokio::time::sleep(interval) => false,
-                        _ = self.arrivals.notify.notified() => true,
+                        _ = self.arrivals.signal.taken() => true,
                     }
                 } else {
                     self.busy.woken.notified().await;
