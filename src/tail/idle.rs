@@ -28,16 +28,39 @@ pub enum Pace {
     Soon,
 }
 
+/// What an idle wait is for, beside its pace.
+pub struct Wait {
+    /// A renamed file is due to be looked at (it raises no notification for our path).
+    pub next_look: Option<Instant>,
+    /// The tailer waits for a file it holds to be decided (`tail/copies.rs`), not for its
+    /// path, so its watch task goes on opening the files that arrive there.
+    pub holding: bool,
+    /// Other tailers wait for the open-file slot this one holds: the waits stay as short
+    /// as after data a look found until it has been quiet long enough to be closed for
+    /// them (`Tailer::should_park`), whatever notifications brought.
+    pub slot_wanted: bool,
+}
+
 pub struct Idle {
     /// Notifications for the path.
     wakeup: Registration,
-    /// Idle waits in a row without data; sets the polling backoff.
+    /// Sets the polling backoff: idle waits since data was last found without a
+    /// notification.
     streak: u32,
+    /// Idle waits in a row without data.
+    quiet: u32,
+    /// The last wait ended with a notification.
+    notified: bool,
 }
 
 impl Idle {
     pub fn new(wakeup: Registration) -> Self {
-        Idle { wakeup, streak: 0 }
+        Idle {
+            wakeup,
+            streak: 0,
+            quiet: 0,
+            notified: false,
+        }
     }
 
     /// See [`Registration::names_seen`].
@@ -45,29 +68,37 @@ impl Idle {
         self.wakeup.names_seen()
     }
 
-    /// Idle waits in a row without news.
-    pub fn streak(&self) -> u32 {
-        self.streak
+    /// Idle waits in a row without data.
+    pub fn quiet(&self) -> u32 {
+        self.quiet
     }
 
-    /// Data came: the next wait starts at the poll interval again.
+    /// Data came. Found by a look the poll made (no notification: the filesystem sends
+    /// none, or one was missed), the next wait starts at the poll interval again. Brought
+    /// by a notification, the waits' deadlines go on growing: the look they end with is
+    /// only a safety net then, and a file written every second would otherwise be woken
+    /// two more times between its writes, at 250 ms and 750 ms (BENCHMARKS.md).
     pub fn busy(&mut self) {
-        self.streak = 0;
+        self.quiet = 0;
+        if !self.notified {
+            self.streak = 0;
+        }
     }
 
     /// Waits at `pace`, handling the reader's acknowledgements as they come; ends early
-    /// for the reader's multiline deadline and for `next_look` (a renamed file, which
-    /// raises no notification for our path). `holding`: the tailer waits for a file it
-    /// holds to be decided (`tail/copies.rs`), not for its path, so its watch task goes on
-    /// opening the files that arrive there.
+    /// for the reader's multiline deadline and for [`Wait::next_look`].
     pub async fn wait(
         &mut self,
         pace: Pace,
         stop: &Stop,
         reader: &mut Reader,
-        next_look: Option<Instant>,
-        holding: bool,
+        wait: Wait,
     ) -> Result<(), TailError> {
+        let Wait {
+            next_look,
+            holding,
+            slot_wanted,
+        } = wait;
         match pace {
             Pace::Slower => {}
             Pace::Poll => self.streak = 0,
@@ -79,10 +110,15 @@ impl Idle {
             true => MAX_IDLE_POLL_NOTIFIED,
             false => MAX_IDLE_POLL,
         };
+        let doublings = match slot_wanted {
+            true => self.streak.min(self.quiet),
+            false => self.streak,
+        };
         let delay = base
-            .saturating_mul(1 << self.streak.min(16))
+            .saturating_mul(1 << doublings.min(16))
             .min(cap.max(base));
         self.streak += 1;
+        self.quiet += 1;
         let mut until = Instant::now() + delay;
         if let Some(deadline) = reader.deadline.filter(|d| *d > Instant::now()) {
             until = until.min(deadline);
@@ -123,6 +159,7 @@ impl Idle {
         let sleep = tokio::time::sleep_until(until);
         tokio::pin!(sleep);
         let signal = &self.wakeup.signal;
+        self.notified = false;
         loop {
             let inflight = &mut reader.inflight;
             // In order (no random start at each wake-up): every branch but the timer is
@@ -131,7 +168,7 @@ impl Idle {
                 biased;
                 _ = stop.cancelled() => return Ok(()),
                 _ = signal.taken(), if notifications => {
-                    self.streak = 0;
+                    self.notified = true;
                     return Ok(());
                 }
                 Some(done) = inflight.next(), if !inflight.is_empty() => done,

@@ -10,7 +10,7 @@ use super::checkpoint::Checkpoints;
 use super::claims::Claims;
 use super::deleted::{DeletedFiles, Handle};
 use super::files::Files;
-use super::idle::{Idle, Pace};
+use super::idle::{Idle, Pace, Wait};
 use super::missed::{self, Born};
 use super::reader::{OpenFile, Reader, TURN_BYTES};
 use super::remote;
@@ -293,8 +293,14 @@ impl Tailer {
                     let idle = self.idle.as_mut().expect("set by run");
                     let next_look = self.files.next_look();
                     let holding = self.deferred.is_some();
-                    idle.wait(pace, stop, &mut self.reader, next_look, holding)
-                        .await?;
+                    let slot_wanted = self.permit.is_some()
+                        && self.reader.ctx.open_files.available_permits() == 0;
+                    let wait = Wait {
+                        next_look,
+                        holding,
+                        slot_wanted,
+                    };
+                    idle.wait(pace, stop, &mut self.reader, wait).await?;
                 }
                 Next::Pause(until) => {
                     let idle = self.idle.as_mut().expect("set by run");
@@ -515,7 +521,7 @@ impl Tailer {
             && self
                 .idle
                 .as_ref()
-                .is_some_and(|i| i.streak() >= IDLE_TURNS_BEFORE_CLOSING)
+                .is_some_and(|i| i.quiet() >= IDLE_TURNS_BEFORE_CLOSING)
             && self.reader.inflight.is_empty()
             && self.reader.ctx.open_files.available_permits() == 0
             && self
