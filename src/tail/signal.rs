@@ -30,22 +30,23 @@ impl Signal {
         self.raised.load(Ordering::Relaxed) && self.raised.swap(false, Ordering::AcqRel)
     }
 
-    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.take() {
-            return Poll::Ready(());
-        }
-        self.waker.register(cx.waker());
-        // Raised between the look and the registration: its wake may have gone to the
-        // waker registered before.
-        match self.take() {
-            true => Poll::Ready(()),
-            false => Poll::Pending,
-        }
-    }
-
     /// Resolves once the signal is raised (or was since it was last taken), taking it.
     pub fn taken(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(|cx| self.poll_take(cx))
+        poll_fn(|cx| poll_until(&self.waker, cx, || self.take()))
+    }
+}
+
+/// Ready once `ready` says so, else pending with the task's waker in `waker`.
+fn poll_until(waker: &AtomicWaker, cx: &mut Context<'_>, ready: impl Fn() -> bool) -> Poll<()> {
+    if ready() {
+        return Poll::Ready(());
+    }
+    waker.register(cx.waker());
+    // Ready between the look and the registration: its wake may have gone to the waker
+    // registered before.
+    match ready() {
+        true => Poll::Ready(()),
+        false => Poll::Pending,
     }
 }
 
@@ -76,16 +77,7 @@ impl Stop {
 
     /// Resolves once [`cancel`](Self::cancel) was called.
     pub fn cancelled(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(|cx| {
-            if self.is_cancelled() {
-                return Poll::Ready(());
-            }
-            self.0.waker.register(cx.waker());
-            match self.is_cancelled() {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            }
-        })
+        poll_fn(|cx| poll_until(&self.0.waker, cx, || self.is_cancelled()))
     }
 }
 
