@@ -132,6 +132,17 @@ pub struct RecordMeta {
 }
 
 impl RecordMeta {
+    /// A record without metadata (a raw file's), to lend by reference: records hand out
+    /// their metadata by reference because a `RecordMeta` copied (or made by `default()`)
+    /// a record cost as much as the rest of writing a JSON value (BENCHMARKS.md, "JSON
+    /// record values").
+    pub const NONE: RecordMeta = RecordMeta {
+        stream: Stream::Unknown,
+        time: None,
+        error: None,
+        truncated_from: None,
+    };
+
     pub fn is_empty(&self) -> bool {
         *self == RecordMeta::default()
     }
@@ -413,11 +424,11 @@ impl Batch {
     pub fn rewrite(
         &mut self,
         capacity: usize,
-        mut write: impl FnMut(u64, &[u8], RecordMeta, &mut Vec<u8>),
+        mut write: impl FnMut(u64, &[u8], &RecordMeta, &mut Vec<u8>),
     ) {
         let mut data = Vec::with_capacity(capacity);
         for (i, line) in self.lines.iter_mut().enumerate() {
-            let meta = self.meta.get(i).copied().unwrap_or_default();
+            let meta = self.meta.get(i).unwrap_or(&RecordMeta::NONE);
             let start = data.len() as u32;
             let bytes = &self.data[line.start as usize..line.end as usize];
             write(line.offset, bytes, meta, &mut data);
@@ -470,9 +481,9 @@ impl Batch {
     }
 
     /// `(offset, bytes, metadata)` for every record, in order.
-    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8], RecordMeta)> + '_ {
+    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8], &RecordMeta)> + '_ {
         self.lines().enumerate().map(|(i, (offset, line))| {
-            (offset, line, self.meta.get(i).copied().unwrap_or_default())
+            (offset, line, self.meta.get(i).unwrap_or(&RecordMeta::NONE))
         })
     }
 }
@@ -492,8 +503,11 @@ mod tests {
         batch.push_with(7, b"drop 2", meta);
         batch.push_with(14, b"keep 3", meta);
         assert_eq!(batch.retain(|line| line.starts_with(b"keep")), 1);
-        let kept: Vec<(u64, &[u8], Stream)> =
-            batch.records().map(|(o, l, m)| (o, l, m.stream)).collect();
+        let kept: Vec<(u64, &[u8], Stream)> = batch
+            .records()
+            .map(|(o, l, m)| (o, l, *m))
+            .map(|(o, l, m)| (o, l, m.stream))
+            .collect();
         assert_eq!(
             kept,
             [
@@ -538,9 +552,18 @@ mod tests {
             (14, b"plain again", RecordMeta::default()),
             (26, b"out again", out),
         ];
-        assert_eq!(batch.records().collect::<Vec<_>>(), want);
+        assert_eq!(
+            batch
+                .records()
+                .map(|(o, l, m)| (o, l, *m))
+                .collect::<Vec<_>>(),
+            want
+        );
         let parts = batch.split(6, 0);
-        let joined: Vec<_> = parts.iter().flat_map(|p| p.records()).collect();
+        let joined: Vec<_> = parts
+            .iter()
+            .flat_map(|p| p.records().map(|(o, l, m)| (o, l, *m)))
+            .collect();
         assert_eq!(joined, want);
         assert!(parts.len() > 1);
     }
@@ -564,7 +587,13 @@ mod tests {
             (27, b"keep err", err),
             (36, b"keep b", RecordMeta::default()),
         ];
-        assert_eq!(batch.records().collect::<Vec<_>>(), want);
+        assert_eq!(
+            batch
+                .records()
+                .map(|(o, l, m)| (o, l, *m))
+                .collect::<Vec<_>>(),
+            want
+        );
         assert_eq!(batch.bytes(), "keep akeep errkeep b".len(), "compacted");
         // Still a batch like any other: it splits and takes more records.
         batch.push(50, b"after");
@@ -600,14 +629,20 @@ mod tests {
         let before = batch.clone();
         assert_eq!(batch.fit(40, 30), Fitted::default());
         assert_eq!(
-            batch.records().collect::<Vec<_>>(),
-            before.records().collect::<Vec<_>>()
+            batch
+                .records()
+                .map(|(o, l, m)| (o, l, *m))
+                .collect::<Vec<_>>(),
+            before
+                .records()
+                .map(|(o, l, m)| (o, l, *m))
+                .collect::<Vec<_>>()
         );
 
         let fitted = batch.fit(10, 8);
         assert_eq!(fitted.cut, vec![(6, 40), (51, 11)]);
         assert!(fitted.dropped.is_empty());
-        let records: Vec<_> = batch.records().collect();
+        let records: Vec<_> = batch.records().map(|(o, l, m)| (o, l, *m)).collect();
         let cut = |bytes| RecordMeta {
             truncated_from: Some(bytes),
             ..RecordMeta::default()
@@ -627,12 +662,18 @@ mod tests {
         );
         // Cut again (a lower limit later): the mark keeps the first length.
         assert_eq!(batch.fit(6, 4).cut, vec![(6, 8), (51, 8)]);
-        assert_eq!(batch.records().nth(1), Some((6, &b"aaaa"[..], cut(40))));
+        assert_eq!(
+            batch.records().map(|(o, l, m)| (o, l, *m)).nth(1),
+            Some((6, &b"aaaa"[..], cut(40)))
+        );
         // No room left after the mark: the long records are dropped, the rest stays.
         let fitted = batch.fit(3, 0);
         assert_eq!(fitted.dropped, vec![(0, 5), (6, 4), (51, 4)]);
         assert_eq!(
-            batch.records().collect::<Vec<_>>(),
+            batch
+                .records()
+                .map(|(o, l, m)| (o, l, *m))
+                .collect::<Vec<_>>(),
             vec![(47, &b"out"[..], out)]
         );
         // Splitting afterwards keeps each record with its metadata.
@@ -695,6 +736,9 @@ mod tests {
             0,
             "nothing allocated for raw records"
         );
-        assert!(batch.records().all(|(_, _, meta)| meta.is_empty()));
+        assert!(batch
+            .records()
+            .map(|(o, l, m)| (o, l, *m))
+            .all(|(_, _, meta)| meta.is_empty()));
     }
 }

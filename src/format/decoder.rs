@@ -383,7 +383,7 @@ mod tests {
         }
         let records = out
             .records()
-            .map(|(o, l, m)| (o, String::from_utf8_lossy(l).into_owned(), m))
+            .map(|(o, l, m)| (o, String::from_utf8_lossy(l).into_owned(), *m))
             .collect();
         let checkpoint = decoder
             .pending_start()
@@ -616,7 +616,7 @@ mod tests {
             let finish = |decoder: &mut Decoder, records: &mut Vec<(u64, String, RecordMeta)>| {
                 let mut out = Batch::new("t".into(), Path::new("/x").into());
                 decoder.finish(Instant::now(), &mut out);
-                records.extend(out.records().map(|(o, l, m)| (o, String::from_utf8_lossy(l).into_owned(), m)));
+                records.extend(out.records().map(|(o, l, m)| (o, String::from_utf8_lossy(l).into_owned(), *m)));
             };
             let mut decoder = Decoder::new(&p, r.clone(), 1 << 20);
             let (mut records, end) = decode(&mut decoder, &chunks);

@@ -1,8 +1,10 @@
 //! The JSON record value (`encoding: json`, docs/json-value.md): a batch's records
 //! rewritten as one JSON object each — the members every record of the batch shares
-//! written once, each record's written with serde_json into the batch's one new buffer —
-//! and a value cut to fit a size limit while it stays a JSON object.
+//! written once, each record's after them into the batch's one new buffer, its message
+//! escaped by `json_string` — and a value cut to fit a size limit while it stays a JSON
+//! object.
 
+use super::json_string;
 use crate::encoding::{MEMBERS, SCHEMA};
 use crate::record::{Batch, RecordMeta};
 use serde_json::value::RawValue;
@@ -32,33 +34,37 @@ pub fn encode(batch: &mut Batch, node: &str, now: i64) {
         return;
     }
     let (head, tail) = shared_members(batch, node);
-    // What every record writes alike around its time: `{"schema":…,"time":"` before it,
-    // `"` and the shared head and `,"offset":` after it.
     let lead = format!("{{\"schema\":\"{SCHEMA}\",\"time\":\"");
-    let mut mid = Vec::with_capacity(head.len() + 12);
-    mid.push(b'"');
-    mid.extend_from_slice(&head);
-    member(&mut mid, "offset");
+    // What a record writes before its offset: `{"schema":…,"time":"…"`, the shared head
+    // and `,"offset":`, for the time of the record before (a raw file's batch has one).
+    let mut prefix = Vec::with_capacity(lead.len() + Clock::LEN + head.len() + 12);
+    let mut prefix_time = None;
     let mut clock = Clock::default();
-    let mut offset_text = itoa::Buffer::new();
+    let mut numbers = itoa::Buffer::new();
     let merge = json.merge_json.as_deref();
     // Escaping rarely adds much: room for the members and a little more.
-    let fixed = lead.len() + Clock::LEN + mid.len() + tail.len() + 64;
+    let fixed = lead.len() + Clock::LEN + head.len() + tail.len() + 64;
     let capacity = batch.bytes() + batch.len() * (fixed + 96);
     batch.rewrite(capacity, |offset, line, meta, out| {
+        let time = meta.time.unwrap_or(now);
+        if prefix_time != Some(time) {
+            clock.prefix(time, &lead, &head, &mut prefix);
+            prefix_time = Some(time);
+        }
         // One reservation for what the record writes unless escaped (a message's
         // escapes and the rare members reserve for themselves).
         out.reserve(fixed + line.len());
-        out.extend_from_slice(lead.as_bytes());
-        clock.write(meta.time.unwrap_or(now), out);
-        out.extend_from_slice(&mid);
-        out.extend_from_slice(offset_text.format(offset).as_bytes());
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(numbers.format(offset).as_bytes());
         if let Some(stream) = meta.stream.as_str() {
-            member(out, "stream");
-            put(out, stream);
+            out.extend_from_slice(b",\"stream\":\"");
+            out.extend_from_slice(stream.as_bytes());
+            out.push(b'"');
         }
-        out.extend_from_slice(&tail);
-        record_members(out, meta, &mut offset_text);
+        if !tail.is_empty() {
+            out.extend_from_slice(&tail);
+        }
+        record_members(out, meta, &mut numbers);
         message(out, line, merge);
         out.push(b'}');
     });
@@ -110,7 +116,7 @@ fn shared_members(batch: &Batch, node: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// `parse_error` and `truncated`, when the record has them.
-fn record_members(out: &mut Vec<u8>, meta: RecordMeta, numbers: &mut itoa::Buffer) {
+fn record_members(out: &mut Vec<u8>, meta: &RecordMeta, numbers: &mut itoa::Buffer) {
     if let Some(error) = meta.error {
         member(out, "parse_error");
         put(out, error.reason());
@@ -138,47 +144,8 @@ fn message(out: &mut Vec<u8>, line: &[u8], merge: Option<&str>) {
             }
         }
     }
-    member(out, "message");
-    // Most log lines are ASCII without a byte to escape: valid UTF-8 as it is, found in
-    // one pass that vectorizes.
-    if none(line, |b| needs_escape(b) | !b.is_ascii()) {
-        put_quoted(out, line);
-        return;
-    }
-    match std::str::from_utf8(line) {
-        Ok(text) => put_str(out, text),
-        Err(_) => put_str(out, &String::from_utf8_lossy(line)),
-    }
-}
-
-/// Whether a JSON string must escape `b` (`"`, `\\`, control characters).
-fn needs_escape(b: u8) -> bool {
-    (b < 0x20) | (b == b'"') | (b == b'\\')
-}
-
-/// Whether no byte of `bytes` is `bad`, checked 32 bytes at a time (which vectorizes).
-fn none(bytes: &[u8], bad: impl Fn(u8) -> bool) -> bool {
-    bytes
-        .chunks(32)
-        .all(|chunk| !chunk.iter().fold(false, |any, &b| any | bad(b)))
-}
-
-/// `bytes` between quotes, as they are.
-fn put_quoted(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(bytes);
-    out.push(b'"');
-}
-
-/// A JSON string of `text`, as serde_json writes it; a text without a byte to escape
-/// is copied whole after a check that vectorizes (serde_json goes byte by byte).
-fn put_str(out: &mut Vec<u8>, text: &str) {
-    if none(text.as_bytes(), needs_escape) {
-        put_quoted(out, text.as_bytes());
-    } else {
-        put(out, text);
-    }
+    out.extend_from_slice(b",\"message\":");
+    json_string::put(out, line);
 }
 
 /// Whether `text` is one JSON value (checked without building it).
@@ -202,6 +169,19 @@ impl Clock {
     const NANOS: i64 = 1_000_000_000;
     /// `2026-12-04T12:29:21.000000000Z`: the length of every time from year 0 to 9999.
     const LEN: usize = 30;
+
+    /// Replaces `prefix` by `lead`, the time `nanos`, its closing quote, `head` and
+    /// `,"offset":`. Kept out of the per-record loop it serves, which it would slow
+    /// (it runs once a batch of a raw file).
+    #[inline(never)]
+    fn prefix(&mut self, nanos: i64, lead: &str, head: &[u8], prefix: &mut Vec<u8>) {
+        prefix.clear();
+        prefix.extend_from_slice(lead.as_bytes());
+        self.write(nanos, prefix);
+        prefix.push(b'"');
+        prefix.extend_from_slice(head);
+        member(prefix, "offset");
+    }
 
     fn write(&mut self, nanos: i64, out: &mut Vec<u8>) {
         if let Some((last, text)) = &self.last {
@@ -465,26 +445,6 @@ mod tests {
             let added = value.len() - len;
             assert!(added <= overhead, "{added} > {overhead}");
             assert!(added + 8 >= overhead, "{added} far below {overhead}");
-        }
-    }
-
-    #[test]
-    fn put_str_should_write_what_serde_json_writes() {
-        let mut texts = vec![String::new(), "x".repeat(100), "é😀\u{7f}".repeat(20)];
-        texts.push((0u8..0x80).map(char::from).collect::<String>().repeat(3));
-        for special in [
-            '"', '\\', '\n', '\r', '\t', '\u{8}', '\u{c}', '\0', '\u{1f}', '\u{7f}',
-        ] {
-            for at in [0, 31, 32, 33, 99] {
-                let mut text = "a".repeat(100);
-                text.insert(at, special);
-                texts.push(text);
-            }
-        }
-        for text in texts {
-            let mut out = Vec::new();
-            put_str(&mut out, &text);
-            assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{text:?}");
         }
     }
 

@@ -4,6 +4,7 @@
 //! objects (`json_value.rs`).
 
 mod json_lines;
+mod json_string;
 pub mod json_value;
 pub mod kafka;
 mod null;

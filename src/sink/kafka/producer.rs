@@ -954,7 +954,7 @@ mod tests {
         // The long record is cut to what a request takes with its headers and the mark.
         let all: Vec<(u64, Vec<u8>, RecordMeta)> = parts
             .iter()
-            .flat_map(|p| p.batch.records().map(|(o, l, m)| (o, l.to_vec(), m)))
+            .flat_map(|p| p.batch.records().map(|(o, l, m)| (o, l.to_vec(), *m)))
             .collect();
         assert_eq!(
             all.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -1004,7 +1004,7 @@ mod tests {
         let parts = prepare(shared, job, REQUEST);
         let records: Vec<(Vec<u8>, RecordMeta)> = parts
             .iter()
-            .flat_map(|p| p.batch.records().map(|(_, v, m)| (v.to_vec(), m)))
+            .flat_map(|p| p.batch.records().map(|(_, v, m)| (v.to_vec(), *m)))
             .collect();
         assert_eq!(records.len(), 2);
         let value: serde_json::Value = serde_json::from_slice(&records[1].0).expect("JSON");
