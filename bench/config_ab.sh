@@ -6,7 +6,8 @@
 # bench/json_lines.py writes them); one starting "!BIN " (before any "@PATH ") runs BIN instead
 # of the given one (two builds under the same settings).
 # SINK=null (default): beside `wc -l` on the same page-cached file. SINK=kafka: into a
-# fresh tansu broker per round (lz4, headers, as kafka_ab.sh); COMP=none for no compression.
+# fresh tansu broker per round (lz4, headers, as kafka_ab.sh); COMP=none for no compression;
+# KAFKA_EXTRA="headers: false" adds to the sink's kafka settings (every variant).
 # Usage: [SINK=null|kafka] bench/config_ab.sh FILE BIN VARIANT...
 # e.g.   bench/config_ab.sh lines.log target/release/logcatch "" \
 #          ", exclude_lines: ['kube-probe/', '^GET /healthz', 'ELB-HealthChecker/']"
@@ -32,7 +33,7 @@ run() {
     tail=$(realpath "${tail#@}")
   fi
   [ "$sink" = kafka ] && yaml="  kind: kafka
-  kafka: {brokers: [\"127.0.0.1:$kport\"], compression: ${COMP:-lz4}, create_topics: true}"
+  kafka: {brokers: [\"127.0.0.1:$kport\"], compression: ${COMP:-lz4}, create_topics: true${KAFKA_EXTRA:+, $KAFKA_EXTRA}}"
   read -r t c _ < <(LOG_EXTRA=$extra TOPIC=$2 run_agent "$b" "$tail" "$yaml") && printf '%.3f/%.2f' "$t" "$c"
 }
 for r in ${ROUNDS:-1 2 3}; do

@@ -22,6 +22,14 @@ pub fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn put_text(out: &mut Vec<u8>, text: &[u8]) -> bool {
+    if plain(text) {
+        // Most text lines: copied whole.
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return false;
+    }
     // The text, its quotes and a block's overhang; escapes reserve for themselves.
     out.reserve(text.len() + 2 + BLOCK);
     out.push(b'"');
@@ -63,6 +71,22 @@ fn put_text(out: &mut Vec<u8>, text: &[u8]) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 const BLOCK: usize = 16;
+
+/// Whether `text` (16 bytes or more) is ASCII without a byte to escape: its blocks
+/// compared, the last one overlapping the one before.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn plain(text: &[u8]) -> bool {
+    if text.len() < BLOCK {
+        return false;
+    }
+    let blocks = text.chunks_exact(BLOCK);
+    let last = &text[text.len() - BLOCK..];
+    blocks.chain([last]).all(|block| {
+        let (escapes, high) = masks(block.try_into().expect("a block"));
+        escapes | high == 0
+    })
+}
 
 /// Appends the first `len` (≤ 16) bytes of `window` escaped; returns a mask that is not
 /// zero when one of them is not ASCII. Each run between escapes is copied as the 16
