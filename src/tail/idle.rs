@@ -1,5 +1,6 @@
-//! How an idle tailer waits: until its path changes (a notification), an acknowledgement
-//! comes, a multiline record or a renamed file is due, or the poll interval passes. The
+//! How an idle tailer waits: until its path changes (a notification), a multiline record
+//! or a renamed file is due, or the poll interval passes; acknowledgements are taken when
+//! it wakes, and within `ACKS_TAKEN_WITHIN` while any are awaited. The
 //! interval doubles while nothing happens, up to `MAX_IDLE_POLL_NOTIFIED` where
 //! notifications arrive and `MAX_IDLE_POLL` where they do not (e.g. NFS), so an idle file
 //! stays cheap.
@@ -17,6 +18,13 @@ const MAX_IDLE_POLL: Duration = Duration::from_secs(2);
 /// and each one costs every idle file a wake-up and two stats (idle CPU at 10,000 files:
 /// BENCHMARKS.md).
 const MAX_IDLE_POLL_NOTIFIED: Duration = Duration::from_secs(300);
+/// While batches are in flight, an idle wait ends by then at the latest to take their
+/// acknowledgements. They do not wake it each: a file written a line at a time would be
+/// woken twice a line, by its notification and by its batch's acknowledgement
+/// (BENCHMARKS.md); the next notification takes them instead. Two seconds, so that a file
+/// written every second is woken by its writes alone; the checkpoint, written once a
+/// second, lags the acknowledgement by as much at most.
+const ACKS_TAKEN_WITHIN: Duration = Duration::from_secs(2);
 
 /// How soon the next idle wait ends without a notification.
 pub enum Pace {
@@ -85,8 +93,9 @@ impl Idle {
         }
     }
 
-    /// Waits at `pace`, handling the reader's acknowledgements as they come; ends early
-    /// for the reader's multiline deadline and for [`Wait::next_look`].
+    /// Waits at `pace`, then takes the reader's acknowledgements; ends early for the
+    /// reader's multiline deadline, for [`Wait::next_look`] and, while batches are in
+    /// flight, after [`ACKS_TAKEN_WITHIN`].
     pub async fn wait(
         &mut self,
         pace: Pace,
@@ -126,7 +135,12 @@ impl Idle {
         if let Some(look) = next_look {
             until = until.min(look);
         }
-        self.sleep(until, true, stop, reader).await
+        reader.collect_acks()?;
+        if !reader.inflight.is_empty() {
+            until = until.min(Instant::now() + ACKS_TAKEN_WITHIN);
+        }
+        self.sleep(until, true, stop, reader).await?;
+        reader.collect_acks()
     }
 
     /// Waits, over the throttle, until `until` (or the multiline deadline, or `next_look`),
@@ -149,10 +163,13 @@ impl Idle {
         self.sleep(until, false, stop, reader).await
     }
 
+    /// Sleeps until `until`, stopped or notified (an idle wait: `idle`); a pause over the
+    /// throttle also handles acknowledgements as they come (it ends at the throttle's
+    /// time, which may be long).
     async fn sleep(
         &mut self,
         until: Instant,
-        notifications: bool,
+        idle: bool,
         stop: &Stop,
         reader: &mut Reader,
     ) -> Result<(), TailError> {
@@ -167,11 +184,11 @@ impl Idle {
             let done = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(()),
-                _ = signal.taken(), if notifications => {
+                _ = signal.taken(), if idle => {
                     self.notified = true;
                     return Ok(());
                 }
-                Some(done) = inflight.next(), if !inflight.is_empty() => done,
+                Some(done) = inflight.next(), if !idle && !inflight.is_empty() => done,
                 _ = &mut sleep => return Ok(()),
             };
             reader.on_ack(done)?;
