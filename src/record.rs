@@ -492,6 +492,11 @@ impl Batch {
 mod tests {
     use super::*;
 
+    /// The records of `batch`, their metadata copied.
+    fn owned(batch: &Batch) -> Vec<(u64, &[u8], RecordMeta)> {
+        batch.records().map(|(o, l, m)| (o, l, *m)).collect()
+    }
+
     #[test]
     fn retain_should_keep_the_accepted_records_with_their_metadata_in_order() {
         let mut batch = Batch::new("t".into(), Path::new("/a").into());
@@ -503,11 +508,8 @@ mod tests {
         batch.push_with(7, b"drop 2", meta);
         batch.push_with(14, b"keep 3", meta);
         assert_eq!(batch.retain(|line| line.starts_with(b"keep")), 1);
-        let kept: Vec<(u64, &[u8], Stream)> = batch
-            .records()
-            .map(|(o, l, m)| (o, l, *m))
-            .map(|(o, l, m)| (o, l, m.stream))
-            .collect();
+        let kept: Vec<(u64, &[u8], Stream)> =
+            batch.records().map(|(o, l, m)| (o, l, m.stream)).collect();
         assert_eq!(
             kept,
             [
@@ -552,18 +554,9 @@ mod tests {
             (14, b"plain again", RecordMeta::default()),
             (26, b"out again", out),
         ];
-        assert_eq!(
-            batch
-                .records()
-                .map(|(o, l, m)| (o, l, *m))
-                .collect::<Vec<_>>(),
-            want
-        );
+        assert_eq!(owned(&batch), want);
         let parts = batch.split(6, 0);
-        let joined: Vec<_> = parts
-            .iter()
-            .flat_map(|p| p.records().map(|(o, l, m)| (o, l, *m)))
-            .collect();
+        let joined: Vec<_> = parts.iter().flat_map(owned).collect();
         assert_eq!(joined, want);
         assert!(parts.len() > 1);
     }
@@ -587,13 +580,7 @@ mod tests {
             (27, b"keep err", err),
             (36, b"keep b", RecordMeta::default()),
         ];
-        assert_eq!(
-            batch
-                .records()
-                .map(|(o, l, m)| (o, l, *m))
-                .collect::<Vec<_>>(),
-            want
-        );
+        assert_eq!(owned(&batch), want);
         assert_eq!(batch.bytes(), "keep akeep errkeep b".len(), "compacted");
         // Still a batch like any other: it splits and takes more records.
         batch.push(50, b"after");
@@ -628,21 +615,12 @@ mod tests {
         // Everything fits: nothing changes, and a raw batch gains no metadata.
         let before = batch.clone();
         assert_eq!(batch.fit(40, 30), Fitted::default());
-        assert_eq!(
-            batch
-                .records()
-                .map(|(o, l, m)| (o, l, *m))
-                .collect::<Vec<_>>(),
-            before
-                .records()
-                .map(|(o, l, m)| (o, l, *m))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(owned(&batch), owned(&before));
 
         let fitted = batch.fit(10, 8);
         assert_eq!(fitted.cut, vec![(6, 40), (51, 11)]);
         assert!(fitted.dropped.is_empty());
-        let records: Vec<_> = batch.records().map(|(o, l, m)| (o, l, *m)).collect();
+        let records = owned(&batch);
         let cut = |bytes| RecordMeta {
             truncated_from: Some(bytes),
             ..RecordMeta::default()
@@ -663,19 +641,13 @@ mod tests {
         // Cut again (a lower limit later): the mark keeps the first length.
         assert_eq!(batch.fit(6, 4).cut, vec![(6, 8), (51, 8)]);
         assert_eq!(
-            batch.records().map(|(o, l, m)| (o, l, *m)).nth(1),
+            owned(&batch).get(1).copied(),
             Some((6, &b"aaaa"[..], cut(40)))
         );
         // No room left after the mark: the long records are dropped, the rest stays.
         let fitted = batch.fit(3, 0);
         assert_eq!(fitted.dropped, vec![(0, 5), (6, 4), (51, 4)]);
-        assert_eq!(
-            batch
-                .records()
-                .map(|(o, l, m)| (o, l, *m))
-                .collect::<Vec<_>>(),
-            vec![(47, &b"out"[..], out)]
-        );
+        assert_eq!(owned(&batch), vec![(47, &b"out"[..], out)]);
         // Splitting afterwards keeps each record with its metadata.
         let parts = batch.split(1, 0);
         assert_eq!(parts.len(), 1);
@@ -736,9 +708,6 @@ mod tests {
             0,
             "nothing allocated for raw records"
         );
-        assert!(batch
-            .records()
-            .map(|(o, l, m)| (o, l, *m))
-            .all(|(_, _, meta)| meta.is_empty()));
+        assert!(batch.records().all(|(_, _, meta)| meta.is_empty()));
     }
 }
