@@ -1,5 +1,8 @@
-//! The permits to fill a batch (`reader::filling_permits`) are few: a tailer whose topic
-//! the sink cannot take yet must not hold one while it waits, or every other topic stops.
+//! Tailers against sinks that hold batches. The permits to fill a batch
+//! (`reader::filling_permits`) are few: a tailer whose topic the sink cannot take yet must
+//! not hold one while it waits, or every other topic stops. And an idle tailer, which
+//! acknowledgements do not wake (`idle.rs`), takes one that comes while it waits within
+//! `ACKS_TAKEN_WITHIN`.
 
 use super::checkpoint::Checkpoints;
 use super::signal::Stop;
@@ -15,6 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::Semaphore;
 
 /// Never takes a batch to `stalled` (as Kafka while it cannot learn a topic's partitions);
@@ -53,14 +57,57 @@ impl Sink for StallingSink {
     }
 }
 
-fn start(ctx: &Arc<TailerContext>, topic: &str, path: &Path, stop: &Stop) {
+/// Takes every batch at once and acknowledges each when `release` gets a permit.
+struct HoldingSink {
+    received: AtomicUsize,
+    release: Arc<Semaphore>,
+}
+
+impl Sink for HoldingSink {
+    fn submit(&self, batch: Batch) -> BoxFuture<'_, Result<Ack, SinkError>> {
+        self.received.fetch_add(batch.len(), Ordering::SeqCst);
+        let release = self.release.clone();
+        let ack = async move {
+            release.acquire().await.expect("never closed").forget();
+            Ok(())
+        };
+        futures::future::ready(Ok(ack.boxed() as Ack)).boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+fn context(sink: Arc<dyn Sink>, state: &Path, wakeups: Arc<Wakeups>) -> Arc<TailerContext> {
+    let (checkpoints, _) = Checkpoints::open(state).unwrap();
+    Arc::new(TailerContext {
+        sink,
+        checkpoints,
+        events: Arc::new(NoEvents),
+        claims: Arc::default(),
+        wakeups,
+        open_files: Arc::new(Semaphore::new(64)),
+        filling: Arc::new(Semaphore::new(1)),
+        deleted: Arc::default(),
+        throttles: Arc::default(),
+    })
+}
+
+fn start(ctx: &Arc<TailerContext>, topic: &str, path: &Path, stop: &Stop) -> Arc<TailerProgress> {
     let id = TailerId {
         topic: topic.into(),
         path: Arc::from(path),
     };
     let progress = Arc::new(TailerProgress::default());
-    let tailer = Tailer::new(id, TailerSettings::for_tests(), ctx.clone(), progress);
+    let tailer = Tailer::new(
+        id,
+        TailerSettings::for_tests(),
+        ctx.clone(),
+        progress.clone(),
+    );
     tokio::spawn(tailer.run(stop.clone()));
+    progress
 }
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -77,19 +124,9 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tailer_waiting_for_its_topic_leaves_the_only_permit_to_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let (checkpoints, _) = Checkpoints::open(&dir.path().join("state")).unwrap();
     let sink = Arc::new(StallingSink::default());
-    let ctx = Arc::new(TailerContext {
-        sink: sink.clone(),
-        checkpoints,
-        events: Arc::new(NoEvents),
-        claims: Arc::default(),
-        wakeups: Wakeups::without_notifications(),
-        open_files: Arc::new(Semaphore::new(64)),
-        filling: Arc::new(Semaphore::new(1)),
-        deleted: Arc::default(),
-        throttles: Arc::default(),
-    });
+    let state = dir.path().join("state");
+    let ctx = context(sink.clone(), &state, Wakeups::without_notifications());
     let (stalled, app) = (dir.path().join("stalled.log"), dir.path().join("app.log"));
     std::fs::write(&stalled, "waits for its topic\n").unwrap();
     std::fs::write(&app, "one\ntwo\n").unwrap();
@@ -111,4 +148,38 @@ async fn a_tailer_waiting_for_its_topic_leaves_the_only_permit_to_the_others() {
         1,
         "no permit held while idle"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tailer_should_take_an_acknowledgement_within_two_seconds_without_a_write() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let release = Arc::new(Semaphore::new(0));
+    let sink = Arc::new(HoldingSink {
+        received: AtomicUsize::new(0),
+        release: release.clone(),
+    });
+    // With notifications the idle waits grow towards minutes: only the bound on a wait
+    // while batches are in flight ends them sooner.
+    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
+    let path = dir.path().join("app.log");
+    std::fs::write(&path, "one\n").unwrap();
+    let stop = Stop::new();
+    let progress = start(&ctx, "app", &path, &stop);
+    wait_for("the line to reach the sink", || {
+        sink.received.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Idle long enough for its waits (20 ms doubling: 5.1 s, then 10.2 s) to pass 2 s.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(progress.acked(), 0, "nothing acknowledged yet");
+
+    release.add_permits(1);
+    let released = Instant::now();
+    wait_for("the acknowledgement to be taken", || progress.acked() == 4).await;
+    let took = released.elapsed();
+    assert!(
+        took < Duration::from_millis(3500),
+        "the idle tailer took the acknowledgement after {took:?}, not within 2 s"
+    );
+    stop.cancel();
 }
