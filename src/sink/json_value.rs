@@ -154,15 +154,14 @@ fn is_json(text: &str) -> bool {
 }
 
 /// RFC 3339 times with nanoseconds, as `format::format_time` writes them, without an
-/// allocation a record: the date and time of day are formatted once a second, and a time
-/// like the one before (a raw file's batch shares one) is copied whole.
+/// allocation a record: the date and time of day are formatted once a second (a time
+/// like the one before is not written again at all: `encode` keeps the members before the
+/// offset while the time stays the same).
 #[derive(Default)]
 struct Clock {
     second: Option<i64>,
     /// `2026-12-04T12:29:21.` for `second`.
     prefix: Vec<u8>,
-    /// The last time written, and what was written for it.
-    last: Option<(i64, [u8; Clock::LEN])>,
 }
 
 impl Clock {
@@ -171,9 +170,7 @@ impl Clock {
     const LEN: usize = 30;
 
     /// Replaces `prefix` by `lead`, the time `nanos`, its closing quote, `head` and
-    /// `,"offset":`. Kept out of the per-record loop it serves, which it would slow
-    /// (it runs once a batch of a raw file).
-    #[inline(never)]
+    /// `,"offset":`.
     fn prefix(&mut self, nanos: i64, lead: &str, head: &[u8], prefix: &mut Vec<u8>) {
         prefix.clear();
         prefix.extend_from_slice(lead.as_bytes());
@@ -184,13 +181,6 @@ impl Clock {
     }
 
     fn write(&mut self, nanos: i64, out: &mut Vec<u8>) {
-        if let Some((last, text)) = &self.last {
-            if *last == nanos {
-                out.extend_from_slice(text);
-                return;
-            }
-        }
-        let start = out.len();
         let (second, fraction) = (nanos.div_euclid(Self::NANOS), nanos.rem_euclid(Self::NANOS));
         if self.second != Some(second) {
             let whole = crate::format::format_time(second.saturating_mul(Self::NANOS));
@@ -209,10 +199,6 @@ impl Clock {
         }
         out.extend_from_slice(&digits);
         out.push(b'Z');
-        self.last = out[start..]
-            .try_into()
-            .ok()
-            .map(|text: [u8; Self::LEN]| (nanos, text));
     }
 }
 

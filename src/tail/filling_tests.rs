@@ -17,8 +17,7 @@ use futures::future::{BoxFuture, FutureExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Never takes a batch to `stalled` (as Kafka while it cannot learn a topic's partitions);

@@ -93,9 +93,9 @@ impl Idle {
         }
     }
 
-    /// Waits at `pace`, then takes the reader's acknowledgements; ends early for the
-    /// reader's multiline deadline, for [`Wait::next_look`] and, while batches are in
-    /// flight, after [`ACKS_TAKEN_WITHIN`].
+    /// Waits at `pace`; ends early for the reader's multiline deadline, for
+    /// [`Wait::next_look`] and, while batches are in flight, after [`ACKS_TAKEN_WITHIN`]
+    /// (the tailer's next step takes their acknowledgements first).
     pub async fn wait(
         &mut self,
         pace: Pace,
@@ -139,8 +139,7 @@ impl Idle {
         if !reader.inflight.is_empty() {
             until = until.min(Instant::now() + ACKS_TAKEN_WITHIN);
         }
-        self.sleep(until, true, stop, reader).await?;
-        reader.collect_acks()
+        self.sleep(until, true, stop, reader).await
     }
 
     /// Waits, over the throttle, until `until` (or the multiline deadline, or `next_look`),
