@@ -31,7 +31,8 @@
 # Environment: LOADS, ROUNDS (default 2; the order alternates per round and load),
 # WINDOW_S (30), WARM_S (5), PARTITIONS (4), FLB_FLUSH (1), AGENTS ("logcatch fluent-bit"),
 # BENCH_DIR (/tmp/logcatch-bench), LOGCATCH_BIN (a built binary; default: cargo build
-# --release), PERF=1: `perf record -g` logcatch during the window of
+# --release), LOGCATCH_TAIL (settings added to logcatch's `tail:`, e.g.
+# "min_read_interval: 0s"), PERF=1: `perf record -g` logcatch during the window of
 # the load PERF_LOAD (default 1000:10; perf.data + a report of the top symbols in
 # $BENCH_DIR/node-perf.*).
 # Prints one `load=… agent=… …` line per run, then a Markdown table of the medians.
@@ -74,8 +75,8 @@ trap cleanup_run EXIT
 config_logcatch() {  # files format
   local fmt=""
   [[ $2 == cri ]] && fmt=", format: cri"
-  printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: "%s/logs/*.log", topic: node%s}]\nsink:\n  kind: kafka\n  kafka: {brokers: ["127.0.0.1:%s"], compression: lz4}\nhttp: {listen: "127.0.0.1:%s"}\ntail: {max_open_files: %s}\n' \
-    "$run_dir" "$run_dir" "$fmt" "$kport" "$(port)" "$(($1 + 100))" >"$run_dir/logcatch.yaml"
+  printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: "%s/logs/*.log", topic: node%s}]\nsink:\n  kind: kafka\n  kafka: {brokers: ["127.0.0.1:%s"], compression: lz4}\nhttp: {listen: "127.0.0.1:%s"}\ntail: {max_open_files: %s%s}\n' \
+    "$run_dir" "$run_dir" "$fmt" "$kport" "$(port)" "$(($1 + 100))" "${LOGCATCH_TAIL:+, $LOGCATCH_TAIL}" >"$run_dir/logcatch.yaml"
 }
 
 config_fluent_bit() {  # files format

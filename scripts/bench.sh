@@ -19,7 +19,8 @@
 #                beside the aim max_in_flight_bytes + 32 MiB (issue #26 §4); a table of
 #                its own, gathered from the other sections
 #   latency    : append → consumable in Kafka at 1,000 and 50,000 lines/s
-#                (examples/latency.rs), beside the same lines produced directly
+#                (examples/latency.rs), with the defaults and with min_read_interval 0s,
+#                beside the same lines produced directly
 #   scale      : 1,000 and 10,000 files at 10 lines/s each (bench/scale.sh, null sink), and
 #                10,000 at 1 line/s each into Kafka; `plan` for
 #                10,000 desired entries (benches/plan.rs, criterion); `logcatch etcd put`
@@ -220,35 +221,43 @@ $(printf '%s\n' "${rows[@]}")")
 section_latency() {
   local rows=() rate
   start_broker "$DIR"
-  for rate in 1000 50000; do
-    local out direct work http
-    direct=$("$lat" direct "127.0.0.1:$kport" "lat-direct-$rate" "$rate" "$LAT_S")
+  # logcatch with its defaults, and reading at every write (`min_read_interval: 0s`).
+  lat_logcatch() {  # rate name tail-settings
+    local work http agent
     work=$(mktemp -d "$DIR/lat.XXXX") http=$(port)
     : >"$work/app.log"
-    printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s/app.log, topic: lat-lc-%s}]\nsink:\n  kind: kafka\n  kafka: {brokers: ["127.0.0.1:%s"], create_topics: true}\nhttp: {listen: "127.0.0.1:%s"}\n' \
-      "$work" "$work" "$rate" "$kport" "$http" >"$work/c.yaml"
+    printf 'node: bench\nstate_dir: %s/state\nlogs: [{path: %s/app.log, topic: lat-lc-%s-%s}]\nsink:\n  kind: kafka\n  kafka: {brokers: ["127.0.0.1:%s"], create_topics: true}\nhttp: {listen: "127.0.0.1:%s"}\ntail: {%s}\n' \
+      "$work" "$work" "$1" "$2" "$kport" "$http" "$3" >"$work/c.yaml"
     "$bin" run --config "$work/c.yaml" 2>"$work/agent.log" &
-    local agent=$!
+    agent=$!
     until curl -sf "127.0.0.1:$http/status" >/dev/null 2>&1; do sleep 0.05; done
-    out=$("$lat" file "127.0.0.1:$kport" "lat-lc-$rate" "$rate" "$LAT_S" "$work/app.log")
+    "$lat" file "127.0.0.1:$kport" "lat-lc-$1-$2" "$1" "$LAT_S" "$work/app.log"
     kill -TERM "$agent"; wait "$agent" || true
     rm -rf "$work"
-    echo "rate $rate: logcatch $out; direct $direct"
+  }
+  for rate in 1000 50000; do
+    local out at_once direct
+    direct=$("$lat" direct "127.0.0.1:$kport" "lat-direct-$rate" "$rate" "$LAT_S")
+    out=$(lat_logcatch "$rate" default "")
+    at_once=$(lat_logcatch "$rate" at-once "min_read_interval: 0s")
+    echo "rate $rate: logcatch $out; min_read_interval 0s $at_once; direct $direct"
     val() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k{print $2}'; }
-    rows+=("| $(printf "%'d" "$rate") lines/s | $(val "$out" p50_ms) / $(val "$out" p99_ms) / $(val "$out" max_ms) | $(val "$direct" p50_ms) / $(val "$direct" p99_ms) / $(val "$direct" max_ms) | $(val "$out" lines) |")
+    ms() { echo "$(val "$1" p50_ms) / $(val "$1" p99_ms) / $(val "$1" max_ms)"; }
+    rows+=("| $(printf "%'d" "$rate") lines/s | $(ms "$out") | $(ms "$at_once") | $(ms "$direct") | $(val "$out" lines), $(val "$at_once" lines) |")
   done
   stop_broker
   tables+=("### Latency: append → consumable in Kafka
 
 Each line carries the wall-clock time of its \`write\`; a consumer in the same process
 reads the topic from the start and records (time read − time written). Default config
-(\`linger: 5ms\`, lz4, \`poll_interval: 250ms\` with inotify wake-ups). Baseline: the same
-lines, paced the same, produced directly with rskafka (lz4, 5 ms linger, one request in
-flight).
+(\`linger: 5ms\`, lz4, \`poll_interval: 250ms\` with inotify wake-ups,
+\`min_read_interval: 500ms\`: a file written more often is read twice a second), and the
+same with \`min_read_interval: 0s\` (read at every write). Baseline: the same lines, paced
+the same, produced directly with rskafka (lz4, 5 ms linger, one request in flight).
 $LAT_S s per rate, every line checked to arrive exactly once.
 
-| rate | logcatch p50 / p99 / max (ms) | direct rskafka p50 / p99 / max (ms) | lines |
-|---|---|---|---|
+| rate | logcatch p50 / p99 / max (ms) | logcatch, \`min_read_interval: 0s\` | direct rskafka p50 / p99 / max (ms) | lines |
+|---|---|---|---|---|
 $(printf '%s\n' "${rows[@]}")")
 }
 

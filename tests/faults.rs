@@ -305,8 +305,11 @@ fn follow_frozen_under_a_bound(
     name: &str,
     bound: u64,
 ) -> (Broker, String, Workspace, LogWriter, Agent) {
-    let tail =
-        format!("poll_interval: 20ms, deleted_files_max_bytes: {bound}, deleted_files_max_age: 1h");
+    // Every write read when it is made (`min_read_interval: 0s`): the tests count on a
+    // batch a write.
+    let tail = format!(
+        "poll_interval: 20ms, min_read_interval: 0s, deleted_files_max_bytes: {bound}, deleted_files_max_age: 1h"
+    );
     let followed = follow_one_file(name, 128 * 1024, &tail);
     followed.0.freeze();
     followed

@@ -67,6 +67,7 @@ fn parse_should_fill_defaults_for_a_minimal_config() {
     let config = parse("logs: []\n").unwrap().config;
     assert_eq!(config.tail.poll_interval, Duration::from_millis(250));
     assert_eq!(config.tail.rotate_wait, Duration::from_secs(5));
+    assert_eq!(config.tail.min_read_interval, Duration::from_millis(500));
     assert_eq!(config.sink.kind, SinkKind::Stdout);
     assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
 }
@@ -169,6 +170,15 @@ fn parse_should_reject_bad_listen_address_and_zero_intervals() {
     assert_eq!(
         field_error("tail: { max_line_bytes: 0 }\n").0,
         "tail.max_line_bytes"
+    );
+    let (field, message) = field_error("tail: { min_read_interval: 1m }\n");
+    assert_eq!(field, "tail.min_read_interval");
+    assert!(message.contains("at most 10s"), "{message}");
+    let zero = parse("tail: { min_read_interval: 0s }\n").unwrap().config;
+    assert_eq!(
+        zero.tail.min_read_interval,
+        Duration::ZERO,
+        "0 = every notification"
     );
     assert!(parse("http: { listen: '' }\n")
         .unwrap()

@@ -113,6 +113,7 @@ impl fmt::Display for TailerId {
 pub struct TailerSettings {
     pub max_line_bytes: u64,
     pub poll_interval: std::time::Duration,
+    pub min_read_interval: std::time::Duration,
     pub rotate_wait: std::time::Duration,
     pub start_at: crate::config::StartAt,
     /// The declaration's format and multiline joining.
@@ -141,6 +142,7 @@ impl TailerSettings {
         TailerSettings {
             max_line_bytes: tail.max_line_bytes,
             poll_interval: tail.poll_interval,
+            min_read_interval: tail.min_read_interval,
             rotate_wait: tail.rotate_wait,
             start_at: tail.start_at,
             parsing: Parsing::default(),
@@ -653,6 +655,7 @@ impl TailerSettings {
         TailerSettings {
             max_line_bytes: 1 << 20,
             poll_interval: std::time::Duration::from_millis(20),
+            min_read_interval: std::time::Duration::from_millis(20),
             rotate_wait: std::time::Duration::from_millis(200),
             start_at: crate::config::StartAt::Beginning,
             parsing: Default::default(),

@@ -2,7 +2,8 @@
 //! (`reader::filling_permits`) are few: a tailer whose topic the sink cannot take yet must
 //! not hold one while it waits, or every other topic stops. And an idle tailer, which
 //! acknowledgements do not wake (`idle.rs`), takes one that comes while it waits within
-//! `ACKS_TAKEN_WITHIN`.
+//! `ACKS_TAKEN_WITHIN`. A file written more often than `tail.min_read_interval` is read
+//! that often, a few writes at a time.
 
 use super::checkpoint::Checkpoints;
 use super::signal::Stop;
@@ -27,6 +28,8 @@ struct StallingSink {
     /// Calls for the stalled topic, to `prepare` or to `submit`.
     stalled_calls: AtomicUsize,
     received: Mutex<Vec<String>>,
+    /// Batches taken (of other topics).
+    batches: AtomicUsize,
 }
 
 const STALLED: &str = "stalled";
@@ -45,6 +48,7 @@ impl Sink for StallingSink {
             self.stalled_calls.fetch_add(1, Ordering::SeqCst);
             return futures::future::pending().boxed();
         }
+        self.batches.fetch_add(1, Ordering::SeqCst);
         let lines = batch.lines().map(|(_, line)| String::from_utf8_lossy(line));
         let mut received = self.received.lock().unwrap();
         received.extend(lines.map(|line| line.into_owned()));
@@ -94,17 +98,22 @@ fn context(sink: Arc<dyn Sink>, state: &Path, wakeups: Arc<Wakeups>) -> Arc<Tail
 }
 
 fn start(ctx: &Arc<TailerContext>, topic: &str, path: &Path, stop: &Stop) -> Arc<TailerProgress> {
+    start_with(ctx, topic, path, stop, TailerSettings::for_tests())
+}
+
+fn start_with(
+    ctx: &Arc<TailerContext>,
+    topic: &str,
+    path: &Path,
+    stop: &Stop,
+    settings: TailerSettings,
+) -> Arc<TailerProgress> {
     let id = TailerId {
         topic: topic.into(),
         path: Arc::from(path),
     };
     let progress = Arc::new(TailerProgress::default());
-    let tailer = Tailer::new(
-        id,
-        TailerSettings::for_tests(),
-        ctx.clone(),
-        progress.clone(),
-    );
+    let tailer = Tailer::new(id, settings, ctx.clone(), progress.clone());
     tokio::spawn(tailer.run(stop.clone()));
     progress
 }
@@ -180,5 +189,88 @@ async fn an_idle_tailer_should_take_an_acknowledgement_within_two_seconds_withou
         took < Duration::from_millis(3500),
         "the idle tailer took the acknowledgement after {took:?}, not within 2 s"
     );
+    stop.cancel();
+}
+
+/// Appends `line` and a newline to `path`: one write, as a logger's.
+fn append(path: &Path, line: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(format!("{line}\n").as_bytes()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_a_quiet_spell_should_be_read_at_once_and_the_next_after_the_interval() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sink = Arc::new(StallingSink::default());
+    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
+    let path = dir.path().join("app.log");
+    std::fs::write(&path, "first\n").unwrap();
+    let stop = Stop::new();
+    // Below `ACKS_TAKEN_WITHIN`, which would end the wait sooner; no look at the file
+    // meanwhile but the one notifications start.
+    let interval = Duration::from_millis(1500);
+    let settings = TailerSettings {
+        min_read_interval: interval,
+        poll_interval: Duration::from_secs(30),
+        ..TailerSettings::for_tests()
+    };
+    start_with(&ctx, "app", &path, &stop, settings);
+    let received = || sink.received.lock().unwrap().len();
+    wait_for("the first line", || received() == 1).await;
+    // Quiet since: the write's notification ends the wait at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let written = Instant::now();
+    append(&path, "quiet spell over");
+    wait_for("the line after the quiet spell", || received() == 2).await;
+    let took = written.elapsed();
+    assert!(took < interval / 2, "read after {took:?}, not at once");
+    // Written right after that read: read `interval` after it, not before.
+    append(&path, "soon after");
+    wait_for("the line written soon after", || received() == 3).await;
+    let took = written.elapsed();
+    assert!(
+        took >= interval - Duration::from_millis(100),
+        "read {took:?} after the write before it, within {interval:?}"
+    );
+    assert_eq!(
+        *sink.received.lock().unwrap(),
+        ["first", "quiet spell over", "soon after"]
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_a_line_at_a_time_should_be_read_a_few_lines_at_a_time() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sink = Arc::new(StallingSink::default());
+    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
+    let path = dir.path().join("app.log");
+    std::fs::write(&path, "0\n").unwrap();
+    let stop = Stop::new();
+    let settings = TailerSettings {
+        min_read_interval: Duration::from_millis(300),
+        poll_interval: Duration::from_secs(30),
+        ..TailerSettings::for_tests()
+    };
+    start_with(&ctx, "app", &path, &stop, settings);
+    let received = || sink.received.lock().unwrap().len();
+    wait_for("the first line", || received() == 1).await;
+    let batches_before = sink.batches.load(Ordering::SeqCst);
+    // 40 writes of a line, 25 ms apart: a second, so about four reads (one a line without
+    // the interval).
+    for i in 1..=40 {
+        append(&path, &i.to_string());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    wait_for("every line", || received() == 41).await;
+    let want: Vec<String> = (0..=40).map(|i| i.to_string()).collect();
+    assert_eq!(
+        *sink.received.lock().unwrap(),
+        want,
+        "each line once, in order"
+    );
+    let batches = sink.batches.load(Ordering::SeqCst) - batches_before;
+    assert!(batches <= 10, "40 writes in {batches} batches");
     stop.cancel();
 }

@@ -59,6 +59,9 @@ pub struct Idle {
     quiet: u32,
     /// The last wait ended with a notification.
     notified: bool,
+    /// When a notification last ended an idle wait (the read after it started then): the
+    /// next one ends it `tail.min_read_interval` later at the earliest.
+    woke: Option<Instant>,
 }
 
 impl Idle {
@@ -68,6 +71,7 @@ impl Idle {
             streak: 0,
             quiet: 0,
             notified: false,
+            woke: None,
         }
     }
 
@@ -164,7 +168,10 @@ impl Idle {
 
     /// Sleeps until `until`, stopped or notified (an idle wait: `idle`); a pause over the
     /// throttle also handles acknowledgements as they come (it ends at the throttle's
-    /// time, which may be long).
+    /// time, which may be long). A notification within `tail.min_read_interval` of the
+    /// last one that ended a wait ends this one that long after that (or at `until`, if
+    /// sooner): a file written a line at a time is read a few lines at a time, while a
+    /// write after a quiet spell is read at once.
     async fn sleep(
         &mut self,
         until: Instant,
@@ -185,6 +192,18 @@ impl Idle {
                 _ = stop.cancelled() => return Ok(()),
                 _ = signal.taken(), if idle => {
                     self.notified = true;
+                    let earliest = self.woke.map(|woke| woke + reader.settings.min_read_interval);
+                    if let Some(earliest) = earliest.filter(|e| *e > Instant::now()) {
+                        if earliest < sleep.deadline() {
+                            sleep.as_mut().reset(earliest);
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => return Ok(()),
+                            _ = &mut sleep => {}
+                        }
+                    }
+                    self.woke = Some(Instant::now());
                     return Ok(());
                 }
                 Some(done) = inflight.next(), if !idle && !inflight.is_empty() => done,
