@@ -158,7 +158,8 @@ pub struct TailConfig {
     /// The least time between two reads of a file at its end that notifications start:
     /// writes that come closer together are read, batched and shipped together (a file
     /// written a line at a time costs a wake-up, a read and a batch per line otherwise).
-    /// Adds up to this much to a line's latency; 0 = read at every notification.
+    /// Sooner for a file written fast (`tail/idle.rs` `READ_AT_LEAST`). Adds up to this
+    /// much to a line's latency; 0 = read at every notification.
     #[serde(deserialize_with = "units::duration")]
     pub min_read_interval: Duration,
     /// How long a file renamed away is still looked at after its last write (a writer

@@ -274,3 +274,53 @@ async fn a_file_written_a_line_at_a_time_should_be_read_a_few_lines_at_a_time() 
     assert!(batches <= 10, "40 writes in {batches} batches");
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_fast_should_be_read_as_soon_as_enough_is_there() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sink = Arc::new(StallingSink::default());
+    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
+    let path = dir.path().join("app.log");
+    std::fs::write(&path, "0\n").unwrap();
+    let stop = Stop::new();
+    let interval = Duration::from_secs(2);
+    let settings = TailerSettings {
+        min_read_interval: interval,
+        poll_interval: Duration::from_secs(30),
+        ..TailerSettings::for_tests()
+    };
+    start_with(&ctx, "app", &path, &stop, settings);
+    let received = || sink.received.lock().unwrap().len();
+    wait_for("the first line", || received() == 1).await;
+    // Chunks of 32 KiB, each written once the one before was read: the wait learns the
+    // file's rate (the first waits are the interval's, then half of it, …), then ends
+    // as soon as a read finds 16 KiB, well within the interval.
+    let chunk = |k: usize| -> Vec<String> {
+        (0..320)
+            .map(|i| format!("{k:03} {i:03} {}", "x".repeat(92)))
+            .collect()
+    };
+    let mut latencies = Vec::new();
+    for k in 0..20 {
+        let lines = chunk(k);
+        let want = received() + lines.len();
+        let written = Instant::now();
+        append(&path, &lines.join("\n"));
+        wait_for("the chunk", || received() == want).await;
+        latencies.push(written.elapsed());
+    }
+    let want: Vec<String> = std::iter::once("0".to_string())
+        .chain((0..20).flat_map(chunk))
+        .collect();
+    assert_eq!(
+        *sink.received.lock().unwrap(),
+        want,
+        "each line once, in order"
+    );
+    let last = &latencies[15..];
+    assert!(
+        last.iter().all(|took| *took < Duration::from_millis(300)),
+        "the last chunks read after {last:?}, not as soon as 16 KiB were there (all: {latencies:?})"
+    );
+    stop.cancel();
+}

@@ -25,6 +25,12 @@ const MAX_IDLE_POLL_NOTIFIED: Duration = Duration::from_secs(300);
 /// written every second is woken by its writes alone; the checkpoint, written once a
 /// second, lags the acknowledgement by as much at most.
 const ACKS_TAKEN_WITHIN: Duration = Duration::from_secs(2);
+/// What a read after a notification should find at least, at the file's recent rate,
+/// before `tail.min_read_interval` is waited for whole: a file written faster waits only
+/// as long as it takes to write this much (a wake-up, a read and a batch then cost
+/// little beside the lines they carry), a file written 1,000 lines of 100 B a second
+/// ≈ 160 ms, 50,000 ≈ 3 ms.
+const READ_AT_LEAST: u64 = 16 * 1024;
 
 /// How soon the next idle wait ends without a notification.
 pub enum Pace {
@@ -60,8 +66,13 @@ pub struct Idle {
     /// The last wait ended with a notification.
     notified: bool,
     /// When a notification last ended an idle wait (the read after it started then): the
-    /// next one ends it `tail.min_read_interval` later at the earliest.
+    /// next one ends it `tail.min_read_interval` later at the earliest, sooner for a file
+    /// written fast ([`READ_AT_LEAST`]).
     woke: Option<Instant>,
+    /// The file's recent rate: bytes read since `woke`, and the time between the two
+    /// notified wake-ups before (what those bytes took to be written, about).
+    read_since_woke: u64,
+    woke_after: Option<Duration>,
 }
 
 impl Idle {
@@ -72,6 +83,8 @@ impl Idle {
             quiet: 0,
             notified: false,
             woke: None,
+            read_since_woke: 0,
+            woke_after: None,
         }
     }
 
@@ -85,12 +98,13 @@ impl Idle {
         self.quiet
     }
 
-    /// Data came. Found by a look the poll made (no notification: the filesystem sends
+    /// `bytes` of data came. Found by a look the poll made (no notification: the filesystem sends
     /// none, or one was missed), the next wait starts at the poll interval again. Brought
     /// by a notification, the waits' deadlines go on growing: the look they end with is
     /// only a safety net then, and a file written every second would otherwise be woken
     /// two more times between its writes, at 250 ms and 750 ms (BENCHMARKS.md).
-    pub fn busy(&mut self) {
+    pub fn busy(&mut self, bytes: u64) {
+        self.read_since_woke += bytes;
         self.quiet = 0;
         if !self.notified {
             self.streak = 0;
@@ -166,12 +180,30 @@ impl Idle {
         self.sleep(until, false, stop, reader).await
     }
 
+    /// The earliest a notification may end a wait: `interval` after the last notified
+    /// wake-up, or as long after it as the file's recent rate takes to write
+    /// [`READ_AT_LEAST`] bytes if that is sooner.
+    fn next_read(&self, interval: Duration) -> Option<Instant> {
+        let woke = self.woke?;
+        // The bytes read since the last notified wake-up were written, about, in the
+        // time between it and the one before.
+        let to_fill = match (self.read_since_woke, self.woke_after) {
+            (0, _) | (_, None) => interval,
+            (read, Some(after)) => {
+                let seconds = after.as_secs_f64() * READ_AT_LEAST as f64 / read as f64;
+                Duration::try_from_secs_f64(seconds).unwrap_or(interval)
+            }
+        };
+        Some(woke + to_fill.min(interval))
+    }
+
     /// Sleeps until `until`, stopped or notified (an idle wait: `idle`); a pause over the
     /// throttle also handles acknowledgements as they come (it ends at the throttle's
     /// time, which may be long). A notification within `tail.min_read_interval` of the
-    /// last one that ended a wait ends this one that long after that (or at `until`, if
-    /// sooner): a file written a line at a time is read a few lines at a time, while a
-    /// write after a quiet spell is read at once.
+    /// last one that ended a wait ends this one that long after that (or at `until`, or
+    /// once [`READ_AT_LEAST`] bytes are there at the file's rate, if sooner): a file
+    /// written a line at a time is read a few lines at a time, while a write after a
+    /// quiet spell is read at once.
     async fn sleep(
         &mut self,
         until: Instant,
@@ -192,8 +224,8 @@ impl Idle {
                 _ = stop.cancelled() => return Ok(()),
                 _ = signal.taken(), if idle => {
                     self.notified = true;
-                    let earliest = self.woke.map(|woke| woke + reader.settings.min_read_interval);
-                    if let Some(earliest) = earliest.filter(|e| *e > Instant::now()) {
+                    let interval = reader.settings.min_read_interval;
+                    if let Some(earliest) = self.next_read(interval).filter(|e| *e > Instant::now()) {
                         if earliest < sleep.deadline() {
                             sleep.as_mut().reset(earliest);
                         }
@@ -203,7 +235,10 @@ impl Idle {
                             _ = &mut sleep => {}
                         }
                     }
-                    self.woke = Some(Instant::now());
+                    let now = Instant::now();
+                    self.woke_after = self.woke.map(|woke| now - woke);
+                    self.woke = Some(now);
+                    self.read_since_woke = 0;
                     return Ok(());
                 }
                 Some(done) = inflight.next(), if !idle && !inflight.is_empty() => done,

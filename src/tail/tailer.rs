@@ -333,9 +333,10 @@ impl Tailer {
             }
             return self.open_step(stop).await;
         };
-        if self.reader.read_turn(open).await? > 0 {
+        let read = self.reader.read_turn(open).await?;
+        if read > 0 {
             if let Some(idle) = self.idle.as_mut() {
-                idle.busy();
+                idle.busy(read);
             }
             // Read to the end: look at the path now rather than read once more for
             // nothing (a file written a line at a time would cost a read a line).
