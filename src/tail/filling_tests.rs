@@ -218,16 +218,19 @@ async fn a_write_after_a_quiet_spell_should_be_read_at_once_and_the_next_after_t
     start_with(&ctx, "app", &path, &stop, settings);
     let received = || sink.received.lock().unwrap().len();
     wait_for("the first line", || received() == 1).await;
+    // A first notified read: the next one learns the file's rate from it.
+    append(&path, "notified");
+    wait_for("the notified line", || received() == 2).await;
     // Quiet since: the write's notification ends the wait at once.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let written = Instant::now();
     append(&path, "quiet spell over");
-    wait_for("the line after the quiet spell", || received() == 2).await;
+    wait_for("the line after the quiet spell", || received() == 3).await;
     let took = written.elapsed();
     assert!(took < interval / 2, "read after {took:?}, not at once");
     // Written right after that read: read `interval` after it, not before.
     append(&path, "soon after");
-    wait_for("the line written soon after", || received() == 3).await;
+    wait_for("the line written soon after", || received() == 4).await;
     let took = written.elapsed();
     assert!(
         took >= interval - Duration::from_millis(100),
@@ -235,7 +238,7 @@ async fn a_write_after_a_quiet_spell_should_be_read_at_once_and_the_next_after_t
     );
     assert_eq!(
         *sink.received.lock().unwrap(),
-        ["first", "quiet spell over", "soon after"]
+        ["first", "notified", "quiet spell over", "soon after"]
     );
     stop.cancel();
 }

@@ -188,7 +188,9 @@ impl Idle {
         // The bytes read since the last notified wake-up were written, about, in the
         // time between it and the one before.
         let to_fill = match (self.read_since_woke, self.woke_after) {
-            (0, _) | (_, None) => interval,
+            // The tailer's first notified wake-up: the next one learns the rate.
+            (_, None) => Duration::ZERO,
+            (0, _) => interval,
             (read, Some(after)) => {
                 let seconds = after.as_secs_f64() * READ_AT_LEAST as f64 / read as f64;
                 Duration::try_from_secs_f64(seconds).unwrap_or(interval)
