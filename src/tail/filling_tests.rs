@@ -192,6 +192,45 @@ async fn an_idle_tailer_should_take_an_acknowledgement_within_two_seconds_withou
     stop.cancel();
 }
 
+/// A tailer of `app.log` (its first line `first`) into a [`StallingSink`] with real
+/// notifications and `min_read_interval: interval`; no look at the file but those
+/// notifications start. Returns once `first` arrived.
+async fn follow_notified(first: &str, interval: Duration) -> Followed {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sink = Arc::new(StallingSink::default());
+    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
+    let path = dir.path().join("app.log");
+    std::fs::write(&path, format!("{first}\n")).unwrap();
+    let stop = Stop::new();
+    let settings = TailerSettings {
+        min_read_interval: interval,
+        poll_interval: Duration::from_secs(30),
+        ..TailerSettings::for_tests()
+    };
+    start_with(&ctx, "app", &path, &stop, settings);
+    let followed = Followed {
+        _dirs: (dir, state),
+        sink,
+        path,
+        stop,
+    };
+    wait_for("the first line", || followed.received() == 1).await;
+    followed
+}
+
+struct Followed {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    sink: Arc<StallingSink>,
+    path: std::path::PathBuf,
+    stop: Stop,
+}
+
+impl Followed {
+    fn received(&self) -> usize {
+        self.sink.received.lock().unwrap().len()
+    }
+}
+
 /// Appends `line` and a newline to `path`: one write, as a logger's.
 fn append(path: &Path, line: &str) {
     use std::io::Write;
@@ -201,35 +240,23 @@ fn append(path: &Path, line: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_after_a_quiet_spell_should_be_read_at_once_and_the_next_after_the_interval() {
-    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let sink = Arc::new(StallingSink::default());
-    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
-    let path = dir.path().join("app.log");
-    std::fs::write(&path, "first\n").unwrap();
-    let stop = Stop::new();
     // Below `ACKS_TAKEN_WITHIN`, which would end the wait sooner; no look at the file
     // meanwhile but the one notifications start.
     let interval = Duration::from_millis(1500);
-    let settings = TailerSettings {
-        min_read_interval: interval,
-        poll_interval: Duration::from_secs(30),
-        ..TailerSettings::for_tests()
-    };
-    start_with(&ctx, "app", &path, &stop, settings);
-    let received = || sink.received.lock().unwrap().len();
-    wait_for("the first line", || received() == 1).await;
+    let followed = follow_notified("first", interval).await;
+    let (sink, path, received) = (&followed.sink, &followed.path, || followed.received());
     // A first notified read: the next one learns the file's rate from it.
-    append(&path, "notified");
+    append(path, "notified");
     wait_for("the notified line", || received() == 2).await;
     // Quiet since: the write's notification ends the wait at once.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let written = Instant::now();
-    append(&path, "quiet spell over");
+    append(path, "quiet spell over");
     wait_for("the line after the quiet spell", || received() == 3).await;
     let took = written.elapsed();
     assert!(took < interval / 2, "read after {took:?}, not at once");
     // Written right after that read: read `interval` after it, not before.
-    append(&path, "soon after");
+    append(path, "soon after");
     wait_for("the line written soon after", || received() == 4).await;
     let took = written.elapsed();
     assert!(
@@ -240,30 +267,18 @@ async fn a_write_after_a_quiet_spell_should_be_read_at_once_and_the_next_after_t
         *sink.received.lock().unwrap(),
         ["first", "notified", "quiet spell over", "soon after"]
     );
-    stop.cancel();
+    followed.stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_a_line_at_a_time_should_be_read_a_few_lines_at_a_time() {
-    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let sink = Arc::new(StallingSink::default());
-    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
-    let path = dir.path().join("app.log");
-    std::fs::write(&path, "0\n").unwrap();
-    let stop = Stop::new();
-    let settings = TailerSettings {
-        min_read_interval: Duration::from_millis(300),
-        poll_interval: Duration::from_secs(30),
-        ..TailerSettings::for_tests()
-    };
-    start_with(&ctx, "app", &path, &stop, settings);
-    let received = || sink.received.lock().unwrap().len();
-    wait_for("the first line", || received() == 1).await;
+    let followed = follow_notified("0", Duration::from_millis(300)).await;
+    let (sink, path, received) = (&followed.sink, &followed.path, || followed.received());
     let batches_before = sink.batches.load(Ordering::SeqCst);
     // 40 writes of a line, 25 ms apart: a second, so about four reads (one a line without
     // the interval).
     for i in 1..=40 {
-        append(&path, &i.to_string());
+        append(path, &i.to_string());
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     wait_for("every line", || received() == 41).await;
@@ -275,29 +290,17 @@ async fn a_file_written_a_line_at_a_time_should_be_read_a_few_lines_at_a_time() 
     );
     let batches = sink.batches.load(Ordering::SeqCst) - batches_before;
     assert!(batches <= 10, "40 writes in {batches} batches");
-    stop.cancel();
+    followed.stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_fast_should_be_read_as_soon_as_enough_is_there() {
-    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let sink = Arc::new(StallingSink::default());
-    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
-    let path = dir.path().join("app.log");
-    std::fs::write(&path, "0\n").unwrap();
-    let stop = Stop::new();
     let interval = Duration::from_secs(2);
-    let settings = TailerSettings {
-        min_read_interval: interval,
-        poll_interval: Duration::from_secs(30),
-        ..TailerSettings::for_tests()
-    };
-    start_with(&ctx, "app", &path, &stop, settings);
-    let received = || sink.received.lock().unwrap().len();
-    wait_for("the first line", || received() == 1).await;
+    let followed = follow_notified("0", interval).await;
+    let (sink, path, received) = (&followed.sink, &followed.path, || followed.received());
     // Chunks of 32 KiB, each written once the one before was read: the wait learns the
-    // file's rate (the first waits are the interval's, then half of it, …), then ends
-    // as soon as a read finds 16 KiB, well within the interval.
+    // file's rate from them and ends as soon as a read finds 16 KiB, well within the
+    // interval.
     let chunk = |k: usize| -> Vec<String> {
         (0..320)
             .map(|i| format!("{k:03} {i:03} {}", "x".repeat(92)))
@@ -308,12 +311,26 @@ async fn a_file_written_fast_should_be_read_as_soon_as_enough_is_there() {
         let lines = chunk(k);
         let want = received() + lines.len();
         let written = Instant::now();
-        append(&path, &lines.join("\n"));
+        append(path, &lines.join("\n"));
         wait_for("the chunk", || received() == want).await;
         latencies.push(written.elapsed());
     }
+    // A notification that brings no data (a chmod; as a write already read with the one
+    // before) does not make the file slow: the next chunk is read as soon.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let lines = chunk(20);
+    let want = received() + lines.len();
+    let written = Instant::now();
+    append(path, &lines.join("\n"));
+    wait_for("the chunk after the empty notification", || {
+        received() == want
+    })
+    .await;
+    latencies.push(written.elapsed());
     let want: Vec<String> = std::iter::once("0".to_string())
-        .chain((0..20).flat_map(chunk))
+        .chain((0..=20).flat_map(chunk))
         .collect();
     assert_eq!(
         *sink.received.lock().unwrap(),
@@ -325,5 +342,5 @@ async fn a_file_written_fast_should_be_read_as_soon_as_enough_is_there() {
         last.iter().all(|took| *took < Duration::from_millis(300)),
         "the last chunks read after {last:?}, not as soon as 16 KiB were there (all: {latencies:?})"
     );
-    stop.cancel();
+    followed.stop.cancel();
 }

@@ -69,10 +69,12 @@ pub struct Idle {
     /// next one ends it `tail.min_read_interval` later at the earliest, sooner for a file
     /// written fast ([`READ_AT_LEAST`]).
     woke: Option<Instant>,
-    /// The file's recent rate: bytes read since `woke`, and the time between the two
-    /// notified wake-ups before (what those bytes took to be written, about).
+    /// Bytes read since `woke`.
     read_since_woke: u64,
-    woke_after: Option<Duration>,
+    /// The file's recent rate, bytes a second: what was read between two notified
+    /// wake-ups over the time between them, averaged with the rate before (halved, not
+    /// zeroed, by a wake-up that finds nothing: one for a write read with the one before).
+    rate: Option<f64>,
 }
 
 impl Idle {
@@ -84,7 +86,7 @@ impl Idle {
             notified: false,
             woke: None,
             read_since_woke: 0,
-            woke_after: None,
+            rate: None,
         }
     }
 
@@ -98,11 +100,12 @@ impl Idle {
         self.quiet
     }
 
-    /// `bytes` of data came. Found by a look the poll made (no notification: the filesystem sends
-    /// none, or one was missed), the next wait starts at the poll interval again. Brought
-    /// by a notification, the waits' deadlines go on growing: the look they end with is
-    /// only a safety net then, and a file written every second would otherwise be woken
-    /// two more times between its writes, at 250 ms and 750 ms (BENCHMARKS.md).
+    /// `bytes` of data came. Found by a look the poll made (no notification: the
+    /// filesystem sends none, or one was missed), the next wait starts at the poll
+    /// interval again. Brought by a notification, the waits' deadlines go on growing: the
+    /// look they end with is only a safety net then, and a file written every second would
+    /// otherwise be woken two more times between its writes, at 250 ms and 750 ms
+    /// (BENCHMARKS.md).
     pub fn busy(&mut self, bytes: u64) {
         self.read_since_woke += bytes;
         self.quiet = 0;
@@ -182,21 +185,28 @@ impl Idle {
 
     /// The earliest a notification may end a wait: `interval` after the last notified
     /// wake-up, or as long after it as the file's recent rate takes to write
-    /// [`READ_AT_LEAST`] bytes if that is sooner.
+    /// [`READ_AT_LEAST`] bytes if that is sooner; at once while the rate is not known.
     fn next_read(&self, interval: Duration) -> Option<Instant> {
         let woke = self.woke?;
-        // The bytes read since the last notified wake-up were written, about, in the
-        // time between it and the one before.
-        let to_fill = match (self.read_since_woke, self.woke_after) {
-            // The tailer's first notified wake-up: the next one learns the rate.
-            (_, None) => Duration::ZERO,
-            (0, _) => interval,
-            (read, Some(after)) => {
-                let seconds = after.as_secs_f64() * READ_AT_LEAST as f64 / read as f64;
-                Duration::try_from_secs_f64(seconds).unwrap_or(interval)
+        let to_fill = match self.rate {
+            None => Duration::ZERO,
+            Some(rate) => {
+                Duration::try_from_secs_f64(READ_AT_LEAST as f64 / rate).unwrap_or(interval)
             }
         };
         Some(woke + to_fill.min(interval))
+    }
+
+    /// A notification ended a wait at `now`: the rate since the last one joins the
+    /// file's rate.
+    fn woke_at(&mut self, now: Instant) {
+        if let Some(woke) = self.woke {
+            let seconds = (now - woke).as_secs_f64().max(1e-3);
+            let rate = self.read_since_woke as f64 / seconds;
+            self.rate = Some(self.rate.map_or(rate, |before| (before + rate) / 2.0));
+        }
+        self.woke = Some(now);
+        self.read_since_woke = 0;
     }
 
     /// Sleeps until `until`, stopped or notified (an idle wait: `idle`); a pause over the
@@ -237,10 +247,7 @@ impl Idle {
                             _ = &mut sleep => {}
                         }
                     }
-                    let now = Instant::now();
-                    self.woke_after = self.woke.map(|woke| now - woke);
-                    self.woke = Some(now);
-                    self.read_since_woke = 0;
+                    self.woke_at(Instant::now());
                     return Ok(());
                 }
                 Some(done) = inflight.next(), if !idle && !inflight.is_empty() => done,
