@@ -72,8 +72,10 @@ pub struct Idle {
     /// Bytes read since `woke`.
     read_since_woke: u64,
     /// The file's recent rate, bytes a second: what was read between two notified
-    /// wake-ups over the time between them, averaged with the rate before (halved, not
-    /// zeroed, by a wake-up that finds nothing: one for a write read with the one before).
+    /// wake-ups over the time between them, averaged with the rate before. A wake-up
+    /// that finds nothing (for a write read with the one before it, a rename, a chmod)
+    /// leaves it as it was: taken as a rate of 0, it made a fast file wait the whole
+    /// interval (the QUICK soak lost files rotated meanwhile: BENCHMARKS.md).
     rate: Option<f64>,
 }
 
@@ -198,9 +200,9 @@ impl Idle {
     }
 
     /// A notification ended a wait at `now`: the rate since the last one joins the
-    /// file's rate.
+    /// file's rate, if anything was read since.
     fn woke_at(&mut self, now: Instant) {
-        if let Some(woke) = self.woke {
+        if let Some(woke) = self.woke.filter(|_| self.read_since_woke > 0) {
             let seconds = (now - woke).as_secs_f64().max(1e-3);
             let rate = self.read_since_woke as f64 / seconds;
             self.rate = Some(self.rate.map_or(rate, |before| (before + rate) / 2.0));
