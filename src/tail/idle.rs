@@ -69,10 +69,13 @@ pub struct Idle {
     /// next one ends it `tail.min_read_interval` later at the earliest, sooner for a file
     /// written fast ([`READ_AT_LEAST`]).
     woke: Option<Instant>,
-    /// Bytes read since `woke`.
+    /// Bytes read since `woke`: written, about, between the notified wake-up before it
+    /// and `woke` (`woke_after` long).
     read_since_woke: u64,
-    /// The file's recent rate, bytes a second: what was read between two notified
-    /// wake-ups over the time between them, averaged with the rate before. A wake-up
+    woke_after: Option<Duration>,
+    /// The file's recent rate, bytes a second, as of `woke`: what was read after each
+    /// notified wake-up over the time between it and the one before (when it was
+    /// written, about), averaged with the rate before. A wake-up
     /// that finds nothing (for a write read with the one before it, a rename, a chmod)
     /// leaves it as it was: taken as a rate of 0, it made a fast file wait the whole
     /// interval (the QUICK soak lost files rotated meanwhile: BENCHMARKS.md).
@@ -88,6 +91,7 @@ impl Idle {
             notified: false,
             woke: None,
             read_since_woke: 0,
+            woke_after: None,
             rate: None,
         }
     }
@@ -190,7 +194,7 @@ impl Idle {
     /// [`READ_AT_LEAST`] bytes if that is sooner; at once while the rate is not known.
     fn next_read(&self, interval: Duration) -> Option<Instant> {
         let woke = self.woke?;
-        let to_fill = match self.rate {
+        let to_fill = match self.rate() {
             None => Duration::ZERO,
             Some(rate) => {
                 Duration::try_from_secs_f64(READ_AT_LEAST as f64 / rate).unwrap_or(interval)
@@ -199,14 +203,21 @@ impl Idle {
         Some(woke + to_fill.min(interval))
     }
 
-    /// A notification ended a wait at `now`: the rate since the last one joins the
-    /// file's rate, if anything was read since.
-    fn woke_at(&mut self, now: Instant) {
-        if let Some(woke) = self.woke.filter(|_| self.read_since_woke > 0) {
-            let seconds = (now - woke).as_secs_f64().max(1e-3);
-            let rate = self.read_since_woke as f64 / seconds;
-            self.rate = Some(self.rate.map_or(rate, |before| (before + rate) / 2.0));
+    /// The file's rate with what was read since the last notified wake-up.
+    fn rate(&self) -> Option<f64> {
+        let since = self.woke_after.filter(|_| self.read_since_woke > 0);
+        let since = since.map(|after| self.read_since_woke as f64 / after.as_secs_f64().max(1e-3));
+        match (self.rate, since) {
+            (Some(before), Some(since)) => Some((before + since) / 2.0),
+            (before, since) => before.or(since),
         }
+    }
+
+    /// A notification ended a wait at `now`: what was read since the last one joins the
+    /// file's rate.
+    fn woke_at(&mut self, now: Instant) {
+        self.rate = self.rate();
+        self.woke_after = self.woke.map(|woke| now - woke);
         self.woke = Some(now);
         self.read_since_woke = 0;
     }
