@@ -75,10 +75,10 @@ pub struct Idle {
     woke_after: Option<Duration>,
     /// The file's recent rate, bytes a second, as of `woke`: what was read after each
     /// notified wake-up over the time between it and the one before (when it was
-    /// written, about), averaged with the rate before. A wake-up
-    /// that finds nothing (for a write read with the one before it, a rename, a chmod)
-    /// leaves it as it was: taken as a rate of 0, it made a fast file wait the whole
-    /// interval (the QUICK soak lost files rotated meanwhile: BENCHMARKS.md).
+    /// written, about), averaged with the rate before. A wake-up that finds nothing (for
+    /// a write read with the one before it, a rename, a chmod) leaves it as it was: taken
+    /// as a rate of 0, it made a fast file wait the whole interval (the QUICK soak lost
+    /// files rotated meanwhile: BENCHMARKS.md).
     rate: Option<f64>,
 }
 
@@ -205,8 +205,9 @@ impl Idle {
 
     /// The file's rate with what was read since the last notified wake-up.
     fn rate(&self) -> Option<f64> {
-        let since = self.woke_after.filter(|_| self.read_since_woke > 0);
-        let since = since.map(|after| self.read_since_woke as f64 / after.as_secs_f64().max(1e-3));
+        let read = self.read_since_woke as f64;
+        let since = (read > 0.0).then_some(self.woke_after).flatten();
+        let since = since.map(|after| read / after.as_secs_f64().max(1e-3));
         match (self.rate, since) {
             (Some(before), Some(since)) => Some((before + since) / 2.0),
             (before, since) => before.or(since),
