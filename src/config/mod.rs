@@ -471,7 +471,6 @@ impl Config {
     }
 }
 
-/// At most this many labels per declaration.
 /// `tail.min_read_interval`'s default: a file written ten times a second is read twice a
 /// second, five writes at a time, for a third of the CPU per line (BENCHMARKS.md); a
 /// line's latency stays within half a second, half Fluent Bit's (its 1 s flush).
@@ -479,6 +478,7 @@ pub const MIN_READ_INTERVAL: Duration = Duration::from_millis(500);
 /// The most `tail.min_read_interval` may be: every line may wait that long.
 pub const MAX_MIN_READ_INTERVAL: Duration = Duration::from_secs(10);
 
+/// At most this many labels per declaration.
 pub const MAX_LABELS: usize = 32;
 /// The longest label value, in bytes.
 pub const MAX_LABEL_VALUE: usize = 256;
