@@ -203,18 +203,20 @@ pub fn settled_end(broker: &str, topic: &str, partition: i32, from: i64) -> i64 
 /// A Kafka-protocol proxy in front of a broker that enforces a record size limit as a
 /// real Kafka does (tansu does not): a produce request over `max_request_bytes` (its whole
 /// frame) is answered `MESSAGE_TOO_LARGE` (10) and not forwarded; everything else passes.
-/// Produce versions 3 to 7 (rskafka's). Counts the requests by API key. Stopped with its
-/// connections on drop.
-pub struct SizeLimitProxy {
+/// Produce versions 3 to 7 (rskafka's). Counts the requests by API key. `close` cuts every
+/// connection and drops new ones until `open`: the broker is out of the clients' reach
+/// while the test still reaches it on its own port. Stopped with its connections on drop.
+pub struct KafkaProxy {
     _runtime: tokio::runtime::Runtime,
     pub port: u16,
     /// Produce requests refused as too large.
     pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Requests passed on, by API key (3 Metadata, 32 DescribeConfigs, …).
     pub requests: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i16, usize>>>,
+    open: tokio::sync::watch::Sender<bool>,
 }
 
-impl SizeLimitProxy {
+impl KafkaProxy {
     pub fn start(port: u16, upstream: std::net::SocketAddr, max_request_bytes: usize) -> Self {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
@@ -231,10 +233,15 @@ impl SizeLimitProxy {
         let counter = refused.clone();
         let requests = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let by_key = requests.clone();
+        let (open, gate) = tokio::sync::watch::channel(true);
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if !*gate.borrow() {
+                    continue; // closed: the connection is dropped at once
+                }
                 let counter = counter.clone();
                 let by_key = by_key.clone();
+                let mut gate = gate.clone();
                 tokio::spawn(async move {
                     let Ok(broker) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
@@ -242,28 +249,35 @@ impl SizeLimitProxy {
                     let _ = (client.set_nodelay(true), broker.set_nodelay(true));
                     let (mut from_client, to_client) = client.into_split();
                     let (mut from_broker, mut to_broker) = broker.into_split();
-                    let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
-                    let answers = to_client.clone();
+                    let to_client = tokio::sync::Mutex::new(to_client);
                     // Broker → client, frame by frame (so that refusals never interleave).
-                    tokio::spawn(async move {
+                    let answers = async {
                         while let Some(frame) = read_frame(&mut from_broker).await {
-                            if answers.lock().await.write_all(&frame).await.is_err() {
+                            if to_client.lock().await.write_all(&frame).await.is_err() {
                                 return;
                             }
                         }
-                    });
-                    while let Some(frame) = read_frame(&mut from_client).await {
-                        let api_key = i16::from_be_bytes([frame[4], frame[5]]);
-                        *by_key.lock().unwrap().entry(api_key).or_insert(0) += 1;
-                        if api_key == 0 && frame.len() > max_request_bytes {
-                            counter.fetch_add(1, Ordering::Relaxed);
-                            let answer = too_large_answer(&frame);
-                            if to_client.lock().await.write_all(&answer).await.is_err() {
+                    };
+                    let requests = async {
+                        while let Some(frame) = read_frame(&mut from_client).await {
+                            let api_key = i16::from_be_bytes([frame[4], frame[5]]);
+                            *by_key.lock().unwrap().entry(api_key).or_insert(0) += 1;
+                            if api_key == 0 && frame.len() > max_request_bytes {
+                                counter.fetch_add(1, Ordering::Relaxed);
+                                let answer = too_large_answer(&frame);
+                                if to_client.lock().await.write_all(&answer).await.is_err() {
+                                    return;
+                                }
+                            } else if to_broker.write_all(&frame).await.is_err() {
                                 return;
                             }
-                        } else if to_broker.write_all(&frame).await.is_err() {
-                            return;
                         }
+                    };
+                    // Either side ending, or the gate closing, drops both connections.
+                    tokio::select! {
+                        () = answers => {}
+                        () = requests => {}
+                        _ = gate.wait_for(|open| !open) => {}
                     }
                 });
             }
@@ -276,12 +290,22 @@ impl SizeLimitProxy {
             from.read_exact(&mut frame[4..]).await.ok()?;
             Some(frame)
         }
-        SizeLimitProxy {
+        KafkaProxy {
             _runtime: runtime,
             port,
             refused,
             requests,
+            open,
         }
+    }
+
+    /// Cuts every connection through the proxy and drops new ones until [`open`](Self::open).
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
     }
 
     /// Requests with API key `api_key` passed on so far.
