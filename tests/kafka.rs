@@ -656,6 +656,59 @@ fn files_starting_at_once_ask_the_topics_metadata_once() {
 }
 
 #[test]
+fn files_waiting_for_their_topics_limit_hold_little_memory() {
+    // Every file starts at once and waits for the topic's limit (DescribeConfigs, held 3 s
+    // by the proxy): each waiting batch held the whole ask's state (rskafka's requests in
+    // it, 3.9 KB in a debug build and again as much for its submission), 37 MiB at
+    // 10,000 files for as long as the ask took.
+    const FILES: usize = 3_000;
+    const BOUND_BYTES: u64 = 2_000;
+    let proxy_port = common::free_port();
+    let broker = Broker::start_memory_behind(proxy_port);
+    let upstream = broker.address().parse().unwrap();
+    let proxy = KafkaProxy::start(proxy_port, upstream, usize::MAX);
+    let topic = topic("waiting");
+    create_topic(&broker.address(), &topic, 2);
+    proxy.delay(32, Duration::from_secs(3));
+    let ws = Workspace::new();
+    let dir = ws.path("logs");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..FILES {
+        append_lines(&dir.join(format!("f{i:05}.log")), [format!("line of {i}")]);
+    }
+    let config = ws
+        .config_with_sink(
+            &log_entry(&dir.join("*.log"), &topic),
+            &kafka_sink_yaml(&proxy.address(), ""),
+        )
+        .replace(
+            "tail: { poll_interval: 20ms }",
+            "tail: { max_open_files: 4000 }",
+        );
+    ws.write_config(&config);
+    let agent = ws.start();
+    let records = consume(&broker.address(), &topic, FILES, LONG);
+    assert_eq!(records.len(), FILES, "agent log:\n{}", agent.log());
+    wait_for("acknowledged", LONG, || all_acknowledged(agent.http_port));
+    let peak = common::status_kib(agent.pid(), "VmHWM");
+    // The lowest of five samples a second apart: what the agent holds once what it freed
+    // has gone back to the system.
+    let mut settled = u64::MAX;
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        settled = settled.min(rss_kib(agent.pid()));
+    }
+    let per_file = peak.saturating_sub(settled) * 1024 / FILES as u64;
+    println!("peak {peak} KiB, settled {settled} KiB: {per_file} bytes per file above");
+    assert!(
+        per_file <= BOUND_BYTES,
+        "the start peaked {per_file} bytes per file above what the agent holds after it \
+         ({peak} KiB, settled {settled} KiB)"
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
 fn create_topics_makes_a_missing_topic() {
     let broker = Broker::start_memory();
     let topic = topic("created");

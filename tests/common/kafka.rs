@@ -203,9 +203,10 @@ pub fn settled_end(broker: &str, topic: &str, partition: i32, from: i64) -> i64 
 /// A Kafka-protocol proxy in front of a broker that enforces a record size limit as a
 /// real Kafka does (tansu does not): a produce request over `max_request_bytes` (its whole
 /// frame) is answered `MESSAGE_TOO_LARGE` (10) and not forwarded; everything else passes.
-/// Produce versions 3 to 7 (rskafka's). Counts the requests by API key. `close` cuts every
-/// connection and drops new ones until `open`: the broker is out of the clients' reach
-/// while the test still reaches it on its own port. Stopped with its connections on drop.
+/// Produce versions 3 to 7 (rskafka's). Counts the requests by API key; `delay` holds the
+/// requests of one API key (a slow broker). `close` cuts every connection and drops new
+/// ones until `open`: the broker is out of the clients' reach while the test still
+/// reaches it on its own port. Stopped with its connections on drop.
 pub struct KafkaProxy {
     _runtime: tokio::runtime::Runtime,
     pub port: u16,
@@ -214,6 +215,8 @@ pub struct KafkaProxy {
     /// Requests passed on, by API key (3 Metadata, 32 DescribeConfigs, …).
     pub requests: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i16, usize>>>,
     open: tokio::sync::watch::Sender<bool>,
+    /// Requests held this long before they are passed on, by API key.
+    delays: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i16, Duration>>>,
 }
 
 impl KafkaProxy {
@@ -234,6 +237,8 @@ impl KafkaProxy {
         let requests = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let by_key = requests.clone();
         let (open, gate) = tokio::sync::watch::channel(true);
+        let delays = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let delay_of = delays.clone();
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if !*gate.borrow() {
@@ -241,6 +246,7 @@ impl KafkaProxy {
                 }
                 let counter = counter.clone();
                 let by_key = by_key.clone();
+                let delay_of = delay_of.clone();
                 let mut gate = gate.clone();
                 tokio::spawn(async move {
                     let Ok(broker) = tokio::net::TcpStream::connect(upstream).await else {
@@ -262,6 +268,10 @@ impl KafkaProxy {
                         while let Some(frame) = read_frame(&mut from_client).await {
                             let api_key = i16::from_be_bytes([frame[4], frame[5]]);
                             *by_key.lock().unwrap().entry(api_key).or_insert(0) += 1;
+                            let delay = delay_of.lock().unwrap().get(&api_key).copied();
+                            if let Some(delay) = delay {
+                                tokio::time::sleep(delay).await;
+                            }
                             if api_key == 0 && frame.len() > max_request_bytes {
                                 counter.fetch_add(1, Ordering::Relaxed);
                                 let answer = too_large_answer(&frame);
@@ -296,7 +306,13 @@ impl KafkaProxy {
             refused,
             requests,
             open,
+            delays,
         }
+    }
+
+    /// Holds every later request with API key `api_key` for `delay` (a slow broker).
+    pub fn delay(&self, api_key: i16, delay: Duration) {
+        self.delays.lock().unwrap().insert(api_key, delay);
     }
 
     /// Cuts every connection through the proxy and drops new ones until [`open`](Self::open).

@@ -218,6 +218,14 @@ impl Shared {
         if let Some(known) = self.known(topic) {
             return Ok(known);
         }
+        // Boxed: the ask's state (3.9 KB, rskafka's requests in it) is held only by the
+        // batch asking, not by each batch waiting on the lock above — 10,000 files
+        // starting at once held 37 MiB while the first ask took its time.
+        Box::pin(self.ask_topic(topic)).await
+    }
+
+    /// `topic`'s metadata and limit asked of the brokers (retried) and cached.
+    async fn ask_topic(&self, topic: &Arc<str>) -> Result<(i32, Arc<AtomicUsize>), SinkError> {
         let mut backoff = Backoff::default();
         let (count, learned) = loop {
             let error = match self.fetch_topic(topic).await {
