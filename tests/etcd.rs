@@ -692,17 +692,18 @@ fn max_tailers_bounds_what_etcd_can_start_and_reports_the_rest() {
     put(&etcd, "/lc/node", &[(&glob, "app")]);
 
     // The config's tailer counts first, then etcd's in (topic, path) order: f00..f03.
-    let refused = wait_for("16 tailers over the limit", LONG, || {
-        let refused = key_status(&agent, "/lc/node")?["refused"]
-            .as_array()?
-            .clone();
-        (refused.len() == 16).then_some(refused)
-    });
-    let mut running: Vec<String> = tailers(&agent).into_iter().map(|t| t.1).collect();
-    running.sort();
+    // Both awaited: a pass reports its refusals before it starts the tailers it allows.
     let mut expected: Vec<String> = files[..4].iter().map(|f| f.display().to_string()).collect();
     expected.push(from_config.display().to_string());
     expected.sort();
+    let (refused, running) = wait_for("16 tailers over the limit, 5 running", LONG, || {
+        let refused = key_status(&agent, "/lc/node")?["refused"]
+            .as_array()?
+            .clone();
+        let mut running: Vec<String> = tailers(&agent).into_iter().map(|t| t.1).collect();
+        running.sort();
+        (refused.len() == 16 && running.len() == expected.len()).then_some((refused, running))
+    });
     assert_eq!(running, expected);
     for (r, file) in refused.iter().zip(&files[4..]) {
         assert_eq!(r["path"], file.display().to_string());
