@@ -226,9 +226,7 @@ fn a_broker_outage_of_30s_loses_nothing_and_memory_stays_bounded() {
     // topic is back: tansu takes records for a topic it does not have while CreateTopics
     // runs, then starts the partition over at offset 0 (the first records acknowledged
     // after the restart were overwritten, one run in a few dozen).
-    let proxy_port = common::free_port();
-    let mut broker = Broker::start_memory_behind(proxy_port);
-    let proxy = KafkaProxy::start(proxy_port, broker.address().parse().unwrap(), usize::MAX);
+    let (mut broker, proxy) = KafkaProxy::with_memory_broker(usize::MAX);
     let topic = topic("outage");
     create_topic(&broker.address(), &topic, 1);
     let ws = Workspace::new();
@@ -558,10 +556,7 @@ fn a_record_over_the_topics_max_message_bytes_is_cut_or_dropped_and_the_file_goe
 /// now the limit is lowered and the same batches go as smaller requests, in order.
 #[test]
 fn a_broker_refusing_requests_as_too_large_gets_smaller_ones_and_every_line_once() {
-    let proxy_port = common::free_port();
-    let broker = Broker::start_memory_behind(proxy_port);
-    let upstream = broker.address().parse().unwrap();
-    let proxy = KafkaProxy::start(proxy_port, upstream, 8 * 1024);
+    let (broker, proxy) = KafkaProxy::with_memory_broker(8 * 1024);
     let topic = topic("refused");
     // No max.message.bytes on the topic, and tansu names no message.max.bytes: the sink
     // starts from 1 MiB.
@@ -612,10 +607,7 @@ fn a_broker_refusing_requests_as_too_large_gets_smaller_ones_and_every_line_once
 /// 30,000 requests, and their first lines reached Kafka 9–13 s after the start.
 #[test]
 fn files_starting_at_once_ask_the_topics_metadata_once() {
-    let proxy_port = common::free_port();
-    let broker = Broker::start_memory_behind(proxy_port);
-    let upstream = broker.address().parse().unwrap();
-    let proxy = KafkaProxy::start(proxy_port, upstream, usize::MAX);
+    let (broker, proxy) = KafkaProxy::with_memory_broker(usize::MAX);
     let topic = topic("asked-once");
     create_topic(&broker.address(), &topic, 2);
     let ws = Workspace::new();
@@ -663,10 +655,7 @@ fn files_waiting_for_their_topics_limit_hold_little_memory() {
     // 10,000 files for as long as the ask took.
     const FILES: usize = 3_000;
     const BOUND_BYTES: u64 = 2_000;
-    let proxy_port = common::free_port();
-    let broker = Broker::start_memory_behind(proxy_port);
-    let upstream = broker.address().parse().unwrap();
-    let proxy = KafkaProxy::start(proxy_port, upstream, usize::MAX);
+    let (broker, proxy) = KafkaProxy::with_memory_broker(usize::MAX);
     let topic = topic("waiting");
     create_topic(&broker.address(), &topic, 2);
     proxy.delay(32, Duration::from_secs(3));

@@ -72,6 +72,7 @@ pub struct Idle {
     /// Bytes read since `woke`: written, about, between the notified wake-up before it
     /// and `woke` (`woke_after` long).
     read_since_woke: u64,
+    /// The time from the notified wake-up before `woke` to `woke`.
     woke_after: Option<Duration>,
     /// The file's recent rate, bytes a second, as of `woke`: what was read after each
     /// notified wake-up over the time between it and the one before (when it was

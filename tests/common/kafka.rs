@@ -310,6 +310,16 @@ impl KafkaProxy {
         }
     }
 
+    /// A fresh in-memory broker (`Broker::start_memory_behind`) and this proxy in front
+    /// of it, which the broker's metadata names: clients bootstrapped at either one come
+    /// back through the proxy.
+    pub fn with_memory_broker(max_request_bytes: usize) -> (super::servers::Broker, Self) {
+        let port = super::free_port();
+        let broker = super::servers::Broker::start_memory_behind(port);
+        let upstream = broker.address().parse().unwrap();
+        (broker, KafkaProxy::start(port, upstream, max_request_bytes))
+    }
+
     /// Holds every later request with API key `api_key` for `delay` (a slow broker).
     pub fn delay(&self, api_key: i16, delay: Duration) {
         self.delays.lock().unwrap().insert(api_key, delay);
