@@ -15,6 +15,7 @@ use crate::sink::{Ack, Sink, SinkError};
 use crate::spec::{TailerId, TailerSettings};
 use crate::telemetry::TailerProgress;
 use futures::future::{BoxFuture, FutureExt};
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,14 +109,32 @@ fn start_with(
     stop: &Stop,
     settings: TailerSettings,
 ) -> Arc<TailerProgress> {
+    start_counted(ctx, topic, path, stop, settings).0
+}
+
+/// [`start_with`], and how often the tailer's task was polled (once, then once a
+/// wake-up).
+fn start_counted(
+    ctx: &Arc<TailerContext>,
+    topic: &str,
+    path: &Path,
+    stop: &Stop,
+    settings: TailerSettings,
+) -> (Arc<TailerProgress>, Arc<AtomicUsize>) {
     let id = TailerId {
         topic: topic.into(),
         path: Arc::from(path),
     };
     let progress = Arc::new(TailerProgress::default());
     let tailer = Tailer::new(id, settings, ctx.clone(), progress.clone());
-    tokio::spawn(tailer.run(stop.clone()));
-    progress
+    let polls = Arc::new(AtomicUsize::new(0));
+    let mut run = Box::pin(tailer.run(stop.clone()));
+    let counted = polls.clone();
+    tokio::spawn(std::future::poll_fn(move |cx| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        run.as_mut().poll(cx)
+    }));
+    (progress, polls)
 }
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -207,12 +226,13 @@ async fn follow_notified(first: &str, interval: Duration) -> Followed {
         poll_interval: Duration::from_secs(30),
         ..TailerSettings::for_tests()
     };
-    start_with(&ctx, "app", &path, &stop, settings);
+    let (_, polls) = start_counted(&ctx, "app", &path, &stop, settings);
     let followed = Followed {
         _dirs: (dir, state),
         sink,
         path,
         stop,
+        polls,
     };
     wait_for("the first line", || followed.received() == 1).await;
     followed
@@ -223,6 +243,8 @@ struct Followed {
     sink: Arc<StallingSink>,
     path: std::path::PathBuf,
     stop: Stop,
+    /// How often the tailer's task was polled.
+    polls: Arc<AtomicUsize>,
 }
 
 impl Followed {
@@ -290,6 +312,38 @@ async fn a_file_written_a_line_at_a_time_should_be_read_a_few_lines_at_a_time() 
     );
     let batches = sink.batches.load(Ordering::SeqCst) - batches_before;
     assert!(batches <= 10, "40 writes in {batches} batches");
+    followed.stop.cancel();
+}
+
+/// The writes between two reads do not wake the tailer: their notification is taken by
+/// the wait after the read, which then sleeps until the next read is due. (A wait that
+/// woke for each notification only to go on waiting would cost a thousand files written
+/// a line at a time two wake-ups a read.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_more_often_than_it_is_read_should_wake_its_tailer_about_once_a_read() {
+    let followed = follow_notified("0", Duration::from_millis(250)).await;
+    let (sink, path, received) = (&followed.sink, &followed.path, || followed.received());
+    let batches_before = sink.batches.load(Ordering::SeqCst);
+    let polls_before = followed.polls.load(Ordering::SeqCst);
+    // 80 writes of a line, 25 ms apart: two seconds, about eight reads.
+    for i in 1..=80 {
+        append(path, &i.to_string());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    wait_for("every line", || received() == 81).await;
+    let want: Vec<String> = (0..=80).map(|i| i.to_string()).collect();
+    assert_eq!(
+        *sink.received.lock().unwrap(),
+        want,
+        "each line once, in order"
+    );
+    let batches = sink.batches.load(Ordering::SeqCst) - batches_before;
+    let polls = followed.polls.load(Ordering::SeqCst) - polls_before;
+    assert!(batches <= 12, "80 writes in {batches} batches");
+    assert!(
+        polls <= batches * 3 / 2 + 2,
+        "{polls} wake-ups of the tailer for {batches} reads"
+    );
     followed.stop.cancel();
 }
 
