@@ -147,7 +147,7 @@ pub struct Reader {
     /// The pod of a container log file (from its name), on every batch.
     pod: Option<Arc<PodMeta>>,
     /// The declaration's line filters, compiled; `None` without any.
-    filter: Option<Filter>,
+    filter: Option<Box<Filter>>,
     /// Records the filters dropped since `submit` last reported them.
     filtered: Filtered,
     /// When a pending multiline record of the file read times out: an idle wait ends by
@@ -160,7 +160,7 @@ pub struct Reader {
     /// Batches in flight and every move of the checkpoints.
     pub inflight: InFlight,
     /// The bucket of the declaration's `throttle`.
-    pub throttle: Option<Limiter>,
+    pub throttle: Option<Box<Limiter>>,
     /// The last turn stopped at an empty bucket (`on_limit: pause`): when to read again.
     pub paused_until: Option<tokio::time::Instant>,
     /// The last turn read to the end of the file as it was then (a read came back short
@@ -201,10 +201,13 @@ impl Reader {
             tracing::error!(%field, %message, "line filters do not compile; shipping every record");
             None
         });
+        // Both boxed: few files have them, and every tailer would hold their room (270 B
+        // a file; BENCHMARKS.md).
+        let filter = filter.map(Box::new);
         let throttle = settings
             .throttle
             .as_ref()
-            .map(|t| ctx.throttles.limiter(&id.topic, t, &id.path));
+            .map(|t| Box::new(ctx.throttles.limiter(&id.topic, t, &id.path)));
         Reader {
             id,
             settings,
@@ -242,7 +245,7 @@ impl Reader {
     /// What may be read now under a pausing throttle (`None`: no limit), or when to look
     /// again; `throttled` false reads on regardless, counting what it reads.
     fn allowance(&self, throttled: bool) -> Result<Option<Allowance>, tokio::time::Instant> {
-        let Some(limiter) = self.throttle.as_ref() else {
+        let Some(limiter) = self.throttle.as_deref() else {
             return Ok(None);
         };
         match (limiter.on_limit, throttled) {
@@ -337,7 +340,7 @@ impl Reader {
         // Under a throttle, up to the last line the bucket allows (the rest is read
         // again next time: reads are positional).
         let whole = n;
-        let n = match (allowance, self.throttle.as_ref()) {
+        let n = match (allowance, self.throttle.as_deref()) {
             (Some(allowance), Some(limiter)) => {
                 let (n, lines) = allowance.prefix(&buf[..n]);
                 limiter.charge(lines, n as u64, tokio::time::Instant::now());
@@ -405,7 +408,7 @@ impl Reader {
         }
         match open.decoder.as_mut() {
             None => open.framer.finish(&mut |line| {
-                let filter = self.filter.as_ref();
+                let filter = self.filter.as_deref();
                 if filter.is_none_or(|f| f.keeps(line.bytes, &mut self.filtered)) {
                     batch.push(line.offset, line.bytes);
                 }
@@ -536,7 +539,7 @@ impl Reader {
     /// `on_limit: drop`: removes the records over the throttle, counted; the checkpoint
     /// moves past them with the batch (or alone, when none is left).
     fn drop_over_limit(&self, batch: &mut Batch) {
-        let Some(limiter) = self.throttle.as_ref() else {
+        let Some(limiter) = self.throttle.as_deref() else {
             return;
         };
         if limiter.on_limit != OnLimit::Drop {
