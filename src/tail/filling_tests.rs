@@ -292,25 +292,37 @@ async fn a_write_after_a_quiet_spell_should_be_read_at_once_and_the_next_after_t
     followed.stop.cancel();
 }
 
+impl Followed {
+    /// Writes the lines `1..=lines` a line at a time, 25 ms apart, and waits until each
+    /// arrived once, in order (after the first, `0`); returns the batches and the polls
+    /// of the tailer's task it took.
+    async fn write_line_by_line(&self, lines: usize) -> (usize, usize) {
+        let batches_before = self.sink.batches.load(Ordering::SeqCst);
+        let polls_before = self.polls.load(Ordering::SeqCst);
+        for i in 1..=lines {
+            append(&self.path, &i.to_string());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        wait_for("every line", || self.received() == lines + 1).await;
+        let want: Vec<String> = (0..=lines).map(|i| i.to_string()).collect();
+        assert_eq!(
+            *self.sink.received.lock().unwrap(),
+            want,
+            "each line once, in order"
+        );
+        (
+            self.sink.batches.load(Ordering::SeqCst) - batches_before,
+            self.polls.load(Ordering::SeqCst) - polls_before,
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_a_line_at_a_time_should_be_read_a_few_lines_at_a_time() {
     let followed = follow_notified("0", Duration::from_millis(300)).await;
-    let (sink, path, received) = (&followed.sink, &followed.path, || followed.received());
-    let batches_before = sink.batches.load(Ordering::SeqCst);
     // 40 writes of a line, 25 ms apart: a second, so about four reads (one a line without
     // the interval).
-    for i in 1..=40 {
-        append(path, &i.to_string());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    wait_for("every line", || received() == 41).await;
-    let want: Vec<String> = (0..=40).map(|i| i.to_string()).collect();
-    assert_eq!(
-        *sink.received.lock().unwrap(),
-        want,
-        "each line once, in order"
-    );
-    let batches = sink.batches.load(Ordering::SeqCst) - batches_before;
+    let (batches, _) = followed.write_line_by_line(40).await;
     assert!(batches <= 10, "40 writes in {batches} batches");
     followed.stop.cancel();
 }
@@ -322,23 +334,8 @@ async fn a_file_written_a_line_at_a_time_should_be_read_a_few_lines_at_a_time() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_more_often_than_it_is_read_should_wake_its_tailer_about_once_a_read() {
     let followed = follow_notified("0", Duration::from_millis(250)).await;
-    let (sink, path, received) = (&followed.sink, &followed.path, || followed.received());
-    let batches_before = sink.batches.load(Ordering::SeqCst);
-    let polls_before = followed.polls.load(Ordering::SeqCst);
     // 80 writes of a line, 25 ms apart: two seconds, about eight reads.
-    for i in 1..=80 {
-        append(path, &i.to_string());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    wait_for("every line", || received() == 81).await;
-    let want: Vec<String> = (0..=80).map(|i| i.to_string()).collect();
-    assert_eq!(
-        *sink.received.lock().unwrap(),
-        want,
-        "each line once, in order"
-    );
-    let batches = sink.batches.load(Ordering::SeqCst) - batches_before;
-    let polls = followed.polls.load(Ordering::SeqCst) - polls_before;
+    let (batches, polls) = followed.write_line_by_line(80).await;
     assert!(batches <= 12, "80 writes in {batches} batches");
     assert!(
         polls <= batches * 3 / 2 + 2,
