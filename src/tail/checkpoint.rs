@@ -56,12 +56,14 @@ pub enum CheckpointError {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    pub topic: String,
+    /// Shared with the tailer's and with every index of the store (eight copies of a
+    /// `String` a file, before: BENCHMARKS.md).
+    pub topic: Arc<str>,
     pub file: FileIdentity,
     /// Every line before this byte offset was acknowledged by the sink.
     pub offset: u64,
     /// The path the file had when last read (informational).
-    pub path: PathBuf,
+    pub path: Arc<Path>,
     /// Seconds since the epoch of the last update.
     pub updated: u64,
 }
@@ -76,7 +78,7 @@ struct OnDisk {
     truncated: Vec<Checkpoint>,
 }
 
-type Key = (String, u64, u64);
+type Key = (Arc<str>, u64, u64);
 
 /// The checkpoints by file, indexed by what a tailer starting looks them up by: the
 /// (topic, path) they were last read under (`last_read_at`), and for a new file that may
@@ -87,9 +89,9 @@ type Key = (String, u64, u64);
 #[derive(Debug, Default)]
 struct Entries {
     by_file: HashMap<Key, Checkpoint>,
-    by_path: HashMap<(String, PathBuf), Keys>,
-    by_dir: HashMap<(String, PathBuf), Keys>,
-    by_hash: HashMap<(String, u64), Keys>,
+    by_path: HashMap<(Arc<str>, Arc<Path>), Keys>,
+    by_dir: HashMap<(Arc<str>, PathBuf), Keys>,
+    by_hash: HashMap<(Arc<str>, u64), Keys>,
 }
 
 /// The keys an index holds at one place: nearly always one (a path, a fingerprint), held
@@ -149,7 +151,7 @@ impl Near<'_> {
             Near::Dir(dir) => dir_of(&c.path) == dir,
             Near::Hash(hash) => c.file.hash == hash,
         };
-        c.topic == topic && c.file.is_full() && near
+        *c.topic == *topic && c.file.is_full() && near
     }
 }
 
@@ -215,7 +217,9 @@ impl Entries {
             return false;
         };
         let same_index = c.file.hash == file.hash && c.file.is_full() == file.is_full();
-        if !same_index || c.path != path {
+        // By bytes: the tailer names its path as it did when it set the checkpoint (a
+        // `Path` compares component by component, once per acknowledged batch).
+        if !same_index || c.path.as_os_str() != path.as_os_str() {
             return false;
         }
         c.file = file;
@@ -256,15 +260,15 @@ impl Entries {
     }
 
     fn at(&self, topic: &str, path: &Path) -> impl Iterator<Item = &Checkpoint> + '_ {
-        self.in_index(&self.by_path, &(topic.to_string(), path.to_path_buf()))
+        self.in_index(&self.by_path, &(Arc::from(topic), Arc::from(path)))
     }
 
     fn near(&self, topic: &str, near: &Near) -> Box<dyn Iterator<Item = &Checkpoint> + '_> {
         match near {
             Near::Dir(dir) => {
-                Box::new(self.in_index(&self.by_dir, &(topic.to_string(), dir.to_path_buf())))
+                Box::new(self.in_index(&self.by_dir, &(Arc::from(topic), dir.to_path_buf())))
             }
-            Near::Hash(hash) => Box::new(self.in_index(&self.by_hash, &(topic.to_string(), *hash))),
+            Near::Hash(hash) => Box::new(self.in_index(&self.by_hash, &(Arc::from(topic), *hash))),
         }
     }
 
@@ -490,7 +494,7 @@ impl Checkpoints {
     /// The checkpoint of the file at (dev, ino) on `topic`, if any.
     pub fn get(&self, topic: &str, dev: u64, ino: u64) -> Option<Checkpoint> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(&(topic.to_string(), dev, ino)).cloned()
+        entries.get(&(Arc::from(topic), dev, ino)).cloned()
     }
 
     /// The checkpoints on `topic` last read under `path`: after a restart, the files that
@@ -503,23 +507,42 @@ impl Checkpoints {
     }
 
     /// Records that every line of `file` on `topic` before `offset` is acknowledged.
-    pub fn set(&self, topic: &str, file: FileIdentity, offset: u64, path: &Path) {
-        let key = (topic.to_string(), file.dev, file.ino);
+    pub fn set(&self, topic: &Arc<str>, file: FileIdentity, offset: u64, path: &Arc<Path>) {
+        let key = (topic.clone(), file.dev, file.ino);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.get(&key).map(|c| (c.offset, c.file)) == Some((offset, file)) {
             return;
         }
         if !entries.update(&key, file, offset, path) {
             let checkpoint = Checkpoint {
-                topic: topic.to_string(),
+                topic: topic.clone(),
                 file,
                 offset,
-                path: path.to_path_buf(),
+                path: path.clone(),
                 updated: unix_now(),
             };
             entries.insert(key, checkpoint);
         }
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// [`set`](Self::set) with the topic and path named in place (tests).
+    #[cfg(test)]
+    pub fn set_named(&self, topic: &str, file: FileIdentity, offset: u64, path: &Path) {
+        self.set(&Arc::from(topic), file, offset, &Arc::from(path));
+    }
+
+    /// [`truncated`](Self::truncated) with the topic and path named in place (tests).
+    #[cfg(test)]
+    pub fn truncated_named(
+        &self,
+        topic: &str,
+        file: FileIdentity,
+        offset: u64,
+        now_file: FileIdentity,
+        path: &Path,
+    ) {
+        self.truncated(&Arc::from(topic), file, offset, now_file, &Arc::from(path));
     }
 
     /// Records that `file` on `topic` was truncated in place after every line before
@@ -528,23 +551,23 @@ impl Checkpoints {
     /// `TRUNCATED_KEPT_FOR`: a copy of it (`copytruncate`) resumes there.
     pub fn truncated(
         &self,
-        topic: &str,
+        topic: &Arc<str>,
         file: FileIdentity,
         offset: u64,
         now_file: FileIdentity,
-        path: &Path,
+        path: &Arc<Path>,
     ) {
         {
             let mut truncated = self.truncated.lock().unwrap_or_else(|e| e.into_inner());
             truncated.push(Checkpoint {
-                topic: topic.to_string(),
+                topic: topic.clone(),
                 file,
                 offset,
-                path: path.to_path_buf(),
+                path: path.clone(),
                 updated: unix_now(),
             });
             // One is added at a time, oldest first: at most the oldest of the path goes.
-            let same_path = |c: &&Checkpoint| c.topic == topic && c.path == path;
+            let same_path = |c: &&Checkpoint| c.topic == *topic && c.path == *path;
             if truncated.iter().filter(same_path).count() > TRUNCATED_KEPT_PER_PATH {
                 let oldest = truncated.iter().position(|c| same_path(&c));
                 truncated.remove(oldest.expect("counted above"));
@@ -609,7 +632,7 @@ impl Checkpoints {
     /// a restart looks for a file rotated while the agent was down). A file found again
     /// (or claimed) is no longer gone. Blocking: it lists directories.
     pub fn expire(&self, expiry: Duration, claims: &Claims) -> Swept {
-        let unheld: Vec<(Key, PathBuf)> = {
+        let unheld: Vec<(Key, Arc<Path>)> = {
             let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             entries
                 .iter()
@@ -633,7 +656,7 @@ impl Checkpoints {
             let (topic, dev, ino) = &key;
             if now.duration_since(since) >= expiry && !claims.holds(topic, *dev, *ino) {
                 if let Some(checkpoint) = entries.remove(&key) {
-                    tracing::debug!(topic, path = %checkpoint.path.display(), dev, ino,
+                    tracing::debug!(topic = &**topic, path = %checkpoint.path.display(), dev, ino,
                         "checkpoint expired: the file is gone");
                     expired += 1;
                 }
@@ -812,7 +835,7 @@ mod tests {
         ));
         tokio::time::sleep(Duration::from_millis(100)).await;
         for i in 0..30u64 {
-            store.set("app", identity(7), i, Path::new("/var/log/a.log"));
+            store.set_named("app", identity(7), i, Path::new("/var/log/a.log"));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         shutdown.cancel();
@@ -834,7 +857,7 @@ mod tests {
         let file = File::open(path).unwrap();
         let meta = file.metadata().unwrap();
         let identity = FileIdentity::of(&file, &meta).unwrap();
-        store.set(topic, identity, 3, path);
+        store.set_named(topic, identity, 3, path);
         (identity.dev, identity.ino)
     }
 
@@ -935,13 +958,13 @@ mod tests {
             inos.sort();
             inos
         };
-        store.set("app", identity(1), 10, a);
-        store.set("app", identity(2), 10, a);
-        store.set("other", identity(3), 10, a);
-        store.set("app", identity(4), 10, b);
+        store.set_named("app", identity(1), 10, a);
+        store.set_named("app", identity(2), 10, a);
+        store.set_named("other", identity(3), 10, a);
+        store.set_named("app", identity(4), 10, b);
         assert_eq!(inos(store.last_read_at("app", a)), vec![1, 2]);
         // Read on under another path (renamed): it is last read there now.
-        store.set("app", identity(2), 20, b);
+        store.set_named("app", identity(2), 20, b);
         assert_eq!(inos(store.last_read_at("app", a)), vec![1]);
         assert_eq!(inos(store.last_read_at("app", b)), vec![2, 4]);
         assert_eq!(inos(store.last_read_at("other", a)), vec![3]);
@@ -955,10 +978,10 @@ mod tests {
                     .collect(),
             )
         };
-        store.set("app", identity(5), 10, Path::new("/var/log/pods/x.log"));
+        store.set_named("app", identity(5), 10, Path::new("/var/log/pods/x.log"));
         assert_eq!(near("app", Near::Dir(Path::new("/var/log"))), vec![1, 2, 4]);
         assert_eq!(near("app", Near::Dir(Path::new("/var/log/pods"))), vec![5]);
-        store.set("app", identity(5), 20, b);
+        store.set_named("app", identity(5), 20, b);
         assert_eq!(
             near("app", Near::Dir(Path::new("/var/log"))),
             vec![1, 2, 4, 5]
@@ -978,18 +1001,18 @@ mod tests {
                 ..identity(6)
             },
         );
-        store.set("app", partial, 100, &x);
+        store.set_named("app", partial, 100, &x);
         assert!(near("app", Near::Dir(new_dir)).is_empty());
         assert!(near("app", Near::Hash(7)).is_empty());
         assert!(!store.has_original("app", Near::Dir(new_dir), |_| true));
-        store.set("app", identity(6), 2000, &x);
+        store.set_named("app", identity(6), 2000, &x);
         assert_eq!(near("app", Near::Dir(new_dir)), vec![6]);
         assert_eq!(near("app", Near::Hash(60)), vec![6]);
         assert!(store.has_original("app", Near::Dir(new_dir), |_| true));
         assert!(!store.has_original("app", Near::Dir(new_dir), |c| c.file.ino != 6));
         assert!(!store.has_original("other", Near::Dir(new_dir), |_| true));
         // Acknowledged further in place: found where it was, at its new offset.
-        store.set("app", identity(6), 3000, &x);
+        store.set_named("app", identity(6), 3000, &x);
         let found = store.originals("app", Near::Hash(60), |_| true);
         assert_eq!(
             found.iter().map(|(c, _)| c.offset).collect::<Vec<_>>(),
@@ -997,7 +1020,7 @@ mod tests {
         );
         assert_eq!(inos(store.last_read_at("app", &x)), vec![6]);
         // Read on under the same path: still there, once.
-        store.set("app", identity(1), 30, a);
+        store.set_named("app", identity(1), 30, a);
         assert_eq!(inos(store.last_read_at("app", a)), vec![1]);
         assert!(store.flush().unwrap());
         drop(store);
@@ -1023,8 +1046,8 @@ mod tests {
     fn checkpoints_should_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Checkpoints::open(dir.path()).unwrap();
-        store.set("app", identity(7), 120, Path::new("/var/log/a.log"));
-        store.set("other", identity(7), 5, Path::new("/var/log/a.log"));
+        store.set_named("app", identity(7), 120, Path::new("/var/log/a.log"));
+        store.set_named("other", identity(7), 5, Path::new("/var/log/a.log"));
         assert!(store.flush().unwrap());
         assert!(!store.flush().unwrap(), "nothing changed, nothing written");
         drop(store);
@@ -1050,9 +1073,9 @@ mod tests {
             hash,
         };
         for hash in 0..6u64 {
-            store.truncated("app", full(hash), 100 + hash, identity(7), Path::new("/a"));
+            store.truncated_named("app", full(hash), 100 + hash, identity(7), Path::new("/a"));
         }
-        store.truncated("app", full(9), 9, identity(8), Path::new("/b"));
+        store.truncated_named("app", full(9), 9, identity(8), Path::new("/b"));
         assert!(store.flush().unwrap());
         drop(store);
         let (again, _) = Checkpoints::open(dir.path()).unwrap();
@@ -1112,9 +1135,9 @@ mod tests {
     fn a_damaged_file_should_fall_back_to_the_previous_generation() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Checkpoints::open(dir.path()).unwrap();
-        store.set("app", identity(7), 10, Path::new("/a"));
+        store.set_named("app", identity(7), 10, Path::new("/a"));
         store.flush().unwrap();
-        store.set("app", identity(7), 20, Path::new("/a"));
+        store.set_named("app", identity(7), 20, Path::new("/a"));
         store.flush().unwrap();
         drop(store);
         std::fs::write(dir.path().join(FILE_NAME), b"\0\0\0garbage").unwrap();
@@ -1133,7 +1156,7 @@ mod tests {
         assert!(said.contains("loaded the previous generation"), "{said}");
 
         // A crash between the write's two renames: no current file, the previous one.
-        again.set("app", identity(7), 30, Path::new("/a"));
+        again.set_named("app", identity(7), 30, Path::new("/a"));
         again.flush().unwrap();
         drop(again);
         std::fs::rename(dir.path().join(FILE_NAME), dir.path().join("moved")).unwrap();
@@ -1171,7 +1194,7 @@ mod tests {
     fn an_interrupted_write_should_leave_the_previous_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Checkpoints::open(dir.path()).unwrap();
-        store.set("app", identity(7), 10, Path::new("/a"));
+        store.set_named("app", identity(7), 10, Path::new("/a"));
         store.flush().unwrap();
         std::fs::write(dir.path().join("checkpoints.json.tmp"), b"{half").unwrap();
         drop(store);
@@ -1190,7 +1213,7 @@ mod tests {
 
         #[test]
         fn a_truncated_checkpoint_file_is_refused(cut in 0usize..200) {
-            let entry = Checkpoint { topic: "app".into(), file: identity(7), offset: 5, path: "/a".into(), updated: 1 };
+            let entry = Checkpoint { topic: "app".into(), file: identity(7), offset: 5, path: Path::new("/a").into(), updated: 1 };
             let full = serde_json::to_vec(&OnDisk { version: VERSION, checkpoints: vec![entry], truncated: vec![] }).unwrap();
             let cut = cut.min(full.len() - 1);
             proptest::prop_assert!(parse(&full[..cut]).is_err());

@@ -203,7 +203,7 @@ mod tests {
         } = fixture();
         std::fs::copy(&log, dir.path().join("ct.log.1")).unwrap();
         std::fs::write(&log, "").unwrap();
-        store.truncated("app", before, acked, identity(&log), &log);
+        store.truncated_named("app", before, acked, identity(&log), &log);
         assert_eq!(
             copy_of_path(&store, "app", &dir.path().join("ct.log.1")),
             Some(acked)
@@ -224,7 +224,7 @@ mod tests {
             ..
         } = fixture();
         let acked = 3_000;
-        store.set("app", before, acked, &log);
+        store.set_named("app", before, acked, &log);
         let copy = dir.path().join("ct.log.1");
         std::fs::copy(&log, &copy).unwrap();
         assert_eq!(
@@ -249,7 +249,7 @@ mod tests {
         let old = dir.path().join("app-1.log");
         std::fs::write(&old, header.clone() + &content("day one", 100)).unwrap();
         let acked = std::fs::metadata(&old).unwrap().len();
-        store.set("app", identity(&old), acked, &old);
+        store.set_named("app", identity(&old), acked, &old);
         let new = dir.path().join("app-2.log");
         std::fs::write(&new, header + &content("day two", 200)).unwrap();
         assert_eq!(
@@ -324,7 +324,7 @@ mod tests {
             before,
             len: acked,
         } = fixture();
-        store.set("app", before, acked, &log);
+        store.set_named("app", before, acked, &log);
         let copy = dir.path().join("ct.log.1");
         let bytes = std::fs::read(&log).unwrap();
         for part in [0, 100, 2_000] {

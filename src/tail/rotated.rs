@@ -102,7 +102,7 @@ mod tests {
             topic: "t".into(),
             file: FileIdentity::of(&empty, &meta).unwrap(),
             offset: 0,
-            path: log.clone(),
+            path: log.as_path().into(),
             updated: 1,
         };
         // The checkpointed (empty) file under another name, with lines: the same inode.
