@@ -251,6 +251,29 @@ impl Followed {
     fn received(&self) -> usize {
         self.sink.received.lock().unwrap().len()
     }
+
+    /// Writes the lines `1..=lines` a line at a time, 25 ms apart, and waits until each
+    /// arrived once, in order (after the first, `0`); returns the batches and the polls
+    /// of the tailer's task it took.
+    async fn write_line_by_line(&self, lines: usize) -> (usize, usize) {
+        let batches_before = self.sink.batches.load(Ordering::SeqCst);
+        let polls_before = self.polls.load(Ordering::SeqCst);
+        for i in 1..=lines {
+            append(&self.path, &i.to_string());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        wait_for("every line", || self.received() == lines + 1).await;
+        let want: Vec<String> = (0..=lines).map(|i| i.to_string()).collect();
+        assert_eq!(
+            *self.sink.received.lock().unwrap(),
+            want,
+            "each line once, in order"
+        );
+        (
+            self.sink.batches.load(Ordering::SeqCst) - batches_before,
+            self.polls.load(Ordering::SeqCst) - polls_before,
+        )
+    }
 }
 
 /// Appends `line` and a newline to `path`: one write, as a logger's.
@@ -290,31 +313,6 @@ async fn a_write_after_a_quiet_spell_should_be_read_at_once_and_the_next_after_t
         ["first", "notified", "quiet spell over", "soon after"]
     );
     followed.stop.cancel();
-}
-
-impl Followed {
-    /// Writes the lines `1..=lines` a line at a time, 25 ms apart, and waits until each
-    /// arrived once, in order (after the first, `0`); returns the batches and the polls
-    /// of the tailer's task it took.
-    async fn write_line_by_line(&self, lines: usize) -> (usize, usize) {
-        let batches_before = self.sink.batches.load(Ordering::SeqCst);
-        let polls_before = self.polls.load(Ordering::SeqCst);
-        for i in 1..=lines {
-            append(&self.path, &i.to_string());
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        wait_for("every line", || self.received() == lines + 1).await;
-        let want: Vec<String> = (0..=lines).map(|i| i.to_string()).collect();
-        assert_eq!(
-            *self.sink.received.lock().unwrap(),
-            want,
-            "each line once, in order"
-        );
-        (
-            self.sink.batches.load(Ordering::SeqCst) - batches_before,
-            self.polls.load(Ordering::SeqCst) - polls_before,
-        )
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
