@@ -6,7 +6,7 @@
 
 use super::json_string;
 use crate::encoding::{MEMBERS, SCHEMA};
-use crate::record::{Batch, RecordMeta};
+use crate::record::{Batch, ParseError, RecordMeta};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
@@ -24,51 +24,214 @@ fn member(out: &mut Vec<u8>, name: &str) {
 }
 
 /// Rewrites the records of `batch` (when its declaration asks for `encoding: json` and
-/// they are not JSON values yet) as JSON values; `now` (ns since the epoch) is the time
-/// of records without one of their own (raw files).
+/// they are not JSON values yet) as JSON values in one new buffer; `now` (ns since the
+/// epoch) is the time of records without one of their own (raw files). The Kafka
+/// encoder writes a batch's values straight into the request instead
+/// ([`Values`]); this is for a value that must be cut, and for `logcatch tap`.
 pub fn encode(batch: &mut Batch, node: &str, now: i64) {
-    let Some(json) = batch.json.clone() else {
+    let Some(mut values) = Values::pending(batch, node, now) else {
         return;
     };
-    if batch.json_values {
-        return;
-    }
-    let (head, tail) = shared_members(batch, node);
-    let lead = format!("{{\"schema\":\"{SCHEMA}\",\"time\":\"");
-    // What a record writes before its offset: `{"schema":…,"time":"…"`, the shared head
-    // and `,"offset":`, for the time of the record before (a raw file's batch has one).
-    let mut prefix = Vec::with_capacity(lead.len() + Clock::LEN + head.len() + 12);
-    let mut prefix_time = None;
-    let mut clock = Clock::default();
-    let mut numbers = itoa::Buffer::new();
-    let merge = json.merge_json.as_deref();
     // Escaping rarely adds much: room for the members and a little more.
-    let fixed = lead.len() + Clock::LEN + head.len() + tail.len() + 64;
-    let capacity = batch.bytes() + batch.len() * (fixed + 96);
+    let capacity = batch.bytes() + batch.len() * (values.fixed + 96);
     batch.rewrite(capacity, |offset, line, meta, out| {
-        let time = meta.time.unwrap_or(now);
-        if prefix_time != Some(time) {
-            clock.prefix(time, &lead, &head, &mut prefix);
-            prefix_time = Some(time);
+        let value = values.measure(offset, line, meta);
+        values.write(out, offset, line, meta, value);
+    });
+    batch.json_values = true;
+}
+
+/// Whether the records of `batch` (to be JSON values, not yet written), each
+/// `per_line` bytes more than its value (framing, key, headers and the value's members,
+/// as `encode::record_overhead` counts them), fit `request` bytes. Counted from the
+/// most a line's escapes can add where that is enough, else value by value.
+pub fn fits(batch: &Batch, node: &str, request: usize, per_line: usize) -> bool {
+    // A byte escaped is 6 at most (`\u001b`; U+FFFD for an invalid one is 3); a record's
+    // own members, `parse_error` and `truncated`, are not among the members counted.
+    const ESCAPED: usize = 6;
+    const OWN: usize = r#","parse_error":"","truncated":"#.len() + ParseError::MAX_REASON_LEN + 10;
+    if batch.bytes() * ESCAPED + batch.len() * (per_line + OWN) <= request {
+        return true;
+    }
+    let Some(mut values) = Values::pending(batch, node, 0) else {
+        return batch.bytes() + batch.len() * per_line <= request;
+    };
+    let framing = per_line.saturating_sub(record_overhead(batch, node));
+    let mut bytes = 0;
+    for (offset, line, meta) in batch.records() {
+        bytes += values.measure(offset, line, meta).len + framing;
+        if bytes > request {
+            return false;
         }
+    }
+    true
+}
+
+/// Whether `batch`'s records are to be JSON values and are not yet.
+pub fn pending(batch: &Batch) -> bool {
+    batch.json.is_some() && !batch.json_values
+}
+
+/// The JSON values of one batch's records, written one at a time: the members every
+/// record shares serialized once, and the members before a record's offset kept while
+/// the time stays the same (a raw file's batch has one). Each value's length is known
+/// before it is written ([`measure`](Self::measure)), so that the Kafka encoder writes
+/// it straight into the request's record.
+pub struct Values {
+    /// `{"schema":"…","time":"`.
+    lead: String,
+    /// `,"node":…,"path":…` and the pod's, labels' and fields' members.
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    /// `,"NAME":` for `merge_json`.
+    merge: Option<Vec<u8>>,
+    /// What a record writes before its offset, for the time `prefix_time`.
+    prefix: Vec<u8>,
+    prefix_time: Option<i64>,
+    clock: Clock,
+    numbers: itoa::Buffer,
+    /// The offset `measure` was given, in digits, for `write`.
+    offset: [u8; 20],
+    offset_len: usize,
+    /// The time of records without one of their own.
+    now: i64,
+    /// What a record writes besides its offset, stream, own members and message, and a
+    /// little more.
+    fixed: usize,
+}
+
+/// A record's value as [`Values::measure`] found it: its length, and whether its line is
+/// merged as an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Value {
+    pub len: usize,
+    line: Line,
+}
+
+/// How a record's line goes into its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// As the `message` string, copied as it is (`json_string::is_plain`).
+    Plain,
+    /// As the `message` string, escaped.
+    Escaped,
+    /// As an object under `merge_json`'s name.
+    Merged,
+}
+
+impl Values {
+    /// The values of `batch`'s records, when they are to be JSON and are not yet.
+    pub fn pending(batch: &Batch, node: &str, now: i64) -> Option<Self> {
+        if !pending(batch) {
+            return None;
+        }
+        let json = batch.json.as_deref()?;
+        let (head, tail) = shared_members(batch, node);
+        let lead = format!("{{\"schema\":\"{SCHEMA}\",\"time\":\"");
+        let merge = json.merge_json.as_deref().map(|name| {
+            let mut member = b",".to_vec();
+            put(&mut member, name);
+            member.push(b':');
+            member
+        });
+        let fixed = lead.len() + Clock::LEN + head.len() + tail.len() + 64;
+        Some(Values {
+            prefix: Vec::with_capacity(lead.len() + Clock::LEN + head.len() + 12),
+            lead,
+            head,
+            tail,
+            merge,
+            prefix_time: None,
+            clock: Clock::default(),
+            numbers: itoa::Buffer::new(),
+            offset: [0; 20],
+            offset_len: 0,
+            now,
+            fixed,
+        })
+    }
+
+    /// The value of the record at `offset`: how long it is, exactly, and how its line goes
+    /// in. [`write`](Self::write) it next (the members before the offset are made here).
+    #[inline]
+    pub fn measure(&mut self, offset: u64, line: &[u8], meta: &RecordMeta) -> Value {
+        let time = meta.time.unwrap_or(self.now);
+        if self.prefix_time != Some(time) {
+            self.clock
+                .prefix(time, &self.lead, &self.head, &mut self.prefix);
+            self.prefix_time = Some(time);
+        }
+        let digits = self.numbers.format(offset).as_bytes();
+        self.offset[..digits.len()].copy_from_slice(digits);
+        self.offset_len = digits.len();
+        let mut len = self.prefix.len() + digits.len() + self.tail.len();
+        if let Some(stream) = meta.stream.as_str() {
+            len += r#","stream":"""#.len() + stream.len();
+        }
+        if let Some(error) = meta.error {
+            len += r#","parse_error":"#.len() + json_string::len(error.reason().as_bytes());
+        }
+        if let Some(bytes) = meta.truncated_from {
+            len += r#","truncated":"#.len() + self.numbers.format(bytes).len();
+        }
+        let (line, line_len) = match &self.merge {
+            Some(member) if merges(line) => (Line::Merged, member.len() + line.trim_ascii().len()),
+            _ if json_string::is_plain(line) => (Line::Plain, line.len() + 2),
+            _ => (Line::Escaped, json_string::escaped_len(line)),
+        };
+        len += match line {
+            Line::Merged => line_len,
+            Line::Plain | Line::Escaped => r#","message":"#.len() + line_len,
+        };
+        Value { len: len + 1, line }
+    }
+
+    /// Appends the value of the record at `offset`, as `measure` measured it just before.
+    #[inline]
+    pub fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        offset: u64,
+        line: &[u8],
+        meta: &RecordMeta,
+        value: Value,
+    ) {
+        let start = out.len();
         // One reservation for what the record writes unless escaped (a message's
         // escapes and the rare members reserve for themselves).
-        out.reserve(fixed + line.len());
-        out.extend_from_slice(&prefix);
-        out.extend_from_slice(numbers.format(offset).as_bytes());
+        out.reserve(self.fixed + line.len());
+        out.extend_from_slice(&self.prefix);
+        debug_assert_eq!(
+            &self.offset[..self.offset_len],
+            self.numbers.format(offset).as_bytes()
+        );
+        out.extend_from_slice(&self.offset[..self.offset_len]);
         if let Some(stream) = meta.stream.as_str() {
             out.extend_from_slice(b",\"stream\":\"");
             out.extend_from_slice(stream.as_bytes());
             out.push(b'"');
         }
-        if !tail.is_empty() {
-            out.extend_from_slice(&tail);
+        if !self.tail.is_empty() {
+            out.extend_from_slice(&self.tail);
         }
-        record_members(out, meta, &mut numbers);
-        message(out, line, merge);
+        record_members(out, meta, &mut self.numbers);
+        match (value.line, &self.merge) {
+            (Line::Merged, Some(member)) => {
+                out.extend_from_slice(member);
+                out.extend_from_slice(line.trim_ascii());
+            }
+            (Line::Plain, _) => {
+                out.extend_from_slice(b",\"message\":");
+                json_string::put_plain(out, line);
+            }
+            _ => {
+                out.extend_from_slice(b",\"message\":");
+                json_string::put(out, line);
+            }
+        }
         out.push(b'}');
-    });
-    batch.json_values = true;
+        debug_assert_eq!(out.len() - start, value.len, "a value as long as measured");
+    }
 }
 
 /// What `encode` adds to each record of `batch` at least: the members besides the
@@ -127,25 +290,12 @@ fn record_members(out: &mut Vec<u8>, meta: &RecordMeta, numbers: &mut itoa::Buff
     }
 }
 
-/// The record's line: under `merge` as it is when it is a JSON object, else as the
-/// `message` string (invalid UTF-8 replaced by U+FFFD).
-fn message(out: &mut Vec<u8>, line: &[u8], merge: Option<&str>) {
-    if let Some(name) = merge {
-        let object = line.trim_ascii();
-        if object.first() == Some(&b'{') {
-            if let Ok(text) = std::str::from_utf8(object) {
-                if is_json(text) {
-                    out.extend_from_slice(b",");
-                    put(out, name);
-                    out.push(b':');
-                    out.extend_from_slice(object);
-                    return;
-                }
-            }
-        }
-    }
-    out.extend_from_slice(b",\"message\":");
-    json_string::put(out, line);
+/// Whether `line` goes in as a JSON object under `merge_json`'s name: it is, whole
+/// (after blanks), one JSON object in UTF-8; else it is the `message` string (invalid
+/// UTF-8 replaced by U+FFFD).
+fn merges(line: &[u8]) -> bool {
+    let object = line.trim_ascii();
+    object.first() == Some(&b'{') && std::str::from_utf8(object).is_ok_and(is_json)
 }
 
 /// Whether `text` is one JSON value (checked without building it).
@@ -473,6 +623,46 @@ mod tests {
             text.ends_with(r#","log":{"big": 123456789012345678901234567890, "f": 1.0e3}}"#),
             "{text}"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_value_should_be_as_long_as_measured(
+            line in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b'"'),
+                    proptest::strategy::Just(b'{'),
+                    proptest::strategy::Just(b'}'),
+                    0u8..0x20,
+                    proptest::arbitrary::any::<u8>(),
+                    b'a'..=b'z',
+                ],
+                0..120,
+            ),
+            object in r#"\{("[a-z]{1,5}": ?(1|"x\\"y"|null|\[\])(, )?){0,3}\}"#,
+            time in proptest::option::of(proptest::arbitrary::any::<i64>()),
+            offset in proptest::arbitrary::any::<u64>(),
+            cut in proptest::option::of(proptest::arbitrary::any::<u32>()),
+            merge in proptest::option::of("[a-z\"\\\\]{1,8}"),
+        ) {
+            let mut batch = batch(merge.as_deref());
+            batch.fields = Some(Arc::new(Fields::from([("k".into(), "v\"".into())])));
+            let meta = RecordMeta {
+                stream: Stream::Stderr,
+                time,
+                error: Some(ParseError::CriTime),
+                truncated_from: cut,
+            };
+            let mut values = Values::pending(&batch, "node", NOW).expect("pending");
+            for line in [&line[..], object.as_bytes()] {
+                let value = values.measure(offset, line, &meta);
+                let mut out = b"before".to_vec();
+                values.write(&mut out, offset, line, &meta, value);
+                proptest::prop_assert_eq!(out.len() - 6, value.len);
+                let parsed: serde_json::Value = serde_json::from_slice(&out[6..]).expect("JSON");
+                proptest::prop_assert_eq!(&parsed["offset"], &serde_json::json!(offset));
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use super::error::Error;
 use crate::config::kafka::{KafkaConfig, RecordKey};
 use crate::format;
 use crate::record::{Batch, Fields, ParseError, Stream};
+use crate::sink::json_value;
 use crate::template::{Context, Template};
 use chrono::Utc;
 use rskafka::client::error::Error as ClientError;
@@ -35,8 +36,11 @@ mod header {
 }
 
 /// The most bytes encoding adds to a line of `batch` (what `encode` writes besides the
-/// line): Kafka's record framing, the key and every header a record of the batch can
-/// carry. Splitting by it keeps a request's records within `max_batch_bytes`.
+/// line): Kafka's record framing, the key, every header a record of the batch can carry
+/// and, when its records are to be JSON values, the members every value has (not a
+/// record's own `parse_error` and `truncated`, nor the escapes a line needs:
+/// `producer::prepare` counts those). Splitting by it keeps a request's
+/// records within `max_batch_bytes`.
 pub fn record_overhead(config: &KafkaConfig, node: &str, batch: &Batch) -> usize {
     overhead(config, node, batch, batch.has_meta())
 }
@@ -65,6 +69,9 @@ fn overhead(config: &KafkaConfig, node: &str, batch: &Batch, meta: bool) -> usiz
         (None, RecordKey::Node) => node.len(),
     };
     let mut bytes = FRAMING + varint(key) + key;
+    if json_value::pending(batch) {
+        bytes += json_value::record_overhead(batch, node);
+    }
     let mut header =
         |name: &str, value: usize| bytes += varint(name.len()) + name.len() + varint(value) + value;
     for (name, value) in batch.fields.iter().flat_map(|fields| fields.iter()) {
@@ -122,10 +129,11 @@ fn key_slot(stream: Stream) -> usize {
 }
 
 /// Appends the Kafka records of a batch to `out`: value = the line (a container log's
-/// message); key and headers as configured. Container logs add the stream, the runtime's
-/// time (also the record timestamp) and the pod; a line that could not be parsed says
-/// why. Records are encoded straight from the batch, headers in name order; the headers
-/// every record of the batch shares (the pod's, the node, the path) are encoded once.
+/// message), or with `encoding: json` its JSON value, written straight into `out`; key
+/// and headers as configured. Container logs add the stream, the runtime's time (also
+/// the record timestamp) and the pod; a line that could not be parsed says why. Records
+/// are encoded straight from the batch, headers in name order; the headers every record
+/// of the batch shares (the pod's, the node, the path) are encoded once.
 pub fn encode(
     config: &KafkaConfig,
     node: &str,
@@ -135,6 +143,7 @@ pub fn encode(
     let now = Utc::now();
     let path = batch.path.as_os_str().as_bytes();
     let templated = batch.key.as_deref().map(|t| rendered_keys(t, node, batch));
+    let node_name = node;
     let node = node.as_bytes();
     let key = match config.key {
         RecordKey::None => None,
@@ -176,6 +185,9 @@ pub fn encode(
     shared_headers().map_err(|e| rejected(first_offset, e))?;
     let (mut before_path, mut after_path) = (Headers::default(), Headers::default());
     let mut offset_text = itoa::Buffer::new();
+    // A raw file's records are as old as their encoding, in the value as in the record.
+    let nanos = now.timestamp_nanos_opt().unwrap_or(0);
+    let mut values = json_value::Values::pending(batch, node_name, nanos);
     for (offset, line, meta) in batch.records() {
         before_path.clear();
         after_path.clear();
@@ -205,7 +217,14 @@ pub fn encode(
                 Some(keys) => keys[key_slot(meta.stream)].as_deref(),
                 None => key,
             };
-            out.push_encoded_headers(timestamp, key, Some(line), count, &bytes)
+            match &mut values {
+                Some(values) => {
+                    let value = values.measure(offset, line, meta);
+                    let write = |out: &mut Vec<u8>| values.write(out, offset, line, meta, value);
+                    out.push_written_value(timestamp, key, value.len, write, count, &bytes)
+                }
+                None => out.push_encoded_headers(timestamp, key, Some(line), count, &bytes),
+            }
         };
         record_headers().map_err(|e| rejected(offset, e))?;
     }
@@ -276,6 +295,50 @@ mod tests {
             raw.push(offset, &[b'x'; 100]);
         }
         assert_bounded(&config, node, &raw, 32);
+    }
+
+    #[test]
+    fn json_values_should_be_written_into_the_records_as_json_value_writes_them() {
+        let config = KafkaConfig::default();
+        for merge in [None, Some("log")] {
+            let mut batch = Batch::new("t".into(), Path::new("/var/log/a.log").into());
+            batch.json = Some(Arc::new(crate::encoding::JsonValue {
+                merge_json: merge.map(Box::from),
+            }));
+            let lines: [&[u8]; 6] = [
+                b"GET /index.html 200 plain text, long enough for a block",
+                b"quote \" backslash \\ tab \t nul \0 esc \x1b",
+                b"bad \xff\xfe bytes",
+                br#"  {"level": "info", "n": [1, 2]}  "#,
+                b"",
+                "caf\u{e9} \u{1F600}".as_bytes(),
+            ];
+            for (i, line) in lines.iter().enumerate() {
+                let meta = RecordMeta {
+                    stream: [Stream::Stdout, Stream::Unknown][i % 2],
+                    time: Some(1_764_000_000_123_456_789 + i as i64),
+                    error: (i == 2).then_some(ParseError::CriTime),
+                    truncated_from: (i == 4).then_some(77),
+                };
+                batch.push_with(i as u64 * 1000, line, meta);
+            }
+            let mut records = EncodedRecords::default();
+            encode(&config, "node-1", &batch, &mut records).unwrap();
+            let values: Vec<Vec<u8>> = records
+                .decode()
+                .unwrap()
+                .into_iter()
+                .map(|r| r.value.unwrap())
+                .collect();
+            let mut written = batch.clone();
+            json_value::encode(&mut written, "node-1", 0);
+            let want: Vec<Vec<u8>> = written.lines().map(|(_, v)| v.to_vec()).collect();
+            assert_eq!(values, want, "merge_json: {merge:?}");
+            // Written values are not written again.
+            let mut again = EncodedRecords::default();
+            encode(&config, "node-1", &written, &mut again).unwrap();
+            assert_eq!(again.decode().unwrap(), records.decode().unwrap());
+        }
     }
 
     #[test]

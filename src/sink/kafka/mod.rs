@@ -455,25 +455,6 @@ fn set_limit(topic: &str, limit: &AtomicUsize, learned: Limit) {
     }
 }
 
-/// `batch` in parts of at most `part_bytes` (each record counted with `per_line`), as
-/// JSON values when its declaration asks for `encoding: json`: split first, by the values'
-/// fixed members and the lines, and each part encoded then (here, on the tailer's task,
-/// so that the sizes the parts are charged are the values' own and the producers only
-/// copy them; the escapes a message needs may make a part larger than `part_bytes`,
-/// which the producers' split by request allows for).
-fn split(batch: Batch, node: &str, part_bytes: usize, per_line: usize) -> Vec<Batch> {
-    if batch.json.is_none() || batch.json_values {
-        return batch.split(part_bytes, per_line);
-    }
-    let members = crate::sink::json_value::record_overhead(&batch, node);
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let mut parts = batch.split(part_bytes, per_line + members);
-    for part in &mut parts {
-        crate::sink::json_value::encode(part, node, now);
-    }
-    parts
-}
-
 impl Sink for KafkaSink {
     fn submit(&self, batch: Batch) -> BoxFuture<'_, Result<Ack, SinkError>> {
         async move {
@@ -491,7 +472,9 @@ impl Sink for KafkaSink {
             let part_bytes = (request / 4).max(1);
             let per_line = encode::record_overhead(&shared.config, &shared.node, &batch);
             let topic = batch.topic.clone();
-            for part in split(batch, &shared.node, part_bytes, per_line) {
+            // With `encoding: json`, `per_line` counts a value's members: the producer
+            // writes the values into its request (`encode`), not the tailer.
+            for part in batch.split(part_bytes, per_line) {
                 // Record overhead (headers, framing) counts against the budget too.
                 let cost = (part.bytes() + per_line * part.len())
                     .clamp(1, shared.config.max_in_flight_bytes as usize);
@@ -559,18 +542,6 @@ impl Sink for KafkaSink {
     /// The batch encoded as the producers encode it, and read back.
     fn shipped(&self, batch: &Batch) -> Result<Vec<Shipped>, SinkError> {
         let shared = &self.shared;
-        // `encoding: json`: the values as `submit` makes them (the read time of a raw
-        // file's records is the tap's).
-        let json;
-        let batch = if batch.json.is_some() && !batch.json_values {
-            let mut copy = batch.clone();
-            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-            crate::sink::json_value::encode(&mut copy, &shared.node, now);
-            json = copy;
-            &json
-        } else {
-            batch
-        };
         let mut records = rskafka::record::EncodedRecords::default();
         encode::encode(&shared.config, &shared.node, batch, &mut records)
             .map_err(SinkError::Rejected)?;

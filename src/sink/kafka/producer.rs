@@ -49,9 +49,26 @@ pub struct Job {
 /// marked, or dropped when not even a cut one fits (each counted and logged with its
 /// path and offset); a job left too big for one request (the limit was lowered after it
 /// was split) is split in parts, answered as one. An emptied job is answered at once.
+///
+/// A batch whose records are to be JSON values goes on as it is when its values, written
+/// into the request by `encode`, fit one (nearly always: the sink splits batches into
+/// quarter requests); else they are written here first, so that their sizes are exact for
+/// the cut and split below.
 fn prepare(shared: &Shared, job: Job, request: usize) -> Vec<Job> {
     let mut job = job;
     let (config, node) = (&shared.config, &*shared.node);
+    if json_value::pending(&job.batch) {
+        if json_value::fits(
+            &job.batch,
+            node,
+            request,
+            record_overhead(config, node, &job.batch),
+        ) {
+            return vec![job];
+        }
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        json_value::encode(&mut job.batch, node, now);
+    }
     let per_line = record_overhead(config, node, &job.batch);
     let fits = request.saturating_sub(per_line);
     let cut_to = request.saturating_sub(marked_record_overhead(config, node, &job.batch));
@@ -143,9 +160,9 @@ struct Group {
 
 impl Group {
     /// Encodes `job` into the group. Hands it back, unencoded, when the group already
-    /// holds records and this job could take it over `request` bytes of records (the
-    /// broker refuses record batches over the topic's `max.message.bytes`): it starts the
-    /// next group.
+    /// holds records and this job could take it, or took it, over `request` bytes of
+    /// records (the broker refuses record batches over the topic's `max.message.bytes`;
+    /// the escapes of JSON values are known once written): it starts the next group.
     fn add(&mut self, shared: &Shared, request: usize, job: Job) -> Option<Job> {
         let batch = &job.batch;
         let max_bytes = group_bytes(shared, request);
@@ -167,6 +184,10 @@ impl Group {
             self.records.truncate(mark);
             let _ = job.ack.send(Err(SinkError::Rejected(e)));
             return None;
+        }
+        if !self.jobs.is_empty() && self.records.encoded_len() > max_bytes {
+            self.records.truncate(mark);
+            return Some(job);
         }
         self.bytes = self.records.encoded_len();
         self.linger_until
@@ -991,16 +1012,31 @@ mod tests {
         assert!(matches!(answer.await, Ok(Err(SinkError::Closed { .. }))));
     }
 
+    /// A job of `lines` whose records are to be JSON values, not yet written.
+    fn json_job(lines: impl Iterator<Item = Vec<u8>>) -> Job {
+        let (mut job, _answer) = answered_job(0, lines);
+        job.batch.json = Some(Arc::new(crate::encoding::JsonValue { merge_json: None }));
+        job
+    }
+
     #[tokio::test]
     async fn prepare_should_cut_a_json_value_inside_its_message_and_keep_it_json() {
         let sink = sink_of_64_kib_requests(Compression::Lz4);
         let shared = &sink.shared;
         // Quotes and newlines: the escaped message is far longer than the line.
         let long = "say \"hi\"\n".repeat(20_000);
-        let lines = [b"short".to_vec(), long.clone().into_bytes()];
-        let (mut job, _answer) = answered_job(0, lines.into_iter());
-        job.batch.json = Some(Arc::new(crate::encoding::JsonValue { merge_json: None }));
-        crate::sink::json_value::encode(&mut job.batch, &shared.node, 0);
+        // The values written before (the old way; a value cut again) or by `prepare`.
+        for written in [true, false] {
+            let lines = [b"short".to_vec(), long.clone().into_bytes()];
+            let mut job = json_job(lines.into_iter());
+            if written {
+                crate::sink::json_value::encode(&mut job.batch, &shared.node, 0);
+            }
+            a_json_value_cut(shared, job, &long);
+        }
+    }
+
+    fn a_json_value_cut(shared: &Shared, job: Job, long: &str) {
         let parts = prepare(shared, job, REQUEST);
         let records: Vec<(Vec<u8>, RecordMeta)> = parts
             .iter()
@@ -1022,6 +1058,68 @@ mod tests {
             encode(&shared.config, &shared.node, &part.batch, &mut encoded).expect("encodes");
             assert!(encoded.encoded_len() <= REQUEST);
         }
+    }
+
+    /// The JSON messages of `jobs`' records, encoded as a request carries them, and the
+    /// bytes of each job's records.
+    fn json_messages(shared: &Shared, jobs: &[Job]) -> (Vec<String>, Vec<usize>) {
+        let (mut messages, mut sizes) = (Vec::new(), Vec::new());
+        for job in jobs {
+            let mut encoded = EncodedRecords::default();
+            encode(&shared.config, &shared.node, &job.batch, &mut encoded).expect("encodes");
+            sizes.push(encoded.encoded_len());
+            for record in encoded.decode().expect("decodes") {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&record.value.expect("a value")).expect("JSON");
+                messages.push(value["message"].as_str().expect("a message").to_string());
+            }
+        }
+        (messages, sizes)
+    }
+
+    #[tokio::test]
+    async fn prepare_should_split_json_values_whose_escapes_take_them_over_a_request() {
+        let sink = sink_of_64_kib_requests(Compression::Lz4);
+        let shared = &sink.shared;
+        // Control characters: 6 bytes each escaped (`\u0001`). Two such lines fit a
+        // request by their bytes and the members, not once escaped.
+        let line = vec![1u8; REQUEST / 8];
+        let job = json_job([line.clone(), line.clone()].into_iter());
+        let per_line = record_overhead(&shared.config, &shared.node, &job.batch);
+        assert!(job.batch.bytes() + 2 * per_line < REQUEST / 2);
+        let parts = prepare(shared, job, REQUEST);
+        assert_eq!(parts.len(), 2, "one value a request");
+        let (messages, sizes) = json_messages(shared, &parts);
+        let text = String::from_utf8(line).unwrap();
+        assert_eq!(messages, [text.clone(), text]);
+        for size in sizes {
+            assert!(size <= REQUEST && size > REQUEST / 2, "{size}");
+        }
+        // Lines of text go on as they are, their values written in the request.
+        let job = json_job([b"GET /".to_vec(), b"\"POST\"".to_vec()].into_iter());
+        let parts = prepare(shared, job, REQUEST);
+        assert_eq!(parts.len(), 1);
+        assert!(crate::sink::json_value::pending(&parts[0].batch));
+        assert_eq!(json_messages(shared, &parts).0, ["GET /", "\"POST\""]);
+    }
+
+    #[tokio::test]
+    async fn a_group_should_hand_back_a_json_job_whose_escapes_take_it_over_a_request() {
+        let sink = sink_of_64_kib_requests(Compression::None);
+        let shared = &sink.shared;
+        let text = json_job([vec![b'a'; REQUEST / 2]].into_iter());
+        // Fits beside the first by its bytes and members, not once escaped (6 × each).
+        let controls = json_job([vec![2u8; REQUEST / 8]].into_iter());
+        let mut group = Group::default();
+        assert!(group.add(shared, REQUEST, text).is_none());
+        let before = group.records.encoded_len();
+        let back = group.add(shared, REQUEST, controls).expect("handed back");
+        assert_eq!(group.jobs.len(), 1);
+        assert_eq!(group.records.encoded_len(), before, "its records taken out");
+        assert!(crate::sink::json_value::pending(&back.batch));
+        let mut next = Group::default();
+        assert!(next.add(shared, REQUEST, back).is_none());
+        assert!(next.records.encoded_len() <= REQUEST);
     }
 
     #[tokio::test]

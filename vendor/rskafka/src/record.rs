@@ -88,6 +88,33 @@ impl EncodedRecords {
         })
     }
 
+    /// [`push_encoded_headers`](Self::push_encoded_headers) with a value of `value_len`
+    /// bytes that `write_value` appends to the set's buffer itself, so that a value made
+    /// for the record (a JSON object, say) is not built elsewhere and copied. Fails,
+    /// leaving the set as it was, if `write_value` appends any other number of bytes.
+    pub fn push_written_value(
+        &mut self,
+        timestamp: DateTime<Utc>,
+        key: Option<&[u8]>,
+        value_len: usize,
+        write_value: impl FnOnce(&mut Vec<u8>),
+        n_headers: usize,
+        headers: &[&[u8]],
+    ) -> Result<(), crate::client::error::Error> {
+        self.append(timestamp, |out, timestamp_delta, offset_delta| {
+            crate::protocol::record::write_record_written_value(
+                out,
+                timestamp_delta,
+                offset_delta,
+                key,
+                value_len,
+                write_value,
+                n_headers,
+                headers,
+            )
+        })
+    }
+
     /// Appends `bytes` to `out` as a header's name or value is encoded (its length as a
     /// varint, then the bytes), for [`push_encoded_headers`](Self::push_encoded_headers).
     pub fn encode_header_bytes(
@@ -365,6 +392,53 @@ mod tests {
         ];
         assert_eq!(records.decode().unwrap(), want);
         assert!(EncodedRecords::default().decode().unwrap().is_empty());
+    }
+
+    #[test]
+    fn push_written_value_should_write_what_push_encoded_headers_writes() {
+        let at = Utc.timestamp_millis_opt(1_000).unwrap();
+        let mut shared = Vec::new();
+        EncodedRecords::encode_header_bytes(&mut shared, b"name").unwrap();
+        EncodedRecords::encode_header_bytes(&mut shared, b"value").unwrap();
+        // Lengths around the varints' steps (64 and 8,192 bytes).
+        for len in [0, 1, 63, 64, 100, 8_191, 8_192, 70_000] {
+            let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let (mut copied, mut written) = (EncodedRecords::default(), EncodedRecords::default());
+            copied
+                .push_encoded_headers(at, Some(b"k"), Some(&value), 1, &[&shared])
+                .unwrap();
+            written
+                .push_written_value(
+                    at,
+                    Some(b"k"),
+                    len,
+                    |out| out.extend_from_slice(&value),
+                    1,
+                    &[&shared],
+                )
+                .unwrap();
+            assert_eq!(written, copied, "{len} bytes");
+        }
+        // A value written longer or shorter than said: refused, the set as it was.
+        let mut records = EncodedRecords::default();
+        records
+            .push(at, None, Some(b"first"), std::iter::empty())
+            .unwrap();
+        let before = records.clone();
+        for wrong in [4, 6] {
+            let error = records
+                .push_written_value(
+                    at,
+                    None,
+                    wrong,
+                    |out| out.extend_from_slice(b"value"),
+                    0,
+                    &[],
+                )
+                .unwrap_err();
+            assert!(error.to_string().contains("written as 5"), "{error}");
+            assert_eq!(records, before);
+        }
     }
 
     #[test]

@@ -258,17 +258,22 @@ where
         timestamp_delta,
         offset_delta,
         key,
-        value,
+        value_len: value.map(<[u8]>::len),
         n_headers,
         headers_len,
     };
-    write_record_fields(out, fields, |out| {
-        for (name, value) in headers {
-            put_bytes(out, name)?;
-            put_bytes(out, value)?;
-        }
-        Ok(())
-    })
+    write_record_fields(
+        out,
+        fields,
+        |out| put_value(out, value),
+        |out| {
+            for (name, value) in headers {
+                put_bytes(out, name)?;
+                put_bytes(out, value)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// logcatch patch: [`write_record`] for headers that come encoded (each a
@@ -287,13 +292,63 @@ pub(crate) fn write_record_encoded_headers<O: RecordOut>(
         timestamp_delta,
         offset_delta,
         key,
-        value,
+        value_len: value.map(<[u8]>::len),
         n_headers,
         headers_len: headers.iter().map(|part| part.len()).sum(),
     };
-    write_record_fields(out, fields, |out| {
-        headers.iter().try_for_each(|part| out.put(part))
-    })
+    write_record_fields(
+        out,
+        fields,
+        |out| put_value(out, value),
+        |out| headers.iter().try_for_each(|part| out.put(part)),
+    )
+}
+
+/// logcatch patch: [`write_record_encoded_headers`] with a value of `value_len` bytes
+/// that `write_value` appends straight into `out` (no buffer of its own to copy from).
+/// Fails, writing nothing more, if it appends any other number of bytes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_record_written_value(
+    out: &mut Vec<u8>,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value_len: usize,
+    write_value: impl FnOnce(&mut Vec<u8>),
+    n_headers: usize,
+    headers: &[&[u8]],
+) -> Result<(), WriteError> {
+    let fields = RecordFields {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value_len: Some(value_len),
+        n_headers,
+        headers_len: headers.iter().map(|part| part.len()).sum(),
+    };
+    write_record_fields(
+        out,
+        fields,
+        |out| {
+            let start = out.len();
+            write_value(out);
+            let written = out.len() - start;
+            if written != value_len {
+                return Err(WriteError::Malformed(
+                    format!("a value of {value_len} bytes was written as {written}").into(),
+                ));
+            }
+            Ok(())
+        },
+        |out| headers.iter().try_for_each(|part| out.put(part)),
+    )
+}
+
+fn put_value<O: RecordOut>(out: &mut O, value: Option<&[u8]>) -> Result<(), WriteError> {
+    match value {
+        Some(value) => out.put(value),
+        None => Ok(()),
+    }
 }
 
 /// logcatch patch: a byte string as a record header's name or value is written (a varint
@@ -308,28 +363,34 @@ struct RecordFields<'a> {
     timestamp_delta: i64,
     offset_delta: i32,
     key: Option<&'a [u8]>,
-    value: Option<&'a [u8]>,
+    /// The value's length, `None` for null.
+    value_len: Option<usize>,
     n_headers: usize,
     /// Bytes of the encoded headers.
     headers_len: usize,
 }
 
-/// Writes a record's length and fields, then its headers through `write_headers`.
+/// Writes a record's length and fields, its value through `write_value` (exactly
+/// `fields.value_len` bytes), then its headers through `write_headers`.
 fn write_record_fields<O: RecordOut>(
     out: &mut O,
     fields: RecordFields<'_>,
+    write_value: impl FnOnce(&mut O) -> Result<(), WriteError>,
     write_headers: impl FnOnce(&mut O) -> Result<(), WriteError>,
 ) -> Result<(), WriteError> {
     let RecordFields {
         timestamp_delta,
         offset_delta,
         key,
-        value,
+        value_len: value_bytes,
         n_headers,
         headers_len,
     } = fields;
     let key_len = nullable_len(key)?;
-    let value_len = nullable_len(value)?;
+    let value_len = match value_bytes {
+        Some(len) => i32::try_from(len).map_err(|e| WriteError::Malformed(Box::new(e)))?,
+        None => -1,
+    };
     let n_headers = i32::try_from(n_headers).map_err(|e| WriteError::Malformed(Box::new(e)))?;
     let len = 1 // attributes
         + varlong_len(timestamp_delta)
@@ -337,7 +398,7 @@ fn write_record_fields<O: RecordOut>(
         + varlong_len(key_len.into())
         + key.map_or(0, <[u8]>::len)
         + varlong_len(value_len.into())
-        + value.map_or(0, <[u8]>::len)
+        + value_bytes.unwrap_or(0)
         + varlong_len(n_headers.into())
         + headers_len;
     let len = i32::try_from(len).map_err(|e| WriteError::Malformed(Box::new(e)))?;
@@ -361,9 +422,7 @@ fn write_record_fields<O: RecordOut>(
 
     // value
     out.put_varint(value_len.into())?;
-    if let Some(value) = value {
-        out.put(value)?;
-    }
+    write_value(out)?;
 
     // headers
     // Note: This is NOT a normal array but uses a Varint instead.
