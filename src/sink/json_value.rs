@@ -153,15 +153,21 @@ impl Values {
 
     /// The value of the record at `offset`: how long it is, exactly, and how its line goes
     /// in. [`write`](Self::write) it next (the members before the offset are made here).
-    #[inline]
     pub fn measure(&mut self, offset: u64, line: &[u8], meta: &RecordMeta) -> Value {
+        let mut digits = itoa::Buffer::new();
+        self.measure_digits(digits.format(offset).as_bytes(), line, meta)
+    }
+
+    /// [`measure`](Self::measure), the offset given in digits (as the caller wrote them
+    /// for its header).
+    #[inline]
+    pub fn measure_digits(&mut self, digits: &[u8], line: &[u8], meta: &RecordMeta) -> Value {
         let time = meta.time.unwrap_or(self.now);
         if self.prefix_time != Some(time) {
             self.clock
                 .prefix(time, &self.lead, &self.head, &mut self.prefix);
             self.prefix_time = Some(time);
         }
-        let digits = self.numbers.format(offset).as_bytes();
         self.offset[..digits.len()].copy_from_slice(digits);
         self.offset_len = digits.len();
         let mut len = self.prefix.len() + digits.len() + self.tail.len();

@@ -184,16 +184,22 @@ pub fn encode(
     };
     shared_headers().map_err(|e| rejected(first_offset, e))?;
     let (mut before_path, mut after_path) = (Headers::default(), Headers::default());
-    let mut offset_text = itoa::Buffer::new();
+    let (mut offset_text, mut numbers) = (itoa::Buffer::new(), itoa::Buffer::new());
     // A raw file's records are as old as their encoding, in the value as in the record.
     let nanos = now.timestamp_nanos_opt().unwrap_or(0);
     let mut values = json_value::Values::pending(batch, node_name, nanos);
     for (offset, line, meta) in batch.records() {
         before_path.clear();
         after_path.clear();
+        // The offset's digits, for its header and its JSON value.
+        let digits: &[u8] = if with_headers || values.is_some() {
+            offset_text.format(offset).as_bytes()
+        } else {
+            b""
+        };
         let mut record_headers = || {
             if with_headers {
-                before_path.put(header::OFFSET, offset_text.format(offset).as_bytes())?;
+                before_path.put(header::OFFSET, digits)?;
             }
             if let Some(error) = meta.error {
                 before_path.put(header::PARSE_ERROR, error.reason().as_bytes())?;
@@ -205,7 +211,7 @@ pub fn encode(
                 after_path.put(header::TIME, format::format_time(time).as_bytes())?;
             }
             if let Some(bytes) = meta.truncated_from {
-                after_path.put(header::TRUNCATED, offset_text.format(bytes).as_bytes())?;
+                after_path.put(header::TRUNCATED, numbers.format(bytes).as_bytes())?;
             }
             let parts = [&before_offset, &before_path, &path_header, &after_path];
             let count = parts.iter().map(|part| part.count).sum();
@@ -219,7 +225,7 @@ pub fn encode(
             };
             match &mut values {
                 Some(values) => {
-                    let value = values.measure(offset, line, meta);
+                    let value = values.measure_digits(digits, line, meta);
                     let write = |out: &mut Vec<u8>| values.write(out, offset, line, meta, value);
                     out.push_written_value(timestamp, key, value.len, write, count, &bytes)
                 }
