@@ -2,12 +2,16 @@
 //! read back with the independent librdkafka client: every member of the value of a CRI
 //! log's records (through the kubelet's symlink and through the pods directory, with
 //! `merge_json`) and of a raw file's, with labels and fields; the headers as they were;
-//! and a value over the topic's `max.message.bytes` cut inside its message, still JSON.
+//! a value over the topic's `max.message.bytes` cut inside its message, still JSON; and
+//! values whose escapes take their batch over a request (the producer writes the values
+//! into the request: it must know their size first), each shipped whole, no request
+//! over the limit.
 
 mod common;
 
 use common::kafka::{
-    consume, consume_json_with_librdkafka, create_topic, create_topic_with_configs, kafka_sink_yaml,
+    consume, consume_json_with_librdkafka, create_topic, create_topic_with_configs,
+    kafka_sink_yaml, KafkaProxy,
 };
 use common::servers::Broker;
 use common::{all_acknowledged, append_bytes, metric, wait_for, Workspace};
@@ -55,7 +59,7 @@ fn values(records: &[Value]) -> Vec<Value> {
 }
 
 /// Checks that `value["time"]` is RFC 3339 with nanoseconds within `[from, to]`, and
-/// takes it out (a raw file's time is when the agent read the line).
+/// takes it out (a raw file's time is when the agent encoded the line for Kafka).
 fn take_read_time(
     value: &mut Value,
     from: chrono::DateTime<chrono::Utc>,
@@ -298,5 +302,69 @@ fn a_json_value_over_the_topics_limit_is_cut_inside_its_message_and_stays_json()
     );
     let name = format!("logcatch_records_cut_total{{topic=\"{cut}\"}}");
     assert_eq!(metric(agent.http_port, &name), 1.0);
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
+#[test]
+fn json_values_whose_escapes_outgrow_a_request_are_cut_or_go_alone_none_over_the_limit() {
+    // A real Kafka refuses a request over the topic's limit; tansu does not, the proxy
+    // does (and counts it).
+    let (broker, proxy) = KafkaProxy::with_memory_broker(16 * 1024 + 1024);
+    let escapes = topic("json-escapes");
+    create_topic_with_configs(
+        &broker.address(),
+        &escapes,
+        1,
+        &[("max.message.bytes", "16384")],
+    );
+    let ws = Workspace::new();
+    let log = ws.path("controls.log");
+    // Control characters, 6 bytes each escaped (`\u0001`): a line of 2,000 is a value of
+    // 12,000 bytes (one fits a request, two do not, by their bytes they would); one of
+    // 4,000 is 24,000 (over the limit alone: cut, by its bytes it is not).
+    let written: Vec<String> = (0..30u8)
+        .map(|i| {
+            let control = char::from(1 + i % 7).to_string();
+            let len = if i % 3 == 0 { 4_000 } else { 2_000 };
+            format!("{i:02}{}", control.repeat(len))
+        })
+        .collect();
+    let text: String = written.iter().map(|line| format!("{line}\n")).collect();
+    append_bytes(&log, text.as_bytes());
+    let logs = format!(
+        "  - {{ path: {}, topic: {escapes}, encoding: json }}\n",
+        log.display()
+    );
+    let sink = kafka_sink_yaml(&proxy.address(), "    compression: none\n");
+    ws.write_config(&ws.config_with_sink(&logs, &sink));
+    let agent = ws.start();
+    wait_for("the file acknowledged to its end", LONG, || {
+        (all_acknowledged(agent.http_port)? == 1).then_some(())
+    });
+    let records = consume_json_with_librdkafka(&broker.address(), &escapes, written.len());
+    let got = values(&records);
+    assert_eq!(got.len(), written.len());
+    for (value, line) in got.iter().zip(&written) {
+        let message = value["message"].as_str().unwrap();
+        if line.len() > 4_000 {
+            assert!(
+                line.starts_with(message) && message.len() > 1_000,
+                "cut inside the message: {} bytes",
+                message.len()
+            );
+            assert_eq!(value["truncated"], line.len());
+        } else {
+            assert_eq!(message, line, "whole");
+            assert!(value.get("truncated").is_none());
+        }
+    }
+    let name = format!("logcatch_records_cut_total{{topic=\"{escapes}\"}}");
+    assert_eq!(metric(agent.http_port, &name), 10.0);
+    assert_eq!(
+        proxy.refused.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no request over the topic's limit; agent log:\n{}",
+        agent.log()
+    );
     assert_eq!(agent.terminate().code(), Some(0));
 }
