@@ -90,6 +90,8 @@ pub struct Values {
     prefix_time: Option<i64>,
     clock: Clock,
     numbers: itoa::Buffer,
+    /// The message `measure` escaped, for `write`.
+    escaped: Vec<u8>,
     /// The offset `measure` was given, in digits, for `write`.
     offset: [u8; 20],
     offset_len: usize,
@@ -113,7 +115,7 @@ pub struct Value {
 enum Line {
     /// As the `message` string, copied as it is (`json_string::is_plain`).
     Plain,
-    /// As the `message` string, escaped.
+    /// As the `message` string, escaped (by `measure`, into `Values::escaped`).
     Escaped,
     /// As an object under `merge_json`'s name.
     Merged,
@@ -144,6 +146,7 @@ impl Values {
             prefix_time: None,
             clock: Clock::default(),
             numbers: itoa::Buffer::new(),
+            escaped: Vec::new(),
             offset: [0; 20],
             offset_len: 0,
             now,
@@ -183,7 +186,13 @@ impl Values {
         let (line, line_len) = match &self.merge {
             Some(member) if merges(line) => (Line::Merged, member.len() + line.trim_ascii().len()),
             _ if json_string::is_plain(line) => (Line::Plain, line.len() + 2),
-            _ => (Line::Escaped, json_string::escaped_len(line)),
+            _ => {
+                // Escaped once, here, and copied by `write` from a buffer still in cache:
+                // cheaper than counting the escapes and escaping again.
+                self.escaped.clear();
+                json_string::put(&mut self.escaped, line);
+                (Line::Escaped, self.escaped.len())
+            }
         };
         len += match line {
             Line::Merged => line_len,
@@ -232,7 +241,7 @@ impl Values {
             }
             _ => {
                 out.extend_from_slice(b",\"message\":");
-                json_string::put(out, line);
+                out.extend_from_slice(&self.escaped);
             }
         }
         out.push(b'}');
