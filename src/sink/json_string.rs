@@ -18,13 +18,16 @@ pub fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// The bytes [`put`] appends for `bytes`: what serde_json writes for
-/// `String::from_utf8_lossy(bytes)`, quotes included.
-#[inline]
+/// `String::from_utf8_lossy(bytes)`, quotes included. Written to learn it, unless
+/// [`is_plain`]: for the few strings measured before they are written (a parse error's
+/// reason); a message is escaped once, and measured by what that wrote.
 pub fn len(bytes: &[u8]) -> usize {
     if is_plain(bytes) {
         return bytes.len() + 2;
     }
-    escaped_len(bytes)
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    put(&mut out, bytes);
+    out.len()
 }
 
 /// Whether `bytes` are ASCII without a byte to escape (most text lines; false for fewer
@@ -45,68 +48,6 @@ pub fn put_plain(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     out.extend_from_slice(bytes);
     out.push(b'"');
-}
-
-/// [`len`] of bytes that are not [`is_plain`].
-#[inline]
-pub fn escaped_len(bytes: &[u8]) -> usize {
-    let (len, high) = text_len(bytes);
-    if high && std::str::from_utf8(bytes).is_err() {
-        return text_len(String::from_utf8_lossy(bytes).as_bytes()).0;
-    }
-    len
-}
-
-/// The bytes [`put_text`] appends for `text`, and whether it has a byte that is not ASCII.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn text_len(text: &[u8]) -> (usize, bool) {
-    let (mut extra, mut high) = (0, 0);
-    let blocks = text.chunks_exact(BLOCK);
-    let rest = blocks.remainder();
-    for block in blocks {
-        let block: &[u8; BLOCK] = block.try_into().expect("a block");
-        let (escapes, not_ascii) = masks(block);
-        extra += escapes_len(block, escapes);
-        high |= not_ascii;
-    }
-    let mut padded = [b'a'; BLOCK];
-    padded[..rest.len()].copy_from_slice(rest);
-    let (escapes, not_ascii) = masks(&padded);
-    extra += escapes_len(&padded, escapes);
-    (text.len() + 2 + extra, high | not_ascii != 0)
-}
-
-/// What the escapes of `block` at the bits of `escapes` add to its length: one byte for
-/// a short escape (`\"`), five for `\u00XX`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn escapes_len(block: &[u8; BLOCK], mut escapes: u32) -> usize {
-    let mut extra = 0;
-    while escapes != 0 {
-        let at = escapes.trailing_zeros() as usize;
-        extra += if ESCAPES[usize::from(block[at])] == b'u' {
-            5
-        } else {
-            1
-        };
-        escapes &= escapes - 1;
-    }
-    extra
-}
-
-/// [`text_len`] through serde_json's escaper, counted (true: not UTF-8).
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn text_len(text: &[u8]) -> (usize, bool) {
-    match std::str::from_utf8(text) {
-        Ok(text) => {
-            let mut out = Vec::new();
-            serde_json::to_writer(&mut out, text).expect("serializing a string to a Vec");
-            (out.len(), false)
-        }
-        Err(_) => (0, true),
-    }
 }
 
 /// Appends `text` as a JSON string, as it is if it is UTF-8; returns true when it may not
