@@ -12,10 +12,12 @@
 
 use super::mounts::Mounts;
 use super::signal::Signal;
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io::ErrorKind;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,18 +32,26 @@ pub const ROUND: Duration = Duration::from_millis(10);
 /// What a watched directory reports: writes (and attribute changes, which a truncation
 /// may bring) of its files, names arriving and leaving, and the directory itself moved
 /// (deleted: `IN_IGNORED`, always reported).
-const MASK: AddWatchFlags = AddWatchFlags::IN_MODIFY
-    .union(AddWatchFlags::IN_ATTRIB)
-    .union(AddWatchFlags::IN_CREATE)
-    .union(AddWatchFlags::IN_DELETE)
-    .union(AddWatchFlags::IN_MOVED_FROM)
-    .union(AddWatchFlags::IN_MOVED_TO)
-    .union(AddWatchFlags::IN_MOVE_SELF)
-    .union(AddWatchFlags::IN_ONLYDIR);
+const MASK: WatchMask = WatchMask::MODIFY
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::CREATE)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR);
 
 /// Set in a registration's `renames` once its directory's watch is gone or moved: names
 /// at the path are no longer seen, so its tailer looks at the path every time.
 const BLIND: u64 = 1 << 63;
+
+/// The bytes one read of the event thread takes: about 1,500 events of 40-byte names.
+const EVENT_BUFFER: usize = 64 * 1024;
+
+/// The event thread's tables are looked up at every event (ten thousand a second on a busy
+/// node): a fast hash rather than SipHash, whose resistance to chosen keys buys nothing
+/// for paths this process registered itself.
+type Fast = foldhash::fast::RandomState;
 
 /// "A file nobody follows appeared in a watched directory": a level, set by the watcher
 /// and taken by the reconcile loop, which rate-limits the passes it causes.
@@ -88,54 +98,70 @@ struct Waiter {
     renames: Weak<AtomicU64>,
 }
 
+/// The waiters of a directory's followed names.
+type Names = HashMap<OsString, Vec<Waiter>, Fast>;
+
 #[derive(Default)]
 struct Table {
-    /// Followed path → the wake-ups of its tailers (one per topic) and of their watch
-    /// tasks (names only).
-    by_path: HashMap<PathBuf, Vec<Waiter>>,
+    /// Followed path's directory → the path's name in it → the wake-ups of its tailers
+    /// (one per topic) and of their watch tasks (names only). By directory, then name: an
+    /// event names both apart, so that looking it up joins no path.
+    by_dir: HashMap<PathBuf, Names, Fast>,
     /// Watched directory → its watch and how many registrations use it.
     dirs: HashMap<PathBuf, (WatchDescriptor, usize)>,
-    /// Watch → the directories it reports for (one directory reached by several paths
-    /// has one watch).
-    watches: HashMap<WatchDescriptor, Vec<PathBuf>>,
+    /// Watch (its number) → the directories it reports for (one directory reached by
+    /// several paths has one watch).
+    watches: HashMap<i32, Vec<PathBuf>, Fast>,
+}
+
+/// The directory and the name a followed path is registered under.
+fn dir_and_name(path: &Path) -> (&Path, &OsStr) {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    (dir, path.file_name().unwrap_or(path.as_os_str()))
 }
 
 impl Table {
-    /// The wake-ups `event` causes, added to `woken`; a file arriving that nobody follows
-    /// sets `appeared`.
-    fn dispatch(&mut self, event: InotifyEvent, woken: &mut Vec<Arc<Signal>>, appeared: &Appeared) {
-        let mask = event.mask;
-        if mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+    /// The wake-ups of an event of watch `wd` with `mask` (about `name` in its
+    /// directory), added to `woken`; a file arriving that nobody follows sets `appeared`.
+    fn dispatch(
+        &mut self,
+        wd: i32,
+        mask: EventMask,
+        name: Option<&OsStr>,
+        woken: &mut Vec<Arc<Signal>>,
+        appeared: &Appeared,
+    ) {
+        if mask.contains(EventMask::Q_OVERFLOW) {
             // The kernel queue overflowed: events were lost, so everyone looks.
-            names_changed(self.by_path.values().flatten(), false, woken);
+            let every = self.by_dir.values().flat_map(|names| names.values());
+            names_changed(every.flatten(), false, woken);
             return;
         }
-        if mask.contains(AddWatchFlags::IN_IGNORED) {
+        if mask.contains(EventMask::IGNORED) {
             // The directory is gone (or unmounted): so is its watch.
-            let dirs = self.watches.remove(&event.wd).unwrap_or_default();
+            let dirs = self.watches.remove(&wd).unwrap_or_default();
             for dir in &dirs {
                 self.dirs.remove(dir);
             }
             self.blind(&dirs, woken);
             return;
         }
-        if mask.contains(AddWatchFlags::IN_MOVE_SELF) {
+        if mask.contains(EventMask::MOVE_SELF) {
             // Moved: its watch follows it, no longer the paths under its old name.
-            let dirs = self.watches.get(&event.wd).cloned().unwrap_or_default();
+            let dirs = self.watches.get(&wd).cloned().unwrap_or_default();
             self.blind(&dirs, woken);
             return;
         }
-        let Some(name) = event.name else {
+        let Some(name) = name else {
             return;
         };
-        let arrival = mask.intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO);
-        let renamed =
-            arrival || mask.intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM);
-        let Some(dirs) = self.watches.get(&event.wd) else {
+        let arrival = mask.intersects(EventMask::CREATE | EventMask::MOVED_TO);
+        let renamed = arrival || mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM);
+        let Some(dirs) = self.watches.get(&wd) else {
             return;
         };
         for dir in dirs {
-            match self.by_path.get(&dir.join(&name)) {
+            match self.by_dir.get(dir).and_then(|names| names.get(name)) {
                 Some(waiters) => {
                     if renamed {
                         for renames in waiters.iter().filter_map(|w| w.renames.upgrade()) {
@@ -164,9 +190,12 @@ impl Table {
     /// Names under `dirs` can no longer be seen: their tailers look at their paths every
     /// time from now on, the first time now.
     fn blind(&self, dirs: &[PathBuf], woken: &mut Vec<Arc<Signal>>) {
-        let under = |path: &Path| dirs.iter().any(|d| path.parent() == Some(d.as_path()));
-        let waiters = self.by_path.iter().filter(|(path, _)| under(path));
-        names_changed(waiters.flat_map(|(_, w)| w), true, woken);
+        let names = dirs.iter().filter_map(|dir| self.by_dir.get(dir));
+        names_changed(
+            names.flat_map(|names| names.values()).flatten(),
+            true,
+            woken,
+        );
     }
 }
 
@@ -190,8 +219,9 @@ fn names_changed<'a>(
 
 /// The event thread: rounds of reading every queued event and waking whom they concern,
 /// [`ROUND`] apart, until the [`Wakeups`] is dropped (looked at once a second).
-fn read_events(inotify: Arc<Inotify>, table: Weak<Mutex<Table>>, appeared: Arc<Appeared>) {
+fn read_events(mut inotify: Inotify, table: Weak<Mutex<Table>>, appeared: Arc<Appeared>) {
     let mut woken: Vec<Arc<Signal>> = Vec::new();
+    let mut buffer = vec![0; EVENT_BUFFER];
     loop {
         let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(1000u16)) {
@@ -208,16 +238,17 @@ fn read_events(inotify: Arc<Inotify>, table: Weak<Mutex<Table>>, appeared: Arc<A
         // At most this many reads a round: a stream of events as fast as they are read
         // (writes to /dev/null, say) must not keep the round from ending.
         for _ in 0..64 {
-            match inotify.read_events() {
+            match inotify.read_events(&mut buffer) {
                 Ok(events) => {
-                    read_any |= !events.is_empty();
+                    read_any = true;
                     let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
                     for event in events {
-                        table.dispatch(event, &mut woken, &appeared);
+                        let wd = event.wd.get_watch_descriptor_id();
+                        table.dispatch(wd, event.mask, event.name, &mut woken, &appeared);
                     }
                 }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::error!("file notifications stopped ({e}); idle files are polled");
                     return;
@@ -240,7 +271,8 @@ fn read_events(inotify: Arc<Inotify>, table: Weak<Mutex<Table>>, appeared: Arc<A
 }
 
 pub struct Wakeups {
-    inotify: Option<Arc<Inotify>>,
+    /// Adds and removes the shared inotify's watches (its events are the thread's).
+    inotify: Option<Watches>,
     /// Where notifications do not come from (network filesystems, FUSE).
     mounts: Mounts,
     table: Arc<Mutex<Table>>,
@@ -286,17 +318,15 @@ impl Wakeups {
     pub fn new() -> Arc<Self> {
         let table = Arc::new(Mutex::new(Table::default()));
         let appeared = Arc::new(Appeared::default());
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map(Arc::new)
-            .and_then(|inotify| {
-                let (events, weak, on_appear) =
-                    (inotify.clone(), Arc::downgrade(&table), appeared.clone());
-                std::thread::Builder::new()
-                    .name("logcatch-inotify".into())
-                    .spawn(move || read_events(events, weak, on_appear))
-                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
-                Ok(inotify)
-            });
+        // Non-blocking and close-on-exec.
+        let inotify = Inotify::init().and_then(|inotify| {
+            let watches = inotify.watches();
+            let (weak, on_appear) = (Arc::downgrade(&table), appeared.clone());
+            std::thread::Builder::new()
+                .name("logcatch-inotify".into())
+                .spawn(move || read_events(inotify, weak, on_appear))?;
+            Ok(watches)
+        });
         if let Err(e) = &inotify {
             tracing::warn!("no file notifications ({e}); idle files are polled");
         }
@@ -384,14 +414,12 @@ impl Wakeups {
 
     /// Adds `waiter` for `path`; true when its directory is watched.
     fn add(&self, path: &Path, waiter: Waiter) -> bool {
-        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let (dir, name) = dir_and_name(path);
         let remote = self.mounts.is_remote(path);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        table
-            .by_path
-            .entry(path.to_path_buf())
-            .or_default()
-            .push(waiter);
+        let names = table.by_dir.entry(dir.to_path_buf()).or_default();
+        names.entry(name.to_owned()).or_default().push(waiter);
+        let dir = dir.to_path_buf();
         if remote {
             // Writes made on other hosts raise no local notification: the tailer polls.
             return false;
@@ -404,12 +432,13 @@ impl Wakeups {
         let Some(wd) = self
             .inotify
             .as_ref()
-            .and_then(|i| i.add_watch(&dir, MASK).ok())
+            .and_then(|watches| watches.clone().add(&dir, MASK).ok())
         else {
             return false;
         };
+        let id = wd.get_watch_descriptor_id();
         table.dirs.insert(dir.clone(), (wd, 1));
-        let dirs = table.watches.entry(wd).or_default();
+        let dirs = table.watches.entry(id).or_default();
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }
@@ -419,34 +448,40 @@ impl Wakeups {
     /// Undoes one `add`.
     fn remove(&self, path: &Path, signal: &Arc<Signal>, dir_watched: bool) {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(waiters) = table.by_path.get_mut(path) {
-            let gone = Arc::downgrade(signal);
-            waiters.retain(|w| w.signal.strong_count() > 0 && !Weak::ptr_eq(&w.signal, &gone));
-            if waiters.is_empty() {
-                table.by_path.remove(path);
+        let (dir, name) = dir_and_name(path);
+        if let Some(names) = table.by_dir.get_mut(dir) {
+            if let Some(waiters) = names.get_mut(name) {
+                let gone = Arc::downgrade(signal);
+                waiters.retain(|w| w.signal.strong_count() > 0 && !Weak::ptr_eq(&w.signal, &gone));
+                if waiters.is_empty() {
+                    names.remove(name);
+                }
+            }
+            if names.is_empty() {
+                table.by_dir.remove(dir);
             }
         }
         if !dir_watched {
             return;
         }
-        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let Some((wd, users)) = table.dirs.get_mut(&dir) else {
+        let Some((wd, users)) = table.dirs.get_mut(dir) else {
             return;
         };
         *users = users.saturating_sub(1);
         if *users > 0 {
             return;
         }
-        let wd = *wd;
-        table.dirs.remove(&dir);
-        let Some(dirs) = table.watches.get_mut(&wd) else {
+        let wd = wd.clone();
+        let id = wd.get_watch_descriptor_id();
+        table.dirs.remove(dir);
+        let Some(dirs) = table.watches.get_mut(&id) else {
             return;
         };
-        dirs.retain(|d| *d != dir);
+        dirs.retain(|d| d != dir);
         if dirs.is_empty() {
-            table.watches.remove(&wd);
-            if let Some(inotify) = &self.inotify {
-                let _ = inotify.rm_watch(wd);
+            table.watches.remove(&id);
+            if let Some(watches) = &self.inotify {
+                let _ = watches.clone().remove(wd);
             }
         }
     }
@@ -625,7 +660,7 @@ mod tests {
             wakeups.table.lock().unwrap().dirs.is_empty(),
             "both unwatched"
         );
-        assert!(wakeups.table.lock().unwrap().by_path.is_empty());
+        assert!(wakeups.table.lock().unwrap().by_dir.is_empty());
 
         let dangling = containers.join("gone.log");
         std::os::unix::fs::symlink(pods.join("missing.log"), &dangling).unwrap();
@@ -706,10 +741,12 @@ mod tests {
     #[tokio::test]
     async fn the_event_thread_should_end_with_its_wakeups() {
         let wakeups = Wakeups::new();
-        let inotify = Arc::downgrade(wakeups.inotify.as_ref().unwrap());
+        assert!(wakeups.inotify.is_some());
+        // The thread holds the `Appeared` it sets until it returns.
+        let thread = Arc::downgrade(&wakeups.appeared);
         drop(wakeups);
         // The thread looks once a second whether the table is gone, then drops its inotify.
-        wait_until(|| inotify.strong_count() == 0).await;
+        wait_until(|| thread.strong_count() == 0).await;
     }
 
     async fn wait_until(done: impl Fn() -> bool) {
