@@ -186,7 +186,12 @@ impl Reader {
         ctx: Arc<super::TailerContext>,
         progress: Arc<TailerProgress>,
     ) -> Self {
-        let inflight = InFlight::new(id.topic.clone(), id.path.clone(), ctx.checkpoints.clone());
+        let inflight = InFlight::new(
+            id.topic.clone(),
+            id.path.clone(),
+            ctx.checkpoints.clone(),
+            ctx.events.clone(),
+        );
         let parsing = &settings.parsing;
         // Validated by the config and etcd parsers; a pattern that fails here anyway
         // turns multiline off rather than the tailer.
@@ -507,16 +512,7 @@ impl Reader {
         let ack = busy_unless_ready(&self.busy, self.ctx.sink.submit(batch))
             .await
             .map_err(|source| self.sink_error(source))?;
-        let events = self.ctx.events.clone();
-        let topic = self.id.topic.clone();
-        let counted = async move {
-            let result = ack.await;
-            if result.is_ok() {
-                events.records_sent(&topic, records);
-            }
-            result
-        };
-        self.inflight.push(identity, end, counted);
+        self.inflight.push(identity, end, records, ack);
         Ok(())
     }
 
