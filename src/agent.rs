@@ -196,15 +196,20 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         max_bytes: config.tail.deleted_files_max_bytes,
         max_age: config.tail.deleted_files_max_age,
     };
+    let wakeups = crate::tail::Wakeups::new();
     supervisor.spawn("deleted-files", background.clone(), {
         let (deleted, events, stop) = (deleted.clone(), events.clone(), background.clone());
         let health = health.clone();
         let publish: Arc<dyn Fn(_) + Send + Sync> =
             Arc::new(move |view| health.deleted_files(view));
+        let wakeups = wakeups.clone();
+        let names_left: Arc<dyn Fn() -> Option<u64> + Send + Sync> =
+            Arc::new(move || wakeups.names_left());
         move || {
+            let (events, names_left) = (events.clone(), names_left.clone());
             deleted
                 .clone()
-                .run(bounds, events.clone(), publish.clone(), stop.clone())
+                .run(bounds, events, names_left, publish.clone(), stop.clone())
         }
     });
     let ctx = Arc::new(TailerContext {
@@ -213,7 +218,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         checkpoints: checkpoints.clone(),
         events: events.clone(),
         claims,
-        wakeups: crate::tail::Wakeups::new(),
+        wakeups,
         open_files: Arc::new(tokio::sync::Semaphore::new(config.tail.max_open_files)),
         filling: Arc::new(tokio::sync::Semaphore::new(crate::tail::filling_permits(
             config.sink.kafka.max_in_flight_bytes,

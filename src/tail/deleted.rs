@@ -29,6 +29,13 @@ use tokio_util::sync::CancellationToken;
 /// How often held files are looked at.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
+/// Every held file is looked at (an `fstat` each) at least once in this many looks; in
+/// between only those already found deleted, unless a name may have left a watched
+/// directory since the last look ([`super::Wakeups::names_left`]). A file can lose its
+/// last name unseen only outside watched directories (a network filesystem, a file
+/// renamed away into another directory): found within this many seconds.
+const LOOK_ALL_EVERY: u32 = 10;
+
 /// A file a tailer holds; the warden may close it under the tailer once it is deleted.
 #[derive(Debug)]
 pub struct Handle(Arc<Slot>);
@@ -55,6 +62,17 @@ pub struct DeletedFiles {
     view: Mutex<DeletedView>,
     /// Deleted files of failed tailers, until they start again (oldest first).
     kept: Mutex<HashMap<TailerId, Vec<Handle>>>,
+    looks: Mutex<Looks>,
+    /// Files looked at (`fstat`), for the tests.
+    #[cfg(test)]
+    looked_at: AtomicU64,
+}
+
+/// What decides whether a look looks at every held file (`DeletedFiles::look_due`).
+#[derive(Debug, Default)]
+struct Looks {
+    names_left: Option<u64>,
+    since_all: u32,
 }
 
 /// The bounds on deleted files held, node-wide.
@@ -143,6 +161,16 @@ impl Handle {
     }
 }
 
+impl Slot {
+    /// Whether a look found it deleted.
+    fn was_deleted(&self) -> bool {
+        self.deleted_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
 fn released() -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
@@ -195,16 +223,50 @@ impl DeletedFiles {
     /// Looks at every held file once: notes the deleted ones and closes the oldest beyond
     /// `bounds`. Blocking (an `fstat` per held file).
     pub fn look(&self, bounds: Bounds, events: &dyn Events) -> DeletedView {
+        self.look_at(bounds, events, true)
+    }
+
+    /// The warden's look: at every held file when a name may have left a watched
+    /// directory since the last look (`names_left`, from `Wakeups::names_left`; `None`:
+    /// not known, always) and every [`LOOK_ALL_EVERY`] looks; else only at the files
+    /// found deleted before (their sizes and ages). At 10,000 files that is 10,000 `fstat`s
+    /// a second fewer while no file is deleted (BENCHMARKS.md).
+    pub fn look_due(
+        &self,
+        bounds: Bounds,
+        events: &dyn Events,
+        names_left: Option<u64>,
+    ) -> DeletedView {
+        let all = {
+            let mut looks = self.looks.lock().unwrap_or_else(|e| e.into_inner());
+            looks.since_all += 1;
+            let all = names_left.is_none()
+                || names_left != looks.names_left
+                || looks.since_all >= LOOK_ALL_EVERY;
+            looks.names_left = names_left;
+            if all {
+                looks.since_all = 0;
+            }
+            all
+        };
+        self.look_at(bounds, events, all)
+    }
+
+    /// A look at every held file (`all`) or at the deleted ones only.
+    fn look_at(&self, bounds: Bounds, events: &dyn Events, all: bool) -> DeletedView {
         let now = Instant::now();
         let slots: Vec<Arc<Slot>> = {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             held.retain(|slot| slot.strong_count() > 0);
-            held.iter().filter_map(Weak::upgrade).collect()
+            let slots = held.iter().filter_map(Weak::upgrade);
+            slots.filter(|slot| all || slot.was_deleted()).collect()
         };
         // (since, size, slot) of each deleted file still open, oldest first.
         let mut deleted: Vec<(Instant, u64, Arc<Slot>)> = slots
             .into_iter()
             .filter_map(|slot| {
+                #[cfg(test)]
+                self.looked_at.fetch_add(1, Ordering::Relaxed);
                 let meta = slot.file.lock().ok()?.as_ref()?.metadata().ok()?;
                 if meta.nlink() > 0 {
                     return None;
@@ -258,12 +320,13 @@ impl DeletedFiles {
         view.clone()
     }
 
-    /// Looks every second until `stop`, on the blocking pool, and hands each look's
-    /// result to `publish` (`/status`).
+    /// Looks every second until `stop` (`look_due`, with `names_left`), on the blocking
+    /// pool, and hands each look's result to `publish` (`/status`).
     pub async fn run(
         self: Arc<Self>,
         bounds: Bounds,
         events: Arc<dyn Events>,
+        names_left: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
         publish: Arc<dyn Fn(DeletedView) + Send + Sync>,
         stop: CancellationToken,
     ) {
@@ -275,8 +338,10 @@ impl DeletedFiles {
                 _ = tick.tick() => {}
             }
             let (files, events, publish) = (self.clone(), events.clone(), publish.clone());
+            // Read before the look: a name that leaves during it changes the next one.
+            let names_left = names_left();
             let _ = tokio::task::spawn_blocking(move || {
-                let view = files.look(bounds, &*events);
+                let view = files.look_due(bounds, &*events, names_left);
                 events.deleted_files(view.files, view.bytes, view.oldest_seconds);
                 publish(view);
             })
@@ -339,6 +404,74 @@ mod tests {
             0,
             "closed by its tailer"
         );
+    }
+
+    /// The warden's looks at 10,000 files were 10,000 `fstat`s a second with nothing
+    /// deleted. Now: every file when a name left a watched directory (a real inotify),
+    /// the deleted ones in between, and every file every `LOOK_ALL_EVERY` looks for those
+    /// that lose their name unseen.
+    #[tokio::test]
+    async fn a_look_should_look_at_every_file_only_after_a_name_left_or_now_and_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let (watched, unwatched) = (dir.path().join("watched"), dir.path().join("elsewhere"));
+        std::fs::create_dir(&watched).unwrap();
+        std::fs::create_dir(&unwatched).unwrap();
+        let wakeups = crate::tail::Wakeups::new();
+        let files = DeletedFiles::default();
+        let bounds = Bounds {
+            max_bytes: u64::MAX,
+            max_age: Duration::from_secs(3600),
+        };
+        let hold = |dir: &std::path::Path, name: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, b"0123456789").unwrap();
+            files.hold(File::open(&path).unwrap(), &TailerId::new("t", &path))
+        };
+        let _registrations: Vec<_> = ["a.log", "b.log"]
+            .iter()
+            .map(|name| wakeups.register(&watched.join(name)))
+            .collect();
+        let _held = [
+            hold(&watched, "a.log"),
+            hold(&watched, "b.log"),
+            hold(&unwatched, "c.log"),
+        ];
+        let looked_at = || files.looked_at.swap(0, Ordering::Relaxed);
+        let look = || files.look_due(bounds, &NoEvents, wakeups.names_left());
+        assert_eq!((look().files, looked_at()), (0, 3), "the first look: all");
+        assert_eq!((look().files, looked_at()), (0, 0), "nothing left a name");
+
+        let before = wakeups.names_left();
+        std::fs::remove_file(watched.join("b.log")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while wakeups.names_left() == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!((look().files, looked_at()), (1, 3), "a name left: all");
+        assert_eq!(
+            (look().files, looked_at()),
+            (1, 1),
+            "the deleted one's size"
+        );
+
+        // Deleted where no notification tells: found at the next look at all.
+        std::fs::remove_file(unwatched.join("c.log")).unwrap();
+        let mut looks = 0;
+        while look().files < 2 {
+            looks += 1;
+            assert!(looks < LOOK_ALL_EVERY, "found within LOOK_ALL_EVERY looks");
+        }
+        assert_eq!(
+            looked_at(),
+            (looks as u64) + 3,
+            "the deleted one each, then all"
+        );
+        assert_eq!(
+            files.look_due(bounds, &NoEvents, None).files,
+            2,
+            "without notifications"
+        );
+        assert_eq!(looked_at(), 3, "without notifications: all");
     }
 
     #[test]

@@ -112,7 +112,18 @@ struct Table {
     /// Watch (its number) → the directories it reports for (one directory reached by
     /// several paths has one watch).
     watches: HashMap<i32, Vec<PathBuf>, Fast>,
+    /// See [`Wakeups::names_left`].
+    names_left: Arc<AtomicU64>,
 }
+
+/// Events after which a file that had a name in a watched directory may have none: a
+/// name deleted, renamed away or renamed over, the directory moved or gone, events lost.
+const NAME_LEFT: EventMask = EventMask::DELETE
+    .union(EventMask::MOVED_FROM)
+    .union(EventMask::MOVED_TO)
+    .union(EventMask::MOVE_SELF)
+    .union(EventMask::IGNORED)
+    .union(EventMask::Q_OVERFLOW);
 
 /// The directory and the name a followed path is registered under.
 fn dir_and_name(path: &Path) -> (&Path, &OsStr) {
@@ -131,6 +142,10 @@ impl Table {
         woken: &mut Vec<Arc<Signal>>,
         appeared: &Appeared,
     ) {
+        if mask.intersects(NAME_LEFT) {
+            // Names nobody follows too: a rotated file deleted beside its path.
+            self.names_left.fetch_add(1, Ordering::AcqRel);
+        }
         if mask.contains(EventMask::Q_OVERFLOW) {
             // The kernel queue overflowed: events were lost, so everyone looks.
             let every = self.by_dir.values().flat_map(|names| names.values());
@@ -277,6 +292,7 @@ pub struct Wakeups {
     mounts: Mounts,
     table: Arc<Mutex<Table>>,
     appeared: Arc<Appeared>,
+    names_left: Arc<AtomicU64>,
 }
 
 /// A tailer's wake-up; unregistered on drop.
@@ -316,7 +332,11 @@ impl Wakeups {
     /// Starts the shared inotify and its event thread; when there is none (no inotify
     /// left for the user), registrations still work (and never fire).
     pub fn new() -> Arc<Self> {
-        let table = Arc::new(Mutex::new(Table::default()));
+        let names_left = Arc::new(AtomicU64::new(0));
+        let table = Arc::new(Mutex::new(Table {
+            names_left: names_left.clone(),
+            ..Table::default()
+        }));
         let appeared = Arc::new(Appeared::default());
         // Non-blocking and close-on-exec.
         let inotify = Inotify::init().and_then(|inotify| {
@@ -335,6 +355,7 @@ impl Wakeups {
             mounts: Mounts::default(),
             table,
             appeared,
+            names_left,
         })
     }
 
@@ -347,7 +368,19 @@ impl Wakeups {
             mounts: Mounts::default(),
             table: Arc::default(),
             appeared: Arc::default(),
+            names_left: Arc::default(),
         })
+    }
+
+    /// A number that changes whenever a name may have left a watched directory (deleted,
+    /// renamed away or over, the directory moved or gone) or events were lost, as the
+    /// event thread read it; `None` without notifications. While it stays the same, every
+    /// file that had a name in a watched directory still has one: the deleted-file
+    /// warden need not look at them (`tail/deleted.rs`).
+    pub fn names_left(&self) -> Option<u64> {
+        self.inotify
+            .as_ref()
+            .map(|_| self.names_left.load(Ordering::Acquire))
     }
 
     /// Whether `path` is on a network or FUSE filesystem (`tail/mounts.rs`).
