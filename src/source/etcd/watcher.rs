@@ -68,6 +68,27 @@ struct Ended {
     member_failed: bool,
 }
 
+impl Ended {
+    /// With the reason `cert_file` (when one is configured) is not valid at `now`. etcd
+    /// refuses an expired client certificate during the handshake, which reaches the
+    /// client either as a closed connection (no reason at all) or as a TLS alert
+    /// ("BadCertificate", a refusal that does not say why): either way the reason is the
+    /// certificate's dates, and the session was refused.
+    fn explained(self, cert_file: &std::path::Path, now: chrono::DateTime<chrono::Utc>) -> Ended {
+        if cert_file.as_os_str().is_empty() {
+            return self;
+        }
+        match cert::problem(cert_file, now) {
+            Some(problem) => Ended {
+                message: format!("{}; {problem}", self.message),
+                refused: true,
+                member_failed: false,
+            },
+            None => self,
+        }
+    }
+}
+
 pub struct Watcher {
     target: Target,
     shared: Arc<SharedClient>,
@@ -150,21 +171,9 @@ impl Watcher {
         }
     }
 
-    /// A session that failed for no reason etcd gave may have failed on an expired client
-    /// certificate, which etcd refuses by closing the connection: that is a refusal too.
+    /// A session that failed on the client certificate is explained by the certificate.
     fn explain(&self, ended: Ended) -> Ended {
-        let cert_file = &self.shared.config().tls.cert_file;
-        if ended.refused || cert_file.as_os_str().is_empty() {
-            return ended;
-        }
-        match cert::problem(cert_file, chrono::Utc::now()) {
-            Some(problem) => Ended {
-                message: format!("{}; {problem}", ended.message),
-                refused: true,
-                member_failed: false,
-            },
-            None => ended,
-        }
+        ended.explained(&self.shared.config().tls.cert_file, chrono::Utc::now())
     }
 
     /// One list + watch; returns why it ended.
@@ -276,6 +285,54 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expired_client_certificate_should_explain_a_closed_connection_and_a_tls_alert() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["agent".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2030, 6, 1);
+        let cert = params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let cert_file = dir.path().join("agent.pem");
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        let expired = "2031-01-01T00:00:00Z".parse().unwrap();
+        let why = format!(
+            "etcd.tls.cert_file {}: the client certificate expired at 2030-06-01T00:00:00+00:00",
+            cert_file.display()
+        );
+        // How etcd's refusal reaches the client depends on the handshake's timing: the
+        // connection closed without a word, or rustls read the alert etcd sent.
+        let closed = Ended {
+            message: "etcd key /k: watch failed: h2 protocol error".to_string(),
+            refused: false,
+            member_failed: true,
+        };
+        let alert = Ended {
+            message: "etcd key /k: list failed: received fatal alert: BadCertificate".to_string(),
+            refused: true,
+            member_failed: false,
+        };
+        for ended in [closed, alert] {
+            let explained = ended.clone().explained(&cert_file, expired);
+            assert_eq!(
+                explained,
+                Ended {
+                    message: format!("{}; {why}", ended.message),
+                    refused: true,
+                    member_failed: false,
+                }
+            );
+            // A valid certificate, or none, leaves the reason as it was.
+            let valid = "2025-01-01T00:00:00Z".parse().unwrap();
+            assert_eq!(ended.clone().explained(&cert_file, valid), ended);
+            assert_eq!(
+                ended.clone().explained(std::path::Path::new(""), expired),
+                ended
+            );
+        }
+    }
 
     #[test]
     fn only_a_watch_that_lived_should_start_the_backoff_over() {
