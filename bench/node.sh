@@ -32,9 +32,9 @@
 # WINDOW_S (30), WARM_S (5), PARTITIONS (4), FLB_FLUSH (1), AGENTS ("logcatch fluent-bit"),
 # BENCH_DIR (/tmp/logcatch-bench), LOGCATCH_BIN (a built binary; default: cargo build
 # --release), LOGCATCH_TAIL (settings added to logcatch's `tail:`, e.g.
-# "min_read_interval: 0s"), PERF=1: `perf record -g` logcatch during the window of
-# the load PERF_LOAD (default 1000:10; perf.data + a report of the top symbols in
-# $BENCH_DIR/node-perf.*).
+# "min_read_interval: 0s"), PERF=1: `perf record -g -F PERF_F` (default 499 Hz) logcatch
+# during the window of the load PERF_LOAD (default 1000:10; perf.data + a report of the
+# top symbols in $BENCH_DIR/node-perf.*).
 # Prints one `load=… agent=… …` line per run, then a Markdown table of the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -139,7 +139,7 @@ run_one() {  # agent files rate format round
   w0=$(now) c0=$(ticks "$agent")
   local perf_pid=""
   if [[ -n ${PERF:-} && $who == logcatch && $n:$rate:$fmt == ${PERF_LOAD:-1000:10}:raw && $round == 1 ]]; then
-    perf record -g -F 499 -p "$agent" -o "$DIR/node-perf.data" -- sleep "$WINDOW_S" >/dev/null 2>&1 &
+    perf record -g -F ${PERF_F:-499} -p "$agent" -o "$DIR/node-perf.data" -- sleep "$WINDOW_S" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   sleep "$WINDOW_S"
