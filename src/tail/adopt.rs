@@ -76,12 +76,15 @@ impl Reader {
         // Deleted files this tailer held when it failed: the oldest content.
         for file in self.ctx.deleted.take_kept(&self.id) {
             let Ok(meta) = file.metadata() else { continue };
+            // Seen: not counted among the files that arrived at the path unseen.
+            self.busy.saw(&meta);
             if let Ok(Opened::File(file)) = self.adopt(file, &meta, false) {
                 tracing::info!(tailer = %self.id, "reading on a deleted file held when the tailer failed");
                 files.push_back(file);
             }
         }
         for found in rotated::find(&self.id.path, &checkpoints) {
+            self.busy.saw(&found.meta);
             if let Ok(Opened::File(file)) = self.adopt(found.file, &found.meta, false) {
                 tracing::info!(tailer = %self.id, rotated_to = %found.path.display(),
                     offset = found.checkpoint.offset, "finishing a file rotated while the agent was down");
