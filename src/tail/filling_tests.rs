@@ -3,7 +3,8 @@
 //! not hold one while it waits, or every other topic stops. And an idle tailer, which
 //! acknowledgements do not wake (`idle.rs`), takes one that comes while it waits within
 //! `ACKS_TAKEN_WITHIN`. A file written more often than `tail.min_read_interval` is read
-//! that often, a few writes at a time.
+//! that often, a few writes at a time. And a file rotated away while the path was empty
+//! is read before the one the tailer then opens there.
 
 use super::checkpoint::Checkpoints;
 use super::signal::Stop;
@@ -392,4 +393,41 @@ async fn a_file_written_fast_should_be_read_as_soon_as_enough_is_there() {
         "the last chunks read after {last:?}, not as soon as 16 KiB were there (all: {latencies:?})"
     );
     followed.stop.cancel();
+}
+
+/// A file the tailer never found at the path: its file renamed away (lingering for
+/// `rotate_wait`) when the path was empty, the tailer opens the path's next file itself
+/// once one is there — after the files rotated away beside it meanwhile (born between the
+/// two), as when it follows a rotation it sees. (A chatty container rotated every 80 ms
+/// may put a file at the path and rotate it away between two looks.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rotated_away_while_the_path_was_empty_should_be_read_before_the_next() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sink = Arc::new(StallingSink::default());
+    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
+    let path = dir.path().join("app.log");
+    std::fs::write(&path, "a\n").unwrap();
+    let stop = Stop::new();
+    let settings = TailerSettings {
+        rotate_wait: Duration::from_secs(60),
+        poll_interval: Duration::from_secs(30),
+        ..TailerSettings::for_tests()
+    };
+    let progress = start_with(&ctx, "app", &path, &stop, settings);
+    let received = || sink.received.lock().unwrap().clone();
+    wait_for("a", || received() == ["a"]).await;
+    std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
+    wait_for("the tailer to find the path empty", || {
+        progress.state() == crate::telemetry::TailerState::Waiting
+    })
+    .await;
+    // Birth times tick every few milliseconds: keep the files apart.
+    std::thread::sleep(Duration::from_millis(20));
+    // At the path and rotated away before the tailer looked (no notification for it).
+    std::fs::write(dir.path().join("app.log.2"), "b\n").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&path, "c\n").unwrap();
+    wait_for("c", || received().last().is_some_and(|l| l == "c")).await;
+    assert_eq!(received(), ["a", "b", "c"], "b read, before c");
+    stop.cancel();
 }

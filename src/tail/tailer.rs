@@ -460,6 +460,14 @@ impl Tailer {
                 let born = file.born.map(|born| born.at);
                 self.reader.busy.saw_key((id.dev, id.ino, born));
                 self.reader.busy.forget_missed(&file.identity, file.born);
+                // After the files rotated away since the one we hold still (renamed
+                // away, lingering), as for a file the watch task or a look found. Those
+                // that fill the queue come first: this one is opened again after them
+                // (its claim let go meanwhile), when the last of them is found renamed.
+                let caught_up = file.file.metadata().is_ok_and(|meta| self.catch_up(&meta));
+                if !caught_up && self.files.current().is_some() {
+                    return Ok(Next::Step);
+                }
                 self.files.extend([file].into());
                 return Ok(Next::Step);
             }
