@@ -295,7 +295,8 @@ struct Watch {
     last: Option<Born>,
     /// (device, inode, birth) of the files queued lately.
     recent: VecDeque<FileKey>,
-    /// Files that arrived at the path and were never seen, counted (or let go unknown).
+    /// Files that arrived at the path and were never seen, counted skipped (by complete
+    /// looks only: `count_unseen`).
     unseen: u64,
 }
 
