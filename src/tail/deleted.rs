@@ -221,7 +221,9 @@ impl DeletedFiles {
     }
 
     /// Looks at every held file once: notes the deleted ones and closes the oldest beyond
-    /// `bounds`. Blocking (an `fstat` per held file).
+    /// `bounds`. Blocking (an `fstat` per held file). The warden looks with
+    /// [`look_due`](Self::look_due); the tests, whole.
+    #[cfg(test)]
     pub fn look(&self, bounds: Bounds, events: &dyn Events) -> DeletedView {
         self.look_at(bounds, events, true)
     }
