@@ -216,23 +216,29 @@ async fn an_idle_tailer_should_take_an_acknowledgement_within_two_seconds_withou
 /// notifications and `min_read_interval: interval`; no look at the file but those
 /// notifications start. Returns once `first` arrived.
 async fn follow_notified(first: &str, interval: Duration) -> Followed {
+    let settings = TailerSettings {
+        min_read_interval: interval,
+        poll_interval: Duration::from_secs(30),
+        ..TailerSettings::for_tests()
+    };
+    follow(first, settings).await
+}
+
+/// A tailer of `app.log`, holding the line `first`, with `settings`, once it shipped it.
+async fn follow(first: &str, settings: TailerSettings) -> Followed {
     let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let sink = Arc::new(StallingSink::default());
     let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
     let path = dir.path().join("app.log");
     std::fs::write(&path, format!("{first}\n")).unwrap();
     let stop = Stop::new();
-    let settings = TailerSettings {
-        min_read_interval: interval,
-        poll_interval: Duration::from_secs(30),
-        ..TailerSettings::for_tests()
-    };
-    let (_, polls) = start_counted(&ctx, "app", &path, &stop, settings);
+    let (progress, polls) = start_counted(&ctx, "app", &path, &stop, settings);
     let followed = Followed {
-        _dirs: (dir, state),
+        dirs: (dir, state),
         sink,
         path,
         stop,
+        progress,
         polls,
     };
     wait_for("the first line", || followed.received() == 1).await;
@@ -240,10 +246,12 @@ async fn follow_notified(first: &str, interval: Duration) -> Followed {
 }
 
 struct Followed {
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    /// The log directory and the state directory.
+    dirs: (tempfile::TempDir, tempfile::TempDir),
     sink: Arc<StallingSink>,
     path: std::path::PathBuf,
     stop: Stop,
+    progress: Arc<TailerProgress>,
     /// How often the tailer's task was polled.
     polls: Arc<AtomicUsize>,
 }
@@ -402,32 +410,27 @@ async fn a_file_written_fast_should_be_read_as_soon_as_enough_is_there() {
 /// may put a file at the path and rotate it away between two looks.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_rotated_away_while_the_path_was_empty_should_be_read_before_the_next() {
-    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let sink = Arc::new(StallingSink::default());
-    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
-    let path = dir.path().join("app.log");
-    std::fs::write(&path, "a\n").unwrap();
-    let stop = Stop::new();
     let settings = TailerSettings {
         rotate_wait: Duration::from_secs(60),
         poll_interval: Duration::from_secs(30),
         ..TailerSettings::for_tests()
     };
-    let progress = start_with(&ctx, "app", &path, &stop, settings);
-    let received = || sink.received.lock().unwrap().clone();
-    wait_for("a", || received() == ["a"]).await;
-    std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
+    let followed = follow("a", settings).await;
+    let (path, dir) = (&followed.path, followed.dirs.0.path());
+    let received = || followed.sink.received.lock().unwrap().clone();
+    assert_eq!(received(), ["a"]);
+    std::fs::rename(path, dir.join("app.log.1")).unwrap();
     wait_for("the tailer to find the path empty", || {
-        progress.state() == crate::telemetry::TailerState::Waiting
+        followed.progress.state() == crate::telemetry::TailerState::Waiting
     })
     .await;
     // Birth times tick every few milliseconds: keep the files apart.
     std::thread::sleep(Duration::from_millis(20));
     // At the path and rotated away before the tailer looked (no notification for it).
-    std::fs::write(dir.path().join("app.log.2"), "b\n").unwrap();
+    std::fs::write(dir.join("app.log.2"), "b\n").unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    std::fs::write(&path, "c\n").unwrap();
+    std::fs::write(path, "c\n").unwrap();
     wait_for("c", || received().last().is_some_and(|l| l == "c")).await;
     assert_eq!(received(), ["a", "b", "c"], "b read, before c");
-    stop.cancel();
+    followed.stop.cancel();
 }
