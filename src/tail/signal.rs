@@ -21,6 +21,13 @@ pub struct Signal {
 impl Signal {
     /// Wakes the waiting task, or the next wait if none waits now.
     pub fn raise(&self) {
+        // Raised and not yet taken: its task was woken by the raise that set it (or
+        // looks at it before it waits), so this one costs a read, not a write to the
+        // line the task's worker reads (the event thread raises a busy file's signal at
+        // each write, while its tailer waits for `tail.min_read_interval`).
+        if self.raised.load(Ordering::Acquire) {
+            return;
+        }
         self.raised.store(true, Ordering::Release);
         self.waker.wake();
     }
@@ -87,6 +94,17 @@ mod tests {
     use futures::FutureExt;
     use std::time::Duration;
 
+    /// Waits for `signal` to wake its task, `what` failing it after 5 s. Not a timeout
+    /// around the wait: the timeout's own wake-up would let the wait look at the signal
+    /// once more and pass over a raise that woke nobody.
+    async fn woken(signal: &Signal, what: impl FnOnce() -> String) {
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep(Duration::from_secs(5)) => panic!("{}", what()),
+            _ = signal.taken() => {}
+        }
+    }
+
     #[tokio::test]
     async fn a_signal_should_wake_its_task_once_per_raise_taken() {
         let signal = Arc::new(Signal::default());
@@ -101,11 +119,42 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             raiser.raise();
         });
-        tokio::time::timeout(Duration::from_secs(5), signal.taken())
-            .await
-            .expect("woken by the raise");
+        woken(&signal, || "not woken by the raise".into()).await;
         thread.join().unwrap();
         assert!(signal.taken().now_or_never().is_none());
+    }
+
+    /// A raise that finds the signal raised does nothing (`raise`): the raise that set it
+    /// wakes the task. Two threads raise once after each of the task's takes, racing
+    /// each other and the task: the task is never left waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn raises_racing_with_each_other_and_a_take_should_never_be_lost() {
+        let signal = Arc::new(Signal::default());
+        let raisers: Vec<_> = (0..2)
+            .map(|_| {
+                let (go, rounds) = std::sync::mpsc::channel::<()>();
+                let signal = signal.clone();
+                let thread = std::thread::spawn(move || {
+                    while rounds.recv().is_ok() {
+                        signal.raise();
+                    }
+                });
+                (go, thread)
+            })
+            .collect();
+        for round in 0..10_000 {
+            for (go, _) in &raisers {
+                go.send(()).unwrap();
+            }
+            woken(&signal, || {
+                format!("round {round}: the raises after the take were lost")
+            })
+            .await;
+        }
+        for (go, thread) in raisers {
+            drop(go);
+            thread.join().unwrap();
+        }
     }
 
     #[tokio::test]
