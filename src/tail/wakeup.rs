@@ -88,7 +88,9 @@ impl Appeared {
 
 /// Who waits for a path's changes.
 struct Waiter {
-    signal: Weak<Signal>,
+    /// Held, not weakly: the event thread raises it without a write to its count (the
+    /// tailer's worker reads the same line); the registration removes it when dropped.
+    signal: Arc<Signal>,
     /// Woken only when a file arrives at the path or leaves it (not by writes).
     names_only: bool,
     /// Counts the files arriving at the path (created at it or renamed to it).
@@ -105,13 +107,16 @@ type Names = HashMap<OsString, Vec<Waiter>, Fast>;
 struct Table {
     /// Followed path's directory → the path's name in it → the wake-ups of its tailers
     /// (one per topic) and of their watch tasks (names only). By directory, then name: an
-    /// event names both apart, so that looking it up joins no path.
-    by_dir: HashMap<PathBuf, Names, Fast>,
+    /// event names both apart, so that looking it up joins no path. Directories are held
+    /// as the bytes of their paths, here and in `watches`: a `Path` hashes and compares
+    /// by components, which cost more than the rest of an event's lookup (all come from
+    /// [`dir_and_name`], so equal paths are equal bytes).
+    by_dir: HashMap<OsString, Names, Fast>,
     /// Watched directory → its watch and how many registrations use it.
     dirs: HashMap<PathBuf, (WatchDescriptor, usize)>,
     /// Watch (its number) → the directories it reports for (one directory reached by
     /// several paths has one watch).
-    watches: HashMap<i32, Vec<PathBuf>, Fast>,
+    watches: HashMap<i32, Vec<OsString>, Fast>,
     /// See [`Wakeups::names_left`].
     names_left: Arc<AtomicU64>,
 }
@@ -132,16 +137,9 @@ fn dir_and_name(path: &Path) -> (&Path, &OsStr) {
 }
 
 impl Table {
-    /// The wake-ups of an event of watch `wd` with `mask` (about `name` in its
-    /// directory), added to `woken`; a file arriving that nobody follows sets `appeared`.
-    fn dispatch(
-        &mut self,
-        wd: i32,
-        mask: EventMask,
-        name: Option<&OsStr>,
-        woken: &mut Vec<Arc<Signal>>,
-        appeared: &Appeared,
-    ) {
+    /// Raises the wake-ups of an event of watch `wd` with `mask` (about `name` in its
+    /// directory); a file arriving that nobody follows sets `appeared`.
+    fn dispatch(&mut self, wd: i32, mask: EventMask, name: Option<&OsStr>, appeared: &Appeared) {
         if mask.intersects(NAME_LEFT) {
             // Names nobody follows too: a rotated file deleted beside its path.
             self.names_left.fetch_add(1, Ordering::AcqRel);
@@ -149,22 +147,22 @@ impl Table {
         if mask.contains(EventMask::Q_OVERFLOW) {
             // The kernel queue overflowed: events were lost, so everyone looks.
             let every = self.by_dir.values().flat_map(|names| names.values());
-            names_changed(every.flatten(), false, woken);
+            names_changed(every.flatten(), false);
             return;
         }
         if mask.contains(EventMask::IGNORED) {
             // The directory is gone (or unmounted): so is its watch.
             let dirs = self.watches.remove(&wd).unwrap_or_default();
             for dir in &dirs {
-                self.dirs.remove(dir);
+                self.dirs.remove(Path::new(dir));
             }
-            self.blind(&dirs, woken);
+            self.blind(&dirs);
             return;
         }
         if mask.contains(EventMask::MOVE_SELF) {
             // Moved: its watch follows it, no longer the paths under its old name.
             let dirs = self.watches.get(&wd).cloned().unwrap_or_default();
-            self.blind(&dirs, woken);
+            self.blind(&dirs);
             return;
         }
         let Some(name) = name else {
@@ -189,12 +187,8 @@ impl Table {
                             counter.fetch_add(1, Ordering::AcqRel);
                         }
                     }
-                    woken.extend(
-                        waiters
-                            .iter()
-                            .filter(|w| renamed || !w.names_only)
-                            .filter_map(|w| w.signal.upgrade()),
-                    )
+                    let woken = waiters.iter().filter(|w| renamed || !w.names_only);
+                    woken.for_each(|w| w.signal.raise());
                 }
                 None if arrival => appeared.set(),
                 None => {}
@@ -204,23 +198,15 @@ impl Table {
 
     /// Names under `dirs` can no longer be seen: their tailers look at their paths every
     /// time from now on, the first time now.
-    fn blind(&self, dirs: &[PathBuf], woken: &mut Vec<Arc<Signal>>) {
+    fn blind(&self, dirs: &[OsString]) {
         let names = dirs.iter().filter_map(|dir| self.by_dir.get(dir));
-        names_changed(
-            names.flat_map(|names| names.values()).flatten(),
-            true,
-            woken,
-        );
+        names_changed(names.flat_map(|names| names.values()).flatten(), true);
     }
 }
 
 /// Wakes `waiters` and changes what their registrations' `names_seen` says: a name may
 /// have changed (`blind`: they can no longer be seen).
-fn names_changed<'a>(
-    waiters: impl Iterator<Item = &'a Waiter>,
-    blind: bool,
-    woken: &mut Vec<Arc<Signal>>,
-) {
+fn names_changed<'a>(waiters: impl Iterator<Item = &'a Waiter>, blind: bool) {
     for waiter in waiters {
         if let Some(renames) = waiter.renames.upgrade() {
             match blind {
@@ -228,14 +214,13 @@ fn names_changed<'a>(
                 false => renames.fetch_add(1, Ordering::AcqRel),
             };
         }
-        woken.extend(waiter.signal.upgrade());
+        waiter.signal.raise();
     }
 }
 
 /// The event thread: rounds of reading every queued event and waking whom they concern,
 /// [`ROUND`] apart, until the [`Wakeups`] is dropped (looked at once a second).
 fn read_events(mut inotify: Inotify, table: Weak<Mutex<Table>>, appeared: Arc<Appeared>) {
-    let mut woken: Vec<Arc<Signal>> = Vec::new();
     let mut buffer = vec![0; EVENT_BUFFER];
     loop {
         let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
@@ -259,7 +244,7 @@ fn read_events(mut inotify: Inotify, table: Weak<Mutex<Table>>, appeared: Arc<Ap
                     let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
                     for event in events {
                         let wd = event.wd.get_watch_descriptor_id();
-                        table.dispatch(wd, event.mask, event.name, &mut woken, &appeared);
+                        table.dispatch(wd, event.mask, event.name, &appeared);
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -271,11 +256,6 @@ fn read_events(mut inotify: Inotify, table: Weak<Mutex<Table>>, appeared: Arc<Ap
             }
         }
         drop(table);
-        woken.sort_unstable_by_key(Arc::as_ptr);
-        woken.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        for signal in woken.drain(..) {
-            signal.raise();
-        }
         // A round that read events (those of files nobody follows too: writes to a
         // device beside a followed path, say) is followed by the pause, so that a stream
         // of them costs a wake-up a round, not one each.
@@ -425,7 +405,7 @@ impl Wakeups {
             counted.clone()
         };
         let waiter = |arrivals| Waiter {
-            signal: Arc::downgrade(&signal),
+            signal: signal.clone(),
             names_only,
             arrivals,
             renames: Arc::downgrade(&renames),
@@ -450,7 +430,7 @@ impl Wakeups {
         let (dir, name) = dir_and_name(path);
         let remote = self.mounts.is_remote(path);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let names = table.by_dir.entry(dir.to_path_buf()).or_default();
+        let names = table.by_dir.entry(dir.as_os_str().to_owned()).or_default();
         names.entry(name.to_owned()).or_default().push(waiter);
         let dir = dir.to_path_buf();
         if remote {
@@ -472,8 +452,8 @@ impl Wakeups {
         let id = wd.get_watch_descriptor_id();
         table.dirs.insert(dir.clone(), (wd, 1));
         let dirs = table.watches.entry(id).or_default();
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
+        if !dirs.contains(&dir.as_os_str().to_owned()) {
+            dirs.push(dir.into_os_string());
         }
         true
     }
@@ -482,16 +462,15 @@ impl Wakeups {
     fn remove(&self, path: &Path, signal: &Arc<Signal>, dir_watched: bool) {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let (dir, name) = dir_and_name(path);
-        if let Some(names) = table.by_dir.get_mut(dir) {
+        if let Some(names) = table.by_dir.get_mut(dir.as_os_str()) {
             if let Some(waiters) = names.get_mut(name) {
-                let gone = Arc::downgrade(signal);
-                waiters.retain(|w| w.signal.strong_count() > 0 && !Weak::ptr_eq(&w.signal, &gone));
+                waiters.retain(|w| !Arc::ptr_eq(&w.signal, signal));
                 if waiters.is_empty() {
                     names.remove(name);
                 }
             }
             if names.is_empty() {
-                table.by_dir.remove(dir);
+                table.by_dir.remove(dir.as_os_str());
             }
         }
         if !dir_watched {
@@ -510,7 +489,7 @@ impl Wakeups {
         let Some(dirs) = table.watches.get_mut(&id) else {
             return;
         };
-        dirs.retain(|d| d != dir);
+        dirs.retain(|d| d != dir.as_os_str());
         if dirs.is_empty() {
             table.watches.remove(&id);
             if let Some(watches) = &self.inotify {
