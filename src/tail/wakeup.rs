@@ -452,7 +452,7 @@ impl Wakeups {
         let id = wd.get_watch_descriptor_id();
         table.dirs.insert(dir.clone(), (wd, 1));
         let dirs = table.watches.entry(id).or_default();
-        if !dirs.contains(&dir.as_os_str().to_owned()) {
+        if !dirs.iter().any(|d| d == dir.as_os_str()) {
             dirs.push(dir.into_os_string());
         }
         true
