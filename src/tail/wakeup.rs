@@ -108,12 +108,13 @@ struct Table {
     /// Followed path's directory → the path's name in it → the wake-ups of its tailers
     /// (one per topic) and of their watch tasks (names only). By directory, then name: an
     /// event names both apart, so that looking it up joins no path. Directories are held
-    /// as the bytes of their paths, here and in `watches`: a `Path` hashes and compares
-    /// by components, which cost more than the rest of an event's lookup (all come from
-    /// [`dir_and_name`], so equal paths are equal bytes).
+    /// as the bytes of their paths, here, in `dirs` and in `watches`: a `Path` hashes
+    /// and compares by components, which cost more than the rest of an event's lookup.
+    /// One directory spelled two ways (`p/./d`, `p/d`) is two directories sharing a
+    /// watch, as one reached through a symlink is.
     by_dir: HashMap<OsString, Names, Fast>,
     /// Watched directory → its watch and how many registrations use it.
-    dirs: HashMap<PathBuf, (WatchDescriptor, usize)>,
+    dirs: HashMap<OsString, (WatchDescriptor, usize)>,
     /// Watch (its number) → the directories it reports for (one directory reached by
     /// several paths has one watch).
     watches: HashMap<i32, Vec<OsString>, Fast>,
@@ -154,7 +155,7 @@ impl Table {
             // The directory is gone (or unmounted): so is its watch.
             let dirs = self.watches.remove(&wd).unwrap_or_default();
             for dir in &dirs {
-                self.dirs.remove(Path::new(dir));
+                self.dirs.remove(dir);
             }
             self.blind(&dirs);
             return;
@@ -430,9 +431,9 @@ impl Wakeups {
         let (dir, name) = dir_and_name(path);
         let remote = self.mounts.is_remote(path);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let names = table.by_dir.entry(dir.as_os_str().to_owned()).or_default();
+        let dir = dir.as_os_str().to_owned();
+        let names = table.by_dir.entry(dir.clone()).or_default();
         names.entry(name.to_owned()).or_default().push(waiter);
-        let dir = dir.to_path_buf();
         if remote {
             // Writes made on other hosts raise no local notification: the tailer polls.
             return false;
@@ -452,8 +453,8 @@ impl Wakeups {
         let id = wd.get_watch_descriptor_id();
         table.dirs.insert(dir.clone(), (wd, 1));
         let dirs = table.watches.entry(id).or_default();
-        if !dirs.iter().any(|d| d == dir.as_os_str()) {
-            dirs.push(dir.into_os_string());
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
         }
         true
     }
@@ -462,7 +463,8 @@ impl Wakeups {
     fn remove(&self, path: &Path, signal: &Arc<Signal>, dir_watched: bool) {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let (dir, name) = dir_and_name(path);
-        if let Some(names) = table.by_dir.get_mut(dir.as_os_str()) {
+        let dir = dir.as_os_str();
+        if let Some(names) = table.by_dir.get_mut(dir) {
             if let Some(waiters) = names.get_mut(name) {
                 waiters.retain(|w| !Arc::ptr_eq(&w.signal, signal));
                 if waiters.is_empty() {
@@ -470,7 +472,7 @@ impl Wakeups {
                 }
             }
             if names.is_empty() {
-                table.by_dir.remove(dir.as_os_str());
+                table.by_dir.remove(dir);
             }
         }
         if !dir_watched {
@@ -489,7 +491,7 @@ impl Wakeups {
         let Some(dirs) = table.watches.get_mut(&id) else {
             return;
         };
-        dirs.retain(|d| d != dir.as_os_str());
+        dirs.retain(|d| d != dir);
         if dirs.is_empty() {
             table.watches.remove(&id);
             if let Some(watches) = &self.inotify {
@@ -526,6 +528,44 @@ mod tests {
         assert!(quiet.await.is_err(), "another path is not woken");
         drop((followed, other));
         assert!(wakeups.table.lock().unwrap().dirs.is_empty(), "unwatched");
+    }
+
+    /// The tables hold directories by the bytes of their paths: one directory spelled
+    /// two ways (`p/d` and `p/./d`, equal as `Path`s) is two entries sharing one watch,
+    /// and each is woken.
+    #[tokio::test]
+    async fn a_directory_spelled_two_ways_should_wake_the_paths_under_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let wakeups = Wakeups::new();
+        let plain = wakeups.register(&dir.path().join("a.log"));
+        let (parent, name) = (
+            dir.path().parent().unwrap(),
+            dir.path().file_name().unwrap(),
+        );
+        let dotted_dir = parent.join(".").join(name);
+        assert_eq!(dotted_dir, dir.path(), "equal as paths");
+        assert_ne!(
+            dotted_dir.as_os_str(),
+            dir.path().as_os_str(),
+            "not as bytes"
+        );
+        let dotted = wakeups.register(&dotted_dir.join("b.log"));
+        assert!(plain.is_watched() && dotted.is_watched());
+        for (registration, name) in [(&dotted, "b.log"), (&plain, "a.log")] {
+            std::fs::write(dir.path().join(name), "x\n").unwrap();
+            tokio::time::timeout(Duration::from_secs(5), registration.signal.taken())
+                .await
+                .unwrap_or_else(|_| panic!("{name}: not woken by its write"));
+        }
+        assert_eq!(wakeups.table.lock().unwrap().watches.len(), 1, "one watch");
+        drop(dotted);
+        std::fs::write(dir.path().join("a.log"), "y\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), plain.signal.taken())
+            .await
+            .expect("still woken with the other spelling gone");
+        drop(plain);
+        let table = wakeups.table.lock().unwrap();
+        assert!(table.dirs.is_empty() && table.watches.is_empty() && table.by_dir.is_empty());
     }
 
     /// A busy tailer's watch task weighs the files it saw against those that arrived
