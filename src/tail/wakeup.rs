@@ -4,11 +4,13 @@
 //! while watches are not. Without it, tailers fall back to adaptive polling alone.
 //!
 //! Its events are read by a thread of its own in rounds: a round reads every queued event,
-//! wakes each tailer they concern once, and the thread then sleeps for [`ROUND`] while the
-//! kernel queues (and merges) the next ones. A node with a thousand files each written ten
-//! times a second so costs a hundred wake-ups of that thread a second, not ten thousand,
-//! and the tailers woken together run one after the other on the runtime's workers; a
-//! write is seen at most `ROUND` later. A kernel queue that overflows wakes every tailer.
+//! raising the signal of each tailer they concern as it reads them (a signal already
+//! raised and not yet taken is only read: its tailer is woken once for them all), and the
+//! thread then sleeps for [`ROUND`] while the kernel queues (and merges) the next ones. A
+//! node with a thousand files each written ten times a second so costs a hundred
+//! wake-ups of that thread a second, not ten thousand, and the tailers woken together run
+//! one after the other on the runtime's workers; a write is seen at most `ROUND` later. A
+//! kernel queue that overflows wakes every tailer.
 
 use super::mounts::Mounts;
 use super::signal::Signal;
