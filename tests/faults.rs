@@ -588,16 +588,24 @@ struct RotatedWhileHanging {
     skipped: usize,
     /// Released at the deleted-file bounds with lines lost.
     released: usize,
+    /// Delivered records that are no written line (e.g. a compressed file shipped).
+    foreign: Vec<String>,
 }
 
 impl RotatedWhileHanging {
-    /// Every file with a lost line was counted: skipped, or released with lines lost.
+    /// Every file with a lost line was counted: skipped, or released with lines lost; and
+    /// nothing was delivered that was not written.
     fn assert_every_lost_file_counted(&self) {
         let (lost, skipped, released) = (self.lost_files.len(), self.skipped, self.released);
         assert!(
             lost <= skipped + released,
             "{lost} files lost a line but only {skipped} skipped and {released} released \
              with lines lost were counted"
+        );
+        assert!(
+            self.foreign.is_empty(),
+            "delivered, never written: {:?}",
+            self.foreign
         );
     }
 }
@@ -635,7 +643,9 @@ fn rotate_as_the_kubelet_while_kafka_hangs(
     let count = || {
         let (got, _) = delivered_and_lost(broker, topic, &written);
         let log = agent.log();
+        let lines: std::collections::HashSet<&String> = written.iter().collect();
         RotatedWhileHanging {
+            foreign: got.iter().filter(|v| !lines.contains(v)).cloned().collect(),
             files: files.len(),
             skipped: log.matches("was deleted before it was read").count(),
             released: log
