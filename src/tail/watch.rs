@@ -527,6 +527,16 @@ mod tests {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
+    /// `app.log` in `dir` holding "file 0", and the tailer's end of a watch that reads it.
+    fn file_0_read(dir: &std::path::Path) -> (std::path::PathBuf, Arc<Busy>) {
+        let path = dir.join("app.log");
+        std::fs::write(&path, "file 0\n").unwrap();
+        let busy = Arc::new(Busy::default());
+        let born = Born::of(&std::fs::metadata(&path).unwrap());
+        busy.set_newest(Some((identity(&path), born)));
+        (path, busy)
+    }
+
     /// Counts the files reported skipped.
     #[derive(Default)]
     struct Skips(std::sync::atomic::AtomicU64);
@@ -609,11 +619,7 @@ mod tests {
     #[tokio::test]
     async fn arrivals_counted_after_the_last_look_should_be_counted_at_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.log");
-        std::fs::write(&path, "file 0\n").unwrap();
-        let busy = Arc::new(Busy::default());
-        let born = Born::of(&std::fs::metadata(&path).unwrap());
-        busy.set_newest(Some((identity(&path), born)));
+        let (path, busy) = file_0_read(dir.path());
         busy.set(true);
         let skips = Arc::new(Skips::default());
         let wakeups = Wakeups::new();
@@ -654,11 +660,7 @@ mod tests {
     #[tokio::test]
     async fn rotations_between_looks_should_be_queued_in_order_and_noted_beyond_the_queue() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.log");
-        std::fs::write(&path, "file 0\n").unwrap();
-        let busy = Arc::new(Busy::default());
-        let born = Born::of(&std::fs::metadata(&path).unwrap());
-        busy.set_newest(Some((identity(&path), born)));
+        let (path, busy) = file_0_read(dir.path());
         let tailer = TailerId::new("app", &path);
         let held = Arc::new(DeletedFiles::default());
         let hour = Duration::from_secs(3600);
