@@ -68,10 +68,10 @@ pub struct Missed {
 /// The files beside `path` (or beside its symlinks' targets) whose name is the followed
 /// file's name with something appended, born from `after` to `before`, oldest first
 /// (then by last write), skipping `after` and `before` themselves, those `held` says the
-/// tailer holds, and compressed ones (or being compressed: `COMPRESSING`). Birth times come from the kernel's coarse clock
-/// (a few milliseconds): files created within one tick tie, so both ends are included
-/// (a file read before resumes at its checkpoint) and tied files may be read in either
-/// order.
+/// tailer holds, and compressed ones (or being compressed: `COMPRESSING`). Birth times
+/// come from the kernel's coarse clock (a few milliseconds): files created within one
+/// tick tie, so both ends are included (a file read before resumes at its checkpoint)
+/// and tied files may be read in either order.
 pub fn between(
     path: &Path,
     after: Born,
