@@ -641,12 +641,12 @@ fn rotate_as_the_kubelet_while_kafka_hangs(
     std::thread::sleep(Duration::from_millis(500));
     broker.thaw();
     let written = writer.written().to_vec();
+    let lines: std::collections::HashSet<&String> = written.iter().collect();
+    // Neighbours on the topic write lines of their own.
+    let ours = written[0].split(' ').next().unwrap();
     let count = || {
         let (got, _) = delivered_and_lost(broker, topic, &written);
         let log = agent.log();
-        let lines: std::collections::HashSet<&String> = written.iter().collect();
-        // Neighbours on the topic write lines of their own.
-        let ours = written[0].split(' ').next().unwrap();
         let foreign = got
             .iter()
             .filter(|v| v.contains(ours) && !lines.contains(v));
