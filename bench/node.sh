@@ -30,6 +30,8 @@
 #
 # Environment: LOADS, ROUNDS (default 2; the order alternates per round and load),
 # WINDOW_S (30), WARM_S (5), PARTITIONS (4), FLB_FLUSH (1), AGENTS ("logcatch fluent-bit"),
+# WRITER_TICK_MS (100: the files written together on a 100 ms tick; 10 spreads them over
+# ten instants of each 100 ms, node_writer.py --tick-ms),
 # BENCH_DIR (/tmp/logcatch-bench), LOGCATCH_BIN (a built binary; default: cargo build
 # --release), LOGCATCH_TAIL (settings added to logcatch's `tail:`, e.g.
 # "min_read_interval: 0s"), PERF=1: `perf record -g -F PERF_F` (default 499 Hz) logcatch
@@ -40,7 +42,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LOADS=${LOADS:-100:100 1000:10 10000:1 300:10:cri}
 ROUNDS=${ROUNDS:-2} WINDOW_S=${WINDOW_S:-30} WARM_S=${WARM_S:-5} PARTITIONS=${PARTITIONS:-4}
-FLB_FLUSH=${FLB_FLUSH:-1} AGENTS=${AGENTS:-logcatch fluent-bit}
+FLB_FLUSH=${FLB_FLUSH:-1} AGENTS=${AGENTS:-logcatch fluent-bit} WRITER_TICK_MS=${WRITER_TICK_MS:-100}
 DIR=${BENCH_DIR:-/tmp/logcatch-bench}
 mkdir -p "$DIR"
 if [[ -n ${LOGCATCH_BIN:-} ]]; then
@@ -117,7 +119,7 @@ run_one() {  # agent files rate format round
   "$tansu" topic create node --broker "tcp://127.0.0.1:$kport" --partitions "$PARTITIONS" >/dev/null
   python3 bench/node_consume.py "127.0.0.1:$kport" node "$n" "$run_dir/consume" >"$run_dir/consume.out" 2>"$run_dir/consume.err" &
   consumer=$!
-  python3 bench/node_writer.py "$run_dir/logs" "$n" "$rate" --format "$fmt" --counts "$run_dir/counts.json" --ready "$run_dir/ready" >/dev/null 2>"$run_dir/writer.err" &
+  python3 bench/node_writer.py "$run_dir/logs" "$n" "$rate" --tick-ms "$WRITER_TICK_MS" --format "$fmt" --counts "$run_dir/counts.json" --ready "$run_dir/ready" >/dev/null 2>"$run_dir/writer.err" &
   writer=$!
   until [[ -e $run_dir/ready ]]; do
     kill -0 "$writer" 2>/dev/null || { echo "node.sh: writer died: $(tail -5 "$run_dir/writer.err")" >&2; return 1; }
