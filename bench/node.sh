@@ -60,7 +60,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 val() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 started_load=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "node.sh: logcatch $bin ($(git rev-parse --short HEAD)), Fluent Bit $flb; load average $started_load" >&2
+echo "node.sh: logcatch $bin ($(git rev-parse --short HEAD)), Fluent Bit $flb; writer tick ${WRITER_TICK_MS} ms; load average $started_load" >&2
 
 run_dir="" writer="" consumer="" agent=""
 cleanup_run() {
