@@ -113,7 +113,6 @@ section_throughput() {
   make_file "$n1k" 1024 $((1048576 / GIB_LINES_SCALE))
   for f in "$n100" "$n1k"; do
     file=$DIR/$f bytes=$(stat -c %s "$file") lines=$(wc -l <"$file")
-    cat "$file" >/dev/null # page cache
     local wc_runs=() lc_runs=() lc_cpu=() wc_cpu=() fb_runs=() fb_cpu=() fb_rss=()
     local round one
     for round in $(seq "$RUNS"); do
@@ -162,7 +161,6 @@ section_throughput() {
   # so that no one always goes first or last; the load average is taken before each.
   make_file "lines100-$((2000000 / GIB_LINES_SCALE)).log" 100 $((2000000 / GIB_LINES_SCALE))
   file=$DIR/lines100-$((2000000 / GIB_LINES_SCALE)).log bytes=$(stat -c %s "$file") lines=$(wc -l <"$file")
-  cat "$file" >/dev/null
   : >"$RESULTS/throughput.tsv"
   local comp names=(limit lc nh lc64 raw kcat rsyslog fluent-bit)
   for comp in lz4 none; do
