@@ -303,7 +303,9 @@ impl Reconciler {
         for dir in dirs {
             if !self.glob_dirs.contains_key(&dir) {
                 let stand_in = dir.join(".logcatch-glob-directory");
-                let registration = self.ctx.wakeups.register(&stand_in);
+                // Names only: it wants no write of the directory's files reported (their
+                // tailers may read them on a timer, `Registration::poll_writes`).
+                let registration = self.ctx.wakeups.register_names(&stand_in);
                 self.glob_dirs.insert(dir, registration);
             }
         }

@@ -228,7 +228,8 @@ async fn follow_notified(first: &str, interval: Duration) -> Followed {
 async fn follow(first: &str, settings: TailerSettings) -> Followed {
     let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let sink = Arc::new(StallingSink::default());
-    let ctx = context(sink.clone(), &state.path().join("state"), Wakeups::new());
+    let wakeups = Wakeups::new();
+    let ctx = context(sink.clone(), &state.path().join("state"), wakeups.clone());
     let path = dir.path().join("app.log");
     std::fs::write(&path, format!("{first}\n")).unwrap();
     let stop = Stop::new();
@@ -240,6 +241,7 @@ async fn follow(first: &str, settings: TailerSettings) -> Followed {
         stop,
         progress,
         polls,
+        wakeups,
     };
     wait_for("the first line", || followed.received() == 1).await;
     followed
@@ -254,6 +256,7 @@ struct Followed {
     progress: Arc<TailerProgress>,
     /// How often the tailer's task was polled.
     polls: Arc<AtomicUsize>,
+    wakeups: Arc<Wakeups>,
 }
 
 impl Followed {
@@ -347,6 +350,50 @@ async fn a_file_written_more_often_than_it_is_read_should_wake_its_tailer_about_
     assert!(
         polls <= batches * 3 / 2 + 2,
         "{polls} wake-ups of the tailer for {batches} reads"
+    );
+    followed.stop.cancel();
+}
+
+/// A file written more often than it may be read is read on a timer, its writes leaving
+/// the event thread alone (`Idle::polled`); quiet again, it is woken by its writes: the
+/// first after the quiet spell is read at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_more_often_than_it_is_read_should_be_read_on_a_timer_until_it_is_quiet() {
+    let interval = Duration::from_millis(250);
+    let followed = follow_notified("0", interval).await;
+    let (path, wakeups) = (&followed.path, &followed.wakeups);
+    // A line every 25 ms until the tailer reads on a timer (after three reads that found
+    // the file written again since), and a second more.
+    let mut written = 0;
+    let mut polled_at = None;
+    while polled_at.is_none_or(|at| written < at + 40) {
+        written += 1;
+        append(path, &written.to_string());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if polled_at.is_none() && wakeups.writes_off() == 1 {
+            polled_at = Some(written);
+        }
+        assert!(written < 200, "never read on a timer");
+    }
+    assert_eq!(wakeups.writes_off(), 1, "read on a timer while written");
+    wait_for("every line", || followed.received() == written + 1).await;
+    // Quiet: a read finds nothing, and its writes wake it again.
+    wait_for("wake-ups by writes again", || wakeups.writes_off() == 0).await;
+    tokio::time::sleep(interval * 2).await;
+    let quiet_over = Instant::now();
+    append(path, "after the quiet spell");
+    wait_for("the line after the quiet spell", || {
+        followed.received() == written + 2
+    })
+    .await;
+    let took = quiet_over.elapsed();
+    assert!(took < interval / 2, "read after {took:?}, not at once");
+    let mut want: Vec<String> = (0..=written).map(|i| i.to_string()).collect();
+    want.push("after the quiet spell".into());
+    assert_eq!(
+        *followed.sink.received.lock().unwrap(),
+        want,
+        "each line once, in order"
     );
     followed.stop.cancel();
 }

@@ -40,6 +40,11 @@ const READ_AT_LEAST: u64 = 16 * 1024;
 /// (never less than it).
 const READS_GRID: u32 = 10;
 
+/// Reads in a row that were due after a notification and found the file written again
+/// by then (written more often than it may be read) before its tailer reads it on a
+/// timer (`Idle::polled`).
+const WRITTEN_WAITS_BEFORE_POLLING: u32 = 3;
+
 /// `at`, or the first point after it of a grid `tick` apart shared by the whole process.
 fn on_grid(at: Instant, tick: Duration) -> Instant {
     static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -114,6 +119,18 @@ pub struct Idle {
     /// as a rate of 0, it made a fast file wait the whole interval (the QUICK soak lost
     /// files rotated meanwhile: BENCHMARKS.md).
     rate: Option<f64>,
+    /// Reads in a row, due after a notification, that found the file written again by
+    /// then and found data ([`WRITTEN_WAITS_BEFORE_POLLING`]).
+    written_waits: u32,
+    /// The last wait's notification came before its read was due, and the file was
+    /// written again by then.
+    rewritten: bool,
+    /// The file is written more often than it may be read (`tail.min_read_interval`):
+    /// it is read on a timer, as often as a notification would have it read, until a
+    /// read finds nothing; its writes raise no notification meanwhile
+    /// (`Registration::poll_writes`: the event thread's CPU a line, BENCHMARKS.md "Busy
+    /// files read on a timer").
+    polled: bool,
 }
 
 impl Idle {
@@ -127,6 +144,9 @@ impl Idle {
             read_since_woke: 0,
             woke_after: None,
             rate: None,
+            written_waits: 0,
+            rewritten: false,
+            polled: false,
         }
     }
 
@@ -200,7 +220,60 @@ impl Idle {
         if !reader.inflight.is_empty() {
             until = until.min(Instant::now() + ACKS_TAKEN_WITHIN);
         }
+        let interval = reader.settings.min_read_interval;
+        self.choose_polling(interval);
+        if let Some(due) = self.polled.then(|| self.next_read(interval)).flatten() {
+            return self.sleep_polled(until, due, stop).await;
+        }
         self.sleep(until, true, stop, reader).await
+    }
+
+    /// Whether the file is read on a timer from this wait on: once
+    /// [`WRITTEN_WAITS_BEFORE_POLLING`] reads in a row were due after a notification and
+    /// found it written again by then, until a read finds nothing.
+    fn choose_polling(&mut self, interval: Duration) {
+        let found = self.read_since_woke > 0;
+        let rewritten = std::mem::take(&mut self.rewritten);
+        if self.polled {
+            if !found {
+                // Quiet: woken by its writes again (and read once more, for what was
+                // written before the watch took them back).
+                self.polled = self.wakeup.poll_writes(false);
+            }
+            return;
+        }
+        if interval.is_zero() || !found || !rewritten {
+            self.written_waits = 0;
+            return;
+        }
+        self.written_waits += 1;
+        if self.written_waits >= WRITTEN_WAITS_BEFORE_POLLING {
+            self.written_waits = 0;
+            self.polled = self.wakeup.poll_writes(true);
+        }
+    }
+
+    /// A wait of a file read on a timer: its read is `due` (as a notification would
+    /// have it), unless `until` ends the wait first.
+    async fn sleep_polled(
+        &mut self,
+        until: Instant,
+        due: Instant,
+        stop: &Stop,
+    ) -> Result<(), TailError> {
+        self.notified = false;
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep_until(until.min(due)) => {}
+        }
+        if due <= until {
+            // As a notified wake-up: the next read is due an interval after this one's
+            // due time, on the grid.
+            self.notified = true;
+            self.woke_at(due);
+        }
+        Ok(())
     }
 
     /// Waits, over the throttle, until `until` (or the multiline deadline, or `next_look`),
@@ -298,6 +371,8 @@ impl Idle {
                         // The read was due then: the next is due an interval after it,
                         // on the grid again, not after the timer's lateness.
                         woke = sleep.deadline();
+                        // Written again meanwhile: more often than it may be read.
+                        self.rewritten = signal.is_raised();
                     }
                     self.woke_at(woke);
                     return Ok(());

@@ -32,6 +32,11 @@ impl Signal {
         self.waker.wake();
     }
 
+    /// Raised and not yet taken (a look, which takes nothing).
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
     fn take(&self) -> bool {
         // Read first: a signal not raised costs no write to the shared line.
         self.raised.load(Ordering::Relaxed) && self.raised.swap(false, Ordering::AcqRel)

@@ -95,6 +95,9 @@ struct Waiter {
     signal: Arc<Signal>,
     /// Woken only when a file arrives at the path or leaves it (not by writes).
     names_only: bool,
+    /// Its tailer reads on a timer for now ([`Registration::poll_writes`]): it wants no
+    /// wake-up per write.
+    polled: bool,
     /// Counts the files arriving at the path (created at it or renamed to it).
     arrivals: Option<Weak<AtomicU64>>,
     /// Counts the names arriving at or leaving the path, and every event lost; [`BLIND`]
@@ -120,6 +123,9 @@ struct Table {
     /// Watch (its number) → the directories it reports for (one directory reached by
     /// several paths has one watch).
     watches: HashMap<i32, Vec<OsString>, Fast>,
+    /// Watches whose mask leaves writes out: every tailer of their directories reads on
+    /// a timer ([`Registration::poll_writes`]).
+    writes_off: std::collections::HashSet<i32, Fast>,
     /// See [`Wakeups::names_left`].
     names_left: Arc<AtomicU64>,
 }
@@ -155,6 +161,7 @@ impl Table {
         }
         if mask.contains(EventMask::IGNORED) {
             // The directory is gone (or unmounted): so is its watch.
+            self.writes_off.remove(&wd);
             let dirs = self.watches.remove(&wd).unwrap_or_default();
             for dir in &dirs {
                 self.dirs.remove(dir);
@@ -197,6 +204,14 @@ impl Table {
                 None => {}
             }
         }
+    }
+
+    /// Whether a waiter of watch `id`'s directories wants a wake-up per write.
+    fn writes_wanted(&self, id: i32) -> bool {
+        let dirs = self.watches.get(&id).into_iter().flatten();
+        let names = dirs.filter_map(|dir| self.by_dir.get(dir));
+        let mut waiters = names.flat_map(|names| names.values()).flatten();
+        waiters.any(|w| !w.names_only && !w.polled)
     }
 
     /// Names under `dirs` can no longer be seen: their tailers look at their paths every
@@ -293,12 +308,14 @@ pub struct Registration {
     renames: Arc<AtomicU64>,
     /// A symlink whose target could not be resolved: its writes are not seen.
     unresolved: bool,
+    /// A directory's mask could not take writes back ([`Registration::poll_writes`]).
+    writes_unseen: bool,
 }
 
 impl Registration {
     /// Whether notifications arrive for this path (else the tailer must poll).
     pub fn is_watched(&self) -> bool {
-        !self.unresolved && self.paths.iter().all(|(_, watched)| *watched)
+        !self.unresolved && !self.writes_unseen && self.paths.iter().all(|(_, watched)| *watched)
     }
 
     /// A number that changes whenever a file may have arrived at the path or left it (at
@@ -366,6 +383,13 @@ impl Wakeups {
             .map(|_| self.names_left.load(Ordering::Acquire))
     }
 
+    /// The watches whose mask leaves writes out ([`Registration::poll_writes`]).
+    #[cfg(test)]
+    pub fn writes_off(&self) -> usize {
+        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        table.writes_off.len()
+    }
+
     /// Whether `path` is on a network or FUSE filesystem (`tail/mounts.rs`).
     pub fn is_remote(&self, path: &Path) -> bool {
         self.mounts.is_remote(path)
@@ -410,6 +434,7 @@ impl Wakeups {
         let waiter = |arrivals| Waiter {
             signal: signal.clone(),
             names_only,
+            polled: false,
             arrivals,
             renames: Arc::downgrade(&renames),
         };
@@ -425,6 +450,7 @@ impl Wakeups {
             arrivals,
             renames,
             unresolved: matches!(target, Some(Err(_))),
+            writes_unseen: false,
         }
     }
 
@@ -434,14 +460,20 @@ impl Wakeups {
         let remote = self.mounts.is_remote(path);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let dir = dir.as_os_str().to_owned();
+        let wants_writes = !waiter.names_only;
         let names = table.by_dir.entry(dir.clone()).or_default();
         names.entry(name.to_owned()).or_default().push(waiter);
         if remote {
             // Writes made on other hosts raise no local notification: the tailer polls.
             return false;
         }
-        if let Some((_, users)) = table.dirs.get_mut(&dir) {
+        if let Some((wd, users)) = table.dirs.get_mut(&dir) {
             *users += 1;
+            let id = wd.get_watch_descriptor_id();
+            if wants_writes && table.writes_off.contains(&id) {
+                // Its writes are wanted again: the mask takes them back.
+                self.set_mask(&mut table, &dir, id, true);
+            }
             return true;
         }
         // A missing directory is polled (the next registration tries again).
@@ -453,6 +485,9 @@ impl Wakeups {
             return false;
         };
         let id = wd.get_watch_descriptor_id();
+        // Added with every event: a watch of this directory under another name that
+        // left writes out takes them again.
+        table.writes_off.remove(&id);
         table.dirs.insert(dir.clone(), (wd, 1));
         let dirs = table.watches.entry(id).or_default();
         if !dirs.contains(&dir) {
@@ -496,10 +531,111 @@ impl Wakeups {
         dirs.retain(|d| d != dir);
         if dirs.is_empty() {
             table.watches.remove(&id);
+            table.writes_off.remove(&id);
             if let Some(watches) = &self.inotify {
                 let _ = watches.clone().remove(wd);
             }
         }
+    }
+}
+
+impl Wakeups {
+    /// Marks the waiter of `signal` at `path` polled or not, and sets the mask of the
+    /// path's directory to what its waiters want; false when that mask could not be set.
+    fn set_polled(&self, path: &Path, signal: &Arc<Signal>, polled: bool) -> bool {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let (dir, name) = dir_and_name(path);
+        let dir = dir.as_os_str().to_owned();
+        let Some(id) = table
+            .dirs
+            .get(&dir)
+            .map(|(wd, _)| wd.get_watch_descriptor_id())
+        else {
+            return !polled;
+        };
+        let waiters = table.by_dir.get_mut(&dir).and_then(|n| n.get_mut(name));
+        for waiter in waiters.into_iter().flatten() {
+            if Arc::ptr_eq(&waiter.signal, signal) {
+                waiter.polled = polled;
+            }
+        }
+        let wanted = table.writes_wanted(id);
+        if wanted != table.writes_off.contains(&id) {
+            return true;
+        }
+        self.set_mask(&mut table, &dir, id, wanted)
+    }
+
+    /// Sets the mask of watch `id` (of `dir`) with or without writes; false when that
+    /// failed or the path names another directory now (whose watch then reports writes
+    /// again, and is removed unless it is one of ours).
+    fn set_mask(&self, table: &mut Table, dir: &OsStr, id: i32, writes: bool) -> bool {
+        let Some(watches) = &self.inotify else {
+            return false;
+        };
+        let mask = match writes {
+            true => MASK,
+            false => MASK.difference(WatchMask::MODIFY),
+        };
+        // `inotify_add_watch` on a watched directory replaces its mask.
+        match watches.clone().add(dir, mask) {
+            Ok(wd) if wd.get_watch_descriptor_id() == id => {
+                match writes {
+                    true => table.writes_off.remove(&id),
+                    false => table.writes_off.insert(id),
+                };
+                true
+            }
+            Ok(other) => {
+                let theirs = other.get_watch_descriptor_id();
+                if table.watches.contains_key(&theirs) {
+                    let _ = watches.clone().add(dir, MASK);
+                    table.writes_off.remove(&theirs);
+                } else {
+                    let _ = watches.clone().remove(other);
+                }
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Registration {
+    /// `polled`: the tailer reads on a timer for now, whatever is written (a file
+    /// written more often than `tail.min_read_interval`): its directory's watch leaves
+    /// writes out while every tailer there does so, and the event thread reads no event
+    /// a write (BENCHMARKS.md "Busy files read on a timer"). Names arriving and leaving
+    /// still raise the signal. Back to wake-ups (`false`), the signal is raised: a write
+    /// between the tailer's last read and the mask taking writes back is read then; a
+    /// mask that cannot take them back leaves the path unwatched ([`is_watched`]: the
+    /// tailer polls). Returns whether writes are now left to the timer (false when the
+    /// path is not watched or a mask could not be set).
+    ///
+    /// [`is_watched`]: Self::is_watched
+    pub fn poll_writes(&mut self, polled: bool) -> bool {
+        if polled && !self.is_watched() {
+            return false;
+        }
+        let watched = self.paths.iter().filter(|(_, watched)| *watched);
+        let mut set = true;
+        for (path, _) in watched.clone() {
+            set &= self.wakeups.set_polled(path, &self.signal, polled);
+        }
+        if polled && set {
+            return true;
+        }
+        if polled {
+            // A directory still reports writes: none is left to the timer.
+            for (path, _) in watched {
+                set &= self.wakeups.set_polled(path, &self.signal, false);
+            }
+        }
+        if !set {
+            self.writes_unseen = true;
+        }
+        self.signal.raise();
+        false
     }
 }
 
@@ -515,6 +651,106 @@ impl Drop for Registration {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Waits out the events of what was done so far (read a round later), taking them.
+    async fn settled(registration: &Registration) {
+        tokio::time::sleep(ROUND * 5).await;
+        let _ = tokio::time::timeout(Duration::from_millis(1), registration.signal.taken()).await;
+    }
+
+    fn append(path: &Path) {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        file.unwrap().write_all(b"x\n").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_polled_path_should_be_told_of_names_but_not_writes_until_it_takes_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, other) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        append(&path);
+        let wakeups = Wakeups::new();
+        let mut followed = wakeups.register(&path);
+        assert!(followed.poll_writes(true), "a watched path is polled");
+        assert_eq!(
+            wakeups.writes_off(),
+            1,
+            "its directory's watch leaves writes out"
+        );
+        settled(&followed).await;
+        append(&path);
+        tokio::time::sleep(ROUND * 10).await;
+        assert!(!followed.signal.is_raised(), "a write woke a polled path");
+        // Names still come: a file renamed to the path.
+        append(&other);
+        std::fs::rename(&other, &path).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), followed.signal.taken())
+            .await
+            .expect("woken by the rename");
+        // Back to wake-ups: raised at once (a write before the watch took writes back
+        // is read then), then by each write again.
+        assert!(!followed.poll_writes(false));
+        assert_eq!(wakeups.writes_off(), 0);
+        assert!(
+            followed.signal.is_raised(),
+            "raised when writes are taken back"
+        );
+        settled(&followed).await;
+        append(&path);
+        tokio::time::timeout(Duration::from_secs(5), followed.signal.taken())
+            .await
+            .expect("woken by a write again");
+        drop(followed);
+    }
+
+    #[tokio::test]
+    async fn a_directory_should_report_writes_while_any_of_its_paths_wants_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        for name in ["a.log", "b.log", "c.log"] {
+            append(&path(name));
+        }
+        let wakeups = Wakeups::new();
+        let mut a = wakeups.register(&path("a.log"));
+        let mut b = wakeups.register(&path("b.log"));
+        // Its watch task's registration wants names only: it does not keep writes in.
+        let _names = wakeups.register_names(&path("b.log"));
+        assert!(a.poll_writes(true));
+        assert_eq!(wakeups.writes_off(), 0, "b.log's writes are still wanted");
+        settled(&b).await;
+        append(&path("b.log"));
+        tokio::time::timeout(Duration::from_secs(5), b.signal.taken())
+            .await
+            .expect("b woken by its write");
+        assert!(b.poll_writes(true));
+        assert_eq!(
+            wakeups.writes_off(),
+            1,
+            "no path of the directory wants writes"
+        );
+        // A new path in the directory wants them: the watch takes them back.
+        let c = wakeups.register(&path("c.log"));
+        assert_eq!(wakeups.writes_off(), 0);
+        settled(&c).await;
+        append(&path("c.log"));
+        tokio::time::timeout(Duration::from_secs(5), c.signal.taken())
+            .await
+            .expect("c woken by its write");
+        drop(c);
+        // a back to wake-ups, b still polled: writes reported for a.
+        assert!(!a.poll_writes(false));
+        settled(&a).await;
+        append(&path("a.log"));
+        tokio::time::timeout(Duration::from_secs(5), a.signal.taken())
+            .await
+            .expect("a woken by its write");
+        // A path that is not watched (its directory missing) is never polled.
+        let mut missing = wakeups.register(&dir.path().join("none/d.log"));
+        assert!(!missing.poll_writes(true));
+    }
 
     #[tokio::test]
     async fn a_write_to_the_path_should_wake_its_registration_only() {
