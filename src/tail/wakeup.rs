@@ -126,6 +126,10 @@ struct Table {
     /// Watches whose mask leaves writes out: every tailer of their directories reads on
     /// a timer ([`Registration::poll_writes`]).
     writes_off: std::collections::HashSet<i32, Fast>,
+    /// Directory → how many of its waiters want a wake-up per write (neither names only
+    /// nor polled): kept as waiters come, go and change, so that a tailer's change does
+    /// not look at every other path of a directory of thousands.
+    wanting: HashMap<OsString, usize, Fast>,
     /// See [`Wakeups::names_left`].
     names_left: Arc<AtomicU64>,
 }
@@ -208,10 +212,23 @@ impl Table {
 
     /// Whether a waiter of watch `id`'s directories wants a wake-up per write.
     fn writes_wanted(&self, id: i32) -> bool {
-        let dirs = self.watches.get(&id).into_iter().flatten();
-        let names = dirs.filter_map(|dir| self.by_dir.get(dir));
-        let mut waiters = names.flat_map(|names| names.values()).flatten();
-        waiters.any(|w| !w.names_only && !w.polled)
+        let mut dirs = self.watches.get(&id).into_iter().flatten();
+        dirs.any(|dir| self.wanting.get(dir).is_some_and(|n| *n > 0))
+    }
+
+    /// `dir` has one more (`more`) or one fewer waiter that wants writes.
+    fn count_wanting(&mut self, dir: &OsStr, more: bool) {
+        match more {
+            true => *self.wanting.entry(dir.to_owned()).or_default() += 1,
+            false => {
+                if let Some(n) = self.wanting.get_mut(dir) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.wanting.remove(dir);
+                    }
+                }
+            }
+        }
     }
 
     /// Names under `dirs` can no longer be seen: their tailers look at their paths every
@@ -383,10 +400,24 @@ impl Wakeups {
             .map(|_| self.names_left.load(Ordering::Acquire))
     }
 
-    /// The watches whose mask leaves writes out ([`Registration::poll_writes`]).
+    /// The watches whose mask leaves writes out ([`Registration::poll_writes`]); checks
+    /// the counts of waiters wanting writes against the waiters themselves.
     #[cfg(test)]
     pub fn writes_off(&self) -> usize {
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        for (dir, names) in &table.by_dir {
+            let waiters = names.values().flatten();
+            let wanting = waiters.filter(|w| !w.names_only && !w.polled).count();
+            assert_eq!(
+                table.wanting.get(dir).copied().unwrap_or(0),
+                wanting,
+                "{dir:?}"
+            );
+        }
+        assert!(table
+            .wanting
+            .keys()
+            .all(|dir| table.by_dir.contains_key(dir)));
         table.writes_off.len()
     }
 
@@ -463,6 +494,9 @@ impl Wakeups {
         let wants_writes = !waiter.names_only;
         let names = table.by_dir.entry(dir.clone()).or_default();
         names.entry(name.to_owned()).or_default().push(waiter);
+        if wants_writes {
+            table.count_wanting(&dir, true);
+        }
         if remote {
             // Writes made on other hosts raise no local notification: the tailer polls.
             return false;
@@ -501,9 +535,14 @@ impl Wakeups {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let (dir, name) = dir_and_name(path);
         let dir = dir.as_os_str();
+        let mut wanting = 0;
         if let Some(names) = table.by_dir.get_mut(dir) {
             if let Some(waiters) = names.get_mut(name) {
-                waiters.retain(|w| !Arc::ptr_eq(&w.signal, signal));
+                waiters.retain(|w| {
+                    let gone = Arc::ptr_eq(&w.signal, signal);
+                    wanting += usize::from(gone && !w.names_only && !w.polled);
+                    !gone
+                });
                 if waiters.is_empty() {
                     names.remove(name);
                 }
@@ -511,6 +550,9 @@ impl Wakeups {
             if names.is_empty() {
                 table.by_dir.remove(dir);
             }
+        }
+        for _ in 0..wanting {
+            table.count_wanting(dir, false);
         }
         if !dir_watched {
             return;
@@ -554,10 +596,15 @@ impl Wakeups {
             return !polled;
         };
         let waiters = table.by_dir.get_mut(&dir).and_then(|n| n.get_mut(name));
+        let mut changed = 0;
         for waiter in waiters.into_iter().flatten() {
-            if Arc::ptr_eq(&waiter.signal, signal) {
+            if Arc::ptr_eq(&waiter.signal, signal) && waiter.polled != polled {
                 waiter.polled = polled;
+                changed += usize::from(!waiter.names_only);
             }
+        }
+        for _ in 0..changed {
+            table.count_wanting(&dir, !polled);
         }
         let wanted = table.writes_wanted(id);
         if wanted != table.writes_off.contains(&id) {
@@ -750,6 +797,10 @@ mod tests {
         // A path that is not watched (its directory missing) is never polled.
         let mut missing = wakeups.register(&dir.path().join("none/d.log"));
         assert!(!missing.poll_writes(true));
+        drop((a, b, missing, _names));
+        assert_eq!(wakeups.writes_off(), 0, "counts checked as they go");
+        let table = wakeups.table.lock().unwrap();
+        assert!(table.wanting.is_empty() && table.by_dir.is_empty());
     }
 
     #[tokio::test]
@@ -804,6 +855,7 @@ mod tests {
         drop(plain);
         let table = wakeups.table.lock().unwrap();
         assert!(table.dirs.is_empty() && table.watches.is_empty() && table.by_dir.is_empty());
+        assert!(table.wanting.is_empty() && table.writes_off.is_empty());
     }
 
     /// A busy tailer's watch task weighs the files it saw against those that arrived
