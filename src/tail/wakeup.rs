@@ -588,13 +588,8 @@ impl Wakeups {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let (dir, name) = dir_and_name(path);
         let dir = dir.as_os_str().to_owned();
-        let Some(id) = table
-            .dirs
-            .get(&dir)
-            .map(|(wd, _)| wd.get_watch_descriptor_id())
-        else {
-            return !polled;
-        };
+        // Marked (and counted) whether or not the directory is still watched: a watch
+        // made for it again counts what its waiters want.
         let waiters = table.by_dir.get_mut(&dir).and_then(|n| n.get_mut(name));
         let mut changed = 0;
         for waiter in waiters.into_iter().flatten() {
@@ -606,6 +601,13 @@ impl Wakeups {
         for _ in 0..changed {
             table.count_wanting(&dir, !polled);
         }
+        let Some(id) = table
+            .dirs
+            .get(&dir)
+            .map(|(wd, _)| wd.get_watch_descriptor_id())
+        else {
+            return !polled;
+        };
         let wanted = table.writes_wanted(id);
         if wanted != table.writes_off.contains(&id) {
             return true;
@@ -751,6 +753,40 @@ mod tests {
             .await
             .expect("woken by a write again");
         drop(followed);
+    }
+
+    /// The directory of a polled path removed (its watch gone) and made again: the path,
+    /// back to wake-ups, still counts as wanting writes, so another path polled there
+    /// leaves them in the new watch.
+    #[tokio::test]
+    async fn a_polled_path_whose_directory_was_made_again_should_still_want_writes_after() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pod");
+        std::fs::create_dir(&dir).unwrap();
+        let (a, b) = (dir.join("a.log"), dir.join("b.log"));
+        append(&a);
+        let wakeups = Wakeups::new();
+        let mut followed = wakeups.register(&a);
+        assert!(followed.poll_writes(true));
+        assert_eq!(wakeups.writes_off(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !wakeups.table.lock().unwrap().dirs.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watch's end not seen"
+            );
+            tokio::time::sleep(ROUND).await;
+        }
+        assert_eq!(wakeups.writes_off(), 0, "gone with its watch");
+        assert!(!followed.poll_writes(false));
+        assert_eq!(wakeups.writes_off(), 0, "counts checked");
+        std::fs::create_dir(&dir).unwrap();
+        append(&b);
+        let mut other = wakeups.register(&b);
+        assert!(other.poll_writes(true));
+        assert_eq!(wakeups.writes_off(), 0, "a.log still wants writes");
+        drop((followed, other));
     }
 
     #[tokio::test]
