@@ -450,6 +450,37 @@ async fn a_file_written_fast_should_be_read_as_soon_as_enough_is_there() {
     followed.stop.cancel();
 }
 
+/// A followed file's directory removed and made again: the directory's watch ended with
+/// it, so no notification comes for the new one. The tailer polls then, at most
+/// `MAX_IDLE_POLL` (2 s) apart, rather than wait for notifications that never come
+/// (its polls backed off to 8 s, 16 s … up to 5 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_whose_directory_was_made_again_should_be_read_within_the_poll_cap() {
+    let settings = TailerSettings {
+        poll_interval: Duration::from_millis(1500),
+        ..TailerSettings::for_tests()
+    };
+    let followed = follow("first", settings).await;
+    let dir = followed.dirs.0.path();
+    std::fs::remove_dir_all(dir).unwrap();
+    // The polls back off meanwhile: 1.5, 3, 6 s (10.5 s), then a wait of 12 s.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    std::fs::create_dir(dir).unwrap();
+    let written = Instant::now();
+    std::fs::write(&followed.path, "again\n").unwrap();
+    wait_for("the line in the directory made again", || {
+        followed.received() == 2
+    })
+    .await;
+    let took = written.elapsed();
+    assert!(
+        took < Duration::from_millis(3500),
+        "read {took:?} after it was written"
+    );
+    assert_eq!(*followed.sink.received.lock().unwrap(), ["first", "again"]);
+    followed.stop.cancel();
+}
+
 /// A file the tailer never found at the path: its file renamed away (lingering for
 /// `rotate_wait`) when the path was empty, the tailer opens the path's next file itself
 /// once one is there — after the files rotated away beside it meanwhile (born between the

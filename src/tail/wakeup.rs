@@ -330,9 +330,14 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Whether notifications arrive for this path (else the tailer must poll).
+    /// Whether notifications arrive for this path (else the tailer must poll): not once
+    /// its directory's watch is gone or moved ([`BLIND`]; the directory made again is not
+    /// watched by it).
     pub fn is_watched(&self) -> bool {
-        !self.unresolved && !self.writes_unseen && self.paths.iter().all(|(_, watched)| *watched)
+        !self.unresolved
+            && !self.writes_unseen
+            && self.renames.load(Ordering::Acquire) & BLIND == 0
+            && self.paths.iter().all(|(_, watched)| *watched)
     }
 
     /// A number that changes whenever a file may have arrived at the path or left it (at
