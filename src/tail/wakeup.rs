@@ -313,9 +313,9 @@ pub struct Wakeups {
 /// A tailer's wake-up; unregistered on drop.
 pub struct Registration {
     wakeups: Arc<Wakeups>,
-    /// The followed path and, when it is a symlink, its target; each with whether its
-    /// directory is watched.
-    paths: Vec<(PathBuf, bool)>,
+    /// The followed path and, when it is a symlink, its target; each with the watch of
+    /// its directory it counts as a user of (none: not watched).
+    paths: Vec<(PathBuf, Option<i32>)>,
     pub signal: Arc<Signal>,
     /// Files that arrived at the path (at a symlink's target) since the registration,
     /// as the event thread read them (a round later); a names registration's only. Events
@@ -337,7 +337,7 @@ impl Registration {
         !self.unresolved
             && !self.writes_unseen
             && self.renames.load(Ordering::Acquire) & BLIND == 0
-            && self.paths.iter().all(|(_, watched)| *watched)
+            && self.paths.iter().all(|(_, watch)| watch.is_some())
     }
 
     /// A number that changes whenever a file may have arrived at the path or left it (at
@@ -476,8 +476,8 @@ impl Wakeups {
         };
         let mut paths = vec![(path.to_path_buf(), self.add(path, waiter(at_path)))];
         if let Some(target) = resolved {
-            let watched = self.add(&target, waiter(counted));
-            paths.push((target, watched));
+            let watch = self.add(&target, waiter(counted));
+            paths.push((target, watch));
         }
         Registration {
             wakeups: self.clone(),
@@ -490,8 +490,8 @@ impl Wakeups {
         }
     }
 
-    /// Adds `waiter` for `path`; true when its directory is watched.
-    fn add(&self, path: &Path, waiter: Waiter) -> bool {
+    /// Adds `waiter` for `path`; the watch of its directory when it is watched.
+    fn add(&self, path: &Path, waiter: Waiter) -> Option<i32> {
         let (dir, name) = dir_and_name(path);
         let remote = self.mounts.is_remote(path);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
@@ -504,7 +504,7 @@ impl Wakeups {
         }
         if remote {
             // Writes made on other hosts raise no local notification: the tailer polls.
-            return false;
+            return None;
         }
         if let Some((wd, users)) = table.dirs.get_mut(&dir) {
             *users += 1;
@@ -513,16 +513,13 @@ impl Wakeups {
                 // Its writes are wanted again: the mask takes them back.
                 self.set_mask(&mut table, &dir, id, true);
             }
-            return true;
+            return Some(id);
         }
         // A missing directory is polled (the next registration tries again).
-        let Some(wd) = self
+        let wd = self
             .inotify
             .as_ref()
-            .and_then(|watches| watches.clone().add(&dir, MASK).ok())
-        else {
-            return false;
-        };
+            .and_then(|watches| watches.clone().add(&dir, MASK).ok())?;
         let id = wd.get_watch_descriptor_id();
         // Added with every event: a watch of this directory under another name that
         // left writes out takes them again.
@@ -532,11 +529,11 @@ impl Wakeups {
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }
-        true
+        Some(id)
     }
 
-    /// Undoes one `add`.
-    fn remove(&self, path: &Path, signal: &Arc<Signal>, dir_watched: bool) {
+    /// Undoes one `add` (that counted as a user of `watch`).
+    fn remove(&self, path: &Path, signal: &Arc<Signal>, watch: Option<i32>) {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let (dir, name) = dir_and_name(path);
         let dir = dir.as_os_str();
@@ -559,12 +556,17 @@ impl Wakeups {
         for _ in 0..wanting {
             table.count_wanting(dir, false);
         }
-        if !dir_watched {
+        let Some(watch) = watch else {
             return;
-        }
+        };
         let Some((wd, users)) = table.dirs.get_mut(dir) else {
             return;
         };
+        if wd.get_watch_descriptor_id() != watch {
+            // Its watch ended (the directory removed); this one is of the directory made
+            // again, whose users do not count this registration.
+            return;
+        }
         *users = users.saturating_sub(1);
         if *users > 0 {
             return;
@@ -671,7 +673,7 @@ impl Registration {
         if polled && !self.is_watched() {
             return false;
         }
-        let watched = self.paths.iter().filter(|(_, watched)| *watched);
+        let watched = self.paths.iter().filter(|(_, watch)| watch.is_some());
         let mut set = true;
         for (path, _) in watched.clone() {
             set &= self.wakeups.set_polled(path, &self.signal, polled);
@@ -695,8 +697,8 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        for (path, watched) in &self.paths {
-            self.wakeups.remove(path, &self.signal, *watched);
+        for (path, watch) in &self.paths {
+            self.wakeups.remove(path, &self.signal, *watch);
         }
     }
 }
@@ -792,6 +794,37 @@ mod tests {
         assert!(other.poll_writes(true));
         assert_eq!(wakeups.writes_off(), 0, "a.log still wants writes");
         drop((followed, other));
+    }
+
+    /// A registration whose directory was removed (its watch ended) dropped after the
+    /// directory was made again and watched for another path: the new watch stays.
+    #[tokio::test]
+    async fn a_registration_of_a_removed_directory_should_leave_the_watch_made_again_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pod");
+        std::fs::create_dir(&dir).unwrap();
+        let (a, b) = (dir.join("a.log"), dir.join("b.log"));
+        append(&a);
+        let wakeups = Wakeups::new();
+        let old = wakeups.register(&a);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !wakeups.table.lock().unwrap().dirs.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watch's end not seen"
+            );
+            tokio::time::sleep(ROUND).await;
+        }
+        std::fs::create_dir(&dir).unwrap();
+        let new = wakeups.register(&b);
+        assert!(new.is_watched());
+        drop(old);
+        settled(&new).await;
+        append(&b);
+        tokio::time::timeout(Duration::from_secs(5), new.signal.taken())
+            .await
+            .expect("the new watch reports b.log's write");
     }
 
     #[tokio::test]
