@@ -163,19 +163,15 @@ impl Table {
             names_changed(every.flatten(), false);
             return;
         }
-        if mask.contains(EventMask::IGNORED) {
-            // The directory is gone (or unmounted): so is its watch.
+        if mask.intersects(EventMask::IGNORED | EventMask::MOVE_SELF) {
+            // The directory is gone (or unmounted): so is its watch. Moved, its watch
+            // follows it, no longer the paths under its old name (the event thread
+            // removes it): a directory made again there gets a watch of its own.
             self.writes_off.remove(&wd);
             let dirs = self.watches.remove(&wd).unwrap_or_default();
             for dir in &dirs {
                 self.dirs.remove(dir);
             }
-            self.blind(&dirs);
-            return;
-        }
-        if mask.contains(EventMask::MOVE_SELF) {
-            // Moved: its watch follows it, no longer the paths under its old name.
-            let dirs = self.watches.get(&wd).cloned().unwrap_or_default();
             self.blind(&dirs);
             return;
         }
@@ -280,6 +276,10 @@ fn read_events(mut inotify: Inotify, table: Weak<Mutex<Table>>, appeared: Arc<Ap
                     for event in events {
                         let wd = event.wd.get_watch_descriptor_id();
                         table.dispatch(wd, event.mask, event.name, &appeared);
+                        if event.mask.contains(EventMask::MOVE_SELF) {
+                            // Forgotten by the table: the moved directory's events stop.
+                            let _ = inotify.watches().remove(event.wd.clone());
+                        }
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -825,6 +825,41 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), new.signal.taken())
             .await
             .expect("the new watch reports b.log's write");
+    }
+
+    /// A watched directory renamed away (`mv logs logs.1; mkdir logs`): its watch
+    /// follows it, so a path in the directory made at the old name gets a watch of its
+    /// own, and the paths registered before poll.
+    #[tokio::test]
+    async fn a_path_in_a_directory_made_where_one_was_renamed_away_should_be_watched() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("logs");
+        std::fs::create_dir(&dir).unwrap();
+        let (a, b) = (dir.join("a.log"), dir.join("b.log"));
+        append(&a);
+        let wakeups = Wakeups::new();
+        let old = wakeups.register(&a);
+        std::fs::rename(&dir, root.path().join("logs.1")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while old.is_watched() {
+            assert!(std::time::Instant::now() < deadline, "the move not seen");
+            tokio::time::sleep(ROUND).await;
+        }
+        std::fs::create_dir(&dir).unwrap();
+        let new = wakeups.register(&b);
+        assert!(new.is_watched());
+        settled(&new).await;
+        append(&b);
+        tokio::time::timeout(Duration::from_secs(5), new.signal.taken())
+            .await
+            .expect("b.log's write reported");
+        drop(old);
+        assert!(new.is_watched());
+        settled(&new).await;
+        append(&b);
+        tokio::time::timeout(Duration::from_secs(5), new.signal.taken())
+            .await
+            .expect("b.log's write reported after the old registration went");
     }
 
     #[tokio::test]
