@@ -723,6 +723,34 @@ mod tests {
         file.unwrap().write_all(b"x\n").unwrap();
     }
 
+    /// Appends to `path` once what was done before is read, and waits for `registration`
+    /// to be woken by it.
+    async fn woken_by_a_write(registration: &Registration, path: &Path, what: &str) {
+        settled(registration).await;
+        append(path);
+        tokio::time::timeout(Duration::from_secs(5), registration.signal.taken())
+            .await
+            .unwrap_or_else(|_| panic!("{what}"));
+    }
+
+    /// Waits (5 s at most) until `done`.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(ROUND).await;
+        }
+    }
+
+    /// `root/pod` with `a.log` in it: the directory and the paths `a.log`, `b.log`.
+    fn pod(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let dir = root.join("pod");
+        std::fs::create_dir(&dir).unwrap();
+        let (a, b) = (dir.join("a.log"), dir.join("b.log"));
+        append(&a);
+        (dir, a, b)
+    }
+
     #[tokio::test]
     async fn a_polled_path_should_be_told_of_names_but_not_writes_until_it_takes_them_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -754,11 +782,7 @@ mod tests {
             followed.signal.is_raised(),
             "raised when writes are taken back"
         );
-        settled(&followed).await;
-        append(&path);
-        tokio::time::timeout(Duration::from_secs(5), followed.signal.taken())
-            .await
-            .expect("woken by a write again");
+        woken_by_a_write(&followed, &path, "woken by a write again").await;
         drop(followed);
     }
 
@@ -768,23 +792,16 @@ mod tests {
     #[tokio::test]
     async fn a_polled_path_whose_directory_was_made_again_should_still_want_writes_after() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("pod");
-        std::fs::create_dir(&dir).unwrap();
-        let (a, b) = (dir.join("a.log"), dir.join("b.log"));
-        append(&a);
+        let (dir, a, b) = pod(root.path());
         let wakeups = Wakeups::new();
         let mut followed = wakeups.register(&a);
         assert!(followed.poll_writes(true));
         assert_eq!(wakeups.writes_off(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !wakeups.table.lock().unwrap().dirs.is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the watch's end not seen"
-            );
-            tokio::time::sleep(ROUND).await;
-        }
+        until("the watch's end not seen", || {
+            wakeups.table.lock().unwrap().dirs.is_empty()
+        })
+        .await;
         assert_eq!(wakeups.writes_off(), 0, "gone with its watch");
         assert!(!followed.poll_writes(false));
         assert_eq!(wakeups.writes_off(), 0, "counts checked");
@@ -801,30 +818,19 @@ mod tests {
     #[tokio::test]
     async fn a_registration_of_a_removed_directory_should_leave_the_watch_made_again_alone() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("pod");
-        std::fs::create_dir(&dir).unwrap();
-        let (a, b) = (dir.join("a.log"), dir.join("b.log"));
-        append(&a);
+        let (dir, a, b) = pod(root.path());
         let wakeups = Wakeups::new();
         let old = wakeups.register(&a);
         std::fs::remove_dir_all(&dir).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !wakeups.table.lock().unwrap().dirs.is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the watch's end not seen"
-            );
-            tokio::time::sleep(ROUND).await;
-        }
+        until("the watch's end not seen", || {
+            wakeups.table.lock().unwrap().dirs.is_empty()
+        })
+        .await;
         std::fs::create_dir(&dir).unwrap();
         let new = wakeups.register(&b);
         assert!(new.is_watched());
         drop(old);
-        settled(&new).await;
-        append(&b);
-        tokio::time::timeout(Duration::from_secs(5), new.signal.taken())
-            .await
-            .expect("the new watch reports b.log's write");
+        woken_by_a_write(&new, &b, "the new watch reports b.log's write").await;
     }
 
     /// A watched directory renamed away (`mv logs logs.1; mkdir logs`): its watch
@@ -833,33 +839,23 @@ mod tests {
     #[tokio::test]
     async fn a_path_in_a_directory_made_where_one_was_renamed_away_should_be_watched() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("logs");
-        std::fs::create_dir(&dir).unwrap();
-        let (a, b) = (dir.join("a.log"), dir.join("b.log"));
-        append(&a);
+        let (dir, a, b) = pod(root.path());
         let wakeups = Wakeups::new();
         let old = wakeups.register(&a);
-        std::fs::rename(&dir, root.path().join("logs.1")).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while old.is_watched() {
-            assert!(std::time::Instant::now() < deadline, "the move not seen");
-            tokio::time::sleep(ROUND).await;
-        }
+        std::fs::rename(&dir, root.path().join("pod.1")).unwrap();
+        until("the move not seen", || !old.is_watched()).await;
         std::fs::create_dir(&dir).unwrap();
         let new = wakeups.register(&b);
         assert!(new.is_watched());
-        settled(&new).await;
-        append(&b);
-        tokio::time::timeout(Duration::from_secs(5), new.signal.taken())
-            .await
-            .expect("b.log's write reported");
+        woken_by_a_write(&new, &b, "b.log's write reported").await;
         drop(old);
         assert!(new.is_watched());
-        settled(&new).await;
-        append(&b);
-        tokio::time::timeout(Duration::from_secs(5), new.signal.taken())
-            .await
-            .expect("b.log's write reported after the old registration went");
+        woken_by_a_write(
+            &new,
+            &b,
+            "b.log's write reported after the old registration went",
+        )
+        .await;
     }
 
     #[tokio::test]
