@@ -105,6 +105,13 @@ struct Waiter {
     renames: Weak<AtomicU64>,
 }
 
+impl Waiter {
+    /// Wants a wake-up per write: counted in [`Table::wanting`].
+    fn wants_writes(&self) -> bool {
+        !self.names_only && !self.polled
+    }
+}
+
 /// The waiters of a directory's followed names.
 type Names = HashMap<OsString, Vec<Waiter>, Fast>;
 
@@ -412,7 +419,7 @@ impl Wakeups {
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         for (dir, names) in &table.by_dir {
             let waiters = names.values().flatten();
-            let wanting = waiters.filter(|w| !w.names_only && !w.polled).count();
+            let wanting = waiters.filter(|w| w.wants_writes()).count();
             assert_eq!(
                 table.wanting.get(dir).copied().unwrap_or(0),
                 wanting,
@@ -496,7 +503,7 @@ impl Wakeups {
         let remote = self.mounts.is_remote(path);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let dir = dir.as_os_str().to_owned();
-        let wants_writes = !waiter.names_only;
+        let wants_writes = waiter.wants_writes();
         let names = table.by_dir.entry(dir.clone()).or_default();
         names.entry(name.to_owned()).or_default().push(waiter);
         if wants_writes {
@@ -542,7 +549,7 @@ impl Wakeups {
             if let Some(waiters) = names.get_mut(name) {
                 waiters.retain(|w| {
                     let gone = Arc::ptr_eq(&w.signal, signal);
-                    wanting += usize::from(gone && !w.names_only && !w.polled);
+                    wanting += usize::from(gone && w.wants_writes());
                     !gone
                 });
                 if waiters.is_empty() {
@@ -742,6 +749,15 @@ mod tests {
         }
     }
 
+    /// Removes the only watched directory `dir` and waits until its watch's end is read.
+    async fn removed(wakeups: &Wakeups, dir: &Path) {
+        std::fs::remove_dir_all(dir).unwrap();
+        until("the watch's end not seen", || {
+            wakeups.table.lock().unwrap().dirs.is_empty()
+        })
+        .await;
+    }
+
     /// `root/pod` with `a.log` in it: the directory and the paths `a.log`, `b.log`.
     fn pod(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
         let dir = root.join("pod");
@@ -797,11 +813,7 @@ mod tests {
         let mut followed = wakeups.register(&a);
         assert!(followed.poll_writes(true));
         assert_eq!(wakeups.writes_off(), 1);
-        std::fs::remove_dir_all(&dir).unwrap();
-        until("the watch's end not seen", || {
-            wakeups.table.lock().unwrap().dirs.is_empty()
-        })
-        .await;
+        removed(&wakeups, &dir).await;
         assert_eq!(wakeups.writes_off(), 0, "gone with its watch");
         assert!(!followed.poll_writes(false));
         assert_eq!(wakeups.writes_off(), 0, "counts checked");
@@ -821,11 +833,7 @@ mod tests {
         let (dir, a, b) = pod(root.path());
         let wakeups = Wakeups::new();
         let old = wakeups.register(&a);
-        std::fs::remove_dir_all(&dir).unwrap();
-        until("the watch's end not seen", || {
-            wakeups.table.lock().unwrap().dirs.is_empty()
-        })
-        .await;
+        removed(&wakeups, &dir).await;
         std::fs::create_dir(&dir).unwrap();
         let new = wakeups.register(&b);
         assert!(new.is_watched());
