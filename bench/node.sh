@@ -161,7 +161,7 @@ run_one() {  # agent files rate format round
   [[ $fmt == raw ]] || load+=:$fmt
   awk -v who="$who" -v load="$load" -v r="$round" -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" \
     -v w="$(echo "$w1 - $w0" | bc -l)" -v lines="$(val "$out" window_lines)" -v rss="$rss" -v hwm="$hwm" -v rest="$out" \
-    'BEGIN{printf "load=%s agent=%s round=%d cpu_us_per_line=%.1f cpu_pct=%.1f rss_mb=%.1f hwm_mb=%.1f %s\n",
+    'BEGIN{printf "load=%s agent=%s round=%d cpu_us_per_line=%.2f cpu_pct=%.1f rss_mb=%.1f hwm_mb=%.1f %s\n",
            load, who, r, lines ? 1e6 * c / hz / lines : 0, 100 * c / hz / w, rss / 1024, hwm / 1024, rest}'
   if [[ $(val "$out" written) != "$(val "$out" delivered)" || $(val "$out" duplicates) != 0 ]]; then
     echo "node.sh: $who on $n:$rate:$fmt: written $(val "$out" written), delivered $(val "$out" delivered), duplicates $(val "$out" duplicates)" >&2

@@ -250,13 +250,16 @@ impl Batch {
         self.data.len()
     }
 
-    /// Makes room for about `bytes` of lines averaging `line_bytes` each, so that a batch
-    /// filled from a busy file is allocated once instead of doubling (and copying) its
-    /// way up.
-    pub fn reserve(&mut self, bytes: usize, line_bytes: usize) {
+    /// Makes room for about `bytes` of lines averaging `line_bytes` each (and their
+    /// stream, time or parse error when `meta`: a decoded file's), so that a batch is
+    /// allocated once instead of doubling (and copying) its way up.
+    pub fn reserve(&mut self, bytes: usize, line_bytes: usize, meta: bool) {
         self.data.reserve(bytes.saturating_sub(self.data.len()));
-        let lines = bytes / line_bytes.max(1);
+        let lines = bytes.div_ceil(line_bytes.max(1));
         self.lines.reserve(lines.saturating_sub(self.lines.len()));
+        if meta {
+            self.meta.reserve(lines.saturating_sub(self.meta.len()));
+        }
     }
 
     /// Whether any record carries a stream, time or parse error.
@@ -670,12 +673,31 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_reserved_for_a_read_should_take_its_records_without_growing() {
+        // A read of five 99-byte lines and their newlines, of a decoded file: what the
+        // reader reserves before framing it (`Reader::read_chunk`).
+        let mut batch = Batch::new("t".into(), Path::new("/x").into());
+        batch.reserve(500, 99, true);
+        let held = |b: &Batch| (b.data.as_ptr(), b.lines.as_ptr(), b.meta.as_ptr());
+        let before = held(&batch);
+        let meta = RecordMeta {
+            stream: Stream::Stdout,
+            ..RecordMeta::default()
+        };
+        for i in 0..5u64 {
+            batch.push_with(i * 100, &[b'y'; 99], meta);
+        }
+        assert_eq!(batch.len(), 5);
+        assert_eq!(held(&batch), before, "a buffer was reallocated");
+    }
+
+    #[test]
     fn split_parts_should_hold_no_more_memory_than_their_records() {
         // A busy file's batch is sized for a whole read; the sink charges its budget by
         // the records' bytes, so what a part holds beyond them would escape the budget.
         let busy = || {
             let mut batch = Batch::new("t".into(), Path::new("/x").into());
-            batch.reserve(640 * 1024, 64);
+            batch.reserve(640 * 1024, 64, false);
             for i in 0..4_000u64 {
                 batch.push(i * 100, &[b'y'; 99]);
             }

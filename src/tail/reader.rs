@@ -177,6 +177,9 @@ pub struct Reader {
     /// where a read may hang for good: it takes no permit to fill a batch, or a few hung
     /// files would hold every one (`tests/hung_filesystem.rs`).
     pub own_thread: bool,
+    /// The mean record length of the last batch submitted: how many records a read of a
+    /// few lines makes room for at once.
+    record_bytes: u32,
 }
 
 impl Reader {
@@ -233,6 +236,7 @@ impl Reader {
             size_seen: None,
             prepared: false,
             own_thread: false,
+            record_bytes: 128,
         }
     }
 
@@ -355,10 +359,17 @@ impl Reader {
         };
         // At the end only when the bucket took every byte read.
         self.at_end = short && n == whole;
-        if n == READ_CHUNK && batch.is_empty() {
-            // A busy file fills this batch: size it once, with one chunk of slack (the
-            // batch is submitted after the chunk that crosses BATCH_BYTES).
-            batch.reserve(BATCH_HELD_BYTES, 64);
+        if batch.is_empty() {
+            if n == READ_CHUNK {
+                // A busy file fills this batch: size it once, with one chunk of slack (the
+                // batch is submitted after the chunk that crosses BATCH_BYTES).
+                batch.reserve(BATCH_HELD_BYTES, 64, false);
+            } else {
+                // A few lines: room for what was read at once, rather than doubling up
+                // from nothing (six reallocations for a read of five lines).
+                let decoded = open.decoder.is_some();
+                batch.reserve(n, self.record_bytes as usize, decoded);
+            }
         }
         let mut truncated = 0u64;
         match (open.decoder.as_mut(), &self.filter) {
@@ -474,6 +485,10 @@ impl Reader {
             filter.apply(&mut batch, &mut self.filtered);
         }
         self.count_read(&batch);
+        if !batch.is_empty() {
+            let mean = batch.bytes() / batch.len();
+            self.record_bytes = mean.clamp(16, 64 * 1024) as u32;
+        }
         let end = open.committed();
         if batch.is_empty() && end == open.file.submitted() {
             return Ok(());

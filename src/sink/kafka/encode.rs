@@ -10,6 +10,7 @@ use crate::template::{Context, Template};
 use chrono::Utc;
 use rskafka::client::error::Error as ClientError;
 use rskafka::record::EncodedRecords;
+use std::cell::RefCell;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
@@ -140,6 +141,25 @@ pub fn encode(
     batch: &Batch,
     out: &mut EncodedRecords,
 ) -> Result<(), Error> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.iter_mut().for_each(Headers::clear);
+        encode_with(config, node, batch, out, scratch)
+    })
+}
+
+thread_local! {
+    /// The headers [`encode`] assembles, kept from batch to batch: grown from nothing for
+    /// every batch they were a dozen reallocations of a batch of a few lines.
+    static SCRATCH: RefCell<[Headers; 4]> = RefCell::default();
+}
+
+fn encode_with(
+    config: &KafkaConfig,
+    node: &str,
+    batch: &Batch,
+    out: &mut EncodedRecords,
+    [before_offset, path_header, before_path, after_path]: &mut [Headers; 4],
+) -> Result<(), Error> {
     let now = Utc::now();
     let path = batch.path.as_os_str().as_bytes();
     let templated = batch.key.as_deref().map(|t| rendered_keys(t, node, batch));
@@ -159,7 +179,6 @@ pub fn encode(
     let first_offset = batch.lines().next().map_or(0, |(offset, _)| offset);
     // The shared headers that sort before the offset, and the path (which sorts after
     // the parse error).
-    let (mut before_offset, mut path_header) = (Headers::default(), Headers::default());
     let mut shared_headers = || {
         for (name, value) in batch.fields.iter().flat_map(|fields| fields.iter()) {
             before_offset.put(name, value.as_bytes())?;
@@ -183,7 +202,6 @@ pub fn encode(
         Ok(())
     };
     shared_headers().map_err(|e| rejected(first_offset, e))?;
-    let (mut before_path, mut after_path) = (Headers::default(), Headers::default());
     let (mut offset_text, mut numbers) = (itoa::Buffer::new(), itoa::Buffer::new());
     // A raw file's records are as old as their encoding, in the value as in the record.
     let nanos = now.timestamp_nanos_opt().unwrap_or(0);
@@ -213,7 +231,7 @@ pub fn encode(
             if let Some(bytes) = meta.truncated_from {
                 after_path.put(header::TRUNCATED, numbers.format(bytes).as_bytes())?;
             }
-            let parts = [&before_offset, &before_path, &path_header, &after_path];
+            let parts = [&*before_offset, &*before_path, &*path_header, &*after_path];
             let count = parts.iter().map(|part| part.count).sum();
             let bytes = parts.map(|part| part.bytes.as_slice());
             let timestamp = meta
