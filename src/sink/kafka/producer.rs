@@ -174,7 +174,11 @@ impl Group {
         // Room for the group this job starts (up to 4 jobs like it, within
         // `max_batch_bytes`), so that a busy file's request is not grown by copying.
         let scale = if self.jobs.is_empty() {
-            (max_bytes / bound.max(1)).clamp(1, 4)
+            // And room for the jobs of such a group (up to 64) to be answered for: one
+            // allocation, not one per doubling, for a group of many files' few lines.
+            let like = max_bytes / bound.max(1);
+            self.jobs.reserve(like.clamp(1, 64));
+            like.clamp(1, 4)
         } else {
             1
         };
