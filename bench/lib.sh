@@ -69,3 +69,22 @@ CONF
   awk -v s="$start" -v e="$(date -d "$ended" +%s.%N)" '{printf "%.3f %.2f %.1f\n", e - s, $1 + $2, $3 / 1024}' "$work/usage"
   rm -rf "$work"
 }
+# make_file NAME LINE_BYTES LINES: $DIR/NAME of realistic varied lines (so compression is
+# not trivially perfect), made once.
+make_file() {
+  local f=$DIR/$1
+  [[ -s $f ]] && return
+  python3 - "$f" "$2" "$3" <<'PY'
+import sys
+path, width, lines = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path + ".partial", "w") as f:
+    chunk = []
+    for i in range(lines):
+        head = f"2026-11-25T10:00:{i % 60:02d}.{i % 1000:03d}Z INFO app: request {i:09d} took {i % 997}ms path=/api/v1/items/{i % 4099} "
+        chunk.append((head + "abcdefghijklmnopqrstuvwxyz0123456789" * (width // 36 + 1))[: width - 1] + "\n")
+        if len(chunk) == 50000:
+            f.write("".join(chunk)); chunk = []
+    f.write("".join(chunk))
+import os; os.rename(path + ".partial", path)
+PY
+}

@@ -37,6 +37,10 @@
 # "min_read_interval: 0s"), PERF=1: `perf record -g -F PERF_F` (default 499 Hz) logcatch
 # during the window of the load PERF_LOAD (default 1000:10; perf.data + a report of the
 # top symbols in $BENCH_DIR/node-perf.*).
+# BULK (default 1; 0: off): after each round of 1,000 × 10 logcatch's bulk figure in the
+# same run, as `make bench` measures it (2,000,000 lines of 100 B, file → Kafka, lz4, on a
+# fresh broker; CPU per line), and the table's last line is 1,000 × 10 ÷ it (issue #26 §2:
+# "within 10 × the bulk figure").
 # Prints one `load=… agent=… …` line per run, then a Markdown table of the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +58,8 @@ fi
 tansu=$(scripts/deps.sh --print-tansu)
 flb=$(scripts/bench-deps.sh --print-fluent-bit)
 [[ -x $tansu ]] || { echo "node.sh: no tansu at $tansu (make deps)" >&2; exit 1; }
+BULK=${BULK:-1}
+[[ " $AGENTS " == *" logcatch "* && " $LOADS " == *" 1000:10 "* ]] || BULK=0
 if [[ " $AGENTS " == *" fluent-bit "* && ! -x $flb ]]; then
   echo "node.sh: no Fluent Bit at $flb (make bench-deps)" >&2; exit 1
 fi
@@ -170,6 +176,21 @@ run_one() {  # agent files rate format round
   cleanup_run
 }
 
+# logcatch's bulk figure in this run: bulk ROUND prints a `load=bulk …` line.
+bulk() {
+  local t c m
+  start_broker "$DIR"
+  read -r t c m < <(TOPIC="bulk-$1" run_agent "$bin" "$DIR/lines100-2000000.log" "  kind: kafka
+  kafka: {brokers: [\"127.0.0.1:$kport\"], compression: lz4, create_topics: true}")
+  stop_broker
+  [[ -n $c ]] || return 1
+  awk -v r="$1" -v t="$t" -v c="$c" -v m="$m" 'BEGIN{printf "load=bulk agent=logcatch round=%d cpu_us_per_line=%.4f seconds=%.3f cpu_s=%.2f hwm_mb=%.1f\n", r, 1e6 * c / 2000000, t, c, m}'
+}
+if ((BULK)); then
+  cargo build --release --quiet --example await_acked
+  make_file lines100-2000000.log 100 2000000
+fi
+
 results=$DIR/node-results.txt
 : >"$results"
 li=0
@@ -183,6 +204,9 @@ for load in $LOADS; do
       run_one "$who" "$n" "$rate" "$fmt" "$round" >"$DIR/node-line" || { cleanup_run; continue; }
       tee -a "$results" <"$DIR/node-line"
     done
+    if ((BULK)) && [[ $n:$rate:$fmt == 1000:10:raw ]]; then
+      bulk "$round" >"$DIR/node-line" && tee -a "$results" <"$DIR/node-line"
+    fi
   done
   li=$((li + 1))
 done
@@ -212,7 +236,7 @@ def label(load):
 print(f"load average at start {l0}, at end {l1}; medians of {rounds} rounds\n")
 print("| load | agent | CPU per line | CPU (% of a core) | RSS (peak) | latency p50 / p99 / max | start → every file in Kafka | lines written / delivered |")
 print("|---|---|---|---|---|---|---|---|")
-loads = list(dict.fromkeys(k[0] for k in rows))
+loads = [load for load in dict.fromkeys(k[0] for k in rows) if load != "bulk"]
 for load in loads:
     for agent in ("logcatch", "fluent-bit"):
         rs = rows.get((load, agent))
@@ -227,4 +251,13 @@ for load in loads:
         print(f"| | logcatch ÷ Fluent Bit | {med(lc, 'cpu_us_per_line') / med(fb, 'cpu_us_per_line'):.2f} × | | "
               f"{med(lc, 'rss_mb') / med(fb, 'rss_mb'):.2f} × | p99 {med(lc, 'p99_ms') / med(fb, 'p99_ms'):.2f} × | "
               f"{med(lc, 'startup_s') / med(fb, 'startup_s'):.2f} × | |")
+bulk, node = rows.get(("bulk", "logcatch")), rows.get(("1000:10", "logcatch"))
+if bulk and node:
+    per_round = {r["round"]: float(r["cpu_us_per_line"]) for r in bulk}
+    ratios = [float(r["cpu_us_per_line"]) / per_round[r["round"]] for r in node if r["round"] in per_round]
+    print(f"\nlogcatch's bulk figure in this run (2,000,000 lines of 100 B, file → Kafka, lz4, after each "
+          f"round of 1,000 × 10): {med(bulk, 'cpu_us_per_line'):.3f} µs a line (rounds: "
+          f"{', '.join('%.3f' % float(r['cpu_us_per_line']) for r in bulk)}); 1,000 files × 10 lines/s ÷ bulk: "
+          f"{med(node, 'cpu_us_per_line') / med(bulk, 'cpu_us_per_line'):.1f} × (each round against its own: "
+          f"{', '.join('%.1f' % x for x in ratios)}; aim ≤ 10 ×)")
 PY
