@@ -756,6 +756,47 @@ fn a_new_file_matching_a_glob_is_picked_up_without_waiting_for_the_resync() {
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
+#[test]
+fn a_glob_directory_renamed_away_or_removed_and_made_again_is_watched_without_waiting_for_the_resync(
+) {
+    let ws = Workspace::new();
+    let dir = ws.path("logs");
+    std::fs::create_dir(&dir).unwrap();
+    append_lines(&dir.join("a.log"), lines("a", 0..10));
+    let config = ws.config(&log_entry(&dir.join("*.log"), "app"));
+    let hour = config.replace("resync_interval: 200ms", "resync_interval: 1h");
+    assert_ne!(config, hour);
+    ws.write_config(&hour);
+    let agent = ws.start();
+    shipped(&ws, 10);
+    let soon = Duration::from_secs(10);
+    // The directory rotated (`mv logs logs.1; mkdir logs`): a file in the new one.
+    std::fs::rename(&dir, ws.path("logs.1")).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    append_lines(&dir.join("b.log"), lines("b", 0..10));
+    ws.wait_records(20, soon);
+    // Removed, and made again only once the agent has taken the removal in (a pass
+    // after it): the directory is watched for from its parent meanwhile.
+    let passes = metric(agent.http_port, "logcatch_reconcile_total");
+    std::fs::remove_dir_all(&dir).unwrap();
+    wait_for("a reconcile pass after the removal", soon, || {
+        (metric(agent.http_port, "logcatch_reconcile_total") > passes).then_some(())
+    });
+    std::fs::create_dir(&dir).unwrap();
+    append_lines(&dir.join("c.log"), lines("c", 0..10));
+    ws.wait_records(30, soon);
+    let got = shipped(&ws, 30);
+    assert_once_in_order(
+        &got,
+        &[
+            ("a ", lines("a", 0..10)),
+            ("b ", lines("b", 0..10)),
+            ("c ", lines("c", 0..10)),
+        ],
+    );
+    assert_eq!(agent.terminate().code(), Some(0));
+}
+
 /// How many descriptors the agent holds on files under `dir`.
 fn fds_under(agent: &Agent, dir: &Path) -> usize {
     open_files(agent)

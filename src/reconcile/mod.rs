@@ -18,7 +18,7 @@ use crate::telemetry::{StatusBoard, TailerProgress, TailerState};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use plan::{next_retry, plan, Action, Phase, RunningSet, RunningTailer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
@@ -93,8 +93,44 @@ pub struct Reconciler {
     /// What is remembered of each desired file since it was first desired.
     discovery: discovery::Discovery,
     /// The directories globs look in, watched so that a file appearing there causes a
-    /// pass (not only once a tailer follows a file in them).
-    glob_dirs: HashMap<PathBuf, crate::tail::wakeup::Registration>,
+    /// pass (not only once a tailer follows a file in them); a missing one's parent
+    /// instead, so that the directory appearing does.
+    glob_dirs: HashMap<PathBuf, GlobWatch>,
+}
+
+/// What makes a glob's directory wake the loop: a name no tailer follows watched in the
+/// directory (a file arriving there is one nobody follows: `Wakeups::appeared`), or in
+/// its parent while the directory is missing (the directory arriving is).
+struct GlobWatch {
+    registration: crate::tail::wakeup::Registration,
+    of_dir: bool,
+}
+
+impl GlobWatch {
+    /// The name that stands for a watched directory.
+    const STAND_IN: &'static str = ".logcatch-glob-directory";
+
+    fn new(wakeups: &Arc<crate::tail::wakeup::Wakeups>, dir: &Path) -> Self {
+        // Names only: it wants no write of the directory's files reported (their tailers
+        // may read them on a timer, `Registration::poll_writes`).
+        let registration = wakeups.register_names(&dir.join(Self::STAND_IN));
+        if registration.is_watched() {
+            return GlobWatch {
+                registration,
+                of_dir: true,
+            };
+        }
+        let parent = dir.parent().unwrap_or(dir);
+        GlobWatch {
+            registration: wakeups.register_names(&parent.join(Self::STAND_IN)),
+            of_dir: false,
+        }
+    }
+
+    /// Whether it watches the directory itself, and still does.
+    fn is_of_dir(&self) -> bool {
+        self.of_dir && self.registration.is_watched()
+    }
 }
 
 impl Reconciler {
@@ -292,22 +328,22 @@ impl Reconciler {
 
     /// Watches the directory of every declared glob (its deepest literal one): a file
     /// created there wakes the loop. A name no tailer follows stands for the directory.
+    /// A directory missing (not made yet, removed, renamed away: its watch ended, which
+    /// causes a pass) is tried again each pass, and meanwhile its parent is watched the
+    /// same way: the directory made there wakes the loop, which then watches it.
     fn watch_glob_dirs<'a>(&mut self, specs: impl Iterator<Item = &'a Arc<[spec::LogSpec]>>) {
         let dirs: BTreeSet<PathBuf> = specs
             .flat_map(|specs| specs.iter())
             .filter_map(|spec| spec::glob_directory(&self.cwd, &spec.path))
             .collect();
-        // A directory that could not be watched (missing yet) is tried again each pass.
-        self.glob_dirs
-            .retain(|dir, registration| dirs.contains(dir) && registration.is_watched());
+        self.glob_dirs.retain(|dir, _| dirs.contains(dir));
         for dir in dirs {
-            if !self.glob_dirs.contains_key(&dir) {
-                let stand_in = dir.join(".logcatch-glob-directory");
-                // Names only: it wants no write of the directory's files reported (their
-                // tailers may read them on a timer, `Registration::poll_writes`).
-                let registration = self.ctx.wakeups.register_names(&stand_in);
-                self.glob_dirs.insert(dir, registration);
+            if self.glob_dirs.get(&dir).is_some_and(GlobWatch::is_of_dir) {
+                continue;
             }
+            // The parent's watch it replaces ends after this one began: nothing is missed.
+            let watch = GlobWatch::new(&self.ctx.wakeups, &dir);
+            self.glob_dirs.insert(dir, watch);
         }
     }
 

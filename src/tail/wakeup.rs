@@ -180,6 +180,12 @@ impl Table {
                 self.dirs.remove(dir);
             }
             self.blind(&dirs);
+            if !dirs.is_empty() {
+                // Gone from under its registrations (a watch removed because none is left
+                // has left `watches` already): a reconcile pass watches a glob's directory
+                // made again, or its parent meanwhile.
+                appeared.set();
+            }
             return;
         }
         let Some(name) = name else {
