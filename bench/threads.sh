@@ -26,7 +26,7 @@ snap() {
 for bin in "$@"; do
   bin=$(realpath "$bin")
   out=$(mktemp -d)
-  AGENTS=logcatch LOADS=$LOADS WINDOW_S=$((SKIP_S + WINDOW_S + 3)) WARM_S=3 ROUNDS=1 \
+  AGENTS=logcatch BULK=0 LOADS=$LOADS WINDOW_S=$((SKIP_S + WINDOW_S + 3)) WARM_S=3 ROUNDS=1 \
     LOGCATCH_BIN=$bin BENCH_DIR="$out" bench/node.sh >"$out/node.log" 2>&1 &
   bench=$!
   pid=""
