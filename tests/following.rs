@@ -728,8 +728,9 @@ fn a_file_of_another_user_is_read_without_the_power_to_leave_its_access_time() {
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
-#[test]
-fn a_new_file_matching_a_glob_is_picked_up_without_waiting_for_the_resync() {
+/// An agent following the glob `logs/*.log` with `resync_interval: 1h` (only
+/// notifications find new files), its first file `a.log` shipped.
+fn glob_without_resync() -> (Workspace, PathBuf, Agent) {
     let ws = Workspace::new();
     let dir = ws.path("logs");
     std::fs::create_dir(&dir).unwrap();
@@ -740,35 +741,31 @@ fn a_new_file_matching_a_glob_is_picked_up_without_waiting_for_the_resync() {
     ws.write_config(&hour);
     let agent = ws.start();
     shipped(&ws, 10);
+    (ws, dir, agent)
+}
+
+/// The ten lines of each of `a`, `b` and `c`, once and in order.
+fn assert_abc_once(got: &[String]) {
+    let files = ["a", "b", "c"].map(|f| (format!("{f} "), lines(f, 0..10)));
+    assert_once_in_order(got, &files);
+}
+
+#[test]
+fn a_new_file_matching_a_glob_is_picked_up_without_waiting_for_the_resync() {
+    let (ws, dir, agent) = glob_without_resync();
     // Created, and renamed into the directory: both are seen by the directory watch.
     append_lines(&dir.join("b.log"), lines("b", 0..10));
     append_lines(&ws.path("c.tmp"), lines("c", 0..10));
     std::fs::rename(ws.path("c.tmp"), dir.join("c.log")).unwrap();
     let got = shipped(&ws, 30);
-    assert_once_in_order(
-        &got,
-        &[
-            ("a ", lines("a", 0..10)),
-            ("b ", lines("b", 0..10)),
-            ("c ", lines("c", 0..10)),
-        ],
-    );
+    assert_abc_once(&got);
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
 #[test]
 fn a_glob_directory_renamed_away_or_removed_and_made_again_is_watched_without_waiting_for_the_resync(
 ) {
-    let ws = Workspace::new();
-    let dir = ws.path("logs");
-    std::fs::create_dir(&dir).unwrap();
-    append_lines(&dir.join("a.log"), lines("a", 0..10));
-    let config = ws.config(&log_entry(&dir.join("*.log"), "app"));
-    let hour = config.replace("resync_interval: 200ms", "resync_interval: 1h");
-    assert_ne!(config, hour);
-    ws.write_config(&hour);
-    let agent = ws.start();
-    shipped(&ws, 10);
+    let (ws, dir, agent) = glob_without_resync();
     let soon = Duration::from_secs(10);
     // The directory rotated (`mv logs logs.1; mkdir logs`): a file in the new one.
     std::fs::rename(&dir, ws.path("logs.1")).unwrap();
@@ -786,14 +783,7 @@ fn a_glob_directory_renamed_away_or_removed_and_made_again_is_watched_without_wa
     append_lines(&dir.join("c.log"), lines("c", 0..10));
     ws.wait_records(30, soon);
     let got = shipped(&ws, 30);
-    assert_once_in_order(
-        &got,
-        &[
-            ("a ", lines("a", 0..10)),
-            ("b ", lines("b", 0..10)),
-            ("c ", lines("c", 0..10)),
-        ],
-    );
+    assert_abc_once(&got);
     assert_eq!(agent.terminate().code(), Some(0));
 }
 
