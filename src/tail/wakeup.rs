@@ -1159,9 +1159,8 @@ mod tests {
         let wakeups = Wakeups::new();
         let first = wakeups.register(&logs.join("a.log"));
         assert!(first.is_watched());
-        std::fs::remove_dir_all(&logs).unwrap();
         // The kernel drops the watch of a deleted directory (IN_IGNORED): so does the table.
-        wait_until(|| wakeups.table.lock().unwrap().dirs.is_empty()).await;
+        removed(&wakeups, &logs).await;
         std::fs::create_dir(&logs).unwrap();
         let second = wakeups.register(&logs.join("a.log"));
         assert!(second.is_watched());
@@ -1207,16 +1206,6 @@ mod tests {
         let thread = Arc::downgrade(&wakeups.appeared);
         drop(wakeups);
         // The thread looks once a second whether the table is gone, then drops its inotify.
-        wait_until(|| thread.strong_count() == 0).await;
-    }
-
-    async fn wait_until(done: impl Fn() -> bool) {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while !done() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("in time");
+        until("the event thread ended", || thread.strong_count() == 0).await;
     }
 }
