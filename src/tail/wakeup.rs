@@ -225,16 +225,15 @@ impl Table {
         dirs.any(|dir| self.wanting.get(dir).is_some_and(|n| *n > 0))
     }
 
-    /// `dir` has one more (`more`) or one fewer waiter that wants writes.
-    fn count_wanting(&mut self, dir: &OsStr, more: bool) {
-        match more {
-            true => *self.wanting.entry(dir.to_owned()).or_default() += 1,
-            false => {
-                if let Some(n) = self.wanting.get_mut(dir) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.wanting.remove(dir);
-                    }
+    /// `dir` has `more` more waiters that want writes (fewer when negative).
+    fn count_wanting(&mut self, dir: &OsStr, more: isize) {
+        if more > 0 {
+            *self.wanting.entry(dir.to_owned()).or_default() += more.unsigned_abs();
+        } else if more < 0 {
+            if let Some(n) = self.wanting.get_mut(dir) {
+                *n = n.saturating_sub(more.unsigned_abs());
+                if *n == 0 {
+                    self.wanting.remove(dir);
                 }
             }
         }
@@ -512,9 +511,7 @@ impl Wakeups {
         let wants_writes = waiter.wants_writes();
         let names = table.by_dir.entry(dir.clone()).or_default();
         names.entry(name.to_owned()).or_default().push(waiter);
-        if wants_writes {
-            table.count_wanting(&dir, true);
-        }
+        table.count_wanting(&dir, isize::from(wants_writes));
         if remote {
             // Writes made on other hosts raise no local notification: the tailer polls.
             return None;
@@ -555,7 +552,7 @@ impl Wakeups {
             if let Some(waiters) = names.get_mut(name) {
                 waiters.retain(|w| {
                     let gone = Arc::ptr_eq(&w.signal, signal);
-                    wanting += usize::from(gone && w.wants_writes());
+                    wanting -= isize::from(gone && w.wants_writes());
                     !gone
                 });
                 if waiters.is_empty() {
@@ -566,9 +563,7 @@ impl Wakeups {
                 table.by_dir.remove(dir);
             }
         }
-        for _ in 0..wanting {
-            table.count_wanting(dir, false);
-        }
+        table.count_wanting(dir, wanting);
         let Some(watch) = watch else {
             return;
         };
@@ -611,16 +606,15 @@ impl Wakeups {
         // Marked (and counted) whether or not the directory is still watched: a watch
         // made for it again counts what its waiters want.
         let waiters = table.by_dir.get_mut(&dir).and_then(|n| n.get_mut(name));
-        let mut changed = 0;
+        let mut wanting = 0;
         for waiter in waiters.into_iter().flatten() {
             if Arc::ptr_eq(&waiter.signal, signal) && waiter.polled != polled {
+                wanting -= isize::from(waiter.wants_writes());
                 waiter.polled = polled;
-                changed += usize::from(!waiter.names_only);
+                wanting += isize::from(waiter.wants_writes());
             }
         }
-        for _ in 0..changed {
-            table.count_wanting(&dir, !polled);
-        }
+        table.count_wanting(&dir, wanting);
         let Some(id) = table
             .dirs
             .get(&dir)
