@@ -52,6 +52,10 @@ pub fn marked_record_overhead(config: &KafkaConfig, node: &str, batch: &Batch) -
     overhead(config, node, batch, true)
 }
 
+/// The most digits of an offset and of a length before a cut.
+const U64_DIGITS: usize = u64::MAX.ilog10() as usize + 1;
+const U32_DIGITS: usize = u32::MAX.ilog10() as usize + 1;
+
 fn overhead(config: &KafkaConfig, node: &str, batch: &Batch, meta: bool) -> usize {
     // Length, value length, offset delta (5 bytes at most), timestamp delta (10),
     // attributes and header count (1).
@@ -73,33 +77,35 @@ fn overhead(config: &KafkaConfig, node: &str, batch: &Batch, meta: bool) -> usiz
     if json_value::pending(batch) {
         bytes += json_value::record_overhead(batch, node);
     }
+    // A header's name and value lengths (no name is built for it: a label's is the prefix
+    // and its name).
     let mut header =
-        |name: &str, value: usize| bytes += varint(name.len()) + name.len() + varint(value) + value;
+        |name: usize, value: usize| bytes += varint(name) + name + varint(value) + value;
     for (name, value) in batch.fields.iter().flat_map(|fields| fields.iter()) {
-        header(name, value.len());
+        header(name.len(), value.len());
     }
     if let Some(pod) = batch.pod.as_deref() {
-        header(header::CONTAINER, pod.container.len());
+        header(header::CONTAINER.len(), pod.container.len());
         header(
-            header::CONTAINER_ID,
+            header::CONTAINER_ID.len(),
             pod.container_id.as_ref().map_or(0, |id| id.len()),
         );
-        header(header::NAMESPACE, pod.namespace.len());
-        header(header::POD, pod.pod.len());
+        header(header::NAMESPACE.len(), pod.namespace.len());
+        header(header::POD.len(), pod.pod.len());
     }
     for (name, value) in batch.labels.iter().flat_map(|labels| labels.iter()) {
-        header(&format!("{}{name}", header::LABEL), value.len());
+        header(header::LABEL.len() + name.len(), value.len());
     }
     if config.headers {
-        header(header::NODE, node.len());
-        header(header::OFFSET, u64::MAX.to_string().len());
-        header(header::PATH, path);
+        header(header::NODE.len(), node.len());
+        header(header::OFFSET.len(), U64_DIGITS);
+        header(header::PATH.len(), path);
     }
     if meta {
-        header(header::PARSE_ERROR, ParseError::MAX_REASON_LEN);
-        header(header::STREAM, "stderr".len());
-        header(header::TIME, "1970-01-01T00:00:00.000000000Z".len());
-        header(header::TRUNCATED, u32::MAX.to_string().len());
+        header(header::PARSE_ERROR.len(), ParseError::MAX_REASON_LEN);
+        header(header::STREAM.len(), "stderr".len());
+        header(header::TIME.len(), "1970-01-01T00:00:00.000000000Z".len());
+        header(header::TRUNCATED.len(), U32_DIGITS);
     }
     bytes
 }
