@@ -238,7 +238,7 @@ section_latency() {
 Each line carries the wall-clock time of its \`write\`; a consumer in the same process
 reads the topic from the start and records (time read − time written). Default config
 (\`linger: 5ms\`, lz4, \`poll_interval: 250ms\` with inotify wake-ups,
-\`min_read_interval: 500ms\`: a file written more often is read twice a second), and the
+\`min_read_interval: 750ms\`: a file written more often is read every 750 ms), and the
 same with \`min_read_interval: 0s\` (read at every write). Baseline: the same lines, paced
 the same, produced directly with rskafka (lz4, 5 ms linger, one request in flight).
 $LAT_S s per rate, every line checked to arrive exactly once.

@@ -67,7 +67,7 @@ fn parse_should_fill_defaults_for_a_minimal_config() {
     let config = parse("logs: []\n").unwrap().config;
     assert_eq!(config.tail.poll_interval, Duration::from_millis(250));
     assert_eq!(config.tail.rotate_wait, Duration::from_secs(5));
-    assert_eq!(config.tail.min_read_interval, Duration::from_millis(500));
+    assert_eq!(config.tail.min_read_interval, Duration::from_millis(750));
     assert_eq!(config.sink.kind, SinkKind::Stdout);
     assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
 }

@@ -33,11 +33,11 @@ const ACKS_TAKEN_WITHIN: Duration = Duration::from_secs(2);
 const READ_AT_LEAST: u64 = 16 * 1024;
 
 /// Reads due a whole `tail.min_read_interval` after the last are done on a grid of a
-/// tenth of it, every tailer's on the same one: the files due within the same 50 ms are
-/// read together and their batches share the producers' requests (fewer, fuller ones;
-/// the CPU a line about the same at 1,000 files × 10 lines/s, 0.87 × for CRI files, the
-/// p99 lower: BENCHMARKS.md "Reads due together"). A line waits up to 1.1 × the interval
-/// (never less than it).
+/// tenth of it, every tailer's on the same one: the files due within the same 75 ms (at
+/// `750ms`) are read together and their batches share the producers' requests (fewer,
+/// fuller ones; the CPU a line about the same at 1,000 files × 10 lines/s, 0.87 × for CRI
+/// files, the p99 lower: BENCHMARKS.md "Reads due together"). A line waits up to 1.1 ×
+/// the interval (never less than it).
 const READS_GRID: u32 = 10;
 
 /// Reads in a row that were due after a notification and found the file written again
