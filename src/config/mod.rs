@@ -474,7 +474,7 @@ impl Config {
 /// `tail.min_read_interval`'s default: a file written ten times a second is read every
 /// 750 ms, seven or eight writes at a time. A read costs about the same whatever it
 /// carries, so this is 0.7 × the CPU per line of `500ms` at 1,000 files × 10 lines/s
-/// (BENCHMARKS.md "Fewer reads: 750 ms"); a line waits at most 0.83 s (1.1 × this, the
+/// (BENCHMARKS.md "Fewer reads"); a line waits at most 0.83 s (1.1 × this, the
 /// grid), less than with Fluent Bit's 1 s flush.
 pub const MIN_READ_INTERVAL: Duration = Duration::from_millis(750);
 /// The most `tail.min_read_interval` may be: every line may wait that long.
