@@ -197,6 +197,7 @@ pub async fn run(config_path: &Path) -> Result<(), AgentError> {
         max_age: config.tail.deleted_files_max_age,
     };
     let wakeups = crate::tail::Wakeups::new();
+    wakeups.report_to(events.clone());
     supervisor.spawn("deleted-files", background.clone(), {
         let (deleted, events, stop) = (deleted.clone(), events.clone(), background.clone());
         let health = health.clone();

@@ -8,6 +8,9 @@ pub trait Events: Send + Sync {
     fn file_rotated(&self, _topic: &str) {}
     /// A file that was at a followed path and was never read (`reason`: `deleted`).
     fn file_skipped(&self, _topic: &str, _reason: &str) {}
+    /// The kernel's queue of file notifications overflowed: events were lost
+    /// (`tail/wakeup.rs`).
+    fn notifications_overflowed(&self) {}
     fn records_sent(&self, _topic: &str, _records: u64) {}
     /// Records a declaration's line filters kept from the sink (`reason`: `include_lines`,
     /// `exclude_lines`).

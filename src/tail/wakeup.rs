@@ -14,6 +14,7 @@
 
 use super::mounts::Mounts;
 use super::signal::Signal;
+use crate::ports::Events;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -139,6 +140,8 @@ struct Table {
     wanting: HashMap<OsString, usize, Fast>,
     /// See [`Wakeups::names_left`].
     names_left: Arc<AtomicU64>,
+    /// Told of each overflow of the kernel's queue ([`Wakeups::report_to`]).
+    events: Option<Arc<dyn Events>>,
 }
 
 /// Events after which a file that had a name in a watched directory may have none: a
@@ -165,7 +168,18 @@ impl Table {
             self.names_left.fetch_add(1, Ordering::AcqRel);
         }
         if mask.contains(EventMask::Q_OVERFLOW) {
-            // The kernel queue overflowed: events were lost, so everyone looks.
+            // The kernel queue overflowed: events were lost, so everyone looks. The files
+            // that arrived at a path meanwhile were not counted (`Registration::arrivals`):
+            // one rotated away and deleted unseen meanwhile is lost uncounted. Said, so
+            // that it is not silent.
+            tracing::warn!(
+                "file notifications overflowed the kernel's queue (fs.inotify.max_queued_events): \
+                 events were lost; every followed file is looked at, and a file that arrived at a \
+                 followed path and was deleted meanwhile may be lost uncounted"
+            );
+            if let Some(events) = &self.events {
+                events.notifications_overflowed();
+            }
             let every = self.by_dir.values().flat_map(|names| names.values());
             names_changed(every.flatten(), false);
             return;
@@ -404,6 +418,11 @@ impl Wakeups {
             appeared: Arc::default(),
             names_left: Arc::default(),
         })
+    }
+
+    /// Tells `events` of each overflow of the kernel's queue of notifications.
+    pub fn report_to(&self, events: Arc<dyn Events>) {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).events = Some(events);
     }
 
     /// A number that changes whenever a name may have left a watched directory (deleted,
@@ -765,6 +784,60 @@ mod tests {
         let (a, b) = (dir.join("a.log"), dir.join("b.log"));
         append(&a);
         (dir, a, b)
+    }
+
+    /// Counts the overflows reported.
+    #[derive(Default)]
+    struct Overflows(AtomicU64);
+
+    impl Events for Overflows {
+        fn notifications_overflowed(&self) {
+            self.0.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_overflow_of_the_kernels_queue_should_wake_every_path_and_be_reported() {
+        let limit: u64 = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .expect("/proc/sys/fs/inotify/max_queued_events: this test needs inotify")
+            .trim()
+            .parse()
+            .expect("a number");
+        let root = tempfile::tempdir().unwrap();
+        let (dir, a, b) = pod(root.path());
+        let wakeups = Wakeups::new();
+        let overflows = Arc::new(Overflows::default());
+        wakeups.report_to(overflows.clone());
+        let written = wakeups.register(&a);
+        // A path nothing happens to: only an overflow wakes it.
+        let quiet = wakeups.register(&dir.join("quiet.log"));
+        settled(&written).await;
+        settled(&quiet).await;
+        {
+            // The event thread takes the table for each read of events: held, it stops
+            // after one read while the kernel queues the rest, more than it keeps.
+            let _held = wakeups.table.lock().unwrap();
+            use std::io::Write;
+            let open = |path: &Path| {
+                let file = std::fs::OpenOptions::new().append(true).open(path);
+                file.unwrap()
+            };
+            append(&b);
+            let (mut a, mut b) = (open(&a), open(&b));
+            // Two files in turn: no event merges with the one before it.
+            for _ in 0..limit + 10_000 {
+                a.write_all(b"x\n").unwrap();
+                b.write_all(b"y\n").unwrap();
+            }
+        }
+        until("the overflow was not reported", || {
+            overflows.0.load(Ordering::Acquire) > 0
+        })
+        .await;
+        assert!(
+            quiet.signal.is_raised(),
+            "a path was not woken by the overflow"
+        );
     }
 
     #[tokio::test]

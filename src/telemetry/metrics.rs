@@ -64,6 +64,7 @@ pub struct Metrics {
     etcd_status_published: IntGauge,
     etcd_status_keys: IntGauge,
     etcd_status_writes: IntCounter,
+    notification_overflows: IntCounter,
     etcd_status_errors: IntCounter,
     /// What the etcd counters were last moved to, per key (they count in the status table).
     etcd_exported: Mutex<HashMap<(String, bool), u64>>,
@@ -392,6 +393,10 @@ impl Metrics {
                 "logcatch_etcd_status_writes_total",
                 "Status keys written to etcd (puts of changed reports and deletes).",
             ),
+            notification_overflows: scalar_counter(
+                "logcatch_notification_overflows_total",
+                "Times the kernel's queue of file notifications (inotify, fs.inotify.max_queued_events) overflowed: events were lost, every followed file was looked at, and a file that arrived at a path and was deleted meanwhile may be lost uncounted.",
+            ),
             etcd_status_errors: scalar_counter(
                 "logcatch_etcd_status_publish_errors_total",
                 "Failed attempts to hold this node's status in etcd (lease grant, keep-alive or write); retried with backoff.",
@@ -545,6 +550,10 @@ impl Events for Metrics {
 
     fn file_skipped(&self, topic: &str, reason: &str) {
         self.files_skipped.with_label_values(&[topic, reason]).inc();
+    }
+
+    fn notifications_overflowed(&self) {
+        self.notification_overflows.inc();
     }
 
     fn file_rotated(&self, topic: &str) {
