@@ -94,6 +94,16 @@ impl Reader {
         files
     }
 
+    /// Whether `file` was read before to its very end: its checkpoint names this content
+    /// and stands at its size. Taking it again would read nothing.
+    pub fn read_to_its_end(&self, file: &File, meta: &Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let checkpoints = &self.ctx.checkpoints;
+        checkpoints
+            .get(&self.id.topic, meta.dev(), meta.ino())
+            .is_some_and(|c| c.offset == meta.len() && c.file.matches(file, meta).unwrap_or(false))
+    }
+
     /// Identifies and claims an open file and positions it at its checkpoint (or by
     /// `start_at` for a file never seen on the first open).
     pub fn adopt(

@@ -722,6 +722,12 @@ impl Tailer {
         });
         let mut all_queued = true;
         for found in missed {
+            // Birth times tie within a tick of the kernel's clock, so the window holds
+            // files read and finished before: taken again at each look, more of them than
+            // lingering places went round those places for ever (a model case hung).
+            if self.reader.read_to_its_end(&found.file, &found.meta) {
+                continue;
+            }
             if !self.files.has_room() {
                 all_queued = false;
                 break;
