@@ -61,7 +61,7 @@ impl Framer {
     pub fn reset(&mut self, offset: u64) {
         self.line_start = offset;
         self.position = offset;
-        self.partial.clear();
+        super::clear_line_buffer(&mut self.partial);
         self.skipping = false;
     }
 
@@ -113,7 +113,7 @@ impl Framer {
                 truncated: cut,
             });
         }
-        self.partial.clear();
+        super::clear_line_buffer(&mut self.partial);
         self.skipping = false;
         self.line_start = self.position;
     }
@@ -142,7 +142,7 @@ impl Framer {
                 truncated,
             });
         }
-        self.partial.clear();
+        super::clear_line_buffer(&mut self.partial);
     }
 
     fn extend_partial(&mut self, bytes: &[u8], emit: &mut impl FnMut(Line<'_>)) {
@@ -160,7 +160,7 @@ impl Framer {
                 bytes: &self.partial[..self.max_line],
                 truncated: true,
             });
-            self.partial.clear();
+            super::clear_line_buffer(&mut self.partial);
             self.skipping = true;
         }
     }
@@ -238,6 +238,25 @@ mod tests {
         let (lines, framer) = frame(&[b"hel", b"lo", b"\nx"], 100);
         assert_eq!(lines, vec![(0, b"hello".to_vec(), false)]);
         assert!(framer.has_partial());
+    }
+
+    /// A long line read in pieces is held whole until its newline; its buffer was then
+    /// kept at that size for good, in every tailer that ever read such a line.
+    #[test]
+    fn a_long_line_read_in_pieces_should_not_keep_its_memory() {
+        let mut framer = Framer::new(0, 1 << 20);
+        let mut lines = Vec::new();
+        let piece = vec![b'x'; 16 * 1024];
+        for _ in 0..3 {
+            framer.push(&piece, &mut |l| lines.push(l.bytes.len()));
+        }
+        framer.push(b"\nnext", &mut |l| lines.push(l.bytes.len()));
+        assert_eq!(lines, [3 * piece.len()]);
+        assert!(
+            framer.partial.capacity() <= crate::format::KEPT_CAPACITY,
+            "{} bytes kept after the line was shipped",
+            framer.partial.capacity()
+        );
     }
 
     #[test]

@@ -21,6 +21,23 @@ use crate::units;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The capacity a line or record buffer keeps between lines, at most: one grown beyond
+/// it by a long line is given back once that line is shipped. Each tailer has such
+/// buffers, and kept at the size of the longest line they ever held they added up
+/// (400 containers that each once joined a 40 KB line held ≈ 20 MiB; BENCHMARKS.md
+/// "Memory kept by long lines").
+pub(crate) const KEPT_CAPACITY: usize = 4096;
+
+/// Empties `buf` for the next line, giving its memory back when it outgrew
+/// [`KEPT_CAPACITY`].
+pub(crate) fn clear_line_buffer(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEPT_CAPACITY {
+        *buf = Vec::new();
+    } else {
+        buf.clear();
+    }
+}
+
 /// How a file's lines are read.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize,

@@ -83,7 +83,7 @@ impl Aggregator {
             self.flush_slot(slot, out);
         }
         let buf = &mut self.bufs[slot];
-        buf.clear();
+        super::clear_line_buffer(buf);
         if bytes.len() > self.max_bytes {
             self.cut += 1;
         }
@@ -147,7 +147,7 @@ impl Aggregator {
                 &self.bufs[slot],
                 pending.meta,
             );
-            self.bufs[slot].clear();
+            super::clear_line_buffer(&mut self.bufs[slot]);
         }
     }
 }
@@ -219,6 +219,32 @@ mod tests {
             offset += line.len() as u64 + 1;
         }
         offset
+    }
+
+    /// A long stack trace once joined: its buffer was kept at that size for good.
+    #[test]
+    fn a_long_record_should_not_keep_its_memory_once_shipped() {
+        let mut agg = aggregator(10_000, 1 << 20);
+        let mut out = batch();
+        let frame = format!("\tat {}", "x".repeat(200));
+        let mut lines = vec!["2024-05-01 10:00:00 ERROR boom".to_string()];
+        lines.extend(std::iter::repeat_n(frame, 200));
+        lines.push("2024-05-01 10:00:01 INFO next".into());
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        feed(&mut agg, &lines, &mut out);
+        assert_eq!(
+            records(&out).len(),
+            1,
+            "the trace shipped, the next line pending"
+        );
+        flush(&mut agg, &mut out);
+        for buf in &agg.bufs {
+            assert!(
+                buf.capacity() <= crate::format::KEPT_CAPACITY,
+                "{} bytes kept after the record was shipped",
+                buf.capacity()
+            );
+        }
     }
 
     #[test]
