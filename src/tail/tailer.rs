@@ -223,12 +223,44 @@ impl Tailer {
         }
         let drained = self.reader.drain().await;
         let result = followed.and(drained);
+        if result.is_ok() {
+            self.name_truncated_in_queue();
+        }
         if result.is_err() {
             self.keep_deleted(&mut watch);
         }
         // Claims are released only now, once the acknowledged offsets are checkpointed.
         drop(self.files);
         result
+    }
+
+    /// Stopped with every batch settled: a file held for reading that was truncated and
+    /// written again since it was last checked (queued behind a backlog, before its turn)
+    /// is checkpointed at 0 under what it holds now. Its checkpoint named the content it
+    /// held before, so a restart that looked for it renamed away took it for another file
+    /// that reused the inode, and its lines were lost.
+    fn name_truncated_in_queue(&mut self) {
+        let reader = &mut self.reader;
+        for open in self.files.reading_mut() {
+            let Ok(meta) = open.file.metadata() else {
+                continue;
+            };
+            let same = {
+                let file = open.file.file();
+                let Some(file) = file.as_ref() else { continue };
+                open.identity.matches(file, &meta)
+            };
+            let truncated = meta.len() < open.framer.position() || matches!(same, Ok(false));
+            if !truncated {
+                continue;
+            }
+            if let Ok((before, submitted)) = open.restart() {
+                reader.inflight.truncated(before, submitted, open.identity);
+                reader.ctx.events.file_truncated(&reader.id.topic);
+                tracing::info!(tailer = %reader.id,
+                    "a file queued for reading was truncated before its turn; checkpointed at 0");
+            }
+        }
     }
 
     /// Stopped: a deleted file is never found again (its glob no longer matching it is
