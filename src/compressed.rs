@@ -6,6 +6,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
 const EXTENSIONS: &[&str] = &["gz", "zst", "bz2", "xz", "lz4", "zip"];
 
@@ -29,55 +30,70 @@ pub fn is_compressed(path: &Path, meta: &std::fs::Metadata) -> bool {
     by_name || has_magic(path, meta)
 }
 
-/// Which file a verdict belongs to. The change time (coarse: a few ms) and the size move
-/// on every write, rename and re-creation, so a reused inode does not inherit another
-/// file's verdict; an idle file keeps its key, and a periodic resync of 10,000 idle files
-/// only stats them.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct FileKey {
-    dev: u64,
-    ino: u64,
-    ctime: i64,
-    ctime_nsec: i64,
+/// A file's verdict, kept by device and inode: one per file, however often it is written
+/// (a reconcile pass asks about every file its globs match, one pass a second while pods
+/// come and go).
+#[derive(Clone, Copy)]
+struct Verdict {
+    /// Birth time: a reused inode number is another file.
+    born: Option<SystemTime>,
+    /// Change time (coarse: a few ms) and size when the head was read: without birth
+    /// times, the verdict holds while they are unchanged.
+    changed: (i64, i64),
     size: u64,
+    compressed: bool,
 }
 
-impl FileKey {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            ctime: meta.ctime(),
-            ctime_nsec: meta.ctime_nsec(),
+impl Verdict {
+    fn of(meta: &std::fs::Metadata, compressed: bool) -> Self {
+        Verdict {
+            born: meta.created().ok(),
+            changed: (meta.ctime(), meta.ctime_nsec()),
             size: meta.len(),
+            compressed,
+        }
+    }
+
+    /// Whether the verdict still holds for the file `meta` describes: the same file (born
+    /// at the same time), no shorter than when its head was read (appended to since; one
+    /// rewritten shorter is read again). Without birth times, while its change time and
+    /// size are unchanged: an idle file keeps its verdict, and a periodic resync of 10,000
+    /// idle files only stats them.
+    fn holds_for(&self, meta: &std::fs::Metadata) -> bool {
+        match (self.born, meta.created().ok()) {
+            (Some(born), Some(now)) => born == now && meta.len() >= self.size,
+            _ => self.changed == (meta.ctime(), meta.ctime_nsec()) && self.size == meta.len(),
         }
     }
 }
 
-/// Verdicts of files whose head was read in full; forgotten wholesale past this size.
-const MAX_VERDICTS: usize = 100_000;
-static VERDICTS: LazyLock<Mutex<HashMap<FileKey, bool>>> = LazyLock::new(Mutex::default);
+/// Files whose head was read in full, at most (twice the 10,000 files a node's agent is
+/// measured following; ≈ 1.3 MB): past this, every verdict is forgotten.
+const MAX_VERDICTS: usize = 20_000;
+static VERDICTS: LazyLock<Mutex<HashMap<(u64, u64), Verdict>>> = LazyLock::new(Mutex::default);
 
 fn has_magic(path: &Path, meta: &std::fs::Metadata) -> bool {
-    if let Some(verdict) = verdicts().get(&FileKey::of(meta)) {
-        return *verdict;
+    let key = (meta.dev(), meta.ino());
+    if let Some(verdict) = verdicts().get(&key).filter(|v| v.holds_for(meta)) {
+        return verdict.compressed;
     }
     let Ok(mut file) = crate::open::open_for_reading(path) else {
         return false;
     };
-    let (verdict, complete) = read_magic(&mut file);
-    // Keyed by what was read, in case the path was replaced after `meta` was taken.
+    let (compressed, complete) = read_magic(&mut file);
+    // Kept for what was read, in case the path was replaced after `meta` was taken.
     if let (true, Ok(meta)) = (complete, file.metadata()) {
         let mut verdicts = verdicts();
         if verdicts.len() >= MAX_VERDICTS {
-            verdicts.clear();
+            // Its memory too.
+            *verdicts = HashMap::new();
         }
-        verdicts.insert(FileKey::of(&meta), verdict);
+        verdicts.insert((meta.dev(), meta.ino()), Verdict::of(&meta, compressed));
     }
-    verdict
+    compressed
 }
 
-fn verdicts() -> MutexGuard<'static, HashMap<FileKey, bool>> {
+fn verdicts() -> MutexGuard<'static, HashMap<(u64, u64), Verdict>> {
     VERDICTS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -99,6 +115,12 @@ fn read_magic(file: &mut std::fs::File) -> (bool, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Verdicts cached for the file `meta` describes (by device and inode).
+    fn cached_for(meta: &std::fs::Metadata) -> usize {
+        let file = (meta.dev(), meta.ino());
+        verdicts().keys().filter(|k| **k == file).count()
+    }
 
     fn compressed(path: &Path) -> bool {
         is_compressed(path, &std::fs::metadata(path).unwrap())
@@ -134,6 +156,25 @@ mod tests {
         // Same inode, new content: change time and size move, so the verdict is read again.
         std::fs::write(&path, [0x1f, 0x8b, 8, 0, 0, 0, 0]).unwrap();
         assert!(compressed(&path));
+    }
+
+    /// Every reconcile pass (one a second while pods come and go) asks about every
+    /// file its globs match, and a log file has been written since the last pass: keyed
+    /// by change time and size, each pass added a verdict per file, up to 100,000 of
+    /// them (6.4 MB in the soak's steady state, read again from each file's head).
+    #[test]
+    fn a_file_written_between_looks_should_keep_one_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut file = std::fs::File::create(&path).unwrap();
+        for n in 0..20 {
+            std::io::Write::write_all(&mut file, format!("line {n}\n").as_bytes()).unwrap();
+            // Change times tick every few milliseconds.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert!(!compressed(&path));
+        }
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(cached_for(&meta), 1, "one verdict for one file");
     }
 
     #[test]
