@@ -7,7 +7,7 @@
 # ships) for DURATION_S (default 180), then SIGKILLed, so that what heaptrack reports
 # "leaked" is the live heap then (OUT.zst). Per source line: bench/heap_by_line.py OUT.txt,
 # where OUT.txt = heaptrack_print -n 100000 -s 100000 --print-leaks 1 --print-peaks 0
-# --print-allocators 0 --print-temporary 0 --print-histogram 0 -f OUT.zst
+# --print-allocators 0 --print-temporary 0 -f OUT.zst
 set -euo pipefail
 BIN=$1 OUT=$2 DURATION=${3:-180}
 REPO=$(cd "$(dirname "$0")/.." && pwd)

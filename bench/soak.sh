@@ -217,7 +217,9 @@ seen_c=$(grep -c '^[0-9.]* probe-c seen' "$events" || true)
   echo "\"etcd_connected_at_end\": \"${etcd_connected:-?}\","
   echo "\"etcd_error_in_status_at_end\": $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$etcd_error"),"
   echo "\"drained_after_writer_s\": \"${drained:-not within ${DRAIN_LIMIT}}\","
-  echo "\"etcd_change_after_rotation_seen\": $([[ $seen_b == 1 && $seen_c == 1 ]] && echo true || echo false)"
+  echo "\"etcd_change_after_rotation_seen\": $([[ $seen_b == 1 && $seen_c == 1 ]] && echo true || echo false),"
+  # The 2 s samples can miss the peak: the kernel's high-water mark of the agent's RSS.
+  echo "\"peak_rss_vmhwm_mib\": $(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$agent/status" 2>/dev/null || echo null)"
   echo "}"
 } >"$ROOT/extra.json"
 kill -TERM "$agent" && wait "$agent" 2>/dev/null || true
