@@ -514,18 +514,8 @@ fn rotations_beyond_what_the_watch_task_holds_are_each_counted_when_lost() {
     broker.thaw();
     // Files are read in order: once the last line is delivered, all that can be is.
     let written = writer.written().to_vec();
-    let last = written.last().expect("written").clone();
-    let delivered = eventually("the last line delivered", || {
-        let delivered: std::collections::HashSet<String> =
-            kafka_records(&broker.address(), &topic, written.len())
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect();
-        delivered.contains(&last).then_some(delivered)
-    });
-    let lost_files: Vec<usize> = (0..files.len())
-        .filter(|&i| (files[i].0..files[i].1).any(|l| !delivered.contains(&written[l])))
-        .collect();
+    let (delivered, _) = delivered_and_lost(&broker, &topic, &written);
+    let lost_files = files_with_a_lost_line(&files, &written, &delivered);
     let skipped = metric(port, "logcatch_files_skipped_total");
     let released = metric(port, "logcatch_deleted_files_released_total");
     println!(
@@ -658,9 +648,7 @@ fn rotate_as_the_kubelet_while_kafka_hangs(
                 .lines()
                 .filter(|l| l.contains("closed a deleted file") && !l.contains(" lost_bytes=0 "))
                 .count(),
-            lost_files: (0..files.len())
-                .filter(|&i| (files[i].0..files[i].1).any(|l| !got.contains(&written[l])))
-                .collect(),
+            lost_files: files_with_a_lost_line(&files, &written, &got),
         }
     };
     // The tailer counts a loss when it comes to the file, which on a loaded machine may
@@ -997,6 +985,18 @@ fn delivered_and_lost<'a>(
         .filter(|l| !got.contains(l.as_str()))
         .collect();
     (got, lost)
+}
+
+/// The files (by index in `files`, each the range of its lines in `written`) with a line
+/// not in `delivered`.
+fn files_with_a_lost_line(
+    files: &[(usize, usize)],
+    written: &[String],
+    delivered: &std::collections::HashSet<String>,
+) -> Vec<usize> {
+    (0..files.len())
+        .filter(|&i| (files[i].0..files[i].1).any(|l| !delivered.contains(&written[l])))
+        .collect()
 }
 
 /// A broker and an agent following `pods/*.log` into it with `tail: { <tail> }`, with
@@ -1630,27 +1630,13 @@ fn files_never_seen_while_the_tailer_keeps_up_are_counted() {
     }
     writer.write(10);
     let written = writer.written().to_vec();
-    let last = written.last().expect("written").clone();
-    let delivered = eventually("the last line delivered", || {
-        let delivered: std::collections::HashSet<String> =
-            kafka_records(&broker.address(), &topic, written.len())
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect();
-        delivered.contains(&last).then_some(delivered)
-    });
-    let lost_files = (0..files.len())
-        .filter(|&i| (files[i].0..files[i].1).any(|l| !delivered.contains(&written[l])))
-        .count();
-    let counted = || {
-        let skipped = metric(port, "logcatch_files_skipped_total");
-        let released = metric(port, "logcatch_deleted_files_released_total");
-        (skipped, released)
-    };
+    let (delivered, _) = delivered_and_lost(&broker, &topic, &written);
+    let lost_files = files_with_a_lost_line(&files, &written, &delivered).len();
     // Counted at the watch task's next complete look, a poll interval or so later.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let (skipped, released) = loop {
-        let (skipped, released) = counted();
+        let skipped = metric(port, "logcatch_files_skipped_total");
+        let released = metric(port, "logcatch_deleted_files_released_total");
         if skipped + released >= lost_files as f64 || std::time::Instant::now() > deadline {
             break (skipped, released);
         }
