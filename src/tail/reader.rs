@@ -609,6 +609,16 @@ impl Reader {
         batch
     }
 
+    /// Starts `open` over at 0 after a truncation (nothing of it in flight), under the
+    /// identity of what it holds now: a restart must recognise it, and a copy of the old
+    /// content resume where it ended. Counted as a truncation.
+    pub fn start_over(&mut self, open: &mut OpenFile) -> io::Result<()> {
+        let (before, submitted) = open.restart()?;
+        self.inflight.truncated(before, submitted, open.identity);
+        self.ctx.events.file_truncated(&self.id.topic);
+        Ok(())
+    }
+
     pub fn read_error(&self, source: io::Error) -> TailError {
         TailError::Read {
             path: self.id.path.to_path_buf(),

@@ -254,9 +254,7 @@ impl Tailer {
             if !truncated {
                 continue;
             }
-            if let Ok((before, submitted)) = open.restart() {
-                reader.inflight.truncated(before, submitted, open.identity);
-                reader.ctx.events.file_truncated(&reader.id.topic);
+            if reader.start_over(open).is_ok() {
                 tracing::info!(tailer = %reader.id,
                     "a file queued for reading was truncated before its turn; checkpointed at 0");
             }
@@ -418,16 +416,12 @@ impl Tailer {
                 Ok(Next::Wait(pace))
             }
             Change::Truncated => {
-                // Settle what was sent before the truncation, then start over at 0
-                // under the identity of what the file holds now: a restart must
-                // recognise it, and a copy of the old content resume where it ended.
+                // Settle what was sent before the truncation, then start over at 0.
                 self.reader.drain().await?;
                 let open = self.files.front_mut().expect("checked above");
-                let (before, submitted) = open.restart().map_err(|e| self.reader.read_error(e))?;
                 let reader = &mut self.reader;
-                reader.inflight.truncated(before, submitted, open.identity);
+                reader.start_over(open).map_err(|e| reader.read_error(e))?;
                 reader.progress.set_acked(0);
-                reader.ctx.events.file_truncated(&reader.id.topic);
                 tracing::info!(tailer = %reader.id, "file truncated; reading again from offset 0");
                 Ok(Next::Step)
             }
